@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` and `make test`; both bootstrap first.
+VENV := .venv
+FCL := $(VENV)/bin/fcl
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap stack-up stack-down stack-status migrate test demo bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+stack-up: bootstrap
+	@$(FCL) stack up
+
+stack-down:
+	@if [ -x $(FCL) ]; then $(FCL) stack down; fi
+
+stack-status: bootstrap
+	@$(FCL) stack status
+
+migrate: stack-up
+	@$(FCL) migrate
+
+test: bootstrap
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: bootstrap
+	@bash scripts/demo.sh
+
+bench: stack-up
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done
+
+clean: stack-down
+	rm -rf .fcl

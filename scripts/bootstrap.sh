@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for fcl: check the tools it needs, install PostgreSQL's server when it is
+# missing, create .venv with the project installed, and cache the Kafka broker's jars.
+# Idempotent: on a bootstrapped machine it only checks, which takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+say() { echo "bootstrap: $*" >&2; }
+
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || die "$PY not found: install Python 3.11 or newer (apt-get install -y python3 python3-venv)"
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || die "$("$PY" -V 2>&1) found, fcl needs Python 3.11 or newer"
+
+command -v java >/dev/null || die "java not found: install it (apt-get install -y openjdk-17-jre-headless; Kafka 4 needs Java 17+)"
+java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
+[ -n "$java_major" ] && [ "$java_major" -ge 17 ] \
+  || die "Java ${java_major:-of unknown version} found, Kafka 4 needs 17 or newer (apt-get install -y openjdk-17-jre-headless)"
+
+kafka_version=$(sed -n 's/^KAFKA_VERSION = "\(.*\)"/\1/p' fcl/stack/kafka.py)
+kafka_cache="${XDG_CACHE_HOME:-$HOME/.cache}/fcl/kafka/$kafka_version/libs"
+if [ ! -f "$kafka_cache/.complete" ]; then
+  command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install -y maven); it fetches the Kafka $kafka_version jars once"
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ -z "${FCL_PG_BINDIR:-}" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing PostgreSQL from Debian's packages ..."
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+      || die "apt-get install postgresql failed"
+  else
+    die "PostgreSQL server not found: install it (apt-get install -y postgresql) or set FCL_PG_BINDIR"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv ..."
+  "$PY" -m venv .venv || die "could not create .venv (apt-get install -y python3-venv)"
+fi
+stamp=.venv/.fcl-installed
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing fcl and its dependencies into .venv (first time: a few minutes, torch is large) ..."
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/fcl stack fetch >/dev/null
+say "ready (.venv, PostgreSQL server binaries, Apache Kafka $kafka_version jars)"
