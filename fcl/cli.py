@@ -1,0 +1,87 @@
+"""The `fcl` command line. Each subcommand has `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fcl.stack.common import StackError
+from storage.db import StorageError
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from fcl.stack import LocalStack
+
+    stack = LocalStack(Path(args.state_dir))
+    if args.action == "fetch":
+        from fcl.stack.kafka import ensure_jars
+
+        print(ensure_jars())
+        return 0
+    status = {"up": stack.up, "down": stack.down, "status": stack.status}[args.action]()
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+    else:
+        print(status.kafka.line())
+        print(status.postgres.line())
+        if status.up:
+            print(f"settings for fcl commands: {status.env_file}")
+    if args.action == "up" and not status.up:
+        return 1
+    if args.action == "status" and not status.up:
+        return 3  # like `systemctl status`: not running is not an error, but scripts can tell
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from fcl.settings import load_settings
+    from storage.migrate import downgrade, upgrade
+
+    url = args.database_url or load_settings().database_url
+    if args.downgrade:
+        downgrade(url, args.downgrade)
+        print(f"database downgraded to {args.downgrade}")
+    else:
+        upgrade(url, args.revision)
+        print(f"database at {args.revision}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcl", description="FinCoach continuous learning service")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = sub.add_parser("stack", help="a local Apache Kafka broker and PostgreSQL server (no Docker)",
+                           description="Start, stop or inspect the local broker and database server. "
+                                       "`up` writes their addresses to .fcl/stack.env.")
+    stack.add_argument("action", choices=["up", "down", "status", "fetch"],
+                       help="up: start both and wait until each answers; down: stop what up started; "
+                            "status: what runs, where, which versions; fetch: only cache the Kafka jars")
+    stack.add_argument("--state-dir", default=".fcl", help="where the stack keeps data, logs and pids")
+    stack.add_argument("--json", action="store_true", help="print the status as JSON")
+    stack.set_defaults(func=_stack)
+
+    migrate = sub.add_parser("migrate", help="apply the database migrations",
+                             description="Bring the database schema to a revision (default: head).")
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    migrate.add_argument("--database-url", help="override FCL_DATABASE_URL")
+    migrate.set_defaults(func=_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (StackError, StorageError) as exc:
+        print(f"fcl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

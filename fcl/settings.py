@@ -1,0 +1,67 @@
+"""Settings read from the environment and from `.fcl/stack.env` (see CONTRACT.md).
+
+Real environment variables win over `.fcl/stack.env`, so a test or an operator can always point
+a command somewhere else than the local stack.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_ENV_FILE = Path(".fcl") / "stack.env"
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Field `x` is read from `FCL_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FCL_",
+        env_file=STACK_ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str = "localhost:9092"
+    database_url: str = DEFAULT_DATABASE_URL
+    topic_prefix: str = "fcl."
+    api_token: str | None = None
+    artifact_dir: Path = Path(".fcl/artifacts")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("api_token")
+    @classmethod
+    def _empty_token_is_unset(cls, value: str | None) -> str | None:
+        # An empty FCL_API_TOKEN must not become a token that an empty header matches.
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith("postgresql"):
+            raise ValueError("FCL_DATABASE_URL must be a postgresql:// URL")
+        if value.startswith("postgresql://"):
+            # Accept the plain form people copy from psql; the service talks asyncpg.
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the contract's topics, e.g. `topic("dead-letter")`."""
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_settings(env_file: Path | None = STACK_ENV_FILE) -> Settings:
+    """Fresh settings, not cached; `env_file=None` reads the environment alone."""
+    return Settings(_env_file=env_file)  # type: ignore[call-arg]

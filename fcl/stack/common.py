@@ -1,0 +1,123 @@
+"""What the broker and the database server share: errors, ports, processes, log tails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class StackError(Exception):
+    """A problem an operator can act on; the CLI prints it without a traceback."""
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(f"{name} not found on PATH: install it ({install_hint})")
+    return path
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Servers bind with SO_REUSEADDR too, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_ports(preferred: Iterable[int | None], host: str = "127.0.0.1") -> list[int]:
+    """One free port per wish: the preferred one when it is free, another free one otherwise."""
+    chosen: list[int] = []
+    for port in preferred:
+        if port and port not in chosen and port_is_free(port, host):
+            chosen.append(port)
+            continue
+        candidate = free_port(host)
+        while candidate in chosen:
+            candidate = free_port(host)
+        chosen.append(candidate)
+    return chosen
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The kernel's start time of `pid`, which tells a live process from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) counted after the parenthesised command name, which may hold spaces.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    if not pid:
+        return False
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    if state == "Z":
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def terminate(pid: int, start_ticks: int | None, timeout: float) -> bool:
+    """SIGTERM, wait up to `timeout`, then SIGKILL. True when the process is gone."""
+    if not process_alive(pid, start_ticks):
+        return True
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not process_alive(pid, start_ticks):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        _reap(pid)
+        if not process_alive(pid, start_ticks):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _reap(pid: int) -> None:
+    # A child of this very process (tests start and stop stacks in-process) stays a zombie
+    # until waited for.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The log's last lines, preceded by its first few ERROR/FATAL lines (the cause of a failed
+    start is often an error far above a long stack trace)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    all_lines = text.splitlines()
+    if not all_lines:
+        return f"(log {path} is empty)"
+    errors = [line for line in all_lines[:-lines] if " ERROR " in line or " FATAL " in line][:5]
+    head = ["errors logged:", *errors, "...", "last lines:"] if errors else []
+    return "\n".join([*head, *all_lines[-lines:]])

@@ -1,0 +1,256 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker and controller) from Maven Central.
+
+The jars are resolved once with Maven and cached per Kafka version under
+`$XDG_CACHE_HOME/fcl/kafka/<version>` (default `~/.cache`), so every checkout on a machine
+shares them and a second bootstrap needs no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fcl.stack.common import (
+    StackError,
+    log_tail,
+    process_alive,
+    process_start_ticks,
+    require_tool,
+    terminate,
+)
+
+KAFKA_VERSION = "4.1.1"
+# The log4j release Kafka 4.1.x is built with; its slf4j 1.x binding matches slf4j-api 1.7.36.
+LOG4J_VERSION = "2.24.3"
+JAVA_HINT = "apt-get install -y openjdk-17-jre-headless (Kafka 4 needs Java 17 or newer)"
+MAVEN_HINT = "apt-get install -y maven"
+
+LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <File name="server" fileName="${sys:kafka.logs.dir}/server.log">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </File>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <Logger name="org.apache.kafka.controller" level="INFO"/>
+    <Root level="INFO"><AppenderRef ref="server"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fcl" / "kafka"
+
+
+def jars_dir(version: str = KAFKA_VERSION) -> Path:
+    return cache_root() / version / "libs"
+
+
+def ensure_jars(version: str = KAFKA_VERSION, log4j_version: str = LOG4J_VERSION) -> Path:
+    """The folder of the broker's runtime jars, resolved with Maven on first use."""
+    target = jars_dir(version)
+    if (target / ".complete").exists():
+        return target
+    mvn = require_tool("mvn", MAVEN_HINT)
+    require_java()
+    pom = resources.files("fcl.stack").joinpath("kafka-pom.xml").read_text()
+    pom = pom.replace("@KAFKA_VERSION@", version).replace("@LOG4J_VERSION@", log4j_version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "pom.xml").write_text(pom)
+        out = tmp_path / "libs"
+        print(f"fetching Apache Kafka {version} jars from Maven Central ...", file=sys.stderr)
+        proc = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(tmp_path / "pom.xml"), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={out}"],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0 or not (out / f"kafka_2.13-{version}.jar").exists():
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise StackError(f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}:\n{tail}")
+        (out / ".complete").write_text(version + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
+
+
+def require_java() -> str:
+    java = require_tool("java", JAVA_HINT)
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    text = proc.stderr + proc.stdout
+    major = _java_major(text)
+    if major is not None and major < 17:
+        raise StackError(f"Java {major} found, Kafka 4 needs 17 or newer: {JAVA_HINT}")
+    return java
+
+
+def _java_major(version_text: str) -> int | None:
+    for token in version_text.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and ("." in token or token.isdigit()):
+            major = int(head)
+            return int(token.split(".")[1]) if major == 1 else major
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaPorts:
+    broker: int
+    controller: int
+
+
+def server_properties(data_dir: Path, ports: KafkaPorts) -> str:
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{ports.controller}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{ports.broker},CONTROLLER://127.0.0.1:{ports.controller}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{ports.broker}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir.resolve()),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "delete.topic.enable": "true",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaProcess:
+    pid: int
+    start_ticks: int | None
+    ports: KafkaPorts
+    cluster_id: str
+    version: str
+
+
+class KafkaBroker:
+    """Files of one broker under `root` (config, data, logs) and the process that serves them."""
+
+    def __init__(self, root: Path, *, version: str = KAFKA_VERSION) -> None:
+        self.root = root
+        self.version = version
+        self.data_dir = root / "data"
+        self.log_dir = root / "logs"
+        self.config = root / "server.properties"
+        self.log4j = root / "log4j2.xml"
+
+    @property
+    def server_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.log_dir / "stdout.log"
+
+    def _java_cmd(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+        return [
+            require_java(), f"-Xmx{heap}", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j.resolve()}",
+            f"-Dkafka.logs.dir={self.log_dir.resolve()}",
+            "-cp", f"{libs}/*", main, *args,
+        ]
+
+    def prepare(self, ports: KafkaPorts, cluster_id: str | None) -> str:
+        """Write the config and format the data folder once; returns the cluster id."""
+        libs = ensure_jars(self.version)
+        for folder in (self.data_dir, self.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(server_properties(self.data_dir, ports))
+        self.log4j.write_text(LOG4J2_XML)
+        if (self.data_dir / "meta.properties").exists() and cluster_id:
+            return cluster_id
+        if cluster_id is None:
+            out = subprocess.run(self._java_cmd(libs, "kafka.tools.StorageTool", "random-uuid"),
+                                 capture_output=True, text=True, check=False)
+            cluster_id = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else ""
+            if not cluster_id:
+                raise StackError(f"kafka-storage random-uuid failed: {out.stderr.strip()[-2000:]}")
+        fmt = subprocess.run(
+            self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(self.config.resolve()), "--ignore-formatted"),
+            capture_output=True, text=True, check=False,
+        )
+        if fmt.returncode != 0:
+            raise StackError(f"formatting Kafka's data folder failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
+        return cluster_id
+
+    def start(self, ports: KafkaPorts, cluster_id: str | None, timeout: float) -> KafkaProcess:
+        cluster_id = self.prepare(ports, cluster_id)
+        libs = jars_dir(self.version)
+        cmd = self._java_cmd(libs, "kafka.Kafka", str(self.config.resolve()), heap="1g")
+        with self.stdout_log.open("ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        started = KafkaProcess(pid=proc.pid, start_ticks=process_start_ticks(proc.pid),
+                               ports=ports, cluster_id=cluster_id, version=self.version)
+        self.wait_ready(started, timeout)
+        return started
+
+    def wait_ready(self, proc: KafkaProcess, timeout: float) -> None:
+        """Until a real client lists topics; the log's tail when it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not process_alive(proc.pid, proc.start_ticks):
+                raise StackError(
+                    f"the Kafka broker exited while starting; the end of {self.server_log}:\n"
+                    f"{log_tail(self.server_log)}\n--- {self.stdout_log}:\n{log_tail(self.stdout_log, 15)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                terminate(proc.pid, proc.start_ticks, timeout=10)
+                raise StackError(
+                    f"the Kafka broker did not answer on 127.0.0.1:{proc.ports.broker} within "
+                    f"{timeout:.0f}s and was stopped; the end of {self.server_log}:\n{log_tail(self.server_log)}"
+                )
+            if asyncio.run(broker_answers(f"127.0.0.1:{proc.ports.broker}", min(remaining, 5.0))):
+                return
+            time.sleep(0.3)
+
+
+async def broker_answers(bootstrap: str, timeout: float) -> bool:
+    """True when the broker at `bootstrap` lists its topics to an aiokafka admin client."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    # While the broker starts, every refused connection is expected: keep aiokafka quiet.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+        await asyncio.wait_for(client.list_topics(), timeout)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    finally:
+        try:
+            await asyncio.wait_for(client.close(), 5)
+        except Exception:  # noqa: BLE001
+            pass
+        quiet.setLevel(level)

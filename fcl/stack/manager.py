@@ -1,0 +1,207 @@
+"""`fcl stack up|down|status`: the local broker and database server as one unit.
+
+Everything lives under one state folder (`.fcl` by default): `stack/state.json` records what
+was started (pids with their kernel start times, ports, cluster id), so `down` stops exactly
+those processes and `up` twice is harmless. `stack.env` is what every `fcl` command reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fcl.stack.common import StackError, choose_ports, process_alive, terminate
+from fcl.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaPorts, broker_answers, jars_dir, require_java
+from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir, server_version
+
+PREFERRED_KAFKA_PORT = 9092
+PREFERRED_CONTROLLER_PORT = 9093
+PREFERRED_POSTGRES_PORT = 5432
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentStatus:
+    name: str
+    running: bool
+    answering: bool
+    pid: int | None
+    address: str | None
+    version: str | None
+    detail: str = ""
+
+    def line(self) -> str:
+        state = "answering" if self.answering else ("running, not answering" if self.running else "stopped")
+        parts = [f"{self.name:<9}", f"{state:<10}"]
+        if self.pid:
+            parts.append(f"pid {self.pid}")
+        if self.address:
+            parts.append(self.address)
+        if self.version:
+            parts.append(self.version)
+        if self.detail:
+            parts.append(self.detail)
+        return "  ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackStatus:
+    kafka: ComponentStatus
+    postgres: ComponentStatus
+    env_file: str
+
+    @property
+    def up(self) -> bool:
+        return self.kafka.answering and self.postgres.answering
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kafka": asdict(self.kafka), "postgres": asdict(self.postgres),
+                "env_file": self.env_file, "up": self.up}
+
+
+def kafka_release(version: str = KAFKA_VERSION) -> str:
+    """The release named inside the kafka-clients jar the broker runs from."""
+    jar = jars_dir(version) / f"kafka-clients-{version}.jar"
+    try:
+        with zipfile.ZipFile(jar) as zf:
+            props = zf.read("kafka/kafka-version.properties").decode()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return version
+    for line in props.splitlines():
+        if line.startswith("version="):
+            return line.split("=", 1)[1].strip()
+    return version
+
+
+class LocalStack:
+    def __init__(self, state_dir: Path = Path(".fcl"), *, start_timeout: float | None = None,
+                 kafka_port: int = PREFERRED_KAFKA_PORT, controller_port: int = PREFERRED_CONTROLLER_PORT,
+                 postgres_port: int = PREFERRED_POSTGRES_PORT) -> None:
+        self.state_dir = state_dir
+        self.preferred = {"kafka": kafka_port, "controller": controller_port, "postgres": postgres_port}
+        self.stack_dir = state_dir / "stack"
+        self.state_file = self.stack_dir / "state.json"
+        self.env_file = state_dir / "stack.env"
+        self.kafka = KafkaBroker(self.stack_dir / "kafka")
+        self.postgres = PostgresServer(self.stack_dir)
+        timeout = start_timeout or float(os.environ.get("FCL_STACK_START_TIMEOUT", "90"))
+        self.start_timeout = timeout
+
+    # -- state ---------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.state_file)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        with (self.stack_dir / "lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- commands ------------------------------------------------------------------------------
+    def up(self) -> StackStatus:
+        require_java()
+        bindir = find_bindir()
+        with self._locked():
+            state = self._load()
+            self._up_postgres(state, bindir)
+            self._up_kafka(state)
+            self._write_env(state)
+        return self.status()
+
+    def _up_postgres(self, state: dict[str, Any], bindir: Path) -> None:
+        pg = state.get("postgres", {})
+        if pg.get("port") and self.postgres.postmaster_pid() and asyncio.run(server_version(pg["port"])):
+            return
+        if self.postgres.postmaster_pid() and not process_alive(self.postgres.postmaster_pid()):
+            (self.postgres.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        elif self.postgres.postmaster_pid():
+            self.postgres.stop(bindir)  # running on a port we no longer know: restart cleanly
+        (port,) = choose_ports([pg.get("port") or self.preferred["postgres"]])
+        started = self.postgres.start(bindir, port, self.start_timeout)
+        state["postgres"] = asdict(started)
+        self._save(state)
+
+    def _up_kafka(self, state: dict[str, Any]) -> None:
+        kf = state.get("kafka", {})
+        if process_alive(kf.get("pid"), kf.get("start_ticks")):
+            if asyncio.run(broker_answers(f"127.0.0.1:{kf['broker_port']}", 10)):
+                return
+            terminate(kf["pid"], kf.get("start_ticks"), timeout=30)
+        broker, controller = choose_ports([kf.get("broker_port") or self.preferred["kafka"],
+                                           kf.get("controller_port") or self.preferred["controller"]])
+        started = self.kafka.start(KafkaPorts(broker=broker, controller=controller),
+                                   kf.get("cluster_id"), self.start_timeout)
+        state["kafka"] = {"pid": started.pid, "start_ticks": started.start_ticks,
+                          "broker_port": broker, "controller_port": controller,
+                          "cluster_id": started.cluster_id, "version": started.version}
+        self._save(state)
+
+    def _write_env(self, state: dict[str, Any]) -> None:
+        kafka_port = state["kafka"]["broker_port"]
+        pg_port = state["postgres"]["port"]
+        self.env_file.parent.mkdir(parents=True, exist_ok=True)
+        self.env_file.write_text(
+            "# written by `fcl stack up`; removed by `fcl stack down`\n"
+            f"FCL_KAFKA_BOOTSTRAP=127.0.0.1:{kafka_port}\n"
+            f"FCL_DATABASE_URL=postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{pg_port}/{DATABASE}\n"
+        )
+
+    def down(self) -> StackStatus:
+        with self._locked():
+            state = self._load()
+            kf = state.get("kafka", {})
+            if kf.get("pid") and not terminate(kf["pid"], kf.get("start_ticks"), timeout=60):
+                raise StackError(f"the Kafka broker (pid {kf['pid']}) did not stop")
+            kf["pid"] = None
+            if self.postgres.postmaster_pid():
+                self.postgres.stop(find_bindir())
+            state.get("postgres", {})["pid"] = None
+            self._save(state)
+            self.env_file.unlink(missing_ok=True)
+        return self.status()
+
+    def status(self) -> StackStatus:
+        state = self._load()
+        kf = state.get("kafka", {})
+        kafka_running = process_alive(kf.get("pid"), kf.get("start_ticks"))
+        kafka_addr = f"127.0.0.1:{kf['broker_port']}" if kf.get("broker_port") else None
+        kafka_answers = bool(kafka_running and kafka_addr and asyncio.run(broker_answers(kafka_addr, 5)))
+        kafka = ComponentStatus(
+            name="kafka", running=kafka_running, answering=kafka_answers,
+            pid=kf.get("pid") if kafka_running else None, address=kafka_addr,
+            version=f"Apache Kafka {kafka_release(kf.get('version', KAFKA_VERSION))}",
+            detail=f"KRaft single node, cluster {kf['cluster_id']}" if kf.get("cluster_id") else "",
+        )
+        pg = state.get("postgres", {})
+        pg_pid = self.postgres.postmaster_pid()
+        pg_running = process_alive(pg_pid)
+        pg_version = asyncio.run(server_version(pg["port"])) if pg_running and pg.get("port") else None
+        postgres = ComponentStatus(
+            name="postgres", running=pg_running, answering=pg_version is not None,
+            pid=pg_pid if pg_running else None,
+            address=f"127.0.0.1:{pg['port']}" if pg.get("port") else None,
+            version=(pg_version.split(" on ")[0] if pg_version else
+                     (f"PostgreSQL {pg['version']}" if pg.get("version") else None)),
+            detail=f"data {self.postgres.data_dir}",
+        )
+        return StackStatus(kafka=kafka, postgres=postgres, env_file=str(self.env_file))

@@ -1,0 +1,151 @@
+"""A local PostgreSQL server from Debian's packages, run from a data folder of our own.
+
+PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user the
+package creates, and its data folder lives under `/var/tmp/fcl-<hash of the checkout>`: that user
+must be able to walk every folder above its data folder, which a checkout under `/root` (mode 700)
+would not allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from fcl.stack.common import StackError, log_tail
+
+POSTGRES_HINT = "apt-get install -y postgresql (Debian's server package)"
+SERVICE_USER = "postgres"
+DATABASE = "fcl"
+ROLE = "fcl"
+
+
+def find_bindir() -> Path:
+    """The server binaries: `FCL_PG_BINDIR`, else the newest `/usr/lib/postgresql/<major>/bin`."""
+    explicit = os.environ.get("FCL_PG_BINDIR")
+    candidates = [explicit] if explicit else sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+        if Path(p).parent.name.isdigit() else 0,
+    )
+    for candidate in reversed(candidates):
+        if candidate and (Path(candidate) / "pg_ctl").exists() and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    on_path = shutil.which("pg_ctl")
+    if on_path and Path(on_path).with_name("initdb").exists():
+        return Path(on_path).resolve().parent
+    raise StackError(f"PostgreSQL server (initdb, pg_ctl) not found: install it ({POSTGRES_HINT})")
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def server_home(stack_root: Path) -> Path:
+    """Where the data folder, socket and server log live."""
+    if not running_as_root():
+        return stack_root / "postgres"
+    digest = hashlib.sha1(str(stack_root.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"fcl-{digest}" / "postgres"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresProcess:
+    pid: int
+    port: int
+    home: str
+    version: str
+
+
+class PostgresServer:
+    def __init__(self, stack_root: Path) -> None:
+        self.home = server_home(stack_root)
+        self.data_dir = self.home / "data"
+        self.log_file = self.home / "server.log"
+
+    def _as_service_user(self, cmd: list[str]) -> list[str]:
+        if not running_as_root():
+            return cmd
+        try:
+            pwd.getpwnam(SERVICE_USER)
+        except KeyError as exc:
+            raise StackError(f"no '{SERVICE_USER}' system user: install PostgreSQL ({POSTGRES_HINT})") from exc
+        return ["runuser", "-u", SERVICE_USER, "--", *cmd]
+
+    def _run(self, cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self._as_service_user(cmd), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise StackError(
+                f"{what} failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()[-2000:]}\n"
+                f"--- the end of {self.log_file}:\n{log_tail(self.log_file)}"
+            )
+        return proc
+
+    def init(self, bindir: Path) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if running_as_root():
+            pw = pwd.getpwnam(SERVICE_USER)
+            os.chown(self.home, pw.pw_uid, pw.pw_gid)
+            os.chmod(self.home, 0o700)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", ROLE,
+                   "-E", "UTF8", "--locale=C.UTF-8"], "initdb")
+
+    def start(self, bindir: Path, port: int, timeout: float) -> PostgresProcess:
+        self.init(bindir)
+        options = (f"-p {port} -k {self.home} -c listen_addresses=127.0.0.1 "
+                   "-c max_connections=300 -c shared_buffers=256MB")
+        self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
+                   "-l", str(self.log_file), "-w", "-t", str(int(timeout)), "start"],
+                  "starting PostgreSQL")
+        pid = self.postmaster_pid()
+        if pid is None:
+            raise StackError(f"PostgreSQL started but wrote no postmaster.pid:\n{log_tail(self.log_file)}")
+        version = asyncio.run(self._ensure_database(port))
+        return PostgresProcess(pid=pid, port=port, home=str(self.home), version=version)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    async def _ensure_database(self, port: int) -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres")
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    def stop(self, bindir: Path) -> None:
+        if self.postmaster_pid() is None:
+            return
+        self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
+                  "stopping PostgreSQL")
+
+
+async def server_version(port: int, timeout: float = 5.0) -> str | None:
+    """The server's version string when it answers a real client, else None."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres",
+                                     timeout=timeout)
+    except Exception:  # noqa: BLE001 - not answering is the answer
+        return None
+    try:
+        return str(await conn.fetchval("SELECT version()"))
+    finally:
+        await conn.close()
