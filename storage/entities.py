@@ -1,0 +1,185 @@
+"""Plain domain objects returned by the repositories (never ORM rows)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class TrainingEventStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # the worker lost its lease or was stopped; the job runs again
+
+
+class Direction(enum.StrEnum):
+    HIGHER_IS_BETTER = "higher_is_better"
+    LOWER_IS_BETTER = "lower_is_better"
+
+
+class ChampionReason(enum.StrEnum):
+    VALIDATED = "validated"
+    MANUAL = "manual"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    dataset_id: str
+    model_type: str
+    threshold: int
+    samples_since_training: int
+    total_samples: int
+    crossings: int
+    last_trained_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def ready(self) -> bool:
+        return self.samples_since_training >= self.threshold
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleBatchResult:
+    """What storing one samples event did to its dataset."""
+
+    stored: int
+    duplicate: bool
+    dataset: Dataset
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    id: uuid.UUID
+    dataset_id: str
+    model_type: str
+    status: JobStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    rank_at: datetime
+    run_after: datetime
+    lease_owner: str | None
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    progress: float | None
+    error_type: str | None
+    error_message: str | None
+    model_version: int | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    trigger_event_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingEvent:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    attempt: int
+    dataset_id: str
+    model_type: str
+    status: TrainingEventStatus
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    fit_seconds: float | None
+    sample_count: int | None
+    dataset_watermark: int | None
+    metrics: dict[str, Any]
+    error_type: str | None
+    error_message: str | None
+    model_version: int | None
+    validation_passed: bool | None
+    promoted: bool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewModelVersion:
+    model_type: str
+    training_event_id: uuid.UUID
+    job_id: uuid.UUID
+    dataset_id: str
+    parent_version: int | None
+    artifact_path: str
+    artifact_sha256: str
+    artifact_size: int
+    artifact_format: str
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any]
+    dataset_watermark: int
+    dataset_hash: str
+    seed: int
+    library_versions: dict[str, str]
+    code_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion(NewModelVersion):
+    version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChampionMove:
+    model_type: str
+    seq: int
+    version: int
+    previous_version: int | None
+    reason: ChampionReason
+    event_id: uuid.UUID
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationCheck:
+    metric: str
+    value: float | None
+    baseline: float | None
+    threshold: float
+    direction: Direction
+    passed: bool
+    kind: str = "value"  # "value": against a fixed bound; "change": against the baseline
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxMessage:
+    id: int
+    event_id: uuid.UUID
+    topic: str
+    key: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    published_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerHeartbeat:
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    last_seen_at: datetime
+    current_job_id: uuid.UUID | None
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,372 @@
+"""Repositories: every SQL statement of the service, returning entities from `storage.entities`.
+
+Each repository works inside the caller's unit of work (`Database.transaction()`), so several
+of them can write in one transaction (a job and its outbox event, a version and its champion).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.entities import (
+    ChampionMove,
+    ChampionReason,
+    Dataset,
+    Direction,
+    Job,
+    JobStatus,
+    ModelVersion,
+    NewModelVersion,
+    OutboxMessage,
+    SampleBatchResult,
+    ValidationCheck,
+)
+from storage.models import (
+    ChampionLedgerRow,
+    DatasetRow,
+    JobTriggerRow,
+    ModelVersionRow,
+    OutboxRow,
+    SampleBatchRow,
+    TrainingJobRow,
+    TrainingSampleRow,
+    ValidationResultRow,
+)
+
+# One priority level is worth this much waiting: a job of priority p queued at t sorts as if
+# queued at t - p * step, so it beats lower priorities queued up to that long after it, and a
+# low-priority job is never starved by a stream of higher ones.
+DEFAULT_AGEING_STEP = timedelta(minutes=10)
+
+
+def _dataset(row: DatasetRow) -> Dataset:
+    return Dataset(
+        dataset_id=row.dataset_id, model_type=row.model_type, threshold=row.threshold,
+        samples_since_training=row.samples_since_training, total_samples=row.total_samples,
+        crossings=row.crossings, last_trained_at=row.last_trained_at,
+        created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def _job(row: TrainingJobRow, triggers: Sequence[str] = ()) -> Job:
+    return Job(
+        id=row.id, dataset_id=row.dataset_id, model_type=row.model_type,
+        status=JobStatus(row.status), priority=row.priority, attempts=row.attempts,
+        max_attempts=row.max_attempts, rank_at=row.rank_at, run_after=row.run_after,
+        lease_owner=row.lease_owner, lease_token=row.lease_token,
+        lease_expires_at=row.lease_expires_at, cancel_requested=row.cancel_requested,
+        progress=row.progress, error_type=row.error_type, error_message=row.error_message,
+        model_version=row.model_version, created_at=row.created_at, updated_at=row.updated_at,
+        started_at=row.started_at, finished_at=row.finished_at, trigger_event_ids=tuple(triggers),
+    )
+
+
+def _version(row: ModelVersionRow) -> ModelVersion:
+    return ModelVersion(
+        model_type=row.model_type, version=row.version, training_event_id=row.training_event_id,
+        job_id=row.job_id, dataset_id=row.dataset_id, parent_version=row.parent_version,
+        artifact_path=row.artifact_path, artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size, artifact_format=row.artifact_format,
+        metrics=dict(row.metrics), hyperparameters=dict(row.hyperparameters),
+        dataset_watermark=row.dataset_watermark, dataset_hash=row.dataset_hash, seed=row.seed,
+        library_versions=dict(row.library_versions), code_version=row.code_version,
+        created_at=row.created_at,
+    )
+
+
+def _move(row: ChampionLedgerRow) -> ChampionMove:
+    return ChampionMove(
+        model_type=row.model_type, seq=row.seq, version=row.version,
+        previous_version=row.previous_version, reason=ChampionReason(row.reason),
+        event_id=row.event_id, created_at=row.created_at,
+    )
+
+
+def _outbox(row: OutboxRow) -> OutboxMessage:
+    return OutboxMessage(id=row.id, event_id=row.event_id, topic=row.topic, key=row.key,
+                         payload=dict(row.payload), created_at=row.created_at,
+                         published_at=row.published_at)
+
+
+class DatasetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, dataset_id: str) -> Dataset | None:
+        row = await self.session.get(DatasetRow, dataset_id)
+        return _dataset(row) if row else None
+
+    async def ensure(self, dataset_id: str, model_type: str, threshold: int) -> Dataset:
+        """The dataset, created on first sight with `threshold`; an existing one is unchanged."""
+        await self.session.execute(
+            insert(DatasetRow)
+            .values(dataset_id=dataset_id, model_type=model_type, threshold=threshold)
+            .on_conflict_do_nothing(index_elements=[DatasetRow.dataset_id])
+        )
+        row = (await self.session.execute(
+            select(DatasetRow).where(DatasetRow.dataset_id == dataset_id).execution_options(populate_existing=True)
+        )).scalar_one()
+        return _dataset(row)
+
+    async def ready(self) -> list[Dataset]:
+        """Datasets whose counter has reached their threshold."""
+        rows = (await self.session.scalars(
+            select(DatasetRow).where(DatasetRow.samples_since_training >= DatasetRow.threshold)
+            .order_by(DatasetRow.dataset_id)
+        )).all()
+        return [_dataset(r) for r in rows]
+
+    async def consume(self, dataset_id: str, used: int) -> Dataset:
+        """Take `used` samples off the counter after a training (samples that arrived during
+        it still count), never below zero."""
+        row = (await self.session.execute(
+            update(DatasetRow).where(DatasetRow.dataset_id == dataset_id)
+            .values(samples_since_training=func.greatest(DatasetRow.samples_since_training - used, 0),
+                    last_trained_at=func.now(), updated_at=func.now())
+            .returning(DatasetRow)
+        )).scalar_one()
+        return _dataset(row)
+
+
+class SampleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_batch(self, *, event_id: str, dataset_id: str, model_type: str, default_threshold: int,
+                        samples: Sequence[dict[str, Any]], occurred_at: datetime | None = None) -> SampleBatchResult:
+        """Store one samples event and count it, once: a redelivered `event_id` stores nothing."""
+        datasets = DatasetRepository(self.session)
+        await datasets.ensure(dataset_id, model_type, default_threshold)
+        inserted = (await self.session.execute(
+            insert(SampleBatchRow)
+            .values(event_id=event_id, dataset_id=dataset_id, sample_count=len(samples), occurred_at=occurred_at)
+            .on_conflict_do_nothing(index_elements=[SampleBatchRow.event_id])
+            .returning(SampleBatchRow.event_id)
+        )).scalar_one_or_none()
+        if inserted is None:
+            dataset = await datasets.get(dataset_id)
+            assert dataset is not None
+            return SampleBatchResult(stored=0, duplicate=True, dataset=dataset)
+        if samples:
+            await self.session.execute(
+                insert(TrainingSampleRow),
+                [{"dataset_id": dataset_id, "batch_event_id": event_id, "payload": s} for s in samples],
+            )
+        row = (await self.session.execute(
+            update(DatasetRow).where(DatasetRow.dataset_id == dataset_id)
+            .values(samples_since_training=DatasetRow.samples_since_training + len(samples),
+                    total_samples=DatasetRow.total_samples + len(samples), updated_at=func.now())
+            .returning(DatasetRow)
+        )).scalar_one()
+        return SampleBatchResult(stored=len(samples), duplicate=False, dataset=_dataset(row))
+
+    async def watermark(self, dataset_id: str) -> int:
+        """The id of the newest stored sample (0 for none): a training uses ids up to it."""
+        value = await self.session.scalar(
+            select(func.coalesce(func.max(TrainingSampleRow.id), 0)).where(TrainingSampleRow.dataset_id == dataset_id)
+        )
+        return int(value or 0)
+
+    async def load(self, dataset_id: str, *, up_to: int) -> list[dict[str, Any]]:
+        """The dataset's samples with id <= `up_to`, oldest first."""
+        rows = await self.session.scalars(
+            select(TrainingSampleRow.payload)
+            .where(TrainingSampleRow.dataset_id == dataset_id, TrainingSampleRow.id <= up_to)
+            .order_by(TrainingSampleRow.id)
+        )
+        return [dict(p) for p in rows]
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession, *, ageing_step: timedelta = DEFAULT_AGEING_STEP) -> None:
+        self.session = session
+        self.ageing_step = ageing_step
+
+    async def insert(self, *, dataset_id: str, model_type: str, priority: int, trigger_event_ids: Iterable[str],
+                     max_attempts: int = 3, source: str = "kafka") -> Job:
+        """A new waiting job. Raises `IntegrityError` when one already waits for the pair."""
+        job_id = uuid.uuid4()
+        now = await self.session.scalar(select(func.now()))
+        assert now is not None
+        row = (await self.session.execute(
+            insert(TrainingJobRow).values(
+                id=job_id, dataset_id=dataset_id, model_type=model_type, priority=priority,
+                max_attempts=max_attempts, rank_at=now - priority * self.ageing_step,
+                dedupe_key=f"{dataset_id}/{model_type}",
+            ).returning(TrainingJobRow)
+        )).scalar_one()
+        triggers = list(trigger_event_ids)
+        if triggers:
+            await self.session.execute(insert(JobTriggerRow), [
+                {"event_id": e, "job_id": job_id, "priority": priority, "source": source} for e in triggers
+            ])
+        return _job(row, triggers)
+
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
+        if row is None:
+            return None
+        return _job(row, await self._triggers(job_id))
+
+    async def _triggers(self, job_id: uuid.UUID) -> list[str]:
+        return list((await self.session.scalars(
+            select(JobTriggerRow.event_id).where(JobTriggerRow.job_id == job_id)
+            .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
+        )).all())
+
+    async def claim_next(self, *, worker: str, lease: timedelta) -> Job | None:
+        """Take the best waiting job: ONE statement, `FOR UPDATE SKIP LOCKED` on the claim index."""
+        token = uuid.uuid4()
+        row = (await self.session.execute(text("""
+            WITH next AS (
+                SELECT id FROM training_jobs
+                WHERE status = 'queued' AND run_after <= now()
+                ORDER BY rank_at, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE training_jobs AS j
+            SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
+                lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
+                updated_at = now(), progress = 0
+            FROM next WHERE j.id = next.id
+            RETURNING j.id
+        """), {"worker": worker, "token": token, "lease": lease})).scalar_one_or_none()
+        return await self.get(row) if row else None
+
+
+class ModelVersionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, new: NewModelVersion) -> ModelVersion:
+        """Record a version numbered one above its model type's newest. Concurrent adds for one
+        type serialise on a transaction-level advisory lock, so numbers never collide."""
+        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("model_versions:" + new.model_type))))
+        latest = await self.session.scalar(
+            select(func.coalesce(func.max(ModelVersionRow.version), 0)).where(ModelVersionRow.model_type == new.model_type)
+        )
+        values = {f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
+        row = (await self.session.execute(
+            insert(ModelVersionRow).values(version=int(latest or 0) + 1, **values).returning(ModelVersionRow)
+        )).scalar_one()
+        return _version(row)
+
+    async def get(self, model_type: str, version: int) -> ModelVersion | None:
+        row = await self.session.get(ModelVersionRow, (model_type, version))
+        return _version(row) if row else None
+
+    async def list(self, model_type: str | None = None) -> list[ModelVersion]:
+        query = select(ModelVersionRow).order_by(ModelVersionRow.model_type, ModelVersionRow.version.desc())
+        if model_type is not None:
+            query = query.where(ModelVersionRow.model_type == model_type)
+        return [_version(r) for r in (await self.session.scalars(query)).all()]
+
+
+class ChampionMoveConflict(Exception):
+    """The champion changed since the caller looked: validate against the new one."""
+
+
+class ChampionRepository:
+    """The append-only champion ledger; the newest row per model type is the champion."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def current(self, model_type: str) -> ChampionMove | None:
+        row = (await self.session.scalars(
+            select(ChampionLedgerRow).where(ChampionLedgerRow.model_type == model_type)
+            .order_by(ChampionLedgerRow.seq.desc()).limit(1)
+        )).first()
+        return _move(row) if row else None
+
+    async def history(self, model_type: str) -> list[ChampionMove]:
+        rows = (await self.session.scalars(
+            select(ChampionLedgerRow).where(ChampionLedgerRow.model_type == model_type)
+            .order_by(ChampionLedgerRow.seq)
+        )).all()
+        return [_move(r) for r in rows]
+
+    async def move(self, *, model_type: str, version: int, expected: ChampionMove | None,
+                   reason: ChampionReason) -> ChampionMove:
+        """Make `version` the champion only if the champion is still `expected` (compare-and-swap:
+        the unique (model_type, seq) refuses a second move from the same state)."""
+        seq = (expected.seq if expected else 0) + 1
+        try:
+            async with self.session.begin_nested():
+                row = (await self.session.execute(
+                    insert(ChampionLedgerRow).values(
+                        model_type=model_type, seq=seq, version=version,
+                        previous_version=expected.version if expected else None,
+                        reason=reason.value, event_id=uuid.uuid4(),
+                    ).returning(ChampionLedgerRow)
+                )).scalar_one()
+        except IntegrityError as exc:
+            if "uq_champion_ledger_model_type_seq" in str(exc.orig):
+                raise ChampionMoveConflict(f"the {model_type} champion moved since it was read") from exc
+            raise
+        return _move(row)
+
+
+class ValidationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, training_event_id: uuid.UUID, model_type: str, candidate_version: int | None,
+                  baseline_version: int | None, checks: Sequence[ValidationCheck]) -> None:
+        if not checks:
+            return
+        await self.session.execute(insert(ValidationResultRow), [
+            {"training_event_id": training_event_id, "position": i, "model_type": model_type,
+             "candidate_version": candidate_version, "baseline_version": baseline_version,
+             "kind": c.kind, "metric": c.metric, "value": c.value, "baseline": c.baseline,
+             "threshold": c.threshold, "direction": c.direction.value, "passed": c.passed}
+            for i, c in enumerate(checks)
+        ])
+
+    async def for_training_event(self, training_event_id: uuid.UUID) -> list[ValidationCheck]:
+        rows = (await self.session.scalars(
+            select(ValidationResultRow).where(ValidationResultRow.training_event_id == training_event_id)
+            .order_by(ValidationResultRow.position)
+        )).all()
+        return [ValidationCheck(metric=r.metric, value=r.value, baseline=r.baseline, threshold=r.threshold,
+                                direction=Direction(r.direction), passed=r.passed, kind=r.kind) for r in rows]
+
+
+class OutboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, topic: str, key: str | None, payload: dict[str, Any]) -> OutboxMessage:
+        """Queue an event; its payload's `event_id` (made here when absent) is the outbox key."""
+        event_id = uuid.UUID(str(payload.setdefault("event_id", str(uuid.uuid4()))))
+        row = (await self.session.execute(
+            insert(OutboxRow).values(event_id=event_id, topic=topic, key=key, payload=payload).returning(OutboxRow)
+        )).scalar_one()
+        return _outbox(row)
+
+    async def pending(self, limit: int = 500) -> list[OutboxMessage]:
+        """The oldest unpublished messages, in order; locked so two relays never send one twice
+        at the same time (a crash between send and mark still resends: at-least-once)."""
+        rows = (await self.session.scalars(
+            select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id)
+            .limit(limit).with_for_update(skip_locked=True)
+        )).all()
+        return [_outbox(r) for r in rows]
+
+    async def mark_published(self, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        result = await self.session.execute(
+            update(OutboxRow).where(OutboxRow.id.in_(list(ids)), OutboxRow.published_at.is_(None))
+            .values(published_at=func.now())
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
