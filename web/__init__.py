@@ -1,0 +1,1 @@
+"""The aiohttp API and dashboard, served from PostgreSQL (CONTRACT.md, "HTTP API")."""
