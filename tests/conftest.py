@@ -1,0 +1,119 @@
+"""Test session set-up.
+
+Integration tests run against the real broker and database: the session starts the local stack
+when it is not running (or uses FCL_KAFKA_BOOTSTRAP and FCL_DATABASE_URL when both are given),
+creates a fresh database with the migrations applied, and picks a unique topic prefix. What the
+session started, it stops; what it created, it drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from fcl.settings import Settings, load_settings
+from fcl.stack import LocalStack
+from storage.db import Database
+from storage.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStack:
+    kafka_bootstrap: str
+    database_url: str  # this run's own database, migrated to head
+    server_url: str  # the same server's maintenance database, for creating more databases
+    topic_prefix: str
+
+    def settings(self) -> Settings:
+        return Settings(kafka_bootstrap=self.kafka_bootstrap, database_url=self.database_url,
+                        topic_prefix=self.topic_prefix, _env_file=None)  # type: ignore[call-arg]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _create_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def create_database(server_url: str, name: str) -> str:
+    asyncio.run(_create_database(server_url, name))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    asyncio.run(_drop_database(server_url, name))
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunStack]:
+    started: LocalStack | None = None
+    if os.environ.get("FCL_KAFKA_BOOTSTRAP") and os.environ.get("FCL_DATABASE_URL"):
+        settings = load_settings(env_file=None)
+    else:
+        local = LocalStack(ROOT / ".fcl")
+        if not local.status().up:
+            local.up()
+            started = local
+        settings = load_settings(env_file=local.env_file)
+    run_id = uuid.uuid4().hex[:10]
+    server_url = make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
+    db_name = f"fcl_test_{run_id}"
+    database_url = create_database(server_url, db_name)
+    upgrade(database_url)
+    info = RunStack(kafka_bootstrap=settings.kafka_bootstrap, database_url=database_url,
+                     server_url=server_url, topic_prefix=f"fcl-test-{run_id}.")
+    saved = {k: os.environ.get(k) for k in ("FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX")}
+    # Subprocesses started by tests (fcl commands, workers) see this run's stack.
+    os.environ.update(FCL_KAFKA_BOOTSTRAP=info.kafka_bootstrap, FCL_DATABASE_URL=info.database_url,
+                      FCL_TOPIC_PREFIX=info.topic_prefix)
+    try:
+        yield info
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        drop_database(server_url, db_name)
+        if started is not None and not os.environ.get("FCL_KEEP_STACK"):
+            started.down()
+
+
+@pytest.fixture
+async def db(stack: RunStack) -> AsyncIterator[Database]:
+    database = Database(stack.database_url, pool_size=4)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under tests/integration talks to the real broker or database.
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

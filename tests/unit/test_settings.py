@@ -1,0 +1,73 @@
+"""Settings: the contract's defaults, environment over `.fcl/stack.env`, clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from fcl.settings import Settings, load_settings
+
+CONTRACT_VARIABLES = {
+    "FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX", "FCL_API_TOKEN",
+    "FCL_ARTIFACT_DIR", "FCL_HTTP_HOST", "FCL_HTTP_PORT",
+}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in CONTRACT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_defaults_are_the_contracts(clean_env: Path) -> None:
+    s = load_settings()
+    assert s.kafka_bootstrap == "localhost:9092"
+    assert s.database_url == "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
+    assert s.topic_prefix == "fcl."
+    assert s.api_token is None
+    assert s.artifact_dir == Path(".fcl/artifacts")
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8000)
+    assert s.topic("dead-letter") == "fcl.dead-letter"
+
+
+def test_every_contract_variable_is_a_setting() -> None:
+    assert {f"FCL_{name.upper()}" for name in Settings.model_fields} == CONTRACT_VARIABLES
+
+
+def test_stack_env_is_read_and_the_environment_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / ".fcl").mkdir()
+    (clean_env / ".fcl" / "stack.env").write_text(
+        "FCL_KAFKA_BOOTSTRAP=127.0.0.1:40001\nFCL_DATABASE_URL=postgresql+asyncpg://fcl:fcl@127.0.0.1:40002/fcl\n")
+    from_file = load_settings()
+    assert from_file.kafka_bootstrap == "127.0.0.1:40001"
+    assert from_file.database_url.endswith("@127.0.0.1:40002/fcl")
+
+    monkeypatch.setenv("FCL_KAFKA_BOOTSTRAP", "broker.example:9092")
+    monkeypatch.setenv("FCL_TOPIC_PREFIX", "run42.")
+    both = load_settings()
+    assert both.kafka_bootstrap == "broker.example:9092"
+    assert both.database_url.endswith("@127.0.0.1:40002/fcl")
+    assert both.topic("training-status") == "run42.training-status"
+    assert load_settings(env_file=None).database_url.endswith("@localhost:5432/fcl")
+
+
+def test_empty_token_means_unset_and_plain_postgres_urls_use_asyncpg(clean_env: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FCL_API_TOKEN", "")
+    monkeypatch.setenv("FCL_DATABASE_URL", "postgresql://u:p@db:5433/x")
+    s = load_settings()
+    assert s.api_token is None
+    assert s.database_url == "postgresql+asyncpg://u:p@db:5433/x"
+
+
+@pytest.mark.parametrize(("name", "value"), [("FCL_HTTP_PORT", "0"), ("FCL_HTTP_PORT", "http"),
+                                              ("FCL_DATABASE_URL", "mysql://x")])
+def test_bad_values_are_refused_with_the_field_named(clean_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("FCL_").lower()):
+        load_settings()

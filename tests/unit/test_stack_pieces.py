@@ -1,0 +1,66 @@
+"""Pure parts of the local stack: port choice, broker config, Java version parsing, the CLI."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from fcl.cli import build_parser
+from fcl.stack.common import choose_ports, log_tail, port_is_free
+from fcl.stack.kafka import KafkaPorts, _java_major, server_properties
+
+
+def test_a_taken_port_is_replaced_by_a_free_one() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert not port_is_free(taken)
+        chosen = choose_ports([taken, taken, None])
+        assert taken not in chosen
+        assert len(set(chosen)) == 3 and all(port_is_free(p) for p in chosen)
+
+
+def test_a_free_preferred_port_is_kept() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert choose_ports([port]) == [port]
+
+
+def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
+    props = dict(line.split("=", 1) for line in
+                 server_properties(tmp_path / "data", KafkaPorts(broker=4100, controller=4101)).splitlines())
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:4101"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:4100,CONTROLLER://127.0.0.1:4101"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:4100"
+    assert props["log.dirs"] == str((tmp_path / "data").resolve())
+    assert props["offsets.topic.replication.factor"] == "1"
+
+
+@pytest.mark.parametrize(("text", "major"), [
+    ('openjdk version "17.0.15" 2025-04-15', 17),
+    ('java version "1.8.0_392"', 8),
+    ('openjdk version "21" 2023-09-19', 21),
+])
+def test_java_major(text: str, major: int) -> None:
+    assert _java_major(text) == major
+
+
+def test_log_tail_puts_errors_above_a_long_trace(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("[t] INFO ok\n[t] ERROR the real cause\n" + "\tat frame\n" * 100)
+    tail = log_tail(log, lines=5)
+    assert "the real cause" in tail and tail.count("at frame") == 5
+    assert "no log" in log_tail(tmp_path / "missing.log")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["stack", "--help"], ["migrate", "--help"]])
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 0
+    assert "usage: fcl" in capsys.readouterr().out
