@@ -1,0 +1,14 @@
+# The fcl service image used by docker-compose.yml (migrate, streams, trainer, web).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY fcl ./fcl
+COPY streams ./streams
+COPY trainers ./trainers
+COPY storage ./storage
+COPY web ./web
+RUN pip install --no-cache-dir .
+ENV FCL_ARTIFACT_DIR=/var/lib/fcl/artifacts
+RUN mkdir -p /var/lib/fcl/artifacts && chown nobody /var/lib/fcl/artifacts
+USER nobody
+CMD ["fcl", "--help"]
