@@ -36,6 +36,18 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
 
+    # Beyond the contract: service tuning, each with a sensible default.
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
+    threshold_recommendation: int = Field(default=5000, ge=1)
+    threshold_segmentation: int = Field(default=2000, ge=1)
+    threshold_spending: int = Field(default=5000, ge=1)
+    threshold_goal: int = Field(default=2000, ge=1)
+    default_priority: int = Field(default=5, ge=0, le=9)
+    queue_ageing_seconds: float = Field(default=600.0, gt=0)
+    stream_batch_max: int = Field(default=500, ge=1)
+    stream_batch_within: float = Field(default=0.005, gt=0)
+    topic_partitions: int = Field(default=4, ge=1)
+
     @field_validator("api_token")
     @classmethod
     def _empty_token_is_unset(cls, value: str | None) -> str | None:
@@ -51,6 +63,9 @@ class Settings(BaseSettings):
             # Accept the plain form people copy from psql; the service talks asyncpg.
             value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
         return value
+
+    def default_threshold(self, model_type: str) -> int:
+        return int(getattr(self, f"threshold_{model_type}"))
 
     def topic(self, name: str) -> str:
         """The full name of one of the contract's topics, e.g. `topic("dead-letter")`."""
