@@ -36,3 +36,30 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+# SQLSTATE classes worth waiting out: connection exception, transaction rollback (serialization,
+# deadlock), insufficient resources, operator intervention (shutdown, cannot connect now).
+_RETRIABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True when the same database work may succeed later (server down or restarting, a
+    deadlock, a dropped connection); False for errors the data itself causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, ConnectionError, TimeoutError)):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES:
+            return True
+        name = type(current).__name__
+        if name in ("InterfaceError", "ConnectionDoesNotExistError", "InternalClientError",
+                    "CannotConnectNowError", "ConnectionFailureError"):
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False

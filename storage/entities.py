@@ -183,3 +183,60 @@ class WorkerHeartbeat:
     last_seen_at: datetime
     current_job_id: uuid.UUID | None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerRequest:
+    """One request for a training job (a dataset-threshold event, an HTTP trigger, ...)."""
+
+    event_id: str
+    dataset_id: str
+    model_type: str
+    priority: int
+    source: str = "kafka"
+
+
+class AdmissionOutcome(enum.StrEnum):
+    CREATED = "created"  # a new waiting job
+    JOINED = "joined"  # joined the job already waiting for the same dataset and model type
+    DUPLICATE = "duplicate"  # this event id was admitted before
+
+
+@dataclass(frozen=True, kw_only=True)
+class Admission:
+    request: TriggerRequest
+    job_id: uuid.UUID
+    outcome: AdmissionOutcome
+    priority: int  # the job's priority after admission
+    attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewSampleBatch:
+    """One training-samples event, validated."""
+
+    event_id: str
+    dataset_id: str
+    model_type: str
+    samples: list[dict[str, Any]]
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdCrossing:
+    """A dataset's counter reached its threshold (its `crossing`-th time)."""
+
+    dataset_id: str
+    model_type: str
+    crossing: int
+    samples_since_training: int
+    threshold: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleIngest:
+    stored_batches: int
+    stored_samples: int
+    duplicates: list[str]  # event ids seen before
+    mismatched: dict[str, str]  # event id -> the model type its dataset already has
+    crossings: list[ThresholdCrossing]

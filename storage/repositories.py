@@ -6,6 +6,7 @@ of them can write in one transaction (a job and its outbox event, a version and 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -17,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.entities import (
+    Admission,
+    AdmissionOutcome,
     ChampionMove,
     ChampionReason,
     Dataset,
@@ -25,8 +28,12 @@ from storage.entities import (
     JobStatus,
     ModelVersion,
     NewModelVersion,
+    NewSampleBatch,
     OutboxMessage,
     SampleBatchResult,
+    SampleIngest,
+    ThresholdCrossing,
+    TriggerRequest,
     ValidationCheck,
 )
 from storage.models import (
@@ -168,6 +175,73 @@ class SampleRepository:
         )).scalar_one()
         return SampleBatchResult(stored=len(samples), duplicate=False, dataset=_dataset(row))
 
+    async def ingest(self, batches: Sequence[NewSampleBatch], *, thresholds: dict[str, int]) -> SampleIngest:
+        """Store many samples events in this transaction: datasets are created on first sight
+        (threshold from `thresholds` by model type), a batch whose event id was stored before is
+        skipped, a batch naming another model type than its dataset's is refused, samples are
+        COPYed, counters raised, and each counter that reaches its threshold is a crossing."""
+        first_type: dict[str, str] = {}
+        for b in batches:
+            first_type.setdefault(b.dataset_id, b.model_type)
+        dataset_ids = sorted(first_type)
+        await self.session.execute(
+            insert(DatasetRow).values([
+                {"dataset_id": d, "model_type": first_type[d], "threshold": thresholds[first_type[d]]}
+                for d in dataset_ids
+            ]).on_conflict_do_nothing(index_elements=[DatasetRow.dataset_id])
+        )
+        # Lock the datasets in one order so concurrent ingests cannot deadlock.
+        types = dict((await self.session.execute(
+            select(DatasetRow.dataset_id, DatasetRow.model_type).where(DatasetRow.dataset_id.in_(dataset_ids))
+            .order_by(DatasetRow.dataset_id).with_for_update()
+        )).tuples().all())
+        mismatched = {b.event_id: types[b.dataset_id] for b in batches if types[b.dataset_id] != b.model_type}
+        candidates: dict[str, NewSampleBatch] = {}
+        for b in batches:
+            if b.event_id not in mismatched:
+                candidates.setdefault(b.event_id, b)
+        new_ids: set[str] = set()
+        if candidates:
+            new_ids = set((await self.session.scalars(
+                insert(SampleBatchRow).values([
+                    {"event_id": b.event_id, "dataset_id": b.dataset_id, "sample_count": len(b.samples),
+                     "occurred_at": b.occurred_at} for b in candidates.values()
+                ]).on_conflict_do_nothing(index_elements=[SampleBatchRow.event_id]).returning(SampleBatchRow.event_id)
+            )).all())
+        fresh = [b for b in candidates.values() if b.event_id in new_ids]
+        duplicates = [b.event_id for b in batches if b.event_id not in mismatched and b.event_id not in new_ids]
+        records = [(b.dataset_id, b.event_id, json.dumps(sample)) for b in fresh for sample in b.samples]
+        if records:
+            raw = await (await self.session.connection()).get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                "training_samples", records=records, columns=["dataset_id", "batch_event_id", "payload"])
+        added: dict[str, int] = {}
+        for b in fresh:
+            added[b.dataset_id] = added.get(b.dataset_id, 0) + len(b.samples)
+        crossings: list[ThresholdCrossing] = []
+        if added:
+            ids = sorted(added)
+            rows = (await self.session.execute(text("""
+                UPDATE datasets AS d
+                SET samples_since_training = d.samples_since_training + inc.n,
+                    total_samples = d.total_samples + inc.n,
+                    crossings = d.crossings + CASE WHEN d.samples_since_training < d.threshold
+                        AND d.samples_since_training + inc.n >= d.threshold THEN 1 ELSE 0 END,
+                    updated_at = now()
+                FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS inc(dataset_id, n)
+                WHERE d.dataset_id = inc.dataset_id
+                RETURNING d.dataset_id, d.model_type, d.crossings, d.samples_since_training, d.threshold,
+                          d.samples_since_training - inc.n < d.threshold AND d.samples_since_training >= d.threshold
+                          AS crossed
+            """), {"ids": ids, "ns": [added[i] for i in ids]})).all()
+            crossings = [
+                ThresholdCrossing(dataset_id=r.dataset_id, model_type=r.model_type, crossing=r.crossings,
+                                  samples_since_training=r.samples_since_training, threshold=r.threshold)
+                for r in rows if r.crossed
+            ]
+        return SampleIngest(stored_batches=len(fresh), stored_samples=len(records), duplicates=duplicates,
+                            mismatched=mismatched, crossings=sorted(crossings, key=lambda c: c.dataset_id))
+
     async def watermark(self, dataset_id: str) -> int:
         """The id of the newest stored sample (0 for none): a training uses ids up to it."""
         value = await self.session.scalar(
@@ -209,6 +283,28 @@ class JobRepository:
                 {"event_id": e, "job_id": job_id, "priority": priority, "source": source} for e in triggers
             ])
         return _job(row, triggers)
+
+    async def admit(self, requests: Sequence[TriggerRequest], *, max_attempts: int = 3) -> list[Admission]:
+        """Admit triggers in order by the contract's rules, in this transaction (one statement
+        for all of them; see migration 0002 for the rules themselves)."""
+        if not requests:
+            return []
+        rows = (await self.session.execute(text("""
+            SELECT e.ord, a.admitted_job, a.outcome, a.job_priority, a.job_attempts
+            FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
+                        CAST(:priorities AS smallint[]), CAST(:sources AS text[]))
+                 WITH ORDINALITY AS e(event_id, dataset_id, model_type, priority, source, ord)
+            CROSS JOIN LATERAL fcl_admit_trigger(e.event_id, e.dataset_id, e.model_type, e.priority,
+                                                 :max_attempts, :ageing, e.source) AS a
+            ORDER BY e.ord
+        """), {
+            "events": [r.event_id for r in requests], "datasets": [r.dataset_id for r in requests],
+            "types": [r.model_type for r in requests], "priorities": [r.priority for r in requests],
+            "sources": [r.source for r in requests], "max_attempts": max_attempts, "ageing": self.ageing_step,
+        })).all()
+        return [Admission(request=requests[row.ord - 1], job_id=row.admitted_job,
+                          outcome=AdmissionOutcome(row.outcome), priority=row.job_priority,
+                          attempts=row.job_attempts) for row in rows]
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
