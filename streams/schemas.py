@@ -1,0 +1,83 @@
+"""JSON Schemas of every contract event, generated from streams.events, for producers and
+consumers in other languages. `python -m streams.schemas` rewrites docs/schemas/;
+`python -m streams.schemas --check` fails when the files are out of date (a test runs it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from fcl.model_types import ModelType
+from streams.events import (
+    SAMPLE_SHAPES,
+    DatasetThresholdEvent,
+    DeadLetterEvent,
+    ModelVersionEvent,
+    TrainingSamplesEvent,
+    TrainingStatusEvent,
+    TrainingValidationEvent,
+)
+from streams.topics import Topic
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+MODELS: dict[Topic, type[BaseModel]] = {
+    Topic.TRAINING_SAMPLES: TrainingSamplesEvent,
+    Topic.DATASET_THRESHOLD: DatasetThresholdEvent,
+    Topic.TRAINING_STATUS: TrainingStatusEvent,
+    Topic.TRAINING_VALIDATION: TrainingValidationEvent,
+    Topic.MODEL_VERSIONS: ModelVersionEvent,
+    Topic.DEAD_LETTER: DeadLetterEvent,
+}
+
+
+def schema(topic: Topic) -> dict[str, Any]:
+    doc = MODELS[topic].model_json_schema()
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"fcl/{topic.value}.schema.json",
+           "title": f"fcl.{topic.value}", **{k: v for k, v in doc.items() if k != "title"}}
+    if topic in (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD):
+        doc["properties"]["model_type"] = {"enum": [m.value for m in ModelType], "type": "string"}
+    if topic is Topic.TRAINING_SAMPLES:
+        # Each model type's samples have their own shape.
+        defs = doc.setdefault("$defs", {})
+        branches = []
+        for model_type, shape in SAMPLE_SHAPES.items():
+            defs[shape.__name__] = shape.model_json_schema()
+            branches.append({
+                "if": {"properties": {"model_type": {"const": model_type.value}}},
+                "then": {"properties": {"samples": {"items": {"$ref": f"#/$defs/{shape.__name__}"}}}},
+            })
+        doc["allOf"] = branches
+    return doc
+
+
+def render(topic: Topic) -> str:
+    return json.dumps(schema(topic), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail when docs/schemas is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    SCHEMA_DIR.mkdir(parents=True, exist_ok=True)
+    for topic in MODELS:
+        path = SCHEMA_DIR / f"{topic.value}.schema.json"
+        text = render(topic)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python -m streams.schemas", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
