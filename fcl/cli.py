@@ -49,6 +49,33 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _streams(args: argparse.Namespace) -> int:
+    from streams.app import main as streams_main
+
+    streams_main(args.faust_args)
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fcl.settings import load_settings
+    from streams.client import FclProducer
+
+    async def send() -> dict[str, object]:
+        async with FclProducer(load_settings()) as producer:
+            return await producer.send_threshold(args.dataset_id, args.model_type, priority=args.priority,
+                                                 sample_count=args.sample_count, threshold=args.threshold,
+                                                 event_id=args.event_id)
+    try:
+        event = asyncio.run(send())
+    except ValueError as exc:
+        print(f"fcl: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(event))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcl", description="FinCoach continuous learning service")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -69,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     migrate.add_argument("--database-url", help="override FCL_DATABASE_URL")
     migrate.set_defaults(func=_migrate)
+
+    streams = sub.add_parser("streams", help="run the Faust streams worker (samples and threshold agents, outbox relay)",
+                             description="Run a Faust worker: the same as `faust -A streams.app worker`. "
+                                         "Several workers share the partitions of one consumer group.")
+    streams.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra arguments for `faust worker`")
+    streams.set_defaults(func=_streams)
+
+    produce = sub.add_parser("produce", help="send a one-off event", description="Send one event to Kafka.")
+    produce_sub = produce.add_subparsers(dest="event", required=True, metavar="EVENT")
+    threshold = produce_sub.add_parser("threshold", help="a dataset-threshold event",
+                                       description="Send a dataset-threshold event (asks for a training job).")
+    threshold.add_argument("--dataset-id", required=True)
+    threshold.add_argument("--model-type", required=True, help="recommendation, segmentation, spending or goal")
+    threshold.add_argument("--priority", type=int, default=5, choices=range(10), metavar="0-9")
+    threshold.add_argument("--sample-count", type=int)
+    threshold.add_argument("--threshold", type=int)
+    threshold.add_argument("--event-id", help="idempotency key (default: a new UUID)")
+    threshold.set_defaults(func=_produce)
     return parser
 
 

@@ -1,0 +1,93 @@
+"""The Faust app: `faust -A streams.app worker` or `fcl streams`.
+
+Two agents read the input topics as raw bytes (so a malformed event reaches our code and can be
+dead-lettered instead of failing in a deserializer), take them in small batches and hand each
+batch to an ingestor (streams.ingest) that commits its effects in one PostgreSQL transaction.
+Events are acknowledged only after that commit; an agent never raises and never trains.
+A task runs the outbox relay, which publishes what the transactions wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import faust
+
+from fcl.settings import Settings, get_settings
+from storage.db import Database
+from streams.admin import ensure_topics
+from streams.events import RawMessage
+from streams.ingest import BatchReport, Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
+from streams.outbox import OutboxRelay
+from streams.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or get_settings()
+    app = faust.App(
+        f"{settings.topic_prefix}streams",
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=0.5,
+        store="memory://",
+    )
+    db = Database(settings.database_url, pool_size=4)
+    totals = BatchReport()
+
+    def raw_topic(name: Topic) -> faust.TopicT:
+        return app.topic(name.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
+
+    async def consume(stream: faust.StreamT, ingestor: Ingestor) -> None:
+        async for events in stream.noack_take(settings.stream_batch_max, within=settings.stream_batch_within):
+            messages = [RawMessage(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
+                                   key=e.message.key, value=e.message.value) for e in events]
+            report = await commit_batch(ingestor, messages, should_stop=lambda: app.should_stop)
+            if report is None:
+                return  # stopping before the batch committed: not acknowledged, redelivered later
+            totals.add(report)
+            for reason in report.dead_letters:
+                log.info("dead-lettered: %s", reason)
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(raw_topic(Topic.DATASET_THRESHOLD), name="admit-threshold-events")
+    async def admit_threshold_events(stream: faust.StreamT) -> None:
+        await consume(stream, ThresholdIngestor(db, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}"))
+
+    @app.agent(raw_topic(Topic.TRAINING_SAMPLES), name="ingest-training-samples")
+    async def ingest_training_samples(stream: faust.StreamT) -> None:
+        await consume(stream, SampleIngestor(db, settings))
+
+    @app.task
+    async def relay_outbox() -> None:
+        async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+            return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+        await OutboxRelay(db, send, topic_prefix=settings.topic_prefix).run(should_stop=lambda: app.should_stop)
+
+    return app
+
+
+app = create_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a streams worker (what `fcl streams` does)."""
+    import sys
+
+    settings = get_settings()
+    asyncio.run(ensure_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust wants one
+    sys.argv = ["fcl streams", "worker", "--loglevel", "info", "--without-web", *(argv or [])]
+    app.main()

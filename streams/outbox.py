@@ -1,0 +1,72 @@
+"""The outbox relay: publishes committed outbox rows to their topics, in order, then marks them.
+
+At-least-once: a crash between the broker's acknowledgement and the mark sends those rows
+again, with the same `event_id`, which is how consumers drop repeats. Only one relay sends at
+a time (a transaction-level advisory lock), so rows leave in the order they were committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import func, select
+
+from storage.db import Database
+from storage.repositories import OutboxRepository
+
+log = logging.getLogger(__name__)
+
+# send(topic, key, value) schedules a record and returns an awaitable of its delivery.
+Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
+RELAY_LOCK = "fcl-outbox-relay"
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, send: Send, *, topic_prefix: str, batch: int = 500,
+                 idle_interval: float = 0.02) -> None:
+        self.db = db
+        self.send = send
+        self.topic_prefix = topic_prefix
+        self.batch = batch
+        self.idle_interval = idle_interval
+        self.published = 0
+
+    async def publish_once(self) -> int:
+        """Publish up to one batch; the number of rows published (0: none pending or another
+        relay holds the turn)."""
+        async with self.db.transaction() as session:
+            got_turn = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(RELAY_LOCK))))
+            if not got_turn:
+                return 0
+            outbox = OutboxRepository(session)
+            pending = await outbox.pending(limit=self.batch)
+            if not pending:
+                return 0
+            deliveries = []
+            for message in pending:
+                value = json.dumps(message.payload, separators=(",", ":")).encode()
+                key = message.key.encode() if message.key is not None else None
+                deliveries.append(await self.send(self.topic_prefix + message.topic, key, value))
+            await asyncio.gather(*deliveries)
+            await outbox.mark_published([m.id for m in pending])
+        self.published += len(pending)
+        return len(pending)
+
+    async def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        delay = 0.1
+        while not should_stop():
+            try:
+                sent = await self.publish_once()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the relay outlives broker and database outages
+                log.warning("outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if sent < self.batch:
+                await asyncio.sleep(self.idle_interval)
