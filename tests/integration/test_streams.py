@@ -1,0 +1,330 @@
+"""The streams worker against the real broker and database: triggers become exactly one job
+each, invalid events become dead letters with their reason, samples crossing a threshold make
+one threshold event and one job per crossing, and crashes or a database outage lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from fcl.settings import Settings
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.repositories import DatasetRepository, JobRepository
+from streams.client import FclProducer
+from streams.events import threshold_event_id
+from streams.schemas import SCHEMA_DIR
+from streams.topics import Topic
+from tests.conftest import ROOT, RunStack, create_database, drop_database
+from tests.integration.streams_support import (
+    StreamsEnv,
+    create_topics,
+    encode,
+    eventually,
+    new_prefix,
+    produce_raw,
+    read_topic,
+    rows,
+    scalar,
+)
+
+MAX_EVENT_BYTES = 4096
+
+
+@pytest.fixture
+async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[StreamsEnv, Database]]:
+    name = f"fcl_st_{uuid.uuid4().hex[:10]}"
+    url = await asyncio.to_thread(create_database, stack.server_url, name)
+    await asyncio.to_thread(upgrade, url)
+    prefix = new_prefix()
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix,
+                        max_event_bytes=MAX_EVENT_BYTES, threshold_segmentation=50, _env_file=None)  # type: ignore[call-arg]
+    env = {**os.environ, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FCL_DATABASE_URL": url,
+           "FCL_TOPIC_PREFIX": prefix, "FCL_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+           "FCL_THRESHOLD_SEGMENTATION": "50"}
+    await create_topics(settings)
+    senv = StreamsEnv(settings=settings, env=env, workdir=tmp_path)
+    db = Database(url, pool_size=2)
+    try:
+        yield senv, db
+    finally:
+        senv.stop_all()
+        await db.close()
+        await asyncio.to_thread(drop_database, stack.server_url, name)
+
+
+def assert_schema(topic: Topic, records: list[dict]) -> None:
+    validator = Draft202012Validator(json.loads((SCHEMA_DIR / f"{topic.value}.schema.json").read_text()))
+    for record in records:
+        event = {k: v for k, v in record.items() if not k.startswith("_")}
+        errors = [e.message for e in validator.iter_errors(event)]
+        assert not errors, (event, errors)
+
+
+def threshold(dataset_id: str, model_type: str = "goal", priority: int | None = 5, **extra: object) -> dict:
+    event: dict = {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": model_type,
+                   "sample_count": 100, "threshold": 100, "occurred_at": "2026-11-26T10:00:00Z", **extra}
+    if priority is not None:
+        event["priority"] = priority
+    return event
+
+
+async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    n = 30
+    valid = [threshold(f"ds-{i}", ["goal", "spending", "segmentation", "recommendation"][i % 4], priority=i % 10)
+             for i in range(n)]
+    duplicates = valid[:10]  # redelivered: same event ids
+    no_priority = threshold("ds-default", priority=None)
+    bad = {
+        "not valid JSON": b'{"event_id": "x", "dataset_id": ',
+        "dataset_id: Field required": encode({"event_id": "e-no-dataset", "model_type": "goal"}),
+        "unknown model type": encode(threshold("ds-bad-type", model_type="fraud")),
+        "priority 12 outside 0-9": encode(threshold("ds-bad-priority", priority=12)),
+        "exceeds the limit": encode(threshold("ds-big", padding="x" * (MAX_EVENT_BYTES + 10))),
+        "expected a JSON object": b"[1, 2, 3]",
+    }
+    items = [(e["dataset_id"].encode(), encode(e)) for e in valid + duplicates + [no_priority]]
+    items += [(b"bad", value) for value in bad.values()]
+    await produce_raw(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), items)
+
+    await eventually(lambda: scalar(db, "SELECT count(*) = :n FROM training_jobs", n=n + 1),
+                     what=f"{n + 1} jobs", logs=senv.logs)
+    letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= len(bad))
+    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS), until=lambda r: len(r) >= n + 1)
+
+    assert await scalar(db, "SELECT count(*) FROM training_jobs") == n + 1
+    assert await scalar(db, "SELECT count(*) FROM job_triggers") == n + 1
+    jobs = {r.dataset_id: r for r in await rows(db, "SELECT id, dataset_id, model_type, priority, status FROM training_jobs")}
+    for e in valid:
+        job = jobs[e["dataset_id"]]
+        assert (job.model_type, job.priority, job.status) == (e["model_type"], e["priority"], "queued")
+    assert jobs["ds-default"].priority == 5  # priority is optional, 5 by default
+
+    assert len(statuses) == n + 1
+    assert {s["job_id"] for s in statuses} == {str(j.id) for j in jobs.values()}
+    assert all(s["status"] == "queued" and s["attempt"] == 1 and s["_key"] == s["job_id"] for s in statuses)
+    assert len({s["event_id"] for s in statuses}) == n + 1
+
+    assert len(letters) == len(bad)
+    reasons = [letter["reason"] for letter in letters]
+    for fragment in bad:
+        assert sum(fragment in r for r in reasons) == 1, (fragment, reasons)
+    assert {letter["source_topic"] for letter in letters} == {senv.topic(Topic.DATASET_THRESHOLD)}
+    assert all(letter["key"] == "bad" and letter["_key"] == "bad" for letter in letters)
+    assert any(letter["value"] == '{"event_id": "x", "dataset_id": ' for letter in letters)
+    assert len({(letter["partition"], letter["offset"]) for letter in letters}) == len(bad)
+    # What reached the broker has the documented shape.
+    assert_schema(Topic.TRAINING_STATUS, statuses)
+    assert_schema(Topic.DEAD_LETTER, letters)
+
+
+async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    topic = senv.topic(Topic.DATASET_THRESHOLD)
+    first, joiner = threshold("reco", "recommendation", priority=2), threshold("reco", "recommendation", priority=8)
+    await produce_raw(senv.settings, topic, [(b"reco", encode(first)), (b"reco", encode(joiner))])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM job_triggers"), logs=senv.logs)
+    (job,) = await rows(db, "SELECT id, priority FROM training_jobs")
+    assert job.priority == 8  # the higher of the two
+    async with db.transaction() as s:
+        got = await JobRepository(s).get(job.id)
+    assert got is not None and set(got.trigger_event_ids) == {first["event_id"], joiner["event_id"]}
+
+    # The job starts running: the next trigger queues a follow-up, the one after joins it.
+    async with db.transaction() as s:
+        claimed = await JobRepository(s).claim_next(worker="test", lease=timedelta(minutes=5))
+    assert claimed is not None and claimed.id == job.id
+    await produce_raw(senv.settings, topic, [(b"reco", encode(threshold("reco", "recommendation", priority=3))),
+                                             (b"reco", encode(threshold("reco", "recommendation", priority=4)))])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 4 FROM job_triggers"), logs=senv.logs)
+    states = sorted((r.status, r.priority) for r in await rows(db, "SELECT status, priority FROM training_jobs"))
+    assert states == [("in_progress", 8), ("queued", 4)]
+    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS), until=lambda r: len(r) >= 2)
+    assert len(statuses) == 2  # one `queued` per job, none for the joins
+
+
+def samples_event(dataset_id: str, n: int, model_type: str = "segmentation", event_id: str | None = None) -> dict:
+    samples = [{"user_id": f"u{i}", "features": {"spend": float(i), "savings": float(i % 7)}} for i in range(n)]
+    return {"event_id": event_id or str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": model_type,
+            "occurred_at": "2026-11-26T10:00:00Z", "samples": samples}
+
+
+async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_crossing(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    topic = senv.topic(Topic.TRAINING_SAMPLES)
+    batches = [samples_event("seg", 10) for _ in range(12)]  # 120 samples, threshold 50
+    repeat = batches[3]  # redelivered: stored and counted once
+    wrong_shape = samples_event("seg", 2)
+    wrong_shape["samples"][1] = {"user_id": "u1", "features": {"spend": "lots"}}
+    other_type = {"event_id": str(uuid.uuid4()), "dataset_id": "seg", "model_type": "spending",
+                  "samples": [{"user_id": "u1", "date": "2026-01-01", "amount": 3.5}]}
+    await produce_raw(senv.settings, topic, [(b"seg", encode(b)) for b in [*batches, repeat, wrong_shape, other_type]])
+
+    await eventually(lambda: scalar(db, "SELECT total_samples = 120 FROM datasets WHERE dataset_id = 'seg'"),
+                     logs=senv.logs, what="120 samples stored")
+    await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM training_jobs"), logs=senv.logs)
+    letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= 2)
+    assert sorted(letter["reason"][:7] for letter in letters) == ["dataset", "schema:"]
+    assert any("samples.1.features.spend" in letter["reason"] for letter in letters)
+    assert any("holds segmentation samples, not spending" in letter["reason"] for letter in letters)
+    assert await scalar(db, "SELECT count(*) FROM training_samples WHERE dataset_id = 'seg'") == 120
+
+    # A trainer used the samples and finished; 50 more cross the threshold a second time.
+    async with db.transaction() as s:
+        await DatasetRepository(s).consume("seg", used=120)
+    await rows(db, "UPDATE training_jobs SET status = 'completed' RETURNING id")
+    await produce_raw(senv.settings, topic, [(b"seg", encode(samples_event("seg", 10))) for _ in range(5)])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs"), logs=senv.logs)
+
+    events = await read_topic(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), until=lambda r: len(r) >= 2)
+    assert [e["event_id"] for e in events] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
+    # sample_count is the counter when the crossing was seen: at least the threshold (a batch of
+    # events may carry it past 50 at once).
+    assert all(e["sample_count"] >= 50 and e["threshold"] == 50 and e["model_type"] == "segmentation"
+               and e["_key"] == "seg" for e in events)
+    assert_schema(Topic.DATASET_THRESHOLD, events)
+    triggers = await rows(db, "SELECT event_id FROM job_triggers ORDER BY received_at")
+    assert [t.event_id for t in triggers] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
+
+
+async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n: int = 300) -> None:  # type: ignore[no-untyped-def]
+    events = [threshold(f"burst-{i}", priority=i % 10) for i in range(n)]
+    topic = senv.topic(Topic.DATASET_THRESHOLD)
+    items = [(e["dataset_id"].encode(), encode(e)) for e in events]
+    items += [(e["dataset_id"].encode(), encode(e)) for e in events[::5]]  # repeats
+    third = len(items) // 3
+    await produce_raw(senv.settings, topic, items[:third])
+    await eventually(lambda: scalar(db, "SELECT count(*) > 0 FROM training_jobs"), logs=senv.logs)
+
+    async def produce_middle() -> None:  # called by the interruption while it is in effect
+        await produce_raw(senv.settings, topic, items[third:2 * third])
+
+    await interrupt(produce_middle)
+    await produce_raw(senv.settings, topic, items[2 * third:])
+    await eventually(lambda: scalar(db, "SELECT count(*) = :n FROM job_triggers", n=n), timeout=120,
+                     logs=senv.logs, what=f"{n} triggers")
+    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS),
+                                until=lambda r: len({s["job_id"] for s in r}) >= n, timeout=120)
+    await asyncio.sleep(1)
+    assert await scalar(db, "SELECT count(*) FROM training_jobs") == n
+    assert await scalar(db, "SELECT count(DISTINCT dataset_id) FROM training_jobs") == n
+    # Status events are at-least-once: a repeat carries the same event_id, and every job has one.
+    by_event = {s["event_id"]: s["job_id"] for s in statuses}
+    assert len(set(by_event.values())) == n == len(by_event)
+
+
+async def test_sigkill_in_a_burst_loses_nothing_and_duplicates_nothing(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    first = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, first)
+
+    async def kill_and_restart(produce_middle) -> None:  # type: ignore[no-untyped-def]
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        await produce_middle()
+        second = senv.start_worker()
+        await asyncio.to_thread(senv.wait_ready, second)
+
+    await _burst_with_interruption(senv, db, kill_and_restart)
+
+
+async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:  # type: ignore[no-untyped-def]
+    from fcl.stack import LocalStack
+    from fcl.stack.postgres import find_bindir
+
+    local = LocalStack(ROOT / ".fcl")
+    state = local._load()
+    if not state.get("postgres", {}).get("port") or not (await asyncio.to_thread(local.status)).postgres.answering:
+        pytest.skip("needs the local stack's PostgreSQL, which this test stops and starts")
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+
+    async def outage(produce_middle) -> None:  # type: ignore[no-untyped-def]
+        bindir = find_bindir()
+        await asyncio.to_thread(local.postgres.stop, bindir)
+        await produce_middle()  # events keep arriving while the database is down
+        await asyncio.sleep(4)
+        assert worker.poll() is None, "the worker must wait for the database, not exit"
+        await asyncio.to_thread(local.postgres.start, bindir, state["postgres"]["port"], 60)
+
+    await _burst_with_interruption(senv, db, outage)
+    assert "database unavailable" in senv.logs()
+
+
+async def test_two_workers_split_partitions_and_make_one_job_per_trigger(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    workers = [senv.start_worker(), senv.start_worker()]
+    for w in workers:
+        await asyncio.to_thread(senv.wait_ready, w)
+    n = 200
+    events = [threshold(f"pair-{i}") for i in range(n)]
+    items = [(e["dataset_id"].encode(), encode(e)) for e in events + events[:50]]
+    await produce_raw(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), items)
+    await eventually(lambda: scalar(db, "SELECT count(*) = :n FROM job_triggers", n=n), timeout=90, logs=senv.logs)
+    await asyncio.sleep(2)  # let any duplicate arrive
+    assert await scalar(db, "SELECT count(*) FROM training_jobs") == n
+    sources = {r.source for r in await rows(db, "SELECT DISTINCT source FROM job_triggers")}
+    assert len(sources) == 2, f"both workers should have admitted some triggers: {sources}"
+
+
+async def test_the_producer_client_sends_events_the_worker_accepts(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    async with FclProducer(senv.settings) as producer:
+        sent_samples = await producer.send_samples("client-goal", "goal", [
+            {"user_id": f"u{i}", "goal_id": f"g{i}", "features": {"progress": i / 10}, "achieved": i % 2 == 0}
+            for i in range(5)])
+        sent_trigger = await producer.send_threshold("client-spend", "spending", priority=9)
+        with pytest.raises(ValueError, match="unknown model type"):
+            await producer.send_threshold("x", "fraud")
+        with pytest.raises(ValueError, match="amount"):
+            await producer.send_samples("x", "spending", [{"user_id": "u", "date": "2026-01-01"}])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM training_jobs WHERE priority = 9"), logs=senv.logs)
+    await eventually(lambda: scalar(db, "SELECT total_samples = 5 FROM datasets WHERE dataset_id = 'client-goal'"),
+                     logs=senv.logs)
+    sent = await read_topic(senv.settings, senv.topic(Topic.TRAINING_SAMPLES), until=lambda r: len(r) >= 1)
+    assert_schema(Topic.TRAINING_SAMPLES, sent)
+    assert sent[0]["event_id"] == sent_samples["event_id"] and sent[0]["_key"] == "client-goal"
+    triggers = await read_topic(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), until=lambda r: len(r) >= 1)
+    assert_schema(Topic.DATASET_THRESHOLD, triggers)
+    assert triggers[0]["event_id"] == sent_trigger["event_id"]
+
+
+async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: ignore[no-untyped-def]
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    cmd = [str(Path(sys.executable).with_name("fcl")), "produce", "threshold", "--dataset-id", "cli-ds",
+           "--model-type", "segmentation", "--priority", "6", "--event-id", "cli-event-1"]
+    for _ in range(2):  # the same event id twice: one job
+        out = await asyncio.to_thread(subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True,
+                                      text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["event_id"] == "cli-event-1"
+    await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM job_triggers"), logs=senv.logs)
+    bad = await asyncio.to_thread(subprocess.run, cmd[:-4] + ["--model-type", "fraud"], env=senv.env,
+                                  cwd=senv.workdir, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown model type 'fraud'" in bad.stderr
+    await asyncio.sleep(1)
+    assert await scalar(db, "SELECT count(*) FROM training_jobs") == 1
+    assert await scalar(db, "SELECT priority FROM training_jobs") == 6
