@@ -17,16 +17,19 @@ class StorageError(Exception):
         self.retriable = retriable
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping)
 
 
 class Database:
-    """Owns the engine; `transaction()` yields a session that commits on success."""
+    """Owns the engine; `transaction()` yields a session that commits on success.
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    `pre_ping` tests each pooled connection before use (one round trip); callers that retry
+    on `is_retriable` errors anyway (the stream agents) turn it off for latency."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, pre_ping: bool = True) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.engine = create_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

@@ -174,6 +174,16 @@ class OutboxMessage:
     published_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedOutboxMessage:
+    """An outbox row as the relay sends it: the payload is the stored JSON text, not decoded."""
+
+    id: int
+    topic: str
+    key: str | None
+    payload_json: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerHeartbeat:
     worker_id: str

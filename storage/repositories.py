@@ -24,6 +24,7 @@ from storage.entities import (
     ChampionReason,
     Dataset,
     Direction,
+    EncodedOutboxMessage,
     Job,
     JobStatus,
     ModelVersion,
@@ -449,6 +450,26 @@ class OutboxRepository:
         )).scalar_one()
         return _outbox(row)
 
+    async def add_many(self, messages: Sequence[tuple[str, str | None, dict[str, Any]]]) -> int:
+        """Queue (topic, key, payload) events in ONE statement, in order; as `add`, each payload's
+        `event_id` (made here when absent) is its outbox key."""
+        if not messages:
+            return 0
+        ids, topics, keys, payloads = [], [], [], []
+        for topic, key, payload in messages:
+            ids.append(str(uuid.UUID(str(payload.setdefault("event_id", str(uuid.uuid4()))))))
+            topics.append(topic)
+            keys.append(key)
+            payloads.append(json.dumps(payload, separators=(",", ":")))
+        result = await self.session.execute(text("""
+            INSERT INTO outbox (event_id, topic, key, payload)
+            SELECT m.event_id, m.topic, m.key, CAST(m.payload AS jsonb)
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS text[]),
+                        CAST(:payloads AS text[])) WITH ORDINALITY AS m(event_id, topic, key, payload, ord)
+            ORDER BY m.ord
+        """), {"ids": ids, "topics": topics, "keys": keys, "payloads": payloads})
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def pending(self, limit: int = 500) -> list[OutboxMessage]:
         """The oldest unpublished messages, in order; locked so two relays never send one twice
         at the same time (a crash between send and mark still resends: at-least-once)."""
@@ -457,6 +478,15 @@ class OutboxRepository:
             .limit(limit).with_for_update(skip_locked=True)
         )).all()
         return [_outbox(r) for r in rows]
+
+    async def pending_encoded(self, limit: int = 500) -> list[EncodedOutboxMessage]:
+        """As `pending`, with each payload as its JSON text: what the relay sends as is, without
+        decoding and encoding it again."""
+        rows = (await self.session.execute(text("""
+            SELECT id, topic, key, CAST(payload AS text) AS payload_json FROM outbox
+            WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+        """), {"limit": limit})).all()
+        return [EncodedOutboxMessage(r.id, r.topic, r.key, r.payload_json) for r in rows]
 
     async def mark_published(self, ids: Sequence[int]) -> int:
         if not ids:
