@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     default_priority: int = Field(default=5, ge=0, le=9)
     queue_ageing_seconds: float = Field(default=600.0, gt=0)
     stream_batch_max: int = Field(default=500, ge=1)
-    stream_batch_within: float = Field(default=0.005, gt=0)
     topic_partitions: int = Field(default=4, ge=1)
 
     @field_validator("api_token")

@@ -1,8 +1,9 @@
 """The Faust app: `faust -A streams.app worker` or `fcl streams`.
 
 Two agents read the input topics as raw bytes (so a malformed event reaches our code and can be
-dead-lettered instead of failing in a deserializer), take them in small batches and hand each
-batch to an ingestor (streams.ingest) that commits its effects in one PostgreSQL transaction.
+dead-lettered instead of failing in a deserializer), group them into batches while the previous
+batch commits (streams.batching) and hand each batch to an ingestor (streams.ingest) that
+commits its effects in one PostgreSQL transaction.
 Events are acknowledged only after that commit; an agent never raises and never trains.
 A task runs the outbox relay, which publishes what the transactions wrote.
 """
@@ -13,12 +14,15 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 
 import faust
+from faust.types import EventT
 
 from fcl.settings import Settings, get_settings
 from storage.db import Database
 from streams.admin import ensure_topics
+from streams.batching import group_commit
 from streams.events import RawMessage
 from streams.ingest import BatchReport, Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
 from streams.outbox import OutboxRelay
@@ -41,25 +45,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_commit_interval=0.5,
         store="memory://",
     )
-    db = Database(settings.database_url, pool_size=4)
+    db = Database(settings.database_url, pool_size=4, pre_ping=False)  # commit_batch retries instead
     totals = BatchReport()
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
+        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    relay = OutboxRelay(db, send, topic_prefix=settings.topic_prefix)
 
     def raw_topic(name: Topic) -> faust.TopicT:
         return app.topic(name.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
 
     async def consume(stream: faust.StreamT, ingestor: Ingestor) -> None:
-        async for events in stream.noack_take(settings.stream_batch_max, within=settings.stream_batch_within):
+        async def commit(events: Sequence[EventT]) -> bool:
             messages = [RawMessage(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
                                    key=e.message.key, value=e.message.value) for e in events]
             report = await commit_batch(ingestor, messages, should_stop=lambda: app.should_stop)
             if report is None:
-                return  # stopping before the batch committed: not acknowledged, redelivered later
+                return False  # stopping before the batch committed: not acknowledged, redelivered later
             totals.add(report)
+            if report.jobs_created or report.crossings or report.dead_letters:
+                relay.wake()  # those rows are committed: publish them now
             for reason in report.dead_letters:
                 log.info("dead-lettered: %s", reason)
             for event in events:
                 await stream.ack(event)
+            return True
+
+        # Manual acks: an event is acknowledged only after its batch committed.
+        await group_commit(stream.noack().events(), commit, max_batch=settings.stream_batch_max)
 
     @app.agent(raw_topic(Topic.DATASET_THRESHOLD), name="admit-threshold-events")
     async def admit_threshold_events(stream: faust.StreamT) -> None:
@@ -71,10 +86,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.task
     async def relay_outbox() -> None:
-        async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
-            return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
-
-        await OutboxRelay(db, send, topic_prefix=settings.topic_prefix).run(should_stop=lambda: app.should_stop)
+        await relay.run(should_stop=lambda: app.should_stop)
 
     return app
 

@@ -62,10 +62,8 @@ class BatchReport:
 
 
 async def _dead_letters(session: AsyncSession, rejected: Sequence[Rejected]) -> list[str]:
-    outbox = OutboxRepository(session)
-    for r in rejected:
-        event = dead_letter(r)
-        await outbox.add(topic=Topic.DEAD_LETTER, key=event.key, payload=event.model_dump(mode="json"))
+    letters = [dead_letter(r) for r in rejected]
+    await OutboxRepository(session).add_many([(Topic.DEAD_LETTER, e.key, e.model_dump(mode="json")) for e in letters])
     return [r.reason for r in rejected]
 
 
@@ -86,19 +84,20 @@ class ThresholdIngestor:
         requests = [TriggerRequest(event_id=p.event.event_id, dataset_id=p.event.dataset_id,
                                    model_type=p.model_type.value, priority=p.event.priority, source=self.source)
                     for p in parsed]
-        outbox = OutboxRepository(session)
         jobs = JobRepository(session, ageing_step=timedelta(seconds=self.settings.queue_ageing_seconds))
+        statuses = []
         for admission in await jobs.admit(requests):
             if admission.outcome is AdmissionOutcome.CREATED:
                 report.jobs_created += 1
                 status = queued_status(job_id=admission.job_id, dataset_id=admission.request.dataset_id,
                                        model_type=admission.request.model_type, priority=admission.priority,
                                        attempts=admission.attempts)
-                await outbox.add(topic=Topic.TRAINING_STATUS, key=status.job_id, payload=status.model_dump(mode="json"))
+                statuses.append((Topic.TRAINING_STATUS, status.job_id, status.model_dump(mode="json")))
             elif admission.outcome is AdmissionOutcome.JOINED:
                 report.triggers_joined += 1
             else:
                 report.duplicates += 1
+        await OutboxRepository(session).add_many(statuses)
         return report
 
 
@@ -132,7 +131,7 @@ class SampleIngestor:
             ]
             report.samples_stored = result.stored_samples
             report.duplicates = len(result.duplicates)
-            outbox = OutboxRepository(session)
+            events = []
             for c in result.crossings:
                 event = DatasetThresholdEvent(
                     event_id=threshold_event_id(c.dataset_id, c.crossing), dataset_id=c.dataset_id,
@@ -140,7 +139,8 @@ class SampleIngestor:
                     priority=self.settings.default_priority,
                 )
                 payload = event.model_dump(mode="json") | {"occurred_at": rfc3339()}
-                await outbox.add(topic=Topic.DATASET_THRESHOLD, key=c.dataset_id, payload=payload)
+                events.append((Topic.DATASET_THRESHOLD, c.dataset_id, payload))
+            await OutboxRepository(session).add_many(events)
             report.crossings = len(result.crossings)
         report.dead_letters = await _dead_letters(session, rejected)
         return report

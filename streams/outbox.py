@@ -8,7 +8,6 @@ a time (a transaction-level advisory lock), so rows leave in the order they were
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,13 +25,18 @@ RELAY_LOCK = "fcl-outbox-relay"
 
 class OutboxRelay:
     def __init__(self, db: Database, send: Send, *, topic_prefix: str, batch: int = 500,
-                 idle_interval: float = 0.02) -> None:
+                 idle_interval: float = 0.2) -> None:
         self.db = db
         self.send = send
         self.topic_prefix = topic_prefix
         self.batch = batch
-        self.idle_interval = idle_interval
+        self.idle_interval = idle_interval  # polling for rows other processes wrote
         self.published = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after this process committed outbox rows: publish them now, not at the next poll."""
+        self._wake.set()
 
     async def publish_once(self) -> int:
         """Publish up to one batch; the number of rows published (0: none pending or another
@@ -42,14 +46,13 @@ class OutboxRelay:
             if not got_turn:
                 return 0
             outbox = OutboxRepository(session)
-            pending = await outbox.pending(limit=self.batch)
+            pending = await outbox.pending_encoded(limit=self.batch)
             if not pending:
                 return 0
             deliveries = []
             for message in pending:
-                value = json.dumps(message.payload, separators=(",", ":")).encode()
                 key = message.key.encode() if message.key is not None else None
-                deliveries.append(await self.send(self.topic_prefix + message.topic, key, value))
+                deliveries.append(await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode()))
             await asyncio.gather(*deliveries)
             await outbox.mark_published([m.id for m in pending])
         self.published += len(pending)
@@ -69,4 +72,8 @@ class OutboxRelay:
                 delay = min(delay * 2, 5.0)
                 continue
             if sent < self.batch:
-                await asyncio.sleep(self.idle_interval)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_interval)
+                except asyncio.TimeoutError:
+                    pass
+            self._wake.clear()
