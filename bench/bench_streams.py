@@ -1,0 +1,303 @@
+"""How fast the streams worker turns events into committed rows, on the local stack.
+
+Prints, for ONE `fcl streams` worker (a real subprocess, real broker, real PostgreSQL):
+  1. produce-to-committed-job latency at 100 threshold events/s: from just before the producer's
+     send to the admission statement (job_triggers.received_at = clock_timestamp(), taken inside the
+     transaction, a few hundred microseconds before its commit), p50/p90/p99/max; and, as an upper
+     bound that includes the commit and the outbox relay, send to the job's `queued` status event
+     arriving at a consumer;
+  2. the sustained maximum of threshold events/s: a backlog is produced while the worker is stopped,
+     the worker is started, and the rate is measured from its first committed job to its last;
+  3. the same for samples/s, in events of 100 samples;
+and beside 2 and 3 a bare aiokafka consumer's messages/s reading the same topic in the same run.
+
+Run with `make bench` or `.venv/bin/python bench/bench_streams.py [--events N] [--sample-events N]`.
+Uses a database and a topic prefix of its own and removes both afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy.engine import make_url
+
+from fcl.settings import Settings, load_settings
+from fcl.stack import LocalStack
+from storage.migrate import upgrade
+from streams.admin import ensure_topics
+from streams.topics import Topic
+
+ROOT = Path(__file__).resolve().parent.parent
+FCL = str(Path(sys.executable).with_name("fcl"))
+
+
+def dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir, self.n = env, log_dir, 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_dir / f"worker-{self.n}.log"
+        self.n += 1
+        self.proc = subprocess.Popen([FCL, "streams"], env=self.env, stdout=log.open("wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"streams worker exited:\n{log.read_text()[-3000:]}")
+            if "Worker ready" in log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"streams worker not ready in 90 s:\n{log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def threshold_event(dataset_id: str) -> dict[str, object]:
+    return {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": "goal", "priority": 5,
+            "occurred_at": "2026-11-26T10:00:00Z"}
+
+
+def samples_event(dataset_id: str, start: int, n: int = 100) -> dict[str, object]:
+    samples = [{"user_id": f"u{start + i}", "features": {"spend": float(i), "savings": float(i % 7),
+                                                          "income": 1000.0 + i}} for i in range(n)]
+    return {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": "segmentation",
+            "occurred_at": "2026-11-26T10:00:00Z", "samples": samples}
+
+
+async def produce_all(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bare_consumer_rate(settings: Settings, topic: str, expected: int) -> float:
+    """Messages/s of a plain aiokafka consumer reading `topic` from the start (values not decoded)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        seen, first = 0, time.perf_counter()
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+            if not batch:
+                raise SystemExit(f"bare consumer saw only {seen} of {expected} messages")
+            seen += sum(len(v) for v in batch.values())
+        return seen / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def wait_until(conn: asyncpg.Connection, sql: str, target: int, timeout: float = 600) -> None:
+    """Polls `sql` (a count) twice a second until it reaches `target`. Rates are computed
+    afterwards from the database's own timestamps, so polling adds no load while measuring."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = await conn.fetchval(sql)
+        if count >= target:
+            return
+        await asyncio.sleep(0.5)
+    raise SystemExit(f"{sql}: not at {target} within {timeout}s (at {count})")
+
+
+async def steady_rate(conn: asyncpg.Connection, table: str, amount: str, since: float) -> float:
+    """Rows (or `amount` summed) per second between the first and the last transaction that wrote
+    into `table` after `since`, from received_at (the transaction's start): the last transaction's
+    own amount is left out, as its end is not recorded. Start-up before the first commit is not
+    counted: this is the sustained rate with a backlog."""
+    rows = await conn.fetch(f"""
+        SELECT extract(epoch FROM received_at) AS at, sum({amount}) AS n FROM {table}
+        WHERE received_at >= to_timestamp($1) GROUP BY received_at ORDER BY received_at""", since)
+    if len(rows) < 3:
+        raise SystemExit(f"only {len(rows)} transactions wrote {table}: use a larger backlog to measure a rate")
+    return float(sum(r["n"] for r in rows[:-1])) / float(rows[-1]["at"] - rows[0]["at"])
+
+
+async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: float) -> None:
+    status_topic = Topic.TRAINING_STATUS.full_name(settings.topic_prefix)
+    arrivals: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(status_topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    await consumer.seek_to_end()
+
+    async def follow() -> None:
+        async for record in consumer:
+            arrivals.setdefault(json.loads(record.value)["job_id"], time.time())
+
+    follower = asyncio.create_task(follow())
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    sent: dict[str, float] = {}
+    topic = Topic.DATASET_THRESHOLD.full_name(settings.topic_prefix)
+    try:
+        start = time.monotonic()
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = threshold_event(f"lat-{i}")
+            sent[event["event_id"]] = time.time()  # type: ignore[index]
+            await producer.send(topic, json.dumps(event).encode(), key=f"lat-{i}".encode())
+        await producer.flush()
+        achieved = n / (time.monotonic() - start)
+        deadline = time.monotonic() + 60
+        while await conn.fetchval("SELECT count(*) FROM job_triggers WHERE event_id = ANY($1::text[])", list(sent)) < n:
+            if time.monotonic() > deadline:
+                raise SystemExit("latency: not every event became a job within 60 s")
+            await asyncio.sleep(0.05)
+        rows = await conn.fetch("SELECT event_id, job_id::text, extract(epoch FROM received_at) AS at "
+                                "FROM job_triggers WHERE event_id = ANY($1::text[])", list(sent))
+        deadline = time.monotonic() + 30
+        while len([r for r in rows if r["job_id"] in arrivals]) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        follower.cancel()
+        await producer.stop()
+        await consumer.stop()
+    to_commit = [(float(r["at"]) - sent[r["event_id"]]) * 1000 for r in rows]
+    to_status = [(arrivals[r["job_id"]] - sent[r["event_id"]]) * 1000 for r in rows if r["job_id"] in arrivals]
+    print(f"latency at {achieved:.0f} threshold events/s, {n} events (ms):")
+    for label, values in (("send -> job committed (admission)", to_commit),
+                          ("send -> `queued` status on the broker", to_status)):
+        print(f"  {label:<40} p50 {pct(values, 50):7.2f}  p90 {pct(values, 90):7.2f}  "
+              f"p99 {pct(values, 99):7.2f}  max {max(values):7.2f}  mean {statistics.fmean(values):7.2f}  (n={len(values)})")
+
+
+async def throughput(settings: Settings, conn: asyncpg.Connection, worker: Worker, *, events: int,
+                     sample_events: int) -> None:
+    worker.stop()
+    # Threshold events: a backlog of distinct datasets, consumed by a freshly started worker.
+    topic = Topic.DATASET_THRESHOLD.full_name(settings.topic_prefix)
+    before = await conn.fetchval("SELECT count(*) FROM job_triggers")
+    items = [(f"tp-{i}".encode(), json.dumps(threshold_event(f"tp-{i}")).encode()) for i in range(events)]
+    await produce_all(settings, topic, items)
+    since = time.time()
+    worker.start()
+    await wait_until(conn, "SELECT count(*) FROM job_triggers", before + events)
+    # job_triggers.received_at is clock_timestamp() per trigger, so first to last trigger is exact.
+    span = await conn.fetchval("SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM job_triggers "
+                               "WHERE received_at >= to_timestamp($1)", since)
+    worker_rate = (events - 1) / float(span)
+    batches = await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM job_triggers "
+                                  "WHERE received_at >= to_timestamp($1)", since)
+    total_messages = before + events
+    bare = await bare_consumer_rate(settings, topic, total_messages)
+    print(f"threshold events, backlog of {events} (one job each):")
+    print(f"  streams worker, first to last job committed  {worker_rate:10.0f} events/s  "
+          f"({batches} transactions, {events / batches:.0f} events each)")
+    print(f"  bare aiokafka consumer, same topic           {bare:10.0f} messages/s  "
+          f"(worker/bare = {worker_rate / bare:.3f})")
+
+    worker.stop()
+    topic = Topic.TRAINING_SAMPLES.full_name(settings.topic_prefix)
+    before = await conn.fetchval("SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets")
+    datasets = 40
+    items = []
+    for i in range(sample_events):
+        ds = f"samples-{i % datasets}"
+        items.append((ds.encode(), json.dumps(samples_event(ds, i * 100)).encode()))
+    await produce_all(settings, topic, items)
+    since = time.time()
+    worker.start()
+    await wait_until(conn, "SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets",
+                     before + sample_events * 100)
+    samples_rate = await steady_rate(conn, "sample_batches", "sample_count", since)
+    batches = await conn.fetchval("SELECT count(DISTINCT received_at) FROM sample_batches "
+                                  "WHERE received_at >= to_timestamp($1)", since)
+    bare = await bare_consumer_rate(settings, topic, sample_events)
+    print(f"samples, backlog of {sample_events} events x 100 samples:")
+    print(f"  streams worker, stored and counted           {samples_rate:10.0f} samples/s  "
+          f"({samples_rate / 100:.0f} events/s; {batches} transactions)")
+    print(f"  bare aiokafka consumer, same topic           {bare * 100:10.0f} samples/s  "
+          f"({bare:.0f} messages/s; worker/bare = {samples_rate / 100 / bare:.3f})")
+
+
+async def run(args: argparse.Namespace) -> None:
+    stack_settings = load_settings(env_file=LocalStack(ROOT / ".fcl").env_file)
+    server = make_url(stack_settings.database_url).set(database="postgres").render_as_string(hide_password=False)
+    name = f"fcl_bench_{uuid.uuid4().hex[:8]}"
+    admin_conn = await asyncpg.connect(dsn(server))
+    await admin_conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    prefix = f"fcl-bench-{uuid.uuid4().hex[:8]}."
+    settings = Settings(kafka_bootstrap=stack_settings.kafka_bootstrap, database_url=url, topic_prefix=prefix,
+                        _env_file=None)  # type: ignore[call-arg]
+    env = {**os.environ, "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FCL_DATABASE_URL": url,
+           "FCL_TOPIC_PREFIX": prefix, "FCL_LOG_LEVEL": "WARNING"}
+    log_dir = Path(tempfile.mkdtemp(prefix="fcl-bench-streams-"))
+    worker = Worker(env, log_dir)
+    conn = None
+    try:
+        await asyncio.to_thread(upgrade, url)
+        await ensure_topics(settings)
+        conn = await asyncpg.connect(dsn(url))
+        worker.start()
+        await latency(settings, conn, args.latency_events, args.rate)
+        await throughput(settings, conn, worker, events=args.events, sample_events=args.sample_events)
+    finally:
+        worker.stop()
+        if conn is not None:
+            await conn.close()
+        await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_conn.close()
+        kafka_admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await kafka_admin.start()
+        try:
+            await kafka_admin.delete_topics([t.full_name(prefix) for t in Topic])
+        finally:
+            await kafka_admin.close()
+    print(f"worker logs: {log_dir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency-events", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--sample-events", type=int, default=3_000)
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
