@@ -307,6 +307,19 @@ class JobRepository:
                           outcome=AdmissionOutcome(row.outcome), priority=row.job_priority,
                           attempts=row.job_attempts) for row in rows]
 
+    async def recent(self, *, limit: int = 50) -> list[Job]:
+        """The newest jobs first, with their triggering event ids."""
+        rows = (await self.session.scalars(
+            select(TrainingJobRow).order_by(TrainingJobRow.created_at.desc(), TrainingJobRow.id).limit(limit)
+        )).all()
+        triggers: dict[uuid.UUID, list[str]] = {r.id: [] for r in rows}
+        for job_id, event_id in (await self.session.execute(
+            select(JobTriggerRow.job_id, JobTriggerRow.event_id).where(JobTriggerRow.job_id.in_(list(triggers)))
+            .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
+        )).all():
+            triggers[job_id].append(event_id)
+        return [_job(r, triggers[r.id]) for r in rows]
+
     async def get(self, job_id: uuid.UUID) -> Job | None:
         row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
         if row is None:

@@ -256,3 +256,43 @@ async def test_outbox_hands_out_pending_messages_in_order_once_marked(own_db: Da
         rest = await OutboxRepository(s).pending()
         assert [m.id for m in rest] == [m.id for m in added[3:]]
         assert await OutboxRepository(s).mark_published([added[0].id]) == 0  # already published
+
+
+async def test_outbox_add_many_keeps_order_and_the_relay_reads_the_stored_json(own_db: Database) -> None:
+    import json
+
+    payloads = [{"n": i, "text": "naïve ✓"} for i in range(4)]
+    async with own_db.transaction() as s:
+        assert await OutboxRepository(s).add_many([("training-status", f"k{i}", p) for i, p in enumerate(payloads)]) == 4
+        assert await OutboxRepository(s).add_many([]) == 0
+    async with own_db.transaction() as s:
+        encoded = await OutboxRepository(s).pending_encoded()
+        decoded = [json.loads(m.payload_json) for m in encoded]
+        assert [d["n"] for d in decoded] == [0, 1, 2, 3] and decoded[0]["text"] == "naïve ✓"
+        assert [m.key for m in encoded] == ["k0", "k1", "k2", "k3"]
+        # the event_id each payload got is the outbox key
+        assert [d["event_id"] for d in decoded] == [p["event_id"] for p in payloads]
+        assert all(uuid.UUID(d["event_id"]) for d in decoded)
+
+
+async def test_recent_jobs_come_newest_first_with_their_triggers(own_db: Database) -> None:
+    from storage.entities import TriggerRequest
+
+    async with own_db.transaction() as s:
+        await JobRepository(s).admit([TriggerRequest(event_id="e1", dataset_id="a", model_type="goal", priority=3)])
+    async with own_db.transaction() as s:
+        await JobRepository(s).admit([
+            TriggerRequest(event_id="e2", dataset_id="b", model_type="goal", priority=5),
+            TriggerRequest(event_id="e3", dataset_id="b", model_type="goal", priority=7),
+        ])
+    async with own_db.transaction() as s:
+        jobs = await JobRepository(s).recent(limit=10)
+        assert [(j.dataset_id, j.priority, j.trigger_event_ids) for j in jobs] == [("b", 7, ("e2", "e3")), ("a", 3, ("e1",))]
+        assert len(await JobRepository(s).recent(limit=1)) == 1
+
+
+async def test_admission_is_planned_per_call(db: Database) -> None:
+    # A generic plan cached while job_triggers was small would scan it on every admission.
+    async with db.transaction() as s:
+        config = await s.scalar(text("SELECT proconfig FROM pg_proc WHERE proname = 'fcl_admit_trigger'"))
+    assert config == ["plan_cache_mode=force_custom_plan"]
