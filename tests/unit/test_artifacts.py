@@ -1,0 +1,67 @@
+"""Artifacts: atomic writes, checksums verified on every load, safe formats, service-built paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.artifacts import (
+    ArtifactChecksumError,
+    ArtifactError,
+    ArtifactStore,
+    load_skops_artifact,
+    load_torch_artifact,
+    skops_artifact,
+    torch_artifact,
+)
+from trainers.base import Artifact
+
+
+def test_a_written_artifact_reads_back_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    stored = store.write("goal", 3, Artifact(b"model bytes", "skops"))
+    assert stored.path == tmp_path / "goal" / "v000003.skops"
+    assert stored.size == 11 and len(stored.sha256) == 64
+    assert store.read(stored).data == b"model bytes"
+    assert [p.name for p in (tmp_path / "goal").iterdir()] == ["v000003.skops"]
+
+
+def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    stored = store.write("goal", 1, Artifact(b"0123456789", "skops"))
+    stored.path.write_bytes(b"0123456780")  # same size, one byte changed
+    with pytest.raises(ArtifactChecksumError, match="sha256"):
+        store.read(stored)
+    stored.path.write_bytes(b"short")
+    with pytest.raises(ArtifactChecksumError, match="bytes on disk"):
+        store.read(stored)
+
+
+@pytest.mark.parametrize(("model_type", "version", "fmt"), [
+    ("../etc", 1, "skops"), ("goal/../../x", 1, "skops"), ("Goal", 1, "skops"), ("goal", 0, "skops"),
+    ("goal", 1, "pickle"),
+])
+def test_paths_come_from_the_service_never_from_input(tmp_path: Path, model_type: str, version: int, fmt: str) -> None:
+    with pytest.raises(ArtifactError):
+        ArtifactStore(tmp_path).path_for(model_type, version, fmt)
+
+
+def test_torch_weights_round_trip_through_safetensors_with_their_config() -> None:
+    net = torch.nn.Linear(3, 2)
+    artifact = torch_artifact(net.state_dict(), {"hidden": [4], "lookback": 28})
+    assert artifact.format == "safetensors"
+    tensors, config = load_torch_artifact(artifact)
+    assert config == {"hidden": [4], "lookback": 28}
+    assert torch.equal(tensors["weight"], net.weight.detach())
+
+
+def test_skops_loads_only_trusted_types() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    artifact = skops_artifact({"model": LogisticRegression(), "features": ["a"]})
+    with pytest.raises(ArtifactError, match="trusted"):
+        load_skops_artifact(artifact, trusted=[])
+    loaded = load_skops_artifact(artifact, trusted=["sklearn.linear_model._logistic.LogisticRegression"])
+    assert isinstance(loaded["model"], LogisticRegression)
