@@ -1,0 +1,173 @@
+"""The four trainers on simulated FinCoach data: they learn what the simulator planted, they are
+judged honestly against baselines and the champion, and they fail clearly on bad input.
+The simulator knows the truth (segments, a policy's true value); the gates never see it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from trainers.base import InvalidDataError, NonFiniteLossError, TrainRequest, UnknownModelTypeError
+from trainers.manifest import build_manifest
+from trainers.registry import get_trainer, model_types
+from trainers.simulator import FinCoachSimulator
+
+SIM = FinCoachSimulator(seed=11, n_users=3000)
+
+
+def test_the_registry_knows_the_four_model_types_and_refuses_others() -> None:
+    assert model_types() == ["goal", "recommendation", "segmentation", "spending"]
+    with pytest.raises(UnknownModelTypeError, match="unknown model type 'churn'"):
+        get_trainer("churn")
+    with pytest.raises(InvalidDataError, match="unknown hyperparameters"):
+        get_trainer("goal").train(TrainRequest(samples=SIM.goal_samples(), hyperparameters={"depth": 3}))
+
+
+def test_the_simulator_is_deterministic_by_seed() -> None:
+    a, b = FinCoachSimulator(5, 200), FinCoachSimulator(5, 200)
+    assert a.segmentation_samples() == b.segmentation_samples()
+    assert a.recommendation_samples(20) == b.recommendation_samples(20)
+    assert a.goal_samples() == b.goal_samples()
+    assert FinCoachSimulator(6, 200).segmentation_samples() != a.segmentation_samples()
+
+
+# -- segmentation -----------------------------------------------------------------------------------
+def test_kmeans_recovers_the_planted_segments_and_keeps_ids_across_retrains() -> None:
+    trainer = get_trainer("segmentation")
+    samples = SIM.segmentation_samples()
+    progress: list[float] = []
+    first = trainer.train(TrainRequest(samples=samples, seed=1, progress=progress.append))
+    truth = SIM.true_segments()
+    labels = trainer.assign(first.model, samples)
+    ari = adjusted_rand_score([truth[s["user_id"]] for s in samples], labels)
+    assert ari >= 0.9, first.metrics
+    assert first.metrics["k"] == 4 and progress[-1] == 1.0 and progress == sorted(progress)
+    assert {"silhouette", "calinski_harabasz", "davies_bouldin", "smallest_segment_share"} <= set(first.metrics)
+    assert trainer.gate.evaluate(first.metrics, None).passed
+
+    # Retrain on new users of the same population with another seed: K-means numbers its clusters
+    # arbitrarily, but the aligned ids agree with the champion's assignment.
+    newer = FinCoachSimulator(seed=12, n_users=3000).segmentation_samples()
+    second = trainer.train(TrainRequest(samples=newer, seed=7, champion=first.artifact))
+    champion = trainer.load(first.artifact)
+    assert np.mean(trainer.assign(second.model, newer) == trainer.assign(champion, newer)) > 0.95
+    assert second.metrics["stability_ari"] > 0.9 and second.baseline_metrics is not None
+    assert trainer.gate.evaluate(second.metrics, second.baseline_metrics).passed
+
+
+def test_segmentation_refuses_samples_with_different_features() -> None:
+    samples = SIM.segmentation_samples()[:200]
+    samples[5] = {"user_id": "odd", "features": {"monthly_income": 1.0}}
+    with pytest.raises(InvalidDataError, match="sample 5"):
+        get_trainer("segmentation").train(TrainRequest(samples=samples))
+
+
+# -- goal -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def goal_champion():  # type: ignore[no-untyped-def]
+    return get_trainer("goal").train(TrainRequest(samples=SIM.goal_samples(), seed=1))
+
+
+def test_the_forest_beats_or_ties_logistic_regression_and_the_prior(goal_champion) -> None:  # type: ignore[no-untyped-def]
+    m = goal_champion.metrics
+    assert m["roc_auc"] >= m["logreg_roc_auc"] - 0.01, m
+    assert m["brier_skill"] > 0, m
+    assert m["brier"] < m["prior_brier"]
+    info = goal_champion.info
+    assert abs(info["positive_rate_train"] - info["positive_rate_holdout"]) < 0.05
+
+
+def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion) -> None:  # type: ignore[no-untyped-def]
+    trainer = get_trainer("goal")
+    weak = trainer.train(TrainRequest(samples=SIM.goal_samples(), seed=2, champion=goal_champion.artifact,
+                                      hyperparameters={"n_estimators": 1, "min_samples_leaf": 400}))
+    # the champion is scored on the candidate's holdout, which it never trained on (same user hash)
+    assert weak.baseline_metrics is not None
+    assert weak.baseline_metrics["roc_auc"] == pytest.approx(goal_champion.metrics["roc_auc"])
+    verdict = trainer.gate.evaluate(weak.metrics, weak.baseline_metrics)
+    assert not verdict.passed
+    assert {(c.metric, c.kind) for c in verdict.failed()} >= {("roc_auc", "change")}
+
+
+# -- spending ---------------------------------------------------------------------------------------
+SPEND_HP = {"steps_per_epoch": 100, "max_epochs": 12, "hidden": 32}
+
+
+def test_the_lstm_beats_the_seasonal_naive() -> None:
+    sim = FinCoachSimulator(seed=21, n_users=300)
+    result = get_trainer("spending").train(TrainRequest(samples=list(sim.spending_samples(days=200)), seed=3,
+                                                        hyperparameters=SPEND_HP))
+    m = result.metrics
+    assert m["relative_mae_seasonal_naive"] <= 0.9, m
+    assert m["mae"] < m["moving_average_mae"] and m["mase"] < 1.0
+    assert get_trainer("spending").gate.evaluate(m, None).passed
+
+
+def test_torch_trainers_are_deterministic_on_the_cpu() -> None:
+    sim = FinCoachSimulator(seed=22, n_users=40)
+    samples = list(sim.spending_samples(days=120))
+    hp = {"steps_per_epoch": 5, "max_epochs": 2, "hidden": 8}
+    a = get_trainer("spending").train(TrainRequest(samples=samples, seed=9, hyperparameters=hp, device="cpu"))
+    b = get_trainer("spending").train(TrainRequest(samples=samples, seed=9, hyperparameters=hp, device="cpu"))
+    assert a.artifact.data == b.artifact.data and a.metrics == b.metrics
+    transitions = sim.recommendation_samples(200)
+    hp = {"steps": 50, "fqe_steps": 50, "hidden": [16], "fqe_hidden": [16]}
+    c = get_trainer("recommendation").train(TrainRequest(samples=transitions, seed=4, hyperparameters=hp, device="cpu"))
+    d = get_trainer("recommendation").train(TrainRequest(samples=transitions, seed=4, hyperparameters=hp, device="cpu"))
+    assert c.artifact.data == d.artifact.data and c.metrics == d.metrics
+
+
+def test_a_diverging_loss_fails_the_training_with_a_clear_error() -> None:
+    sim = FinCoachSimulator(seed=23, n_users=30)
+    with pytest.raises(NonFiniteLossError, match="became"):
+        get_trainer("recommendation").train(TrainRequest(
+            samples=[s | {"reward": s["reward"] * 1e30} for s in sim.recommendation_samples(100)], seed=1,
+            hyperparameters={"steps": 200, "learning_rate": 10.0, "hidden": [16]}))
+
+
+def test_spending_refuses_too_short_a_history() -> None:
+    sim = FinCoachSimulator(seed=24, n_users=5)
+    with pytest.raises(InvalidDataError, match="days of history"):
+        get_trainer("spending").train(TrainRequest(samples=list(sim.spending_samples(days=60))))
+
+
+# -- recommendation ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cql_champion():  # type: ignore[no-untyped-def]
+    samples = SIM.recommendation_samples(4000)
+    return get_trainer("recommendation").train(TrainRequest(samples=samples, seed=1, device="cpu"))
+
+
+def test_cql_beats_the_behaviour_policy_and_fqe_estimates_its_true_value(cql_champion) -> None:  # type: ignore[no-untyped-def]
+    trainer = get_trainer("recommendation")
+    true_value = SIM.policy_value(trainer.policy(cql_champion.model))
+    behaviour = SIM.policy_value(None)
+    assert true_value >= 1.10 * behaviour, (true_value, behaviour)
+    fqe = cql_champion.metrics["fqe_value"]
+    assert abs(fqe - true_value) <= 0.20 * true_value, (fqe, true_value)
+    assert abs(cql_champion.metrics["behavior_return"] - behaviour) <= 0.1 * behaviour
+    assert cql_champion.metrics["wis_ess"] >= 0 and np.isfinite(cql_champion.metrics["wis_value"])
+    assert trainer.gate.evaluate(cql_champion.metrics, None).passed
+
+
+def test_a_worse_policy_is_refused_against_the_champion(cql_champion) -> None:  # type: ignore[no-untyped-def]
+    trainer = get_trainer("recommendation")
+    weak = trainer.train(TrainRequest(samples=SIM.recommendation_samples(4000), seed=2, device="cpu",
+                                      champion=cql_champion.artifact, hyperparameters={"steps": 20}))
+    verdict = trainer.gate.evaluate(weak.metrics, weak.baseline_metrics)
+    assert not verdict.passed
+    assert ("fqe_value", "change") in {(c.metric, c.kind) for c in verdict.failed()}
+    assert weak.baseline_metrics is not None and weak.baseline_metrics["fqe_value"] > weak.metrics["fqe_value"]
+
+
+def test_the_manifest_names_everything_that_made_the_model(goal_champion) -> None:  # type: ignore[no-untyped-def]
+    samples = SIM.goal_samples()
+    manifest = build_manifest(model_type="goal", seed=1, hyperparameters=goal_champion.hyperparameters,
+                              samples=samples, dataset_watermark=len(samples), info=goal_champion.info)
+    assert manifest["dataset_hash"] == build_manifest(model_type="goal", seed=1, hyperparameters={}, samples=samples,
+                                                      dataset_watermark=None, info={})["dataset_hash"]
+    assert manifest["dataset_hash"] != build_manifest(model_type="goal", seed=1, hyperparameters={},
+                                                      samples=samples[1:], dataset_watermark=None, info={})["dataset_hash"]
+    assert {"torch", "scikit-learn", "numpy", "python"} <= set(manifest["library_versions"])
+    assert "+" in manifest["code_version"] and manifest["hyperparameters"]["n_estimators"] == 300
