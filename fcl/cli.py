@@ -76,6 +76,41 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    import itertools
+
+    from trainers.simulator import simulate
+
+    samples = simulate(args.model_type, seed=args.seed, users=args.users, days=args.days, episodes=args.episodes)
+    if args.out:
+        count = 0
+        with (sys.stdout if args.out == "-" else open(args.out, "w")) as out:
+            for sample in samples:
+                out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+                count += 1
+        print(f"wrote {count} {args.model_type} samples to {args.out}", file=sys.stderr)
+        return 0
+
+    from fcl.settings import load_settings
+    from streams.client import FclProducer
+
+    dataset_id = args.dataset_id or f"fincoach-{args.model_type}"
+
+    async def send() -> tuple[int, int]:
+        events = count = 0
+        async with FclProducer(load_settings(), linger_ms=5) as producer:
+            iterator = iter(samples)
+            while batch := list(itertools.islice(iterator, args.batch)):
+                await producer.send_samples(dataset_id, args.model_type, batch, wait=False)
+                events, count = events + 1, count + len(batch)
+        return events, count
+
+    events, count = asyncio.run(send())
+    print(f"sent {count} {args.model_type} samples in {events} events to dataset {dataset_id}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcl", description="FinCoach continuous learning service")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     threshold.add_argument("--threshold", type=int)
     threshold.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     threshold.set_defaults(func=_produce)
+
+    simulate = sub.add_parser("simulate", help="synthetic FinCoach samples to Kafka or a file",
+                              description="Generate FinCoach users (deterministic by seed) and send their samples "
+                                          "of one model type to training-samples, or write them as JSON lines.")
+    simulate.add_argument("--model-type", required=True, choices=["recommendation", "segmentation", "spending", "goal"])
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--users", type=int, default=1000, help="simulated users (default 1000)")
+    simulate.add_argument("--days", type=int, default=365, help="spending: days of history (default 365)")
+    simulate.add_argument("--episodes", type=int, default=2000, help="recommendation: logged episodes (default 2000)")
+    simulate.add_argument("--dataset-id", help="dataset to send to (default fincoach-<model type>)")
+    simulate.add_argument("--batch", type=int, default=500, choices=range(1, 1001), metavar="1-1000",
+                          help="samples per event (default 500)")
+    simulate.add_argument("--out", help="write JSON lines to this file (- for stdout) instead of sending to Kafka")
+    simulate.set_defaults(func=_simulate)
     return parser
 
 

@@ -40,11 +40,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv || die "could not create .venv (apt-get install -y python3-venv)"
 fi
 stamp=.venv/.fcl-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d" " -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing fcl and its dependencies into .venv (first time: a few minutes, torch is large) ..."
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,bench]'
   echo "$want" > "$stamp"
 fi
 

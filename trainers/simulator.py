@@ -218,3 +218,19 @@ class FinCoachSimulator:
             seg = np.argmin(((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
             return np.argmax(_REWARD[seg], axis=1)
         return act
+
+
+def simulate(model_type: str, *, seed: int = 0, users: int = 1000, days: int = 365,
+             episodes: int = 2000) -> Iterator[dict[str, Any]]:
+    """Samples of one model type in the contract's shape (the library side of `fcl simulate`)."""
+    sim = FinCoachSimulator(seed=seed, n_users=users)
+    if model_type == "segmentation":
+        yield from sim.segmentation_samples()
+    elif model_type == "spending":
+        yield from sim.spending_samples(days=days)
+    elif model_type == "goal":
+        yield from sim.goal_samples()
+    elif model_type == "recommendation":
+        yield from sim.recommendation_samples(episodes)
+    else:
+        raise ValueError(f"unknown model type {model_type!r} (known: goal, recommendation, segmentation, spending)")

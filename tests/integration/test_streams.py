@@ -328,3 +328,26 @@ async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: igno
     await asyncio.sleep(1)
     assert await scalar(db, "SELECT count(*) FROM training_jobs") == 1
     assert await scalar(db, "SELECT priority FROM training_jobs") == 6
+
+
+async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_learn_from(streams) -> None:  # type: ignore[no-untyped-def]
+    from trainers.base import TrainRequest
+    from trainers.registry import get_trainer
+    from trainers.simulator import FinCoachSimulator
+
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    cmd = [str(Path(sys.executable).with_name("fcl")), "simulate", "--model-type", "segmentation", "--users", "400",
+           "--seed", "3", "--batch", "10", "--dataset-id", "sim-seg"]  # small events: this fixture bounds them at 4 KiB
+    out = await asyncio.to_thread(subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True,
+                                  text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sent 400 segmentation samples in 40 events" in out.stderr
+    await eventually(lambda: scalar(db, "SELECT total_samples = 400 FROM datasets WHERE dataset_id = 'sim-seg'"),
+                     logs=senv.logs, what="400 simulated samples stored")
+    # What was stored through Kafka is what the simulator made, and a trainer learns the segments from it.
+    stored = [r.payload for r in await rows(db, "SELECT payload FROM training_samples WHERE dataset_id = 'sim-seg' ORDER BY id")]
+    assert stored == FinCoachSimulator(seed=3, n_users=400).segmentation_samples()
+    result = await asyncio.to_thread(get_trainer("segmentation").train, TrainRequest(samples=stored, seed=1))
+    assert result.metrics["k"] == 4
