@@ -12,7 +12,7 @@ import math
 import os
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -71,12 +71,16 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    samples: Sequence[dict[str, Any]]
+    samples: Iterable[dict[str, Any]]  # kept as a Sequence (materialized when an iterator is given)
     seed: int = 0
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the defaults
     champion: Artifact | None = None
     progress: Progress = lambda fraction: None  # noqa: E731
     device: str | None = None  # torch trainers: None picks CUDA when present, else the CPU
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, Sequence):  # any iterable of samples: a generator, a cursor
+            object.__setattr__(self, "samples", list(self.samples))
 
 
 class Trainer(ABC):

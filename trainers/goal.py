@@ -8,6 +8,7 @@ holdout with one outcome only is refused."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,10 +70,12 @@ class GoalTrainer(Trainer):
         if len(train_idx) == 0 or y[train_idx].min() == y[train_idx].max() or y[test_idx].min() == y[test_idx].max():
             raise InvalidDataError("goal: the training or holdout side holds one outcome only; more data needed")
         request.progress(0.1)
+        started = time.perf_counter()
         forest = RandomForestClassifier(n_estimators=int(hp["n_estimators"]), min_samples_leaf=int(hp["min_samples_leaf"]),
                                         max_features=hp["max_features"], n_jobs=int(hp["n_jobs"]),
                                         random_state=request.seed)
         forest.fit(x[train_idx], y[train_idx])
+        fit_seconds = time.perf_counter() - started
         request.progress(0.7)
         y_test = y[test_idx]
         metrics = classification_metrics(y_test, scores(forest, x[test_idx]))
@@ -94,11 +97,16 @@ class GoalTrainer(Trainer):
             if champion["features"] == names:
                 baseline = classification_metrics(y_test, scores(champion["model"], x[test_idx]))
         model = {"model": forest, "features": names}
+        evaluated = time.perf_counter()
+        artifact = skops_artifact(model)
         request.progress(1.0)
-        return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=skops_artifact(model),
+        return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=artifact,
                            hyperparameters=hp, info={"train_size": len(train_idx), "holdout_size": len(test_idx),
                                                      "features": names, "positive_rate_train": float(y[train_idx].mean()),
-                                                     "positive_rate_holdout": float(y_test.mean())})
+                                                     "positive_rate_holdout": float(y_test.mean()),
+                                                     "fit_seconds": fit_seconds,
+                                                     "evaluation_seconds": evaluated - started - fit_seconds,
+                                                     "artifact_seconds": time.perf_counter() - evaluated})
 
     def load(self, artifact: Artifact) -> Any:
         model = load_skops_artifact(artifact, TRUSTED)

@@ -17,6 +17,7 @@ is logged.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -245,9 +246,11 @@ class RecommendationTrainer(Trainer):
         train, holdout = data.subset(data.episode < cut), data.subset(data.episode >= cut)
         device = torch_device(request.device)
         deterministic_torch(device)
+        started = time.perf_counter()
         q, losses = train_cql(train, hp, seed=request.seed, device=device,
                               progress=lambda f: request.progress(0.8 * f))
         q.eval()
+        fitted = time.perf_counter()
         metrics = self._evaluate(q, holdout, hp, seed=request.seed, device=device) | losses
         request.progress(0.9)
         baseline = None
@@ -262,7 +265,9 @@ class RecommendationTrainer(Trainer):
                            artifact=torch_artifact(q.state_dict(), config), hyperparameters=hp,
                            info={"transitions": len(data.action), "episodes": data.n_episodes,
                                  "train_episodes": cut, "holdout_episodes": data.n_episodes - cut,
-                                 "device": str(device)})
+                                 "device": str(device), "cql_seconds": fitted - started,
+                                 "cql_steps_per_second": int(hp["steps"]) / (fitted - started),
+                                 "evaluation_seconds": time.perf_counter() - fitted})
 
     def _evaluate(self, q: Any, holdout: Transitions, hp: dict[str, Any], *, seed: int, device: Any) -> dict[str, float]:
         import torch

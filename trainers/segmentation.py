@@ -87,7 +87,7 @@ class SegmentationTrainer(Trainer):
         assert best is not None
         silhouette, k, km = best
         labels = km.labels_
-        metrics = self._quality(z, labels, sample) | {"k": float(k)}
+        metrics = self._quality(z, labels, sample, silhouette=silhouette) | {"k": float(k)}
         mapping = np.arange(k)
         baseline = None
         if request.champion is not None:
@@ -108,12 +108,14 @@ class SegmentationTrainer(Trainer):
                                                      "silhouette_by_k": silhouettes})
 
     @staticmethod
-    def _quality(z: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> dict[str, float]:
+    def _quality(z: np.ndarray, labels: np.ndarray, sample: np.ndarray, silhouette: float | None = None) -> dict[str, float]:
         counts = np.bincount(labels)
         counts = counts[counts > 0]
         if len(counts) < 2:
             return {"smallest_segment_share": 1.0}
-        return {"silhouette": float(silhouette_score(z[sample], labels[sample])) if len(set(labels[sample])) > 1 else float("nan"),
+        if silhouette is None:
+            silhouette = float(silhouette_score(z[sample], labels[sample])) if len(set(labels[sample])) > 1 else float("nan")
+        return {"silhouette": silhouette,
                 "calinski_harabasz": float(calinski_harabasz_score(z, labels)),
                 "davies_bouldin": float(davies_bouldin_score(z, labels)),
                 "smallest_segment_share": float(counts.min() / counts.sum())}

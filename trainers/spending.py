@@ -12,6 +12,7 @@ moving average. The champion is evaluated on the same holdout windows.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -135,6 +136,7 @@ class SpendingTrainer(Trainer):
         val_targets = torch.arange(train_end, train_end + holdout)
         val_users, val_days = self._windows(n_users, val_targets, int(hp["validation_windows"]), gen)
         best_loss, best_state, bad_epochs, epochs, steps = math.inf, None, 0, 0, 0
+        started = time.perf_counter()
         offsets = torch.arange(lookback)
         for epoch in range(int(hp["max_epochs"])):
             model.train()
@@ -166,6 +168,7 @@ class SpendingTrainer(Trainer):
                 break
         assert best_state is not None
         model.load_state_dict(best_state)
+        fit_seconds = time.perf_counter() - started
 
         test_days = torch.arange(n_days - holdout, n_days)
         test_users, test_day_idx = self._all_windows(n_users, test_days)
@@ -181,7 +184,8 @@ class SpendingTrainer(Trainer):
         return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=artifact,
                            hyperparameters=hp, info={"users": n_users, "days": n_days, "epochs": epochs,
                                                      "steps": steps, "best_validation_mse": best_loss,
-                                                     "device": str(device)})
+                                                     "device": str(device), "fit_seconds": fit_seconds,
+                                                     "steps_per_second": steps / fit_seconds})
 
     @staticmethod
     def _windows(n_users: int, target_days: Any, limit: int, gen: Any) -> tuple[Any, Any]:

@@ -66,7 +66,8 @@ def test_segmentation_refuses_samples_with_different_features() -> None:
 # -- goal -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def goal_champion():  # type: ignore[no-untyped-def]
-    return get_trainer("goal").train(TrainRequest(samples=SIM.goal_samples(), seed=1))
+    # any iterable of samples will do: a generator here
+    return get_trainer("goal").train(TrainRequest(samples=iter(SIM.goal_samples()), seed=1))
 
 
 def test_the_forest_beats_or_ties_logistic_regression_and_the_prior(goal_champion) -> None:  # type: ignore[no-untyped-def]
