@@ -353,6 +353,184 @@ class JobRepository:
         return await self.get(row) if row else None
 
 
+class QueueRepository:
+    """What trainer workers do to jobs, each write checked against the lease token: a worker that
+    lost its lease (it expired and another worker took the job) can record nothing.
+
+    A job that goes back to the queue (retry, lease expiry, drain) while another job of the same
+    dataset and model type already waits is merged into that one: its triggers move over and the
+    waiting job takes the higher priority, so there is still one waiting job per pair and nothing
+    that asked for a training is lost."""
+
+    def __init__(self, session: AsyncSession, *, ageing_step: timedelta = DEFAULT_AGEING_STEP) -> None:
+        self.session = session
+        self.ageing_step = ageing_step
+
+    async def _owned(self, job_id: uuid.UUID, token: uuid.UUID) -> TrainingJobRow | None:
+        return (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.id == job_id, TrainingJobRow.lease_token == token,
+                                         TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
+            .with_for_update().execution_options(populate_existing=True)
+        )).first()
+
+    async def _job(self, row: TrainingJobRow) -> Job:
+        await self.session.flush()
+        await self.session.refresh(row)
+        return await JobRepository(self.session).get(row.id)  # type: ignore[return-value]
+
+    async def claim(self, *, worker: str, lease: timedelta, caps: dict[str, int] | None = None) -> Job | None:
+        """The best waiting job (highest priority, then oldest, with ageing), skipping model types
+        at their cap of running jobs across all workers; one short transaction."""
+        excluded: list[str] = []
+        if caps:
+            # Claims serialise while caps apply, so two workers cannot both take the last slot.
+            await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("fcl-claim-caps"))))
+            running = dict((await self.session.execute(
+                select(TrainingJobRow.model_type, func.count()).where(TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
+                .group_by(TrainingJobRow.model_type)
+            )).all())
+            excluded = [t for t, cap in caps.items() if running.get(t, 0) >= cap]
+        token = uuid.uuid4()
+        job_id = (await self.session.execute(text("""
+            WITH next AS (
+                SELECT id FROM training_jobs
+                WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
+                ORDER BY rank_at, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE training_jobs AS j
+            SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
+                lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
+                updated_at = now(), progress = 0, cancel_requested = false
+            FROM next WHERE j.id = next.id
+            RETURNING j.id
+        """), {"worker": worker, "token": token, "lease": lease, "excluded": excluded})).scalar_one_or_none()
+        return await JobRepository(self.session).get(job_id) if job_id else None
+
+    async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, *, lease: timedelta,
+                        progress: float | None = None) -> tuple[bool, bool]:
+        """Extend the lease; (still ours, cancel requested)."""
+        row = (await self.session.execute(
+            update(TrainingJobRow)
+            .where(TrainingJobRow.id == job_id, TrainingJobRow.lease_token == token,
+                   TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
+            .values(lease_expires_at=func.now() + lease, updated_at=func.now(),
+                    progress=func.coalesce(progress, TrainingJobRow.progress))
+            .returning(TrainingJobRow.cancel_requested)
+        )).first()
+        return (row is not None, bool(row[0]) if row else False)
+
+    async def complete(self, job_id: uuid.UUID, token: uuid.UUID, *, model_version: int | None) -> Job | None:
+        row = await self._owned(job_id, token)
+        if row is None:
+            return None
+        row.status, row.model_version, row.progress = JobStatus.COMPLETED.value, model_version, 1.0
+        row.finished_at = row.updated_at = await self._now()
+        row.lease_token = row.lease_expires_at = None
+        return await self._job(row)
+
+    async def fail(self, job_id: uuid.UUID, token: uuid.UUID, *, error_type: str, message: str,
+                   retry_in: timedelta | None) -> tuple[Job, Job | None] | None:
+        """Record a failed attempt: back to the queue after `retry_in` while attempts remain (None:
+        not worth retrying), else failed for good. Returns (this job, the waiting job it was merged
+        into or None), or None when the lease is no longer ours."""
+        row = await self._owned(job_id, token)
+        if row is None:
+            return None
+        row.error_type, row.error_message = error_type, message[:2000]
+        if retry_in is not None and row.attempts < row.max_attempts:
+            return await self._requeue(row, run_after_delay=retry_in, attempts=row.attempts)
+        row.status = JobStatus.FAILED.value
+        row.finished_at = row.updated_at = await self._now()
+        row.lease_token = row.lease_expires_at = None
+        return await self._job(row), None
+
+    async def release(self, job_id: uuid.UUID, token: uuid.UUID) -> tuple[Job, Job | None] | None:
+        """Put a job back without counting the attempt (the worker is shutting down)."""
+        row = await self._owned(job_id, token)
+        if row is None:
+            return None
+        return await self._requeue(row, run_after_delay=timedelta(0), attempts=max(0, row.attempts - 1))
+
+    async def finish_cancelled(self, job_id: uuid.UUID, token: uuid.UUID) -> Job | None:
+        row = await self._owned(job_id, token)
+        if row is None:
+            return None
+        row.status = JobStatus.CANCELLED.value
+        row.finished_at = row.updated_at = await self._now()
+        row.lease_token = row.lease_expires_at = None
+        return await self._job(row)
+
+    async def cancel(self, job_id: uuid.UUID) -> Job | None:
+        """A waiting job is cancelled at once; a running one is asked to stop (its worker stops
+        the training and records the cancellation); a finished one is left as it is."""
+        row = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )).first()
+        if row is None:
+            return None
+        if row.status == JobStatus.QUEUED.value:
+            row.status = JobStatus.CANCELLED.value
+            row.finished_at = row.updated_at = await self._now()
+        elif row.status == JobStatus.IN_PROGRESS.value:
+            row.cancel_requested = True
+            row.updated_at = await self._now()
+        return await self._job(row)
+
+    async def expire_leases(self, *, limit: int = 100) -> list[tuple[Job, Job | None]]:
+        """Jobs whose worker stopped renewing its lease: back to the queue (the lost attempt
+        counts) or failed when no attempt is left."""
+        rows = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.status == JobStatus.IN_PROGRESS.value,
+                                         TrainingJobRow.lease_expires_at < func.now())
+            .order_by(TrainingJobRow.lease_expires_at).limit(limit).with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )).all()
+        out = []
+        for row in rows:
+            row.error_type, row.error_message = "LeaseExpired", f"worker {row.lease_owner} stopped renewing its lease"
+            if row.attempts < row.max_attempts:
+                out.append(await self._requeue(row, run_after_delay=timedelta(0), attempts=row.attempts))
+            else:
+                row.status = JobStatus.FAILED.value
+                row.finished_at = row.updated_at = await self._now()
+                row.lease_token = row.lease_expires_at = None
+                out.append((await self._job(row), None))
+        return out
+
+    async def _now(self) -> datetime:
+        now = await self.session.scalar(select(func.now()))
+        assert now is not None
+        return now
+
+    async def _requeue(self, row: TrainingJobRow, *, run_after_delay: timedelta,
+                       attempts: int) -> tuple[Job, Job | None]:
+        now = await self._now()
+        waiting = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.dedupe_key == row.dedupe_key,
+                                         TrainingJobRow.status == JobStatus.QUEUED.value,
+                                         TrainingJobRow.id != row.id)
+            .with_for_update().execution_options(populate_existing=True)
+        )).first()
+        row.lease_token = row.lease_expires_at = None
+        row.lease_owner = None
+        row.attempts, row.updated_at, row.progress = attempts, now, None
+        if waiting is None:
+            row.status, row.run_after = JobStatus.QUEUED.value, now + run_after_delay
+            return await self._job(row), None
+        # Merge into the waiting job: it inherits the triggers and the higher priority.
+        await self.session.execute(update(JobTriggerRow).where(JobTriggerRow.job_id == row.id)
+                                   .values(job_id=waiting.id))
+        waiting.priority = max(waiting.priority, row.priority)
+        waiting.rank_at = min(waiting.rank_at, row.rank_at)
+        waiting.updated_at = now
+        row.status, row.finished_at = JobStatus.CANCELLED.value, now
+        row.error_type, row.error_message = "Merged", f"merged into waiting job {waiting.id}"
+        return await self._job(row), await self._job(waiting)
+
+
 class ModelVersionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
