@@ -56,6 +56,13 @@ def _streams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trainer(args: argparse.Namespace) -> int:
+    from fcl.worker import main as trainer_main
+
+    trainer_main()
+    return 0
+
+
 def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -137,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "Several workers share the partitions of one consumer group.")
     streams.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra arguments for `faust worker`")
     streams.set_defaults(func=_streams)
+
+    trainer = sub.add_parser("trainer", help="run a trainer worker (claims jobs, trains, validates, versions)",
+                             description="Run a trainer worker. Several share one PostgreSQL queue. Settings: "
+                                         "FCL_TRAINER_CONCURRENCY, FCL_TRAINER_CAPS, FCL_LEASE_SECONDS, "
+                                         "FCL_HEARTBEAT_SECONDS, FCL_DRAIN_SECONDS, FCL_TRAINER_TIMEOUTS, "
+                                         "FCL_MAX_ATTEMPTS, FCL_RETRY_BASE_SECONDS, FCL_TRAINER_HYPERPARAMETERS.")
+    trainer.set_defaults(func=_trainer)
 
     produce = sub.add_parser("produce", help="send a one-off event", description="Send one event to Kafka.")
     produce_sub = produce.add_subparsers(dest="event", required=True, metavar="EVENT")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,25 @@ class Settings(BaseSettings):
     queue_ageing_seconds: float = Field(default=600.0, gt=0)
     stream_batch_max: int = Field(default=500, ge=1)
     topic_partitions: int = Field(default=4, ge=1)
+
+    # Trainer workers.
+    trainer_concurrency: int = Field(default=1, ge=1)  # jobs at a time per worker
+    trainer_caps: dict[str, int] = Field(default_factory=dict)  # model type -> running jobs across workers
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    drain_seconds: float = Field(default=30.0, ge=0)
+    trainer_timeouts: dict[str, float] = Field(default_factory=dict)  # model type -> seconds
+    max_attempts: dict[str, int] = Field(default_factory=dict)  # model type -> attempts
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model type -> overrides
+    trainer_device: str | None = None  # e.g. "cpu"; default: CUDA when present
+
+    def timeout_for(self, model_type: str) -> float:
+        return float(self.trainer_timeouts.get(model_type, 3600.0))
+
+    def attempts_for(self, model_type: str) -> int:
+        return int(self.max_attempts.get(model_type, 3))
 
     @field_validator("api_token")
     @classmethod

@@ -204,6 +204,7 @@ class TriggerRequest:
     model_type: str
     priority: int
     source: str = "kafka"
+    max_attempts: int = 3  # for a job this request creates
 
 
 class AdmissionOutcome(enum.StrEnum):

@@ -70,6 +70,8 @@ class DatasetRow(Base):
     # How many times the counter crossed its threshold: the crossing's number makes the
     # dataset-threshold event id, so a replay emits the same id again.
     crossings: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The newest sample id the last completed training used.
+    trained_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_trained_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()

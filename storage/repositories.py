@@ -44,6 +44,7 @@ from storage.models import (
     ModelVersionRow,
     OutboxRow,
     SampleBatchRow,
+    TrainingEventRow,
     TrainingJobRow,
     TrainingSampleRow,
     ValidationResultRow,
@@ -131,6 +132,22 @@ class DatasetRepository:
             .order_by(DatasetRow.dataset_id)
         )).all()
         return [_dataset(r) for r in rows]
+
+    async def consume_up_to(self, dataset_id: str, watermark: int) -> Dataset:
+        """A training that used every sample with id <= `watermark` finished: take the samples it
+        used and had not been used before off the counter, and remember the watermark."""
+        row = (await self.session.scalars(select(DatasetRow).where(DatasetRow.dataset_id == dataset_id)
+                                          .with_for_update().execution_options(populate_existing=True))).one()
+        if watermark <= row.trained_watermark:
+            return _dataset(row)
+        used = await self.session.scalar(
+            select(func.count()).select_from(TrainingSampleRow)
+            .where(TrainingSampleRow.dataset_id == dataset_id, TrainingSampleRow.id > row.trained_watermark,
+                   TrainingSampleRow.id <= watermark))
+        dataset = await self.consume(dataset_id, int(used or 0))
+        await self.session.execute(update(DatasetRow).where(DatasetRow.dataset_id == dataset_id)
+                                   .values(trained_watermark=watermark))
+        return dataset
 
     async def consume(self, dataset_id: str, used: int) -> Dataset:
         """Take `used` samples off the counter after a training (samples that arrived during
@@ -285,7 +302,7 @@ class JobRepository:
             ])
         return _job(row, triggers)
 
-    async def admit(self, requests: Sequence[TriggerRequest], *, max_attempts: int = 3) -> list[Admission]:
+    async def admit(self, requests: Sequence[TriggerRequest]) -> list[Admission]:
         """Admit triggers in order by the contract's rules, in this transaction (one statement
         for all of them; see migration 0002 for the rules themselves)."""
         if not requests:
@@ -293,15 +310,16 @@ class JobRepository:
         rows = (await self.session.execute(text("""
             SELECT e.ord, a.admitted_job, a.outcome, a.job_priority, a.job_attempts
             FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
-                        CAST(:priorities AS smallint[]), CAST(:sources AS text[]))
-                 WITH ORDINALITY AS e(event_id, dataset_id, model_type, priority, source, ord)
+                        CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:max_attempts AS integer[]))
+                 WITH ORDINALITY AS e(event_id, dataset_id, model_type, priority, source, max_attempts, ord)
             CROSS JOIN LATERAL fcl_admit_trigger(e.event_id, e.dataset_id, e.model_type, e.priority,
-                                                 :max_attempts, :ageing, e.source) AS a
+                                                 e.max_attempts, :ageing, e.source) AS a
             ORDER BY e.ord
         """), {
             "events": [r.event_id for r in requests], "datasets": [r.dataset_id for r in requests],
             "types": [r.model_type for r in requests], "priorities": [r.priority for r in requests],
-            "sources": [r.source for r in requests], "max_attempts": max_attempts, "ageing": self.ageing_step,
+            "sources": [r.source for r in requests], "max_attempts": [r.max_attempts for r in requests],
+            "ageing": self.ageing_step,
         })).all()
         return [Admission(request=requests[row.ord - 1], job_id=row.admitted_job,
                           outcome=AdmissionOutcome(row.outcome), priority=row.job_priority,
@@ -373,6 +391,10 @@ class QueueRepository:
             .with_for_update().execution_options(populate_existing=True)
         )).first()
 
+    async def owns(self, job_id: uuid.UUID, token: uuid.UUID) -> bool:
+        """Whether `token` still holds the job's lease; locks the job row for this transaction."""
+        return await self._owned(job_id, token) is not None
+
     async def _job(self, row: TrainingJobRow) -> Job:
         await self.session.flush()
         await self.session.refresh(row)
@@ -380,7 +402,8 @@ class QueueRepository:
 
     async def claim(self, *, worker: str, lease: timedelta, caps: dict[str, int] | None = None) -> Job | None:
         """The best waiting job (highest priority, then oldest, with ageing), skipping model types
-        at their cap of running jobs across all workers; one short transaction."""
+        at their cap of running jobs across all workers and follow-ups whose dataset still trains;
+        one short transaction."""
         excluded: list[str] = []
         if caps:
             # Claims serialise while caps apply, so two workers cannot both take the last slot.
@@ -395,6 +418,8 @@ class QueueRepository:
             WITH next AS (
                 SELECT id FROM training_jobs
                 WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
+                  AND NOT EXISTS (SELECT 1 FROM training_jobs r WHERE r.dataset_id = training_jobs.dataset_id
+                                  AND r.model_type = training_jobs.model_type AND r.status = 'in_progress')
                 ORDER BY rank_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
@@ -529,6 +554,34 @@ class QueueRepository:
         row.status, row.finished_at = JobStatus.CANCELLED.value, now
         row.error_type, row.error_message = "Merged", f"merged into waiting job {waiting.id}"
         return await self._job(row), await self._job(waiting)
+
+
+class TrainingEventRepository:
+    """One row per attempt, written when the attempt ends (with its outcome)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, job_id: uuid.UUID, attempt: int, dataset_id: str, model_type: str, status: str,
+                  worker: str, started_at: datetime, duration_seconds: float, fit_seconds: float | None = None,
+                  sample_count: int | None = None, dataset_watermark: int | None = None,
+                  metrics: dict[str, Any] | None = None, error_type: str | None = None,
+                  error_message: str | None = None, model_version: int | None = None,
+                  validation_passed: bool | None = None, promoted: bool | None = None) -> uuid.UUID:
+        event_id = uuid.uuid4()
+        await self.session.execute(insert(TrainingEventRow).values(
+            id=event_id, job_id=job_id, attempt=attempt, dataset_id=dataset_id, model_type=model_type, status=status,
+            worker=worker, started_at=started_at, finished_at=func.now(), duration_seconds=duration_seconds,
+            fit_seconds=fit_seconds, sample_count=sample_count, dataset_watermark=dataset_watermark,
+            metrics=metrics or {}, error_type=error_type, error_message=(error_message or "")[:2000] or None,
+            model_version=model_version, validation_passed=validation_passed, promoted=promoted,
+        ).on_conflict_do_nothing(index_elements=["job_id", "attempt"]))
+        return event_id
+
+    async def set_version(self, event_id: uuid.UUID, *, model_version: int, validation_passed: bool,
+                          promoted: bool) -> None:
+        await self.session.execute(update(TrainingEventRow).where(TrainingEventRow.id == event_id).values(
+            model_version=model_version, validation_passed=validation_passed, promoted=promoted))
 
 
 class ModelVersionRepository:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fcl.settings import Settings
 from storage.db import Database, is_retriable
-from storage.entities import AdmissionOutcome, NewSampleBatch, TriggerRequest
+from storage.entities import Admission, AdmissionOutcome, NewSampleBatch, TriggerRequest
 from storage.repositories import JobRepository, OutboxRepository, SampleRepository
 from streams.events import (
     DatasetThresholdEvent,
@@ -67,6 +67,29 @@ async def _dead_letters(session: AsyncSession, rejected: Sequence[Rejected]) -> 
     return [r.reason for r in rejected]
 
 
+async def admit_requests(session: AsyncSession, requests: Sequence[TriggerRequest], settings: Settings,
+                         report: BatchReport | None = None) -> list[Admission]:
+    """Admit trigger requests by the contract's rules and queue a `queued` status event for each
+    job created, in the caller's transaction."""
+    report = report if report is not None else BatchReport()
+    jobs = JobRepository(session, ageing_step=timedelta(seconds=settings.queue_ageing_seconds))
+    statuses = []
+    admissions = await jobs.admit(requests)
+    for admission in admissions:
+        if admission.outcome is AdmissionOutcome.CREATED:
+            report.jobs_created += 1
+            status = queued_status(job_id=admission.job_id, dataset_id=admission.request.dataset_id,
+                                   model_type=admission.request.model_type, priority=admission.priority,
+                                   attempts=admission.attempts)
+            statuses.append((Topic.TRAINING_STATUS, status.job_id, status.model_dump(mode="json")))
+        elif admission.outcome is AdmissionOutcome.JOINED:
+            report.triggers_joined += 1
+        else:
+            report.duplicates += 1
+    await OutboxRepository(session).add_many(statuses)
+    return admissions
+
+
 class ThresholdIngestor:
     """dataset-threshold events become jobs (admission rules in storage), with `queued` events."""
 
@@ -82,22 +105,10 @@ class ThresholdIngestor:
         parsed = [i for i in items if isinstance(i, ParsedThreshold)]
         report = BatchReport(dead_letters=await _dead_letters(session, [i for i in items if isinstance(i, Rejected)]))
         requests = [TriggerRequest(event_id=p.event.event_id, dataset_id=p.event.dataset_id,
-                                   model_type=p.model_type.value, priority=p.event.priority, source=self.source)
+                                   model_type=p.model_type.value, priority=p.event.priority, source=self.source,
+                                   max_attempts=self.settings.attempts_for(p.model_type.value))
                     for p in parsed]
-        jobs = JobRepository(session, ageing_step=timedelta(seconds=self.settings.queue_ageing_seconds))
-        statuses = []
-        for admission in await jobs.admit(requests):
-            if admission.outcome is AdmissionOutcome.CREATED:
-                report.jobs_created += 1
-                status = queued_status(job_id=admission.job_id, dataset_id=admission.request.dataset_id,
-                                       model_type=admission.request.model_type, priority=admission.priority,
-                                       attempts=admission.attempts)
-                statuses.append((Topic.TRAINING_STATUS, status.job_id, status.model_dump(mode="json")))
-            elif admission.outcome is AdmissionOutcome.JOINED:
-                report.triggers_joined += 1
-            else:
-                report.duplicates += 1
-        await OutboxRepository(session).add_many(statuses)
+        await admit_requests(session, requests, self.settings, report)
         return report
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,23 @@ class ArtifactStore:
             raise ArtifactError(f"version must be a positive integer, not {version!r}")
         return self.root / model_type / f"v{version:06d}.{fmt}"
 
+    def path_for_job(self, model_type: str, job_id: uuid.UUID, attempt: int, fmt: str) -> Path:
+        """Where a job's attempt writes its candidate, before it has a version number."""
+        if not isinstance(job_id, uuid.UUID) or not isinstance(attempt, int) or attempt < 1:
+            raise ArtifactError("an artifact path needs a job UUID and a positive attempt")
+        versioned = self.path_for(model_type, 1, fmt)  # validates the model type and format
+        return versioned.parent / f"job-{job_id}-a{attempt}.{fmt}"
+
     def write(self, model_type: str, version: int, artifact: Artifact) -> StoredArtifact:
+        return self.write_at(self.path_for(model_type, version, artifact.format), artifact)
+
+    def write_at(self, path: Path, artifact: Artifact) -> StoredArtifact:
         """Write to a temporary file in the same folder, fsync it, rename it into place, fsync the
-        folder: a crash leaves either no file or the whole file, never a partial one."""
-        path = self.path_for(model_type, version, artifact.format)
+        folder: a crash leaves either no file or the whole file, never a partial one. `path`
+        comes from `path_for` or `path_for_job`."""
+        if not Path(path).resolve().is_relative_to(self.root.resolve()):
+            raise ArtifactError(f"{path} is outside the artifact folder {self.root}")
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
