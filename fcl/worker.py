@@ -89,11 +89,11 @@ def _child_main(conn: Any, args: dict[str, Any]) -> None:
         samples = asyncio.run(load())
         trainer = get_trainer(args["model_type"])
         champion = Artifact(*args["champion"]) if args["champion"] else None
-        last = [0.0]
+        last = [0.0, time.monotonic()]
 
-        def progress(fraction: float) -> None:
-            if fraction - last[0] >= 0.02 or fraction >= 1.0:
-                last[0] = fraction
+        def progress(fraction: float) -> None:  # at most every 2 % or every second
+            if fraction - last[0] >= 0.02 or fraction >= 1.0 or time.monotonic() - last[1] >= 1.0:
+                last[0], last[1] = fraction, time.monotonic()
                 conn.send(("progress", float(fraction)))
 
         started = time.perf_counter()

@@ -125,9 +125,7 @@ def train_cql(data: Transitions, hp: dict[str, Any], *, seed: int, device: Any,
     gen = torch.Generator(device=device).manual_seed(seed)
     steps, batch, gamma, alpha = int(hp["steps"]), int(hp["batch_size"]), float(hp["gamma"]), float(hp["alpha"])
     interval = int(hp["target_update_interval"])
-    report_every = max(1, steps // 50)
-    td_sum = cql_sum = 0.0
-    window = 0
+    report_every = max(1, min(steps // 50, 1000))
     last = {"td_loss": math.nan, "cql_loss": math.nan}
     for step in range(1, steps + 1):
         idx = torch.randint(0, t.n, (batch,), device=device, generator=gen)
@@ -148,8 +146,8 @@ def train_cql(data: Transitions, hp: dict[str, Any], *, seed: int, device: Any,
         if step % report_every == 0 or step == steps:
             td_value, cql_value = float(td.detach()), float(conservative.detach())
             check_finite(td_value + cql_value, what="CQL loss", step=step)
-            td_sum, cql_sum, window = td_sum + td_value, cql_sum + cql_value, window + 1
             last = {"td_loss": td_value, "cql_loss": cql_value}
+        if step % 100 == 0 or step == steps:
             progress(step / steps)
     return q, last
 

@@ -150,3 +150,120 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
     moves = await read_topic(settings, Topic.MODEL_VERSIONS.full_name(settings.topic_prefix),
                              until=lambda r: len(r) >= len(ledger), timeout=30)
     assert [m["version"] for m in moves] == [r.version for r in ledger]
+
+
+LONG_CQL = {"recommendation": {"steps": 2_000_000, "hidden": [32, 32], "fqe_steps": 100}}
+
+
+async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    await store(db, "reco", "recommendation", FinCoachSimulator(seed=6, n_users=200).recommendation_samples(300))
+    job_id = await trigger(db, "reco", "recommendation")
+    first = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
+    await eventually(lambda: scalar(db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs WHERE status = 'in_progress'"),
+                     timeout=60, logs=workers.logs, what="training under way")
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its training child
+    first.wait(10)
+    quick = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(quick))
+    await eventually(lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"), timeout=120,
+                     logs=workers.logs, what="the job completed on the second worker")
+    assert await scalar(db, "SELECT attempts FROM training_jobs") == 2
+    assert await scalar(db, "SELECT count(*) FROM model_versions") == 1
+    outcomes = [r.status for r in await rows(db, "SELECT status FROM training_events ORDER BY attempt")]
+    assert outcomes == ["abandoned", "completed"]
+    files = sorted(p.name for p in (Path(settings.artifact_dir) / "recommendation").iterdir())
+    registered = Path(await scalar(db, "SELECT artifact_path FROM model_versions")).name
+    assert files == [registered]  # nothing partial from the killed attempt
+    events = await status_events(settings, lambda r: any(e["status"] == "completed" for e in r))
+    assert transitions(events, job_id) == ["in_progress", "queued", "in_progress", "completed"]
+    assert [e["attempt"] for e in events if e["status"] == "queued"] == [2]
+
+
+async def test_a_raising_trainer_is_retried_then_fails_and_the_queue_goes_on(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    bad = [s | {"reward": s["reward"] * 1e30} for s in FinCoachSimulator(seed=7, n_users=50).recommendation_samples(200)]
+    await store(db, "diverges", "recommendation", bad)
+    await store(db, "goals", "goal", FinCoachSimulator(seed=7, n_users=300).goal_samples())
+    failing = await trigger(db, "diverges", "recommendation", priority=9, max_attempts=2)
+    fine = await trigger(db, "goals", "goal", priority=1)
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(
+        {"recommendation": {"steps": 500, "learning_rate": 10.0, "hidden": [16]}, "goal": {"n_estimators": 20}}))
+    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
+                     timeout=120, logs=workers.logs, what="both jobs finished")
+    failed = await rows(db, "SELECT id, status, attempts, error_type, error_message FROM training_jobs WHERE id = :i", i=failing)
+    assert failed[0].status == "failed" and failed[0].attempts == 2
+    assert failed[0].error_type == "NonFiniteLossError" and "became" in failed[0].error_message
+    assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :i", i=fine) == "completed"
+    events = await status_events(settings, lambda r: sum(e["status"] in ("failed", "completed") for e in r) >= 2)
+    assert transitions(events, failing) == ["in_progress", "queued", "in_progress", "failed"]
+    final = [e for e in events if e["job_id"] == str(failing) and e["status"] == "failed"][0]
+    assert final["error"]["type"] == "NonFiniteLossError"
+
+
+async def test_a_hung_trainer_is_killed_at_its_timeout(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    await store(db, "slow", "recommendation", FinCoachSimulator(seed=8, n_users=50).recommendation_samples(200))
+    await store(db, "goals", "goal", FinCoachSimulator(seed=8, n_users=300).goal_samples())
+    slow = await trigger(db, "slow", "recommendation", priority=9, max_attempts=2)
+    fine = await trigger(db, "goals", "goal", priority=1)
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps({**LONG_CQL, "goal": {"n_estimators": 20}}),
+                  FCL_TRAINER_TIMEOUTS=json.dumps({"recommendation": 3}))
+    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
+                     timeout=120, logs=workers.logs, what="both jobs finished")
+    row = (await rows(db, "SELECT status, attempts, error_type FROM training_jobs WHERE id = :i", i=slow))[0]
+    assert (row.status, row.attempts, row.error_type) == ("failed", 2, "TrainingTimeout")
+    assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :i", i=fine) == "completed"
+    assert await scalar(db, "SELECT count(*) FROM model_versions WHERE model_type = 'recommendation'") == 0
+
+
+async def test_cancel_stops_a_running_training_and_records_no_version(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    await store(db, "reco", "recommendation", FinCoachSimulator(seed=9, n_users=50).recommendation_samples(200))
+    job_id = await trigger(db, "reco", "recommendation")
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
+    await eventually(lambda: scalar(db, "SELECT status = 'in_progress' FROM training_jobs"), logs=workers.logs)
+    async with db.transaction() as s:
+        asked = await QueueRepository(s).cancel(job_id)
+    assert asked is not None and asked.cancel_requested
+    await eventually(lambda: scalar(db, "SELECT status = 'cancelled' FROM training_jobs"), timeout=30,
+                     logs=workers.logs, what="cancelled")
+    assert await scalar(db, "SELECT count(*) FROM model_versions") == 0
+    assert await scalar(db, "SELECT status FROM training_events") == "cancelled"
+    events = await status_events(settings, lambda r: any(e["status"] == "cancelled" for e in r))
+    assert transitions(events, job_id) == ["in_progress", "cancelled"]
+
+
+async def test_sigterm_drains_then_puts_the_job_back_without_counting_it(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    await store(db, "reco", "recommendation", FinCoachSimulator(seed=10, n_users=50).recommendation_samples(200))
+    job_id = await trigger(db, "reco", "recommendation")
+    proc = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL), FCL_DRAIN_SECONDS="1")
+    await eventually(lambda: scalar(db, "SELECT status = 'in_progress' FROM training_jobs"), logs=workers.logs)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    job = (await rows(db, "SELECT status, attempts, lease_token FROM training_jobs"))[0]
+    assert (job.status, job.attempts, job.lease_token) == ("queued", 0, None)
+    assert await scalar(db, "SELECT status FROM training_events") == "abandoned"
+    events = await status_events(settings, lambda r: any(e["status"] == "queued" for e in r))
+    assert transitions(events, job_id) == ["in_progress", "queued"]
+    released = [e for e in events if e["status"] == "queued"][0]
+    assert released["attempt"] == 1 and "shutting down" in released["message"]
+
+
+async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(env) -> None:  # type: ignore[no-untyped-def]
+    from fcl.worker import auto_trigger_ready
+    from storage.entities import AdmissionOutcome
+
+    workers, db, settings = env
+    async with db.transaction() as s:
+        await SampleRepository(s).ingest([NewSampleBatch(event_id="b1", dataset_id="ready", model_type="goal",
+                                                         samples=FinCoachSimulator(1, 30).goal_samples(), occurred_at=None),
+                                          NewSampleBatch(event_id="b2", dataset_id="not-yet", model_type="goal",
+                                                         samples=FinCoachSimulator(2, 5).goal_samples(), occurred_at=None)],
+                                         thresholds={"goal": 50})
+    first = await auto_trigger_ready(db, settings)
+    assert [(a.request.dataset_id, a.outcome) for a in first] == [("ready", AdmissionOutcome.CREATED)]
+    again = await auto_trigger_ready(db, settings)
+    assert [(a.outcome, a.job_id) for a in again] == [(AdmissionOutcome.JOINED, first[0].job_id)]
+    assert await scalar(db, "SELECT count(*) FROM outbox WHERE topic = 'training-status'") == 1
