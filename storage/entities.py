@@ -251,3 +251,19 @@ class SampleIngest:
     duplicates: list[str]  # event ids seen before
     mismatched: dict[str, str]  # event id -> the model type its dataset already has
     crossings: list[ThresholdCrossing]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueFigure:
+    model_type: str
+    status: str
+    jobs: int
+    oldest_age_seconds: float | None  # the longest a job in this state has been in it
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingFigure:
+    model_type: str
+    outcome: str  # a training event's status: completed, failed, cancelled, abandoned
+    attempts: int
+    seconds_total: float

@@ -31,9 +31,11 @@ from storage.entities import (
     NewModelVersion,
     NewSampleBatch,
     OutboxMessage,
+    QueueFigure,
     SampleBatchResult,
     SampleIngest,
     ThresholdCrossing,
+    TrainingFigure,
     TriggerRequest,
     ValidationCheck,
 )
@@ -503,6 +505,26 @@ class QueueRepository:
             row.cancel_requested = True
             row.updated_at = await self._now()
         return await self._job(row)
+
+    async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
+        """For /metrics: jobs per model type and status with the age of the oldest in that state,
+        and training attempts per model type and outcome with their total seconds."""
+        queue = [QueueFigure(model_type=r.model_type, status=r.status, jobs=int(r.jobs),
+                             oldest_age_seconds=float(r.oldest) if r.oldest is not None else None)
+                 for r in (await self.session.execute(text("""
+                    SELECT model_type, status, count(*) AS jobs,
+                           extract(epoch FROM now() - min(CASE WHEN status = 'queued' THEN created_at
+                                                               WHEN status = 'in_progress' THEN started_at
+                                                               ELSE finished_at END)) AS oldest
+                    FROM training_jobs GROUP BY model_type, status ORDER BY model_type, status
+                 """))).all()]
+        training = [TrainingFigure(model_type=r.model_type, outcome=r.status, attempts=int(r.attempts),
+                                   seconds_total=float(r.seconds or 0.0))
+                    for r in (await self.session.execute(text("""
+                        SELECT model_type, status, count(*) AS attempts, sum(duration_seconds) AS seconds
+                        FROM training_events GROUP BY model_type, status ORDER BY model_type, status
+                    """))).all()]
+        return queue, training
 
     async def expire_leases(self, *, limit: int = 100) -> list[tuple[Job, Job | None]]:
         """Jobs whose worker stopped renewing its lease: back to the queue (the lost attempt

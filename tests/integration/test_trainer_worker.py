@@ -267,3 +267,31 @@ async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(e
     again = await auto_trigger_ready(db, settings)
     assert [(a.outcome, a.job_id) for a in again] == [(AdmissionOutcome.JOINED, first[0].job_id)]
     assert await scalar(db, "SELECT count(*) FROM outbox WHERE topic = 'training-status'") == 1
+
+
+async def test_concurrent_candidates_move_the_champion_only_after_passing_against_the_then_champion(env) -> None:  # type: ignore[no-untyped-def]
+    workers, db, settings = env
+    for i in range(6):
+        await store(db, f"seg-{i}", "segmentation", FinCoachSimulator(seed=20 + i, n_users=300).segmentation_samples())
+        await trigger(db, f"seg-{i}", "segmentation")
+    # two workers with two jobs each: up to four candidates of one type validated at once
+    workers.start(FCL_TRAINER_CONCURRENCY="2")
+    workers.start(FCL_TRAINER_CONCURRENCY="2")
+    await eventually(lambda: scalar(db, "SELECT count(*) = 6 FROM training_jobs WHERE status = 'completed'"),
+                     timeout=180, logs=workers.logs, what="6 jobs completed")
+    assert await scalar(db, "SELECT count(DISTINCT lease_owner) FROM training_jobs") is not None
+    ledger = await rows(db, "SELECT seq, version, previous_version FROM champion_ledger ORDER BY seq")
+    assert ledger and ledger[0].previous_version is None
+    for move in ledger:
+        checks = await rows(db, """
+            SELECT v.baseline_version, v.passed FROM validation_results v
+            JOIN model_versions m ON m.training_event_id = v.training_event_id
+            WHERE m.model_type = 'segmentation' AND m.version = :version""", version=move.version)
+        assert checks and all(c.passed for c in checks), move
+        assert {c.baseline_version for c in checks} == {move.previous_version}, move
+    assert [m.previous_version for m in ledger[1:]] == [m.version for m in ledger[:-1]]
+    async with db.transaction() as s:
+        queue, training = await QueueRepository(s).figures()
+    assert [(q.model_type, q.status, q.jobs) for q in queue] == [("segmentation", "completed", 6)]
+    assert sum(t.attempts for t in training if t.outcome == "completed") == 6
+    assert all(t.seconds_total > 0 for t in training)
