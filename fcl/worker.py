@@ -128,6 +128,31 @@ def _child_main(conn: Any, args: dict[str, Any]) -> None:
         conn.close()
 
 
+_PRELOAD = ["fcl.worker", "trainers.registry", "trainers.recommendation", "trainers.segmentation",
+            "trainers.spending", "trainers.goal", "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
+_CONTEXT: Any = None
+
+
+def _training_context() -> Any:
+    """Training children come from a fork server that has already imported torch, scikit-learn
+    and the trainers: a child starts in tens of milliseconds instead of seconds, and still starts
+    clean (no threads, no event loop, no database connections inherited from this process)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _warm_up_training_context() -> None:
+    """Start the fork server now (it imports torch and scikit-learn once), not on the first job."""
+    from multiprocessing import forkserver
+
+    _training_context()
+    forkserver.ensure_running()
+
+
 # -- the worker -------------------------------------------------------------------------------------
 @dataclass
 class Running:
@@ -139,7 +164,9 @@ class TrainerWorker:
     def __init__(self, settings: Settings, *, worker_id: str | None = None, poll_seconds: float = 0.5) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.db = Database(settings.database_url, pool_size=4)
+        # No pre-ping round trip per transaction: every database call here is retried or its
+        # failure handled, and a broken pooled connection is replaced on its first error.
+        self.db = Database(settings.database_url, pool_size=4, pre_ping=False)
         self.poll_seconds = poll_seconds
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.running: dict[uuid.UUID, Running] = {}
@@ -180,6 +207,7 @@ class TrainerWorker:
         from streams.outbox import OutboxRelay
 
         await ensure_topics(self.settings)
+        await asyncio.to_thread(_warm_up_training_context)
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
 
@@ -315,7 +343,7 @@ class TrainerWorker:
                               champion: tuple[bytes, str] | None) -> dict[str, Any]:
         from trainers.base import stable_bucket
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _training_context()
         receiver, sender = ctx.Pipe(duplex=False)
         args = {"database_url": self.settings.database_url, "dataset_id": job.dataset_id, "watermark": watermark,
                 "model_type": job.model_type, "seed": stable_bucket(str(job.id), 2**31),

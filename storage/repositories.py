@@ -67,6 +67,18 @@ def _dataset(row: DatasetRow) -> Dataset:
     )
 
 
+def _job_from_mapping(row: Any) -> Job:
+    return Job(
+        id=row["id"], dataset_id=row["dataset_id"], model_type=row["model_type"], status=JobStatus(row["status"]),
+        priority=row["priority"], attempts=row["attempts"], max_attempts=row["max_attempts"], rank_at=row["rank_at"],
+        run_after=row["run_after"], lease_owner=row["lease_owner"], lease_token=row["lease_token"],
+        lease_expires_at=row["lease_expires_at"], cancel_requested=row["cancel_requested"], progress=row["progress"],
+        error_type=row["error_type"], error_message=row["error_message"], model_version=row["model_version"],
+        created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], trigger_event_ids=tuple(row["trigger_event_ids"] or ()),
+    )
+
+
 def _job(row: TrainingJobRow, triggers: Sequence[str] = ()) -> Job:
     return Job(
         id=row.id, dataset_id=row.dataset_id, model_type=row.model_type,
@@ -416,7 +428,7 @@ class QueueRepository:
             )).all())
             excluded = [t for t, cap in caps.items() if running.get(t, 0) >= cap]
         token = uuid.uuid4()
-        job_id = (await self.session.execute(text("""
+        row = (await self.session.execute(text("""
             WITH next AS (
                 SELECT id FROM training_jobs
                 WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
@@ -431,9 +443,10 @@ class QueueRepository:
                 lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
                 updated_at = now(), progress = 0, cancel_requested = false
             FROM next WHERE j.id = next.id
-            RETURNING j.id
-        """), {"worker": worker, "token": token, "lease": lease, "excluded": excluded})).scalar_one_or_none()
-        return await JobRepository(self.session).get(job_id) if job_id else None
+            RETURNING j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
+                                 ORDER BY t.received_at, t.event_id) AS trigger_event_ids
+        """), {"worker": worker, "token": token, "lease": lease, "excluded": excluded})).mappings().first()
+        return _job_from_mapping(row) if row else None
 
     async def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID, *, lease: timedelta,
                         progress: float | None = None) -> tuple[bool, bool]:
@@ -449,13 +462,23 @@ class QueueRepository:
         return (row is not None, bool(row[0]) if row else False)
 
     async def complete(self, job_id: uuid.UUID, token: uuid.UUID, *, model_version: int | None) -> Job | None:
-        row = await self._owned(job_id, token)
+        """Mark the job completed if `token` still holds its lease (one statement)."""
+        row = (await self.session.execute(text("""
+            UPDATE training_jobs AS j
+            SET status = 'completed', model_version = :version, progress = 1.0, finished_at = now(),
+                updated_at = now(), lease_token = NULL, lease_expires_at = NULL
+            WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
+            RETURNING j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
+                                 ORDER BY t.received_at, t.event_id) AS trigger_event_ids
+        """), {"id": job_id, "token": token, "version": model_version})).mappings().first()
         if row is None:
             return None
-        row.status, row.model_version, row.progress = JobStatus.COMPLETED.value, model_version, 1.0
-        row.finished_at = row.updated_at = await self._now()
-        row.lease_token = row.lease_expires_at = None
-        return await self._job(row)
+        job = _job_from_mapping(row)
+        # keep the session's identity map in step with the row just changed
+        cached = self.session.identity_map.get(self.session.identity_key(TrainingJobRow, job_id))  # type: ignore[arg-type]
+        if cached is not None:
+            self.session.expire(cached)
+        return job
 
     async def fail(self, job_id: uuid.UUID, token: uuid.UUID, *, error_type: str, message: str,
                    retry_in: timedelta | None) -> tuple[Job, Job | None] | None:

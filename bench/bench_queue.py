@@ -1,0 +1,238 @@
+"""The trainer workers' queue on the local PostgreSQL:
+
+  1. claim latency p50/p99 with 100k waiting jobs (each claim its own transaction, as a worker does);
+  2. claim-and-complete throughput of no-op jobs with 1 and 4 workers, and in the same run on the
+     same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio;
+  3. orchestration overhead per job: a real `fcl trainer` process runs small goal jobs; per job,
+     (finished - claimed) minus the trainer's own time (fit and validation), p50 and p90.
+
+Run with `make bench` or `.venv/bin/python bench/bench_queue.py`. Uses databases of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from fcl.settings import load_settings
+from fcl.stack import LocalStack
+from storage.db import Database
+from storage.entities import NewSampleBatch, TriggerRequest
+from storage.migrate import upgrade
+from storage.repositories import JobRepository, QueueRepository, SampleRepository
+
+ROOT = Path(__file__).resolve().parent.parent
+LEASE = timedelta(minutes=5)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+class Databases:
+    def __init__(self, server_url: str) -> None:
+        self.server_url, self.names = server_url, []  # type: ignore[var-annotated]
+
+    def dsn(self, url: str) -> str:
+        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def create(self, prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(self.dsn(self.server_url))
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        self.names.append(name)
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    async def drop_all(self) -> None:
+        conn = await asyncpg.connect(self.dsn(self.server_url))
+        for name in self.names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+async def fill(db: Database, n: int) -> None:
+    async with db.transaction() as s:
+        await s.execute(text("TRUNCATE training_jobs CASCADE"))
+        await s.execute(text("""
+            INSERT INTO training_jobs (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
+            SELECT gen_random_uuid(), 'bench-' || i, 'goal', i % 10, 3,
+                   now() - (i % 10) * interval '600 seconds' + i * interval '1 millisecond', 'bench-' || i || '/goal'
+            FROM generate_series(1, :n) AS i"""), {"n": n})
+    async with db.engine.connect() as conn:
+        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(text("VACUUM ANALYZE training_jobs"))
+
+
+async def claim_latency(db: Database, claims: int) -> list[float]:
+    times = []
+    for _ in range(claims):
+        start = time.perf_counter()
+        async with db.transaction() as s:
+            job = await QueueRepository(s).claim(worker="bench", lease=LEASE)
+        times.append((time.perf_counter() - start) * 1000)
+        assert job is not None
+    return times
+
+
+async def ours_throughput(url: str, jobs: int, workers: int) -> float:
+    db = Database(url, pool_size=workers + 1, pre_ping=False)  # as the trainer worker
+    await fill(db, jobs)
+
+    async def worker(name: str) -> int:
+        done = 0
+        while True:
+            async with db.transaction() as s:
+                job = await QueueRepository(s).claim(worker=name, lease=LEASE)
+            if job is None:
+                return done
+            async with db.transaction() as s:
+                assert await QueueRepository(s).complete(job.id, job.lease_token, model_version=None)  # type: ignore[arg-type]
+            done += 1
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(worker(f"w{i}") for i in range(workers)))
+    elapsed = time.perf_counter() - start
+    await db.close()
+    assert sum(counts) == jobs, counts
+    return jobs / elapsed
+
+
+async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
+    import procrastinate
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn, kwargs={"autocommit": True},
+                                                                     min_size=1, max_size=workers + 2))
+    done = 0
+
+    @app.task(name="noop")
+    async def noop(i: int) -> None:
+        nonlocal done
+        done += 1
+
+    async with app.open_async():
+        try:
+            await app.schema_manager.apply_schema_async()
+        except Exception:  # noqa: BLE001 - the schema is already there from the first run
+            pass
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute("DELETE FROM procrastinate_jobs")
+        for start in range(0, jobs, 1000):
+            await noop.batch_defer_async(*({"i": i} for i in range(start, min(jobs, start + 1000))))
+        begin = time.perf_counter()
+        await app.run_worker_async(concurrency=workers, wait=False, listen_notify=False, delete_jobs="never",
+                                   fetch_job_polling_interval=0.01, install_signal_handlers=False)
+        elapsed = time.perf_counter() - begin
+    assert done == jobs, done
+    return jobs / elapsed
+
+
+async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[list[float], list[float]]:
+    from trainers.simulator import FinCoachSimulator
+
+    db = Database(url, pool_size=2)
+    samples = FinCoachSimulator(seed=1, n_users=60).goal_samples()
+    async with db.transaction() as s:
+        for i in range(jobs):
+            await SampleRepository(s).ingest([NewSampleBatch(event_id=f"b{i}", dataset_id=f"goal-{i}", model_type="goal",
+                                                             samples=samples, occurred_at=None)], thresholds={"goal": 10**9})
+        await JobRepository(s).admit([TriggerRequest(event_id=f"t{i}", dataset_id=f"goal-{i}", model_type="goal",
+                                                     priority=5) for i in range(jobs)])
+    log = tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("fcl")), "trainer"], env=settings_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            async with db.transaction() as s:
+                finished = await s.scalar(text("SELECT count(*) FROM training_jobs WHERE status IN ('completed', 'failed')"))
+            if finished == jobs:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise SystemExit(f"trainer did not finish; log: {log.name}")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    async with db.transaction() as s:
+        rows = (await s.execute(text("""
+            SELECT extract(epoch FROM j.finished_at - j.started_at) AS total, e.fit_seconds AS fit
+            FROM training_jobs j JOIN training_events e ON e.job_id = j.id AND e.status = 'completed'"""))).all()
+    await db.close()
+    return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows]
+
+
+async def run(args: argparse.Namespace) -> None:
+    stack = load_settings(env_file=LocalStack(ROOT / ".fcl").env_file)
+    server = make_url(stack.database_url).set(database="postgres").render_as_string(hide_password=False)
+    dbs = Databases(server)
+    try:
+        url = await dbs.create("fcl_bench_queue")
+        await asyncio.to_thread(upgrade, url)
+        db = Database(url, pool_size=2, pre_ping=False)
+        await fill(db, args.waiting)
+        await claim_latency(db, 50)  # warm the pool and the plans
+        times = await claim_latency(db, args.claims)
+        await db.close()
+        print(f"claim latency with {args.waiting} waiting jobs ({args.claims} claims, one transaction each): "
+              f"p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms  max {max(times):.2f} ms")
+
+        ref_url = await dbs.create("fcl_bench_procrastinate")
+        for workers in (1, 4):
+            ours = await ours_throughput(url, args.jobs, workers)
+            ref = await procrastinate_throughput(ref_url, args.jobs, workers)
+            print(f"claim-and-complete of {args.jobs} no-op jobs, {workers} worker(s): fcl {ours:7.0f} jobs/s  "
+                  f"procrastinate {ref:7.0f} jobs/s  ratio {ours / ref:.2f}")
+
+        run_url = await dbs.create("fcl_bench_overhead")
+        await asyncio.to_thread(upgrade, run_url)
+        env = {**os.environ, "FCL_DATABASE_URL": run_url, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+               "FCL_TOPIC_PREFIX": f"fcl-bench-{uuid.uuid4().hex[:6]}.", "FCL_TRAINER_DEVICE": "cpu",
+               "FCL_ARTIFACT_DIR": tempfile.mkdtemp(prefix="fcl-bench-artifacts-"),
+               "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 10, "n_jobs": 1}})}
+        over, fit = await overhead(run_url, env, args.overhead_jobs)
+        print(f"orchestration overhead per job ({len(over)} goal jobs through a real `fcl trainer`; claimed to "
+              f"finished, minus the trainer's fit and validation): p50 {pct(over, 50):.0f} ms  p90 {pct(over, 90):.0f} ms "
+              f"(trainer's own time p50 {pct(fit, 50):.0f} ms)")
+    finally:
+        await dbs.drop_all()
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        await admin.start()
+        try:
+            stale = [t for t in await admin.list_topics() if t.startswith("fcl-bench-") and not t.startswith("fcl-bench-artifacts")]
+            if stale:
+                await admin.delete_topics(stale)
+        finally:
+            await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--waiting", type=int, default=100_000)
+    parser.add_argument("--claims", type=int, default=2_000)
+    parser.add_argument("--jobs", type=int, default=5_000)
+    parser.add_argument("--overhead-jobs", type=int, default=20)
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
