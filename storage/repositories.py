@@ -223,10 +223,10 @@ class SampleRepository:
             ]).on_conflict_do_nothing(index_elements=[DatasetRow.dataset_id])
         )
         # Lock the datasets in one order so concurrent ingests cannot deadlock.
-        types = dict((await self.session.execute(
+        types = {row.dataset_id: row.model_type for row in (await self.session.execute(
             select(DatasetRow.dataset_id, DatasetRow.model_type).where(DatasetRow.dataset_id.in_(dataset_ids))
             .order_by(DatasetRow.dataset_id).with_for_update()
-        )).tuples().all())
+        )).all()}
         mismatched = {b.event_id: types[b.dataset_id] for b in batches if types[b.dataset_id] != b.model_type}
         candidates: dict[str, NewSampleBatch] = {}
         for b in batches:
