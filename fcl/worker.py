@@ -305,7 +305,7 @@ class TrainerWorker:
         token = job.lease_token
         assert token is not None
         try:
-            for _ in range(5):
+            for _ in range(10):
                 champion_move, champion_version, champion_artifact = await self._champion(job.model_type)
                 async with self.db.transaction() as s:
                     watermark = await SampleRepository(s).watermark(job.dataset_id)
