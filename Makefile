@@ -30,4 +30,8 @@ bench: stack-up
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done
 
 clean: stack-down
+	@# as root the database lives outside the checkout (see README): remove it too
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -c "import shutil; from pathlib import Path; \
+	from fcl.stack.postgres import server_home; shutil.rmtree(server_home(Path('.fcl/stack')).parent, ignore_errors=True) \
+	if server_home(Path('.fcl/stack')).parent.name.startswith('fcl-') else None"; fi
 	rm -rf .fcl

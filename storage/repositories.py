@@ -364,25 +364,17 @@ class JobRepository:
             .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
         )).all())
 
-    async def claim_next(self, *, worker: str, lease: timedelta) -> Job | None:
-        """Take the best waiting job: ONE statement, `FOR UPDATE SKIP LOCKED` on the claim index."""
-        token = uuid.uuid4()
-        row = (await self.session.execute(text("""
-            WITH next AS (
-                SELECT id FROM training_jobs
-                WHERE status = 'queued' AND run_after <= now()
-                ORDER BY rank_at, id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE training_jobs AS j
-            SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
-                lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
-                updated_at = now(), progress = 0
-            FROM next WHERE j.id = next.id
-            RETURNING j.id
-        """), {"worker": worker, "token": token, "lease": lease})).scalar_one_or_none()
-        return await self.get(row) if row else None
+
+# The best waiting job: an index scan of ix_training_jobs_claim (tested with EXPLAIN).
+CLAIM_CANDIDATE_SQL = """
+    SELECT id FROM training_jobs
+    WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
+      AND NOT EXISTS (SELECT 1 FROM training_jobs r WHERE r.dataset_id = training_jobs.dataset_id
+                      AND r.model_type = training_jobs.model_type AND r.status = 'in_progress')
+    ORDER BY rank_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+"""
 
 
 class QueueRepository:
@@ -428,16 +420,8 @@ class QueueRepository:
             )).all())
             excluded = [t for t, cap in caps.items() if running.get(t, 0) >= cap]
         token = uuid.uuid4()
-        row = (await self.session.execute(text("""
-            WITH next AS (
-                SELECT id FROM training_jobs
-                WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
-                  AND NOT EXISTS (SELECT 1 FROM training_jobs r WHERE r.dataset_id = training_jobs.dataset_id
-                                  AND r.model_type = training_jobs.model_type AND r.status = 'in_progress')
-                ORDER BY rank_at, id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED
-            )
+        row = (await self.session.execute(text(f"""
+            WITH next AS ({CLAIM_CANDIDATE_SQL})
             UPDATE training_jobs AS j
             SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
                 lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 from collections.abc import Sequence
 
 import faust
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
+    (Path(".fcl") / "faust").mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         f"{settings.topic_prefix}streams",
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         store="memory://",
+        # Faust's own folder (no tables are kept there: the state is in PostgreSQL) goes under the
+        # ignored .fcl/ of the folder the worker runs in, not next to the code.
+        datadir=str(Path(".fcl") / "faust" / "{conf.id}-data"),
     )
     db = Database(settings.database_url, pool_size=4, pre_ping=False)  # commit_batch retries instead
     totals = BatchReport()

@@ -112,6 +112,20 @@ async def db(stack: RunStack) -> AsyncIterator[Database]:
         await database.close()
 
 
+@pytest.fixture
+async def own_db(stack: RunStack) -> AsyncIterator[Database]:
+    """A database of the test's own (migrated), for checks that look at the whole queue."""
+    name = f"fcl_q_{uuid.uuid4().hex[:10]}"
+    url = await asyncio.to_thread(create_database, stack.server_url, name)
+    await asyncio.to_thread(upgrade, url)
+    database = Database(url, pool_size=4)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await asyncio.to_thread(drop_database, stack.server_url, name)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Everything under tests/integration talks to the real broker or database.
     for item in items:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -13,36 +12,21 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from storage.db import Database
 from storage.entities import ChampionReason, Direction, JobStatus, NewModelVersion, ValidationCheck
-from storage.migrate import upgrade
 from storage.repositories import (
     ChampionMoveConflict,
     ChampionRepository,
     DatasetRepository,
     JobRepository,
+    QueueRepository,
     ModelVersionRepository,
     OutboxRepository,
     SampleRepository,
     ValidationRepository,
 )
-from tests.conftest import RunStack, create_database, drop_database
 
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def own_db(stack: RunStack) -> AsyncIterator[Database]:
-    """A database of this test's own, for checks that look at the whole queue."""
-    name = f"fcl_q_{uuid.uuid4().hex[:10]}"
-    url = await asyncio.to_thread(create_database, stack.server_url, name)
-    await asyncio.to_thread(upgrade, url)
-    database = Database(url, pool_size=4)
-    try:
-        yield database
-    finally:
-        await database.close()
-        await asyncio.to_thread(drop_database, stack.server_url, name)
 
 
 async def test_samples_are_stored_once_and_counted(db: Database) -> None:
@@ -105,13 +89,13 @@ async def test_claim_takes_highest_priority_then_oldest(own_db: Database) -> Non
     order = []
     for _ in made:
         async with own_db.transaction() as s:
-            job = await JobRepository(s).claim_next(worker="w1", lease=timedelta(seconds=30))
+            job = await QueueRepository(s).claim(worker="w1", lease=timedelta(seconds=30))
         assert job is not None and job.status is JobStatus.IN_PROGRESS and job.attempts == 1
         assert job.lease_owner == "w1" and job.lease_token is not None and job.lease_expires_at is not None
         order.append(job.id)
     assert order == [made[4].id, made[1].id, made[2].id, made[0].id, made[3].id]
     async with own_db.transaction() as s:
-        assert await JobRepository(s).claim_next(worker="w1", lease=timedelta(seconds=30)) is None
+        assert await QueueRepository(s).claim(worker="w1", lease=timedelta(seconds=30)) is None
 
 
 async def test_ageing_lets_an_old_low_priority_job_go_first(own_db: Database) -> None:
@@ -123,7 +107,7 @@ async def test_ageing_lets_an_old_low_priority_job_go_first(own_db: Database) ->
                         {"id": old_low.id})
         await repo.insert(dataset_id=_name("d"), model_type="goal", priority=6, trigger_event_ids=[])
     async with own_db.transaction() as s:
-        first = await JobRepository(s).claim_next(worker="w", lease=timedelta(seconds=5))
+        first = await QueueRepository(s).claim(worker="w", lease=timedelta(seconds=5))
     assert first is not None and first.id == old_low.id
 
 
@@ -138,10 +122,9 @@ async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -
         """))
         await s.execute(text("ANALYZE training_jobs"))
     async with own_db.transaction() as s:
-        plan = "\n".join((await s.execute(text("""
-            EXPLAIN SELECT id FROM training_jobs WHERE status = 'queued' AND run_after <= now()
-            ORDER BY rank_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
-        """))).scalars())
+        from storage.repositories import CLAIM_CANDIDATE_SQL
+
+        plan = "\n".join((await s.execute(text("EXPLAIN " + CLAIM_CANDIDATE_SQL), {"excluded": []})).scalars())
     assert "Index Scan using ix_training_jobs_claim" in plan, plan
     assert "Sort" not in plan, plan
 
@@ -156,7 +139,7 @@ async def test_two_workers_never_claim_the_same_job(own_db: Database) -> None:
         got = []
         while True:
             async with own_db.transaction() as s:
-                job = await JobRepository(s).claim_next(worker=name, lease=timedelta(seconds=30))
+                job = await QueueRepository(s).claim(worker=name, lease=timedelta(seconds=30))
             if job is None:
                 return got
             got.append(job.id)

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from fcl.settings import Settings
 from storage.db import Database
 from storage.migrate import upgrade
-from storage.repositories import DatasetRepository, JobRepository
+from storage.repositories import DatasetRepository, JobRepository, QueueRepository
 from streams.client import FclProducer
 from streams.events import threshold_event_id
 from streams.schemas import SCHEMA_DIR
@@ -148,7 +148,7 @@ async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) ->
 
     # The job starts running: the next trigger queues a follow-up, the one after joins it.
     async with db.transaction() as s:
-        claimed = await JobRepository(s).claim_next(worker="test", lease=timedelta(minutes=5))
+        claimed = await QueueRepository(s).claim(worker="test", lease=timedelta(minutes=5))
     assert claimed is not None and claimed.id == job.id
     await produce_raw(senv.settings, topic, [(b"reco", encode(threshold("reco", "recommendation", priority=3))),
                                              (b"reco", encode(threshold("reco", "recommendation", priority=4)))])
