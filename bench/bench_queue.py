@@ -24,46 +24,15 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from fcl.settings import load_settings
-from fcl.stack import LocalStack
+from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
 from storage.db import Database
 from storage.entities import NewSampleBatch, TriggerRequest
 from storage.migrate import upgrade
 from storage.repositories import JobRepository, QueueRepository, SampleRepository
 
-ROOT = Path(__file__).resolve().parent.parent
 LEASE = timedelta(minutes=5)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-class Databases:
-    def __init__(self, server_url: str) -> None:
-        self.server_url, self.names = server_url, []  # type: ignore[var-annotated]
-
-    def dsn(self, url: str) -> str:
-        return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def create(self, prefix: str) -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(self.dsn(self.server_url))
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-        self.names.append(name)
-        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
-
-    async def drop_all(self) -> None:
-        conn = await asyncpg.connect(self.dsn(self.server_url))
-        for name in self.names:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 async def fill(db: Database, n: int) -> None:
@@ -115,8 +84,7 @@ async def ours_throughput(url: str, jobs: int, workers: int) -> float:
 async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
     import procrastinate
 
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn, kwargs={"autocommit": True},
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn(url), kwargs={"autocommit": True},
                                                                      min_size=1, max_size=workers + 2))
     done = 0
 
@@ -178,9 +146,9 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
 
 
 async def run(args: argparse.Namespace) -> None:
-    stack = load_settings(env_file=LocalStack(ROOT / ".fcl").env_file)
-    server = make_url(stack.database_url).set(database="postgres").render_as_string(hide_password=False)
-    dbs = Databases(server)
+    stack = stack_settings()
+    dbs = ScratchDatabases(stack)
+    prefix = f"fcl-bench-{uuid.uuid4().hex[:6]}."  # the overhead run's topics
     try:
         url = await dbs.create("fcl_bench_queue")
         await asyncio.to_thread(upgrade, url)
@@ -202,7 +170,7 @@ async def run(args: argparse.Namespace) -> None:
         run_url = await dbs.create("fcl_bench_overhead")
         await asyncio.to_thread(upgrade, run_url)
         env = {**os.environ, "FCL_DATABASE_URL": run_url, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-               "FCL_TOPIC_PREFIX": f"fcl-bench-{uuid.uuid4().hex[:6]}.", "FCL_TRAINER_DEVICE": "cpu",
+               "FCL_TOPIC_PREFIX": prefix, "FCL_TRAINER_DEVICE": "cpu",
                "FCL_ARTIFACT_DIR": tempfile.mkdtemp(prefix="fcl-bench-artifacts-"),
                "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 10, "n_jobs": 1}})}
         over, fit = await overhead(run_url, env, args.overhead_jobs)
@@ -211,16 +179,7 @@ async def run(args: argparse.Namespace) -> None:
               f"(trainer's own time p50 {pct(fit, 50):.0f} ms)")
     finally:
         await dbs.drop_all()
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        await admin.start()
-        try:
-            stale = [t for t in await admin.list_topics() if t.startswith("fcl-bench-") and not t.startswith("fcl-bench-artifacts")]
-            if stale:
-                await admin.delete_topics(stale)
-        finally:
-            await admin.close()
+        await delete_topics(stack.kafka_bootstrap, prefix)
 
 
 def main() -> None:

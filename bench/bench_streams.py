@@ -33,26 +33,14 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy.engine import make_url
 
-from fcl.settings import Settings, load_settings
-from fcl.stack import LocalStack
+from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
+from fcl.settings import Settings
 from storage.migrate import upgrade
 from streams.admin import ensure_topics
 from streams.topics import Topic
 
-ROOT = Path(__file__).resolve().parent.parent
 FCL = str(Path(sys.executable).with_name("fcl"))
-
-
-def dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 class Worker:
@@ -252,14 +240,11 @@ async def throughput(settings: Settings, conn: asyncpg.Connection, worker: Worke
 
 
 async def run(args: argparse.Namespace) -> None:
-    stack_settings = load_settings(env_file=LocalStack(ROOT / ".fcl").env_file)
-    server = make_url(stack_settings.database_url).set(database="postgres").render_as_string(hide_password=False)
-    name = f"fcl_bench_{uuid.uuid4().hex[:8]}"
-    admin_conn = await asyncpg.connect(dsn(server))
-    await admin_conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    stack = stack_settings()
+    dbs = ScratchDatabases(stack)
+    url = await dbs.create("fcl_bench")
     prefix = f"fcl-bench-{uuid.uuid4().hex[:8]}."
-    settings = Settings(kafka_bootstrap=stack_settings.kafka_bootstrap, database_url=url, topic_prefix=prefix,
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix,
                         _env_file=None)  # type: ignore[call-arg]
     env = {**os.environ, "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FCL_DATABASE_URL": url,
            "FCL_TOPIC_PREFIX": prefix, "FCL_LOG_LEVEL": "WARNING"}
@@ -277,14 +262,8 @@ async def run(args: argparse.Namespace) -> None:
         worker.stop()
         if conn is not None:
             await conn.close()
-        await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin_conn.close()
-        kafka_admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await kafka_admin.start()
-        try:
-            await kafka_admin.delete_topics([t.full_name(prefix) for t in Topic])
-        finally:
-            await kafka_admin.close()
+        await dbs.drop_all()
+        await delete_topics(settings.kafka_bootstrap, prefix)
     print(f"worker logs: {log_dir}")
 
 

@@ -254,7 +254,7 @@ class TrainerWorker:
     async def _drain(self) -> None:
         if self.running:
             log.info("stopping: %d running job(s) get %.0fs to finish", len(self.running), self.settings.drain_seconds)
-            done, _ = await asyncio.wait([r.task for r in self.running.values()], timeout=self.settings.drain_seconds)
+            await asyncio.wait([r.task for r in self.running.values()], timeout=self.settings.drain_seconds)
             if self.running:
                 self.releasing = True
                 await asyncio.wait([r.task for r in self.running.values()], timeout=60)
@@ -262,8 +262,8 @@ class TrainerWorker:
     async def _claim(self) -> Job | None:
         try:
             async with self.db.transaction() as s:
-                job = await QueueRepository(s, ageing_step=timedelta(seconds=self.settings.queue_ageing_seconds)).claim(
-                    worker=self.worker_id, lease=self.lease, caps=self.settings.trainer_caps or None)
+                job = await QueueRepository(s).claim(worker=self.worker_id, lease=self.lease,
+                                                     caps=self.settings.trainer_caps or None)
                 if job is not None:
                     await OutboxRepository(s).add_many([self._status(job, "in_progress", progress=0.0,
                                                                      message=f"claimed by {self.worker_id}")])
@@ -306,12 +306,12 @@ class TrainerWorker:
         assert token is not None
         try:
             for _ in range(10):
-                champion_move, champion_version, champion_artifact = await self._champion(job.model_type)
+                champion_move, champion_artifact = await self._champion(job.model_type)
                 async with self.db.transaction() as s:
                     watermark = await SampleRepository(s).watermark(job.dataset_id)
                 result = await self._train_in_child(job, token, watermark, champion_artifact)
                 try:
-                    await self._record_success(job, token, result, watermark, champion_move, champion_version,
+                    await self._record_success(job, token, result, watermark, champion_move,
                                                started_at, time.monotonic() - started)
                     return
                 except ChampionChanged:
@@ -326,18 +326,19 @@ class TrainerWorker:
             await self._record_failure(job, token, TrainingFailed(type(exc).__name__, str(exc), True),
                                        started_at, time.monotonic() - started)
 
-    async def _champion(self, model_type: str) -> tuple[ChampionMove | None, Any, tuple[bytes, str] | None]:
+    async def _champion(self, model_type: str) -> tuple[ChampionMove | None, tuple[bytes, str] | None]:
+        """The current champion and its artifact's bytes (checksum verified), or (None, None)."""
         from trainers.artifacts import ArtifactStore, StoredArtifact
 
         async with self.db.transaction() as s:
             move = await ChampionRepository(s).current(model_type)
             version = await ModelVersionRepository(s).get(model_type, move.version) if move else None
         if version is None:
-            return move, None, None
+            return move, None
         stored = StoredArtifact(path=Path(version.artifact_path), sha256=version.artifact_sha256,
                                 size=version.artifact_size, format=version.artifact_format)
         artifact = await asyncio.to_thread(ArtifactStore(self.settings.artifact_dir).read, stored)
-        return move, version, (artifact.data, artifact.format)
+        return move, (artifact.data, artifact.format)
 
     async def _train_in_child(self, job: Job, token: uuid.UUID, watermark: int,
                               champion: tuple[bytes, str] | None) -> dict[str, Any]:
@@ -414,7 +415,7 @@ class TrainerWorker:
         return owned, cancel
 
     async def _record_success(self, job: Job, token: uuid.UUID, result: dict[str, Any], watermark: int,
-                              validated_against: ChampionMove | None, champion_version: Any,
+                              validated_against: ChampionMove | None,
                               started_at: datetime, duration: float) -> None:
         checks = [ValidationCheck(metric=c["metric"], value=c["value"], baseline=c["baseline"], threshold=c["threshold"],
                                   direction=Direction(c["direction"]), passed=c["passed"], kind=c["kind"])
@@ -468,8 +469,8 @@ class TrainerWorker:
                     baseline_metrics=result["baseline_metrics"],
                     checks=[{k: v for k, v in c.items() if k != "kind"} for c in result["checks"]], passed=result["passed"],
                     promoted=promoted, occurred_at=rfc3339())
-                verdict = "promoted to champion" if promoted else "not promoted: " + ", ".join(
-                    f"{c.metric} ({c.kind})" for c in checks if not c.passed) if checks else "not promoted"
+                failed = ", ".join(f"{c.metric} ({c.kind})" for c in checks if not c.passed)
+                verdict = "promoted to champion" if promoted else f"not promoted: {failed or 'no checks'}"
                 outbox = [self._status(done, "completed", progress=1.0, message=f"version {version.version} {verdict}",
                                        training_event_id=training_event_id, model_version=version.version),
                           (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")), *outbox]

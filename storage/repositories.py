@@ -386,9 +386,8 @@ class QueueRepository:
     waiting job takes the higher priority, so there is still one waiting job per pair and nothing
     that asked for a training is lost."""
 
-    def __init__(self, session: AsyncSession, *, ageing_step: timedelta = DEFAULT_AGEING_STEP) -> None:
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.ageing_step = ageing_step
 
     async def _owned(self, job_id: uuid.UUID, token: uuid.UUID) -> TrainingJobRow | None:
         return (await self.session.scalars(
@@ -402,8 +401,7 @@ class QueueRepository:
         return await self._owned(job_id, token) is not None
 
     async def _job(self, row: TrainingJobRow) -> Job:
-        await self.session.flush()
-        await self.session.refresh(row)
+        await self.session.flush()  # `get` reloads the row (populate_existing) with its triggers
         return await JobRepository(self.session).get(row.id)  # type: ignore[return-value]
 
     async def claim(self, *, worker: str, lease: timedelta, caps: dict[str, int] | None = None) -> Job | None:
