@@ -63,6 +63,27 @@ def _trainer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from web.app import main as web_main
+
+    web_main(host=args.host, port=args.port)
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fcl.settings import load_settings
+    from streams.watch import watch
+
+    try:
+        asyncio.run(watch(load_settings(), from_beginning=args.from_beginning, max_events=args.max_events,
+                          job_id=args.job_id))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -151,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
                                          "FCL_HEARTBEAT_SECONDS, FCL_DRAIN_SECONDS, FCL_TRAINER_TIMEOUTS, "
                                          "FCL_MAX_ATTEMPTS, FCL_RETRY_BASE_SECONDS, FCL_TRAINER_HYPERPARAMETERS.")
     trainer.set_defaults(func=_trainer)
+
+    web_cmd = sub.add_parser("web", help="serve the HTTP API and the dashboard",
+                             description="Serve the HTTP API (under /coaching/continuous-learning), /healthz, "
+                                         "/metrics, /openapi.json and the dashboard at /. Settings: FCL_HTTP_HOST, "
+                                         "FCL_HTTP_PORT, FCL_API_TOKEN (unset: every POST is refused), "
+                                         "FCL_HTTP_MAX_BODY_BYTES.")
+    web_cmd.add_argument("--host", help="bind address (default FCL_HTTP_HOST, 127.0.0.1)")
+    web_cmd.add_argument("--port", type=int, help="port (default FCL_HTTP_PORT, 8000)")
+    web_cmd.set_defaults(func=_web)
+
+    watch = sub.add_parser("watch", help="follow status, validation and champion events in the terminal",
+                           description="Print each training-status, training-validation and model-versions event "
+                                       "as one line, with a progress bar per running job (on a terminal). "
+                                       "Reads without a consumer group, so it moves no one's offsets.")
+    watch.add_argument("--from-beginning", action="store_true", help="start at the oldest events, not the newest")
+    watch.add_argument("--job-id", help="only this job's events")
+    watch.add_argument("--max-events", type=int, help="exit after printing this many events")
+    watch.set_defaults(func=_watch)
 
     produce = sub.add_parser("produce", help="send a one-off event", description="Send one event to Kafka.")
     produce_sub = produce.add_subparsers(dest="event", required=True, metavar="EVENT")

@@ -20,3 +20,12 @@ class ModelType(enum.StrEnum):
 
 
 KNOWN = ", ".join(m.value for m in ModelType)
+
+
+# The metric the dashboard plots across versions, and whether higher is better.
+KEY_METRIC: dict[ModelType, tuple[str, bool]] = {
+    ModelType.RECOMMENDATION: ("fqe_value", True),
+    ModelType.SEGMENTATION: ("silhouette", True),
+    ModelType.SPENDING: ("mae", False),
+    ModelType.GOAL: ("roc_auc", True),
+}

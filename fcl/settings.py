@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     stream_batch_max: int = Field(default=500, ge=1)
     topic_partitions: int = Field(default=4, ge=1)
 
+    # HTTP API.
+    http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # larger bodies get 413
+    http_db_pool: int = Field(default=10, ge=1)
+
     # Trainer workers.
     trainer_concurrency: int = Field(default=1, ge=1)  # jobs at a time per worker
     trainer_caps: dict[str, int] = Field(default_factory=dict)  # model type -> running jobs across workers

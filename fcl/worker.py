@@ -44,6 +44,7 @@ from storage.repositories import (
     SampleRepository,
     TrainingEventRepository,
     ValidationRepository,
+    WorkerRepository,
 )
 from streams.events import ErrorInfo, ModelVersionEvent, TrainingStatusEvent, TrainingValidationEvent, rfc3339
 from streams.topics import Topic
@@ -222,15 +223,20 @@ class TrainerWorker:
             loop.add_signal_handler(sig, self.stopping.set)
         log.info("trainer worker %s ready (concurrency %d)", self.worker_id, self.settings.trainer_concurrency)
         print(f"trainer worker {self.worker_id} ready", flush=True)
-        last_expiry = 0.0
+        last_expiry = last_beat = 0.0
         try:
             while not self.stopping.is_set():
+                if time.monotonic() - last_beat >= self.settings.heartbeat_seconds:
+                    last_beat = time.monotonic()
+                    await self._announce()
                 if time.monotonic() - last_expiry > min(5.0, self.settings.lease_seconds / 2):
                     last_expiry = time.monotonic()
                     await self._expire_leases()
                 claimed = None
                 if len(self.running) < self.settings.trainer_concurrency:
                     claimed = await self._claim()
+                    if claimed is not None:
+                        last_beat = 0.0  # announce the new job at once
                 if claimed is None:
                     try:
                         await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
@@ -248,8 +254,25 @@ class TrainerWorker:
             relay_stop.set()
             self._relay.wake()
             await asyncio.wait_for(relay_task, 10)
+            try:
+                async with self.db.transaction() as s:
+                    await WorkerRepository(s).remove(self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - a stale row just ages out of /training-status
+                log.warning("could not remove this worker's heartbeat: %s", exc)
             await producer.stop()
             await self.db.close()
+
+    async def _announce(self) -> None:
+        """The worker's heartbeat row (who runs what), shown by `/training-status`."""
+        try:
+            async with self.db.transaction() as s:
+                await WorkerRepository(s).beat(
+                    worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                    current_job_ids=list(self.running),
+                    info={"concurrency": self.settings.trainer_concurrency, "heartbeat_seconds": self.settings.heartbeat_seconds,
+                          "stopping": self.stopping.is_set()})
+        except Exception as exc:  # noqa: BLE001 - the loop outlives database outages
+            log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
 
     async def _drain(self) -> None:
         if self.running:

@@ -35,6 +35,17 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ -z "${FCL_PG_BINDI
   fi
 fi
 
+# Headless Chromium drives the dashboard test (and its screenshot); Debian calls the package chromium.
+if ! command -v chromium >/dev/null && [ -z "${FCL_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing Chromium from Debian's packages (for the dashboard test) ..."
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || die "apt-get install chromium failed"
+  else
+    say "warning: chromium not found (apt-get install -y chromium, or set FCL_CHROMIUM): the dashboard test will fail"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv ..."
   "$PY" -m venv .venv || die "could not create .venv (apt-get install -y python3-venv)"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,9 +35,12 @@ from storage.entities import (
     SampleBatchResult,
     SampleIngest,
     ThresholdCrossing,
+    TrainingEvent,
+    TrainingEventStatus,
     TrainingFigure,
     TriggerRequest,
     ValidationCheck,
+    WorkerHeartbeat,
 )
 from storage.models import (
     ChampionLedgerRow,
@@ -50,6 +53,7 @@ from storage.models import (
     TrainingJobRow,
     TrainingSampleRow,
     ValidationResultRow,
+    WorkerHeartbeatRow,
 )
 
 # One priority level is worth this much waiting: a job of priority p queued at t sorts as if
@@ -110,6 +114,17 @@ def _move(row: ChampionLedgerRow) -> ChampionMove:
         model_type=row.model_type, seq=row.seq, version=row.version,
         previous_version=row.previous_version, reason=ChampionReason(row.reason),
         event_id=row.event_id, created_at=row.created_at,
+    )
+
+
+def _training_event(row: TrainingEventRow) -> TrainingEvent:
+    return TrainingEvent(
+        id=row.id, job_id=row.job_id, attempt=row.attempt, dataset_id=row.dataset_id, model_type=row.model_type,
+        status=TrainingEventStatus(row.status), worker=row.worker, started_at=row.started_at,
+        finished_at=row.finished_at, duration_seconds=row.duration_seconds, fit_seconds=row.fit_seconds,
+        sample_count=row.sample_count, dataset_watermark=row.dataset_watermark, metrics=dict(row.metrics),
+        error_type=row.error_type, error_message=row.error_message, model_version=row.model_version,
+        validation_passed=row.validation_passed, promoted=row.promoted,
     )
 
 
@@ -358,6 +373,27 @@ class JobRepository:
             return None
         return _job(row, await self._triggers(job_id))
 
+    async def counts(self) -> dict[str, int]:
+        """Jobs per status (every status present, zero when none)."""
+        rows = (await self.session.execute(
+            select(TrainingJobRow.status, func.count()).group_by(TrainingJobRow.status))).all()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({status: int(n) for status, n in rows})
+        return counts
+
+    async def running(self) -> list[Job]:
+        rows = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
+            .order_by(TrainingJobRow.started_at, TrainingJobRow.id))).all()
+        return [_job(r) for r in rows]
+
+    async def waiting(self, *, limit: int = 20) -> list[Job]:
+        """The waiting jobs in the order workers will claim them."""
+        rows = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.status == JobStatus.QUEUED.value)
+            .order_by(TrainingJobRow.rank_at, TrainingJobRow.id).limit(limit))).all()
+        return [_job(r) for r in rows]
+
     async def _triggers(self, job_id: uuid.UUID) -> list[str]:
         return list((await self.session.scalars(
             select(JobTriggerRow.event_id).where(JobTriggerRow.job_id == job_id)
@@ -375,6 +411,10 @@ CLAIM_CANDIDATE_SQL = """
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 """
+
+
+class JobStateConflict(Exception):
+    """The job is not in a state that allows the operation."""
 
 
 class QueueRepository:
@@ -511,6 +551,32 @@ class QueueRepository:
             row.updated_at = await self._now()
         return await self._job(row)
 
+    async def retry(self, job_id: uuid.UUID, *, extra_attempts: int) -> Job | None:
+        """Put a failed or cancelled job back in the queue with `extra_attempts` more attempts.
+        Raises `JobStateConflict` when the job is not failed or cancelled, or when another job
+        already waits for its dataset and model type (that one will train the same data)."""
+        row = (await self.session.scalars(
+            select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )).first()
+        if row is None:
+            return None
+        if row.status not in (JobStatus.FAILED.value, JobStatus.CANCELLED.value):
+            raise JobStateConflict(f"job {job_id} is {row.status}; only a failed or cancelled job can be retried")
+        waiting = await self.session.scalar(
+            select(TrainingJobRow.id).where(TrainingJobRow.dedupe_key == row.dedupe_key,
+                                            TrainingJobRow.status == JobStatus.QUEUED.value))
+        if waiting is not None:
+            raise JobStateConflict(f"job {waiting} already waits for dataset {row.dataset_id} "
+                                   f"({row.model_type}); it will train the same data")
+        now = await self._now()
+        row.status, row.run_after, row.updated_at = JobStatus.QUEUED.value, now, now
+        row.max_attempts = row.attempts + max(1, extra_attempts)
+        row.finished_at = row.started_at = None
+        row.cancel_requested, row.progress = False, None
+        row.error_type = row.error_message = None
+        return await self._job(row)
+
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
         """For /metrics: jobs per model type and status with the age of the oldest in that state,
         and training attempts per model type and outcome with their total seconds."""
@@ -611,6 +677,37 @@ class TrainingEventRepository:
             model_version=model_version, validation_passed=validation_passed, promoted=promoted))
 
 
+    async def get(self, event_id: uuid.UUID) -> TrainingEvent | None:
+        row = await self.session.get(TrainingEventRow, event_id)
+        return _training_event(row) if row else None
+
+    async def for_job(self, job_id: uuid.UUID) -> list[TrainingEvent]:
+        rows = (await self.session.scalars(
+            select(TrainingEventRow).where(TrainingEventRow.job_id == job_id).order_by(TrainingEventRow.attempt))).all()
+        return [_training_event(r) for r in rows]
+
+    async def page(self, *, limit: int, model_type: str | None = None, status: str | None = None,
+                   before: tuple[datetime, uuid.UUID] | None = None) -> list[TrainingEvent]:
+        """Newest first by (started_at, id); `before` is the last row of the previous page."""
+        query = select(TrainingEventRow)
+        if model_type is not None:
+            query = query.where(TrainingEventRow.model_type == model_type)
+        if status is not None:
+            query = query.where(TrainingEventRow.status == status)
+        if before is not None:
+            query = query.where(func.row(TrainingEventRow.started_at, TrainingEventRow.id)
+                                < func.row(before[0], before[1]))
+        query = query.order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(limit)
+        return [_training_event(r) for r in (await self.session.scalars(query)).all()]
+
+    async def latest_per_model_type(self) -> dict[str, TrainingEvent]:
+        rows = (await self.session.scalars(
+            select(TrainingEventRow).distinct(TrainingEventRow.model_type)
+            .order_by(TrainingEventRow.model_type, TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc())
+        )).all()
+        return {r.model_type: _training_event(r) for r in rows}
+
+
 class ModelVersionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -630,6 +727,11 @@ class ModelVersionRepository:
 
     async def get(self, model_type: str, version: int) -> ModelVersion | None:
         row = await self.session.get(ModelVersionRow, (model_type, version))
+        return _version(row) if row else None
+
+    async def for_training_event(self, training_event_id: uuid.UUID) -> ModelVersion | None:
+        row = (await self.session.scalars(
+            select(ModelVersionRow).where(ModelVersionRow.training_event_id == training_event_id))).first()
         return _version(row) if row else None
 
     async def list(self, model_type: str | None = None) -> list[ModelVersion]:
@@ -682,6 +784,30 @@ class ChampionRepository:
                 raise ChampionMoveConflict(f"the {model_type} champion moved since it was read") from exc
             raise
         return _move(row)
+
+
+    async def all_current(self) -> dict[str, ChampionMove]:
+        rows = (await self.session.scalars(
+            select(ChampionLedgerRow).distinct(ChampionLedgerRow.model_type)
+            .order_by(ChampionLedgerRow.model_type, ChampionLedgerRow.seq.desc()))).all()
+        return {r.model_type: _move(r) for r in rows}
+
+    async def rollback(self, model_type: str) -> ChampionMove | None:
+        """Make the champion before the current one the champion again. Rollbacks stack: after
+        v1, v2, v3 were promoted, one rollback serves v2, a second v1. Returns None when there is
+        no earlier champion to go back to; raises `ChampionMoveConflict` when another move won."""
+        moves = await self.history(model_type)
+        served: list[int] = []
+        for move in moves:
+            if move.reason is ChampionReason.ROLLBACK and move.version in served:
+                while served[-1] != move.version:
+                    served.pop()
+            else:
+                served.append(move.version)
+        if len(served) < 2:
+            return None
+        return await self.move(model_type=model_type, version=served[-2], expected=moves[-1],
+                               reason=ChampionReason.ROLLBACK)
 
 
 class ValidationRepository:
@@ -767,3 +893,32 @@ class OutboxRepository:
             .values(published_at=func.now())
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class WorkerRepository:
+    """Trainer workers announce themselves; `/training-status` lists them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def beat(self, *, worker_id: str, hostname: str, pid: int, current_job_ids: Sequence[uuid.UUID],
+                   info: dict[str, Any]) -> None:
+        current = current_job_ids[0] if current_job_ids else None
+        info = {**info, "running_jobs": [str(j) for j in current_job_ids]}
+        stmt = insert(WorkerHeartbeatRow).values(worker_id=worker_id, hostname=hostname, pid=pid,
+                                                 current_job_id=current, info=info)
+        await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["worker_id"],
+            set_={"last_seen_at": func.now(), "current_job_id": current, "info": info, "pid": pid}))
+
+    async def remove(self, worker_id: str) -> None:
+        await self.session.execute(delete(WorkerHeartbeatRow).where(WorkerHeartbeatRow.worker_id == worker_id))
+
+    async def seen_since(self, seconds: float) -> list[WorkerHeartbeat]:
+        rows = (await self.session.scalars(
+            select(WorkerHeartbeatRow)
+            .where(WorkerHeartbeatRow.last_seen_at > func.now() - timedelta(seconds=seconds))
+            .order_by(WorkerHeartbeatRow.worker_id))).all()
+        return [WorkerHeartbeat(worker_id=r.worker_id, hostname=r.hostname, pid=r.pid, started_at=r.started_at,
+                                last_seen_at=r.last_seen_at, current_job_id=r.current_job_id, info=dict(r.info))
+                for r in rows]

@@ -77,3 +77,76 @@ class OutboxRelay:
                 except asyncio.TimeoutError:
                     pass
             self._wake.clear()
+
+
+class EventPublisher:
+    """A Kafka producer and an outbox relay for a process that writes outbox rows but is not a
+    streams worker (the HTTP API). It keeps trying to reach the broker in the background, so the
+    process serves reads while the broker is down; `broker_ok` asks the broker for metadata."""
+
+    def __init__(self, db: Database, *, bootstrap: str, topic_prefix: str) -> None:
+        self.db = db
+        self.bootstrap = bootstrap
+        self.topic_prefix = topic_prefix
+        self.relay: OutboxRelay | None = None
+        self._producer: object | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="fcl-event-publisher")
+
+    def wake(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def broker_ok(self, timeout: float = 2.0) -> str:
+        """'ok', or why the broker cannot be reached."""
+        producer = self._producer
+        if producer is None:
+            return "not connected yet"
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return "ok"
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        delay = 0.5
+        while not self._stop.is_set():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+            try:
+                await producer.start()
+                break
+            except Exception as exc:  # noqa: BLE001 - keep trying; reads do not need the broker
+                log.warning("event publisher: broker not reachable (%s); retrying in %.1fs", exc, delay)
+                await producer.stop()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 5.0)
+        else:
+            return
+        self._producer = producer
+
+        async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+            return await producer.send(topic, value, key=key)
+
+        self.relay = OutboxRelay(self.db, send, topic_prefix=self.topic_prefix)
+        try:
+            await self.relay.run(should_stop=self._stop.is_set)
+        finally:
+            await producer.stop()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()

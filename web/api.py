@@ -1,0 +1,231 @@
+"""The route table and what every route shares: declared parameters and bodies validated by the
+same pydantic models that `/openapi.json` is built from, bearer-token auth for mutating calls,
+JSON errors with a request id, and responses serialised from their declared model.
+
+An `Endpoint` says everything about one route; `register` mounts the table on an aiohttp app and
+`openapi` turns the same table into the document. A handler receives a `Call` (validated path
+parameters, query and body) and returns `(status, model)` or a ready `web.Response`."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from web.schemas import ErrorBody, ErrorDetail
+
+log = logging.getLogger("fcl.web")
+
+REQUEST_ID = web.AppKey("request_id_header", str)
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@dataclass(frozen=True)
+class PathParam:
+    name: str
+    schema: dict[str, Any]
+    description: str
+    parse: Callable[[str], Any] = str  # raises ApiError for a value it refuses
+
+
+@dataclass(frozen=True)
+class Call:
+    request: web.Request
+    path: dict[str, Any]
+    query: Any
+    body: Any
+
+
+Handler = Callable[[Call], Awaitable["tuple[int, BaseModel] | web.StreamResponse"]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    responses: dict[int, tuple[type[BaseModel], str]]  # status -> (model, description)
+    path_params: tuple[PathParam, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    auth: bool = False
+    errors: tuple[int, ...] = ()
+    raw_content: dict[int, tuple[str, str]] = field(default_factory=dict)  # status -> (media type, description)
+    description: str = ""
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def request_id(request: web.Request) -> str:
+    rid = request.get("request_id")
+    if rid is None:
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request["request_id"] = rid
+    return str(rid)
+
+
+def error_response(request: web.Request, status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, request_id=request_id(request), details=details))
+    return web.Response(status=status, body=body.model_dump_json(exclude_none=True).encode(),
+                        content_type="application/json", headers=headers)
+
+
+def json_response(status: int, model: BaseModel) -> web.Response:
+    return web.Response(status=status, body=model.model_dump_json().encode(), content_type="application/json")
+
+
+def _field_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [{"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)]
+
+
+def _check_token(request: web.Request, token: str | None) -> None:
+    if token is None:
+        raise ApiError(401, "unauthorized", "mutating calls are refused: the service has no FCL_API_TOKEN set")
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise ApiError(401, "unauthorized", "send `Authorization: Bearer <FCL_API_TOKEN>`")
+    if not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "the bearer token is not the service's FCL_API_TOKEN")
+
+
+async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()  # aiohttp refuses more than client_max_size with 413
+    if not raw.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", "the body has invalid fields", _field_errors(exc, "body")) from None
+
+
+def _wrap(endpoint: Endpoint, token: Callable[[], str | None]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if endpoint.auth:
+            _check_token(request, token())  # before anything else: no state change without it
+        path = {p.name: p.parse(request.match_info[p.name]) for p in endpoint.path_params}
+        query = None
+        if endpoint.query is not None:
+            try:
+                query = endpoint.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise ApiError(422, "invalid_query", "the query has invalid parameters",
+                               _field_errors(exc, "query")) from None
+        body = await _read_body(request, endpoint.body) if endpoint.body is not None else None
+        result = await endpoint.handler(Call(request, path, query, body))
+        if isinstance(result, web.StreamResponse):
+            return result
+        status, model = result
+        return json_response(status, model)
+
+    handle.__name__ = endpoint.operation_id
+    return handle
+
+
+def register(app: web.Application, endpoints: list[Endpoint], token: Callable[[], str | None]) -> None:
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint, token), name=endpoint.operation_id)
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------------
+_REF = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], mode: str, components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent, never null: drop the null branch pydantic adds to Optional."""
+    if "anyOf" in schema:
+        branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
+        if len(branches) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**branches[0], **rest}
+    return schema
+
+
+_STATUS_TEXT = {400: "malformed request", 401: "missing or wrong bearer token", 404: "not found",
+                409: "conflicts with the current state", 413: "body too large", 422: "invalid parameters or body",
+                503: "a dependency is unavailable"}
+
+
+def openapi(endpoints: list[Endpoint], *, title: str, version: str, description: str) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    error_ref = _schema(ErrorBody, "serialization", components)
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        op: dict[str, Any] = {"operationId": e.operation_id, "summary": e.summary, "tags": [e.tag], "responses": {}}
+        if e.description:
+            op["description"] = e.description
+        params: list[dict[str, Any]] = [
+            {"name": p.name, "in": "path", "required": True, "description": p.description, "schema": p.schema}
+            for p in e.path_params]
+        if e.query is not None:
+            schema = e.query.model_json_schema(ref_template=_REF, mode="validation")
+            components.update(schema.pop("$defs", {}))
+            required = set(schema.get("required", []))
+            for name, prop in schema["properties"].items():
+                prop = _without_null(prop)
+                param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                params.append(param)
+        if params:
+            op["parameters"] = params
+        if e.body is not None:
+            op["requestBody"] = {"required": False, "content": {
+                "application/json": {"schema": _schema(e.body, "validation", components)}}}
+        for status, (model, text) in e.responses.items():
+            op["responses"][str(status)] = {"description": text, "content": {
+                "application/json": {"schema": _schema(model, "serialization", components)}}}
+        for status, (media, text) in e.raw_content.items():
+            op["responses"][str(status)] = {"description": text, "content": {media: {"schema": {"type": "string"}}}}
+        errors = set(e.errors) | ({401} if e.auth else set()) | ({422} if e.query or e.body else set())
+        if e.body is not None:
+            errors |= {400, 413}
+        for status in sorted(errors):
+            op["responses"][str(status)] = {"description": _STATUS_TEXT.get(status, "error"),
+                                            "content": {"application/json": {"schema": error_ref}}}
+        if e.auth:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(e.path, {})[e.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {"schemas": dict(sorted(components.items())),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "FCL_API_TOKEN"}}},
+    }

@@ -1,0 +1,108 @@
+"""`fcl web`: the aiohttp application. `make_app(settings)` wires the route table (web/routes.py),
+the edge middleware (request ids, JSON errors, latency metrics), the database and the event
+publisher; `main` serves it on FCL_HTTP_HOST:FCL_HTTP_PORT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from fcl.settings import Settings
+from storage.db import Database, is_retriable
+from web.api import ApiError, error_response, openapi, register, request_id
+from web.metrics import Metrics
+from web.routes import ENDPOINTS, SERVICES, Services
+
+log = logging.getLogger("fcl.web")
+
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+          415: "unsupported_media_type"}
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every response leaves through here: errors become JSON with the request id (never a stack
+    trace), and each request's latency is recorded under its route's pattern."""
+    started = time.perf_counter()
+    rid = request_id(request)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(request, exc.status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:  # the router's 404/405, the body limit's 413
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            limit = request.app[SERVICES].settings.http_max_body_bytes
+            message = f"the body is larger than {limit} bytes"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow', '')}"
+        else:
+            message = exc.reason
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = error_response(request, exc.status, _CODES.get(exc.status, "error"), message, headers=headers)
+    except Exception as exc:  # noqa: BLE001 - logged here, a clean JSON error out there
+        if is_retriable(exc):
+            log.warning("request %s: database unavailable: %s", rid, exc)
+            response = error_response(request, 503, "unavailable", "the database is unavailable; try again shortly")
+        else:
+            log.exception("request %s failed", rid)
+            response = error_response(request, 500, "internal_error",
+                                      f"an internal error; the service log has it under request id {rid}")
+    response.headers["X-Request-Id"] = rid
+    route = request.match_info.route.resource
+    pattern = route.canonical if route is not None else "unmatched"
+    request.app[SERVICES].metrics.observe(request.method, pattern, response.status, time.perf_counter() - started)
+    return response
+
+
+def make_app(settings: Settings, *, relay_events: bool = True) -> web.Application:
+    """The application. With `relay_events` it runs an event publisher (a Kafka producer and an
+    outbox relay) so the events its changes queue are sent even when no other fcl process runs."""
+    app = web.Application(middlewares=[edge], client_max_size=settings.http_max_body_bytes)
+    db = Database(settings.database_url, pool_size=settings.http_db_pool, pre_ping=False)
+    services = Services(settings=settings, db=db, publisher=None, metrics=Metrics())
+    app[SERVICES] = services
+    register(app, ENDPOINTS, token=lambda: settings.api_token)
+    from fcl import __version__
+
+    services.openapi = openapi(ENDPOINTS, title="fcl: FinCoach continuous learning", version=__version__,
+                               description="Training status, jobs, history, model versions and validation results "
+                                           "(see CONTRACT.md). Every POST needs `Authorization: Bearer "
+                                           "$FCL_API_TOKEN`. Errors: `{\"error\": {\"code\", \"message\", "
+                                           "\"request_id\"}}`.")
+    services.openapi_bytes = json.dumps(services.openapi).encode()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if relay_events:
+            from streams.outbox import EventPublisher
+
+            services.publisher = EventPublisher(db, bootstrap=settings.kafka_bootstrap,
+                                                topic_prefix=settings.topic_prefix)
+            services.publisher.start()
+        yield
+        if services.publisher is not None:
+            await services.publisher.stop()
+        await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def main(host: str | None = None, port: int | None = None) -> None:
+    from fcl.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    settings = load_settings()
+    host, port = host or settings.http_host, port or settings.http_port
+    if settings.api_token is None:
+        log.warning("FCL_API_TOKEN is not set: every POST will be refused with 401")
+    print(f"fcl web: dashboard http://{host}:{port}/ · API http://{host}:{port}/coaching/continuous-learning",
+          flush=True)
+    web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)

@@ -1,0 +1,355 @@
+"""The endpoints of CONTRACT.md ("HTTP API"): each handler reads or writes through storage's
+repositories in one transaction and answers with a model from `web.schemas`. Changes that others
+must hear of (a job queued or cancelled, a champion rolled back) write their event to the outbox
+in the same transaction; the event publisher sends it after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from fcl.model_types import KEY_METRIC, ModelType
+from fcl.settings import Settings
+from storage.db import Database
+from storage.entities import AdmissionOutcome, JobStatus, TriggerRequest
+from storage.repositories import (
+    ChampionMoveConflict,
+    ChampionRepository,
+    DatasetRepository,
+    JobRepository,
+    JobStateConflict,
+    ModelVersionRepository,
+    OutboxRepository,
+    QueueRepository,
+    TrainingEventRepository,
+    ValidationRepository,
+    WorkerRepository,
+)
+from streams.events import ModelVersionEvent, TrainingStatusEvent, rfc3339
+from streams.topics import Topic
+from web import schemas as s
+from web.api import ApiError, Call, Endpoint, PathParam
+from web.metrics import Metrics
+
+SERVICES = web.AppKey("services", "Services")
+PREFIX = "/coaching/continuous-learning"
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    publisher: Any  # streams.outbox.EventPublisher, or None when events are not relayed here
+    metrics: Metrics
+    openapi: dict[str, Any] | None = None
+    openapi_bytes: bytes = b""
+
+    def wake(self) -> None:
+        if self.publisher is not None:
+            self.publisher.wake()
+
+
+def _services(call: Call) -> Services:
+    return call.request.app[SERVICES]
+
+
+# -- path parameters --------------------------------------------------------------------------------
+def _model_type(value: str) -> str:
+    parsed = ModelType.parse(value)
+    if parsed is None:
+        raise ApiError(404, "unknown_model_type",
+                       f"unknown model type {value[:100]!r}; known: {', '.join(s.MODEL_TYPES)}")
+    return parsed.value
+
+
+def _uuid(what: str) -> Any:
+    def parse(value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise ApiError(422, "invalid_parameter", f"{what} must be a UUID, not {value[:100]!r}") from None
+    return parse
+
+
+MODEL_TYPE = PathParam("model_type", {"type": "string", "enum": s.MODEL_TYPES}, "one of the four model types",
+                       _model_type)
+JOB_ID = PathParam("job_id", {"type": "string", "format": "uuid"}, "a job's id", _uuid("job_id"))
+TRAINING_EVENT_ID = PathParam("training_event_id", {"type": "string", "format": "uuid"},
+                              "a training event's id (history, status events)", _uuid("training_event_id"))
+
+
+def _status_event(job: Any, status: str, message: str, attempt: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    event = TrainingStatusEvent(
+        event_id=str(uuid.uuid4()), job_id=str(job.id), dataset_id=job.dataset_id, model_type=job.model_type,
+        status=status, priority=job.priority, attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
+        progress=None, message=message, error=None, training_event_id=None, model_version=None, occurred_at=rfc3339())
+    return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
+    from streams.ingest import admit_requests
+
+    svc = _services(call)
+    model_type: str = call.path["model_type"]
+    body: s.TriggerBody = call.body
+    dataset_id = body.dataset_id or f"fincoach-{model_type}"
+    key = call.request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+        raise ApiError(422, "invalid_header", "Idempotency-Key must be 1-200 printable characters")
+    event_id = f"http:{key}" if key else f"http:{uuid.uuid4()}"
+    async with svc.db.transaction() as session:
+        dataset = await DatasetRepository(session).get(dataset_id)
+        if dataset is None:
+            raise ApiError(404, "unknown_dataset", f"no samples have arrived for dataset {dataset_id!r}; "
+                                                   "a dataset exists once its first training-samples event is stored")
+        if dataset.model_type != model_type:
+            raise ApiError(409, "model_type_mismatch",
+                           f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}")
+        request = TriggerRequest(event_id=event_id, dataset_id=dataset_id, model_type=model_type,
+                                 priority=body.priority, source="http", max_attempts=svc.settings.attempts_for(model_type))
+        (admission,) = await admit_requests(session, [request], svc.settings)
+        job = await JobRepository(session).get(admission.job_id)
+    assert job is not None
+    svc.wake()
+    return 202, s.TriggerResponse(outcome=admission.outcome.value, trigger_event_id=event_id,  # type: ignore[arg-type]
+                                  job=s.JobView.of(job))
+
+
+async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
+    svc = _services(call)
+    async with svc.db.transaction() as session:
+        jobs = JobRepository(session)
+        counts = await jobs.counts()
+        waiting = await jobs.waiting(limit=20)
+        running = await jobs.running()
+        workers = await WorkerRepository(session).seen_since(max(15.0, 3 * svc.settings.heartbeat_seconds))
+        champions = await ChampionRepository(session).all_current()
+        last = await TrainingEventRepository(session).latest_per_model_type()
+    per_type = {}
+    for m in ModelType:
+        champion = champions.get(m.value)
+        metric, higher = KEY_METRIC[m]
+        per_type[m.value] = s.ModelTypeStatus(
+            champion_version=champion.version if champion else None,
+            champion_since=champion.created_at if champion else None, key_metric=metric, higher_is_better=higher,
+            last_run=s.TrainingEventView.of(last[m.value]) if m.value in last else None)
+    return 200, s.TrainingStatus(queue=counts, waiting=[s.JobView.of(j) for j in waiting],
+                                 running=[s.JobView.of(j) for j in running],
+                                 workers=[s.WorkerView.of(w) for w in workers], model_types=per_type,
+                                 generated_at=datetime.now(UTC))
+
+
+async def training_job(call: Call) -> tuple[int, s.JobDetail]:
+    svc = _services(call)
+    async with svc.db.transaction() as session:
+        job = await JobRepository(session).get(call.path["job_id"])
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {call.path['job_id']}")
+        events = await TrainingEventRepository(session).for_job(job.id)
+    return 200, s.JobDetail.of_job(job, events)
+
+
+async def cancel_job(call: Call) -> tuple[int, s.JobView]:
+    svc = _services(call)
+    job_id = call.path["job_id"]
+    async with svc.db.transaction() as session:
+        before = await JobRepository(session).get(job_id)
+        if before is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        if before.status.is_final:
+            raise ApiError(409, "job_finished", f"job {job_id} is already {before.status.value}; nothing to cancel")
+        after = await QueueRepository(session).cancel(job_id)
+        assert after is not None
+        if after.status is JobStatus.CANCELLED:
+            await OutboxRepository(session).add_many([_status_event(after, "cancelled", "cancelled by an operator")])
+        elif after.status.is_final:
+            raise ApiError(409, "job_finished", f"job {job_id} is already {after.status.value}; nothing to cancel")
+    svc.wake()
+    # A waiting job is cancelled now (200); a running one stops when its worker sees the request (202).
+    return (200 if after.status is JobStatus.CANCELLED else 202), s.JobView.of(after)
+
+
+async def retry_job(call: Call) -> tuple[int, s.JobView]:
+    svc = _services(call)
+    job_id = call.path["job_id"]
+    async with svc.db.transaction() as session:
+        jobs = QueueRepository(session)
+        current = await JobRepository(session).get(job_id)
+        if current is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        try:
+            job = await jobs.retry(job_id, extra_attempts=svc.settings.attempts_for(current.model_type))
+        except JobStateConflict as exc:
+            raise ApiError(409, "job_not_retriable", str(exc)) from None
+        assert job is not None
+        await OutboxRepository(session).add_many([_status_event(job, "queued", "re-queued by an operator",
+                                                                attempt=job.attempts + 1)])
+    svc.wake()
+    return 202, s.JobView.of(job)
+
+
+async def auto_trigger(call: Call) -> tuple[int, s.AutoTriggerResponse]:
+    from fcl.worker import auto_trigger_ready
+
+    svc = _services(call)
+    admissions = await auto_trigger_ready(svc.db, svc.settings)
+    svc.wake()
+    return 202, s.AutoTriggerResponse(admitted=[
+        s.Admitted(dataset_id=a.request.dataset_id, model_type=a.request.model_type, job_id=a.job_id,
+                   outcome=a.outcome.value) for a in admissions])
+
+
+async def training_history(call: Call) -> tuple[int, s.HistoryPage]:
+    svc = _services(call)
+    q: s.HistoryQuery = call.query
+    try:
+        before = s.decode_cursor(q.before) if q.before else None
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    async with svc.db.transaction() as session:
+        events = await TrainingEventRepository(session).page(
+            limit=q.limit + 1, model_type=q.model_type, status=q.status, before=before)
+    more = len(events) > q.limit
+    events = events[:q.limit]
+    return 200, s.HistoryPage(items=[s.TrainingEventView.of(e) for e in events],
+                              next_before=s.encode_cursor(events[-1]) if more else None)
+
+
+async def model_versions(call: Call) -> tuple[int, s.ModelVersions]:
+    svc = _services(call)
+    q: s.ModelVersionsQuery = call.query
+    model_type = q.model_type.value if q.model_type else None
+    async with svc.db.transaction() as session:
+        versions = await ModelVersionRepository(session).list(model_type)
+        champions = await ChampionRepository(session).all_current()
+    served = {m: c.version for m, c in champions.items()}
+    types = [model_type] if model_type else s.MODEL_TYPES
+    return 200, s.ModelVersions(champions={m: served.get(m) for m in types},
+                                versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions])
+
+
+async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
+    svc = _services(call)
+    model_type = call.path["model_type"]
+    async with svc.db.transaction() as session:
+        try:
+            move = await ChampionRepository(session).rollback(model_type)
+        except ChampionMoveConflict:
+            raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
+        if move is None:
+            raise ApiError(409, "no_previous_champion", f"{model_type} has no earlier champion to roll back to")
+        await OutboxRepository(session).add_many([(Topic.MODEL_VERSIONS, model_type, ModelVersionEvent(
+            event_id=str(move.event_id), model_type=model_type, version=move.version,
+            previous_version=move.previous_version, reason="rollback", occurred_at=rfc3339(move.created_at),
+        ).model_dump(mode="json"))])
+    svc.wake()
+    return 200, s.ChampionMoveView.of(move)
+
+
+async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
+    svc = _services(call)
+    event_id = call.path["training_event_id"]
+    async with svc.db.transaction() as session:
+        event = await TrainingEventRepository(session).get(event_id)
+        if event is None:
+            raise ApiError(404, "not_found", f"no training event {event_id}")
+        checks = await ValidationRepository(session).for_training_event(event_id)
+        version = await ModelVersionRepository(session).for_training_event(event_id)
+    if version is None:
+        raise ApiError(404, "not_validated", f"training event {event_id} ended {event.status.value}; "
+                                             "only a completed training is validated")
+    return 200, s.ValidationView(
+        training_event_id=event.id, job_id=event.job_id, model_type=event.model_type, candidate_version=version.version,
+        baseline_version=version.parent_version, metrics=event.metrics, checks=[s.CheckView.of(c) for c in checks],
+        passed=bool(event.validation_passed), promoted=bool(event.promoted))
+
+
+async def healthz(call: Call) -> tuple[int, s.Health]:
+    svc = _services(call)
+
+    async def database() -> str:
+        try:
+            async with asyncio.timeout(2.0), svc.db.transaction() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - reported
+            return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    broker = svc.publisher.broker_ok() if svc.publisher is not None else asyncio.sleep(0, "not configured")
+    db_state, broker_state = await asyncio.gather(database(), broker)
+    ok = db_state == "ok" and broker_state == "ok"
+    return (200 if ok else 503), s.Health(status="ok" if ok else "degraded", database=db_state, broker=broker_state)
+
+
+async def metrics(call: Call) -> web.Response:
+    svc = _services(call)
+    started = time.perf_counter()
+    async with svc.db.transaction() as session:
+        queue, training = await QueueRepository(session).figures()
+    body = svc.metrics.render(queue, training, scrape_seconds=time.perf_counter() - started)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi_json(call: Call) -> web.Response:
+    return web.Response(body=_services(call).openapi_bytes, content_type="application/json")
+
+
+async def dashboard(call: Call) -> web.Response:
+    return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+def _ok(model: type[Any], text: str, status: int = 200) -> dict[int, tuple[type[Any], str]]:
+    return {status: (model, text)}
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("POST", PREFIX + "/trigger-training/{model_type}", trigger_training,
+             "Queue a training job for a dataset (admission rules: joins a waiting job, one follow-up while one runs)",
+             "jobs", _ok(s.TriggerResponse, "admitted", 202), (MODEL_TYPE,), body=s.TriggerBody, auth=True,
+             errors=(404, 409), description="An `Idempotency-Key` header makes a repeated request return the same job."),
+    Endpoint("GET", PREFIX + "/training-status", training_status,
+             "Queue counts, waiting and running jobs, worker heartbeats, per model type its champion and last run",
+             "status", _ok(s.TrainingStatus, "the service's state")),
+    Endpoint("GET", PREFIX + "/training-job/{job_id}", training_job, "One job with its timeline and attempts",
+             "jobs", _ok(s.JobDetail, "the job"), (JOB_ID,), errors=(404,)),
+    Endpoint("POST", PREFIX + "/training-job/{job_id}/cancel", cancel_job,
+             "Cancel a waiting job (200) or ask a running one to stop (202)", "jobs",
+             {200: (s.JobView, "cancelled"), 202: (s.JobView, "the running job will stop")}, (JOB_ID,), auth=True,
+             errors=(404, 409, 422)),
+    Endpoint("POST", PREFIX + "/training-job/{job_id}/retry", retry_job,
+             "Put a failed or cancelled job back in the queue with fresh attempts", "jobs",
+             _ok(s.JobView, "queued again", 202), (JOB_ID,), auth=True, errors=(404, 409, 422)),
+    Endpoint("POST", PREFIX + "/auto-trigger-ready", auto_trigger,
+             "Queue a job for every dataset whose counter reached its threshold", "jobs",
+             _ok(s.AutoTriggerResponse, "what was admitted", 202), auth=True),
+    Endpoint("GET", PREFIX + "/training-history", training_history,
+             "Training events (one per attempt), newest first, with cursor paging", "history",
+             _ok(s.HistoryPage, "a page"), query=s.HistoryQuery),
+    Endpoint("GET", PREFIX + "/model-versions", model_versions,
+             "Model versions with metrics, artifact checksum, lineage and which one is champion", "versions",
+             _ok(s.ModelVersions, "versions"), query=s.ModelVersionsQuery),
+    Endpoint("POST", PREFIX + "/model-versions/{model_type}/rollback", rollback,
+             "Make the previous champion the champion again (rollbacks stack)", "versions",
+             _ok(s.ChampionMoveView, "the new champion"), (MODEL_TYPE,), auth=True, errors=(404, 409)),
+    Endpoint("GET", PREFIX + "/validation-results/{training_event_id}", validation_results,
+             "The validation of one training event, check by check", "versions",
+             _ok(s.ValidationView, "the validation"), (TRAINING_EVENT_ID,), errors=(404, 422)),
+    Endpoint("GET", "/healthz", healthz, "Database and broker reachable", "operations",
+             {200: (s.Health, "both reachable"), 503: (s.Health, "one is not")}),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "operations", {},
+             raw_content={200: ("text/plain", "Prometheus text format 0.0.4")}),
+    Endpoint("GET", "/openapi.json", openapi_json, "This document", "operations", {},
+             raw_content={200: ("application/json", "OpenAPI 3.1")}),
+    Endpoint("GET", "/", dashboard, "The dashboard", "operations", {},
+             raw_content={200: ("text/html", "one page that refreshes itself")}),
+]

@@ -1,0 +1,335 @@
+"""What the HTTP API takes and returns: pydantic models that the handlers validate and serialise
+with AND that `/openapi.json` is generated from, so the documentation cannot drift from the code.
+
+`from_*` constructors turn storage's domain objects into views; nothing here touches SQL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fcl.model_types import ModelType
+from storage.entities import (
+    ChampionMove,
+    Job,
+    JobStatus,
+    ModelVersion,
+    TrainingEvent,
+    TrainingEventStatus,
+    ValidationCheck,
+    WorkerHeartbeat,
+)
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True, use_enum_values=True)
+
+
+# -- errors -----------------------------------------------------------------------------------------
+class ErrorDetail(View):
+    code: str = Field(description="machine-readable, e.g. not_found, invalid_body, unauthorized")
+    message: str
+    request_id: str
+    details: list[dict[str, Any]] | None = Field(default=None, description="field errors of a 422")
+
+
+class ErrorBody(View):
+    error: ErrorDetail
+
+
+# -- requests ---------------------------------------------------------------------------------------
+class TriggerBody(BaseModel):
+    """Unknown extra fields are ignored, as in events."""
+
+    model_config = ConfigDict(extra="ignore")
+    priority: int = Field(default=5, ge=0, le=9, description="0-9, higher runs first")
+    dataset_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$",
+                                   description="default: fincoach-<model_type>")
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(default=10, ge=1, le=100)
+    model_type: ModelType | None = None
+    status: TrainingEventStatus | None = None
+    before: str | None = Field(default=None, max_length=200,
+                               description="the `next_before` of the previous page (opaque cursor)")
+
+
+class ModelVersionsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_type: ModelType | None = None
+
+
+def encode_cursor(event: TrainingEvent) -> str:
+    raw = f"{event.started_at.isoformat()}|{event.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Raises ValueError for anything that is not a cursor this API made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, ident = raw.partition("|")
+        started = datetime.fromisoformat(at)
+        if started.tzinfo is None:
+            raise ValueError("no zone")
+        return started, uuid.UUID(ident)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("`before` is not a cursor from a previous page") from exc
+
+
+# -- views ------------------------------------------------------------------------------------------
+class ErrorInfo(View):
+    type: str
+    message: str
+
+
+class JobView(View):
+    job_id: uuid.UUID
+    dataset_id: str
+    model_type: str
+    status: JobStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: float | None
+    cancel_requested: bool
+    worker: str | None = Field(description="the worker holding the job while it runs")
+    error: ErrorInfo | None
+    model_version: int | None = Field(description="the version this job recorded")
+    trigger_event_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+    run_after: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(job_id=job.id, dataset_id=job.dataset_id, model_type=job.model_type, status=job.status,
+                   priority=job.priority, attempts=job.attempts, max_attempts=job.max_attempts, progress=job.progress,
+                   cancel_requested=job.cancel_requested,
+                   worker=job.lease_owner if job.status is JobStatus.IN_PROGRESS else None,
+                   error=ErrorInfo(type=job.error_type, message=job.error_message or "") if job.error_type else None,
+                   model_version=job.model_version, trigger_event_ids=list(job.trigger_event_ids),
+                   created_at=job.created_at, updated_at=job.updated_at, run_after=job.run_after,
+                   started_at=job.started_at, finished_at=job.finished_at)
+
+
+class TrainingEventView(View):
+    training_event_id: uuid.UUID
+    job_id: uuid.UUID
+    attempt: int
+    dataset_id: str
+    model_type: str
+    status: TrainingEventStatus
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    fit_seconds: float | None
+    sample_count: int | None
+    dataset_watermark: int | None
+    metrics: dict[str, Any]
+    error: ErrorInfo | None
+    model_version: int | None
+    validation_passed: bool | None
+    promoted: bool | None
+
+    @classmethod
+    def of(cls, e: TrainingEvent) -> TrainingEventView:
+        return cls(training_event_id=e.id, job_id=e.job_id, attempt=e.attempt, dataset_id=e.dataset_id,
+                   model_type=e.model_type, status=e.status, worker=e.worker, started_at=e.started_at,
+                   finished_at=e.finished_at, duration_seconds=e.duration_seconds, fit_seconds=e.fit_seconds,
+                   sample_count=e.sample_count, dataset_watermark=e.dataset_watermark, metrics=e.metrics,
+                   error=ErrorInfo(type=e.error_type, message=e.error_message or "") if e.error_type else None,
+                   model_version=e.model_version, validation_passed=e.validation_passed, promoted=e.promoted)
+
+
+class TimelineEntry(View):
+    at: datetime
+    status: str
+    message: str
+
+
+class JobDetail(JobView):
+    timeline: list[TimelineEntry]
+    training_events: list[TrainingEventView] = Field(description="one per attempt that ended")
+
+    @classmethod
+    def of_job(cls, job: Job, events: list[TrainingEvent]) -> JobDetail:
+        timeline = [TimelineEntry(at=job.created_at, status="queued", message=f"created with priority {job.priority}")]
+        for e in events:
+            timeline.append(TimelineEntry(at=e.started_at, status="in_progress",
+                                          message=f"attempt {e.attempt} started" + (f" on {e.worker}" if e.worker else "")))
+            if e.finished_at is not None:
+                if e.status is TrainingEventStatus.COMPLETED:
+                    verdict = "promoted" if e.promoted else "not promoted"
+                    message = f"attempt {e.attempt} completed: version {e.model_version}, {verdict}"
+                else:
+                    message = f"attempt {e.attempt} {e.status.value}" + (f": {e.error_type}: {e.error_message}"
+                                                                          if e.error_type else "")
+                timeline.append(TimelineEntry(at=e.finished_at, status=e.status.value, message=message))
+        if job.status is JobStatus.IN_PROGRESS and job.started_at is not None:
+            timeline.append(TimelineEntry(at=job.started_at, status="in_progress",
+                                          message=f"attempt {job.attempts} running on {job.lease_owner}"))
+        elif job.status.is_final and job.finished_at is not None:
+            timeline.append(TimelineEntry(at=job.finished_at, status=job.status.value,
+                                          message=job.error_message or job.status.value))
+        timeline.sort(key=lambda t: t.at)
+        base = JobView.of(job).model_dump()
+        return cls(**base, timeline=timeline, training_events=[TrainingEventView.of(e) for e in events])
+
+
+class TriggerResponse(View):
+    outcome: Literal["created", "joined", "duplicate"] = Field(
+        description="created: a new waiting job; joined: the job already waiting for this dataset; "
+                    "duplicate: this Idempotency-Key was used before")
+    trigger_event_id: str
+    job: JobView
+
+
+class Admitted(View):
+    dataset_id: str
+    model_type: str
+    job_id: uuid.UUID
+    outcome: Literal["created", "joined", "duplicate"]
+
+
+class AutoTriggerResponse(View):
+    admitted: list[Admitted]
+
+
+class WorkerView(View):
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    last_seen_at: datetime
+    running_jobs: list[str]
+
+    @classmethod
+    def of(cls, w: WorkerHeartbeat) -> WorkerView:
+        return cls(worker_id=w.worker_id, hostname=w.hostname, pid=w.pid, started_at=w.started_at,
+                   last_seen_at=w.last_seen_at, running_jobs=[str(j) for j in w.info.get("running_jobs", [])])
+
+
+class ModelTypeStatus(View):
+    champion_version: int | None
+    champion_since: datetime | None
+    key_metric: str
+    higher_is_better: bool
+    last_run: TrainingEventView | None
+
+
+class TrainingStatus(View):
+    queue: dict[str, int] = Field(description="jobs per status")
+    waiting: list[JobView] = Field(description="the first waiting jobs, in claim order")
+    running: list[JobView]
+    workers: list[WorkerView] = Field(description="trainer workers seen in the last three heartbeats")
+    model_types: dict[str, ModelTypeStatus]
+    generated_at: datetime
+
+
+class HistoryPage(View):
+    items: list[TrainingEventView]
+    next_before: str | None = Field(description="pass as `before` for the next (older) page; null at the end")
+
+
+class ArtifactView(View):
+    path: str
+    sha256: str
+    size: int
+    format: str
+
+
+class ModelVersionView(View):
+    model_type: str
+    version: int
+    is_champion: bool
+    parent_version: int | None = Field(description="lineage: the champion this version was validated against")
+    training_event_id: uuid.UUID
+    job_id: uuid.UUID
+    dataset_id: str
+    artifact: ArtifactView
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any]
+    dataset_watermark: int
+    dataset_hash: str
+    seed: int
+    library_versions: dict[str, str]
+    code_version: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, v: ModelVersion, champion: int | None) -> ModelVersionView:
+        return cls(model_type=v.model_type, version=v.version, is_champion=v.version == champion,
+                   parent_version=v.parent_version, training_event_id=v.training_event_id, job_id=v.job_id,
+                   dataset_id=v.dataset_id,
+                   artifact=ArtifactView(path=v.artifact_path, sha256=v.artifact_sha256, size=v.artifact_size,
+                                         format=v.artifact_format),
+                   metrics=v.metrics, hyperparameters=v.hyperparameters, dataset_watermark=v.dataset_watermark,
+                   dataset_hash=v.dataset_hash, seed=v.seed, library_versions=v.library_versions,
+                   code_version=v.code_version, created_at=v.created_at)
+
+
+class ModelVersions(View):
+    champions: dict[str, int | None] = Field(description="per model type its champion version")
+    versions: list[ModelVersionView] = Field(description="newest first within each model type")
+
+
+class ChampionMoveView(View):
+    model_type: str
+    version: int
+    previous_version: int | None
+    reason: str
+    event_id: uuid.UUID
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, m: ChampionMove) -> ChampionMoveView:
+        return cls(model_type=m.model_type, version=m.version, previous_version=m.previous_version,
+                   reason=m.reason.value, event_id=m.event_id, occurred_at=m.created_at)
+
+
+class CheckView(View):
+    metric: str
+    kind: Literal["value", "change"] = Field(description="value: against a fixed bound; change: relative "
+                                                         "change (new-base)/|base| against the champion")
+    value: float | None
+    baseline: float | None
+    threshold: float
+    direction: Literal["higher_is_better", "lower_is_better"]
+    passed: bool
+
+    @classmethod
+    def of(cls, c: ValidationCheck) -> CheckView:
+        return cls(metric=c.metric, kind=c.kind, value=c.value, baseline=c.baseline,  # type: ignore[arg-type]
+                   threshold=c.threshold, direction=c.direction.value, passed=c.passed)  # type: ignore[arg-type]
+
+
+class ValidationView(View):
+    training_event_id: uuid.UUID
+    job_id: uuid.UUID
+    model_type: str
+    candidate_version: int | None
+    baseline_version: int | None
+    metrics: dict[str, Any]
+    checks: list[CheckView]
+    passed: bool
+    promoted: bool
+
+
+class Health(View):
+    status: Literal["ok", "degraded"]
+    database: str = Field(description="ok or the error")
+    broker: str = Field(description="ok or the error")
+
+
+MODEL_TYPES = [m.value for m in ModelType]
