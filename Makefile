@@ -2,6 +2,7 @@
 VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate test demo bench clean
 
@@ -23,8 +24,9 @@ migrate: stack-up
 test: bootstrap
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# `make demo DEMO_ARGS=--exit-when-done` stops by itself once it has shown its results.
 demo: bootstrap
-	@bash scripts/demo.sh
+	@$(FCL) demo $(DEMO_ARGS)
 
 bench: stack-up
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done

@@ -84,6 +84,12 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from fcl.demo import main as demo_main
+
+    return demo_main(exit_when_done=args.exit_when_done)
+
+
 def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -190,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--job-id", help="only this job's events")
     watch.add_argument("--max-events", type=int, help="exit after printing this many events")
     watch.set_defaults(func=_watch)
+
+    demo = sub.add_parser("demo", help="all of it at once: stack, streams, trainer, web and simulated traffic",
+                          description="Start the local stack (when not up), migrate, start fcl streams, trainer and "
+                                      "web with demo-sized thresholds, print the dashboard URL and API token, feed "
+                                      "simulated FinCoach samples, and show all four model types trained, validated "
+                                      "and versioned and a retrain judged against its champion. Ctrl-C stops "
+                                      "everything it started.")
+    demo.add_argument("--exit-when-done", action="store_true",
+                      help="stop everything once the demo has shown its results instead of serving until Ctrl-C")
+    demo.set_defaults(func=_demo)
 
     produce = sub.add_parser("produce", help="send a one-off event", description="Send one event to Kafka.")
     produce_sub = produce.add_subparsers(dest="event", required=True, metavar="EVENT")

@@ -81,8 +81,10 @@ class JobBoard:
 
 
 async def watch(settings: Settings, *, from_beginning: bool = False, max_events: int | None = None,
-                job_id: str | None = None, out: Callable[[str], None] | None = None) -> int:
-    """Print events until interrupted (or `max_events`). Returns how many were printed."""
+                job_id: str | None = None, out: Callable[[str], None] | None = None,
+                keep: Callable[[str, dict[str, Any]], bool] | None = None) -> int:
+    """Print events until interrupted (or `max_events`). Returns how many were printed. `out`
+    replaces the terminal; `keep(topic, event)` can drop events."""
     from aiokafka import AIOKafkaConsumer
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
@@ -116,6 +118,8 @@ async def watch(settings: Settings, *, from_beginning: bool = False, max_events:
                     if job_id is not None and event.get("job_id") != job_id:
                         continue
                     topic = topics[record.topic]
+                    if keep is not None and not keep(topic, event):
+                        continue
                     if not board.apply(topic, event):
                         continue
                     emit(describe(topic, event))

@@ -1,0 +1,244 @@
+"""`fcl demo`: the whole service on this machine, used from outside as a user would.
+
+Starts the local stack (when it is not up) and migrates, starts `fcl streams`, `fcl trainer` and
+`fcl web` with demo-sized thresholds and trainings, prints the dashboard URL and the API token,
+feeds simulated FinCoach samples for the four model types to Kafka, prints the status and
+validation events as they arrive, then shows (from the HTTP API) every model trained, validated
+and versioned and a retrain judged check by check against its champion. It then keeps serving
+until Ctrl-C, which stops everything it started (the stack too, when it started it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from fcl.settings import load_settings
+
+FCL = str(Path(sys.executable).with_name("fcl"))
+API = "/coaching/continuous-learning"
+# Demo-sized thresholds and trainings: everything happens within a minute or two on a laptop.
+DEMO_ENV = {"FCL_THRESHOLD_SEGMENTATION": "300", "FCL_THRESHOLD_GOAL": "500",
+            "FCL_THRESHOLD_SPENDING": "8000", "FCL_THRESHOLD_RECOMMENDATION": "15000",
+            "FCL_HEARTBEAT_SECONDS": "1",
+            "FCL_TRAINER_HYPERPARAMETERS": json.dumps({
+                "recommendation": {"steps": 4000, "fqe_steps": 2000},
+                "spending": {"max_epochs": 4, "steps_per_epoch": 60, "hidden": 32},
+                "goal": {"n_estimators": 100}})}
+# What each model type gets from the simulator in the first round.
+PLAN: dict[str, dict[str, int]] = {"segmentation": {"users": 600}, "goal": {"users": 300},
+                                   "spending": {"users": 60, "days": 150},
+                                   "recommendation": {"users": 500, "episodes": 2000}}
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+class Demo:
+    def __init__(self, *, exit_when_done: bool, state_dir: Path = Path(".fcl")) -> None:
+        self.exit_when_done = exit_when_done
+        self.state_dir = state_dir
+        self.log_dir = state_dir / "demo"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_stack = False
+        self.run = time.strftime("%H%M%S")
+        self.stop = asyncio.Event()
+
+    # processes -----------------------------------------------------------------------------------
+    def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen([FCL, name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    async def _ready(self, name: str, marker: str, timeout: float = 120) -> None:
+        log = self.log_dir / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while marker not in log.read_text(errors="replace"):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"fcl {name} did not start; the end of {log}:\n{log.read_text()[-3000:]}")
+            await asyncio.sleep(0.2)
+
+    def shutdown(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            print(f"stopped fcl {name}")
+        if self.started_stack:
+            from fcl.stack import LocalStack
+
+            LocalStack(self.state_dir).down()
+            print("stopped the local stack (the demo started it)")
+
+    # the demo ------------------------------------------------------------------------------------
+    async def main(self) -> None:
+        from fcl.stack import LocalStack
+        from storage.migrate import upgrade
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        began = time.monotonic()
+        stack = LocalStack(self.state_dir)
+        if not (await asyncio.to_thread(stack.status)).up:
+            print("starting the local stack (Apache Kafka broker, PostgreSQL server) ...")
+            status = await asyncio.to_thread(stack.up)
+            if not status.up:
+                raise SystemExit("the local stack did not start: see `fcl stack status`")
+            self.started_stack = True
+        settings = load_settings()
+        await asyncio.to_thread(upgrade, settings.database_url)
+        print("database migrated")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        token = settings.api_token or secrets.token_urlsafe(18)
+        port = _free_port(settings.http_port)
+        env = {**os.environ, **DEMO_ENV, "FCL_API_TOKEN": token, "FCL_HTTP_PORT": str(port)}
+        self._spawn("streams", env)
+        self._spawn("trainer", env)
+        self._spawn("web", env)
+        await asyncio.gather(self._ready("streams", "Worker ready"), self._ready("trainer", "ready"),
+                             self._ready("web", "fcl web:"))
+        base = f"http://{settings.http_host}:{port}"
+        async with aiohttp.ClientSession(base) as http:
+            await self._healthy(http)
+            print(f"\nstreams, trainer and web are running (logs in {self.log_dir}/)")
+            print(f"  dashboard:  {base}/")
+            print(f"  API:        {base}{API}   (OpenAPI: {base}/openapi.json)")
+            print(f"  API token:  {token}")
+            print(f"  try:        curl -H 'Authorization: Bearer {token}' -X POST {base}{API}/auto-trigger-ready\n")
+            follower = asyncio.create_task(self._follow(settings))
+            try:
+                await self._round_one(settings, http)
+                await self._retrain(settings, http)
+            finally:
+                await asyncio.sleep(1.0)  # the last events reach the terminal
+                follower.cancel()
+                with suppress(asyncio.CancelledError):
+                    await follower
+        print(f"\ndemo finished in {time.monotonic() - began:.1f} s. The dashboard stays at {base}/ "
+              f"(token {token}).")
+        if not self.exit_when_done:
+            print("Ctrl-C stops everything the demo started.")
+            await self.stop.wait()
+
+    async def _healthy(self, http: aiohttp.ClientSession) -> None:
+        for _ in range(100):
+            with suppress(aiohttp.ClientError):
+                async with http.get("/healthz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+        raise SystemExit("fcl web is not healthy: see .fcl/demo/web.log")
+
+    async def _follow(self, settings: Any) -> None:
+        """Print this run's status and validation events as they reach the broker."""
+        from streams.watch import watch
+
+        jobs: set[str] = set()
+
+        def keep(topic: str, event: dict[str, Any]) -> bool:
+            if str(event.get("dataset_id", "")).startswith(f"fincoach-{self.run}-"):
+                jobs.add(str(event.get("job_id")))
+                return True
+            return str(event.get("job_id")) in jobs or topic == "model-versions"
+
+        await watch(settings, out=lambda line: print("  event: " + line, flush=True), keep=keep)
+
+    async def _send(self, settings: Any, model_type: str, seed: int, **size: int) -> int:
+        from streams.client import FclProducer
+        from trainers.simulator import simulate
+
+        samples = list(simulate(model_type, seed=seed, **size))
+        async with FclProducer(settings, linger_ms=5) as producer:
+            for i in range(0, len(samples), 500):
+                await producer.send_samples(f"fincoach-{self.run}-{model_type}", model_type, samples[i:i + 500],
+                                            wait=False)
+        return len(samples)
+
+    async def _versions(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        async with http.get(f"{API}/model-versions") as r:
+            body = await r.json()
+        return [v for v in body["versions"] if v["dataset_id"].startswith(f"fincoach-{self.run}-")]
+
+    async def _wait(self, http: aiohttp.ClientSession, done: Any, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            versions = await self._versions(http)
+            if done(versions) or time.monotonic() > deadline or self.stop.is_set():
+                return versions
+            await asyncio.sleep(1.0)
+
+    async def _round_one(self, settings: Any, http: aiohttp.ClientSession) -> None:
+        for model_type, size in PLAN.items():
+            n = await self._send(settings, model_type, 1, **size)
+            print(f"sent {n} simulated {model_type} samples to dataset fincoach-{self.run}-{model_type}")
+        print("the thresholds are crossed: jobs train, validate and are versioned ...\n")
+        versions = await self._wait(http, lambda vs: {v["model_type"] for v in vs} >= set(PLAN), timeout=600)
+        print(f"\n{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34} checks failed")
+        async with http.get(f"{API}/training-status") as r:
+            status = await r.json()
+        for v in sorted(versions, key=lambda v: (v["model_type"], v["version"])):
+            key = status["model_types"][v["model_type"]]["key_metric"]
+            async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
+                validation = await r.json()
+            failed = [f"{c['metric']} ({c['kind']})" for c in validation["checks"] if not c["passed"]]
+            print(f"{v['model_type']:<15} {v['version']:>7}  {str(v['parent_version'] or '-'):>11}  "
+                  f"{'yes' if v['is_champion'] else 'no':<8} {key + ' ' + format(v['metrics'].get(key, float('nan')), '.4f'):<34} "
+                  f"{', '.join(failed) or '-'}")
+        missing = set(PLAN) - {v["model_type"] for v in versions}
+        if missing:
+            raise SystemExit(f"no version for {', '.join(sorted(missing))} within 10 minutes: see {self.log_dir}/")
+
+    async def _retrain(self, settings: Any, http: aiohttp.ClientSession) -> None:
+        print("\na second round of goal data (new users): the candidate is judged against its champion")
+        before = {v["version"] for v in await self._versions(http) if v["model_type"] == "goal"}
+        await self._send(settings, "goal", 2, users=300)
+        versions = await self._wait(http, lambda vs: any(v["model_type"] == "goal" and v["version"] not in before
+                                                         and v["parent_version"] is not None for v in vs), timeout=300)
+        retrains = [v for v in versions if v["model_type"] == "goal" and v["version"] not in before]
+        if not retrains:
+            raise SystemExit(f"the goal retrain did not finish within 5 minutes: see {self.log_dir}/")
+        v = retrains[-1]
+        async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
+            validation = await r.json()
+        print(f"goal version {v['version']} against champion version {validation['baseline_version']}: "
+              f"{'passed, promoted' if validation['promoted'] else 'not promoted'}")
+        for c in validation["checks"]:
+            base = f" (champion {c['baseline']:.4f})" if c["baseline"] is not None else ""
+            value = "missing" if c["value"] is None else f"{c['value']:.4f}"
+            print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['kind']:<6} {c['metric']:<26} {value}{base}  "
+                  f"{'≥' if c['direction'] == 'higher_is_better' else '≤'} {c['threshold']}")
+
+
+def main(exit_when_done: bool = False) -> int:
+    demo = Demo(exit_when_done=exit_when_done)
+    try:
+        asyncio.run(demo.main())
+    finally:
+        demo.shutdown()
+    return 0
