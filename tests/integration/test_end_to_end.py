@@ -1,0 +1,185 @@
+"""The service from outside, as a user meets it: `fcl streams`, `fcl trainer` and `fcl web` as
+processes; simulated FinCoach samples produced to Kafka as plain JSON; status, validation and
+champion events consumed from Kafka; HTTP calls. The events and the HTTP views must agree. At the
+end, after this demo-sized run, the dashboard is loaded in headless Chromium and photographed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from fcl.demo import DEMO_ENV, PLAN
+from tests.conftest import ROOT, RunStack
+from tests.integration.service_support import API, EventLog, Service, dumps
+from trainers.simulator import simulate
+
+SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard.png"
+CHECK_FIELDS = ("metric", "value", "baseline", "threshold", "direction", "passed")
+
+
+async def _produce_samples(svc: Service, dataset: str, model_type: str, samples: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=svc.stack.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = svc.settings.topic("training-samples")
+        for i in range(0, len(samples), 500):
+            await producer.send_and_wait(topic, dumps({
+                "event_id": str(uuid.uuid4()), "dataset_id": dataset, "model_type": model_type,
+                "occurred_at": "2026-11-26T09:30:00Z", "samples": samples[i:i + 500]}), key=dataset.encode())
+    finally:
+        await producer.stop()
+
+
+async def _get(http: aiohttp.ClientSession, path: str, status: int = 200) -> Any:
+    async with http.get(path) as r:
+        body = await r.json()
+        assert r.status == status, (path, r.status, body)
+        return body
+
+
+def _completed(events: EventLog, job_id: str) -> dict[str, Any] | None:
+    return next((e for e in events.of("training-status") if e["job_id"] == job_id and e["status"] == "completed"), None)
+
+
+async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: Path) -> None:
+    svc = await asyncio.to_thread(Service, stack, tmp_path, dict(DEMO_ENV))
+    events = EventLog(svc.settings)
+    try:
+        await asyncio.to_thread(svc.start, "streams", "trainer", "web")
+        await events.start()
+        datasets = {t: f"e2e-{t}" for t in PLAN}
+        for model_type, size in PLAN.items():
+            await _produce_samples(svc, datasets[model_type], model_type, list(simulate(model_type, seed=1, **size)))
+
+        def validated(types: set[str]) -> bool:
+            return types <= {e["model_type"] for e in events.of("training-validation")}
+
+        await events.wait_for("a validation event for each model type", lambda: validated(set(PLAN)), logs=svc.logs)
+        # a second round of goal data: its candidate is judged against the champion
+        await _produce_samples(svc, datasets["goal"], "goal", list(simulate("goal", seed=2, users=300)))
+        retrain = await events.wait_for(
+            "the goal retrain judged against its champion",
+            lambda: next((e for e in events.of("training-validation")
+                          if e["model_type"] == "goal" and e["baseline_version"] is not None), None), logs=svc.logs)
+        assert any(c["baseline"] is not None for c in retrain["checks"]), "a retrain has change checks vs the champion"
+
+        async with aiohttp.ClientSession(svc.base_url) as http:
+            # every validation event: the job's completed status event, the job, the validation and the version agree
+            versions = (await _get(http, f"{API}/model-versions"))["versions"]
+            by_key = {(v["model_type"], v["version"]): v for v in versions}
+            validations = events.of("training-validation")
+            assert len(validations) == len(versions) >= 5
+            for event in validations:
+                status = await events.wait_for("completed status event", lambda: _completed(events, event["job_id"]))
+                assert status["training_event_id"] == event["training_event_id"]
+                assert status["model_version"] == event["candidate_version"]
+                job = await _get(http, f"{API}/training-job/{event['job_id']}")
+                assert (job["status"], job["model_version"]) == ("completed", event["candidate_version"])
+                assert [t["status"] for t in job["timeline"]][0] == "queued"
+                assert any(t["status"] == "completed" for t in job["timeline"])
+                seen = await _get(http, f"{API}/validation-results/{event['training_event_id']}")
+                assert seen["candidate_version"] == event["candidate_version"]
+                assert seen["baseline_version"] == event["baseline_version"]
+                assert (seen["passed"], seen["promoted"]) == (event["passed"], event["promoted"])
+                assert seen["metrics"] == event["metrics"]
+                assert [{k: c[k] for k in CHECK_FIELDS} for c in seen["checks"]] == \
+                       [{k: c[k] for k in CHECK_FIELDS} for c in event["checks"]]
+                version = by_key[(event["model_type"], event["candidate_version"])]
+                assert version["training_event_id"] == event["training_event_id"]
+                assert version["parent_version"] == event["baseline_version"]
+                assert re.fullmatch(r"[0-9a-f]{64}", version["artifact"]["sha256"])
+
+            # the champion per model type: the last model-versions event == /model-versions == /training-status
+            moves = events.of("model-versions")
+            promoted = [e for e in validations if e["promoted"]]
+            assert len(moves) == len(promoted) >= 4, "one model-versions event per promotion"
+            status_view = await _get(http, f"{API}/training-status")
+            listed = await _get(http, f"{API}/model-versions")
+            for model_type in PLAN:
+                last = [m for m in moves if m["model_type"] == model_type][-1]
+                assert listed["champions"][model_type] == last["version"]
+                assert status_view["model_types"][model_type]["champion_version"] == last["version"]
+                assert by_key[(model_type, last["version"])]["is_champion"] is True
+            history = await _get(http, f"{API}/training-history?limit=100")
+            assert {e["training_event_id"] for e in validations} <= {h["training_event_id"] for h in history["items"]}
+
+            # an operator's trigger over HTTP: its job's events reach Kafka and the job view agrees
+            async with http.post(f"{API}/trigger-training/goal", json={"priority": 9, "dataset_id": datasets["goal"]},
+                                 headers=svc.auth()) as r:
+                assert r.status == 202, await r.text()
+                triggered = (await r.json())["job"]
+            done = await events.wait_for("the triggered job completes", lambda: _completed(events, triggered["job_id"]),
+                                         logs=svc.logs)
+            statuses = [e["status"] for e in events.of("training-status") if e["job_id"] == triggered["job_id"]]
+            assert statuses[0] == "queued" and "in_progress" in statuses and statuses[-1] == "completed"
+            job = await _get(http, f"{API}/training-job/{triggered['job_id']}")
+            assert job["model_version"] == done["model_version"] and job["priority"] == 9
+
+            # a rollback needs the token; with it, the champion goes back and the event says so
+            moves = events.of("model-versions")
+            twice = [t for t in PLAN if len([m for m in moves if m["model_type"] == t]) >= 2]
+            model_type = twice[0] if twice else "goal"
+            champion = (await _get(http, f"{API}/training-status"))["model_types"][model_type]["champion_version"]
+            async with http.post(f"{API}/model-versions/{model_type}/rollback") as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+            async with http.post(f"{API}/model-versions/{model_type}/rollback", headers=svc.auth()) as r:
+                body = await r.json()
+                if not twice:  # every retrain was refused: there is no earlier champion to go back to
+                    assert r.status == 409 and body["error"]["code"] == "no_previous_champion", body
+                else:
+                    assert r.status == 200, body
+                    assert body["previous_version"] == champion and body["version"] != champion
+                    move = await events.wait_for("the rollback's model-versions event", lambda: next(
+                        (m for m in events.of("model-versions") if m["reason"] == "rollback"), None))
+                    assert (move["version"], move["previous_version"]) == (body["version"], champion)
+                    champion = body["version"]
+            assert (await _get(http, f"{API}/training-status"))["model_types"][model_type]["champion_version"] == champion
+
+        await asyncio.to_thread(_dashboard_in_chromium, svc)
+    finally:
+        await events.stop()
+        await asyncio.to_thread(svc.stop)
+
+
+def _chromium() -> str:
+    found = os.environ.get("FCL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("chromium not found: `make bootstrap` installs it as root (apt-get install -y chromium)")
+    return found
+
+
+def _dashboard_in_chromium(svc: Service) -> None:
+    """The dashboard after this demo-sized run, as headless Chromium renders it (scripts run)."""
+    browser = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={svc.workdir / 'chromium'}",
+             "--virtual-time-budget=8000"]
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    subprocess.run([browser, *flags, "--window-size=1400,1200", f"--screenshot={SCREENSHOT}", svc.base_url + "/"],
+                   check=True, capture_output=True, timeout=120)
+    png = SCREENSHOT.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1400, 1200)
+    assert len(png) > 50_000, "a page with charts and tables, not a blank one"
+    dom = subprocess.run([browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True,
+                         timeout=120, text=True).stdout
+    assert 'data-loaded="true"' in dom, dom[-2000:]
+    for model_type in PLAN:
+        card = re.search(rf'data-model-type="{model_type}"><h3>{model_type} <span class="mute">champion v(\d+) · (\d+) '
+                         r'version\(s\)', dom)
+        assert card is not None, f"no {model_type} card with a champion in the rendered page"
+        assert int(card.group(2)) >= 1
+        assert f'data-type="{model_type}" data-version="1"' in dom
+        assert "<svg" in dom
+    assert "judged against" in dom, "the validation of a version is shown check by check"
