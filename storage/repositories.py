@@ -700,12 +700,16 @@ class TrainingEventRepository:
         query = query.order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(limit)
         return [_training_event(r) for r in (await self.session.scalars(query)).all()]
 
-    async def latest_per_model_type(self) -> dict[str, TrainingEvent]:
-        rows = (await self.session.scalars(
-            select(TrainingEventRow).distinct(TrainingEventRow.model_type)
-            .order_by(TrainingEventRow.model_type, TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc())
-        )).all()
-        return {r.model_type: _training_event(r) for r in rows}
+    async def latest_per_model_type(self, model_types: Iterable[str]) -> dict[str, TrainingEvent]:
+        """Each model type's newest training event (one index lookup per type)."""
+        out = {}
+        for model_type in model_types:
+            row = (await self.session.scalars(
+                select(TrainingEventRow).where(TrainingEventRow.model_type == model_type)
+                .order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(1))).first()
+            if row is not None:
+                out[model_type] = _training_event(row)
+        return out
 
 
 class ModelVersionRepository:
@@ -787,9 +791,11 @@ class ChampionRepository:
 
 
     async def all_current(self) -> dict[str, ChampionMove]:
+        newest = (select(ChampionLedgerRow.model_type, func.max(ChampionLedgerRow.seq).label("seq"))
+                  .group_by(ChampionLedgerRow.model_type).subquery())
         rows = (await self.session.scalars(
-            select(ChampionLedgerRow).distinct(ChampionLedgerRow.model_type)
-            .order_by(ChampionLedgerRow.model_type, ChampionLedgerRow.seq.desc()))).all()
+            select(ChampionLedgerRow).join(newest, (ChampionLedgerRow.model_type == newest.c.model_type)
+                                           & (ChampionLedgerRow.seq == newest.c.seq)))).all()
         return {r.model_type: _move(r) for r in rows}
 
     async def rollback(self, model_type: str) -> ChampionMove | None:

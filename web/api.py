@@ -24,7 +24,8 @@ from web.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger("fcl.web")
 
-REQUEST_ID = web.AppKey("request_id_header", str)
+# Where a request keeps its id (aiohttp >= 3.12 has typed request keys; older ones take a string).
+_RID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -75,11 +76,11 @@ class Endpoint:
 
 
 def request_id(request: web.Request) -> str:
-    rid = request.get("request_id")
+    rid = request.get(_RID)
     if rid is None:
         given = request.headers.get("X-Request-Id", "")
         rid = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
-        request["request_id"] = rid
+        request[_RID] = rid
     return str(rid)
 
 

@@ -134,7 +134,7 @@ async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
         running = await jobs.running()
         workers = await WorkerRepository(session).seen_since(max(15.0, 3 * svc.settings.heartbeat_seconds))
         champions = await ChampionRepository(session).all_current()
-        last = await TrainingEventRepository(session).latest_per_model_type()
+        last = await TrainingEventRepository(session).latest_per_model_type(s.MODEL_TYPES)
     per_type = {}
     for m in ModelType:
         champion = champions.get(m.value)
