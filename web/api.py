@@ -212,8 +212,10 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
             op["responses"][str(status)] = {"description": text, "content": {
                 "application/json": {"schema": _schema(model, "serialization", components)}}}
         for status, (media, text) in e.raw_content.items():
-            op["responses"][str(status)] = {"description": text, "content": {media: {"schema": {"type": "string"}}}}
+            raw_schema = {"type": "object"} if media == "application/json" else {"type": "string"}
+            op["responses"][str(status)] = {"description": text, "content": {media: {"schema": raw_schema}}}
         errors = set(e.errors) | ({401} if e.auth else set()) | ({422} if e.query or e.body else set())
+        errors |= {422 for p in e.path_params if p.schema.get("format") == "uuid"}  # a malformed id
         if e.body is not None:
             errors |= {400, 413}
         for status in sorted(errors):
