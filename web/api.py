@@ -169,6 +169,7 @@ def _schema(model: type[BaseModel], mode: str, components: dict[str, Any]) -> di
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     """A query parameter is absent, never null: drop the null branch pydantic adds to Optional."""
+    schema = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
     if "anyOf" in schema:
         branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
         if len(branches) == 1:
