@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     # HTTP API.
     http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # larger bodies get 413
     http_db_pool: int = Field(default=10, ge=1)
+    http_cache: bool = True  # keep history and versions responses until PostgreSQL reports a change
 
     # Trainer workers.
     trainer_concurrency: int = Field(default=1, ge=1)  # jobs at a time per worker

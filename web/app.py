@@ -13,8 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from fcl.settings import Settings
+from storage.changes import ChangeListener
 from storage.db import Database, is_retriable
 from web.api import ApiError, error_response, openapi, register, request_id
+from web.cache import ResponseCache
 from web.metrics import Metrics
 from web.routes import ENDPOINTS, SERVICES, Services
 
@@ -66,7 +68,8 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     outbox relay) so the events its changes queue are sent even when no other fcl process runs."""
     app = web.Application(middlewares=[edge], client_max_size=settings.http_max_body_bytes)
     db = Database(settings.database_url, pool_size=settings.http_db_pool, pre_ping=False)
-    services = Services(settings=settings, db=db, publisher=None, metrics=Metrics())
+    listener = ChangeListener(settings.database_url) if settings.http_cache else None
+    services = Services(settings=settings, db=db, publisher=None, metrics=Metrics(), cache=ResponseCache(listener))
     app[SERVICES] = services
     register(app, ENDPOINTS, token=lambda: settings.api_token)
     from fcl import __version__
@@ -79,6 +82,8 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     services.openapi_bytes = json.dumps(services.openapi).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if listener is not None:
+            listener.start()
         if relay_events:
             from streams.outbox import EventPublisher
 
@@ -88,6 +93,8 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         yield
         if services.publisher is not None:
             await services.publisher.stop()
+        if listener is not None:
+            await listener.stop()
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -37,6 +37,7 @@ from streams.events import ModelVersionEvent, TrainingStatusEvent, rfc3339
 from streams.topics import Topic
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
+from web.cache import ResponseCache
 from web.metrics import Metrics
 
 SERVICES = web.AppKey("services", "Services")
@@ -50,6 +51,7 @@ class Services:
     db: Database
     publisher: Any  # streams.outbox.EventPublisher, or None when events are not relayed here
     metrics: Metrics
+    cache: ResponseCache
     openapi: dict[str, Any] | None = None
     openapi_bytes: bytes = b""
 
@@ -209,33 +211,54 @@ async def auto_trigger(call: Call) -> tuple[int, s.AutoTriggerResponse]:
                    outcome=a.outcome.value) for a in admissions])
 
 
-async def training_history(call: Call) -> tuple[int, s.HistoryPage]:
+HISTORY_TABLES = ("training_events",)
+VERSION_TABLES = ("model_versions", "champion_ledger")
+
+
+def _cached(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+async def training_history(call: Call) -> web.Response:
     svc = _services(call)
     q: s.HistoryQuery = call.query
+    key = ("history", q.limit, q.model_type, q.status, q.before)
+    if (hit := svc.cache.get(key, HISTORY_TABLES)) is not None:
+        return _cached(hit)
     try:
         before = s.decode_cursor(q.before) if q.before else None
     except ValueError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from None
+    read_at = svc.cache.generation(HISTORY_TABLES)
     async with svc.db.transaction() as session:
         events = await TrainingEventRepository(session).page(
             limit=q.limit + 1, model_type=q.model_type, status=q.status, before=before)
     more = len(events) > q.limit
     events = events[:q.limit]
-    return 200, s.HistoryPage(items=[s.TrainingEventView.of(e) for e in events],
-                              next_before=s.encode_cursor(events[-1]) if more else None)
+    body = s.HistoryPage(items=[s.TrainingEventView.of(e) for e in events],
+                         next_before=s.encode_cursor(events[-1]) if more else None).model_dump_json().encode()
+    svc.cache.put(key, HISTORY_TABLES, read_at, body)
+    return _cached(body)
 
 
-async def model_versions(call: Call) -> tuple[int, s.ModelVersions]:
+async def model_versions(call: Call) -> web.Response:
     svc = _services(call)
     q: s.ModelVersionsQuery = call.query
     model_type = q.model_type.value if q.model_type else None
+    key = ("versions", model_type)
+    if (hit := svc.cache.get(key, VERSION_TABLES)) is not None:
+        return _cached(hit)
+    read_at = svc.cache.generation(VERSION_TABLES)
     async with svc.db.transaction() as session:
         versions = await ModelVersionRepository(session).list(model_type)
         champions = await ChampionRepository(session).all_current()
     served = {m: c.version for m, c in champions.items()}
     types = [model_type] if model_type else s.MODEL_TYPES
-    return 200, s.ModelVersions(champions={m: served.get(m) for m in types},
-                                versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions])
+    body = s.ModelVersions(champions={m: served.get(m) for m in types},
+                           versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions]
+                           ).model_dump_json().encode()
+    svc.cache.put(key, VERSION_TABLES, read_at, body)
+    return _cached(body)
 
 
 async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:

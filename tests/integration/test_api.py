@@ -4,6 +4,7 @@ rollback, validation results, health, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -340,3 +341,40 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     history = spec["paths"][API + "/training-history"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"limit", "model_type", "status", "before"}
     assert json.dumps(spec)  # plain JSON
+
+
+async def test_cached_views_follow_every_committed_change(api: Api) -> None:
+    """History and versions are served from memory until PostgreSQL reports a change (NOTIFY
+    from migration 0005): a repeated read is a cache hit, and a commit from another connection
+    (a trainer worker, a rollback) is seen by the next reads."""
+    from web.routes import SERVICES
+
+    cache = api.client.app[SERVICES].cache
+    for _ in range(100):  # the listener connects in the background
+        if cache.listener.healthy:
+            break
+        await asyncio.sleep(0.05)
+    v1, _ = await _version(api.db, "goal", passed=True, promote=True, auc=0.8)
+    first = await api.call("GET", f"{API}/model-versions", status=200)
+    hits = cache.hits
+    assert await api.call("GET", f"{API}/model-versions", status=200) == first
+    assert cache.hits == hits + 1
+    v2, event_id = await _version(api.db, "goal", passed=True, promote=True, auc=0.9)  # committed elsewhere
+
+    async def fresh() -> bool:
+        listing = await api.call("GET", f"{API}/model-versions", status=200)
+        return listing["champions"]["goal"] == v2 and len(listing["versions"]) == 2
+
+    for _ in range(100):
+        if await fresh():
+            break
+        await asyncio.sleep(0.05)
+    assert await fresh()
+    history = await api.call("GET", f"{API}/training-history", status=200)
+    assert history["items"][0]["training_event_id"] == str(event_id)
+    await api.call("POST", f"{API}/model-versions/goal/rollback", status=200)
+    for _ in range(100):
+        if (await api.call("GET", f"{API}/model-versions", status=200))["champions"]["goal"] == v1:
+            break
+        await asyncio.sleep(0.05)
+    assert (await api.call("GET", f"{API}/model-versions", status=200))["champions"]["goal"] == v1

@@ -1,0 +1,193 @@
+"""The HTTP API under load: one `fcl web` process on a database holding 10k training events
+(history rows) and 10 model versions per model type; this process is the load generator, with
+16 concurrent clients on keep-alive connections. For each endpoint it prints p50/p99 latency
+(send to last byte, measured by the client) and requests/s.
+
+Aim (issue 6): p99 <= 5 ms for training-history and model-versions, >= 2,000 requests/s from
+one server process. Run with `make bench` or `.venv/bin/python bench/bench_api.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import text
+
+from _common import ScratchDatabases, pct, stack_settings
+from storage.db import Database
+from storage.migrate import upgrade
+
+API = "/coaching/continuous-learning"
+FCL = str(Path(sys.executable).with_name("fcl"))
+TYPES = ("recommendation", "segmentation", "spending", "goal")
+
+
+async def seed(url: str, events: int, versions_per_type: int) -> None:
+    db = Database(url, pool_size=1)
+    try:
+        async with db.transaction() as s:
+            await s.execute(text("""
+                INSERT INTO training_jobs (id, dataset_id, model_type, status, priority, attempts, rank_at, dedupe_key,
+                                           created_at, started_at, finished_at, model_version)
+                SELECT md5('job' || i)::uuid, 'ds-' || (i % 40), (ARRAY['recommendation','segmentation','spending','goal'])[1 + i % 4],
+                       'completed', 5, 1, now() - make_interval(mins => :n - i), 'ds-' || (i % 40) || '/x',
+                       now() - make_interval(mins => :n - i), now() - make_interval(mins => :n - i),
+                       now() - make_interval(mins => :n - i) + interval '30 seconds', NULL
+                FROM generate_series(1, :n) AS i"""), {"n": events})
+            await s.execute(text("""
+                INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
+                                             finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
+                                             metrics, error_type, error_message, validation_passed, promoted)
+                SELECT md5('event' || i)::uuid, md5('job' || i)::uuid, 1, 'ds-' || (i % 40),
+                       (ARRAY['recommendation','segmentation','spending','goal'])[1 + i % 4],
+                       CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'completed' END, 'bench:1',
+                       now() - make_interval(mins => :n - i), now() - make_interval(mins => :n - i) + interval '30 seconds',
+                       30.0, 25.0, 5000, i * 10,
+                       jsonb_build_object('roc_auc', 0.9, 'brier', 0.1, 'accuracy', 0.85, 'pr_auc', 0.8),
+                       CASE WHEN i % 10 = 0 THEN 'TrainingTimeout' END, CASE WHEN i % 10 = 0 THEN 'too slow' END,
+                       i % 10 <> 0, i % 20 = 1
+                FROM generate_series(1, :n) AS i"""), {"n": events})
+            for t in TYPES:
+                await s.execute(text("""
+                    INSERT INTO model_versions (model_type, version, training_event_id, job_id, dataset_id, parent_version,
+                                                artifact_path, artifact_sha256, artifact_size, artifact_format, metrics,
+                                                hyperparameters, dataset_watermark, dataset_hash, seed, library_versions,
+                                                code_version)
+                    SELECT :t, v, e.id, e.job_id, e.dataset_id, NULLIF(v - 1, 0), '.fcl/artifacts/' || :t || '/v' || v,
+                           md5(e.id::text) || md5(e.id::text), 123456, 'skops', e.metrics,
+                           '{"n_estimators": 300, "max_depth": null}'::jsonb, e.dataset_watermark, md5(e.job_id::text),
+                           42, '{"torch": "2.5", "scikit-learn": "1.6", "numpy": "2.1"}'::jsonb, 'abc123'
+                    FROM generate_series(1, :k) AS v
+                    JOIN LATERAL (SELECT * FROM training_events WHERE model_type = :t AND status = 'completed'
+                                  ORDER BY started_at OFFSET v LIMIT 1) e ON true"""), {"t": t, "k": versions_per_type})
+                await s.execute(text("""
+                    INSERT INTO champion_ledger (model_type, seq, version, previous_version, reason, event_id)
+                    SELECT :t, v, v, NULLIF(v - 1, 0), 'validated', gen_random_uuid() FROM generate_series(1, :k) AS v"""),
+                    {"t": t, "k": versions_per_type})
+            await s.execute(text("ANALYZE"))
+    finally:
+        await db.close()
+
+
+async def cursor_deep_in_history(http: aiohttp.ClientSession, base: str, pages: int) -> str:
+    before = None
+    for _ in range(pages):
+        async with http.get(f"{base}{API}/training-history", params={"limit": 100, **({"before": before} if before else {})}) as r:
+            before = (await r.json())["next_before"]
+    assert before
+    return before
+
+
+async def load(base: str, path: str, *, clients: int, seconds: float, warmup: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    async with aiohttp.ClientSession(base, connector=connector) as http:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                async with http.get(path) as r:
+                    await r.read()
+                    ok = r.status == 200
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    latencies.append(t1 - t0)
+                    errors += not ok
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, errors, seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def served_requests(http: aiohttp.ClientSession, base: str) -> float:
+    """The server's own count of answered requests (its /metrics), to check the client's count."""
+    async with http.get(base + "/metrics") as r:
+        text_ = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text_.splitlines()
+               if line.startswith("fcl_http_request_duration_seconds_count"))
+
+
+async def run(url: str, settings: object, *, cache: bool, args: argparse.Namespace) -> None:
+    port = free_port()
+    env = {**os.environ, "FCL_DATABASE_URL": url, "FCL_HTTP_PORT": str(port), "FCL_API_TOKEN": "bench",
+           "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FCL_TOPIC_PREFIX": "fcl-bench-api.",  # type: ignore[attr-defined]
+           "FCL_HTTP_CACHE": "true" if cache else "false"}
+    log = tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False)
+    web = subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    async with http.get(base + "/healthz") as r:
+                        if r.status in (200, 503):
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2)
+            deep = await cursor_deep_in_history(http, base, 50)
+            print(f"\nresponse cache {'ON (the default: views kept until PostgreSQL reports a change)' if cache else 'OFF (every request reads PostgreSQL)'}")
+            print(f"{'endpoint':<52} {'requests':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'server saw':>10}")
+            for name, path in (("training-status", f"{API}/training-status"),
+                               ("training-history (newest 10)", f"{API}/training-history?limit=10"),
+                               ("training-history (goal, failed, 10, 50 pages deep)",
+                                f"{API}/training-history?limit=10&model_type=goal&status=failed&before={deep}"),
+                               ("model-versions (all types)", f"{API}/model-versions"),
+                               ("model-versions (goal)", f"{API}/model-versions?model_type=goal")):
+                before = await served_requests(http, base)
+                latencies, errors, seconds = await load(base, path, clients=args.clients, seconds=args.seconds, warmup=2.0)
+                seen = await served_requests(http, base) - before - 1  # less the /metrics call itself
+                print(f"{name:<52} {len(latencies):>8} {len(latencies) / seconds:>8.0f} {1000 * pct(latencies, 50):>7.2f} "
+                      f"{1000 * pct(latencies, 99):>7.2f} {errors:>6} {seen:>10.0f}")
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--versions-per-type", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    settings = stack_settings()
+    scratch = ScratchDatabases(settings)
+    url = await scratch.create("fcl_bench_api")
+    try:
+        await asyncio.to_thread(upgrade, url)
+        await seed(url, args.events, args.versions_per_type)
+        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+              f"server: one `fcl web` process; load: this process, {args.clients} concurrent clients, keep-alive; "
+              f"{args.seconds:.0f} s per endpoint after 2 s of warm-up")
+        print(f"data: {args.events} training events (history rows), {args.versions_per_type} versions per model type")
+        print("'server saw': requests the server counted in its /metrics (includes the warm-up)")
+        for cache in (True, False):
+            await run(url, settings, cache=cache, args=args)
+    finally:
+        await scratch.drop_all()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
