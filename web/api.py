@@ -113,7 +113,7 @@ def _check_token(request: web.Request, token: str | None) -> None:
 
 async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()  # aiohttp refuses more than client_max_size with 413
-    if not raw.strip():
+    if not raw:  # no body: the defaults; anything else must be a JSON object
         data: Any = {}
     else:
         try:

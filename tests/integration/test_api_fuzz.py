@@ -6,6 +6,7 @@ without the token. No answer may be a 5xx, and every answer must match what the 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -82,7 +83,7 @@ def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
     calls = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=int(os.environ.get("FCL_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def run(case: schemathesis.Case) -> None:
         response = case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS)
         calls.append(response.status_code)
