@@ -97,12 +97,30 @@ class Demo:
 
     # the demo ------------------------------------------------------------------------------------
     async def main(self) -> None:
-        from fcl.stack import LocalStack
-        from storage.migrate import upgrade
-
+        """Runs the demo until it is done (and then until Ctrl-C, unless `exit_when_done`);
+        Ctrl-C at any point stops it (`shutdown` then stops the processes)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
+        body = asyncio.create_task(self._body())
+        interrupted = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({body, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if body.done():
+            interrupted.cancel()
+            body.result()  # a failure of the demo itself is raised here
+            if not self.exit_when_done:
+                print("Ctrl-C stops everything the demo started.")
+                await self.stop.wait()
+        else:
+            print("\ninterrupted: stopping what the demo started ...")
+            body.cancel()
+            with suppress(asyncio.CancelledError):
+                await body
+
+    async def _body(self) -> None:
+        from fcl.stack import LocalStack
+        from storage.migrate import upgrade
+
         began = time.monotonic()
         stack = LocalStack(self.state_dir)
         if not (await asyncio.to_thread(stack.status)).up:
@@ -142,9 +160,6 @@ class Demo:
                     await follower
         print(f"\ndemo finished in {time.monotonic() - began:.1f} s. The dashboard stays at {base}/ "
               f"(token {token}).")
-        if not self.exit_when_done:
-            print("Ctrl-C stops everything the demo started.")
-            await self.stop.wait()
 
     async def _healthy(self, http: aiohttp.ClientSession) -> None:
         for _ in range(100):

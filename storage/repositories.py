@@ -534,13 +534,17 @@ class QueueRepository:
         row.lease_token = row.lease_expires_at = None
         return await self._job(row)
 
-    async def cancel(self, job_id: uuid.UUID) -> Job | None:
-        """A waiting job is cancelled at once; a running one is asked to stop (its worker stops
-        the training and records the cancellation); a finished one is left as it is."""
-        row = (await self.session.scalars(
+    async def _locked(self, job_id: uuid.UUID) -> TrainingJobRow | None:
+        """The job's row, locked for this transaction."""
+        return (await self.session.scalars(
             select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
             .execution_options(populate_existing=True)
         )).first()
+
+    async def cancel(self, job_id: uuid.UUID) -> Job | None:
+        """A waiting job is cancelled at once; a running one is asked to stop (its worker stops
+        the training and records the cancellation); a finished one is left as it is."""
+        row = await self._locked(job_id)
         if row is None:
             return None
         if row.status == JobStatus.QUEUED.value:
@@ -555,10 +559,7 @@ class QueueRepository:
         """Put a failed or cancelled job back in the queue with `extra_attempts` more attempts.
         Raises `JobStateConflict` when the job is not failed or cancelled, or when another job
         already waits for its dataset and model type (that one will train the same data)."""
-        row = (await self.session.scalars(
-            select(TrainingJobRow).where(TrainingJobRow.id == job_id).with_for_update()
-            .execution_options(populate_existing=True)
-        )).first()
+        row = await self._locked(job_id)
         if row is None:
             return None
         if row.status not in (JobStatus.FAILED.value, JobStatus.CANCELLED.value):
