@@ -31,7 +31,7 @@ API = "/coaching/continuous-learning"
 # Demo-sized thresholds and trainings: everything happens within a minute or two on a laptop.
 DEMO_ENV = {"FCL_THRESHOLD_SEGMENTATION": "300", "FCL_THRESHOLD_GOAL": "500",
             "FCL_THRESHOLD_SPENDING": "8000", "FCL_THRESHOLD_RECOMMENDATION": "15000",
-            "FCL_HEARTBEAT_SECONDS": "1",
+            "FCL_HEARTBEAT_SECONDS": "1", "FCL_DRAIN_SECONDS": "2",
             "FCL_TRAINER_HYPERPARAMETERS": json.dumps({
                 "recommendation": {"steps": 4000, "fqe_steps": 2000},
                 "spending": {"max_epochs": 4, "steps_per_epoch": 60, "hidden": 32},
