@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ARRAY, String, cast, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -702,15 +702,14 @@ class TrainingEventRepository:
         return [_training_event(r) for r in (await self.session.scalars(query)).all()]
 
     async def latest_per_model_type(self, model_types: Iterable[str]) -> dict[str, TrainingEvent]:
-        """Each model type's newest training event (one index lookup per type)."""
-        out = {}
-        for model_type in model_types:
-            row = (await self.session.scalars(
-                select(TrainingEventRow).where(TrainingEventRow.model_type == model_type)
-                .order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(1))).first()
-            if row is not None:
-                out[model_type] = _training_event(row)
-        return out
+        """Each model type's newest training event: one statement, an index lookup per type."""
+        newest = (select(TrainingEventRow.id).where(TrainingEventRow.model_type == text("t.model_type"))
+                  .order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(1)
+                  .scalar_subquery())
+        types = select(func.unnest(cast(list(model_types), ARRAY(String))).label("model_type")).subquery("t")
+        rows = (await self.session.scalars(
+            select(TrainingEventRow).where(TrainingEventRow.id.in_(select(newest).select_from(types))))).all()
+        return {r.model_type: _training_event(r) for r in rows}
 
 
 class ModelVersionRepository:

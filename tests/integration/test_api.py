@@ -285,6 +285,10 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
                                                       status="failed", worker="w", started_at=datetime.now(UTC),
                                                       duration_seconds=1.0, error_type="InvalidDataError")
     assert (await api.call("GET", f"{API}/validation-results/{failed}", status=404))["error"]["code"] == "not_validated"
+    last_runs = (await api.call("GET", f"{API}/training-status", status=200))["model_types"]
+    assert last_runs["goal"]["last_run"]["training_event_id"] == str(failed)
+    assert last_runs["goal"]["last_run"]["error"]["type"] == "InvalidDataError"
+    assert last_runs["spending"]["last_run"] is None
 
     back = await api.call("POST", f"{API}/model-versions/goal/rollback", status=200)
     assert (back["version"], back["previous_version"], back["reason"]) == (v2, v3, "rollback")
