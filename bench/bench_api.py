@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import aiohttp
 from sqlalchemy import text
 
 from _common import ScratchDatabases, pct, stack_settings
+from fcl.stack.common import free_port
 from storage.db import Database
 from storage.migrate import upgrade
 
@@ -113,12 +113,6 @@ async def load(base: str, path: str, *, clients: int, seconds: float, warmup: fl
 
         await asyncio.gather(*(client() for _ in range(clients)))
     return latencies, errors, seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def served_requests(http: aiohttp.ClientSession, base: str) -> float:

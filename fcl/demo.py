@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from fcl.settings import load_settings
+from fcl.stack.common import choose_ports
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 API = "/coaching/continuous-learning"
@@ -40,16 +40,6 @@ DEMO_ENV = {"FCL_THRESHOLD_SEGMENTATION": "300", "FCL_THRESHOLD_GOAL": "500",
 PLAN: dict[str, dict[str, int]] = {"segmentation": {"users": 600}, "goal": {"users": 300},
                                    "spending": {"users": 60, "days": 150},
                                    "recommendation": {"users": 500, "episodes": 2000}}
-
-
-def _free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
 
 
 class Demo:
@@ -134,7 +124,7 @@ class Demo:
         print("database migrated")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         token = settings.api_token or secrets.token_urlsafe(18)
-        port = _free_port(settings.http_port)
+        port = choose_ports([settings.http_port])[0]  # the configured port, or a free one
         env = {**os.environ, **DEMO_ENV, "FCL_API_TOKEN": token, "FCL_HTTP_PORT": str(port)}
         self._spawn("streams", env)
         self._spawn("trainer", env)

@@ -46,7 +46,7 @@ from storage.repositories import (
     ValidationRepository,
     WorkerRepository,
 )
-from streams.events import ErrorInfo, ModelVersionEvent, TrainingStatusEvent, TrainingValidationEvent, rfc3339
+from streams.events import ModelVersionEvent, TrainingValidationEvent, job_status_event, rfc3339
 from streams.topics import Topic
 
 log = logging.getLogger("fcl.trainer")
@@ -176,18 +176,7 @@ class TrainerWorker:
         self._relay: Any = None
 
     # status events -------------------------------------------------------------------------------
-    @staticmethod
-    def _status(job: Job, status: str, *, attempt: int | None = None, message: str = "", progress: float | None = None,
-                error: tuple[str, str] | None = None, training_event_id: uuid.UUID | None = None,
-                model_version: int | None = None) -> tuple[str, str, dict[str, Any]]:
-        event = TrainingStatusEvent(
-            event_id=str(uuid.uuid4()), job_id=str(job.id), dataset_id=job.dataset_id, model_type=job.model_type,
-            status=status, priority=job.priority, attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
-            progress=progress, message=message, error=ErrorInfo(type=error[0], message=error[1]) if error else None,
-            training_event_id=str(training_event_id) if training_event_id else None, model_version=model_version,
-            occurred_at=rfc3339(),
-        )
-        return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
+    _status = staticmethod(job_status_event)
 
     def _requeued_events(self, job: Job, merged: Job | None, error: tuple[str, str] | None, message: str) -> list[Any]:
         if merged is not None:

@@ -322,3 +322,21 @@ def queued_status(*, job_id: uuid.UUID, dataset_id: str, model_type: str, priori
         event_id=str(uuid.uuid4()), job_id=str(job_id), dataset_id=dataset_id, model_type=model_type,
         status="queued", priority=priority, attempt=attempts + 1, message=message, occurred_at=rfc3339(),
     )
+
+
+def job_status_event(job: Any, status: str, *, attempt: int | None = None, message: str = "",
+                     progress: float | None = None, error: tuple[str, str] | None = None,
+                     training_event_id: uuid.UUID | None = None,
+                     model_version: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    """A training-status event for `job` (storage's Job) as an outbox row: (topic, key, payload).
+    `attempt` defaults to the job's attempts (at least 1)."""
+    from streams.topics import Topic
+
+    event = TrainingStatusEvent(
+        event_id=str(uuid.uuid4()), job_id=str(job.id), dataset_id=job.dataset_id, model_type=job.model_type,
+        status=status, priority=job.priority, attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
+        progress=progress, message=message, error=ErrorInfo(type=error[0], message=error[1]) if error else None,
+        training_event_id=str(training_event_id) if training_event_id else None, model_version=model_version,
+        occurred_at=rfc3339(),
+    )
+    return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))

@@ -74,12 +74,12 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     register(app, ENDPOINTS, token=lambda: settings.api_token)
     from fcl import __version__
 
-    services.openapi = openapi(ENDPOINTS, title="fcl: FinCoach continuous learning", version=__version__,
+    document = openapi(ENDPOINTS, title="fcl: FinCoach continuous learning", version=__version__,
                                description="Training status, jobs, history, model versions and validation results "
                                            "(see CONTRACT.md). Every POST needs `Authorization: Bearer "
                                            "$FCL_API_TOKEN`. Errors: `{\"error\": {\"code\", \"message\", "
                                            "\"request_id\"}}`.")
-    services.openapi_bytes = json.dumps(services.openapi).encode()
+    services.openapi_bytes = json.dumps(document).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if listener is not None:

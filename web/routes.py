@@ -6,6 +6,7 @@ in the same transaction; the event publisher sends it after the commit."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
 
 from fcl.model_types import KEY_METRIC, ModelType
 from fcl.settings import Settings
 from storage.db import Database
-from storage.entities import AdmissionOutcome, JobStatus, TriggerRequest
+from storage.entities import JobStatus, TriggerRequest
 from storage.repositories import (
     ChampionMoveConflict,
     ChampionRepository,
@@ -33,7 +33,7 @@ from storage.repositories import (
     ValidationRepository,
     WorkerRepository,
 )
-from streams.events import ModelVersionEvent, TrainingStatusEvent, rfc3339
+from streams.events import ModelVersionEvent, job_status_event, rfc3339
 from streams.topics import Topic
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
@@ -52,7 +52,6 @@ class Services:
     publisher: Any  # streams.outbox.EventPublisher, or None when events are not relayed here
     metrics: Metrics
     cache: ResponseCache
-    openapi: dict[str, Any] | None = None
     openapi_bytes: bytes = b""
 
     def wake(self) -> None:
@@ -87,14 +86,6 @@ MODEL_TYPE = PathParam("model_type", {"type": "string", "enum": s.MODEL_TYPES}, 
 JOB_ID = PathParam("job_id", {"type": "string", "format": "uuid"}, "a job's id", _uuid("job_id"))
 TRAINING_EVENT_ID = PathParam("training_event_id", {"type": "string", "format": "uuid"},
                               "a training event's id (history, status events)", _uuid("training_event_id"))
-
-
-def _status_event(job: Any, status: str, message: str, attempt: int | None = None) -> tuple[str, str, dict[str, Any]]:
-    event = TrainingStatusEvent(
-        event_id=str(uuid.uuid4()), job_id=str(job.id), dataset_id=job.dataset_id, model_type=job.model_type,
-        status=status, priority=job.priority, attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
-        progress=None, message=message, error=None, training_event_id=None, model_version=None, occurred_at=rfc3339())
-    return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -173,7 +164,7 @@ async def cancel_job(call: Call) -> tuple[int, s.JobView]:
         after = await QueueRepository(session).cancel(job_id)
         assert after is not None
         if after.status is JobStatus.CANCELLED:
-            await OutboxRepository(session).add_many([_status_event(after, "cancelled", "cancelled by an operator")])
+            await OutboxRepository(session).add_many([job_status_event(after, "cancelled", message="cancelled by an operator")])
         elif after.status.is_final:
             raise ApiError(409, "job_finished", f"job {job_id} is already {after.status.value}; nothing to cancel")
     svc.wake()
@@ -194,7 +185,7 @@ async def retry_job(call: Call) -> tuple[int, s.JobView]:
         except JobStateConflict as exc:
             raise ApiError(409, "job_not_retriable", str(exc)) from None
         assert job is not None
-        await OutboxRepository(session).add_many([_status_event(job, "queued", "re-queued by an operator",
+        await OutboxRepository(session).add_many([job_status_event(job, "queued", message="re-queued by an operator",
                                                                 attempt=job.attempts + 1)])
     svc.wake()
     return 202, s.JobView.of(job)
@@ -302,8 +293,8 @@ async def healthz(call: Call) -> tuple[int, s.Health]:
 
     async def database() -> str:
         try:
-            async with asyncio.timeout(2.0), svc.db.transaction() as session:
-                await session.execute(text("SELECT 1"))
+            async with asyncio.timeout(2.0):
+                await svc.db.ping()
         except Exception as exc:  # noqa: BLE001 - reported
             return f"{type(exc).__name__}: {exc}"
         return "ok"
@@ -327,8 +318,13 @@ async def openapi_json(call: Call) -> web.Response:
     return web.Response(body=_services(call).openapi_bytes, content_type="application/json")
 
 
+@functools.cache
+def _dashboard_page() -> bytes:
+    return DASHBOARD.read_bytes()  # read once per process, not per request
+
+
 async def dashboard(call: Call) -> web.Response:
-    return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
+    return web.Response(body=_dashboard_page(), content_type="text/html", charset="utf-8")
 
 
 def _ok(model: type[Any], text: str, status: int = 200) -> dict[int, tuple[type[Any], str]]:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,13 @@ from typing import Any
 import aiohttp
 
 from fcl.settings import Settings
+from fcl.stack.common import free_port
 from storage.migrate import upgrade
 from tests.conftest import RunStack, create_database, drop_database
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 API = "/coaching/continuous-learning"
 READY = {"streams": "Worker ready", "trainer": "ready", "web": "fcl web:"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -4,6 +4,7 @@ table, job timelines, and the watcher's board of running jobs."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,7 +50,7 @@ def test_openapi_covers_the_route_table_and_every_ref_resolves() -> None:
     doc = openapi(ENDPOINTS, title="t", version="1", description="d")
     assert len([op for ops in doc["paths"].values() for op in ops]) == len(ENDPOINTS)
     text = json.dumps(doc)
-    refs = {r.split("/")[-1] for r in __import__("re").findall(r'"#/components/schemas/([^"]+)"', text)}
+    refs = {r.split("/")[-1] for r in re.findall(r'"#/components/schemas/([^"]+)"', text)}
     assert refs and refs <= set(doc["components"]["schemas"])
     trigger = doc["paths"]["/coaching/continuous-learning/trigger-training/{model_type}"]["post"]
     assert trigger["security"] == [{"bearer": []}]
