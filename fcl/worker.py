@@ -318,10 +318,11 @@ class TrainerWorker:
         assert token is not None
         try:
             for _ in range(10):
-                champion_move, champion_artifact = await self._champion(job.model_type)
+                champion_move, champion_artifact, unreadable = await self._champion(job.model_type)
                 async with self.db.transaction() as s:
                     watermark = await SampleRepository(s).watermark(job.dataset_id)
                 result = await self._train_in_child(job, token, watermark, champion_artifact)
+                result["champion_unreadable"] = unreadable
                 try:
                     await self._record_success(job, token, result, watermark, champion_move,
                                                started_at, time.monotonic() - started)
@@ -338,19 +339,27 @@ class TrainerWorker:
             await self._record_failure(job, token, TrainingFailed(type(exc).__name__, str(exc), True),
                                        started_at, time.monotonic() - started)
 
-    async def _champion(self, model_type: str) -> tuple[ChampionMove | None, tuple[bytes, str] | None]:
-        """The current champion and its artifact's bytes (checksum verified), or (None, None)."""
-        from trainers.artifacts import ArtifactStore, StoredArtifact
+    async def _champion(self, model_type: str) -> tuple[ChampionMove | None, tuple[bytes, str] | None, str | None]:
+        """The current champion, its artifact's bytes (checksum verified) and, when that artifact
+        cannot be read (deleted, moved, corrupt), why. A champion that cannot be loaded cannot be
+        compared: the candidate is then judged on its fixed bounds alone, so one lost file does
+        not stop its model type from ever training again."""
+        from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 
         async with self.db.transaction() as s:
             move = await ChampionRepository(s).current(model_type)
             version = await ModelVersionRepository(s).get(model_type, move.version) if move else None
         if version is None:
-            return move, None
+            return move, None, None
         stored = StoredArtifact(path=Path(version.artifact_path), sha256=version.artifact_sha256,
                                 size=version.artifact_size, format=version.artifact_format)
-        artifact = await asyncio.to_thread(ArtifactStore(self.settings.artifact_dir).read, stored)
-        return move, (artifact.data, artifact.format)
+        try:
+            artifact = await asyncio.to_thread(ArtifactStore(self.settings.artifact_dir).read, stored)
+        except (ArtifactError, OSError) as exc:
+            reason = f"the artifact of champion {model_type} v{version.version} cannot be read ({exc})"
+            log.warning("%s; candidates are judged on fixed bounds only", reason)
+            return move, None, reason
+        return move, (artifact.data, artifact.format), None
 
     async def _train_in_child(self, job: Job, token: uuid.UUID, watermark: int,
                               champion: tuple[bytes, str] | None) -> dict[str, Any]:
@@ -483,6 +492,8 @@ class TrainerWorker:
                     promoted=promoted, occurred_at=rfc3339())
                 failed = ", ".join(f"{c.metric} ({c.kind})" for c in checks if not c.passed)
                 verdict = "promoted to champion" if promoted else f"not promoted: {failed or 'no checks'}"
+                if result.get("champion_unreadable"):
+                    verdict += f"; judged on fixed bounds only: {result['champion_unreadable']}"
                 outbox = [self._status(done, "completed", progress=1.0, message=f"version {version.version} {verdict}",
                                        training_event_id=training_event_id, model_version=version.version),
                           (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")), *outbox]

@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,35 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
+def _legacy_home(stack_root: Path) -> Path:
+    digest = hashlib.sha1(str(stack_root.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"fcl-{digest}" / "postgres"
+
+
+def _instance_id(stack_root: Path) -> str:
+    """A random id kept in the stack folder: a new clone at the path of a deleted one gets a new
+    database instead of inheriting the old one (whose artifacts went with the old checkout). A
+    checkout that ran its stack before ids existed keeps its database ("legacy")."""
+    marker = stack_root / "instance-id"
+    try:
+        return marker.read_text().strip()
+    except FileNotFoundError:
+        pass
+    ran_before = (stack_root / "kafka").exists() and _legacy_home(stack_root).exists()
+    ident = "legacy" if ran_before else uuid.uuid4().hex
+    stack_root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(ident + "\n")
+    return ident
+
+
 def server_home(stack_root: Path) -> Path:
     """Where the data folder, socket and server log live."""
     if not running_as_root():
         return stack_root / "postgres"
-    digest = hashlib.sha1(str(stack_root.resolve()).encode()).hexdigest()[:12]
+    ident = _instance_id(stack_root)
+    if ident == "legacy":
+        return _legacy_home(stack_root)
+    digest = hashlib.sha1(f"{stack_root.resolve()}:{ident}".encode()).hexdigest()[:12]
     return Path("/var/tmp") / f"fcl-{digest}" / "postgres"
 
 

@@ -300,3 +300,40 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     errors = {r.error_type for r in await rows(db, "SELECT error_type FROM training_events WHERE status <> 'completed'")}
     assert errors <= {"ChampionChanged"}, errors
     assert all(t.seconds_total > 0 for t in training if t.outcome == "completed")
+
+
+async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(env) -> None:  # type: ignore[no-untyped-def]
+    """The champion's file was deleted (a removed checkout, a wiped disk): the next candidate
+    cannot be compared with it, so it is judged on its fixed bounds alone instead of failing every
+    attempt forever, and the completed status says why."""
+    from datetime import UTC, datetime
+
+    from storage.entities import ChampionReason, NewModelVersion
+    from storage.repositories import ChampionRepository, ModelVersionRepository, TrainingEventRepository
+
+    workers, db, settings = env
+    async with db.transaction() as s:  # goal v1 is the champion; its artifact no longer exists
+        old = await JobRepository(s).insert(dataset_id="goal-old", model_type="goal", priority=5, trigger_event_ids=[])
+        event = await TrainingEventRepository(s).add(job_id=old.id, attempt=1, dataset_id="goal-old", model_type="goal",
+                                                     status="completed", worker="gone", started_at=datetime.now(UTC),
+                                                     duration_seconds=1.0, metrics={"roc_auc": 0.9})
+        await ModelVersionRepository(s).add(NewModelVersion(
+            model_type="goal", training_event_id=event, job_id=old.id, dataset_id="goal-old", parent_version=None,
+            artifact_path=str(settings.artifact_dir / "goal" / "deleted.skops"), artifact_sha256="0" * 64,
+            artifact_size=1, artifact_format="skops", metrics={"roc_auc": 0.9}, hyperparameters={},
+            dataset_watermark=1, dataset_hash="h", seed=1, library_versions={}, code_version="c"))
+        await ChampionRepository(s).move(model_type="goal", version=1, expected=None, reason=ChampionReason.VALIDATED)
+    await store(db, "goal-new", "goal", FinCoachSimulator(seed=7, n_users=300).goal_samples())
+    job = await trigger(db, "goal-new", "goal")
+    workers.start()
+    await eventually(lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
+                     timeout=120, logs=workers.logs, what="the goal job completed")
+    assert await scalar(db, "SELECT attempts FROM training_jobs WHERE id = :j", j=job) == 1
+    kinds = {r.kind for r in await rows(db, "SELECT v.kind FROM validation_results v JOIN model_versions m "
+                                            "ON m.training_event_id = v.training_event_id WHERE m.version = 2")}
+    assert kinds == {"value"}  # no change checks: there was nothing loadable to compare with
+    assert await scalar(db, "SELECT parent_version FROM model_versions WHERE version = 2") == 1
+    events = await status_events(settings, lambda r: any(e["job_id"] == str(job) and e["status"] == "completed"
+                                                         for e in r))
+    done = next(e for e in events if e["job_id"] == str(job) and e["status"] == "completed")
+    assert "judged on fixed bounds only" in done["message"] and "goal v1" in done["message"]

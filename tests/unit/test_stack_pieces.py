@@ -64,3 +64,31 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[s
         build_parser().parse_args(argv)
     assert exit_.value.code == 0
     assert "usage: fcl" in capsys.readouterr().out
+
+
+def test_a_new_checkout_at_a_reused_path_gets_its_own_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As root the database lives outside the checkout; a clone made where a deleted one was must
+    not inherit the old database (its artifacts left with the old checkout)."""
+    import shutil
+
+    from fcl.stack import postgres
+
+    monkeypatch.setattr(postgres, "running_as_root", lambda: True)
+    root = tmp_path / "checkout" / ".fcl" / "stack"
+    first = postgres.server_home(root)
+    assert postgres.server_home(root) == first  # stable for one checkout
+    shutil.rmtree(tmp_path / "checkout")
+    assert postgres.server_home(root) != first
+
+
+def test_a_checkout_that_ran_its_stack_before_instance_ids_keeps_its_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fcl.stack import postgres
+
+    legacy = tmp_path / "var-tmp" / "fcl-old" / "postgres"
+    legacy.mkdir(parents=True)
+    monkeypatch.setattr(postgres, "running_as_root", lambda: True)
+    monkeypatch.setattr(postgres, "_legacy_home", lambda root: legacy)
+    root = tmp_path / "checkout" / ".fcl" / "stack"
+    (root / "kafka").mkdir(parents=True)
+    assert postgres.server_home(root) == legacy
+    assert postgres.server_home(root) == legacy
