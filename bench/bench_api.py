@@ -36,15 +36,19 @@ async def seed(url: str, events: int, versions_per_type: int) -> None:
     db = Database(url, pool_size=1)
     try:
         async with db.transaction() as s:
-            await s.execute(text("""
+            await s.execute(
+                text("""
                 INSERT INTO training_jobs (id, dataset_id, model_type, status, priority, attempts, rank_at, dedupe_key,
                                            created_at, started_at, finished_at, model_version)
                 SELECT md5('job' || i)::uuid, 'ds-' || (i % 40), (ARRAY['recommendation','segmentation','spending','goal'])[1 + i % 4],
                        'completed', 5, 1, now() - make_interval(mins => :n - i), 'ds-' || (i % 40) || '/x',
                        now() - make_interval(mins => :n - i), now() - make_interval(mins => :n - i),
                        now() - make_interval(mins => :n - i) + interval '30 seconds', NULL
-                FROM generate_series(1, :n) AS i"""), {"n": events})
-            await s.execute(text("""
+                FROM generate_series(1, :n) AS i"""),
+                {"n": events},
+            )
+            await s.execute(
+                text("""
                 INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
                                              finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
                                              metrics, error_type, error_message, validation_passed, promoted)
@@ -56,9 +60,12 @@ async def seed(url: str, events: int, versions_per_type: int) -> None:
                        jsonb_build_object('roc_auc', 0.9, 'brier', 0.1, 'accuracy', 0.85, 'pr_auc', 0.8),
                        CASE WHEN i % 10 = 0 THEN 'TrainingTimeout' END, CASE WHEN i % 10 = 0 THEN 'too slow' END,
                        i % 10 <> 0, i % 20 = 1
-                FROM generate_series(1, :n) AS i"""), {"n": events})
+                FROM generate_series(1, :n) AS i"""),
+                {"n": events},
+            )
             for t in TYPES:
-                await s.execute(text("""
+                await s.execute(
+                    text("""
                     INSERT INTO model_versions (model_type, version, training_event_id, job_id, dataset_id, parent_version,
                                                 artifact_path, artifact_sha256, artifact_size, artifact_format, metrics,
                                                 hyperparameters, dataset_watermark, dataset_hash, seed, library_versions,
@@ -69,11 +76,15 @@ async def seed(url: str, events: int, versions_per_type: int) -> None:
                            42, '{"torch": "2.5", "scikit-learn": "1.6", "numpy": "2.1"}'::jsonb, 'abc123'
                     FROM generate_series(1, :k) AS v
                     JOIN LATERAL (SELECT * FROM training_events WHERE model_type = :t AND status = 'completed'
-                                  ORDER BY started_at OFFSET v LIMIT 1) e ON true"""), {"t": t, "k": versions_per_type})
-                await s.execute(text("""
+                                  ORDER BY started_at OFFSET v LIMIT 1) e ON true"""),
+                    {"t": t, "k": versions_per_type},
+                )
+                await s.execute(
+                    text("""
                     INSERT INTO champion_ledger (model_type, seq, version, previous_version, reason, event_id)
                     SELECT :t, v, v, NULLIF(v - 1, 0), 'validated', gen_random_uuid() FROM generate_series(1, :k) AS v"""),
-                    {"t": t, "k": versions_per_type})
+                    {"t": t, "k": versions_per_type},
+                )
             await s.execute(text("ANALYZE"))
     finally:
         await db.close()
@@ -82,7 +93,9 @@ async def seed(url: str, events: int, versions_per_type: int) -> None:
 async def cursor_deep_in_history(http: aiohttp.ClientSession, base: str, pages: int) -> str:
     before = None
     for _ in range(pages):
-        async with http.get(f"{base}{API}/training-history", params={"limit": 100, **({"before": before} if before else {})}) as r:
+        async with http.get(
+            f"{base}{API}/training-history", params={"limit": 100, **({"before": before} if before else {})}
+        ) as r:
             before = (await r.json())["next_before"]
     assert before
     return before
@@ -119,15 +132,24 @@ async def served_requests(http: aiohttp.ClientSession, base: str) -> float:
     """The server's own count of answered requests (its /metrics), to check the client's count."""
     async with http.get(base + "/metrics") as r:
         text_ = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text_.splitlines()
-               if line.startswith("fcl_http_request_duration_seconds_count"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text_.splitlines()
+        if line.startswith("fcl_http_request_duration_seconds_count")
+    )
 
 
 async def run(url: str, settings: object, *, cache: bool, args: argparse.Namespace) -> None:
     port = free_port()
-    env = {**os.environ, "FCL_DATABASE_URL": url, "FCL_HTTP_PORT": str(port), "FCL_API_TOKEN": "bench",
-           "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FCL_TOPIC_PREFIX": "fcl-bench-api.",  # type: ignore[attr-defined]
-           "FCL_HTTP_CACHE": "true" if cache else "false"}
+    env = {
+        **os.environ,
+        "FCL_DATABASE_URL": url,
+        "FCL_HTTP_PORT": str(port),
+        "FCL_API_TOKEN": "bench",
+        "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FCL_TOPIC_PREFIX": "fcl-bench-api.",  # type: ignore[attr-defined]
+        "FCL_HTTP_CACHE": "true" if cache else "false",
+    }
     log = tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False)
     web = subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -141,19 +163,31 @@ async def run(url: str, settings: object, *, cache: bool, args: argparse.Namespa
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.2)
             deep = await cursor_deep_in_history(http, base, 50)
-            print(f"\nresponse cache {'ON (the default: views kept until PostgreSQL reports a change)' if cache else 'OFF (every request reads PostgreSQL)'}")
-            print(f"{'endpoint':<52} {'requests':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'server saw':>10}")
-            for name, path in (("training-status", f"{API}/training-status"),
-                               ("training-history (newest 10)", f"{API}/training-history?limit=10"),
-                               ("training-history (goal, failed, 10, 50 pages deep)",
-                                f"{API}/training-history?limit=10&model_type=goal&status=failed&before={deep}"),
-                               ("model-versions (all types)", f"{API}/model-versions"),
-                               ("model-versions (goal)", f"{API}/model-versions?model_type=goal")):
+            print(
+                f"\nresponse cache {'ON (the default: views kept until PostgreSQL reports a change)' if cache else 'OFF (every request reads PostgreSQL)'}"
+            )
+            print(
+                f"{'endpoint':<52} {'requests':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'server saw':>10}"
+            )
+            for name, path in (
+                ("training-status", f"{API}/training-status"),
+                ("training-history (newest 10)", f"{API}/training-history?limit=10"),
+                (
+                    "training-history (goal, failed, 10, 50 pages deep)",
+                    f"{API}/training-history?limit=10&model_type=goal&status=failed&before={deep}",
+                ),
+                ("model-versions (all types)", f"{API}/model-versions"),
+                ("model-versions (goal)", f"{API}/model-versions?model_type=goal"),
+            ):
                 before = await served_requests(http, base)
-                latencies, errors, seconds = await load(base, path, clients=args.clients, seconds=args.seconds, warmup=2.0)
+                latencies, errors, seconds = await load(
+                    base, path, clients=args.clients, seconds=args.seconds, warmup=2.0
+                )
                 seen = await served_requests(http, base) - before - 1  # less the /metrics call itself
-                print(f"{name:<52} {len(latencies):>8} {len(latencies) / seconds:>8.0f} {1000 * pct(latencies, 50):>7.2f} "
-                      f"{1000 * pct(latencies, 99):>7.2f} {errors:>6} {seen:>10.0f}")
+                print(
+                    f"{name:<52} {len(latencies):>8} {len(latencies) / seconds:>8.0f} {1000 * pct(latencies, 50):>7.2f} "
+                    f"{1000 * pct(latencies, 99):>7.2f} {errors:>6} {seen:>10.0f}"
+                )
     finally:
         web.terminate()
         web.wait(timeout=30)
@@ -172,9 +206,11 @@ async def main() -> None:
     try:
         await asyncio.to_thread(upgrade, url)
         await seed(url, args.events, args.versions_per_type)
-        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-              f"server: one `fcl web` process; load: this process, {args.clients} concurrent clients, keep-alive; "
-              f"{args.seconds:.0f} s per endpoint after 2 s of warm-up")
+        print(
+            f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"server: one `fcl web` process; load: this process, {args.clients} concurrent clients, keep-alive; "
+            f"{args.seconds:.0f} s per endpoint after 2 s of warm-up"
+        )
         print(f"data: {args.events} training events (history rows), {args.versions_per_type} versions per model type")
         print("'server saw': requests the server counted in its /metrics (includes the warm-up)")
         for cache in (True, False):

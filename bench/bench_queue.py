@@ -38,11 +38,14 @@ LEASE = timedelta(minutes=5)
 async def fill(db: Database, n: int) -> None:
     async with db.transaction() as s:
         await s.execute(text("TRUNCATE training_jobs CASCADE"))
-        await s.execute(text("""
+        await s.execute(
+            text("""
             INSERT INTO training_jobs (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
             SELECT gen_random_uuid(), 'bench-' || i, 'goal', i % 10, 3,
                    now() - (i % 10) * interval '600 seconds' + i * interval '1 millisecond', 'bench-' || i || '/goal'
-            FROM generate_series(1, :n) AS i"""), {"n": n})
+            FROM generate_series(1, :n) AS i"""),
+            {"n": n},
+        )
     async with db.engine.connect() as conn:
         await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(text("VACUUM ANALYZE training_jobs"))
 
@@ -84,8 +87,11 @@ async def ours_throughput(url: str, jobs: int, workers: int) -> float:
 async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
     import procrastinate
 
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn(url), kwargs={"autocommit": True},
-                                                                     min_size=1, max_size=workers + 2))
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=dsn(url), kwargs={"autocommit": True}, min_size=1, max_size=workers + 2
+        )
+    )
     done = 0
 
     @app.task(name="noop")
@@ -103,8 +109,14 @@ async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
         for start in range(0, jobs, 1000):
             await noop.batch_defer_async(*({"i": i} for i in range(start, min(jobs, start + 1000))))
         begin = time.perf_counter()
-        await app.run_worker_async(concurrency=workers, wait=False, listen_notify=False, delete_jobs="never",
-                                   fetch_job_polling_interval=0.01, install_signal_handlers=False)
+        await app.run_worker_async(
+            concurrency=workers,
+            wait=False,
+            listen_notify=False,
+            delete_jobs="never",
+            fetch_job_polling_interval=0.01,
+            install_signal_handlers=False,
+        )
         elapsed = time.perf_counter() - begin
     assert done == jobs, done
     return jobs / elapsed
@@ -117,18 +129,35 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
     samples = FinCoachSimulator(seed=1, n_users=60).goal_samples()
     async with db.transaction() as s:
         for i in range(jobs):
-            await SampleRepository(s).ingest([NewSampleBatch(event_id=f"b{i}", dataset_id=f"goal-{i}", model_type="goal",
-                                                             samples=samples, occurred_at=None)], thresholds={"goal": 10**9})
-        await JobRepository(s).admit([TriggerRequest(event_id=f"t{i}", dataset_id=f"goal-{i}", model_type="goal",
-                                                     priority=5) for i in range(jobs)])
+            await SampleRepository(s).ingest(
+                [
+                    NewSampleBatch(
+                        event_id=f"b{i}", dataset_id=f"goal-{i}", model_type="goal", samples=samples, occurred_at=None
+                    )
+                ],
+                thresholds={"goal": 10**9},
+            )
+        await JobRepository(s).admit(
+            [
+                TriggerRequest(event_id=f"t{i}", dataset_id=f"goal-{i}", model_type="goal", priority=5)
+                for i in range(jobs)
+            ]
+        )
     log = tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False)
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("fcl")), "trainer"], env=settings_env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("fcl")), "trainer"],
+        env=settings_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             async with db.transaction() as s:
-                finished = await s.scalar(text("SELECT count(*) FROM training_jobs WHERE status IN ('completed', 'failed')"))
+                finished = await s.scalar(
+                    text("SELECT count(*) FROM training_jobs WHERE status IN ('completed', 'failed')")
+                )
             if finished == jobs:
                 break
             await asyncio.sleep(0.5)
@@ -138,9 +167,13 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
         proc.terminate()
         proc.wait(60)
     async with db.transaction() as s:
-        rows = (await s.execute(text("""
+        rows = (
+            await s.execute(
+                text("""
             SELECT extract(epoch FROM j.finished_at - j.started_at) AS total, e.fit_seconds AS fit
-            FROM training_jobs j JOIN training_events e ON e.job_id = j.id AND e.status = 'completed'"""))).all()
+            FROM training_jobs j JOIN training_events e ON e.job_id = j.id AND e.status = 'completed'""")
+            )
+        ).all()
     await db.close()
     return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows]
 
@@ -157,26 +190,37 @@ async def run(args: argparse.Namespace) -> None:
         await claim_latency(db, 50)  # warm the pool and the plans
         times = await claim_latency(db, args.claims)
         await db.close()
-        print(f"claim latency with {args.waiting} waiting jobs ({args.claims} claims, one transaction each): "
-              f"p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms  max {max(times):.2f} ms")
+        print(
+            f"claim latency with {args.waiting} waiting jobs ({args.claims} claims, one transaction each): "
+            f"p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms  max {max(times):.2f} ms"
+        )
 
         ref_url = await dbs.create("fcl_bench_procrastinate")
         for workers in (1, 4):
             ours = await ours_throughput(url, args.jobs, workers)
             ref = await procrastinate_throughput(ref_url, args.jobs, workers)
-            print(f"claim-and-complete of {args.jobs} no-op jobs, {workers} worker(s): fcl {ours:7.0f} jobs/s  "
-                  f"procrastinate {ref:7.0f} jobs/s  ratio {ours / ref:.2f}")
+            print(
+                f"claim-and-complete of {args.jobs} no-op jobs, {workers} worker(s): fcl {ours:7.0f} jobs/s  "
+                f"procrastinate {ref:7.0f} jobs/s  ratio {ours / ref:.2f}"
+            )
 
         run_url = await dbs.create("fcl_bench_overhead")
         await asyncio.to_thread(upgrade, run_url)
-        env = {**os.environ, "FCL_DATABASE_URL": run_url, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-               "FCL_TOPIC_PREFIX": prefix, "FCL_TRAINER_DEVICE": "cpu",
-               "FCL_ARTIFACT_DIR": tempfile.mkdtemp(prefix="fcl-bench-artifacts-"),
-               "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 10, "n_jobs": 1}})}
+        env = {
+            **os.environ,
+            "FCL_DATABASE_URL": run_url,
+            "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "FCL_TOPIC_PREFIX": prefix,
+            "FCL_TRAINER_DEVICE": "cpu",
+            "FCL_ARTIFACT_DIR": tempfile.mkdtemp(prefix="fcl-bench-artifacts-"),
+            "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 10, "n_jobs": 1}}),
+        }
         over, fit = await overhead(run_url, env, args.overhead_jobs)
-        print(f"orchestration overhead per job ({len(over)} goal jobs through a real `fcl trainer`; claimed to "
-              f"finished, minus the trainer's fit and validation): p50 {pct(over, 50):.0f} ms  p90 {pct(over, 90):.0f} ms "
-              f"(trainer's own time p50 {pct(fit, 50):.0f} ms)")
+        print(
+            f"orchestration overhead per job ({len(over)} goal jobs through a real `fcl trainer`; claimed to "
+            f"finished, minus the trainer's fit and validation): p50 {pct(over, 50):.0f} ms  p90 {pct(over, 90):.0f} ms "
+            f"(trainer's own time p50 {pct(fit, 50):.0f} ms)"
+        )
     finally:
         await dbs.drop_all()
         await delete_topics(stack.kafka_bootstrap, prefix)

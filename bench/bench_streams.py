@@ -51,8 +51,9 @@ class Worker:
     def start(self) -> None:
         log = self.log_dir / f"worker-{self.n}.log"
         self.n += 1
-        self.proc = subprocess.Popen([FCL, "streams"], env=self.env, stdout=log.open("wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [FCL, "streams"], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -73,20 +74,33 @@ class Worker:
 
 
 def threshold_event(dataset_id: str) -> dict[str, object]:
-    return {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": "goal", "priority": 5,
-            "occurred_at": "2026-11-26T10:00:00Z"}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "dataset_id": dataset_id,
+        "model_type": "goal",
+        "priority": 5,
+        "occurred_at": "2026-11-26T10:00:00Z",
+    }
 
 
 def samples_event(dataset_id: str, start: int, n: int = 100) -> dict[str, object]:
-    samples = [{"user_id": f"u{start + i}", "features": {"spend": float(i), "savings": float(i % 7),
-                                                          "income": 1000.0 + i}} for i in range(n)]
-    return {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": "segmentation",
-            "occurred_at": "2026-11-26T10:00:00Z", "samples": samples}
+    samples = [
+        {"user_id": f"u{start + i}", "features": {"spend": float(i), "savings": float(i % 7), "income": 1000.0 + i}}
+        for i in range(n)
+    ]
+    return {
+        "event_id": str(uuid.uuid4()),
+        "dataset_id": dataset_id,
+        "model_type": "segmentation",
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "samples": samples,
+    }
 
 
 async def produce_all(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in items]
@@ -97,9 +111,14 @@ async def produce_all(settings: Settings, topic: str, items: list[tuple[bytes, b
 
 async def bare_consumer_rate(settings: Settings, topic: str, expected: int) -> float:
     """Messages/s of a plain aiokafka consumer reading `topic` from the start (values not decoded)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         seen, first = 0, time.perf_counter()
@@ -131,9 +150,12 @@ async def steady_rate(conn: asyncpg.Connection, table: str, amount: str, since: 
     into `table` after `since`, from received_at (the transaction's start): the last transaction's
     own amount is left out, as its end is not recorded. Start-up before the first commit is not
     counted: this is the sustained rate with a backlog."""
-    rows = await conn.fetch(f"""
+    rows = await conn.fetch(
+        f"""
         SELECT extract(epoch FROM received_at) AS at, sum({amount}) AS n FROM {table}
-        WHERE received_at >= to_timestamp($1) GROUP BY received_at ORDER BY received_at""", since)
+        WHERE received_at >= to_timestamp($1) GROUP BY received_at ORDER BY received_at""",
+        since,
+    )
     if len(rows) < 3:
         raise SystemExit(f"only {len(rows)} transactions wrote {table}: use a larger backlog to measure a rate")
     return float(sum(r["n"] for r in rows[:-1])) / float(rows[-1]["at"] - rows[0]["at"])
@@ -142,8 +164,14 @@ async def steady_rate(conn: asyncpg.Connection, table: str, amount: str, since: 
 async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: float) -> None:
     status_topic = Topic.TRAINING_STATUS.full_name(settings.topic_prefix)
     arrivals: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(status_topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(
+        status_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+    )
     await consumer.start()
     await consumer.seek_to_end()
 
@@ -172,8 +200,11 @@ async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: fl
             if time.monotonic() > deadline:
                 raise SystemExit("latency: not every event became a job within 60 s")
             await asyncio.sleep(0.05)
-        rows = await conn.fetch("SELECT event_id, job_id::text, extract(epoch FROM received_at) AS at "
-                                "FROM job_triggers WHERE event_id = ANY($1::text[])", list(sent))
+        rows = await conn.fetch(
+            "SELECT event_id, job_id::text, extract(epoch FROM received_at) AS at "
+            "FROM job_triggers WHERE event_id = ANY($1::text[])",
+            list(sent),
+        )
         deadline = time.monotonic() + 30
         while len([r for r in rows if r["job_id"] in arrivals]) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -184,14 +215,19 @@ async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: fl
     to_commit = [(float(r["at"]) - sent[r["event_id"]]) * 1000 for r in rows]
     to_status = [(arrivals[r["job_id"]] - sent[r["event_id"]]) * 1000 for r in rows if r["job_id"] in arrivals]
     print(f"latency at {achieved:.0f} threshold events/s, {n} events (ms):")
-    for label, values in (("send -> job committed (admission)", to_commit),
-                          ("send -> `queued` status on the broker", to_status)):
-        print(f"  {label:<40} p50 {pct(values, 50):7.2f}  p90 {pct(values, 90):7.2f}  "
-              f"p99 {pct(values, 99):7.2f}  max {max(values):7.2f}  mean {statistics.fmean(values):7.2f}  (n={len(values)})")
+    for label, values in (
+        ("send -> job committed (admission)", to_commit),
+        ("send -> `queued` status on the broker", to_status),
+    ):
+        print(
+            f"  {label:<40} p50 {pct(values, 50):7.2f}  p90 {pct(values, 90):7.2f}  "
+            f"p99 {pct(values, 99):7.2f}  max {max(values):7.2f}  mean {statistics.fmean(values):7.2f}  (n={len(values)})"
+        )
 
 
-async def throughput(settings: Settings, conn: asyncpg.Connection, worker: Worker, *, events: int,
-                     sample_events: int) -> None:
+async def throughput(
+    settings: Settings, conn: asyncpg.Connection, worker: Worker, *, events: int, sample_events: int
+) -> None:
     worker.stop()
     # Threshold events: a backlog of distinct datasets, consumed by a freshly started worker.
     topic = Topic.DATASET_THRESHOLD.full_name(settings.topic_prefix)
@@ -202,18 +238,26 @@ async def throughput(settings: Settings, conn: asyncpg.Connection, worker: Worke
     worker.start()
     await wait_until(conn, "SELECT count(*) FROM job_triggers", before + events)
     # job_triggers.received_at is clock_timestamp() per trigger, so first to last trigger is exact.
-    span = await conn.fetchval("SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM job_triggers "
-                               "WHERE received_at >= to_timestamp($1)", since)
+    span = await conn.fetchval(
+        "SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM job_triggers "
+        "WHERE received_at >= to_timestamp($1)",
+        since,
+    )
     worker_rate = (events - 1) / float(span)
-    batches = await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM job_triggers "
-                                  "WHERE received_at >= to_timestamp($1)", since)
+    batches = await conn.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM job_triggers WHERE received_at >= to_timestamp($1)", since
+    )
     total_messages = before + events
     bare = await bare_consumer_rate(settings, topic, total_messages)
     print(f"threshold events, backlog of {events} (one job each):")
-    print(f"  streams worker, first to last job committed  {worker_rate:10.0f} events/s  "
-          f"({batches} transactions, {events / batches:.0f} events each)")
-    print(f"  bare aiokafka consumer, same topic           {bare:10.0f} messages/s  "
-          f"(worker/bare = {worker_rate / bare:.3f})")
+    print(
+        f"  streams worker, first to last job committed  {worker_rate:10.0f} events/s  "
+        f"({batches} transactions, {events / batches:.0f} events each)"
+    )
+    print(
+        f"  bare aiokafka consumer, same topic           {bare:10.0f} messages/s  "
+        f"(worker/bare = {worker_rate / bare:.3f})"
+    )
 
     worker.stop()
     topic = Topic.TRAINING_SAMPLES.full_name(settings.topic_prefix)
@@ -226,17 +270,21 @@ async def throughput(settings: Settings, conn: asyncpg.Connection, worker: Worke
     await produce_all(settings, topic, items)
     since = time.time()
     worker.start()
-    await wait_until(conn, "SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets",
-                     before + sample_events * 100)
+    await wait_until(conn, "SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets", before + sample_events * 100)
     samples_rate = await steady_rate(conn, "sample_batches", "sample_count", since)
-    batches = await conn.fetchval("SELECT count(DISTINCT received_at) FROM sample_batches "
-                                  "WHERE received_at >= to_timestamp($1)", since)
+    batches = await conn.fetchval(
+        "SELECT count(DISTINCT received_at) FROM sample_batches WHERE received_at >= to_timestamp($1)", since
+    )
     bare = await bare_consumer_rate(settings, topic, sample_events)
     print(f"samples, backlog of {sample_events} events x 100 samples:")
-    print(f"  streams worker, stored and counted           {samples_rate:10.0f} samples/s  "
-          f"({samples_rate / 100:.0f} events/s; {batches} transactions)")
-    print(f"  bare aiokafka consumer, same topic           {bare * 100:10.0f} samples/s  "
-          f"({bare:.0f} messages/s; worker/bare = {samples_rate / 100 / bare:.3f})")
+    print(
+        f"  streams worker, stored and counted           {samples_rate:10.0f} samples/s  "
+        f"({samples_rate / 100:.0f} events/s; {batches} transactions)"
+    )
+    print(
+        f"  bare aiokafka consumer, same topic           {bare * 100:10.0f} samples/s  "
+        f"({bare:.0f} messages/s; worker/bare = {samples_rate / 100 / bare:.3f})"
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -244,10 +292,14 @@ async def run(args: argparse.Namespace) -> None:
     dbs = ScratchDatabases(stack)
     url = await dbs.create("fcl_bench")
     prefix = f"fcl-bench-{uuid.uuid4().hex[:8]}."
-    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix,
-                        _env_file=None)  # type: ignore[call-arg]
-    env = {**os.environ, "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FCL_DATABASE_URL": url,
-           "FCL_TOPIC_PREFIX": prefix, "FCL_LOG_LEVEL": "WARNING"}
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix, _env_file=None)  # type: ignore[call-arg]
+    env = {
+        **os.environ,
+        "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FCL_DATABASE_URL": url,
+        "FCL_TOPIC_PREFIX": prefix,
+        "FCL_LOG_LEVEL": "WARNING",
+    }
     log_dir = Path(tempfile.mkdtemp(prefix="fcl-bench-streams-"))
     worker = Worker(env, log_dir)
     conn = None

@@ -39,9 +39,13 @@ def rss_mib() -> float:
 
 
 def sizes(scale: float) -> dict[str, int]:
-    return {"episodes": max(200, int(10_000 * scale)), "steps": max(500, int(20_000 * scale)),
-            "seg_users": max(500, int(100_000 * scale)), "spend_users": max(50, int(5_000 * scale)),
-            "goal_users": max(500, int(50_000 * scale))}
+    return {
+        "episodes": max(200, int(10_000 * scale)),
+        "steps": max(500, int(20_000 * scale)),
+        "seg_users": max(500, int(100_000 * scale)),
+        "spend_users": max(50, int(5_000 * scale)),
+        "goal_users": max(500, int(50_000 * scale)),
+    }
 
 
 # -- children: one measurement each ----------------------------------------------------------------
@@ -83,19 +87,32 @@ def child(name: str, scale: float) -> dict[str, Any]:
             data = Transitions(samples, None)
             cut = int(round(data.n_episodes * (1 - defaults["holdout_fraction"])))
             train = data.subset(data.episode < cut)  # the same training split as ours
-            dataset = d3rlpy.dataset.MDPDataset(observations=train.state, actions=train.action,
-                                                rewards=train.reward, terminals=train.done,
-                                                action_size=data.n_actions)
+            dataset = d3rlpy.dataset.MDPDataset(
+                observations=train.state,
+                actions=train.action,
+                rewards=train.reward,
+                terminals=train.done,
+                action_size=data.n_actions,
+            )
             algo = d3rlpy.algos.DiscreteCQLConfig(
-                batch_size=defaults["batch_size"], learning_rate=defaults["learning_rate"], gamma=defaults["gamma"],
-                alpha=defaults["alpha"], target_update_interval=defaults["target_update_interval"],
+                batch_size=defaults["batch_size"],
+                learning_rate=defaults["learning_rate"],
+                gamma=defaults["gamma"],
+                alpha=defaults["alpha"],
+                target_update_interval=defaults["target_update_interval"],
                 encoder_factory=VectorEncoderFactory(hidden_units=list(defaults["hidden"])),
                 optim_factory=AdamFactory(eps=defaults["adam_eps"]),
             ).create(device="cpu:0")
             d3rlpy.seed(SEED)
             start = time.perf_counter()
-            algo.fit(dataset, n_steps=n["steps"], n_steps_per_epoch=n["steps"], show_progress=False,
-                     logger_adapter=d3rlpy.logging.NoopAdapterFactory(), save_interval=10**9)
+            algo.fit(
+                dataset,
+                n_steps=n["steps"],
+                n_steps_per_epoch=n["steps"],
+                show_progress=False,
+                logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+                save_interval=10**9,
+            )
             out["fit_seconds"] = out["seconds"] = time.perf_counter() - start
             out["steps_per_second"] = n["steps"] / out["fit_seconds"]
             out["true_value"] = sim.policy_value(lambda states: algo.predict(np.asarray(states, dtype=np.float32)))
@@ -111,8 +128,9 @@ def child(name: str, scale: float) -> dict[str, Any]:
             from sklearn.metrics import adjusted_rand_score
 
             truth = sim.true_segments()
-            out["ari_vs_planted"] = float(adjusted_rand_score([truth[s["user_id"]] for s in samples],
-                                                              trainer.assign(result.model, samples)))
+            out["ari_vs_planted"] = float(
+                adjusted_rand_score([truth[s["user_id"]] for s in samples], trainer.assign(result.model, samples))
+            )
             out["k"] = result.metrics["k"]
         else:
             from sklearn.cluster import KMeans
@@ -138,10 +156,14 @@ def child(name: str, scale: float) -> dict[str, Any]:
         start = time.perf_counter()
         result = get_trainer("spending").train(TrainRequest(samples=samples, seed=SEED, device="cpu"))
         out["seconds"] = time.perf_counter() - start
-        out |= {"fit_seconds": result.info["fit_seconds"], "steps_per_second": result.info["steps_per_second"],
-                "epochs": result.info["epochs"], "samples": len(samples),
-                "relative_mae_seasonal_naive": result.metrics["relative_mae_seasonal_naive"],
-                "relative_mae_moving_average": result.metrics["relative_mae_moving_average"]}
+        out |= {
+            "fit_seconds": result.info["fit_seconds"],
+            "steps_per_second": result.info["steps_per_second"],
+            "epochs": result.info["epochs"],
+            "samples": len(samples),
+            "relative_mae_seasonal_naive": result.metrics["relative_mae_seasonal_naive"],
+            "relative_mae_moving_average": result.metrics["relative_mae_moving_average"],
+        }
     elif name in ("goal", "goal-bare"):
         sim = FinCoachSimulator(seed=SEED, n_users=n["goal_users"])
         samples = sim.goal_samples()
@@ -164,9 +186,13 @@ def child(name: str, scale: float) -> dict[str, Any]:
             y = np.array([s["achieved"] for s in samples], dtype=int)
             train = np.array([stable_bucket(s["user_id"], hp["holdout_folds"]) != 0 for s in samples])
             start = time.perf_counter()
-            RandomForestClassifier(n_estimators=hp["n_estimators"], min_samples_leaf=hp["min_samples_leaf"],
-                                   max_features=hp["max_features"], n_jobs=hp["n_jobs"],
-                                   random_state=SEED).fit(x[train], y[train])
+            RandomForestClassifier(
+                n_estimators=hp["n_estimators"],
+                min_samples_leaf=hp["min_samples_leaf"],
+                max_features=hp["max_features"],
+                n_jobs=hp["n_jobs"],
+                random_state=SEED,
+            ).fit(x[train], y[train])
             out["seconds"] = time.perf_counter() - start
         out["goals"] = len(samples)
     else:
@@ -176,8 +202,9 @@ def child(name: str, scale: float) -> dict[str, Any]:
 
 
 def run_child(name: str, scale: float) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--scale", str(scale)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--scale", str(scale)], capture_output=True, text=True, cwd=ROOT
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -195,8 +222,10 @@ def main() -> None:
         return
     import torch
 
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"torch {torch.__version__} on cpu ({torch.get_num_threads()} threads), scale {args.scale}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__} on cpu ({torch.get_num_threads()} threads), scale {args.scale}"
+    )
     only = set(args.only or ["recommendation", "segmentation", "spending", "goal"])
     n = sizes(args.scale)
 
@@ -206,32 +235,50 @@ def main() -> None:
     if "recommendation" in only:
         ours, ref = run_child("recommendation", args.scale), run_child("d3rlpy", args.scale)
         print(f"recommendation: {ours['transitions']} transitions, {n['steps']} steps, batch 256, 256x256 MLP")
-        print(f"  fcl CQL      fit {ours['fit_seconds']:7.1f} s ({ours['steps_per_second']:6.0f} steps/s)  "
-              f"whole training incl. FQE x1 {ours['seconds']:6.1f} s  {mem(ours)}")
+        print(
+            f"  fcl CQL      fit {ours['fit_seconds']:7.1f} s ({ours['steps_per_second']:6.0f} steps/s)  "
+            f"whole training incl. FQE x1 {ours['seconds']:6.1f} s  {mem(ours)}"
+        )
         print(f"  d3rlpy CQL   fit {ref['fit_seconds']:7.1f} s ({ref['steps_per_second']:6.0f} steps/s)  {mem(ref)}")
         print(f"  speed-up over d3rlpy: {ref['fit_seconds'] / ours['fit_seconds']:.2f}x")
-        print(f"  true policy value: fcl {ours['true_value']:.3f}  d3rlpy {ref['true_value']:.3f}  "
-              f"behaviour {ours['behavior_true_value']:.3f}  (fcl's FQE estimate {ours['fqe_value']:.3f})")
+        print(
+            f"  true policy value: fcl {ours['true_value']:.3f}  d3rlpy {ref['true_value']:.3f}  "
+            f"behaviour {ours['behavior_true_value']:.3f}  (fcl's FQE estimate {ours['fqe_value']:.3f})"
+        )
     if "segmentation" in only:
         ours, bare = run_child("segmentation", args.scale), run_child("segmentation-bare", args.scale)
         print(f"segmentation: {ours['users']} users, k 2..8, n_init 10")
-        print(f"  fcl          {ours['seconds']:7.1f} s  {mem(ours)}  k={ours['k']:.0f}, ARI vs planted {ours['ari_vs_planted']:.3f}")
-        print(f"  bare sklearn {bare['seconds']:7.1f} s  {mem(bare)}  overhead ratio {ours['seconds'] / bare['seconds']:.2f}")
+        print(
+            f"  fcl          {ours['seconds']:7.1f} s  {mem(ours)}  k={ours['k']:.0f}, ARI vs planted {ours['ari_vs_planted']:.3f}"
+        )
+        print(
+            f"  bare sklearn {bare['seconds']:7.1f} s  {mem(bare)}  overhead ratio {ours['seconds'] / bare['seconds']:.2f}"
+        )
     if "spending" in only:
         ours = run_child("spending", args.scale)
         print(f"spending: {n['spend_users']} users x 365 days ({ours['samples']} samples)")
-        print(f"  fcl LSTM     {ours['seconds']:7.1f} s (fit {ours['fit_seconds']:.1f} s, {ours['epochs']} epochs, "
-              f"{ours['steps_per_second']:.0f} steps/s)  {mem(ours)}")
-        print(f"  MAE relative to seasonal naive {ours['relative_mae_seasonal_naive']:.3f}, "
-              f"to 28-day moving average {ours['relative_mae_moving_average']:.3f}")
+        print(
+            f"  fcl LSTM     {ours['seconds']:7.1f} s (fit {ours['fit_seconds']:.1f} s, {ours['epochs']} epochs, "
+            f"{ours['steps_per_second']:.0f} steps/s)  {mem(ours)}"
+        )
+        print(
+            f"  MAE relative to seasonal naive {ours['relative_mae_seasonal_naive']:.3f}, "
+            f"to 28-day moving average {ours['relative_mae_moving_average']:.3f}"
+        )
     if "goal" in only:
         ours, bare = run_child("goal", args.scale), run_child("goal-bare", args.scale)
         print(f"goal: {ours['goals']} goals, 300 trees")
-        print(f"  fcl          {ours['seconds']:7.1f} s  {mem(ours)}  ROC-AUC {ours['roc_auc']:.4f} "
-              f"(logistic {ours['logreg_roc_auc']:.4f}), Brier skill {ours['brier_skill']:.3f}")
-        print(f"  bare sklearn {bare['seconds']:7.1f} s  {mem(bare)}  overhead ratio {ours['seconds'] / bare['seconds']:.2f}")
-        print(f"  fcl's time: forest fit {ours['fit_seconds']:.1f} s, validation (logistic and prior baselines, "
-              f"metrics) {ours['evaluation_seconds']:.1f} s, artifact {ours['artifact_seconds']:.1f} s")
+        print(
+            f"  fcl          {ours['seconds']:7.1f} s  {mem(ours)}  ROC-AUC {ours['roc_auc']:.4f} "
+            f"(logistic {ours['logreg_roc_auc']:.4f}), Brier skill {ours['brier_skill']:.3f}"
+        )
+        print(
+            f"  bare sklearn {bare['seconds']:7.1f} s  {mem(bare)}  overhead ratio {ours['seconds'] / bare['seconds']:.2f}"
+        )
+        print(
+            f"  fcl's time: forest fit {ours['fit_seconds']:.1f} s, validation (logistic and prior baselines, "
+            f"metrics) {ours['evaluation_seconds']:.1f} s, artifact {ours['artifact_seconds']:.1f} s"
+        )
 
 
 if __name__ == "__main__":

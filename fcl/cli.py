@@ -77,8 +77,9 @@ def _watch(args: argparse.Namespace) -> int:
     from streams.watch import watch
 
     try:
-        asyncio.run(watch(load_settings(), from_beginning=args.from_beginning, max_events=args.max_events,
-                          job_id=args.job_id))
+        asyncio.run(
+            watch(load_settings(), from_beginning=args.from_beginning, max_events=args.max_events, job_id=args.job_id)
+        )
     except KeyboardInterrupt:
         pass
     return 0
@@ -98,9 +99,15 @@ def _produce(args: argparse.Namespace) -> int:
 
     async def send() -> dict[str, object]:
         async with FclProducer(load_settings()) as producer:
-            return await producer.send_threshold(args.dataset_id, args.model_type, priority=args.priority,
-                                                 sample_count=args.sample_count, threshold=args.threshold,
-                                                 event_id=args.event_id)
+            return await producer.send_threshold(
+                args.dataset_id,
+                args.model_type,
+                priority=args.priority,
+                sample_count=args.sample_count,
+                threshold=args.threshold,
+                event_id=args.event_id,
+            )
+
     try:
         event = asyncio.run(send())
     except ValueError as exc:
@@ -119,7 +126,7 @@ def _simulate(args: argparse.Namespace) -> int:
     samples = simulate(args.model_type, seed=args.seed, users=args.users, days=args.days, episodes=args.episodes)
     if args.out:
         count = 0
-        with (sys.stdout if args.out == "-" else open(args.out, "w")) as out:
+        with sys.stdout if args.out == "-" else open(args.out, "w") as out:
             for sample in samples:
                 out.write(json.dumps(sample, separators=(",", ":")) + "\n")
                 count += 1
@@ -149,68 +156,98 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcl", description="FinCoach continuous learning service")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    stack = sub.add_parser("stack", help="a local Apache Kafka broker and PostgreSQL server (no Docker)",
-                           description="Start, stop or inspect the local broker and database server. "
-                                       "`up` writes their addresses to .fcl/stack.env.")
-    stack.add_argument("action", choices=["up", "down", "status", "fetch"],
-                       help="up: start both and wait until each answers; down: stop what up started; "
-                            "status: what runs, where, which versions; fetch: only cache the Kafka jars")
+    stack = sub.add_parser(
+        "stack",
+        help="a local Apache Kafka broker and PostgreSQL server (no Docker)",
+        description="Start, stop or inspect the local broker and database server. "
+        "`up` writes their addresses to .fcl/stack.env.",
+    )
+    stack.add_argument(
+        "action",
+        choices=["up", "down", "status", "fetch"],
+        help="up: start both and wait until each answers; down: stop what up started; "
+        "status: what runs, where, which versions; fetch: only cache the Kafka jars",
+    )
     stack.add_argument("--state-dir", default=".fcl", help="where the stack keeps data, logs and pids")
     stack.add_argument("--json", action="store_true", help="print the status as JSON")
     stack.set_defaults(func=_stack)
 
-    migrate = sub.add_parser("migrate", help="apply the database migrations",
-                             description="Bring the database schema to a revision (default: head).")
+    migrate = sub.add_parser(
+        "migrate",
+        help="apply the database migrations",
+        description="Bring the database schema to a revision (default: head).",
+    )
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
     migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     migrate.add_argument("--database-url", help="override FCL_DATABASE_URL")
     migrate.set_defaults(func=_migrate)
 
-    streams = sub.add_parser("streams", help="run the Faust streams worker (samples and threshold agents, outbox relay)",
-                             description="Run a Faust worker: the same as `faust -A streams.app worker`. "
-                                         "Several workers share the partitions of one consumer group.")
+    streams = sub.add_parser(
+        "streams",
+        help="run the Faust streams worker (samples and threshold agents, outbox relay)",
+        description="Run a Faust worker: the same as `faust -A streams.app worker`. "
+        "Several workers share the partitions of one consumer group.",
+    )
     streams.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra arguments for `faust worker`")
     streams.set_defaults(func=_streams)
 
-    trainer = sub.add_parser("trainer", help="run a trainer worker (claims jobs, trains, validates, versions)",
-                             description="Run a trainer worker. Several share one PostgreSQL queue. Settings: "
-                                         "FCL_TRAINER_CONCURRENCY, FCL_TRAINER_CAPS, FCL_LEASE_SECONDS, "
-                                         "FCL_HEARTBEAT_SECONDS, FCL_DRAIN_SECONDS, FCL_TRAINER_TIMEOUTS, "
-                                         "FCL_MAX_ATTEMPTS, FCL_RETRY_BASE_SECONDS, FCL_TRAINER_HYPERPARAMETERS.")
+    trainer = sub.add_parser(
+        "trainer",
+        help="run a trainer worker (claims jobs, trains, validates, versions)",
+        description="Run a trainer worker. Several share one PostgreSQL queue. Settings: "
+        "FCL_TRAINER_CONCURRENCY, FCL_TRAINER_CAPS, FCL_LEASE_SECONDS, "
+        "FCL_HEARTBEAT_SECONDS, FCL_DRAIN_SECONDS, FCL_TRAINER_TIMEOUTS, "
+        "FCL_MAX_ATTEMPTS, FCL_RETRY_BASE_SECONDS, FCL_TRAINER_HYPERPARAMETERS.",
+    )
     trainer.set_defaults(func=_trainer)
 
-    web_cmd = sub.add_parser("web", help="serve the HTTP API and the dashboard",
-                             description="Serve the HTTP API (under /coaching/continuous-learning), /healthz, "
-                                         "/metrics, /openapi.json and the dashboard at /. Settings: FCL_HTTP_HOST, "
-                                         "FCL_HTTP_PORT, FCL_API_TOKEN (unset: every POST is refused), "
-                                         "FCL_HTTP_MAX_BODY_BYTES.")
+    web_cmd = sub.add_parser(
+        "web",
+        help="serve the HTTP API and the dashboard",
+        description="Serve the HTTP API (under /coaching/continuous-learning), /healthz, "
+        "/metrics, /openapi.json and the dashboard at /. Settings: FCL_HTTP_HOST, "
+        "FCL_HTTP_PORT, FCL_API_TOKEN (unset: every POST is refused), "
+        "FCL_HTTP_MAX_BODY_BYTES.",
+    )
     web_cmd.add_argument("--host", help="bind address (default FCL_HTTP_HOST, 127.0.0.1)")
     web_cmd.add_argument("--port", type=int, help="port (default FCL_HTTP_PORT, 8000)")
     web_cmd.set_defaults(func=_web)
 
-    watch = sub.add_parser("watch", help="follow status, validation and champion events in the terminal",
-                           description="Print each training-status, training-validation and model-versions event "
-                                       "as one line, with a progress bar per running job (on a terminal). "
-                                       "Reads without a consumer group, so it moves no one's offsets.")
+    watch = sub.add_parser(
+        "watch",
+        help="follow status, validation and champion events in the terminal",
+        description="Print each training-status, training-validation and model-versions event "
+        "as one line, with a progress bar per running job (on a terminal). "
+        "Reads without a consumer group, so it moves no one's offsets.",
+    )
     watch.add_argument("--from-beginning", action="store_true", help="start at the oldest events, not the newest")
     watch.add_argument("--job-id", help="only this job's events")
     watch.add_argument("--max-events", type=int, help="exit after printing this many events")
     watch.set_defaults(func=_watch)
 
-    demo = sub.add_parser("demo", help="all of it at once: stack, streams, trainer, web and simulated traffic",
-                          description="Start the local stack (when not up), migrate, start fcl streams, trainer and "
-                                      "web with demo-sized thresholds, print the dashboard URL and API token, feed "
-                                      "simulated FinCoach samples, and show all four model types trained, validated "
-                                      "and versioned and a retrain judged against its champion. Ctrl-C stops "
-                                      "everything it started.")
-    demo.add_argument("--exit-when-done", action="store_true",
-                      help="stop everything once the demo has shown its results instead of serving until Ctrl-C")
+    demo = sub.add_parser(
+        "demo",
+        help="all of it at once: stack, streams, trainer, web and simulated traffic",
+        description="Start the local stack (when not up), migrate, start fcl streams, trainer and "
+        "web with demo-sized thresholds, print the dashboard URL and API token, feed "
+        "simulated FinCoach samples, and show all four model types trained, validated "
+        "and versioned and a retrain judged against its champion. Ctrl-C stops "
+        "everything it started.",
+    )
+    demo.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop everything once the demo has shown its results instead of serving until Ctrl-C",
+    )
     demo.set_defaults(func=_demo)
 
     produce = sub.add_parser("produce", help="send a one-off event", description="Send one event to Kafka.")
     produce_sub = produce.add_subparsers(dest="event", required=True, metavar="EVENT")
-    threshold = produce_sub.add_parser("threshold", help="a dataset-threshold event",
-                                       description="Send a dataset-threshold event (asks for a training job).")
+    threshold = produce_sub.add_parser(
+        "threshold",
+        help="a dataset-threshold event",
+        description="Send a dataset-threshold event (asks for a training job).",
+    )
     threshold.add_argument("--dataset-id", required=True)
     threshold.add_argument("--model-type", required=True, help="recommendation, segmentation, spending or goal")
     threshold.add_argument("--priority", type=int, default=5, choices=range(10), metavar="0-9")
@@ -219,17 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
     threshold.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     threshold.set_defaults(func=_produce)
 
-    simulate = sub.add_parser("simulate", help="synthetic FinCoach samples to Kafka or a file",
-                              description="Generate FinCoach users (deterministic by seed) and send their samples "
-                                          "of one model type to training-samples, or write them as JSON lines.")
+    simulate = sub.add_parser(
+        "simulate",
+        help="synthetic FinCoach samples to Kafka or a file",
+        description="Generate FinCoach users (deterministic by seed) and send their samples "
+        "of one model type to training-samples, or write them as JSON lines.",
+    )
     simulate.add_argument("--model-type", required=True, choices=["recommendation", "segmentation", "spending", "goal"])
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--users", type=int, default=1000, help="simulated users (default 1000)")
     simulate.add_argument("--days", type=int, default=365, help="spending: days of history (default 365)")
     simulate.add_argument("--episodes", type=int, default=2000, help="recommendation: logged episodes (default 2000)")
     simulate.add_argument("--dataset-id", help="dataset to send to (default fincoach-<model type>)")
-    simulate.add_argument("--batch", type=int, default=500, choices=range(1, 1001), metavar="1-1000",
-                          help="samples per event (default 500)")
+    simulate.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        choices=range(1, 1001),
+        metavar="1-1000",
+        help="samples per event (default 500)",
+    )
     simulate.add_argument("--out", help="write JSON lines to this file (- for stdout) instead of sending to Kafka")
     simulate.set_defaults(func=_simulate)
     return parser

@@ -29,17 +29,28 @@ from fcl.stack.common import choose_ports
 FCL = str(Path(sys.executable).with_name("fcl"))
 API = "/coaching/continuous-learning"
 # Demo-sized thresholds and trainings: everything happens within a minute or two on a laptop.
-DEMO_ENV = {"FCL_THRESHOLD_SEGMENTATION": "300", "FCL_THRESHOLD_GOAL": "500",
-            "FCL_THRESHOLD_SPENDING": "8000", "FCL_THRESHOLD_RECOMMENDATION": "15000",
-            "FCL_HEARTBEAT_SECONDS": "1", "FCL_DRAIN_SECONDS": "2",
-            "FCL_TRAINER_HYPERPARAMETERS": json.dumps({
-                "recommendation": {"steps": 4000, "fqe_steps": 2000},
-                "spending": {"max_epochs": 4, "steps_per_epoch": 60, "hidden": 32},
-                "goal": {"n_estimators": 100}})}
+DEMO_ENV = {
+    "FCL_THRESHOLD_SEGMENTATION": "300",
+    "FCL_THRESHOLD_GOAL": "500",
+    "FCL_THRESHOLD_SPENDING": "8000",
+    "FCL_THRESHOLD_RECOMMENDATION": "15000",
+    "FCL_HEARTBEAT_SECONDS": "1",
+    "FCL_DRAIN_SECONDS": "2",
+    "FCL_TRAINER_HYPERPARAMETERS": json.dumps(
+        {
+            "recommendation": {"steps": 4000, "fqe_steps": 2000},
+            "spending": {"max_epochs": 4, "steps_per_epoch": 60, "hidden": 32},
+            "goal": {"n_estimators": 100},
+        }
+    ),
+}
 # What each model type gets from the simulator in the first round.
-PLAN: dict[str, dict[str, int]] = {"segmentation": {"users": 600}, "goal": {"users": 300},
-                                   "spending": {"users": 60, "days": 150},
-                                   "recommendation": {"users": 500, "episodes": 2000}}
+PLAN: dict[str, dict[str, int]] = {
+    "segmentation": {"users": 600},
+    "goal": {"users": 300},
+    "spending": {"users": 60, "days": 150},
+    "recommendation": {"users": 500, "episodes": 2000},
+}
 
 
 class Demo:
@@ -129,8 +140,9 @@ class Demo:
         self._spawn("streams", env)
         self._spawn("trainer", env)
         self._spawn("web", env)
-        await asyncio.gather(self._ready("streams", "Worker ready"), self._ready("trainer", "ready"),
-                             self._ready("web", "fcl web:"))
+        await asyncio.gather(
+            self._ready("streams", "Worker ready"), self._ready("trainer", "ready"), self._ready("web", "fcl web:")
+        )
         base = f"http://{settings.http_host}:{port}"
         async with aiohttp.ClientSession(base) as http:
             await self._healthy(http)
@@ -148,8 +160,7 @@ class Demo:
                 follower.cancel()
                 with suppress(asyncio.CancelledError):
                     await follower
-        print(f"\ndemo finished in {time.monotonic() - began:.1f} s. The dashboard stays at {base}/ "
-              f"(token {token}).")
+        print(f"\ndemo finished in {time.monotonic() - began:.1f} s. The dashboard stays at {base}/ (token {token}).")
 
     async def _healthy(self, http: aiohttp.ClientSession) -> None:
         for _ in range(100):
@@ -181,8 +192,9 @@ class Demo:
         samples = list(simulate(model_type, seed=seed, **size))
         async with FclProducer(settings, linger_ms=5) as producer:
             for i in range(0, len(samples), 500):
-                await producer.send_samples(f"fincoach-{self.run}-{model_type}", model_type, samples[i:i + 500],
-                                            wait=False)
+                await producer.send_samples(
+                    f"fincoach-{self.run}-{model_type}", model_type, samples[i : i + 500], wait=False
+                )
         return len(samples)
 
     async def _versions(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
@@ -204,7 +216,9 @@ class Demo:
             print(f"sent {n} simulated {model_type} samples to dataset fincoach-{self.run}-{model_type}")
         print("the thresholds are crossed: jobs train, validate and are versioned ...\n")
         versions = await self._wait(http, lambda vs: {v["model_type"] for v in vs} >= set(PLAN), timeout=600)
-        print(f"\n{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34} checks failed")
+        print(
+            f"\n{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34} checks failed"
+        )
         async with http.get(f"{API}/training-status") as r:
             status = await r.json()
         for v in sorted(versions, key=lambda v: (v["model_type"], v["version"])):
@@ -212,9 +226,11 @@ class Demo:
             async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
                 validation = await r.json()
             failed = [f"{c['metric']} ({c['kind']})" for c in validation["checks"] if not c["passed"]]
-            print(f"{v['model_type']:<15} {v['version']:>7}  {str(v['parent_version'] or '-'):>11}  "
-                  f"{'yes' if v['is_champion'] else 'no':<8} {key + ' ' + format(v['metrics'].get(key, float('nan')), '.4f'):<34} "
-                  f"{', '.join(failed) or '-'}")
+            print(
+                f"{v['model_type']:<15} {v['version']:>7}  {str(v['parent_version'] or '-'):>11}  "
+                f"{'yes' if v['is_champion'] else 'no':<8} {key + ' ' + format(v['metrics'].get(key, float('nan')), '.4f'):<34} "
+                f"{', '.join(failed) or '-'}"
+            )
         missing = set(PLAN) - {v["model_type"] for v in versions}
         if missing:
             raise SystemExit(f"no version for {', '.join(sorted(missing))} within 10 minutes: see {self.log_dir}/")
@@ -223,21 +239,30 @@ class Demo:
         print("\na second round of goal data (new users): the candidate is judged against its champion")
         before = {v["version"] for v in await self._versions(http) if v["model_type"] == "goal"}
         await self._send(settings, "goal", 2, users=300)
-        versions = await self._wait(http, lambda vs: any(v["model_type"] == "goal" and v["version"] not in before
-                                                         and v["parent_version"] is not None for v in vs), timeout=300)
+        versions = await self._wait(
+            http,
+            lambda vs: any(
+                v["model_type"] == "goal" and v["version"] not in before and v["parent_version"] is not None for v in vs
+            ),
+            timeout=300,
+        )
         retrains = [v for v in versions if v["model_type"] == "goal" and v["version"] not in before]
         if not retrains:
             raise SystemExit(f"the goal retrain did not finish within 5 minutes: see {self.log_dir}/")
         v = retrains[-1]
         async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
             validation = await r.json()
-        print(f"goal version {v['version']} against champion version {validation['baseline_version']}: "
-              f"{'passed, promoted' if validation['promoted'] else 'not promoted'}")
+        print(
+            f"goal version {v['version']} against champion version {validation['baseline_version']}: "
+            f"{'passed, promoted' if validation['promoted'] else 'not promoted'}"
+        )
         for c in validation["checks"]:
             base = f" (champion {c['baseline']:.4f})" if c["baseline"] is not None else ""
             value = "missing" if c["value"] is None else f"{c['value']:.4f}"
-            print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['kind']:<6} {c['metric']:<26} {value}{base}  "
-                  f"{'≥' if c['direction'] == 'higher_is_better' else '≤'} {c['threshold']}")
+            print(
+                f"  {'pass' if c['passed'] else 'FAIL'}  {c['kind']:<6} {c['metric']:<26} {value}{base}  "
+                f"{'≥' if c['direction'] == 'higher_is_better' else '≤'} {c['threshold']}"
+            )
 
 
 def main(exit_when_done: bool = False) -> int:

@@ -99,27 +99,61 @@ def _child_main(conn: Any, args: dict[str, Any]) -> None:
 
         started = time.perf_counter()
         try:
-            result = trainer.train(TrainRequest(samples=samples, seed=args["seed"], hyperparameters=args["hyperparameters"],
-                                                champion=champion, progress=progress, device=args["device"]))
+            result = trainer.train(
+                TrainRequest(
+                    samples=samples,
+                    seed=args["seed"],
+                    hyperparameters=args["hyperparameters"],
+                    champion=champion,
+                    progress=progress,
+                    device=args["device"],
+                )
+            )
         except TrainingError as exc:
             conn.send(("error", {"type": type(exc).__name__, "message": str(exc), "retriable": exc.retriable}))
             return
         fit_seconds = time.perf_counter() - started
         verdict = trainer.gate.evaluate(result.metrics, result.baseline_metrics)
         store = ArtifactStore(Path(args["artifact_dir"]))
-        path = store.path_for_job(args["model_type"], uuid.UUID(args["job_id"]), args["attempt"], result.artifact.format)
+        path = store.path_for_job(
+            args["model_type"], uuid.UUID(args["job_id"]), args["attempt"], result.artifact.format
+        )
         stored = store.write_at(path, result.artifact)
-        manifest = build_manifest(model_type=args["model_type"], seed=args["seed"], hyperparameters=result.hyperparameters,
-                                  samples=samples, dataset_watermark=args["watermark"], info=result.info)
+        manifest = build_manifest(
+            model_type=args["model_type"],
+            seed=args["seed"],
+            hyperparameters=result.hyperparameters,
+            samples=samples,
+            dataset_watermark=args["watermark"],
+            info=result.info,
+        )
         finite = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        baseline = ({k: v for k, v in result.baseline_metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-                    if result.baseline_metrics is not None else None)
-        conn.send(("result", {
-            "metrics": finite, "baseline_metrics": baseline, "checks": [c.as_dict() for c in verdict.checks],
-            "passed": verdict.passed, "hyperparameters": result.hyperparameters, "manifest": manifest,
-            "artifact": {"path": str(stored.path), "sha256": stored.sha256, "size": stored.size, "format": stored.format},
-            "fit_seconds": fit_seconds, "sample_count": len(samples),
-        }))
+        baseline = (
+            {k: v for k, v in result.baseline_metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            if result.baseline_metrics is not None
+            else None
+        )
+        conn.send(
+            (
+                "result",
+                {
+                    "metrics": finite,
+                    "baseline_metrics": baseline,
+                    "checks": [c.as_dict() for c in verdict.checks],
+                    "passed": verdict.passed,
+                    "hyperparameters": result.hyperparameters,
+                    "manifest": manifest,
+                    "artifact": {
+                        "path": str(stored.path),
+                        "sha256": stored.sha256,
+                        "size": stored.size,
+                        "format": stored.format,
+                    },
+                    "fit_seconds": fit_seconds,
+                    "sample_count": len(samples),
+                },
+            )
+        )
     except BaseException as exc:  # noqa: BLE001 - everything the child hits is reported, never lost
         try:
             conn.send(("error", {"type": type(exc).__name__, "message": str(exc) or repr(exc), "retriable": True}))
@@ -129,8 +163,18 @@ def _child_main(conn: Any, args: dict[str, Any]) -> None:
         conn.close()
 
 
-_PRELOAD = ["fcl.worker", "trainers.registry", "trainers.recommendation", "trainers.segmentation",
-            "trainers.spending", "trainers.goal", "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
+_PRELOAD = [
+    "fcl.worker",
+    "trainers.registry",
+    "trainers.recommendation",
+    "trainers.segmentation",
+    "trainers.spending",
+    "trainers.goal",
+    "torch",
+    "sklearn.ensemble",
+    "sklearn.cluster",
+    "skops.io",
+]
 _CONTEXT: Any = None
 
 
@@ -198,7 +242,9 @@ class TrainerWorker:
 
         await ensure_topics(self.settings)
         await asyncio.to_thread(_warm_up_training_context)
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
         await producer.start()
 
         async def send(topic: str, key: bytes | None, value: bytes) -> Any:
@@ -256,10 +302,16 @@ class TrainerWorker:
         try:
             async with self.db.transaction() as s:
                 await WorkerRepository(s).beat(
-                    worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
                     current_job_ids=list(self.running),
-                    info={"concurrency": self.settings.trainer_concurrency, "heartbeat_seconds": self.settings.heartbeat_seconds,
-                          "stopping": self.stopping.is_set()})
+                    info={
+                        "concurrency": self.settings.trainer_concurrency,
+                        "heartbeat_seconds": self.settings.heartbeat_seconds,
+                        "stopping": self.stopping.is_set(),
+                    },
+                )
         except Exception as exc:  # noqa: BLE001 - the loop outlives database outages
             log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
 
@@ -274,11 +326,13 @@ class TrainerWorker:
     async def _claim(self) -> Job | None:
         try:
             async with self.db.transaction() as s:
-                job = await QueueRepository(s).claim(worker=self.worker_id, lease=self.lease,
-                                                     caps=self.settings.trainer_caps or None)
+                job = await QueueRepository(s).claim(
+                    worker=self.worker_id, lease=self.lease, caps=self.settings.trainer_caps or None
+                )
                 if job is not None:
-                    await OutboxRepository(s).add_many([self._status(job, "in_progress", progress=0.0,
-                                                                     message=f"claimed by {self.worker_id}")])
+                    await OutboxRepository(s).add_many(
+                        [self._status(job, "in_progress", progress=0.0, message=f"claimed by {self.worker_id}")]
+                    )
         except Exception as exc:  # noqa: BLE001 - the loop outlives database outages
             log.warning("claim failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(1.0)
@@ -297,11 +351,20 @@ class TrainerWorker:
                 events = []
                 for job, merged in expired:
                     await TrainingEventRepository(s).add(
-                        job_id=job.id, attempt=max(1, job.attempts), dataset_id=job.dataset_id, model_type=job.model_type,
-                        status="abandoned", worker=self.worker_id, started_at=job.started_at or job.updated_at,
-                        duration_seconds=0.0, error_type="LeaseExpired", error_message=job.error_message)
-                    events += self._requeued_events(job, merged, ("LeaseExpired", job.error_message or ""),
-                                                    "lease expired; back in the queue")
+                        job_id=job.id,
+                        attempt=max(1, job.attempts),
+                        dataset_id=job.dataset_id,
+                        model_type=job.model_type,
+                        status="abandoned",
+                        worker=self.worker_id,
+                        started_at=job.started_at or job.updated_at,
+                        duration_seconds=0.0,
+                        error_type="LeaseExpired",
+                        error_message=job.error_message,
+                    )
+                    events += self._requeued_events(
+                        job, merged, ("LeaseExpired", job.error_message or ""), "lease expired; back in the queue"
+                    )
                 await OutboxRepository(s).add_many(events)
         except Exception as exc:  # noqa: BLE001
             log.warning("lease expiry failed: %s: %s", type(exc).__name__, exc)
@@ -324,8 +387,9 @@ class TrainerWorker:
                 result = await self._train_in_child(job, token, watermark, champion_artifact)
                 result["champion_unreadable"] = unreadable
                 try:
-                    await self._record_success(job, token, result, watermark, champion_move,
-                                               started_at, time.monotonic() - started)
+                    await self._record_success(
+                        job, token, result, watermark, champion_move, started_at, time.monotonic() - started
+                    )
                     return
                 except ChampionChanged:
                     log.info("job %s: the champion moved during validation; validating again", job.id)
@@ -336,8 +400,9 @@ class TrainerWorker:
             await self._record_failure(job, token, failure, started_at, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - a bug or an outage: the job is retried, never lost
             log.exception("job %s failed in the worker", job.id)
-            await self._record_failure(job, token, TrainingFailed(type(exc).__name__, str(exc), True),
-                                       started_at, time.monotonic() - started)
+            await self._record_failure(
+                job, token, TrainingFailed(type(exc).__name__, str(exc), True), started_at, time.monotonic() - started
+            )
 
     async def _champion(self, model_type: str) -> tuple[ChampionMove | None, tuple[bytes, str] | None, str | None]:
         """The current champion, its artifact's bytes (checksum verified) and, when that artifact
@@ -351,8 +416,12 @@ class TrainerWorker:
             version = await ModelVersionRepository(s).get(model_type, move.version) if move else None
         if version is None:
             return move, None, None
-        stored = StoredArtifact(path=Path(version.artifact_path), sha256=version.artifact_sha256,
-                                size=version.artifact_size, format=version.artifact_format)
+        stored = StoredArtifact(
+            path=Path(version.artifact_path),
+            sha256=version.artifact_sha256,
+            size=version.artifact_size,
+            format=version.artifact_format,
+        )
         try:
             artifact = await asyncio.to_thread(ArtifactStore(self.settings.artifact_dir).read, stored)
         except (ArtifactError, OSError) as exc:
@@ -361,17 +430,26 @@ class TrainerWorker:
             return move, None, reason
         return move, (artifact.data, artifact.format), None
 
-    async def _train_in_child(self, job: Job, token: uuid.UUID, watermark: int,
-                              champion: tuple[bytes, str] | None) -> dict[str, Any]:
+    async def _train_in_child(
+        self, job: Job, token: uuid.UUID, watermark: int, champion: tuple[bytes, str] | None
+    ) -> dict[str, Any]:
         from trainers.base import stable_bucket
 
         ctx = _training_context()
         receiver, sender = ctx.Pipe(duplex=False)
-        args = {"database_url": self.settings.database_url, "dataset_id": job.dataset_id, "watermark": watermark,
-                "model_type": job.model_type, "seed": stable_bucket(str(job.id), 2**31),
-                "hyperparameters": self.settings.trainer_hyperparameters.get(job.model_type, {}),
-                "champion": champion, "artifact_dir": str(self.settings.artifact_dir), "job_id": str(job.id),
-                "attempt": job.attempts, "device": self.settings.trainer_device}
+        args = {
+            "database_url": self.settings.database_url,
+            "dataset_id": job.dataset_id,
+            "watermark": watermark,
+            "model_type": job.model_type,
+            "seed": stable_bucket(str(job.id), 2**31),
+            "hyperparameters": self.settings.trainer_hyperparameters.get(job.model_type, {}),
+            "champion": champion,
+            "artifact_dir": str(self.settings.artifact_dir),
+            "job_id": str(job.id),
+            "attempt": job.attempts,
+            "device": self.settings.trainer_device,
+        }
         proc = ctx.Process(target=_child_main, args=(sender, args), name=f"fcl-train-{job.id}", daemon=True)
         proc.start()
         sender.close()
@@ -394,11 +472,14 @@ class TrainerWorker:
                     if kind == "error":
                         raise TrainingFailed(payload["type"], payload["message"], payload["retriable"])
                 if not proc.is_alive() and not receiver.poll():
-                    raise TrainingFailed("TrainerExited", f"the training process exited with code {proc.exitcode} "
-                                                          "without a result", True)
+                    raise TrainingFailed(
+                        "TrainerExited", f"the training process exited with code {proc.exitcode} without a result", True
+                    )
                 now = time.monotonic()
                 if now > deadline:
-                    raise JobStopped("timeout", f"training took longer than {self.settings.timeout_for(job.model_type):.0f}s")
+                    raise JobStopped(
+                        "timeout", f"training took longer than {self.settings.timeout_for(job.model_type):.0f}s"
+                    )
                 if self.stopping.is_set() and drain_deadline is None:
                     drain_deadline = now + self.settings.drain_seconds
                 if self.releasing or (drain_deadline is not None and now > drain_deadline):
@@ -426,8 +507,9 @@ class TrainerWorker:
             async with self.db.transaction() as s:
                 owned, cancel = await QueueRepository(s).heartbeat(job.id, token, lease=self.lease, progress=progress)
                 if owned and publish and not cancel:
-                    await OutboxRepository(s).add_many([self._status(job, "in_progress", progress=round(progress, 3),
-                                                                     message="training")])
+                    await OutboxRepository(s).add_many(
+                        [self._status(job, "in_progress", progress=round(progress, 3), message="training")]
+                    )
         except Exception as exc:  # noqa: BLE001 - a missed beat is not a lost lease; the next one may pass
             log.warning("heartbeat for job %s failed: %s: %s", job.id, type(exc).__name__, exc)
             return True, False
@@ -435,12 +517,28 @@ class TrainerWorker:
             self._wake_relay()
         return owned, cancel
 
-    async def _record_success(self, job: Job, token: uuid.UUID, result: dict[str, Any], watermark: int,
-                              validated_against: ChampionMove | None,
-                              started_at: datetime, duration: float) -> None:
-        checks = [ValidationCheck(metric=c["metric"], value=c["value"], baseline=c["baseline"], threshold=c["threshold"],
-                                  direction=Direction(c["direction"]), passed=c["passed"], kind=c["kind"])
-                  for c in result["checks"]]
+    async def _record_success(
+        self,
+        job: Job,
+        token: uuid.UUID,
+        result: dict[str, Any],
+        watermark: int,
+        validated_against: ChampionMove | None,
+        started_at: datetime,
+        duration: float,
+    ) -> None:
+        checks = [
+            ValidationCheck(
+                metric=c["metric"],
+                value=c["value"],
+                baseline=c["baseline"],
+                threshold=c["threshold"],
+                direction=Direction(c["direction"]),
+                passed=c["passed"],
+                kind=c["kind"],
+            )
+            for c in result["checks"]
+        ]
         manifest = result["manifest"]
         try:
             async with self.db.transaction() as s:
@@ -452,51 +550,110 @@ class TrainerWorker:
                     raise ChampionChanged()
                 events = TrainingEventRepository(s)
                 training_event_id = await events.add(
-                    job_id=job.id, attempt=job.attempts, dataset_id=job.dataset_id, model_type=job.model_type,
-                    status="completed", worker=self.worker_id, started_at=started_at, duration_seconds=duration,
-                    fit_seconds=result["fit_seconds"], sample_count=result["sample_count"], dataset_watermark=watermark,
-                    metrics=result["metrics"])
+                    job_id=job.id,
+                    attempt=job.attempts,
+                    dataset_id=job.dataset_id,
+                    model_type=job.model_type,
+                    status="completed",
+                    worker=self.worker_id,
+                    started_at=started_at,
+                    duration_seconds=duration,
+                    fit_seconds=result["fit_seconds"],
+                    sample_count=result["sample_count"],
+                    dataset_watermark=watermark,
+                    metrics=result["metrics"],
+                )
                 artifact = result["artifact"]
-                version = await ModelVersionRepository(s).add(NewModelVersion(
-                    model_type=job.model_type, training_event_id=training_event_id, job_id=job.id,
-                    dataset_id=job.dataset_id, parent_version=current.version if current else None,
-                    artifact_path=artifact["path"], artifact_sha256=artifact["sha256"], artifact_size=artifact["size"],
-                    artifact_format=artifact["format"], metrics=result["metrics"],
-                    hyperparameters=result["hyperparameters"], dataset_watermark=watermark,
-                    dataset_hash=manifest["dataset_hash"], seed=manifest["seed"],
-                    library_versions=manifest["library_versions"], code_version=manifest["code_version"]))
-                await ValidationRepository(s).add(training_event_id=training_event_id, model_type=job.model_type,
-                                                  candidate_version=version.version,
-                                                  baseline_version=current.version if current else None, checks=checks)
+                version = await ModelVersionRepository(s).add(
+                    NewModelVersion(
+                        model_type=job.model_type,
+                        training_event_id=training_event_id,
+                        job_id=job.id,
+                        dataset_id=job.dataset_id,
+                        parent_version=current.version if current else None,
+                        artifact_path=artifact["path"],
+                        artifact_sha256=artifact["sha256"],
+                        artifact_size=artifact["size"],
+                        artifact_format=artifact["format"],
+                        metrics=result["metrics"],
+                        hyperparameters=result["hyperparameters"],
+                        dataset_watermark=watermark,
+                        dataset_hash=manifest["dataset_hash"],
+                        seed=manifest["seed"],
+                        library_versions=manifest["library_versions"],
+                        code_version=manifest["code_version"],
+                    )
+                )
+                await ValidationRepository(s).add(
+                    training_event_id=training_event_id,
+                    model_type=job.model_type,
+                    candidate_version=version.version,
+                    baseline_version=current.version if current else None,
+                    checks=checks,
+                )
                 promoted = False
                 outbox: list[Any] = []
                 if result["passed"]:
-                    move = await champions.move(model_type=job.model_type, version=version.version, expected=current,
-                                                reason=ChampionReason.VALIDATED)
+                    move = await champions.move(
+                        model_type=job.model_type,
+                        version=version.version,
+                        expected=current,
+                        reason=ChampionReason.VALIDATED,
+                    )
                     promoted = True
-                    outbox.append((Topic.MODEL_VERSIONS, job.model_type, ModelVersionEvent(
-                        event_id=str(move.event_id), model_type=job.model_type, version=version.version,
-                        previous_version=current.version if current else None, reason="validated",
-                        occurred_at=rfc3339()).model_dump(mode="json")))
-                await events.set_version(training_event_id, model_version=version.version,
-                                         validation_passed=result["passed"], promoted=promoted)
+                    outbox.append(
+                        (
+                            Topic.MODEL_VERSIONS,
+                            job.model_type,
+                            ModelVersionEvent(
+                                event_id=str(move.event_id),
+                                model_type=job.model_type,
+                                version=version.version,
+                                previous_version=current.version if current else None,
+                                reason="validated",
+                                occurred_at=rfc3339(),
+                            ).model_dump(mode="json"),
+                        )
+                    )
+                await events.set_version(
+                    training_event_id,
+                    model_version=version.version,
+                    validation_passed=result["passed"],
+                    promoted=promoted,
+                )
                 await DatasetRepository(s).consume_up_to(job.dataset_id, watermark)
                 done = await QueueRepository(s).complete(job.id, token, model_version=version.version)
                 assert done is not None
                 validation = TrainingValidationEvent(
-                    event_id=str(uuid.uuid4()), job_id=str(job.id), training_event_id=str(training_event_id),
-                    model_type=job.model_type, candidate_version=version.version,
-                    baseline_version=current.version if current else None, metrics=result["metrics"],
+                    event_id=str(uuid.uuid4()),
+                    job_id=str(job.id),
+                    training_event_id=str(training_event_id),
+                    model_type=job.model_type,
+                    candidate_version=version.version,
+                    baseline_version=current.version if current else None,
+                    metrics=result["metrics"],
                     baseline_metrics=result["baseline_metrics"],
-                    checks=[{k: v for k, v in c.items() if k != "kind"} for c in result["checks"]], passed=result["passed"],
-                    promoted=promoted, occurred_at=rfc3339())
+                    checks=[{k: v for k, v in c.items() if k != "kind"} for c in result["checks"]],
+                    passed=result["passed"],
+                    promoted=promoted,
+                    occurred_at=rfc3339(),
+                )
                 failed = ", ".join(f"{c.metric} ({c.kind})" for c in checks if not c.passed)
                 verdict = "promoted to champion" if promoted else f"not promoted: {failed or 'no checks'}"
                 if result.get("champion_unreadable"):
                     verdict += f"; judged on fixed bounds only: {result['champion_unreadable']}"
-                outbox = [self._status(done, "completed", progress=1.0, message=f"version {version.version} {verdict}",
-                                       training_event_id=training_event_id, model_version=version.version),
-                          (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")), *outbox]
+                outbox = [
+                    self._status(
+                        done,
+                        "completed",
+                        progress=1.0,
+                        message=f"version {version.version} {verdict}",
+                        training_event_id=training_event_id,
+                        model_version=version.version,
+                    ),
+                    (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")),
+                    *outbox,
+                ]
                 await OutboxRepository(s).add_many(outbox)
         except ChampionMoveConflict:
             raise ChampionChanged() from None
@@ -507,24 +664,37 @@ class TrainerWorker:
         base = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** max(0, attempt - 1))
         return timedelta(seconds=base * (0.5 + random.random() / 2))  # "equal jitter"
 
-    async def _record_failure(self, job: Job, token: uuid.UUID, failure: TrainingFailed, started_at: datetime,
-                              duration: float) -> None:
-        retry = (self._retry_in(job.attempts) if failure.retriable and job.attempts < job.max_attempts else None)
+    async def _record_failure(
+        self, job: Job, token: uuid.UUID, failure: TrainingFailed, started_at: datetime, duration: float
+    ) -> None:
+        retry = self._retry_in(job.attempts) if failure.retriable and job.attempts < job.max_attempts else None
         error = (failure.error_type, failure.message)
         for _ in range(10):  # the database may be down: keep the outcome until it is recorded
             try:
                 async with self.db.transaction() as s:
-                    outcome = await QueueRepository(s).fail(job.id, token, error_type=failure.error_type,
-                                                            message=failure.message, retry_in=retry)
+                    outcome = await QueueRepository(s).fail(
+                        job.id, token, error_type=failure.error_type, message=failure.message, retry_in=retry
+                    )
                     if outcome is None:
                         return  # another worker holds it now
                     after, merged = outcome
                     await TrainingEventRepository(s).add(
-                        job_id=job.id, attempt=job.attempts, dataset_id=job.dataset_id, model_type=job.model_type,
-                        status="failed", worker=self.worker_id, started_at=started_at, duration_seconds=duration,
-                        error_type=failure.error_type, error_message=failure.message)
-                    message = (f"attempt {job.attempts} failed; retrying in {retry.total_seconds():.0f}s" if retry
-                               else "failed")
+                        job_id=job.id,
+                        attempt=job.attempts,
+                        dataset_id=job.dataset_id,
+                        model_type=job.model_type,
+                        status="failed",
+                        worker=self.worker_id,
+                        started_at=started_at,
+                        duration_seconds=duration,
+                        error_type=failure.error_type,
+                        error_message=failure.message,
+                    )
+                    message = (
+                        f"attempt {job.attempts} failed; retrying in {retry.total_seconds():.0f}s"
+                        if retry
+                        else "failed"
+                    )
                     await OutboxRepository(s).add_many(self._requeued_events(after, merged, error, message))
                 break
             except Exception as exc:  # noqa: BLE001
@@ -533,13 +703,16 @@ class TrainerWorker:
         self._wake_relay()
         log.warning("job %s attempt %d: %s: %s", job.id, job.attempts, failure.error_type, failure.message)
 
-    async def _record_stop(self, job: Job, token: uuid.UUID, stop: JobStopped, started_at: datetime,
-                           duration: float) -> None:
+    async def _record_stop(
+        self, job: Job, token: uuid.UUID, stop: JobStopped, started_at: datetime, duration: float
+    ) -> None:
         if stop.reason == "lease_lost":
             log.warning("job %s: lease lost; nothing recorded", job.id)
             return
         if stop.reason == "timeout":
-            await self._record_failure(job, token, TrainingFailed("TrainingTimeout", str(stop), True), started_at, duration)
+            await self._record_failure(
+                job, token, TrainingFailed("TrainingTimeout", str(stop), True), started_at, duration
+            )
             return
         async with self.db.transaction() as s:
             q = QueueRepository(s)
@@ -557,9 +730,17 @@ class TrainerWorker:
                 events = self._requeued_events(after, merged, None, "released: the worker is shutting down")
                 status = "abandoned"
             await TrainingEventRepository(s).add(
-                job_id=job.id, attempt=job.attempts, dataset_id=job.dataset_id, model_type=job.model_type,
-                status=status, worker=self.worker_id, started_at=started_at, duration_seconds=duration,
-                error_type="Cancelled" if status == "cancelled" else "Released", error_message=str(stop))
+                job_id=job.id,
+                attempt=job.attempts,
+                dataset_id=job.dataset_id,
+                model_type=job.model_type,
+                status=status,
+                worker=self.worker_id,
+                started_at=started_at,
+                duration_seconds=duration,
+                error_type="Cancelled" if status == "cancelled" else "Released",
+                error_message=str(stop),
+            )
             await OutboxRepository(s).add_many(events)
         self._wake_relay()
         log.info("job %s: %s", job.id, stop)
@@ -573,10 +754,17 @@ async def auto_trigger_ready(db: Database, settings: Settings) -> list[Any]:
 
     async with db.transaction() as s:
         ready = await DatasetRepository(s).ready()
-        requests = [TriggerRequest(event_id=f"auto-trigger:{uuid.uuid4()}", dataset_id=d.dataset_id,
-                                   model_type=d.model_type, priority=settings.default_priority, source="auto-trigger",
-                                   max_attempts=settings.attempts_for(d.model_type))
-                    for d in ready]
+        requests = [
+            TriggerRequest(
+                event_id=f"auto-trigger:{uuid.uuid4()}",
+                dataset_id=d.dataset_id,
+                model_type=d.model_type,
+                priority=settings.default_priority,
+                source="auto-trigger",
+                max_attempts=settings.attempts_for(d.model_type),
+            )
+            for d in ready
+        ]
         return await admit_requests(s, requests, settings)
 
 
@@ -585,4 +773,3 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     asyncio.run(TrainerWorker(get_settings()).run())
-

@@ -67,8 +67,13 @@ def is_retriable(exc: BaseException) -> bool:
         if isinstance(sqlstate, str) and sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES:
             return True
         name = type(current).__name__
-        if name in ("InterfaceError", "ConnectionDoesNotExistError", "InternalClientError",
-                    "CannotConnectNowError", "ConnectionFailureError"):
+        if name in (
+            "InterfaceError",
+            "ConnectionDoesNotExistError",
+            "InternalClientError",
+            "CannotConnectNowError",
+            "ConnectionFailureError",
+        ):
             return True
         current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
     return False

@@ -141,8 +141,7 @@ class TrainingJobRow(Base):
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts_valid"),
         Index("ix_training_jobs_claim", "rank_at", "id", postgresql_where=text("status = 'queued'")),
-        Index("uq_training_jobs_waiting", "dedupe_key", unique=True,
-              postgresql_where=text("status = 'queued'")),
+        Index("uq_training_jobs_waiting", "dedupe_key", unique=True, postgresql_where=text("status = 'queued'")),
         Index("ix_training_jobs_lease", "lease_expires_at", postgresql_where=text("status = 'in_progress'")),
         Index(None, "dataset_id", "model_type", "created_at"),
         Index(None, "status", "model_type"),
@@ -243,8 +242,7 @@ class ChampionLedgerRow(Base):
 
     __table_args__ = (
         UniqueConstraint("model_type", "seq"),
-        ForeignKeyConstraint(["model_type", "version"],
-                             ["model_versions.model_type", "model_versions.version"]),
+        ForeignKeyConstraint(["model_type", "version"], ["model_versions.model_type", "model_versions.version"]),
         CheckConstraint("reason IN ('validated', 'manual', 'rollback')", name="reason_known"),
         CheckConstraint("seq >= 1", name="seq_positive"),
     )
@@ -256,8 +254,7 @@ class ValidationResultRow(Base):
     __tablename__ = "validation_results"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    training_event_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("training_events.id", ondelete="CASCADE"))
+    training_event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_events.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(SmallInteger)
     model_type: Mapped[str]
     candidate_version: Mapped[int | None] = mapped_column(Integer)

@@ -15,11 +15,19 @@ async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> l
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t.full_name(settings.topic_prefix) for t in Topic if t.full_name(settings.topic_prefix) not in existing]
+        missing = [
+            t.full_name(settings.topic_prefix) for t in Topic if t.full_name(settings.topic_prefix) not in existing
+        ]
         if missing:
             try:
-                await admin.create_topics([NewTopic(name=n, num_partitions=settings.topic_partitions,
-                                                    replication_factor=replication_factor) for n in missing])
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=n, num_partitions=settings.topic_partitions, replication_factor=replication_factor
+                        )
+                        for n in missing
+                    ]
+                )
             except TopicAlreadyExistsError:
                 pass  # another worker created them at the same moment
         return missing

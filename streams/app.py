@@ -59,13 +59,27 @@ def create_app(settings: Settings | None = None) -> faust.App:
     relay = OutboxRelay(db, send, topic_prefix=settings.topic_prefix)
 
     def raw_topic(name: Topic) -> faust.TopicT:
-        return app.topic(name.full_name(settings.topic_prefix), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
+        return app.topic(
+            name.full_name(settings.topic_prefix),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
 
     async def consume(stream: faust.StreamT, ingestor: Ingestor) -> None:
         async def commit(events: Sequence[EventT]) -> bool:
-            messages = [RawMessage(topic=e.message.topic, partition=e.message.partition, offset=e.message.offset,
-                                   key=e.message.key, value=e.message.value) for e in events]
+            messages = [
+                RawMessage(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                )
+                for e in events
+            ]
             report = await commit_batch(ingestor, messages, should_stop=lambda: app.should_stop)
             if report is None:
                 return False  # stopping before the batch committed: not acknowledged, redelivered later

@@ -16,8 +16,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def group_commit(source: AsyncIterable[T], commit: Callable[[Sequence[T]], Awaitable[bool]], *,
-                       max_batch: int) -> None:
+async def group_commit(
+    source: AsyncIterable[T], commit: Callable[[Sequence[T]], Awaitable[bool]], *, max_batch: int
+) -> None:
     """Feed `source` to `commit` in batches until the source ends or `commit` returns False
     (stop: that batch and anything read after it were not committed). An exception from
     `commit` is raised here; items read but not committed are simply not acknowledged."""

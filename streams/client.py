@@ -25,15 +25,17 @@ from streams.topics import Topic
 class FclProducer:
     def __init__(self, settings: Settings, *, linger_ms: int = 0) -> None:
         self.settings = settings
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                          linger_ms=linger_ms, enable_idempotence=True)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=linger_ms, enable_idempotence=True
+        )
 
     async def __aenter__(self) -> FclProducer:
         await self._producer.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._producer.stop()
 
     @staticmethod
@@ -43,21 +45,35 @@ class FclProducer:
             raise ValueError(f"unknown model type {model_type!r} (known: {KNOWN})")
         return parsed
 
-    def samples_event(self, dataset_id: str, model_type: str, samples: Sequence[dict[str, Any]], *,
-                      event_id: str | None = None) -> dict[str, Any]:
+    def samples_event(
+        self, dataset_id: str, model_type: str, samples: Sequence[dict[str, Any]], *, event_id: str | None = None
+    ) -> dict[str, Any]:
         shape = SAMPLE_SHAPES[self._model_type(model_type)]
         checked = [shape.model_validate(s).model_dump(mode="json") for s in samples]
-        event = TrainingSamplesEvent(event_id=event_id or str(uuid.uuid4()), dataset_id=dataset_id,
-                                     model_type=model_type, samples=checked)
+        event = TrainingSamplesEvent(
+            event_id=event_id or str(uuid.uuid4()), dataset_id=dataset_id, model_type=model_type, samples=checked
+        )
         return event.model_dump(mode="json", exclude={"occurred_at"}) | {"occurred_at": rfc3339()}
 
-    def threshold_event(self, dataset_id: str, model_type: str, *, priority: int = 5,
-                        sample_count: int | None = None, threshold: int | None = None,
-                        event_id: str | None = None) -> dict[str, Any]:
+    def threshold_event(
+        self,
+        dataset_id: str,
+        model_type: str,
+        *,
+        priority: int = 5,
+        sample_count: int | None = None,
+        threshold: int | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
         self._model_type(model_type)
-        event = DatasetThresholdEvent(event_id=event_id or str(uuid.uuid4()), dataset_id=dataset_id,
-                                      model_type=model_type, priority=priority, sample_count=sample_count,
-                                      threshold=threshold)
+        event = DatasetThresholdEvent(
+            event_id=event_id or str(uuid.uuid4()),
+            dataset_id=dataset_id,
+            model_type=model_type,
+            priority=priority,
+            sample_count=sample_count,
+            threshold=threshold,
+        )
         return event.model_dump(mode="json", exclude={"occurred_at"}) | {"occurred_at": rfc3339()}
 
     async def send_event(self, topic: Topic, key: str, event: dict[str, Any], *, wait: bool = True) -> None:
@@ -66,17 +82,33 @@ class FclProducer:
         if wait:
             await future
 
-    async def send_samples(self, dataset_id: str, model_type: str, samples: Sequence[dict[str, Any]], *,
-                           event_id: str | None = None, wait: bool = True) -> dict[str, Any]:
+    async def send_samples(
+        self,
+        dataset_id: str,
+        model_type: str,
+        samples: Sequence[dict[str, Any]],
+        *,
+        event_id: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
         event = self.samples_event(dataset_id, model_type, samples, event_id=event_id)
         await self.send_event(Topic.TRAINING_SAMPLES, dataset_id, event, wait=wait)
         return event
 
-    async def send_threshold(self, dataset_id: str, model_type: str, *, priority: int = 5,
-                             sample_count: int | None = None, threshold: int | None = None,
-                             event_id: str | None = None, wait: bool = True) -> dict[str, Any]:
-        event = self.threshold_event(dataset_id, model_type, priority=priority, sample_count=sample_count,
-                                     threshold=threshold, event_id=event_id)
+    async def send_threshold(
+        self,
+        dataset_id: str,
+        model_type: str,
+        *,
+        priority: int = 5,
+        sample_count: int | None = None,
+        threshold: int | None = None,
+        event_id: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        event = self.threshold_event(
+            dataset_id, model_type, priority=priority, sample_count=sample_count, threshold=threshold, event_id=event_id
+        )
         await self.send_event(Topic.DATASET_THRESHOLD, dataset_id, event, wait=wait)
         return event
 

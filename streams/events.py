@@ -303,10 +303,14 @@ def dead_letter(rejected: Rejected) -> DeadLetterEvent:
         value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     return DeadLetterEvent(
         event_id=str(uuid.uuid5(FCL_NAMESPACE, f"dead-letter:{msg.topic}:{msg.partition}:{msg.offset}")),
-        source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+        source_topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
         key=msg.key.decode("utf-8", errors="replace") if msg.key is not None else None,
-        value=value, value_encoding=encoding,  # type: ignore[arg-type]
-        reason=rejected.reason, occurred_at=rfc3339(),
+        value=value,
+        value_encoding=encoding,  # type: ignore[arg-type]
+        reason=rejected.reason,
+        occurred_at=rfc3339(),
     )
 
 
@@ -316,27 +320,50 @@ def threshold_event_id(dataset_id: str, crossing: int) -> str:
     return str(uuid.uuid5(FCL_NAMESPACE, f"threshold:{dataset_id}:{crossing}"))
 
 
-def queued_status(*, job_id: uuid.UUID, dataset_id: str, model_type: str, priority: int, attempts: int,
-                  message: str = "queued") -> TrainingStatusEvent:
+def queued_status(
+    *, job_id: uuid.UUID, dataset_id: str, model_type: str, priority: int, attempts: int, message: str = "queued"
+) -> TrainingStatusEvent:
     return TrainingStatusEvent(
-        event_id=str(uuid.uuid4()), job_id=str(job_id), dataset_id=dataset_id, model_type=model_type,
-        status="queued", priority=priority, attempt=attempts + 1, message=message, occurred_at=rfc3339(),
+        event_id=str(uuid.uuid4()),
+        job_id=str(job_id),
+        dataset_id=dataset_id,
+        model_type=model_type,
+        status="queued",
+        priority=priority,
+        attempt=attempts + 1,
+        message=message,
+        occurred_at=rfc3339(),
     )
 
 
-def job_status_event(job: Any, status: str, *, attempt: int | None = None, message: str = "",
-                     progress: float | None = None, error: tuple[str, str] | None = None,
-                     training_event_id: uuid.UUID | None = None,
-                     model_version: int | None = None) -> tuple[str, str, dict[str, Any]]:
+def job_status_event(
+    job: Any,
+    status: str,
+    *,
+    attempt: int | None = None,
+    message: str = "",
+    progress: float | None = None,
+    error: tuple[str, str] | None = None,
+    training_event_id: uuid.UUID | None = None,
+    model_version: int | None = None,
+) -> tuple[str, str, dict[str, Any]]:
     """A training-status event for `job` (storage's Job) as an outbox row: (topic, key, payload).
     `attempt` defaults to the job's attempts (at least 1)."""
     from streams.topics import Topic
 
     event = TrainingStatusEvent(
-        event_id=str(uuid.uuid4()), job_id=str(job.id), dataset_id=job.dataset_id, model_type=job.model_type,
-        status=status, priority=job.priority, attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
-        progress=progress, message=message, error=ErrorInfo(type=error[0], message=error[1]) if error else None,
-        training_event_id=str(training_event_id) if training_event_id else None, model_version=model_version,
+        event_id=str(uuid.uuid4()),
+        job_id=str(job.id),
+        dataset_id=job.dataset_id,
+        model_type=job.model_type,
+        status=status,
+        priority=job.priority,
+        attempt=max(1, attempt if attempt is not None else job.attempts),  # type: ignore[arg-type]
+        progress=progress,
+        message=message,
+        error=ErrorInfo(type=error[0], message=error[1]) if error else None,
+        training_event_id=str(training_event_id) if training_event_id else None,
+        model_version=model_version,
         occurred_at=rfc3339(),
     )
     return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))

@@ -67,8 +67,9 @@ async def _dead_letters(session: AsyncSession, rejected: Sequence[Rejected]) -> 
     return [r.reason for r in rejected]
 
 
-async def admit_requests(session: AsyncSession, requests: Sequence[TriggerRequest], settings: Settings,
-                         report: BatchReport | None = None) -> list[Admission]:
+async def admit_requests(
+    session: AsyncSession, requests: Sequence[TriggerRequest], settings: Settings, report: BatchReport | None = None
+) -> list[Admission]:
     """Admit trigger requests by the contract's rules and queue a `queued` status event for each
     job created, in the caller's transaction."""
     report = report if report is not None else BatchReport()
@@ -78,9 +79,13 @@ async def admit_requests(session: AsyncSession, requests: Sequence[TriggerReques
     for admission in admissions:
         if admission.outcome is AdmissionOutcome.CREATED:
             report.jobs_created += 1
-            status = queued_status(job_id=admission.job_id, dataset_id=admission.request.dataset_id,
-                                   model_type=admission.request.model_type, priority=admission.priority,
-                                   attempts=admission.attempts)
+            status = queued_status(
+                job_id=admission.job_id,
+                dataset_id=admission.request.dataset_id,
+                model_type=admission.request.model_type,
+                priority=admission.priority,
+                attempts=admission.attempts,
+            )
             statuses.append((Topic.TRAINING_STATUS, status.job_id, status.model_dump(mode="json")))
         elif admission.outcome is AdmissionOutcome.JOINED:
             report.triggers_joined += 1
@@ -104,10 +109,17 @@ class ThresholdIngestor:
     async def write(self, session: AsyncSession, items: Sequence[ParsedThreshold | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedThreshold)]
         report = BatchReport(dead_letters=await _dead_letters(session, [i for i in items if isinstance(i, Rejected)]))
-        requests = [TriggerRequest(event_id=p.event.event_id, dataset_id=p.event.dataset_id,
-                                   model_type=p.model_type.value, priority=p.event.priority, source=self.source,
-                                   max_attempts=self.settings.attempts_for(p.model_type.value))
-                    for p in parsed]
+        requests = [
+            TriggerRequest(
+                event_id=p.event.event_id,
+                dataset_id=p.event.dataset_id,
+                model_type=p.model_type.value,
+                priority=p.event.priority,
+                source=self.source,
+                max_attempts=self.settings.attempts_for(p.model_type.value),
+            )
+            for p in parsed
+        ]
         await admit_requests(session, requests, self.settings, report)
         return report
 
@@ -119,8 +131,9 @@ class SampleIngestor:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.thresholds = {mt: settings.default_threshold(mt) for mt in
-                           ("recommendation", "segmentation", "spending", "goal")}
+        self.thresholds = {
+            mt: settings.default_threshold(mt) for mt in ("recommendation", "segmentation", "spending", "goal")
+        }
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedSamples | Rejected]:
         return [parse_samples(m, max_bytes=self.settings.max_event_bytes) for m in messages]
@@ -130,23 +143,38 @@ class SampleIngestor:
         rejected = [i for i in items if isinstance(i, Rejected)]
         report = BatchReport()
         if parsed:
-            result = await SampleRepository(session).ingest([
-                NewSampleBatch(event_id=p.event.event_id, dataset_id=p.event.dataset_id,
-                               model_type=p.model_type.value, samples=p.samples, occurred_at=p.event.occurred_at)
-                for p in parsed
-            ], thresholds=self.thresholds)
+            result = await SampleRepository(session).ingest(
+                [
+                    NewSampleBatch(
+                        event_id=p.event.event_id,
+                        dataset_id=p.event.dataset_id,
+                        model_type=p.model_type.value,
+                        samples=p.samples,
+                        occurred_at=p.event.occurred_at,
+                    )
+                    for p in parsed
+                ],
+                thresholds=self.thresholds,
+            )
             rejected += [
-                Rejected(message=p.message, reason=f"dataset {p.event.dataset_id!r} holds "
-                         f"{result.mismatched[p.event.event_id]} samples, not {p.model_type}")
-                for p in parsed if p.event.event_id in result.mismatched
+                Rejected(
+                    message=p.message,
+                    reason=f"dataset {p.event.dataset_id!r} holds "
+                    f"{result.mismatched[p.event.event_id]} samples, not {p.model_type}",
+                )
+                for p in parsed
+                if p.event.event_id in result.mismatched
             ]
             report.samples_stored = result.stored_samples
             report.duplicates = len(result.duplicates)
             events = []
             for c in result.crossings:
                 event = DatasetThresholdEvent(
-                    event_id=threshold_event_id(c.dataset_id, c.crossing), dataset_id=c.dataset_id,
-                    model_type=c.model_type, sample_count=c.samples_since_training, threshold=c.threshold,
+                    event_id=threshold_event_id(c.dataset_id, c.crossing),
+                    dataset_id=c.dataset_id,
+                    model_type=c.model_type,
+                    sample_count=c.samples_since_training,
+                    threshold=c.threshold,
                     priority=self.settings.default_priority,
                 )
                 payload = event.model_dump(mode="json") | {"occurred_at": rfc3339()}
@@ -160,9 +188,13 @@ class SampleIngestor:
 Ingestor = ThresholdIngestor | SampleIngestor
 
 
-async def commit_batch(ingestor: Ingestor, messages: Sequence[RawMessage], *,
-                       should_stop: Callable[[], bool] = lambda: False,
-                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> BatchReport | None:
+async def commit_batch(
+    ingestor: Ingestor,
+    messages: Sequence[RawMessage],
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> BatchReport | None:
     """Commit the batch's effects; None only when asked to stop before it could commit (the
     messages are then not acknowledged and will be redelivered)."""
     items = ingestor.parse(messages)
@@ -197,8 +229,11 @@ async def _write_dead_letter(ingestor: Ingestor, rejected: Rejected) -> BatchRep
         return BatchReport(dead_letters=await _dead_letters(session, [rejected]))
 
 
-async def _with_retries(work: Callable[[], Awaitable[BatchReport]], should_stop: Callable[[], bool],
-                        sleep: Callable[[float], Awaitable[None]]) -> BatchReport | _Refused | None:
+async def _with_retries(
+    work: Callable[[], Awaitable[BatchReport]],
+    should_stop: Callable[[], bool],
+    sleep: Callable[[float], Awaitable[None]],
+) -> BatchReport | _Refused | None:
     delay = 0.1
     while True:
         try:

@@ -24,8 +24,9 @@ RELAY_LOCK = "fcl-outbox-relay"
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, send: Send, *, topic_prefix: str, batch: int = 500,
-                 idle_interval: float = 0.2) -> None:
+    def __init__(
+        self, db: Database, send: Send, *, topic_prefix: str, batch: int = 500, idle_interval: float = 0.2
+    ) -> None:
         self.db = db
         self.send = send
         self.topic_prefix = topic_prefix
@@ -52,7 +53,9 @@ class OutboxRelay:
             deliveries = []
             for message in pending:
                 key = message.key.encode() if message.key is not None else None
-                deliveries.append(await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode()))
+                deliveries.append(
+                    await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode())
+                )
             await asyncio.gather(*deliveries)
             await outbox.mark_published([m.id for m in pending])
         self.published += len(pending)

@@ -37,8 +37,12 @@ MODELS: dict[Topic, type[BaseModel]] = {
 
 def schema(topic: Topic) -> dict[str, Any]:
     doc = MODELS[topic].model_json_schema()
-    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"fcl/{topic.value}.schema.json",
-           "title": f"fcl.{topic.value}", **{k: v for k, v in doc.items() if k != "title"}}
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"fcl/{topic.value}.schema.json",
+        "title": f"fcl.{topic.value}",
+        **{k: v for k, v in doc.items() if k != "title"},
+    }
     if topic in (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD):
         doc["properties"]["model_type"] = {"enum": [m.value for m in ModelType], "type": "string"}
     if topic is Topic.TRAINING_SAMPLES:
@@ -47,10 +51,12 @@ def schema(topic: Topic) -> dict[str, Any]:
         branches = []
         for model_type, shape in SAMPLE_SHAPES.items():
             defs[shape.__name__] = shape.model_json_schema()
-            branches.append({
-                "if": {"properties": {"model_type": {"const": model_type.value}}},
-                "then": {"properties": {"samples": {"items": {"$ref": f"#/$defs/{shape.__name__}"}}}},
-            })
+            branches.append(
+                {
+                    "if": {"properties": {"model_type": {"const": model_type.value}}},
+                    "then": {"properties": {"samples": {"items": {"$ref": f"#/$defs/{shape.__name__}"}}}},
+                }
+            )
         doc["allOf"] = branches
     return doc
 

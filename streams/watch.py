@@ -44,17 +44,27 @@ def describe(topic: str, event: dict[str, Any]) -> str:
     if topic == Topic.TRAINING_VALIDATION:
         checks = event.get("checks") or []
         failed = [c["metric"] for c in checks if not c.get("passed")]
-        against = (f"champion v{event['baseline_version']}" if event.get("baseline_version") is not None
-                   else "fixed bounds (first model)")
+        against = (
+            f"champion v{event['baseline_version']}"
+            if event.get("baseline_version") is not None
+            else "fixed bounds (first model)"
+        )
         verdict = "PASSED" if event.get("passed") else f"FAILED ({', '.join(failed)})"
         promoted = "promoted" if event.get("promoted") else "not promoted"
-        detail = "; ".join(f"{c['metric']} {_num(c.get('value'))} {'≥' if c.get('direction') == 'higher_is_better' else '≤'} "
-                           f"{_num(c.get('threshold'))} {'ok' if c.get('passed') else 'FAIL'}" for c in checks)
-        return (f"{at} validation {event.get('model_type')} v{event.get('candidate_version')} vs {against}: "
-                f"{verdict}, {promoted} [{detail}]")
+        detail = "; ".join(
+            f"{c['metric']} {_num(c.get('value'))} {'≥' if c.get('direction') == 'higher_is_better' else '≤'} "
+            f"{_num(c.get('threshold'))} {'ok' if c.get('passed') else 'FAIL'}"
+            for c in checks
+        )
+        return (
+            f"{at} validation {event.get('model_type')} v{event.get('candidate_version')} vs {against}: "
+            f"{verdict}, {promoted} [{detail}]"
+        )
     if topic == Topic.MODEL_VERSIONS:
-        return (f"{at} champion {event.get('model_type')}: v{event.get('previous_version') or '–'} → "
-                f"v{event.get('version')} ({event.get('reason')})")
+        return (
+            f"{at} champion {event.get('model_type')}: v{event.get('previous_version') or '–'} → "
+            f"v{event.get('version')} ({event.get('reason')})"
+        )
     return f"{at} {topic}: {json.dumps(event)}"
 
 
@@ -80,9 +90,15 @@ class JobBoard:
         return True
 
 
-async def watch(settings: Settings, *, from_beginning: bool = False, max_events: int | None = None,
-                job_id: str | None = None, out: Callable[[str], None] | None = None,
-                keep: Callable[[str, dict[str, Any]], bool] | None = None) -> int:
+async def watch(
+    settings: Settings,
+    *,
+    from_beginning: bool = False,
+    max_events: int | None = None,
+    job_id: str | None = None,
+    out: Callable[[str], None] | None = None,
+    keep: Callable[[str, dict[str, Any]], bool] | None = None,
+) -> int:
     """Print events until interrupted (or `max_events`). Returns how many were printed. `out`
     replaces the terminal; `keep(topic, event)` can drop events."""
     from aiokafka import AIOKafkaConsumer
@@ -91,14 +107,24 @@ async def watch(settings: Settings, *, from_beginning: bool = False, max_events:
 
     console = Console(highlight=False)
     topics = {settings.topic(t.value): t for t in WATCHED}
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest" if from_beginning else "latest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+    )
     board = JobBoard()
     printed = 0
     bars: dict[str, Any] = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        console=console, transient=True, disable=out is not None or not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=console,
+        transient=True,
+        disable=out is not None or not console.is_terminal,
+    )
     emit = out or (lambda line: console.print(line, markup=False, soft_wrap=True))
     await consumer.start()
     try:

@@ -35,8 +35,12 @@ class RunStack:
     topic_prefix: str
 
     def settings(self) -> Settings:
-        return Settings(kafka_bootstrap=self.kafka_bootstrap, database_url=self.database_url,
-                        topic_prefix=self.topic_prefix, _env_file=None)  # type: ignore[call-arg]
+        return Settings(
+            kafka_bootstrap=self.kafka_bootstrap,
+            database_url=self.database_url,
+            topic_prefix=self.topic_prefix,
+            _env_file=None,
+        )  # type: ignore[call-arg]
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -84,12 +88,17 @@ def stack() -> Iterator[RunStack]:
     db_name = f"fcl_test_{run_id}"
     database_url = create_database(server_url, db_name)
     upgrade(database_url)
-    info = RunStack(kafka_bootstrap=settings.kafka_bootstrap, database_url=database_url,
-                     server_url=server_url, topic_prefix=f"fcl-test-{run_id}.")
+    info = RunStack(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        database_url=database_url,
+        server_url=server_url,
+        topic_prefix=f"fcl-test-{run_id}.",
+    )
     saved = {k: os.environ.get(k) for k in ("FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX")}
     # Subprocesses started by tests (fcl commands, workers) see this run's stack.
-    os.environ.update(FCL_KAFKA_BOOTSTRAP=info.kafka_bootstrap, FCL_DATABASE_URL=info.database_url,
-                      FCL_TOPIC_PREFIX=info.topic_prefix)
+    os.environ.update(
+        FCL_KAFKA_BOOTSTRAP=info.kafka_bootstrap, FCL_DATABASE_URL=info.database_url, FCL_TOPIC_PREFIX=info.topic_prefix
+    )
     try:
         yield info
     finally:

@@ -87,8 +87,9 @@ class ArtifactStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return StoredArtifact(path=path, sha256=hashlib.sha256(artifact.data).hexdigest(), size=len(artifact.data),
-                              format=artifact.format)
+        return StoredArtifact(
+            path=path, sha256=hashlib.sha256(artifact.data).hexdigest(), size=len(artifact.data), format=artifact.format
+        )
 
     def read(self, stored: StoredArtifact) -> Artifact:
         """The artifact's bytes, only if their size and sha256 match what was recorded."""
@@ -106,8 +107,9 @@ def torch_artifact(state_dict: dict[str, Any], config: dict[str, Any]) -> Artifa
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return Artifact(data=save(tensors, metadata={"fcl_config": json.dumps(config, sort_keys=True)}),
-                    format="safetensors")
+    return Artifact(
+        data=save(tensors, metadata={"fcl_config": json.dumps(config, sort_keys=True)}), format="safetensors"
+    )
 
 
 def load_torch_artifact(artifact: Artifact) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -118,7 +120,7 @@ def load_torch_artifact(artifact: Artifact) -> tuple[dict[str, Any], dict[str, A
     tensors = load(artifact.data)
     # The format: an 8-byte little-endian header length, then the JSON header with __metadata__.
     header_len = int.from_bytes(artifact.data[:8], "little")
-    metadata = json.loads(artifact.data[8:8 + header_len]).get("__metadata__") or {}
+    metadata = json.loads(artifact.data[8 : 8 + header_len]).get("__metadata__") or {}
     return tensors, json.loads(metadata.get("fcl_config", "{}"))
 
 
@@ -130,9 +132,22 @@ def skops_artifact(obj: Any) -> Artifact:
 
 
 # Containers and scalars any skops file may hold; everything else must be listed by the loader.
-_PLAIN_TYPES = {"builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int",
-                "builtins.float", "builtins.bool", "builtins.NoneType", "numpy.ndarray", "numpy.dtype",
-                "numpy.float64", "numpy.int64", "numpy.random.mtrand.RandomState", "numpy.random._mt19937.MT19937"}
+_PLAIN_TYPES = {
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.int",
+    "builtins.float",
+    "builtins.bool",
+    "builtins.NoneType",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._mt19937.MT19937",
+}
 
 
 def skops_types(data: bytes) -> set[str]:
@@ -170,5 +185,3 @@ def load_skops_artifact(artifact: Artifact, trusted: list[str]) -> Any:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-

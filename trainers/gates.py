@@ -40,8 +40,15 @@ class CheckResult:
     kind: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"metric": self.metric, "value": self.value, "baseline": self.baseline, "threshold": self.threshold,
-                "direction": self.direction.value, "passed": self.passed, "kind": self.kind}
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "baseline": self.baseline,
+            "threshold": self.threshold,
+            "direction": self.direction.value,
+            "passed": self.passed,
+            "kind": self.kind,
+        }
 
 
 def relative_change(new: float, base: float) -> float:
@@ -80,18 +87,45 @@ class Gate:
             value = metrics.get(check.metric)
             if check.kind == "value":
                 ok = _finite(value) and _meets(value, check.direction, check.threshold)  # type: ignore[arg-type]
-                results.append(CheckResult(check.metric, value if _finite(value) else None, None, check.threshold,
-                                           check.direction, bool(ok), "value"))
+                results.append(
+                    CheckResult(
+                        check.metric,
+                        value if _finite(value) else None,
+                        None,
+                        check.threshold,
+                        check.direction,
+                        bool(ok),
+                        "value",
+                    )
+                )
             elif check.kind == "change":
                 assert champion is not None
                 base = champion.get(check.metric)
                 if not (_finite(value) and _finite(base)):
-                    results.append(CheckResult(check.metric, None, base if _finite(base) else None,
-                                               check.threshold, check.direction, False, "change"))
+                    results.append(
+                        CheckResult(
+                            check.metric,
+                            None,
+                            base if _finite(base) else None,
+                            check.threshold,
+                            check.direction,
+                            False,
+                            "change",
+                        )
+                    )
                     continue
                 change = relative_change(value, base)  # type: ignore[arg-type]
-                results.append(CheckResult(check.metric, change, base, check.threshold, check.direction,
-                                           _meets(change, check.direction, check.threshold), "change"))
+                results.append(
+                    CheckResult(
+                        check.metric,
+                        change,
+                        base,
+                        check.threshold,
+                        check.direction,
+                        _meets(change, check.direction, check.threshold),
+                        "change",
+                    )
+                )
             else:
                 raise ValueError(f"unknown check kind {check.kind!r}")
         return Verdict(passed=all(r.passed for r in results) and bool(results), checks=results)

@@ -39,22 +39,33 @@ def scores(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
-            "brier": float(brier_score_loss(y, p)), "accuracy": float(accuracy_score(y, p >= 0.5))}
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "accuracy": float(accuracy_score(y, p >= 0.5)),
+    }
 
 
 @register
 class GoalTrainer(Trainer):
     model_type: ClassVar[str] = "goal"
-    defaults: ClassVar[dict[str, Any]] = {"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt",
-                                          "holdout_folds": 5, "n_jobs": -1}
-    gate: ClassVar[Gate] = Gate((
-        Check("roc_auc", HIGHER, 0.6),
-        Check("brier_skill", HIGHER, 0.0),  # better than always predicting the base rate
-        Check("roc_auc_gain_over_logreg", HIGHER, -0.01),
-        Check("roc_auc", HIGHER, -0.01, kind="change"),
-        Check("brier", LOWER, 0.05, kind="change"),
-    ))
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_estimators": 300,
+        "min_samples_leaf": 3,
+        "max_features": "sqrt",
+        "holdout_folds": 5,
+        "n_jobs": -1,
+    }
+    gate: ClassVar[Gate] = Gate(
+        (
+            Check("roc_auc", HIGHER, 0.6),
+            Check("brier_skill", HIGHER, 0.0),  # better than always predicting the base rate
+            Check("roc_auc_gain_over_logreg", HIGHER, -0.01),
+            Check("roc_auc", HIGHER, -0.01, kind="change"),
+            Check("brier", LOWER, 0.05, kind="change"),
+        )
+    )
 
     def train(self, request: TrainRequest) -> TrainResult:
         hp = self.hyperparameters(request.hyperparameters)
@@ -71,9 +82,13 @@ class GoalTrainer(Trainer):
             raise InvalidDataError("goal: the training or holdout side holds one outcome only; more data needed")
         request.progress(0.1)
         started = time.perf_counter()
-        forest = RandomForestClassifier(n_estimators=int(hp["n_estimators"]), min_samples_leaf=int(hp["min_samples_leaf"]),
-                                        max_features=hp["max_features"], n_jobs=int(hp["n_jobs"]),
-                                        random_state=request.seed)
+        forest = RandomForestClassifier(
+            n_estimators=int(hp["n_estimators"]),
+            min_samples_leaf=int(hp["min_samples_leaf"]),
+            max_features=hp["max_features"],
+            n_jobs=int(hp["n_jobs"]),
+            random_state=request.seed,
+        )
         forest.fit(x[train_idx], y[train_idx])
         fit_seconds = time.perf_counter() - started
         request.progress(0.7)
@@ -86,7 +101,8 @@ class GoalTrainer(Trainer):
         metrics |= {
             "prior_brier": prior_brier,
             "brier_skill": 1.0 - metrics["brier"] / prior_brier if prior_brier > 0 else 0.0,
-            "logreg_roc_auc": logreg_metrics["roc_auc"], "logreg_brier": logreg_metrics["brier"],
+            "logreg_roc_auc": logreg_metrics["roc_auc"],
+            "logreg_brier": logreg_metrics["brier"],
             "roc_auc_gain_over_logreg": metrics["roc_auc"] - logreg_metrics["roc_auc"],
         }
         request.progress(0.9)
@@ -100,13 +116,23 @@ class GoalTrainer(Trainer):
         evaluated = time.perf_counter()
         artifact = skops_artifact(model)
         request.progress(1.0)
-        return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=artifact,
-                           hyperparameters=hp, info={"train_size": len(train_idx), "holdout_size": len(test_idx),
-                                                     "features": names, "positive_rate_train": float(y[train_idx].mean()),
-                                                     "positive_rate_holdout": float(y_test.mean()),
-                                                     "fit_seconds": fit_seconds,
-                                                     "evaluation_seconds": evaluated - started - fit_seconds,
-                                                     "artifact_seconds": time.perf_counter() - evaluated})
+        return TrainResult(
+            model=model,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            artifact=artifact,
+            hyperparameters=hp,
+            info={
+                "train_size": len(train_idx),
+                "holdout_size": len(test_idx),
+                "features": names,
+                "positive_rate_train": float(y[train_idx].mean()),
+                "positive_rate_holdout": float(y_test.mean()),
+                "fit_seconds": fit_seconds,
+                "evaluation_seconds": evaluated - started - fit_seconds,
+                "artifact_seconds": time.perf_counter() - evaluated,
+            },
+        )
 
     def load(self, artifact: Artifact) -> Any:
         model = load_skops_artifact(artifact, TRUSTED)

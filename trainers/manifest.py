@@ -49,10 +49,22 @@ def code_version() -> str:
     return f"{version}+{h.hexdigest()[:12]}"
 
 
-def build_manifest(*, model_type: str, seed: int, hyperparameters: dict[str, Any], samples: Iterable[dict[str, Any]],
-                   dataset_watermark: int | None, info: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    *,
+    model_type: str,
+    seed: int,
+    hyperparameters: dict[str, Any],
+    samples: Iterable[dict[str, Any]],
+    dataset_watermark: int | None,
+    info: dict[str, Any],
+) -> dict[str, Any]:
     return {
-        "model_type": model_type, "seed": seed, "hyperparameters": hyperparameters,
-        "dataset_watermark": dataset_watermark, "dataset_hash": dataset_hash(samples),
-        "library_versions": library_versions(), "code_version": code_version(), "info": info,
+        "model_type": model_type,
+        "seed": seed,
+        "hyperparameters": hyperparameters,
+        "dataset_watermark": dataset_watermark,
+        "dataset_hash": dataset_hash(samples),
+        "library_versions": library_versions(),
+        "code_version": code_version(),
+        "info": info,
     }

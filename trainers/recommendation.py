@@ -56,14 +56,18 @@ class Transitions:
         self.episode = np.empty(len(samples), dtype=np.int64)
         for i, s in enumerate(samples):
             if len(s["state"]) != dim or len(s["next_state"]) != dim:
-                raise InvalidDataError(f"transition {i}: state has {len(s['state'])} values, next_state "
-                                       f"{len(s['next_state'])}; the dataset's states have {dim}")
+                raise InvalidDataError(
+                    f"transition {i}: state has {len(s['state'])} values, next_state "
+                    f"{len(s['next_state'])}; the dataset's states have {dim}"
+                )
             self.state[i], self.next_state[i] = s["state"], s["next_state"]
             self.action[i], self.reward[i], self.done[i], self.t[i] = s["action"], s["reward"], float(s["done"]), s["t"]
             if s.get("behavior_prob") is not None:
                 self.behavior_prob[i] = s["behavior_prob"]
             self.episode[i] = episode_index.setdefault(s["episode_id"], len(episode_index))
-        if not (np.isfinite(self.state).all() and np.isfinite(self.next_state).all() and np.isfinite(self.reward).all()):
+        if not (
+            np.isfinite(self.state).all() and np.isfinite(self.next_state).all() and np.isfinite(self.reward).all()
+        ):
             raise InvalidDataError("recommendation: a state or reward is not a finite number")
         self.n_episodes = len(episode_index)
         self.n_actions = int(n_actions) if n_actions else int(self.action.max()) + 1
@@ -108,11 +112,12 @@ def greedy(q_net: Any, states: Any, chunk: int = 65536) -> Any:
     import torch
 
     with torch.no_grad():
-        return torch.cat([q_net(states[i:i + chunk]).argmax(dim=1) for i in range(0, len(states), chunk)])
+        return torch.cat([q_net(states[i : i + chunk]).argmax(dim=1) for i in range(0, len(states), chunk)])
 
 
-def train_cql(data: Transitions, hp: dict[str, Any], *, seed: int, device: Any,
-              progress: Any = lambda f: None) -> tuple[Any, dict[str, float]]:
+def train_cql(
+    data: Transitions, hp: dict[str, Any], *, seed: int, device: Any, progress: Any = lambda f: None
+) -> tuple[Any, dict[str, float]]:
     import torch
     from torch.nn import functional as F
 
@@ -190,7 +195,7 @@ def fitted_q_evaluation(data: Transitions, policy_q: Any, hp: dict[str, Any], *,
 
 
 def behavior_return(data: Transitions, gamma: float) -> float:
-    discounted = data.reward * (gamma ** data.t)
+    discounted = data.reward * (gamma**data.t)
     per_episode = np.bincount(data.episode, weights=discounted)
     present = np.bincount(data.episode) > 0
     return float(per_episode[present].mean())
@@ -215,10 +220,10 @@ def weighted_importance_sampling(data: Transitions, actions_pi: np.ndarray, gamm
         m = t_sorted == step
         w = weight[m]
         if w.sum() > 0:
-            value += (gamma ** step) * float((w * r_sorted[m]).sum() / w.sum())
+            value += (gamma**step) * float((w * r_sorted[m]).sum() / w.sum())
         final_weights = w
     assert final_weights is not None
-    ess = float(final_weights.sum() ** 2 / (final_weights ** 2).sum()) if (final_weights ** 2).sum() > 0 else 0.0
+    ess = float(final_weights.sum() ** 2 / (final_weights**2).sum()) if (final_weights**2).sum() > 0 else 0.0
     return value, ess
 
 
@@ -226,14 +231,27 @@ def weighted_importance_sampling(data: Transitions, actions_pi: np.ndarray, gamm
 class RecommendationTrainer(Trainer):
     model_type: ClassVar[str] = "recommendation"
     defaults: ClassVar[dict[str, Any]] = {
-        "hidden": [256, 256], "learning_rate": 3e-4, "adam_eps": 1e-8, "batch_size": 256, "gamma": 0.99,
-        "alpha": 1.0, "target_update_interval": 1000, "steps": 5000, "holdout_fraction": 0.2, "n_actions": None,
-        "fqe_hidden": [128, 128], "fqe_learning_rate": 1e-3, "fqe_steps": 3000, "fqe_target_update_interval": 250,
+        "hidden": [256, 256],
+        "learning_rate": 3e-4,
+        "adam_eps": 1e-8,
+        "batch_size": 256,
+        "gamma": 0.99,
+        "alpha": 1.0,
+        "target_update_interval": 1000,
+        "steps": 5000,
+        "holdout_fraction": 0.2,
+        "n_actions": None,
+        "fqe_hidden": [128, 128],
+        "fqe_learning_rate": 1e-3,
+        "fqe_steps": 3000,
+        "fqe_target_update_interval": 250,
     }
-    gate: ClassVar[Gate] = Gate((
-        Check("fqe_improvement_over_behavior", HIGHER, 0.0),  # the candidate beats how users are coached now
-        Check("fqe_value", HIGHER, -0.02, kind="change"),  # and is not worse than the champion
-    ))
+    gate: ClassVar[Gate] = Gate(
+        (
+            Check("fqe_improvement_over_behavior", HIGHER, 0.0),  # the candidate beats how users are coached now
+            Check("fqe_value", HIGHER, -0.02, kind="change"),  # and is not worse than the champion
+        )
+    )
 
     def train(self, request: TrainRequest) -> TrainResult:
         hp = self.hyperparameters(request.hyperparameters)
@@ -245,8 +263,7 @@ class RecommendationTrainer(Trainer):
         device = torch_device(request.device)
         deterministic_torch(device)
         started = time.perf_counter()
-        q, losses = train_cql(train, hp, seed=request.seed, device=device,
-                              progress=lambda f: request.progress(0.8 * f))
+        q, losses = train_cql(train, hp, seed=request.seed, device=device, progress=lambda f: request.progress(0.8 * f))
         q.eval()
         fitted = time.perf_counter()
         metrics = self._evaluate(q, holdout, hp, seed=request.seed, device=device) | losses
@@ -259,15 +276,27 @@ class RecommendationTrainer(Trainer):
                 baseline = self._evaluate(champion, holdout, hp, seed=request.seed, device=device)
         config = {"state_dim": data.state_dim, "n_actions": data.n_actions, "hidden": list(hp["hidden"])}
         request.progress(1.0)
-        return TrainResult(model=q, metrics=metrics, baseline_metrics=baseline,
-                           artifact=torch_artifact(q.state_dict(), config), hyperparameters=hp,
-                           info={"transitions": len(data.action), "episodes": data.n_episodes,
-                                 "train_episodes": cut, "holdout_episodes": data.n_episodes - cut,
-                                 "device": str(device), "cql_seconds": fitted - started,
-                                 "cql_steps_per_second": int(hp["steps"]) / (fitted - started),
-                                 "evaluation_seconds": time.perf_counter() - fitted})
+        return TrainResult(
+            model=q,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            artifact=torch_artifact(q.state_dict(), config),
+            hyperparameters=hp,
+            info={
+                "transitions": len(data.action),
+                "episodes": data.n_episodes,
+                "train_episodes": cut,
+                "holdout_episodes": data.n_episodes - cut,
+                "device": str(device),
+                "cql_seconds": fitted - started,
+                "cql_steps_per_second": int(hp["steps"]) / (fitted - started),
+                "evaluation_seconds": time.perf_counter() - fitted,
+            },
+        )
 
-    def _evaluate(self, q: Any, holdout: Transitions, hp: dict[str, Any], *, seed: int, device: Any) -> dict[str, float]:
+    def _evaluate(
+        self, q: Any, holdout: Transitions, hp: dict[str, Any], *, seed: int, device: Any
+    ) -> dict[str, float]:
         import torch
 
         gamma = float(hp["gamma"])
@@ -277,9 +306,14 @@ class RecommendationTrainer(Trainer):
         wis, ess = weighted_importance_sampling(holdout, actions, gamma)
         wis, ess = float(wis), float(ess)
         episodes = int(np.sum(holdout.t == 0))
-        return {"fqe_value": fqe, "behavior_return": observed,
-                "fqe_improvement_over_behavior": (fqe - observed) / abs(observed) if observed else math.inf,
-                "wis_value": wis, "wis_ess": ess, "wis_ess_fraction": ess / episodes if episodes else math.nan}
+        return {
+            "fqe_value": fqe,
+            "behavior_return": observed,
+            "fqe_improvement_over_behavior": (fqe - observed) / abs(observed) if observed else math.inf,
+            "wis_value": wis,
+            "wis_ess": ess,
+            "wis_ess_fraction": ess / episodes if episodes else math.nan,
+        }
 
     def _load(self, artifact: Artifact, device: Any) -> tuple[Any, dict[str, Any]]:
         tensors, config = load_torch_artifact(artifact)

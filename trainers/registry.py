@@ -31,7 +31,9 @@ def get_trainer(model_type: str) -> Trainer:
     try:
         return _TRAINERS[model_type]()
     except KeyError:
-        raise UnknownModelTypeError(f"unknown model type {model_type!r} (known: {', '.join(sorted(_TRAINERS))})") from None
+        raise UnknownModelTypeError(
+            f"unknown model type {model_type!r} (known: {', '.join(sorted(_TRAINERS))})"
+        ) from None
 
 
 def model_types() -> list[str]:

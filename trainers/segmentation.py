@@ -21,8 +21,13 @@ from trainers.gates import HIGHER, LOWER, Check, Gate
 from trainers.registry import register
 from trainers.tabular import feature_matrix
 
-TRUSTED = ["sklearn.cluster._kmeans.KMeans", "sklearn.preprocessing._data.StandardScaler",
-           "sklearn.pipeline.Pipeline", "numpy.dtype", "builtins.float"]
+TRUSTED = [
+    "sklearn.cluster._kmeans.KMeans",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.pipeline.Pipeline",
+    "numpy.dtype",
+    "builtins.float",
+]
 
 
 def latest_per_user(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,15 +57,22 @@ def align(labels: np.ndarray, reference: np.ndarray, k: int, reference_ids: int)
 @register
 class SegmentationTrainer(Trainer):
     model_type: ClassVar[str] = "segmentation"
-    defaults: ClassVar[dict[str, Any]] = {"k_min": 2, "k_max": 8, "n_init": 10, "silhouette_sample": 5000,
-                                          "max_iter": 300}
-    gate: ClassVar[Gate] = Gate((
-        Check("silhouette", HIGHER, 0.15),
-        Check("smallest_segment_share", HIGHER, 0.01),
-        Check("stability_ari", HIGHER, 0.5, needs_champion=True),
-        Check("silhouette", HIGHER, -0.05, kind="change"),
-        Check("davies_bouldin", LOWER, 0.10, kind="change"),
-    ))
+    defaults: ClassVar[dict[str, Any]] = {
+        "k_min": 2,
+        "k_max": 8,
+        "n_init": 10,
+        "silhouette_sample": 5000,
+        "max_iter": 300,
+    }
+    gate: ClassVar[Gate] = Gate(
+        (
+            Check("silhouette", HIGHER, 0.15),
+            Check("smallest_segment_share", HIGHER, 0.01),
+            Check("stability_ari", HIGHER, 0.5, needs_champion=True),
+            Check("silhouette", HIGHER, -0.05, kind="change"),
+            Check("davies_bouldin", LOWER, 0.10, kind="change"),
+        )
+    )
 
     def train(self, request: TrainRequest) -> TrainResult:
         hp = self.hyperparameters(request.hyperparameters)
@@ -77,8 +89,9 @@ class SegmentationTrainer(Trainer):
         best: tuple[float, int, KMeans] | None = None
         silhouettes = {}
         for i, k in enumerate(ks):
-            km = KMeans(n_clusters=k, n_init=int(hp["n_init"]), max_iter=int(hp["max_iter"]),
-                        random_state=request.seed).fit(z)
+            km = KMeans(
+                n_clusters=k, n_init=int(hp["n_init"]), max_iter=int(hp["max_iter"]), random_state=request.seed
+            ).fit(z)
             score = float(silhouette_score(z[sample], km.labels_[sample]))
             silhouettes[k] = score
             if best is None or score > best[0]:
@@ -100,25 +113,39 @@ class SegmentationTrainer(Trainer):
                 mapping = align(labels, champion_labels, k, reference_ids)
                 metrics["stability_ari"] = float(adjusted_rand_score(champion_labels, labels))
                 baseline = self._quality(z, champion_raw, sample) | {"k": float(len(champion["segment_ids"]))}
-        model = {"pipeline": Pipeline([("scale", scaler), ("kmeans", km)]), "features": names,
-                 "segment_ids": [int(m) for m in mapping]}
+        model = {
+            "pipeline": Pipeline([("scale", scaler), ("kmeans", km)]),
+            "features": names,
+            "segment_ids": [int(m) for m in mapping],
+        }
         request.progress(1.0)
-        return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=skops_artifact(model),
-                           hyperparameters=hp, info={"users": len(rows), "features": names,
-                                                     "silhouette_by_k": silhouettes})
+        return TrainResult(
+            model=model,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            artifact=skops_artifact(model),
+            hyperparameters=hp,
+            info={"users": len(rows), "features": names, "silhouette_by_k": silhouettes},
+        )
 
     @staticmethod
-    def _quality(z: np.ndarray, labels: np.ndarray, sample: np.ndarray, silhouette: float | None = None) -> dict[str, float]:
+    def _quality(
+        z: np.ndarray, labels: np.ndarray, sample: np.ndarray, silhouette: float | None = None
+    ) -> dict[str, float]:
         counts = np.bincount(labels)
         counts = counts[counts > 0]
         if len(counts) < 2:
             return {"smallest_segment_share": 1.0}
         if silhouette is None:
-            silhouette = float(silhouette_score(z[sample], labels[sample])) if len(set(labels[sample])) > 1 else float("nan")
-        return {"silhouette": silhouette,
-                "calinski_harabasz": float(calinski_harabasz_score(z, labels)),
-                "davies_bouldin": float(davies_bouldin_score(z, labels)),
-                "smallest_segment_share": float(counts.min() / counts.sum())}
+            silhouette = (
+                float(silhouette_score(z[sample], labels[sample])) if len(set(labels[sample])) > 1 else float("nan")
+            )
+        return {
+            "silhouette": silhouette,
+            "calinski_harabasz": float(calinski_harabasz_score(z, labels)),
+            "davies_bouldin": float(davies_bouldin_score(z, labels)),
+            "smallest_segment_share": float(counts.min() / counts.sum()),
+        }
 
     def load(self, artifact: Artifact) -> Any:
         model = load_skops_artifact(artifact, TRUSTED)

@@ -25,37 +25,59 @@ from typing import Any
 import numpy as np
 
 SEGMENTS = ("steady_savers", "big_spenders", "paycheck_to_paycheck", "affluent_investors")
-FEATURES = ("monthly_income", "monthly_spend", "savings_rate", "spend_volatility", "transactions_per_month",
-            "credit_utilization")
+FEATURES = (
+    "monthly_income",
+    "monthly_spend",
+    "savings_rate",
+    "spend_volatility",
+    "transactions_per_month",
+    "credit_utilization",
+)
 # Per segment: mean and standard deviation of each feature, well apart on several features.
-_FEATURE_MEAN = np.array([
-    [4200.0, 2600.0, 0.30, 0.15, 45.0, 0.15],
-    [5200.0, 4900.0, 0.04, 0.35, 120.0, 0.55],
-    [2300.0, 2250.0, 0.01, 0.60, 70.0, 0.85],
-    [11000.0, 6200.0, 0.40, 0.20, 60.0, 0.10],
-])
+_FEATURE_MEAN = np.array(
+    [
+        [4200.0, 2600.0, 0.30, 0.15, 45.0, 0.15],
+        [5200.0, 4900.0, 0.04, 0.35, 120.0, 0.55],
+        [2300.0, 2250.0, 0.01, 0.60, 70.0, 0.85],
+        [11000.0, 6200.0, 0.40, 0.20, 60.0, 0.10],
+    ]
+)
 _FEATURE_SD = _FEATURE_MEAN * np.array([0.08, 0.08, 0.15, 0.12, 0.10, 0.10])
 _SEGMENT_SHARE = np.array([0.3, 0.25, 0.3, 0.15])
 # Weekly pattern (Mon..Sun) and the payday boost of each segment's daily spend.
-_WEEKLY = np.array([
-    [0.9, 0.9, 0.95, 1.0, 1.15, 1.2, 0.9],
-    [0.8, 0.85, 0.9, 1.0, 1.3, 1.45, 0.95],
-    [0.9, 0.9, 0.9, 0.95, 1.2, 1.25, 0.9],
-    [0.95, 0.95, 1.0, 1.0, 1.05, 1.1, 0.95],
-])
+_WEEKLY = np.array(
+    [
+        [0.9, 0.9, 0.95, 1.0, 1.15, 1.2, 0.9],
+        [0.8, 0.85, 0.9, 1.0, 1.3, 1.45, 0.95],
+        [0.9, 0.9, 0.9, 0.95, 1.2, 1.25, 0.9],
+        [0.95, 0.95, 1.0, 1.0, 1.05, 1.1, 0.95],
+    ]
+)
 _PAYDAY_BOOST = np.array([0.2, 0.5, 1.2, 0.1])
 _NOISE_SD = np.array([0.2, 0.3, 0.35, 0.2])
 
-ACTIONS = ("no_action", "budget_review", "savings_nudge", "bill_reminder", "investment_tip", "debt_plan",
-           "cashback_offer", "goal_checkin", "spending_alert", "education_article")
+ACTIONS = (
+    "no_action",
+    "budget_review",
+    "savings_nudge",
+    "bill_reminder",
+    "investment_tip",
+    "debt_plan",
+    "cashback_offer",
+    "goal_checkin",
+    "spending_alert",
+    "education_article",
+)
 # Immediate reward of each action per segment (at engagement 1). Each segment has a different best
 # action; `cashback_offer` pays now but wears engagement down.
-_REWARD = np.array([
-    [0.2, 0.6, 1.1, 0.5, 1.3, 0.3, 0.9, 0.9, 0.4, 0.7],
-    [0.2, 1.2, 0.6, 0.7, 0.4, 0.6, 1.0, 0.5, 1.4, 0.6],
-    [0.2, 0.9, 0.3, 1.3, 0.2, 1.5, 1.1, 0.4, 0.8, 0.7],
-    [0.2, 0.4, 0.9, 0.3, 1.5, 0.2, 0.8, 1.0, 0.3, 0.8],
-])
+_REWARD = np.array(
+    [
+        [0.2, 0.6, 1.1, 0.5, 1.3, 0.3, 0.9, 0.9, 0.4, 0.7],
+        [0.2, 1.2, 0.6, 0.7, 0.4, 0.6, 1.0, 0.5, 1.4, 0.6],
+        [0.2, 0.9, 0.3, 1.3, 0.2, 1.5, 1.1, 0.4, 0.8, 0.7],
+        [0.2, 0.4, 0.9, 0.3, 1.5, 0.2, 0.8, 1.0, 0.3, 0.8],
+    ]
+)
 _ENGAGEMENT = np.array([0.0, 0.05, 0.05, 0.03, 0.05, 0.05, -0.15, 0.08, 0.0, 0.06])  # change per action
 # The behaviour policy: half uniform, half a popularity ranking that ignores the user.
 _POPULARITY = np.array([2.0, 1.0, 0.5, 0.8, 0.3, 0.2, 2.2, 0.6, 1.4, 0.9])
@@ -91,16 +113,22 @@ class FinCoachSimulator:
         features = rng.normal(_FEATURE_MEAN[segments], _FEATURE_SD[segments])
         features[:, 2:4] = np.clip(features[:, 2:4], 0.0, 1.0)
         features[:, 5] = np.clip(features[:, 5], 0.0, 1.0)
-        self.users = Users(ids=[f"user-{seed}-{i:06d}" for i in range(n_users)], segments=segments,
-                           features=features, trend=rng.normal(0.05, 0.1, size=n_users))
+        self.users = Users(
+            ids=[f"user-{seed}-{i:06d}" for i in range(n_users)],
+            segments=segments,
+            features=features,
+            trend=rng.normal(0.05, 0.1, size=n_users),
+        )
         # The observed state standardizes features with the population's own scale.
         self._state_mean = features.mean(axis=0)
         self._state_sd = features.std(axis=0) + 1e-9
 
     # -- segmentation ------------------------------------------------------------------------------
     def segmentation_samples(self) -> list[dict[str, Any]]:
-        return [{"user_id": uid, "features": {name: round(float(v), 4) for name, v in zip(FEATURES, row)}}
-                for uid, row in zip(self.users.ids, self.users.features)]
+        return [
+            {"user_id": uid, "features": {name: round(float(v), 4) for name, v in zip(FEATURES, row)}}
+            for uid, row in zip(self.users.ids, self.users.features)
+        ]
 
     def true_segments(self) -> dict[str, int]:
         return dict(zip(self.users.ids, (int(s) for s in self.users.segments)))
@@ -144,16 +172,33 @@ class FinCoachSimulator:
                 ratio = monthly_needed / disposable
                 # Achievement: mostly whether the plan is affordable, with thresholds and an
                 # interaction (a saver with steady spending manages more), not a linear rule.
-                logit = (2.5 - 4.0 * max(0.0, ratio - 0.6) + 1.5 * (ratio < 0.3)
-                         + 1.5 * (savings_rate > 0.2) * (volatility < 0.3) - 1.5 * (credit > 0.7)
-                         - 1.0 * (months < 6) * (ratio > 0.4) + rng.normal(0.0, 0.5))
+                logit = (
+                    2.5
+                    - 4.0 * max(0.0, ratio - 0.6)
+                    + 1.5 * (ratio < 0.3)
+                    + 1.5 * (savings_rate > 0.2) * (volatility < 0.3)
+                    - 1.5 * (credit > 0.7)
+                    - 1.0 * (months < 6) * (ratio > 0.4)
+                    + rng.normal(0.0, 0.5)
+                )
                 achieved = bool(rng.random() < 1.0 / (1.0 + math.exp(-min(max(logit, -30.0), 30.0))))
-                out.append({"user_id": uid, "goal_id": f"{uid}-goal-{g}", "achieved": achieved, "features": {
-                    "target_amount": round(target, 2), "months": float(months), "monthly_needed": round(monthly_needed, 2),
-                    "monthly_income": round(float(income), 2), "monthly_spend": round(float(spend), 2),
-                    "savings_rate": round(float(savings_rate), 4), "spend_volatility": round(float(volatility), 4),
-                    "credit_utilization": round(float(credit), 4),
-                }})
+                out.append(
+                    {
+                        "user_id": uid,
+                        "goal_id": f"{uid}-goal-{g}",
+                        "achieved": achieved,
+                        "features": {
+                            "target_amount": round(target, 2),
+                            "months": float(months),
+                            "monthly_needed": round(monthly_needed, 2),
+                            "monthly_income": round(float(income), 2),
+                            "monthly_spend": round(float(spend), 2),
+                            "savings_rate": round(float(savings_rate), 4),
+                            "spend_volatility": round(float(volatility), 4),
+                            "credit_utilization": round(float(credit), 4),
+                        },
+                    }
+                )
         return out
 
     # -- recommendation ------------------------------------------------------------------------------
@@ -165,8 +210,9 @@ class FinCoachSimulator:
         z = (self.users.features[users] - self._state_mean) / self._state_sd
         return np.column_stack([z, engagement, np.full(len(users), t / HORIZON)]).astype(np.float32)
 
-    def _step(self, users: np.ndarray, engagement: np.ndarray, actions: np.ndarray,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _step(
+        self, users: np.ndarray, engagement: np.ndarray, actions: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         seg = self.users.segments[users]
         reward = _REWARD[seg, actions] * (0.4 + engagement) + rng.normal(0.0, 0.1, size=len(users))
         engagement = np.clip(engagement + _ENGAGEMENT[actions] + rng.normal(0.0, 0.02, size=len(users)), 0.0, 1.0)
@@ -184,12 +230,19 @@ class FinCoachSimulator:
             reward, engagement = self._step(users, engagement, actions, rng)
             next_state = self._states(users, engagement, t + 1)
             for e in range(episodes):
-                steps[e].append({
-                    "user_id": self.users.ids[users[e]], "episode_id": f"ep-{self.seed}-{stream}-{e:07d}", "t": t,
-                    "state": [round(float(x), 5) for x in state[e]], "action": int(actions[e]),
-                    "reward": round(float(reward[e]), 5), "next_state": [round(float(x), 5) for x in next_state[e]],
-                    "done": t == HORIZON - 1, "behavior_prob": float(BEHAVIOR_PROBS[actions[e]]),
-                })
+                steps[e].append(
+                    {
+                        "user_id": self.users.ids[users[e]],
+                        "episode_id": f"ep-{self.seed}-{stream}-{e:07d}",
+                        "t": t,
+                        "state": [round(float(x), 5) for x in state[e]],
+                        "action": int(actions[e]),
+                        "reward": round(float(reward[e]), 5),
+                        "next_state": [round(float(x), 5) for x in next_state[e]],
+                        "done": t == HORIZON - 1,
+                        "behavior_prob": float(BEHAVIOR_PROBS[actions[e]]),
+                    }
+                )
         return [s for episode in steps for s in episode]
 
     def policy_value(self, policy: Policy | None, *, episodes: int = 20_000, seed: int = 12345) -> float:
@@ -207,21 +260,24 @@ class FinCoachSimulator:
                 actions = np.asarray(policy(state), dtype=np.int64)
                 rng.random(episodes)  # keep the random stream aligned with the behaviour policy's draws
             reward, engagement = self._step(users, engagement, actions, rng)
-            total += (GAMMA ** t) * reward
+            total += (GAMMA**t) * reward
         return float(total.mean())
 
     def best_policy(self) -> Policy:
         """A myopic oracle that knows the segments (for tests: an upper reference, not optimal)."""
+
         def act(states: np.ndarray) -> np.ndarray:
             z = states[:, : len(FEATURES)]
             centers = (_FEATURE_MEAN - self._state_mean) / self._state_sd
             seg = np.argmin(((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2), axis=1)
             return np.argmax(_REWARD[seg], axis=1)
+
         return act
 
 
-def simulate(model_type: str, *, seed: int = 0, users: int = 1000, days: int = 365,
-             episodes: int = 2000) -> Iterator[dict[str, Any]]:
+def simulate(
+    model_type: str, *, seed: int = 0, users: int = 1000, days: int = 365, episodes: int = 2000
+) -> Iterator[dict[str, Any]]:
     """Samples of one model type in the contract's shape (the library side of `fcl simulate`)."""
     sim = FinCoachSimulator(seed=seed, n_users=users)
     if model_type == "segmentation":

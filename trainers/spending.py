@@ -80,8 +80,13 @@ def _make_lstm(config: dict[str, Any]) -> Any:
     class SpendLSTM(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.lstm = nn.LSTM(1 + CALENDAR_FEATURES, int(config["hidden"]), num_layers=int(config["layers"]),
-                                batch_first=True, dropout=float(config["dropout"]) if int(config["layers"]) > 1 else 0.0)
+            self.lstm = nn.LSTM(
+                1 + CALENDAR_FEATURES,
+                int(config["hidden"]),
+                num_layers=int(config["layers"]),
+                batch_first=True,
+                dropout=float(config["dropout"]) if int(config["layers"]) > 1 else 0.0,
+            )
             self.head = nn.Linear(int(config["hidden"]), 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,16 +99,27 @@ def _make_lstm(config: dict[str, Any]) -> Any:
 @register
 class SpendingTrainer(Trainer):
     model_type: ClassVar[str] = "spending"
-    defaults: ClassVar[dict[str, Any]] = {"lookback": 28, "hidden": 64, "layers": 1, "dropout": 0.0,
-                                          "learning_rate": 3e-3, "batch_size": 256, "steps_per_epoch": 150,
-                                          "max_epochs": 25, "patience": 3, "holdout_days": 28,
-                                          "validation_windows": 20_000}
-    gate: ClassVar[Gate] = Gate((
-        Check("relative_mae_seasonal_naive", LOWER, 0.95),
-        Check("relative_mae_moving_average", LOWER, 1.0),
-        Check("mae", LOWER, 0.02, kind="change"),
-        Check("rmse", LOWER, 0.05, kind="change"),
-    ))
+    defaults: ClassVar[dict[str, Any]] = {
+        "lookback": 28,
+        "hidden": 64,
+        "layers": 1,
+        "dropout": 0.0,
+        "learning_rate": 3e-3,
+        "batch_size": 256,
+        "steps_per_epoch": 150,
+        "max_epochs": 25,
+        "patience": 3,
+        "holdout_days": 28,
+        "validation_windows": 20_000,
+    }
+    gate: ClassVar[Gate] = Gate(
+        (
+            Check("relative_mae_seasonal_naive", LOWER, 0.95),
+            Check("relative_mae_moving_average", LOWER, 1.0),
+            Check("mae", LOWER, 0.02, kind="change"),
+            Check("rmse", LOWER, 0.05, kind="change"),
+        )
+    )
 
     def train(self, request: TrainRequest) -> TrainResult:
         import torch
@@ -120,8 +136,15 @@ class SpendingTrainer(Trainer):
         deterministic_torch(device)
         level = series.log[:, :train_end].mean(axis=1, keepdims=True)  # each user's own level
         norm = series.log - level
-        inputs = np.concatenate([norm[:, :, None], np.broadcast_to(
-            np.roll(series.calendar, -1, axis=0)[None], (len(series.users), n_days, CALENDAR_FEATURES))], axis=2)
+        inputs = np.concatenate(
+            [
+                norm[:, :, None],
+                np.broadcast_to(
+                    np.roll(series.calendar, -1, axis=0)[None], (len(series.users), n_days, CALENDAR_FEATURES)
+                ),
+            ],
+            axis=2,
+        )
         # inputs[:, t] = (spend of day t, calendar of day t+1): step t predicts day t+1.
         x_all = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
         y_all = torch.from_numpy(np.ascontiguousarray(norm, dtype=np.float32)).to(device)
@@ -181,11 +204,23 @@ class SpendingTrainer(Trainer):
                 baseline = self._evaluate(champion, series, x_all, level, test_users, test_day_idx, lookback, train_end)
         request.progress(1.0)
         artifact = torch_artifact(model.state_dict(), config)
-        return TrainResult(model=model, metrics=metrics, baseline_metrics=baseline, artifact=artifact,
-                           hyperparameters=hp, info={"users": n_users, "days": n_days, "epochs": epochs,
-                                                     "steps": steps, "best_validation_mse": best_loss,
-                                                     "device": str(device), "fit_seconds": fit_seconds,
-                                                     "steps_per_second": steps / fit_seconds})
+        return TrainResult(
+            model=model,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            artifact=artifact,
+            hyperparameters=hp,
+            info={
+                "users": n_users,
+                "days": n_days,
+                "epochs": epochs,
+                "steps": steps,
+                "best_validation_mse": best_loss,
+                "device": str(device),
+                "fit_seconds": fit_seconds,
+                "steps_per_second": steps / fit_seconds,
+            },
+        )
 
     @staticmethod
     def _windows(n_users: int, target_days: Any, limit: int, gen: Any) -> tuple[Any, Any]:
@@ -216,13 +251,22 @@ class SpendingTrainer(Trainer):
         out = []
         with torch.no_grad():
             for i in range(0, len(users), chunk):
-                u = users[i:i + chunk].to(x_all.device)
-                idx = (target_days[i:i + chunk][:, None] + offsets[None, :]).to(x_all.device)
+                u = users[i : i + chunk].to(x_all.device)
+                idx = (target_days[i : i + chunk][:, None] + offsets[None, :]).to(x_all.device)
                 out.append(model(x_all[u[:, None], idx])[:, -1])
         return torch.cat(out)
 
-    def _evaluate(self, model: Any, series: Series, x_all: Any, level: np.ndarray, users: Any, days: Any,
-                  lookback: int, train_end: int) -> dict[str, float]:
+    def _evaluate(
+        self,
+        model: Any,
+        series: Series,
+        x_all: Any,
+        level: np.ndarray,
+        users: Any,
+        days: Any,
+        lookback: int,
+        train_end: int,
+    ) -> dict[str, float]:
         pred_norm = self._forecast(model, x_all, users, days, lookback).cpu().numpy().astype(np.float64)
         u, d = users.numpy(), days.numpy()
         predicted = np.expm1(pred_norm + level[u, 0]).clip(min=0.0)
@@ -235,11 +279,15 @@ class SpendingTrainer(Trainer):
         mae = float(errors.mean())
         seasonal_mae = float(np.abs(seasonal - actual).mean())
         moving_mae = float(np.abs(moving - actual).mean())
-        return {"mae": mae, "rmse": float(np.sqrt(((predicted - actual) ** 2).mean())),
-                "mase": float(np.nanmean(errors / scale)), "seasonal_naive_mae": seasonal_mae,
-                "moving_average_mae": moving_mae,
-                "relative_mae_seasonal_naive": mae / seasonal_mae if seasonal_mae > 0 else math.inf,
-                "relative_mae_moving_average": mae / moving_mae if moving_mae > 0 else math.inf}
+        return {
+            "mae": mae,
+            "rmse": float(np.sqrt(((predicted - actual) ** 2).mean())),
+            "mase": float(np.nanmean(errors / scale)),
+            "seasonal_naive_mae": seasonal_mae,
+            "moving_average_mae": moving_mae,
+            "relative_mae_seasonal_naive": mae / seasonal_mae if seasonal_mae > 0 else math.inf,
+            "relative_mae_moving_average": mae / moving_mae if moving_mae > 0 else math.inf,
+        }
 
     def _load(self, artifact: Artifact, device: Any) -> tuple[Any, dict[str, Any]]:
         tensors, config = load_torch_artifact(artifact)

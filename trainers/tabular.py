@@ -10,7 +10,9 @@ import numpy as np
 from trainers.base import InvalidDataError
 
 
-def feature_matrix(samples: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def feature_matrix(
+    samples: Sequence[dict[str, Any]], names: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Rows in sample order, columns in `names` order (default: the sorted names of the first
     sample). Every sample must carry exactly those features, as finite numbers."""
     if not samples:
@@ -22,8 +24,10 @@ def feature_matrix(samples: Sequence[dict[str, Any]], names: Sequence[str] | Non
         features = sample["features"]
         if set(features) != expected:
             missing, extra = sorted(expected - set(features)), sorted(set(features) - expected)
-            raise InvalidDataError(f"sample {i} (user {sample.get('user_id')!r}) has features that differ from the "
-                                   f"dataset's: missing {missing}, unexpected {extra}")
+            raise InvalidDataError(
+                f"sample {i} (user {sample.get('user_id')!r}) has features that differ from the "
+                f"dataset's: missing {missing}, unexpected {extra}"
+            )
         x[i] = [features[n] for n in names]
     if not np.isfinite(x).all():
         row = int(np.argwhere(~np.isfinite(x))[0][0])

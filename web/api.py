@@ -84,11 +84,21 @@ def request_id(request: web.Request) -> str:
     return str(rid)
 
 
-def error_response(request: web.Request, status: int, code: str, message: str,
-                   details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, request_id=request_id(request), details=details))
-    return web.Response(status=status, body=body.model_dump_json(exclude_none=True).encode(),
-                        content_type="application/json", headers=headers)
+    return web.Response(
+        status=status,
+        body=body.model_dump_json(exclude_none=True).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def json_response(status: int, model: BaseModel) -> web.Response:
@@ -96,8 +106,10 @@ def json_response(status: int, model: BaseModel) -> web.Response:
 
 
 def _field_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
-    return [{"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)]
+    return [
+        {"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
 
 
 def _check_token(request: web.Request, token: str | None) -> None:
@@ -128,7 +140,9 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise ApiError(422, "invalid_body", "the body has invalid fields", _field_errors(exc, "body")) from None
 
 
-def _wrap(endpoint: Endpoint, token: Callable[[], str | None]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(
+    endpoint: Endpoint, token: Callable[[], str | None]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         if endpoint.auth:
             _check_token(request, token())  # before anything else: no state change without it
@@ -138,8 +152,9 @@ def _wrap(endpoint: Endpoint, token: Callable[[], str | None]) -> Callable[[web.
             try:
                 query = endpoint.query.model_validate(dict(request.query))
             except ValidationError as exc:
-                raise ApiError(422, "invalid_query", "the query has invalid parameters",
-                               _field_errors(exc, "query")) from None
+                raise ApiError(
+                    422, "invalid_query", "the query has invalid parameters", _field_errors(exc, "query")
+                ) from None
         body = await _read_body(request, endpoint.body) if endpoint.body is not None else None
         result = await endpoint.handler(Call(request, path, query, body))
         if isinstance(result, web.StreamResponse):
@@ -178,9 +193,15 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-_STATUS_TEXT = {400: "malformed request", 401: "missing or wrong bearer token", 404: "not found",
-                409: "conflicts with the current state", 413: "body too large", 422: "invalid parameters or body",
-                503: "a dependency is unavailable"}
+_STATUS_TEXT = {
+    400: "malformed request",
+    401: "missing or wrong bearer token",
+    404: "not found",
+    409: "conflicts with the current state",
+    413: "body too large",
+    422: "invalid parameters or body",
+    503: "a dependency is unavailable",
+}
 
 
 def openapi(endpoints: list[Endpoint], *, title: str, version: str, description: str) -> dict[str, Any]:
@@ -193,7 +214,8 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
             op["description"] = e.description
         params: list[dict[str, Any]] = [
             {"name": p.name, "in": "path", "required": True, "description": p.description, "schema": p.schema}
-            for p in e.path_params]
+            for p in e.path_params
+        ]
         if e.query is not None:
             schema = e.query.model_json_schema(ref_template=_REF, mode="validation")
             components.update(schema.pop("$defs", {}))
@@ -207,11 +229,15 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
         if params:
             op["parameters"] = params
         if e.body is not None:
-            op["requestBody"] = {"required": False, "content": {
-                "application/json": {"schema": _schema(e.body, "validation", components)}}}
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": _schema(e.body, "validation", components)}},
+            }
         for status, (model, text) in e.responses.items():
-            op["responses"][str(status)] = {"description": text, "content": {
-                "application/json": {"schema": _schema(model, "serialization", components)}}}
+            op["responses"][str(status)] = {
+                "description": text,
+                "content": {"application/json": {"schema": _schema(model, "serialization", components)}},
+            }
         for status, (media, text) in e.raw_content.items():
             raw_schema = {"type": "object"} if media == "application/json" else {"type": "string"}
             op["responses"][str(status)] = {"description": text, "content": {media: {"schema": raw_schema}}}
@@ -220,8 +246,10 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
         if e.body is not None:
             errors |= {400, 413}
         for status in sorted(errors):
-            op["responses"][str(status)] = {"description": _STATUS_TEXT.get(status, "error"),
-                                            "content": {"application/json": {"schema": error_ref}}}
+            op["responses"][str(status)] = {
+                "description": _STATUS_TEXT.get(status, "error"),
+                "content": {"application/json": {"schema": error_ref}},
+            }
         if e.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(e.path, {})[e.method.lower()] = op
@@ -229,7 +257,8 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
-        "components": {"schemas": dict(sorted(components.items())),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "FCL_API_TOKEN"}}},
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "FCL_API_TOKEN"}},
+        },
     }

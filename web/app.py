@@ -22,8 +22,13 @@ from web.routes import ENDPOINTS, SERVICES, Services
 
 log = logging.getLogger("fcl.web")
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
-          415: "unsupported_media_type"}
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 @web.middleware
@@ -54,8 +59,9 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
             response = error_response(request, 503, "unavailable", "the database is unavailable; try again shortly")
         else:
             log.exception("request %s failed", rid)
-            response = error_response(request, 500, "internal_error",
-                                      f"an internal error; the service log has it under request id {rid}")
+            response = error_response(
+                request, 500, "internal_error", f"an internal error; the service log has it under request id {rid}"
+            )
     response.headers["X-Request-Id"] = rid
     route = request.match_info.route.resource
     pattern = route.canonical if route is not None else "unmatched"
@@ -74,11 +80,15 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     register(app, ENDPOINTS, token=lambda: settings.api_token)
     from fcl import __version__
 
-    document = openapi(ENDPOINTS, title="fcl: FinCoach continuous learning", version=__version__,
-                               description="Training status, jobs, history, model versions and validation results "
-                                           "(see CONTRACT.md). Every POST needs `Authorization: Bearer "
-                                           "$FCL_API_TOKEN`. Errors: `{\"error\": {\"code\", \"message\", "
-                                           "\"request_id\"}}`.")
+    document = openapi(
+        ENDPOINTS,
+        title="fcl: FinCoach continuous learning",
+        version=__version__,
+        description="Training status, jobs, history, model versions and validation results "
+        "(see CONTRACT.md). Every POST needs `Authorization: Bearer "
+        '$FCL_API_TOKEN`. Errors: `{"error": {"code", "message", '
+        '"request_id"}}`.',
+    )
     services.openapi_bytes = json.dumps(document).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -87,8 +97,9 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         if relay_events:
             from streams.outbox import EventPublisher
 
-            services.publisher = EventPublisher(db, bootstrap=settings.kafka_bootstrap,
-                                                topic_prefix=settings.topic_prefix)
+            services.publisher = EventPublisher(
+                db, bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix
+            )
             services.publisher.start()
         yield
         if services.publisher is not None:
@@ -110,6 +121,7 @@ def main(host: str | None = None, port: int | None = None) -> None:
     host, port = host or settings.http_host, port or settings.http_port
     if settings.api_token is None:
         log.warning("FCL_API_TOKEN is not set: every POST will be refused with 401")
-    print(f"fcl web: dashboard http://{host}:{port}/ · API http://{host}:{port}/coaching/continuous-learning",
-          flush=True)
+    print(
+        f"fcl web: dashboard http://{host}:{port}/ · API http://{host}:{port}/coaching/continuous-learning", flush=True
+    )
     web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)

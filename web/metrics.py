@@ -23,17 +23,21 @@ class _Snapshot:
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("fcl_queue_jobs", "jobs per model type and status", labels=["model_type", "status"])
-        age = GaugeMetricFamily("fcl_queue_oldest_age_seconds",
-                                "how long the oldest job in this state has been in it (queued: since created)",
-                                labels=["model_type", "status"])
+        age = GaugeMetricFamily(
+            "fcl_queue_oldest_age_seconds",
+            "how long the oldest job in this state has been in it (queued: since created)",
+            labels=["model_type", "status"],
+        )
         for f in self.queue:
             jobs.add_metric([f.model_type, f.status], f.jobs)
             if f.status in ("queued", "in_progress") and f.oldest_age_seconds is not None:
                 age.add_metric([f.model_type, f.status], f.oldest_age_seconds)
-        attempts = CounterMetricFamily("fcl_training_attempts", "training attempts by outcome",
-                                       labels=["model_type", "outcome"])
-        seconds = CounterMetricFamily("fcl_training_seconds", "seconds spent training, by outcome",
-                                      labels=["model_type", "outcome"])
+        attempts = CounterMetricFamily(
+            "fcl_training_attempts", "training attempts by outcome", labels=["model_type", "outcome"]
+        )
+        seconds = CounterMetricFamily(
+            "fcl_training_seconds", "seconds spent training, by outcome", labels=["model_type", "outcome"]
+        )
         for t in self.training:
             attempts.add_metric([t.model_type, t.outcome], t.attempts)
             seconds.add_metric([t.model_type, t.outcome], t.seconds_total)
@@ -45,16 +49,22 @@ class _Snapshot:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.http = Histogram("fcl_http_request_duration_seconds", "HTTP request latency",
-                              ["method", "route", "status"], buckets=_BUCKETS, registry=self.registry)
+        self.http = Histogram(
+            "fcl_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)  # type: ignore[arg-type]
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http.labels(method, route, str(status)).observe(seconds)
 
-    def render(self, queue: Sequence[QueueFigure], training: Sequence[TrainingFigure], *,
-               scrape_seconds: float) -> bytes:
+    def render(
+        self, queue: Sequence[QueueFigure], training: Sequence[TrainingFigure], *, scrape_seconds: float
+    ) -> bytes:
         self._snapshot.queue, self._snapshot.training = queue, training
         self._snapshot.scrape_seconds = scrape_seconds
         return generate_latest(self.registry)

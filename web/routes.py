@@ -67,8 +67,9 @@ def _services(call: Call) -> Services:
 def _model_type(value: str) -> str:
     parsed = ModelType.parse(value)
     if parsed is None:
-        raise ApiError(404, "unknown_model_type",
-                       f"unknown model type {value[:100]!r}; known: {', '.join(s.MODEL_TYPES)}")
+        raise ApiError(
+            404, "unknown_model_type", f"unknown model type {value[:100]!r}; known: {', '.join(s.MODEL_TYPES)}"
+        )
     return parsed.value
 
 
@@ -78,14 +79,20 @@ def _uuid(what: str) -> Any:
             return uuid.UUID(value)
         except ValueError:
             raise ApiError(422, "invalid_parameter", f"{what} must be a UUID, not {value[:100]!r}") from None
+
     return parse
 
 
-MODEL_TYPE = PathParam("model_type", {"type": "string", "enum": s.MODEL_TYPES}, "one of the four model types",
-                       _model_type)
+MODEL_TYPE = PathParam(
+    "model_type", {"type": "string", "enum": s.MODEL_TYPES}, "one of the four model types", _model_type
+)
 JOB_ID = PathParam("job_id", {"type": "string", "format": "uuid"}, "a job's id", _uuid("job_id"))
-TRAINING_EVENT_ID = PathParam("training_event_id", {"type": "string", "format": "uuid"},
-                              "a training event's id (history, status events)", _uuid("training_event_id"))
+TRAINING_EVENT_ID = PathParam(
+    "training_event_id",
+    {"type": "string", "format": "uuid"},
+    "a training event's id (history, status events)",
+    _uuid("training_event_id"),
+)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -103,19 +110,35 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
     async with svc.db.transaction() as session:
         dataset = await DatasetRepository(session).get(dataset_id)
         if dataset is None:
-            raise ApiError(404, "unknown_dataset", f"no samples have arrived for dataset {dataset_id!r}; "
-                                                   "a dataset exists once its first training-samples event is stored")
+            raise ApiError(
+                404,
+                "unknown_dataset",
+                f"no samples have arrived for dataset {dataset_id!r}; "
+                "a dataset exists once its first training-samples event is stored",
+            )
         if dataset.model_type != model_type:
-            raise ApiError(409, "model_type_mismatch",
-                           f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}")
-        request = TriggerRequest(event_id=event_id, dataset_id=dataset_id, model_type=model_type,
-                                 priority=body.priority, source="http", max_attempts=svc.settings.attempts_for(model_type))
+            raise ApiError(
+                409,
+                "model_type_mismatch",
+                f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}",
+            )
+        request = TriggerRequest(
+            event_id=event_id,
+            dataset_id=dataset_id,
+            model_type=model_type,
+            priority=body.priority,
+            source="http",
+            max_attempts=svc.settings.attempts_for(model_type),
+        )
         (admission,) = await admit_requests(session, [request], svc.settings)
         job = await JobRepository(session).get(admission.job_id)
     assert job is not None
     svc.wake()
-    return 202, s.TriggerResponse(outcome=admission.outcome.value, trigger_event_id=event_id,  # type: ignore[arg-type]
-                                  job=s.JobView.of(job))
+    return 202, s.TriggerResponse(
+        outcome=admission.outcome.value,
+        trigger_event_id=event_id,  # type: ignore[arg-type]
+        job=s.JobView.of(job),
+    )
 
 
 async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
@@ -134,12 +157,19 @@ async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
         metric, higher = KEY_METRIC[m]
         per_type[m.value] = s.ModelTypeStatus(
             champion_version=champion.version if champion else None,
-            champion_since=champion.created_at if champion else None, key_metric=metric, higher_is_better=higher,
-            last_run=s.TrainingEventView.of(last[m.value]) if m.value in last else None)
-    return 200, s.TrainingStatus(queue=counts, waiting=[s.JobView.of(j) for j in waiting],
-                                 running=[s.JobView.of(j) for j in running],
-                                 workers=[s.WorkerView.of(w) for w in workers], model_types=per_type,
-                                 generated_at=datetime.now(UTC))
+            champion_since=champion.created_at if champion else None,
+            key_metric=metric,
+            higher_is_better=higher,
+            last_run=s.TrainingEventView.of(last[m.value]) if m.value in last else None,
+        )
+    return 200, s.TrainingStatus(
+        queue=counts,
+        waiting=[s.JobView.of(j) for j in waiting],
+        running=[s.JobView.of(j) for j in running],
+        workers=[s.WorkerView.of(w) for w in workers],
+        model_types=per_type,
+        generated_at=datetime.now(UTC),
+    )
 
 
 async def training_job(call: Call) -> tuple[int, s.JobDetail]:
@@ -164,7 +194,9 @@ async def cancel_job(call: Call) -> tuple[int, s.JobView]:
         after = await QueueRepository(session).cancel(job_id)
         assert after is not None
         if after.status is JobStatus.CANCELLED:
-            await OutboxRepository(session).add_many([job_status_event(after, "cancelled", message="cancelled by an operator")])
+            await OutboxRepository(session).add_many(
+                [job_status_event(after, "cancelled", message="cancelled by an operator")]
+            )
         elif after.status.is_final:
             raise ApiError(409, "job_finished", f"job {job_id} is already {after.status.value}; nothing to cancel")
     svc.wake()
@@ -185,8 +217,9 @@ async def retry_job(call: Call) -> tuple[int, s.JobView]:
         except JobStateConflict as exc:
             raise ApiError(409, "job_not_retriable", str(exc)) from None
         assert job is not None
-        await OutboxRepository(session).add_many([job_status_event(job, "queued", message="re-queued by an operator",
-                                                                attempt=job.attempts + 1)])
+        await OutboxRepository(session).add_many(
+            [job_status_event(job, "queued", message="re-queued by an operator", attempt=job.attempts + 1)]
+        )
     svc.wake()
     return 202, s.JobView.of(job)
 
@@ -197,9 +230,17 @@ async def auto_trigger(call: Call) -> tuple[int, s.AutoTriggerResponse]:
     svc = _services(call)
     admissions = await auto_trigger_ready(svc.db, svc.settings)
     svc.wake()
-    return 202, s.AutoTriggerResponse(admitted=[
-        s.Admitted(dataset_id=a.request.dataset_id, model_type=a.request.model_type, job_id=a.job_id,
-                   outcome=a.outcome.value) for a in admissions])
+    return 202, s.AutoTriggerResponse(
+        admitted=[
+            s.Admitted(
+                dataset_id=a.request.dataset_id,
+                model_type=a.request.model_type,
+                job_id=a.job_id,
+                outcome=a.outcome.value,
+            )
+            for a in admissions
+        ]
+    )
 
 
 HISTORY_TABLES = ("training_events",)
@@ -223,11 +264,17 @@ async def training_history(call: Call) -> web.Response:
     read_at = svc.cache.generation(HISTORY_TABLES)
     async with svc.db.transaction() as session:
         events = await TrainingEventRepository(session).page(
-            limit=q.limit + 1, model_type=q.model_type, status=q.status, before=before)
+            limit=q.limit + 1, model_type=q.model_type, status=q.status, before=before
+        )
     more = len(events) > q.limit
-    events = events[:q.limit]
-    body = s.HistoryPage(items=[s.TrainingEventView.of(e) for e in events],
-                         next_before=s.encode_cursor(events[-1]) if more else None).model_dump_json().encode()
+    events = events[: q.limit]
+    body = (
+        s.HistoryPage(
+            items=[s.TrainingEventView.of(e) for e in events], next_before=s.encode_cursor(events[-1]) if more else None
+        )
+        .model_dump_json()
+        .encode()
+    )
     svc.cache.put(key, HISTORY_TABLES, read_at, body)
     return _cached(body)
 
@@ -245,9 +292,14 @@ async def model_versions(call: Call) -> web.Response:
         champions = await ChampionRepository(session).all_current()
     served = {m: c.version for m, c in champions.items()}
     types = [model_type] if model_type else s.MODEL_TYPES
-    body = s.ModelVersions(champions={m: served.get(m) for m in types},
-                           versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions]
-                           ).model_dump_json().encode()
+    body = (
+        s.ModelVersions(
+            champions={m: served.get(m) for m in types},
+            versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
+        )
+        .model_dump_json()
+        .encode()
+    )
     svc.cache.put(key, VERSION_TABLES, read_at, body)
     return _cached(body)
 
@@ -262,10 +314,22 @@ async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
             raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
         if move is None:
             raise ApiError(409, "no_previous_champion", f"{model_type} has no earlier champion to roll back to")
-        await OutboxRepository(session).add_many([(Topic.MODEL_VERSIONS, model_type, ModelVersionEvent(
-            event_id=str(move.event_id), model_type=model_type, version=move.version,
-            previous_version=move.previous_version, reason="rollback", occurred_at=rfc3339(move.created_at),
-        ).model_dump(mode="json"))])
+        await OutboxRepository(session).add_many(
+            [
+                (
+                    Topic.MODEL_VERSIONS,
+                    model_type,
+                    ModelVersionEvent(
+                        event_id=str(move.event_id),
+                        model_type=model_type,
+                        version=move.version,
+                        previous_version=move.previous_version,
+                        reason="rollback",
+                        occurred_at=rfc3339(move.created_at),
+                    ).model_dump(mode="json"),
+                )
+            ]
+        )
     svc.wake()
     return 200, s.ChampionMoveView.of(move)
 
@@ -280,12 +344,22 @@ async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
         checks = await ValidationRepository(session).for_training_event(event_id)
         version = await ModelVersionRepository(session).for_training_event(event_id)
     if version is None:
-        raise ApiError(404, "not_validated", f"training event {event_id} ended {event.status.value}; "
-                                             "only a completed training is validated")
+        raise ApiError(
+            404,
+            "not_validated",
+            f"training event {event_id} ended {event.status.value}; only a completed training is validated",
+        )
     return 200, s.ValidationView(
-        training_event_id=event.id, job_id=event.job_id, model_type=event.model_type, candidate_version=version.version,
-        baseline_version=version.parent_version, metrics=event.metrics, checks=[s.CheckView.of(c) for c in checks],
-        passed=bool(event.validation_passed), promoted=bool(event.promoted))
+        training_event_id=event.id,
+        job_id=event.job_id,
+        model_type=event.model_type,
+        candidate_version=version.version,
+        baseline_version=version.parent_version,
+        metrics=event.metrics,
+        checks=[s.CheckView.of(c) for c in checks],
+        passed=bool(event.validation_passed),
+        promoted=bool(event.promoted),
+    )
 
 
 async def healthz(call: Call) -> tuple[int, s.Health]:
@@ -332,43 +406,140 @@ def _ok(model: type[Any], text: str, status: int = 200) -> dict[int, tuple[type[
 
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("POST", PREFIX + "/trigger-training/{model_type}", trigger_training,
-             "Queue a training job for a dataset (admission rules: joins a waiting job, one follow-up while one runs)",
-             "jobs", _ok(s.TriggerResponse, "admitted", 202), (MODEL_TYPE,), body=s.TriggerBody, auth=True,
-             errors=(404, 409), description="An `Idempotency-Key` header makes a repeated request return the same job."),
-    Endpoint("GET", PREFIX + "/training-status", training_status,
-             "Queue counts, waiting and running jobs, worker heartbeats, per model type its champion and last run",
-             "status", _ok(s.TrainingStatus, "the service's state")),
-    Endpoint("GET", PREFIX + "/training-job/{job_id}", training_job, "One job with its timeline and attempts",
-             "jobs", _ok(s.JobDetail, "the job"), (JOB_ID,), errors=(404,)),
-    Endpoint("POST", PREFIX + "/training-job/{job_id}/cancel", cancel_job,
-             "Cancel a waiting job (200) or ask a running one to stop (202)", "jobs",
-             {200: (s.JobView, "cancelled"), 202: (s.JobView, "the running job will stop")}, (JOB_ID,), auth=True,
-             errors=(404, 409, 422)),
-    Endpoint("POST", PREFIX + "/training-job/{job_id}/retry", retry_job,
-             "Put a failed or cancelled job back in the queue with fresh attempts", "jobs",
-             _ok(s.JobView, "queued again", 202), (JOB_ID,), auth=True, errors=(404, 409, 422)),
-    Endpoint("POST", PREFIX + "/auto-trigger-ready", auto_trigger,
-             "Queue a job for every dataset whose counter reached its threshold", "jobs",
-             _ok(s.AutoTriggerResponse, "what was admitted", 202), auth=True),
-    Endpoint("GET", PREFIX + "/training-history", training_history,
-             "Training events (one per attempt), newest first, with cursor paging", "history",
-             _ok(s.HistoryPage, "a page"), query=s.HistoryQuery),
-    Endpoint("GET", PREFIX + "/model-versions", model_versions,
-             "Model versions with metrics, artifact checksum, lineage and which one is champion", "versions",
-             _ok(s.ModelVersions, "versions"), query=s.ModelVersionsQuery),
-    Endpoint("POST", PREFIX + "/model-versions/{model_type}/rollback", rollback,
-             "Make the previous champion the champion again (rollbacks stack)", "versions",
-             _ok(s.ChampionMoveView, "the new champion"), (MODEL_TYPE,), auth=True, errors=(404, 409)),
-    Endpoint("GET", PREFIX + "/validation-results/{training_event_id}", validation_results,
-             "The validation of one training event, check by check", "versions",
-             _ok(s.ValidationView, "the validation"), (TRAINING_EVENT_ID,), errors=(404, 422)),
-    Endpoint("GET", "/healthz", healthz, "Database and broker reachable", "operations",
-             {200: (s.Health, "both reachable"), 503: (s.Health, "one is not")}),
-    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "operations", {},
-             raw_content={200: ("text/plain", "Prometheus text format 0.0.4")}),
-    Endpoint("GET", "/openapi.json", openapi_json, "This document", "operations", {},
-             raw_content={200: ("application/json", "OpenAPI 3.1")}),
-    Endpoint("GET", "/", dashboard, "The dashboard", "operations", {},
-             raw_content={200: ("text/html", "one page that refreshes itself")}),
+    Endpoint(
+        "POST",
+        PREFIX + "/trigger-training/{model_type}",
+        trigger_training,
+        "Queue a training job for a dataset (admission rules: joins a waiting job, one follow-up while one runs)",
+        "jobs",
+        _ok(s.TriggerResponse, "admitted", 202),
+        (MODEL_TYPE,),
+        body=s.TriggerBody,
+        auth=True,
+        errors=(404, 409),
+        description="An `Idempotency-Key` header makes a repeated request return the same job.",
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/training-status",
+        training_status,
+        "Queue counts, waiting and running jobs, worker heartbeats, per model type its champion and last run",
+        "status",
+        _ok(s.TrainingStatus, "the service's state"),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/training-job/{job_id}",
+        training_job,
+        "One job with its timeline and attempts",
+        "jobs",
+        _ok(s.JobDetail, "the job"),
+        (JOB_ID,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/training-job/{job_id}/cancel",
+        cancel_job,
+        "Cancel a waiting job (200) or ask a running one to stop (202)",
+        "jobs",
+        {200: (s.JobView, "cancelled"), 202: (s.JobView, "the running job will stop")},
+        (JOB_ID,),
+        auth=True,
+        errors=(404, 409, 422),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/training-job/{job_id}/retry",
+        retry_job,
+        "Put a failed or cancelled job back in the queue with fresh attempts",
+        "jobs",
+        _ok(s.JobView, "queued again", 202),
+        (JOB_ID,),
+        auth=True,
+        errors=(404, 409, 422),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/auto-trigger-ready",
+        auto_trigger,
+        "Queue a job for every dataset whose counter reached its threshold",
+        "jobs",
+        _ok(s.AutoTriggerResponse, "what was admitted", 202),
+        auth=True,
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/training-history",
+        training_history,
+        "Training events (one per attempt), newest first, with cursor paging",
+        "history",
+        _ok(s.HistoryPage, "a page"),
+        query=s.HistoryQuery,
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/model-versions",
+        model_versions,
+        "Model versions with metrics, artifact checksum, lineage and which one is champion",
+        "versions",
+        _ok(s.ModelVersions, "versions"),
+        query=s.ModelVersionsQuery,
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/model-versions/{model_type}/rollback",
+        rollback,
+        "Make the previous champion the champion again (rollbacks stack)",
+        "versions",
+        _ok(s.ChampionMoveView, "the new champion"),
+        (MODEL_TYPE,),
+        auth=True,
+        errors=(404, 409),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/validation-results/{training_event_id}",
+        validation_results,
+        "The validation of one training event, check by check",
+        "versions",
+        _ok(s.ValidationView, "the validation"),
+        (TRAINING_EVENT_ID,),
+        errors=(404, 422),
+    ),
+    Endpoint(
+        "GET",
+        "/healthz",
+        healthz,
+        "Database and broker reachable",
+        "operations",
+        {200: (s.Health, "both reachable"), 503: (s.Health, "one is not")},
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics",
+        "operations",
+        {},
+        raw_content={200: ("text/plain", "Prometheus text format 0.0.4")},
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        "This document",
+        "operations",
+        {},
+        raw_content={200: ("application/json", "OpenAPI 3.1")},
+    ),
+    Endpoint(
+        "GET",
+        "/",
+        dashboard,
+        "The dashboard",
+        "operations",
+        {},
+        raw_content={200: ("text/html", "one page that refreshes itself")},
+    ),
 ]

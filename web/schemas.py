@@ -48,8 +48,13 @@ class TriggerBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     priority: int = Field(default=5, ge=0, le=9, description="0-9, higher runs first")
-    dataset_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$",
-                                   description="default: fincoach-<model_type>")
+    dataset_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="default: fincoach-<model_type>",
+    )
 
 
 class HistoryQuery(BaseModel):
@@ -57,8 +62,9 @@ class HistoryQuery(BaseModel):
     limit: int = Field(default=10, ge=1, le=100)
     model_type: ModelType | None = None
     status: TrainingEventStatus | None = None
-    before: str | None = Field(default=None, max_length=200,
-                               description="the `next_before` of the previous page (opaque cursor)")
+    before: str | None = Field(
+        default=None, max_length=200, description="the `next_before` of the previous page (opaque cursor)"
+    )
 
 
 class ModelVersionsQuery(BaseModel):
@@ -112,14 +118,26 @@ class JobView(View):
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        return cls(job_id=job.id, dataset_id=job.dataset_id, model_type=job.model_type, status=job.status,
-                   priority=job.priority, attempts=job.attempts, max_attempts=job.max_attempts, progress=job.progress,
-                   cancel_requested=job.cancel_requested,
-                   worker=job.lease_owner if job.status is JobStatus.IN_PROGRESS else None,
-                   error=ErrorInfo(type=job.error_type, message=job.error_message or "") if job.error_type else None,
-                   model_version=job.model_version, trigger_event_ids=list(job.trigger_event_ids),
-                   created_at=job.created_at, updated_at=job.updated_at, run_after=job.run_after,
-                   started_at=job.started_at, finished_at=job.finished_at)
+        return cls(
+            job_id=job.id,
+            dataset_id=job.dataset_id,
+            model_type=job.model_type,
+            status=job.status,
+            priority=job.priority,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            progress=job.progress,
+            cancel_requested=job.cancel_requested,
+            worker=job.lease_owner if job.status is JobStatus.IN_PROGRESS else None,
+            error=ErrorInfo(type=job.error_type, message=job.error_message or "") if job.error_type else None,
+            model_version=job.model_version,
+            trigger_event_ids=list(job.trigger_event_ids),
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            run_after=job.run_after,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 class TrainingEventView(View):
@@ -144,12 +162,26 @@ class TrainingEventView(View):
 
     @classmethod
     def of(cls, e: TrainingEvent) -> TrainingEventView:
-        return cls(training_event_id=e.id, job_id=e.job_id, attempt=e.attempt, dataset_id=e.dataset_id,
-                   model_type=e.model_type, status=e.status, worker=e.worker, started_at=e.started_at,
-                   finished_at=e.finished_at, duration_seconds=e.duration_seconds, fit_seconds=e.fit_seconds,
-                   sample_count=e.sample_count, dataset_watermark=e.dataset_watermark, metrics=e.metrics,
-                   error=ErrorInfo(type=e.error_type, message=e.error_message or "") if e.error_type else None,
-                   model_version=e.model_version, validation_passed=e.validation_passed, promoted=e.promoted)
+        return cls(
+            training_event_id=e.id,
+            job_id=e.job_id,
+            attempt=e.attempt,
+            dataset_id=e.dataset_id,
+            model_type=e.model_type,
+            status=e.status,
+            worker=e.worker,
+            started_at=e.started_at,
+            finished_at=e.finished_at,
+            duration_seconds=e.duration_seconds,
+            fit_seconds=e.fit_seconds,
+            sample_count=e.sample_count,
+            dataset_watermark=e.dataset_watermark,
+            metrics=e.metrics,
+            error=ErrorInfo(type=e.error_type, message=e.error_message or "") if e.error_type else None,
+            model_version=e.model_version,
+            validation_passed=e.validation_passed,
+            promoted=e.promoted,
+        )
 
 
 class TimelineEntry(View):
@@ -166,22 +198,36 @@ class JobDetail(JobView):
     def of_job(cls, job: Job, events: list[TrainingEvent]) -> JobDetail:
         timeline = [TimelineEntry(at=job.created_at, status="queued", message=f"created with priority {job.priority}")]
         for e in events:
-            timeline.append(TimelineEntry(at=e.started_at, status="in_progress",
-                                          message=f"attempt {e.attempt} started" + (f" on {e.worker}" if e.worker else "")))
+            timeline.append(
+                TimelineEntry(
+                    at=e.started_at,
+                    status="in_progress",
+                    message=f"attempt {e.attempt} started" + (f" on {e.worker}" if e.worker else ""),
+                )
+            )
             if e.finished_at is not None:
                 if e.status is TrainingEventStatus.COMPLETED:
                     verdict = "promoted" if e.promoted else "not promoted"
                     message = f"attempt {e.attempt} completed: version {e.model_version}, {verdict}"
                 else:
-                    message = f"attempt {e.attempt} {e.status.value}" + (f": {e.error_type}: {e.error_message}"
-                                                                          if e.error_type else "")
+                    message = f"attempt {e.attempt} {e.status.value}" + (
+                        f": {e.error_type}: {e.error_message}" if e.error_type else ""
+                    )
                 timeline.append(TimelineEntry(at=e.finished_at, status=e.status.value, message=message))
         if job.status is JobStatus.IN_PROGRESS and job.started_at is not None:
-            timeline.append(TimelineEntry(at=job.started_at, status="in_progress",
-                                          message=f"attempt {job.attempts} running on {job.lease_owner}"))
+            timeline.append(
+                TimelineEntry(
+                    at=job.started_at,
+                    status="in_progress",
+                    message=f"attempt {job.attempts} running on {job.lease_owner}",
+                )
+            )
         elif job.status.is_final and job.finished_at is not None:
-            timeline.append(TimelineEntry(at=job.finished_at, status=job.status.value,
-                                          message=job.error_message or job.status.value))
+            timeline.append(
+                TimelineEntry(
+                    at=job.finished_at, status=job.status.value, message=job.error_message or job.status.value
+                )
+            )
         timeline.sort(key=lambda t: t.at)
         base = JobView.of(job).model_dump()
         return cls(**base, timeline=timeline, training_events=[TrainingEventView.of(e) for e in events])
@@ -190,7 +236,8 @@ class JobDetail(JobView):
 class TriggerResponse(View):
     outcome: Literal["created", "joined", "duplicate"] = Field(
         description="created: a new waiting job; joined: the job already waiting for this dataset; "
-                    "duplicate: this Idempotency-Key was used before")
+        "duplicate: this Idempotency-Key was used before"
+    )
     trigger_event_id: str
     job: JobView
 
@@ -216,8 +263,14 @@ class WorkerView(View):
 
     @classmethod
     def of(cls, w: WorkerHeartbeat) -> WorkerView:
-        return cls(worker_id=w.worker_id, hostname=w.hostname, pid=w.pid, started_at=w.started_at,
-                   last_seen_at=w.last_seen_at, running_jobs=[str(j) for j in w.info.get("running_jobs", [])])
+        return cls(
+            worker_id=w.worker_id,
+            hostname=w.hostname,
+            pid=w.pid,
+            started_at=w.started_at,
+            last_seen_at=w.last_seen_at,
+            running_jobs=[str(j) for j in w.info.get("running_jobs", [])],
+        )
 
 
 class ModelTypeStatus(View):
@@ -269,14 +322,26 @@ class ModelVersionView(View):
 
     @classmethod
     def of(cls, v: ModelVersion, champion: int | None) -> ModelVersionView:
-        return cls(model_type=v.model_type, version=v.version, is_champion=v.version == champion,
-                   parent_version=v.parent_version, training_event_id=v.training_event_id, job_id=v.job_id,
-                   dataset_id=v.dataset_id,
-                   artifact=ArtifactView(path=v.artifact_path, sha256=v.artifact_sha256, size=v.artifact_size,
-                                         format=v.artifact_format),
-                   metrics=v.metrics, hyperparameters=v.hyperparameters, dataset_watermark=v.dataset_watermark,
-                   dataset_hash=v.dataset_hash, seed=v.seed, library_versions=v.library_versions,
-                   code_version=v.code_version, created_at=v.created_at)
+        return cls(
+            model_type=v.model_type,
+            version=v.version,
+            is_champion=v.version == champion,
+            parent_version=v.parent_version,
+            training_event_id=v.training_event_id,
+            job_id=v.job_id,
+            dataset_id=v.dataset_id,
+            artifact=ArtifactView(
+                path=v.artifact_path, sha256=v.artifact_sha256, size=v.artifact_size, format=v.artifact_format
+            ),
+            metrics=v.metrics,
+            hyperparameters=v.hyperparameters,
+            dataset_watermark=v.dataset_watermark,
+            dataset_hash=v.dataset_hash,
+            seed=v.seed,
+            library_versions=v.library_versions,
+            code_version=v.code_version,
+            created_at=v.created_at,
+        )
 
 
 class ModelVersions(View):
@@ -294,14 +359,21 @@ class ChampionMoveView(View):
 
     @classmethod
     def of(cls, m: ChampionMove) -> ChampionMoveView:
-        return cls(model_type=m.model_type, version=m.version, previous_version=m.previous_version,
-                   reason=m.reason.value, event_id=m.event_id, occurred_at=m.created_at)
+        return cls(
+            model_type=m.model_type,
+            version=m.version,
+            previous_version=m.previous_version,
+            reason=m.reason.value,
+            event_id=m.event_id,
+            occurred_at=m.created_at,
+        )
 
 
 class CheckView(View):
     metric: str
-    kind: Literal["value", "change"] = Field(description="value: against a fixed bound; change: relative "
-                                                         "change (new-base)/|base| against the champion")
+    kind: Literal["value", "change"] = Field(
+        description="value: against a fixed bound; change: relative change (new-base)/|base| against the champion"
+    )
     value: float | None
     baseline: float | None
     threshold: float
@@ -310,8 +382,15 @@ class CheckView(View):
 
     @classmethod
     def of(cls, c: ValidationCheck) -> CheckView:
-        return cls(metric=c.metric, kind=c.kind, value=c.value, baseline=c.baseline,  # type: ignore[arg-type]
-                   threshold=c.threshold, direction=c.direction.value, passed=c.passed)  # type: ignore[arg-type]
+        return cls(
+            metric=c.metric,
+            kind=c.kind,
+            value=c.value,
+            baseline=c.baseline,  # type: ignore[arg-type]
+            threshold=c.threshold,
+            direction=c.direction.value,
+            passed=c.passed,
+        )  # type: ignore[arg-type]
 
 
 class ValidationView(View):

@@ -75,9 +75,19 @@ def ensure_jars(version: str = KAFKA_VERSION, log4j_version: str = LOG4J_VERSION
         out = tmp_path / "libs"
         print(f"fetching Apache Kafka {version} jars from Maven Central ...", file=sys.stderr)
         proc = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(tmp_path / "pom.xml"), "dependency:copy-dependencies",
-             "-DincludeScope=runtime", f"-DoutputDirectory={out}"],
-            capture_output=True, text=True, check=False,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(tmp_path / "pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0 or not (out / f"kafka_2.13-{version}.jar").exists():
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
@@ -170,10 +180,15 @@ class KafkaBroker:
 
     def _java_cmd(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
         return [
-            require_java(), f"-Xmx{heap}", "-Djava.awt.headless=true",
+            require_java(),
+            f"-Xmx{heap}",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j.resolve()}",
             f"-Dkafka.logs.dir={self.log_dir.resolve()}",
-            "-cp", f"{libs}/*", main, *args,
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
         ]
 
     def prepare(self, ports: KafkaPorts, cluster_id: str | None) -> str:
@@ -186,15 +201,29 @@ class KafkaBroker:
         if (self.data_dir / "meta.properties").exists() and cluster_id:
             return cluster_id
         if cluster_id is None:
-            out = subprocess.run(self._java_cmd(libs, "kafka.tools.StorageTool", "random-uuid"),
-                                 capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                self._java_cmd(libs, "kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             cluster_id = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else ""
             if not cluster_id:
                 raise StackError(f"kafka-storage random-uuid failed: {out.stderr.strip()[-2000:]}")
         fmt = subprocess.run(
-            self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(self.config.resolve()), "--ignore-formatted"),
-            capture_output=True, text=True, check=False,
+            self._java_cmd(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config.resolve()),
+                "--ignore-formatted",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise StackError(f"formatting Kafka's data folder failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
@@ -205,10 +234,16 @@ class KafkaBroker:
         libs = jars_dir(self.version)
         cmd = self._java_cmd(libs, "kafka.Kafka", str(self.config.resolve()), heap="1g")
         with self.stdout_log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        started = KafkaProcess(pid=proc.pid, start_ticks=process_start_ticks(proc.pid),
-                               ports=ports, cluster_id=cluster_id, version=self.version)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        started = KafkaProcess(
+            pid=proc.pid,
+            start_ticks=process_start_ticks(proc.pid),
+            ports=ports,
+            cluster_id=cluster_id,
+            version=self.version,
+        )
         self.wait_ready(started, timeout)
         return started
 

@@ -62,8 +62,12 @@ class StackStatus:
         return self.kafka.answering and self.postgres.answering
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kafka": asdict(self.kafka), "postgres": asdict(self.postgres),
-                "env_file": self.env_file, "up": self.up}
+        return {
+            "kafka": asdict(self.kafka),
+            "postgres": asdict(self.postgres),
+            "env_file": self.env_file,
+            "up": self.up,
+        }
 
 
 def kafka_release(version: str = KAFKA_VERSION) -> str:
@@ -81,9 +85,15 @@ def kafka_release(version: str = KAFKA_VERSION) -> str:
 
 
 class LocalStack:
-    def __init__(self, state_dir: Path = Path(".fcl"), *, start_timeout: float | None = None,
-                 kafka_port: int = PREFERRED_KAFKA_PORT, controller_port: int = PREFERRED_CONTROLLER_PORT,
-                 postgres_port: int = PREFERRED_POSTGRES_PORT) -> None:
+    def __init__(
+        self,
+        state_dir: Path = Path(".fcl"),
+        *,
+        start_timeout: float | None = None,
+        kafka_port: int = PREFERRED_KAFKA_PORT,
+        controller_port: int = PREFERRED_CONTROLLER_PORT,
+        postgres_port: int = PREFERRED_POSTGRES_PORT,
+    ) -> None:
         self.state_dir = state_dir
         self.preferred = {"kafka": kafka_port, "controller": controller_port, "postgres": postgres_port}
         self.stack_dir = state_dir / "stack"
@@ -147,13 +157,23 @@ class LocalStack:
             if asyncio.run(broker_answers(f"127.0.0.1:{kf['broker_port']}", 10)):
                 return
             terminate(kf["pid"], kf.get("start_ticks"), timeout=30)
-        broker, controller = choose_ports([kf.get("broker_port") or self.preferred["kafka"],
-                                           kf.get("controller_port") or self.preferred["controller"]])
-        started = self.kafka.start(KafkaPorts(broker=broker, controller=controller),
-                                   kf.get("cluster_id"), self.start_timeout)
-        state["kafka"] = {"pid": started.pid, "start_ticks": started.start_ticks,
-                          "broker_port": broker, "controller_port": controller,
-                          "cluster_id": started.cluster_id, "version": started.version}
+        broker, controller = choose_ports(
+            [
+                kf.get("broker_port") or self.preferred["kafka"],
+                kf.get("controller_port") or self.preferred["controller"],
+            ]
+        )
+        started = self.kafka.start(
+            KafkaPorts(broker=broker, controller=controller), kf.get("cluster_id"), self.start_timeout
+        )
+        state["kafka"] = {
+            "pid": started.pid,
+            "start_ticks": started.start_ticks,
+            "broker_port": broker,
+            "controller_port": controller,
+            "cluster_id": started.cluster_id,
+            "version": started.version,
+        }
         self._save(state)
 
     def _write_env(self, state: dict[str, Any]) -> None:
@@ -187,8 +207,11 @@ class LocalStack:
         kafka_addr = f"127.0.0.1:{kf['broker_port']}" if kf.get("broker_port") else None
         kafka_answers = bool(kafka_running and kafka_addr and asyncio.run(broker_answers(kafka_addr, 5)))
         kafka = ComponentStatus(
-            name="kafka", running=kafka_running, answering=kafka_answers,
-            pid=kf.get("pid") if kafka_running else None, address=kafka_addr,
+            name="kafka",
+            running=kafka_running,
+            answering=kafka_answers,
+            pid=kf.get("pid") if kafka_running else None,
+            address=kafka_addr,
             version=f"Apache Kafka {kafka_release(kf.get('version', KAFKA_VERSION))}",
             detail=f"KRaft single node, cluster {kf['cluster_id']}" if kf.get("cluster_id") else "",
         )
@@ -197,11 +220,16 @@ class LocalStack:
         pg_running = process_alive(pg_pid)
         pg_version = asyncio.run(server_version(pg["port"])) if pg_running and pg.get("port") else None
         postgres = ComponentStatus(
-            name="postgres", running=pg_running, answering=pg_version is not None,
+            name="postgres",
+            running=pg_running,
+            answering=pg_version is not None,
             pid=pg_pid if pg_running else None,
             address=f"127.0.0.1:{pg['port']}" if pg.get("port") else None,
-            version=(pg_version.split(" on ")[0] if pg_version else
-                     (f"PostgreSQL {pg['version']}" if pg.get("version") else None)),
+            version=(
+                pg_version.split(" on ")[0]
+                if pg_version
+                else (f"PostgreSQL {pg['version']}" if pg.get("version") else None)
+            ),
             detail=f"data {self.postgres.data_dir}",
         )
         return StackStatus(kafka=kafka, postgres=postgres, env_file=str(self.env_file))

@@ -30,9 +30,13 @@ ROLE = "fcl"
 def find_bindir() -> Path:
     """The server binaries: `FCL_PG_BINDIR`, else the newest `/usr/lib/postgresql/<major>/bin`."""
     explicit = os.environ.get("FCL_PG_BINDIR")
-    candidates = [explicit] if explicit else sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-        if Path(p).parent.name.isdigit() else 0,
+    candidates = (
+        [explicit]
+        if explicit
+        else sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        )
     )
     for candidate in reversed(candidates):
         if candidate and (Path(candidate) / "pg_ctl").exists() and (Path(candidate) / "initdb").exists():
@@ -119,16 +123,43 @@ class PostgresServer:
             os.chmod(self.home, 0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
-        self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", ROLE,
-                   "-E", "UTF8", "--locale=C.UTF-8"], "initdb")
+        self._run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-A",
+                "trust",
+                "-U",
+                ROLE,
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            "initdb",
+        )
 
     def start(self, bindir: Path, port: int, timeout: float) -> PostgresProcess:
         self.init(bindir)
-        options = (f"-p {port} -k {self.home} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=300 -c shared_buffers=256MB")
-        self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
-                   "-l", str(self.log_file), "-w", "-t", str(int(timeout)), "start"],
-                  "starting PostgreSQL")
+        options = (
+            f"-p {port} -k {self.home} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB"
+        )
+        self._run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                options,
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
+            "starting PostgreSQL",
+        )
         pid = self.postmaster_pid()
         if pid is None:
             raise StackError(f"PostgreSQL started but wrote no postmaster.pid:\n{log_tail(self.log_file)}")
@@ -157,8 +188,10 @@ class PostgresServer:
     def stop(self, bindir: Path) -> None:
         if self.postmaster_pid() is None:
             return
-        self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
-                  "stopping PostgreSQL")
+        self._run(
+            [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
+            "stopping PostgreSQL",
+        )
 
 
 async def server_version(port: int, timeout: float = 5.0) -> str | None:
@@ -166,8 +199,7 @@ async def server_version(port: int, timeout: float = 5.0) -> str | None:
     import asyncpg
 
     try:
-        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres",
-                                     timeout=timeout)
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres", timeout=timeout)
     except Exception:  # noqa: BLE001 - not answering is the answer
         return None
     try:

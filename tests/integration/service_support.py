@@ -49,22 +49,42 @@ class Service:
 
     @property
     def settings(self) -> Settings:
-        return Settings(kafka_bootstrap=self.stack.kafka_bootstrap, database_url=self.database_url,
-                        topic_prefix=self.prefix, api_token=self.token, http_port=self.port,
-                        artifact_dir=self.workdir / "artifacts", _env_file=None)  # type: ignore[call-arg]
+        return Settings(
+            kafka_bootstrap=self.stack.kafka_bootstrap,
+            database_url=self.database_url,
+            topic_prefix=self.prefix,
+            api_token=self.token,
+            http_port=self.port,
+            artifact_dir=self.workdir / "artifacts",
+            _env_file=None,
+        )  # type: ignore[call-arg]
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FCL_")}
-        return {**env, "FCL_KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap, "FCL_DATABASE_URL": self.database_url,
-                "FCL_TOPIC_PREFIX": self.prefix, "FCL_API_TOKEN": self.token, "FCL_HTTP_PORT": str(self.port),
-                "FCL_ARTIFACT_DIR": str(self.workdir / "artifacts"), "FCL_TOPIC_PARTITIONS": "2", **self.extra_env}
+        return {
+            **env,
+            "FCL_KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
+            "FCL_DATABASE_URL": self.database_url,
+            "FCL_TOPIC_PREFIX": self.prefix,
+            "FCL_API_TOKEN": self.token,
+            "FCL_HTTP_PORT": str(self.port),
+            "FCL_ARTIFACT_DIR": str(self.workdir / "artifacts"),
+            "FCL_TOPIC_PARTITIONS": "2",
+            **self.extra_env,
+        }
 
     def start(self, *names: str, timeout: float = 120) -> None:
         for name in names:
             log = (self.workdir / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen([FCL, name], env=self.env, cwd=self.workdir, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                [FCL, name],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         for name in names:
             log_path = self.workdir / f"{name}.log"
@@ -88,7 +108,9 @@ class Service:
         raise AssertionError(f"fcl web never became healthy:\n{self.logs()}")
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.workdir.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.workdir.glob("*.log"))
+        )
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -118,17 +140,24 @@ class EventLog:
         from streams.topics import Topic
 
         self.settings = settings
-        self.names = {settings.topic(t.value): t.value for t in
-                      (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS)}
+        self.names = {
+            settings.topic(t.value): t.value
+            for t in (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS)
+        }
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        self.consumer = AIOKafkaConsumer(*self.names, bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                         auto_offset_reset="earliest", enable_auto_commit=False,
-                                         metadata_max_age_ms=1000)
+        self.consumer = AIOKafkaConsumer(
+            *self.names,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            metadata_max_age_ms=1000,
+        )
         await self.consumer.start()
         self._task = asyncio.create_task(self._run())
 

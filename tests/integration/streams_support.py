@@ -40,8 +40,14 @@ class StreamsEnv:
     def start_worker(self) -> subprocess.Popen[bytes]:
         n = len(self.workers)
         log = (self.workdir / f"worker-{n}.log").open("ab")
-        proc = subprocess.Popen([FCL, "streams"], env=self.env, cwd=self.workdir, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [FCL, "streams"],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers.append(proc)
         return proc
 
@@ -73,8 +79,9 @@ class StreamsEnv:
 
 
 async def produce_raw(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in items]
@@ -87,11 +94,17 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode()
 
 
-async def read_topic(settings: Settings, topic: str, *, until: Callable[[list[dict[str, Any]]], bool],
-                     timeout: float = 60) -> list[dict[str, Any]]:
+async def read_topic(
+    settings: Settings, topic: str, *, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+) -> list[dict[str, Any]]:
     """Every JSON record on `topic` from the start, read until `until(records)` or timeout."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -113,8 +126,9 @@ async def read_topic(settings: Settings, topic: str, *, until: Callable[[list[di
     return records
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 60, what: str = "",
-                     logs: Callable[[], str] = lambda: "") -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 60, what: str = "", logs: Callable[[], str] = lambda: ""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await check():

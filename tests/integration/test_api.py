@@ -43,8 +43,7 @@ class Api:
     settings: Settings
     db: Database
 
-    async def call(self, method: str, path: str, *, token: str | None = TOKEN, status: int,
-                   **kwargs: Any) -> Any:
+    async def call(self, method: str, path: str, *, token: str | None = TOKEN, status: int, **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -59,8 +58,15 @@ class Api:
 
 
 def _settings(stack: RunStack, db: Database, **extra: Any) -> Settings:
-    return Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=db.url, topic_prefix=new_prefix(),
-                    api_token=TOKEN, http_max_body_bytes=4096, _env_file=None, **extra)  # type: ignore[call-arg]
+    return Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=db.url,
+        topic_prefix=new_prefix(),
+        api_token=TOKEN,
+        http_max_body_bytes=4096,
+        _env_file=None,
+        **extra,
+    )  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -71,40 +77,86 @@ async def api(stack: RunStack, own_db: Database) -> AsyncIterator[Api]:
         yield Api(client, settings, own_db)
 
 
-async def _dataset(db: Database, dataset_id: str, model_type: str = "goal", samples: int = 1,
-                   threshold: int = 1000) -> None:
+async def _dataset(
+    db: Database, dataset_id: str, model_type: str = "goal", samples: int = 1, threshold: int = 1000
+) -> None:
     async with db.transaction() as s:
-        await SampleRepository(s).add_batch(event_id=str(uuid.uuid4()), dataset_id=dataset_id, model_type=model_type,
-                                            default_threshold=threshold,
-                                            samples=[{"user_id": f"u{i}", "goal_id": "g", "features": {"x": 1.0},
-                                                      "achieved": True} for i in range(samples)])
+        await SampleRepository(s).add_batch(
+            event_id=str(uuid.uuid4()),
+            dataset_id=dataset_id,
+            model_type=model_type,
+            default_threshold=threshold,
+            samples=[
+                {"user_id": f"u{i}", "goal_id": "g", "features": {"x": 1.0}, "achieved": True} for i in range(samples)
+            ],
+        )
 
 
 async def _version(db: Database, model_type: str, *, passed: bool, promote: bool, auc: float) -> tuple[int, uuid.UUID]:
     """A completed training with its version and checks, as a trainer worker records them."""
     async with db.transaction() as s:
-        job = await JobRepository(s).insert(dataset_id=f"ds-{model_type}-{uuid.uuid4().hex[:6]}", model_type=model_type, priority=5,
-                                            trigger_event_ids=[str(uuid.uuid4())])
+        job = await JobRepository(s).insert(
+            dataset_id=f"ds-{model_type}-{uuid.uuid4().hex[:6]}",
+            model_type=model_type,
+            priority=5,
+            trigger_event_ids=[str(uuid.uuid4())],
+        )
         champions = ChampionRepository(s)
         current = await champions.current(model_type)
         events = TrainingEventRepository(s)
-        event_id = await events.add(job_id=job.id, attempt=1, dataset_id=job.dataset_id, model_type=model_type,
-                                    status="completed", worker="w", started_at=datetime.now(UTC),
-                                    duration_seconds=1.0, metrics={"roc_auc": auc, "brier": 0.1})
-        version = await ModelVersionRepository(s).add(NewModelVersion(
-            model_type=model_type, training_event_id=event_id, job_id=job.id, dataset_id=job.dataset_id,
-            parent_version=current.version if current else None, artifact_path=f"/a/{event_id}", artifact_sha256="ab" * 32,
-            artifact_size=10, artifact_format="skops", metrics={"roc_auc": auc, "brier": 0.1}, hyperparameters={"n": 1},
-            dataset_watermark=5, dataset_hash="h", seed=1, library_versions={"x": "1"}, code_version="c"))
-        checks = [ValidationCheck(metric="roc_auc", value=auc, baseline=None, threshold=0.6,
-                                  direction=Direction.HIGHER_IS_BETTER, passed=auc >= 0.6)]
-        await ValidationRepository(s).add(training_event_id=event_id, model_type=model_type,
-                                          candidate_version=version.version,
-                                          baseline_version=current.version if current else None, checks=checks)
+        event_id = await events.add(
+            job_id=job.id,
+            attempt=1,
+            dataset_id=job.dataset_id,
+            model_type=model_type,
+            status="completed",
+            worker="w",
+            started_at=datetime.now(UTC),
+            duration_seconds=1.0,
+            metrics={"roc_auc": auc, "brier": 0.1},
+        )
+        version = await ModelVersionRepository(s).add(
+            NewModelVersion(
+                model_type=model_type,
+                training_event_id=event_id,
+                job_id=job.id,
+                dataset_id=job.dataset_id,
+                parent_version=current.version if current else None,
+                artifact_path=f"/a/{event_id}",
+                artifact_sha256="ab" * 32,
+                artifact_size=10,
+                artifact_format="skops",
+                metrics={"roc_auc": auc, "brier": 0.1},
+                hyperparameters={"n": 1},
+                dataset_watermark=5,
+                dataset_hash="h",
+                seed=1,
+                library_versions={"x": "1"},
+                code_version="c",
+            )
+        )
+        checks = [
+            ValidationCheck(
+                metric="roc_auc",
+                value=auc,
+                baseline=None,
+                threshold=0.6,
+                direction=Direction.HIGHER_IS_BETTER,
+                passed=auc >= 0.6,
+            )
+        ]
+        await ValidationRepository(s).add(
+            training_event_id=event_id,
+            model_type=model_type,
+            candidate_version=version.version,
+            baseline_version=current.version if current else None,
+            checks=checks,
+        )
         await events.set_version(event_id, model_version=version.version, validation_passed=passed, promoted=promote)
         if promote:
-            await champions.move(model_type=model_type, version=version.version, expected=current,
-                                 reason=ChampionReason.VALIDATED)
+            await champions.move(
+                model_type=model_type, version=version.version, expected=current, reason=ChampionReason.VALIDATED
+            )
     return version.version, event_id
 
 
@@ -113,8 +165,13 @@ async def test_every_post_needs_the_token_and_changes_nothing_without_it(api: Ap
     await _version(api.db, "goal", passed=True, promote=True, auc=0.8)
     await _version(api.db, "goal", passed=True, promote=True, auc=0.9)
     job = uuid.uuid4()
-    posts = [f"{API}/trigger-training/goal", f"{API}/training-job/{job}/cancel", f"{API}/training-job/{job}/retry",
-             f"{API}/auto-trigger-ready", f"{API}/model-versions/goal/rollback"]
+    posts = [
+        f"{API}/trigger-training/goal",
+        f"{API}/training-job/{job}/cancel",
+        f"{API}/training-job/{job}/retry",
+        f"{API}/auto-trigger-ready",
+        f"{API}/model-versions/goal/rollback",
+    ]
     for path in posts:
         for token in (None, "wrong", ""):
             body = await api.call("POST", path, token=token, status=401, json={"dataset_id": "ds-auth"})
@@ -150,22 +207,40 @@ async def test_trigger_follows_the_admission_rules_and_publishes_queued(api: Api
     unknown = await api.call("POST", f"{API}/trigger-training/fraud", status=404, json={"dataset_id": "ds-trigger"})
     assert unknown["error"]["code"] == "unknown_model_type" and "goal" in unknown["error"]["message"]
 
-    first = await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-trigger", "priority": 2})
+    first = await api.call(
+        "POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-trigger", "priority": 2}
+    )
     assert first["outcome"] == "created" and first["job"]["status"] == "queued" and first["job"]["priority"] == 2
-    joined = await api.call("POST", f"{API}/trigger-training/goal", status=202,
-                            json={"dataset_id": "ds-trigger", "priority": 7, "unknown_field": "ignored"})
+    joined = await api.call(
+        "POST",
+        f"{API}/trigger-training/goal",
+        status=202,
+        json={"dataset_id": "ds-trigger", "priority": 7, "unknown_field": "ignored"},
+    )
     assert joined["outcome"] == "joined" and joined["job"]["job_id"] == first["job"]["job_id"]
     assert joined["job"]["priority"] == 7 and len(joined["job"]["trigger_event_ids"]) == 2
-    again = await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-trigger"},
-                           headers={"Idempotency-Key": "k-1"})
-    repeat = await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-trigger"},
-                            headers={"Idempotency-Key": "k-1"})
+    again = await api.call(
+        "POST",
+        f"{API}/trigger-training/goal",
+        status=202,
+        json={"dataset_id": "ds-trigger"},
+        headers={"Idempotency-Key": "k-1"},
+    )
+    repeat = await api.call(
+        "POST",
+        f"{API}/trigger-training/goal",
+        status=202,
+        json={"dataset_id": "ds-trigger"},
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert (again["outcome"], repeat["outcome"]) == ("joined", "duplicate")
     assert repeat["trigger_event_id"] == "http:k-1" and repeat["job"]["job_id"] == first["job"]["job_id"]
     assert await api.scalar("SELECT count(*) FROM training_jobs") == 1
 
     topic = api.settings.topic("training-status")
-    events = await read_topic(api.settings, topic, until=lambda r: any(e["job_id"] == first["job"]["job_id"] for e in r))
+    events = await read_topic(
+        api.settings, topic, until=lambda r: any(e["job_id"] == first["job"]["job_id"] for e in r)
+    )
     queued = [e for e in events if e["job_id"] == first["job"]["job_id"]]
     assert [e["status"] for e in queued] == ["queued"] and queued[0]["dataset_id"] == "ds-trigger"
 
@@ -173,11 +248,22 @@ async def test_trigger_follows_the_admission_rules_and_publishes_queued(api: Api
 async def test_bad_requests_get_json_errors_with_request_ids(api: Api) -> None:
     await _dataset(api.db, "ds-bad")
     path = f"{API}/trigger-training/goal"
-    for body, status, code in ((b"{not json", 400, "invalid_json"), (b"[1, 2]", 422, "invalid_body"),
-                               (b'{"priority": 10}', 422, "invalid_body"), (b'{"priority": "high"}', 422, "invalid_body"),
-                               (b'{"dataset_id": ""}', 422, "invalid_body")):
-        error = (await api.call("POST", path, status=status, data=body,
-                                headers={"Content-Type": "application/json", "X-Request-Id": "req-42"}))["error"]
+    for body, status, code in (
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 422, "invalid_body"),
+        (b'{"priority": 10}', 422, "invalid_body"),
+        (b'{"priority": "high"}', 422, "invalid_body"),
+        (b'{"dataset_id": ""}', 422, "invalid_body"),
+    ):
+        error = (
+            await api.call(
+                "POST",
+                path,
+                status=status,
+                data=body,
+                headers={"Content-Type": "application/json", "X-Request-Id": "req-42"},
+            )
+        )["error"]
         assert error["code"] == code and error["request_id"] == "req-42"
         assert "Traceback" not in error["message"]
     detail = (await api.call("POST", path, status=422, json={"priority": 10}))["error"]["details"]
@@ -186,7 +272,11 @@ async def test_bad_requests_get_json_errors_with_request_ids(api: Api) -> None:
     assert too_big["error"]["code"] == "body_too_large" and "4096" in too_big["error"]["message"]
     assert (await api.call("GET", f"{API}/no-such-thing", status=404))["error"]["code"] == "not_found"
     async with api.client.delete(f"{API}/training-status") as r:
-        assert r.status == 405 and "GET" in r.headers["Allow"] and (await r.json())["error"]["code"] == "method_not_allowed"
+        assert (
+            r.status == 405
+            and "GET" in r.headers["Allow"]
+            and (await r.json())["error"]["code"] == "method_not_allowed"
+        )
     assert (await api.call("GET", f"{API}/training-job/not-a-uuid", status=422))["error"]["code"] == "invalid_parameter"
     assert (await api.call("GET", f"{API}/training-job/{uuid.uuid4()}", status=404))["error"]["code"] == "not_found"
     assert await api.scalar("SELECT count(*) FROM training_jobs") == 0
@@ -218,13 +308,19 @@ async def test_cancel_and_retry(api: Api) -> None:
     await _dataset(api.db, "ds-cancel")
     async with api.db.transaction() as s:
         await QueueRepository(s).finish_cancelled(claimed.id, claimed.lease_token)  # type: ignore[arg-type]
-    waiting = (await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-cancel"}))["job"]
+    waiting = (await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-cancel"}))[
+        "job"
+    ]
     blocked = await api.call("POST", f"{API}/training-job/{job['job_id']}/retry", status=409)
     assert waiting["job_id"] in blocked["error"]["message"]
-    assert (await api.call("POST", f"{API}/training-job/{uuid.uuid4()}/retry", status=404))["error"]["code"] == "not_found"
+    assert (await api.call("POST", f"{API}/training-job/{uuid.uuid4()}/retry", status=404))["error"][
+        "code"
+    ] == "not_found"
 
     topic = api.settings.topic("training-status")
-    events = await read_topic(api.settings, topic, until=lambda r: len([e for e in r if e["job_id"] == job["job_id"]]) >= 3)
+    events = await read_topic(
+        api.settings, topic, until=lambda r: len([e for e in r if e["job_id"] == job["job_id"]]) >= 3
+    )
     assert [e["status"] for e in events if e["job_id"] == job["job_id"]][:3] == ["queued", "cancelled", "queued"]
 
 
@@ -234,14 +330,21 @@ async def test_history_pages_newest_first_without_gaps_or_repeats(api: Api) -> N
         job = await JobRepository(s).insert(dataset_id="ds-h", model_type="goal", priority=5, trigger_event_ids=[])
         for i in range(25):
             await TrainingEventRepository(s).add(
-                job_id=job.id, attempt=i + 1, dataset_id="ds-h", model_type="goal" if i % 2 else "spending",
-                status="failed" if i % 5 == 0 else "completed", worker="w",
-                started_at=start + timedelta(minutes=i // 2), duration_seconds=1.0)  # pairs share a start time
+                job_id=job.id,
+                attempt=i + 1,
+                dataset_id="ds-h",
+                model_type="goal" if i % 2 else "spending",
+                status="failed" if i % 5 == 0 else "completed",
+                worker="w",
+                started_at=start + timedelta(minutes=i // 2),
+                duration_seconds=1.0,
+            )  # pairs share a start time
     seen: list[dict[str, Any]] = []
     cursor = None
     for _ in range(5):
-        page = await api.call("GET", f"{API}/training-history", status=200,
-                              params={"limit": 10, **({"before": cursor} if cursor else {})})
+        page = await api.call(
+            "GET", f"{API}/training-history", status=200, params={"limit": 10, **({"before": cursor} if cursor else {})}
+        )
         seen += page["items"]
         cursor = page["next_before"]
         if cursor is None:
@@ -254,9 +357,13 @@ async def test_history_pages_newest_first_without_gaps_or_repeats(api: Api) -> N
     assert len(goals["items"]) == 12 and {e["model_type"] for e in goals["items"]} == {"goal"}
     failed = await api.call("GET", f"{API}/training-history", status=200, params={"status": "failed", "limit": 100})
     assert len(failed["items"]) == 5
-    for params, code in (({"before": "garbage"}, "invalid_cursor"), ({"limit": 101}, "invalid_query"),
-                         ({"limit": "ten"}, "invalid_query"), ({"model_type": "fraud"}, "invalid_query"),
-                         ({"status": "lost"}, "invalid_query")):
+    for params, code in (
+        ({"before": "garbage"}, "invalid_cursor"),
+        ({"limit": 101}, "invalid_query"),
+        ({"limit": "ten"}, "invalid_query"),
+        ({"model_type": "fraud"}, "invalid_query"),
+        ({"status": "lost"}, "invalid_query"),
+    ):
         assert (await api.call("GET", f"{API}/training-history", status=422, params=params))["error"]["code"] == code
 
 
@@ -267,8 +374,12 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     v4, refused = await _version(api.db, "goal", passed=False, promote=False, auc=0.55)
     listing = await api.call("GET", f"{API}/model-versions", status=200, params={"model_type": "goal"})
     assert listing["champions"] == {"goal": v3}
-    assert [(v["version"], v["is_champion"], v["parent_version"]) for v in listing["versions"]] == \
-           [(v4, False, v3), (v3, True, v2), (v2, False, v1), (v1, False, None)]
+    assert [(v["version"], v["is_champion"], v["parent_version"]) for v in listing["versions"]] == [
+        (v4, False, v3),
+        (v3, True, v2),
+        (v2, False, v1),
+        (v1, False, None),
+    ]
     assert listing["versions"][0]["artifact"]["sha256"] == "ab" * 32
     everything = await api.call("GET", f"{API}/model-versions", status=200)
     assert everything["champions"] == {"recommendation": None, "segmentation": None, "spending": None, "goal": v3}
@@ -276,14 +387,33 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     validation = await api.call("GET", f"{API}/validation-results/{refused}", status=200)
     assert (validation["candidate_version"], validation["baseline_version"]) == (v4, v3)
     assert (validation["passed"], validation["promoted"]) == (False, False)
-    assert validation["checks"] == [{"metric": "roc_auc", "kind": "value", "value": 0.55, "baseline": None,
-                                     "threshold": 0.6, "direction": "higher_is_better", "passed": False}]
-    assert (await api.call("GET", f"{API}/validation-results/{uuid.uuid4()}", status=404))["error"]["code"] == "not_found"
+    assert validation["checks"] == [
+        {
+            "metric": "roc_auc",
+            "kind": "value",
+            "value": 0.55,
+            "baseline": None,
+            "threshold": 0.6,
+            "direction": "higher_is_better",
+            "passed": False,
+        }
+    ]
+    assert (await api.call("GET", f"{API}/validation-results/{uuid.uuid4()}", status=404))["error"][
+        "code"
+    ] == "not_found"
     async with api.db.transaction() as s:
         job = await JobRepository(s).insert(dataset_id="ds-f", model_type="goal", priority=5, trigger_event_ids=[])
-        failed = await TrainingEventRepository(s).add(job_id=job.id, attempt=1, dataset_id="ds-f", model_type="goal",
-                                                      status="failed", worker="w", started_at=datetime.now(UTC),
-                                                      duration_seconds=1.0, error_type="InvalidDataError")
+        failed = await TrainingEventRepository(s).add(
+            job_id=job.id,
+            attempt=1,
+            dataset_id="ds-f",
+            model_type="goal",
+            status="failed",
+            worker="w",
+            started_at=datetime.now(UTC),
+            duration_seconds=1.0,
+            error_type="InvalidDataError",
+        )
     assert (await api.call("GET", f"{API}/validation-results/{failed}", status=404))["error"]["code"] == "not_validated"
     last_runs = (await api.call("GET", f"{API}/training-status", status=200))["model_types"]
     assert last_runs["goal"]["last_run"]["training_event_id"] == str(failed)
@@ -296,12 +426,18 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     assert (back["version"], back["previous_version"]) == (v1, v2)  # rollbacks stack
     none = await api.call("POST", f"{API}/model-versions/goal/rollback", status=409)
     assert none["error"]["code"] == "no_previous_champion"
-    assert (await api.call("POST", f"{API}/model-versions/spending/rollback", status=409))["error"]["code"] == \
-        "no_previous_champion"
-    assert (await api.call("GET", f"{API}/training-status", status=200))["model_types"]["goal"]["champion_version"] == v1
+    assert (await api.call("POST", f"{API}/model-versions/spending/rollback", status=409))["error"][
+        "code"
+    ] == "no_previous_champion"
+    assert (await api.call("GET", f"{API}/training-status", status=200))["model_types"]["goal"][
+        "champion_version"
+    ] == v1
     topic = api.settings.topic("model-versions")
     events = await read_topic(api.settings, topic, until=lambda r: len(r) >= 2)
-    assert [(e["version"], e["previous_version"], e["reason"]) for e in events] == [(v2, v3, "rollback"), (v1, v2, "rollback")]
+    assert [(e["version"], e["previous_version"], e["reason"]) for e in events] == [
+        (v2, v3, "rollback"),
+        (v1, v2, "rollback"),
+    ]
     assert all(e["_key"] == "goal" for e in events)
 
 
@@ -331,12 +467,24 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
 
     spec = await api.call("GET", "/openapi.json", status=200)
     operations = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
-    contract = {("POST", "/trigger-training/{model_type}"), ("GET", "/training-status"), ("GET", "/training-job/{job_id}"),
-                ("POST", "/training-job/{job_id}/cancel"), ("POST", "/training-job/{job_id}/retry"),
-                ("POST", "/auto-trigger-ready"), ("GET", "/training-history"), ("GET", "/model-versions"),
-                ("POST", "/model-versions/{model_type}/rollback"), ("GET", "/validation-results/{training_event_id}")}
-    assert {(m, API + p) for m, p in contract} | {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
-                                                  ("GET", "/")} == operations
+    contract = {
+        ("POST", "/trigger-training/{model_type}"),
+        ("GET", "/training-status"),
+        ("GET", "/training-job/{job_id}"),
+        ("POST", "/training-job/{job_id}/cancel"),
+        ("POST", "/training-job/{job_id}/retry"),
+        ("POST", "/auto-trigger-ready"),
+        ("GET", "/training-history"),
+        ("GET", "/model-versions"),
+        ("POST", "/model-versions/{model_type}/rollback"),
+        ("GET", "/validation-results/{training_event_id}"),
+    }
+    assert {(m, API + p) for m, p in contract} | {
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/"),
+    } == operations
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert ("security" in op) == (method == "post"), (method, path)

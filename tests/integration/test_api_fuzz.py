@@ -30,8 +30,14 @@ from tests.conftest import RunStack
 from tests.integration.service_support import Service
 from web.routes import ENDPOINTS
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
+]
 
 
 async def _seed(url: str) -> None:
@@ -40,12 +46,25 @@ async def _seed(url: str) -> None:
     try:
         async with db.transaction() as s:
             for model_type in ("recommendation", "segmentation", "spending", "goal"):
-                await SampleRepository(s).add_batch(event_id=str(uuid.uuid4()), dataset_id=f"fincoach-{model_type}",
-                                                    model_type=model_type, default_threshold=1, samples=[])
+                await SampleRepository(s).add_batch(
+                    event_id=str(uuid.uuid4()),
+                    dataset_id=f"fincoach-{model_type}",
+                    model_type=model_type,
+                    default_threshold=1,
+                    samples=[],
+                )
             job = await JobRepository(s).insert(dataset_id="fuzz", model_type="goal", priority=5, trigger_event_ids=[])
-            await TrainingEventRepository(s).add(job_id=job.id, attempt=1, dataset_id="fuzz", model_type="goal",
-                                                 status="failed", worker="w", started_at=datetime.now(UTC),
-                                                 duration_seconds=1.0, error_type="InvalidDataError")
+            await TrainingEventRepository(s).add(
+                job_id=job.id,
+                attempt=1,
+                dataset_id="fuzz",
+                model_type="goal",
+                status="failed",
+                worker="w",
+                started_at=datetime.now(UTC),
+                duration_seconds=1.0,
+                error_type="InvalidDataError",
+            )
     finally:
         await db.close()
 
@@ -70,20 +89,29 @@ def web_schema(fuzzed: Service) -> schemathesis.BaseSchema:
 # One test per operation of the route table; each asks the served document for its operation.
 # (schemathesis' lazy `from_fixture` loader does not work with pytest 9, so the loop is ours.)
 # Negative cases need something to break: operations without parameters or body get positive ones.
-OPERATIONS = [(e.method, e.path, mode) for e in ENDPOINTS
-              for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-              if mode is GenerationMode.POSITIVE or e.path_params or e.query or e.body]
+OPERATIONS = [
+    (e.method, e.path, mode)
+    for e in ENDPOINTS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode is GenerationMode.POSITIVE or e.path_params or e.query or e.body
+]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), OPERATIONS, ids=[f"{m} {p} {g.value}" for m, p, g in OPERATIONS])
 def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
-        web_schema: schemathesis.BaseSchema, fuzzed: Service, method: str, path: str, mode: GenerationMode) -> None:
+    web_schema: schemathesis.BaseSchema, fuzzed: Service, method: str, path: str, mode: GenerationMode
+) -> None:
     operation = web_schema[path][method]
     headers = fuzzed.auth() if method == "POST" else None
     calls = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=int(os.environ.get("FCL_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=int(os.environ.get("FCL_FUZZ_EXAMPLES", "40")),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
     def run(case: schemathesis.Case) -> None:
         response = case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS)
         calls.append(response.status_code)

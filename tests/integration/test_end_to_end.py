@@ -33,9 +33,19 @@ async def _produce_samples(svc: Service, dataset: str, model_type: str, samples:
     try:
         topic = svc.settings.topic("training-samples")
         for i in range(0, len(samples), 500):
-            await producer.send_and_wait(topic, dumps({
-                "event_id": str(uuid.uuid4()), "dataset_id": dataset, "model_type": model_type,
-                "occurred_at": "2026-11-26T09:30:00Z", "samples": samples[i:i + 500]}), key=dataset.encode())
+            await producer.send_and_wait(
+                topic,
+                dumps(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "dataset_id": dataset,
+                        "model_type": model_type,
+                        "occurred_at": "2026-11-26T09:30:00Z",
+                        "samples": samples[i : i + 500],
+                    }
+                ),
+                key=dataset.encode(),
+            )
     finally:
         await producer.stop()
 
@@ -69,8 +79,16 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
         await _produce_samples(svc, datasets["goal"], "goal", list(simulate("goal", seed=2, users=300)))
         retrain = await events.wait_for(
             "the goal retrain judged against its champion",
-            lambda: next((e for e in events.of("training-validation")
-                          if e["model_type"] == "goal" and e["baseline_version"] is not None), None), logs=svc.logs)
+            lambda: next(
+                (
+                    e
+                    for e in events.of("training-validation")
+                    if e["model_type"] == "goal" and e["baseline_version"] is not None
+                ),
+                None,
+            ),
+            logs=svc.logs,
+        )
         assert any(c["baseline"] is not None for c in retrain["checks"]), "a retrain has change checks vs the champion"
 
         async with aiohttp.ClientSession(svc.base_url) as http:
@@ -92,8 +110,9 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
                 assert seen["baseline_version"] == event["baseline_version"]
                 assert (seen["passed"], seen["promoted"]) == (event["passed"], event["promoted"])
                 assert seen["metrics"] == event["metrics"]
-                assert [{k: c[k] for k in CHECK_FIELDS} for c in seen["checks"]] == \
-                       [{k: c[k] for k in CHECK_FIELDS} for c in event["checks"]]
+                assert [{k: c[k] for k in CHECK_FIELDS} for c in seen["checks"]] == [
+                    {k: c[k] for k in CHECK_FIELDS} for c in event["checks"]
+                ]
                 version = by_key[(event["model_type"], event["candidate_version"])]
                 assert version["training_event_id"] == event["training_event_id"]
                 assert version["parent_version"] == event["baseline_version"]
@@ -114,12 +133,14 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             assert {e["training_event_id"] for e in validations} <= {h["training_event_id"] for h in history["items"]}
 
             # an operator's trigger over HTTP: its job's events reach Kafka and the job view agrees
-            async with http.post(f"{API}/trigger-training/goal", json={"priority": 9, "dataset_id": datasets["goal"]},
-                                 headers=svc.auth()) as r:
+            async with http.post(
+                f"{API}/trigger-training/goal", json={"priority": 9, "dataset_id": datasets["goal"]}, headers=svc.auth()
+            ) as r:
                 assert r.status == 202, await r.text()
                 triggered = (await r.json())["job"]
-            done = await events.wait_for("the triggered job completes", lambda: _completed(events, triggered["job_id"]),
-                                         logs=svc.logs)
+            done = await events.wait_for(
+                "the triggered job completes", lambda: _completed(events, triggered["job_id"]), logs=svc.logs
+            )
             statuses = [e["status"] for e in events.of("training-status") if e["job_id"] == triggered["job_id"]]
             assert statuses[0] == "queued" and "in_progress" in statuses and statuses[-1] == "completed"
             job = await _get(http, f"{API}/training-job/{triggered['job_id']}")
@@ -139,11 +160,15 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
                 else:
                     assert r.status == 200, body
                     assert body["previous_version"] == champion and body["version"] != champion
-                    move = await events.wait_for("the rollback's model-versions event", lambda: next(
-                        (m for m in events.of("model-versions") if m["reason"] == "rollback"), None))
+                    move = await events.wait_for(
+                        "the rollback's model-versions event",
+                        lambda: next((m for m in events.of("model-versions") if m["reason"] == "rollback"), None),
+                    )
                     assert (move["version"], move["previous_version"]) == (body["version"], champion)
                     champion = body["version"]
-            assert (await _get(http, f"{API}/training-status"))["model_types"][model_type]["champion_version"] == champion
+            assert (await _get(http, f"{API}/training-status"))["model_types"][model_type][
+                "champion_version"
+            ] == champion
 
         await asyncio.to_thread(_dashboard_in_chromium, svc)
     finally:
@@ -161,23 +186,37 @@ def _chromium() -> str:
 def _dashboard_in_chromium(svc: Service) -> None:
     """The dashboard after this demo-sized run, as headless Chromium renders it (scripts run)."""
     browser = _chromium()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={svc.workdir / 'chromium'}",
-             "--virtual-time-budget=8000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={svc.workdir / 'chromium'}",
+        "--virtual-time-budget=8000",
+    ]
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
-    subprocess.run([browser, *flags, "--window-size=1400,1200", f"--screenshot={SCREENSHOT}", svc.base_url + "/"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [browser, *flags, "--window-size=1400,1200", f"--screenshot={SCREENSHOT}", svc.base_url + "/"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     png = SCREENSHOT.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1400, 1200)
     assert len(png) > 50_000, "a page with charts and tables, not a blank one"
-    dom = subprocess.run([browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True,
-                         timeout=120, text=True).stdout
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
+    ).stdout
     assert 'data-loaded="true"' in dom, dom[-2000:]
     for model_type in PLAN:
-        card = re.search(rf'data-model-type="{model_type}"><h3>{model_type} <span class="mute">champion v(\d+) · (\d+) '
-                         r'version\(s\)', dom)
+        card = re.search(
+            rf'data-model-type="{model_type}"><h3>{model_type} <span class="mute">champion v(\d+) · (\d+) '
+            r"version\(s\)",
+            dom,
+        )
         assert card is not None, f"no {model_type} card with a champion in the rendered page"
         assert int(card.group(2)) >= 1
         assert f'data-type="{model_type}" data-version="1"' in dom

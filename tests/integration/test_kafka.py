@@ -25,8 +25,9 @@ async def test_create_topic_produce_and_consume(stack: RunStack) -> None:
         await admin.close()
 
     sent = [{"event_id": str(uuid.uuid4()), "n": n} for n in range(10)]
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
-                                value_serializer=lambda v: json.dumps(v).encode())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap, acks="all", value_serializer=lambda v: json.dumps(v).encode()
+    )
     await producer.start()
     try:
         for event in sent:
@@ -34,8 +35,13 @@ async def test_create_topic_produce_and_consume(stack: RunStack) -> None:
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=f"g-{uuid.uuid4()}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=f"g-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     received = []
     try:

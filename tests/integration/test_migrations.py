@@ -35,19 +35,23 @@ def _tables(url: str) -> set[str]:
             return {r["tablename"] for r in rows}
         finally:
             await conn.close()
+
     return asyncio.run(fetch())
 
 
 def _schema_diff(url: str) -> list:
     """What autogenerate would still change: empty when migrations and models agree."""
+
     async def diff() -> list:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as conn:
                 return await conn.run_sync(
-                    lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+                    lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+                )
         finally:
             await engine.dispose()
+
     return asyncio.run(diff())
 
 
@@ -70,10 +74,12 @@ def test_head_is_the_initial_schema_and_upgrade_is_idempotent(empty_database: st
     upgrade(empty_database)  # already at head: nothing to do, no error
 
     async def version() -> str:
-        conn = await asyncpg.connect(make_url(empty_database).set(drivername="postgresql")
-                                     .render_as_string(hide_password=False))
+        conn = await asyncpg.connect(
+            make_url(empty_database).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
         try:
             return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
         finally:
             await conn.close()
+
     assert asyncio.run(version()) == head_revision()

@@ -18,8 +18,13 @@ LEASE = timedelta(minutes=5)
 
 async def admit(db: Database, dataset: str, priority: int = 5, model_type: str = "goal", event: str | None = None):  # type: ignore[no-untyped-def]
     async with db.transaction() as s:
-        [a] = await JobRepository(s).admit([TriggerRequest(event_id=event or str(uuid.uuid4()), dataset_id=dataset,
-                                                           model_type=model_type, priority=priority)])
+        [a] = await JobRepository(s).admit(
+            [
+                TriggerRequest(
+                    event_id=event or str(uuid.uuid4()), dataset_id=dataset, model_type=model_type, priority=priority
+                )
+            ]
+        )
         return a
 
 
@@ -42,7 +47,10 @@ async def test_a_lost_lease_records_nothing(own_db: Database) -> None:
     first = await claim(own_db, "w1")
     assert first is not None and first.lease_token is not None
     async with own_db.transaction() as s:
-        assert await QueueRepository(s).heartbeat(first.id, first.lease_token, lease=LEASE, progress=0.3) == (True, False)
+        assert await QueueRepository(s).heartbeat(first.id, first.lease_token, lease=LEASE, progress=0.3) == (
+            True,
+            False,
+        )
         await s.execute(text("UPDATE training_jobs SET lease_expires_at = now() - interval '1 second'"))
     async with own_db.transaction() as s:
         [(requeued, merged)] = await QueueRepository(s).expire_leases()
@@ -65,8 +73,13 @@ async def test_failures_retry_after_a_delay_until_attempts_run_out(own_db: Datab
     job = await claim(own_db)
     assert job is not None
     async with own_db.transaction() as s:
-        result = await QueueRepository(s).fail(job.id, job.lease_token, error_type="RuntimeError", message="boom",  # type: ignore[arg-type]
-                                               retry_in=timedelta(seconds=30))
+        result = await QueueRepository(s).fail(
+            job.id,
+            job.lease_token,
+            error_type="RuntimeError",
+            message="boom",  # type: ignore[arg-type]
+            retry_in=timedelta(seconds=30),
+        )
     assert result is not None
     again, _ = result
     assert again.status is JobStatus.QUEUED and again.error_type == "RuntimeError" and again.attempts == 1
@@ -77,8 +90,13 @@ async def test_failures_retry_after_a_delay_until_attempts_run_out(own_db: Datab
     last = await claim(own_db)
     assert last is not None and last.attempts == last.max_attempts
     async with own_db.transaction() as s:
-        final, _ = await QueueRepository(s).fail(last.id, last.lease_token, error_type="RuntimeError",  # type: ignore[misc, arg-type]
-                                                 message="boom again", retry_in=timedelta(seconds=1))
+        final, _ = await QueueRepository(s).fail(
+            last.id,
+            last.lease_token,
+            error_type="RuntimeError",  # type: ignore[misc, arg-type]
+            message="boom again",
+            retry_in=timedelta(seconds=1),
+        )
     assert final.status is JobStatus.FAILED and final.error_message == "boom again"
 
 

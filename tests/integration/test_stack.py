@@ -50,8 +50,9 @@ def held_ports() -> Iterator[list[int]]:
 
 def test_second_stack_up_twice_then_down_leaves_nothing(tmp_path: Path, held_ports: list[int]) -> None:
     kafka_port, controller_port, pg_port = held_ports
-    local = LocalStack(tmp_path / "state", kafka_port=kafka_port, controller_port=controller_port,
-                       postgres_port=pg_port)
+    local = LocalStack(
+        tmp_path / "state", kafka_port=kafka_port, controller_port=controller_port, postgres_port=pg_port
+    )
     try:
         first = local.up()
         assert first.up
@@ -133,14 +134,16 @@ def _path_without(tmp_path: Path, *missing: str) -> dict[str, str]:
 
 def test_missing_java_is_one_line_naming_the_package(tmp_path: Path) -> None:
     env = _path_without(tmp_path, "java")
-    out = subprocess.run([FCL, "stack", "up", "--state-dir", str(tmp_path / "s")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [FCL, "stack", "up", "--state-dir", str(tmp_path / "s")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0, out.stderr
     assert "java not found" in out.stderr and "apt-get install -y openjdk-17" in out.stderr
 
-    boot = subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    boot = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert boot.returncode == 1
     assert boot.stderr.strip().count("\n") == 0, boot.stderr
     assert "java not found" in boot.stderr and "openjdk" in boot.stderr
@@ -153,8 +156,9 @@ def test_missing_maven_is_one_line_when_jars_are_not_cached(tmp_path: Path) -> N
     assert out.stderr.strip().count("\n") == 0, out.stderr
     assert "mvn not found" in out.stderr and "apt-get install -y maven" in out.stderr
 
-    boot = subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    boot = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert boot.returncode == 1
     assert boot.stderr.strip().count("\n") == 0, boot.stderr
     assert "mvn not found" in boot.stderr and "maven" in boot.stderr

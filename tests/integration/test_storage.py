@@ -33,18 +33,21 @@ async def test_samples_are_stored_once_and_counted(db: Database) -> None:
     dataset_id = _name("spend")
     samples = [{"user_id": "u1", "date": f"2026-01-{d:02d}", "amount": 10.0 * d} for d in range(1, 8)]
     async with db.transaction() as s:
-        first = await SampleRepository(s).add_batch(event_id=_name("ev"), dataset_id=dataset_id,
-                                                    model_type="spending", default_threshold=10, samples=samples)
+        first = await SampleRepository(s).add_batch(
+            event_id=_name("ev"), dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples
+        )
     assert (first.stored, first.duplicate) == (7, False)
     assert first.dataset.samples_since_training == 7 and not first.dataset.ready
 
     event_id = _name("ev")
     async with db.transaction() as s:
-        second = await SampleRepository(s).add_batch(event_id=event_id, dataset_id=dataset_id,
-                                                     model_type="spending", default_threshold=10, samples=samples[:4])
+        second = await SampleRepository(s).add_batch(
+            event_id=event_id, dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples[:4]
+        )
     async with db.transaction() as s:
-        again = await SampleRepository(s).add_batch(event_id=event_id, dataset_id=dataset_id,
-                                                    model_type="spending", default_threshold=10, samples=samples[:4])
+        again = await SampleRepository(s).add_batch(
+            event_id=event_id, dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples[:4]
+        )
     assert second.dataset.samples_since_training == 11 and second.dataset.ready
     assert again.duplicate and again.stored == 0 and again.dataset.total_samples == 11
 
@@ -61,16 +64,19 @@ async def test_samples_are_stored_once_and_counted(db: Database) -> None:
 async def test_one_waiting_job_per_dataset_and_model_type(db: Database) -> None:
     dataset_id = _name("reco")
     async with db.transaction() as s:
-        job = await JobRepository(s).insert(dataset_id=dataset_id, model_type="recommendation", priority=3,
-                                            trigger_event_ids=["t-1", "t-2"])
+        job = await JobRepository(s).insert(
+            dataset_id=dataset_id, model_type="recommendation", priority=3, trigger_event_ids=["t-1", "t-2"]
+        )
     with pytest.raises(IntegrityError, match="uq_training_jobs_waiting"):
         async with db.transaction() as s:
-            await JobRepository(s).insert(dataset_id=dataset_id, model_type="recommendation", priority=5,
-                                          trigger_event_ids=[_name("t")])
+            await JobRepository(s).insert(
+                dataset_id=dataset_id, model_type="recommendation", priority=5, trigger_event_ids=[_name("t")]
+            )
     with pytest.raises(IntegrityError, match="pk_job_triggers"):
         async with db.transaction() as s:
-            await JobRepository(s).insert(dataset_id=_name("other"), model_type="goal", priority=5,
-                                          trigger_event_ids=["t-1"])
+            await JobRepository(s).insert(
+                dataset_id=_name("other"), model_type="goal", priority=5, trigger_event_ids=["t-1"]
+            )
     async with db.transaction() as s:
         got = await JobRepository(s).get(job.id)
     assert got is not None and got.status is JobStatus.QUEUED
@@ -84,8 +90,11 @@ async def test_claim_takes_highest_priority_then_oldest(own_db: Database) -> Non
     made = []
     for priority in (2, 7, 7, 0, 9):
         async with own_db.transaction() as s:
-            made.append(await JobRepository(s).insert(dataset_id=_name("d"), model_type="goal",
-                                                      priority=priority, trigger_event_ids=[]))
+            made.append(
+                await JobRepository(s).insert(
+                    dataset_id=_name("d"), model_type="goal", priority=priority, trigger_event_ids=[]
+                )
+            )
     order = []
     for _ in made:
         async with own_db.transaction() as s:
@@ -103,8 +112,10 @@ async def test_ageing_lets_an_old_low_priority_job_go_first(own_db: Database) ->
         repo = JobRepository(s, ageing_step=timedelta(minutes=10))
         old_low = await repo.insert(dataset_id=_name("d"), model_type="goal", priority=1, trigger_event_ids=[])
         # Pretend it has waited an hour: six steps, more than the five levels between 1 and 6.
-        await s.execute(text("UPDATE training_jobs SET rank_at = rank_at - interval '61 minutes' WHERE id = :id"),
-                        {"id": old_low.id})
+        await s.execute(
+            text("UPDATE training_jobs SET rank_at = rank_at - interval '61 minutes' WHERE id = :id"),
+            {"id": old_low.id},
+        )
         await repo.insert(dataset_id=_name("d"), model_type="goal", priority=6, trigger_event_ids=[])
     async with own_db.transaction() as s:
         first = await QueueRepository(s).claim(worker="w", lease=timedelta(seconds=5))
@@ -113,13 +124,15 @@ async def test_ageing_lets_an_old_low_priority_job_go_first(own_db: Database) ->
 
 async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -> None:
     async with own_db.transaction() as s:
-        await s.execute(text("""
+        await s.execute(
+            text("""
             INSERT INTO training_jobs (id, dataset_id, model_type, status, priority, rank_at, dedupe_key)
             SELECT gen_random_uuid(), 'd' || g, 'goal',
                    CASE WHEN g % 4 = 0 THEN 'queued' ELSE 'completed' END,
                    g % 10, now() - (g % 10) * interval '10 minutes' + g * interval '1 millisecond', 'd' || g || '/goal'
             FROM generate_series(1, 20000) AS g
-        """))
+        """)
+        )
         await s.execute(text("ANALYZE training_jobs"))
     async with own_db.transaction() as s:
         from storage.repositories import CLAIM_CANDIDATE_SQL
@@ -132,8 +145,9 @@ async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -
 async def test_two_workers_never_claim_the_same_job(own_db: Database) -> None:
     for _ in range(30):
         async with own_db.transaction() as s:
-            await JobRepository(s).insert(dataset_id=_name("d"), model_type="segmentation", priority=5,
-                                          trigger_event_ids=[])
+            await JobRepository(s).insert(
+                dataset_id=_name("d"), model_type="segmentation", priority=5, trigger_event_ids=[]
+            )
 
     async def worker(name: str) -> list[uuid.UUID]:
         got = []
@@ -151,22 +165,38 @@ async def test_two_workers_never_claim_the_same_job(own_db: Database) -> None:
 
 def _new_version(model_type: str, event_id: uuid.UUID, job_id: uuid.UUID, parent: int | None) -> NewModelVersion:
     return NewModelVersion(
-        model_type=model_type, training_event_id=event_id, job_id=job_id, dataset_id="ds", parent_version=parent,
-        artifact_path=f"/artifacts/{model_type}/{event_id}.skops", artifact_sha256="ab" * 32, artifact_size=1234,
-        artifact_format="skops", metrics={"roc_auc": 0.81}, hyperparameters={"n_estimators": 200},
-        dataset_watermark=42, dataset_hash="cd" * 32, seed=7, library_versions={"scikit-learn": "1.9"},
+        model_type=model_type,
+        training_event_id=event_id,
+        job_id=job_id,
+        dataset_id="ds",
+        parent_version=parent,
+        artifact_path=f"/artifacts/{model_type}/{event_id}.skops",
+        artifact_sha256="ab" * 32,
+        artifact_size=1234,
+        artifact_format="skops",
+        metrics={"roc_auc": 0.81},
+        hyperparameters={"n_estimators": 200},
+        dataset_watermark=42,
+        dataset_hash="cd" * 32,
+        seed=7,
+        library_versions={"scikit-learn": "1.9"},
         code_version="test",
     )
 
 
 async def _training_event(db: Database, model_type: str) -> tuple[uuid.UUID, uuid.UUID]:
     async with db.transaction() as s:
-        job = await JobRepository(s).insert(dataset_id=_name("ds"), model_type=model_type, priority=5,
-                                            trigger_event_ids=[])
+        job = await JobRepository(s).insert(
+            dataset_id=_name("ds"), model_type=model_type, priority=5, trigger_event_ids=[]
+        )
         event_id = uuid.uuid4()
-        await s.execute(text("INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type) "
-                             "VALUES (:id, :job, 1, :ds, :mt)"),
-                        {"id": event_id, "job": job.id, "ds": job.dataset_id, "mt": model_type})
+        await s.execute(
+            text(
+                "INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type) "
+                "VALUES (:id, :job, 1, :ds, :mt)"
+            ),
+            {"id": event_id, "job": job.id, "ds": job.dataset_id, "mt": model_type},
+        )
     return event_id, job.id
 
 
@@ -185,12 +215,14 @@ async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db:
         first = await champions.move(model_type=model_type, version=1, expected=None, reason=ChampionReason.VALIDATED)
     # Two candidates validated against v1 at the same time: only one of them may move it.
     async with db.transaction() as s:
-        second = await ChampionRepository(s).move(model_type=model_type, version=2, expected=first,
-                                                  reason=ChampionReason.VALIDATED)
+        second = await ChampionRepository(s).move(
+            model_type=model_type, version=2, expected=first, reason=ChampionReason.VALIDATED
+        )
     with pytest.raises(ChampionMoveConflict):
         async with db.transaction() as s:
-            await ChampionRepository(s).move(model_type=model_type, version=3, expected=first,
-                                             reason=ChampionReason.VALIDATED)
+            await ChampionRepository(s).move(
+                model_type=model_type, version=3, expected=first, reason=ChampionReason.VALIDATED
+            )
     async with db.transaction() as s:
         current = await ChampionRepository(s).current(model_type)
         listed = await ModelVersionRepository(s).list(model_type)
@@ -205,23 +237,40 @@ async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db:
             await s.execute(text("DELETE FROM champion_ledger WHERE model_type = :mt"), {"mt": model_type})
     with pytest.raises(IntegrityError):  # a champion must be a recorded version
         async with db.transaction() as s:
-            await ChampionRepository(s).move(model_type=model_type, version=99, expected=current,
-                                             reason=ChampionReason.MANUAL)
+            await ChampionRepository(s).move(
+                model_type=model_type, version=99, expected=current, reason=ChampionReason.MANUAL
+            )
 
 
 async def test_validation_checks_keep_their_order_and_verdicts(db: Database) -> None:
     event_id, _ = await _training_event(db, "goal")
     checks = [
-        ValidationCheck(metric="roc_auc", value=0.8, baseline=None, threshold=0.6,
-                        direction=Direction.HIGHER_IS_BETTER, passed=True),
-        ValidationCheck(metric="brier", value=0.25, baseline=0.2, threshold=0.05,
-                        direction=Direction.LOWER_IS_BETTER, passed=False, kind="change"),
-        ValidationCheck(metric="pr_auc", value=None, baseline=0.5, threshold=0.0,
-                        direction=Direction.HIGHER_IS_BETTER, passed=False, kind="change"),
+        ValidationCheck(
+            metric="roc_auc", value=0.8, baseline=None, threshold=0.6, direction=Direction.HIGHER_IS_BETTER, passed=True
+        ),
+        ValidationCheck(
+            metric="brier",
+            value=0.25,
+            baseline=0.2,
+            threshold=0.05,
+            direction=Direction.LOWER_IS_BETTER,
+            passed=False,
+            kind="change",
+        ),
+        ValidationCheck(
+            metric="pr_auc",
+            value=None,
+            baseline=0.5,
+            threshold=0.0,
+            direction=Direction.HIGHER_IS_BETTER,
+            passed=False,
+            kind="change",
+        ),
     ]
     async with db.transaction() as s:
-        await ValidationRepository(s).add(training_event_id=event_id, model_type="goal", candidate_version=None,
-                                          baseline_version=None, checks=checks)
+        await ValidationRepository(s).add(
+            training_event_id=event_id, model_type="goal", candidate_version=None, baseline_version=None, checks=checks
+        )
     async with db.transaction() as s:
         assert await ValidationRepository(s).for_training_event(event_id) == checks
 
@@ -246,7 +295,9 @@ async def test_outbox_add_many_keeps_order_and_the_relay_reads_the_stored_json(o
 
     payloads = [{"n": i, "text": "naïve ✓"} for i in range(4)]
     async with own_db.transaction() as s:
-        assert await OutboxRepository(s).add_many([("training-status", f"k{i}", p) for i, p in enumerate(payloads)]) == 4
+        assert (
+            await OutboxRepository(s).add_many([("training-status", f"k{i}", p) for i, p in enumerate(payloads)]) == 4
+        )
         assert await OutboxRepository(s).add_many([]) == 0
     async with own_db.transaction() as s:
         encoded = await OutboxRepository(s).pending_encoded()
@@ -264,13 +315,18 @@ async def test_recent_jobs_come_newest_first_with_their_triggers(own_db: Databas
     async with own_db.transaction() as s:
         await JobRepository(s).admit([TriggerRequest(event_id="e1", dataset_id="a", model_type="goal", priority=3)])
     async with own_db.transaction() as s:
-        await JobRepository(s).admit([
-            TriggerRequest(event_id="e2", dataset_id="b", model_type="goal", priority=5),
-            TriggerRequest(event_id="e3", dataset_id="b", model_type="goal", priority=7),
-        ])
+        await JobRepository(s).admit(
+            [
+                TriggerRequest(event_id="e2", dataset_id="b", model_type="goal", priority=5),
+                TriggerRequest(event_id="e3", dataset_id="b", model_type="goal", priority=7),
+            ]
+        )
     async with own_db.transaction() as s:
         jobs = await JobRepository(s).recent(limit=10)
-        assert [(j.dataset_id, j.priority, j.trigger_event_ids) for j in jobs] == [("b", 7, ("e2", "e3")), ("a", 3, ("e1",))]
+        assert [(j.dataset_id, j.priority, j.trigger_event_ids) for j in jobs] == [
+            ("b", 7, ("e2", "e3")),
+            ("a", 3, ("e1",)),
+        ]
         assert len(await JobRepository(s).recent(limit=1)) == 1
 
 

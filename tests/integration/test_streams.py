@@ -48,11 +48,22 @@ async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Stream
     url = await asyncio.to_thread(create_database, stack.server_url, name)
     await asyncio.to_thread(upgrade, url)
     prefix = new_prefix()
-    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix,
-                        max_event_bytes=MAX_EVENT_BYTES, threshold_segmentation=50, _env_file=None)  # type: ignore[call-arg]
-    env = {**os.environ, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FCL_DATABASE_URL": url,
-           "FCL_TOPIC_PREFIX": prefix, "FCL_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
-           "FCL_THRESHOLD_SEGMENTATION": "50"}
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=url,
+        topic_prefix=prefix,
+        max_event_bytes=MAX_EVENT_BYTES,
+        threshold_segmentation=50,
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    env = {
+        **os.environ,
+        "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "FCL_DATABASE_URL": url,
+        "FCL_TOPIC_PREFIX": prefix,
+        "FCL_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+        "FCL_THRESHOLD_SEGMENTATION": "50",
+    }
     await create_topics(settings)
     senv = StreamsEnv(settings=settings, env=env, workdir=tmp_path)
     db = Database(url, pool_size=2)
@@ -73,8 +84,15 @@ def assert_schema(topic: Topic, records: list[dict]) -> None:
 
 
 def threshold(dataset_id: str, model_type: str = "goal", priority: int | None = 5, **extra: object) -> dict:
-    event: dict = {"event_id": str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": model_type,
-                   "sample_count": 100, "threshold": 100, "occurred_at": "2026-11-26T10:00:00Z", **extra}
+    event: dict = {
+        "event_id": str(uuid.uuid4()),
+        "dataset_id": dataset_id,
+        "model_type": model_type,
+        "sample_count": 100,
+        "threshold": 100,
+        "occurred_at": "2026-11-26T10:00:00Z",
+        **extra,
+    }
     if priority is not None:
         event["priority"] = priority
     return event
@@ -85,8 +103,10 @@ async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams)
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
     n = 30
-    valid = [threshold(f"ds-{i}", ["goal", "spending", "segmentation", "recommendation"][i % 4], priority=i % 10)
-             for i in range(n)]
+    valid = [
+        threshold(f"ds-{i}", ["goal", "spending", "segmentation", "recommendation"][i % 4], priority=i % 10)
+        for i in range(n)
+    ]
     duplicates = valid[:10]  # redelivered: same event ids
     no_priority = threshold("ds-default", priority=None)
     bad = {
@@ -101,14 +121,18 @@ async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams)
     items += [(b"bad", value) for value in bad.values()]
     await produce_raw(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), items)
 
-    await eventually(lambda: scalar(db, "SELECT count(*) = :n FROM training_jobs", n=n + 1),
-                     what=f"{n + 1} jobs", logs=senv.logs)
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = :n FROM training_jobs", n=n + 1), what=f"{n + 1} jobs", logs=senv.logs
+    )
     letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= len(bad))
     statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS), until=lambda r: len(r) >= n + 1)
 
     assert await scalar(db, "SELECT count(*) FROM training_jobs") == n + 1
     assert await scalar(db, "SELECT count(*) FROM job_triggers") == n + 1
-    jobs = {r.dataset_id: r for r in await rows(db, "SELECT id, dataset_id, model_type, priority, status FROM training_jobs")}
+    jobs = {
+        r.dataset_id: r
+        for r in await rows(db, "SELECT id, dataset_id, model_type, priority, status FROM training_jobs")
+    }
     for e in valid:
         job = jobs[e["dataset_id"]]
         assert (job.model_type, job.priority, job.status) == (e["model_type"], e["priority"], "queued")
@@ -150,8 +174,14 @@ async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) ->
     async with db.transaction() as s:
         claimed = await QueueRepository(s).claim(worker="test", lease=timedelta(minutes=5))
     assert claimed is not None and claimed.id == job.id
-    await produce_raw(senv.settings, topic, [(b"reco", encode(threshold("reco", "recommendation", priority=3))),
-                                             (b"reco", encode(threshold("reco", "recommendation", priority=4)))])
+    await produce_raw(
+        senv.settings,
+        topic,
+        [
+            (b"reco", encode(threshold("reco", "recommendation", priority=3))),
+            (b"reco", encode(threshold("reco", "recommendation", priority=4))),
+        ],
+    )
     await eventually(lambda: scalar(db, "SELECT count(*) = 4 FROM job_triggers"), logs=senv.logs)
     states = sorted((r.status, r.priority) for r in await rows(db, "SELECT status, priority FROM training_jobs"))
     assert states == [("in_progress", 8), ("queued", 4)]
@@ -161,8 +191,13 @@ async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) ->
 
 def samples_event(dataset_id: str, n: int, model_type: str = "segmentation", event_id: str | None = None) -> dict:
     samples = [{"user_id": f"u{i}", "features": {"spend": float(i), "savings": float(i % 7)}} for i in range(n)]
-    return {"event_id": event_id or str(uuid.uuid4()), "dataset_id": dataset_id, "model_type": model_type,
-            "occurred_at": "2026-11-26T10:00:00Z", "samples": samples}
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "dataset_id": dataset_id,
+        "model_type": model_type,
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "samples": samples,
+    }
 
 
 async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_crossing(streams) -> None:  # type: ignore[no-untyped-def]
@@ -174,12 +209,19 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
     repeat = batches[3]  # redelivered: stored and counted once
     wrong_shape = samples_event("seg", 2)
     wrong_shape["samples"][1] = {"user_id": "u1", "features": {"spend": "lots"}}
-    other_type = {"event_id": str(uuid.uuid4()), "dataset_id": "seg", "model_type": "spending",
-                  "samples": [{"user_id": "u1", "date": "2026-01-01", "amount": 3.5}]}
+    other_type = {
+        "event_id": str(uuid.uuid4()),
+        "dataset_id": "seg",
+        "model_type": "spending",
+        "samples": [{"user_id": "u1", "date": "2026-01-01", "amount": 3.5}],
+    }
     await produce_raw(senv.settings, topic, [(b"seg", encode(b)) for b in [*batches, repeat, wrong_shape, other_type]])
 
-    await eventually(lambda: scalar(db, "SELECT total_samples = 120 FROM datasets WHERE dataset_id = 'seg'"),
-                     logs=senv.logs, what="120 samples stored")
+    await eventually(
+        lambda: scalar(db, "SELECT total_samples = 120 FROM datasets WHERE dataset_id = 'seg'"),
+        logs=senv.logs,
+        what="120 samples stored",
+    )
     await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM training_jobs"), logs=senv.logs)
     letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= 2)
     assert sorted(letter["reason"][:7] for letter in letters) == ["dataset", "schema:"]
@@ -198,8 +240,10 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
     assert [e["event_id"] for e in events] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
     # sample_count is the counter when the crossing was seen: at least the threshold (a batch of
     # events may carry it past 50 at once).
-    assert all(e["sample_count"] >= 50 and e["threshold"] == 50 and e["model_type"] == "segmentation"
-               and e["_key"] == "seg" for e in events)
+    assert all(
+        e["sample_count"] >= 50 and e["threshold"] == 50 and e["model_type"] == "segmentation" and e["_key"] == "seg"
+        for e in events
+    )
     assert_schema(Topic.DATASET_THRESHOLD, events)
     triggers = await rows(db, "SELECT event_id FROM job_triggers ORDER BY received_at")
     assert [t.event_id for t in triggers] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
@@ -215,14 +259,22 @@ async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n:
     await eventually(lambda: scalar(db, "SELECT count(*) > 0 FROM training_jobs"), logs=senv.logs)
 
     async def produce_middle() -> None:  # called by the interruption while it is in effect
-        await produce_raw(senv.settings, topic, items[third:2 * third])
+        await produce_raw(senv.settings, topic, items[third : 2 * third])
 
     await interrupt(produce_middle)
-    await produce_raw(senv.settings, topic, items[2 * third:])
-    await eventually(lambda: scalar(db, "SELECT count(*) = :n FROM job_triggers", n=n), timeout=120,
-                     logs=senv.logs, what=f"{n} triggers")
-    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS),
-                                until=lambda r: len({s["job_id"] for s in r}) >= n, timeout=120)
+    await produce_raw(senv.settings, topic, items[2 * third :])
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = :n FROM job_triggers", n=n),
+        timeout=120,
+        logs=senv.logs,
+        what=f"{n} triggers",
+    )
+    statuses = await read_topic(
+        senv.settings,
+        senv.topic(Topic.TRAINING_STATUS),
+        until=lambda r: len({s["job_id"] for s in r}) >= n,
+        timeout=120,
+    )
     await asyncio.sleep(1)
     assert await scalar(db, "SELECT count(*) FROM training_jobs") == n
     assert await scalar(db, "SELECT count(DISTINCT dataset_id) FROM training_jobs") == n
@@ -291,17 +343,23 @@ async def test_the_producer_client_sends_events_the_worker_accepts(streams) -> N
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
     async with FclProducer(senv.settings) as producer:
-        sent_samples = await producer.send_samples("client-goal", "goal", [
-            {"user_id": f"u{i}", "goal_id": f"g{i}", "features": {"progress": i / 10}, "achieved": i % 2 == 0}
-            for i in range(5)])
+        sent_samples = await producer.send_samples(
+            "client-goal",
+            "goal",
+            [
+                {"user_id": f"u{i}", "goal_id": f"g{i}", "features": {"progress": i / 10}, "achieved": i % 2 == 0}
+                for i in range(5)
+            ],
+        )
         sent_trigger = await producer.send_threshold("client-spend", "spending", priority=9)
         with pytest.raises(ValueError, match="unknown model type"):
             await producer.send_threshold("x", "fraud")
         with pytest.raises(ValueError, match="amount"):
             await producer.send_samples("x", "spending", [{"user_id": "u", "date": "2026-01-01"}])
     await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM training_jobs WHERE priority = 9"), logs=senv.logs)
-    await eventually(lambda: scalar(db, "SELECT total_samples = 5 FROM datasets WHERE dataset_id = 'client-goal'"),
-                     logs=senv.logs)
+    await eventually(
+        lambda: scalar(db, "SELECT total_samples = 5 FROM datasets WHERE dataset_id = 'client-goal'"), logs=senv.logs
+    )
     sent = await read_topic(senv.settings, senv.topic(Topic.TRAINING_SAMPLES), until=lambda r: len(r) >= 1)
     assert_schema(Topic.TRAINING_SAMPLES, sent)
     assert sent[0]["event_id"] == sent_samples["event_id"] and sent[0]["_key"] == "client-goal"
@@ -314,16 +372,35 @@ async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: igno
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
-    cmd = [str(Path(sys.executable).with_name("fcl")), "produce", "threshold", "--dataset-id", "cli-ds",
-           "--model-type", "segmentation", "--priority", "6", "--event-id", "cli-event-1"]
+    cmd = [
+        str(Path(sys.executable).with_name("fcl")),
+        "produce",
+        "threshold",
+        "--dataset-id",
+        "cli-ds",
+        "--model-type",
+        "segmentation",
+        "--priority",
+        "6",
+        "--event-id",
+        "cli-event-1",
+    ]
     for _ in range(2):  # the same event id twice: one job
-        out = await asyncio.to_thread(subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True,
-                                      text=True, timeout=60)
+        out = await asyncio.to_thread(
+            subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["event_id"] == "cli-event-1"
     await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM job_triggers"), logs=senv.logs)
-    bad = await asyncio.to_thread(subprocess.run, cmd[:-4] + ["--model-type", "fraud"], env=senv.env,
-                                  cwd=senv.workdir, capture_output=True, text=True, timeout=60)
+    bad = await asyncio.to_thread(
+        subprocess.run,
+        cmd[:-4] + ["--model-type", "fraud"],
+        env=senv.env,
+        cwd=senv.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "unknown model type 'fraud'" in bad.stderr
     await asyncio.sleep(1)
     assert await scalar(db, "SELECT count(*) FROM training_jobs") == 1
@@ -338,16 +415,35 @@ async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_le
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
-    cmd = [str(Path(sys.executable).with_name("fcl")), "simulate", "--model-type", "segmentation", "--users", "400",
-           "--seed", "3", "--batch", "10", "--dataset-id", "sim-seg"]  # small events: this fixture bounds them at 4 KiB
-    out = await asyncio.to_thread(subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True,
-                                  text=True, timeout=120)
+    cmd = [
+        str(Path(sys.executable).with_name("fcl")),
+        "simulate",
+        "--model-type",
+        "segmentation",
+        "--users",
+        "400",
+        "--seed",
+        "3",
+        "--batch",
+        "10",
+        "--dataset-id",
+        "sim-seg",
+    ]  # small events: this fixture bounds them at 4 KiB
+    out = await asyncio.to_thread(
+        subprocess.run, cmd, env=senv.env, cwd=senv.workdir, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "sent 400 segmentation samples in 40 events" in out.stderr
-    await eventually(lambda: scalar(db, "SELECT total_samples = 400 FROM datasets WHERE dataset_id = 'sim-seg'"),
-                     logs=senv.logs, what="400 simulated samples stored")
+    await eventually(
+        lambda: scalar(db, "SELECT total_samples = 400 FROM datasets WHERE dataset_id = 'sim-seg'"),
+        logs=senv.logs,
+        what="400 simulated samples stored",
+    )
     # What was stored through Kafka is what the simulator made, and a trainer learns the segments from it.
-    stored = [r.payload for r in await rows(db, "SELECT payload FROM training_samples WHERE dataset_id = 'sim-seg' ORDER BY id")]
+    stored = [
+        r.payload
+        for r in await rows(db, "SELECT payload FROM training_samples WHERE dataset_id = 'sim-seg' ORDER BY id")
+    ]
     assert stored == FinCoachSimulator(seed=3, n_users=400).segmentation_samples()
     result = await asyncio.to_thread(get_trainer("segmentation").train, TrainRequest(samples=stored, seed=1))
     assert result.metrics["k"] == 4

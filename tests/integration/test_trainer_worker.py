@@ -39,8 +39,14 @@ class Workers:
 
     def start(self, **extra: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"trainer-{len(self.procs)}.log").open("ab")
-        proc = subprocess.Popen([FCL, "trainer"], env={**self.env, **extra}, cwd=self.workdir, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [FCL, "trainer"],
+            env={**self.env, **extra},
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         deadline = time.monotonic() + 60
         path = self.workdir / f"trainer-{len(self.procs) - 1}.log"
@@ -66,15 +72,26 @@ async def env(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Workers, D
     url = await asyncio.to_thread(create_database, stack.server_url, name)
     await asyncio.to_thread(upgrade, url)
     prefix = f"fcl-tw-{uuid.uuid4().hex[:8]}."
-    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix,
-                        artifact_dir=tmp_path / "artifacts", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=url,
+        topic_prefix=prefix,
+        artifact_dir=tmp_path / "artifacts",
+        _env_file=None,
+    )  # type: ignore[call-arg]
     await ensure_topics(settings)
-    environ = {**os.environ, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FCL_DATABASE_URL": url,
-               "FCL_TOPIC_PREFIX": prefix, "FCL_ARTIFACT_DIR": str(tmp_path / "artifacts"),
-               "FCL_HEARTBEAT_SECONDS": "0.5", "FCL_LEASE_SECONDS": "10", "FCL_RETRY_BASE_SECONDS": "0.2",
-               "FCL_TRAINER_DEVICE": "cpu",
-               "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 20},
-                                                          "segmentation": {"k_max": 5}})}
+    environ = {
+        **os.environ,
+        "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "FCL_DATABASE_URL": url,
+        "FCL_TOPIC_PREFIX": prefix,
+        "FCL_ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "FCL_HEARTBEAT_SECONDS": "0.5",
+        "FCL_LEASE_SECONDS": "10",
+        "FCL_RETRY_BASE_SECONDS": "0.2",
+        "FCL_TRAINER_DEVICE": "cpu",
+        "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 20}, "segmentation": {"k_max": 5}}),
+    }
     workers = Workers(environ, tmp_path)
     db = Database(url, pool_size=2)
     try:
@@ -87,16 +104,35 @@ async def env(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Workers, D
 
 async def store(db: Database, dataset_id: str, model_type: str, samples: list[dict[str, Any]]) -> None:
     async with db.transaction() as s:
-        await SampleRepository(s).ingest([NewSampleBatch(event_id=str(uuid.uuid4()), dataset_id=dataset_id,
-                                                         model_type=model_type, samples=samples, occurred_at=None)],
-                                         thresholds={model_type: 10**9})
+        await SampleRepository(s).ingest(
+            [
+                NewSampleBatch(
+                    event_id=str(uuid.uuid4()),
+                    dataset_id=dataset_id,
+                    model_type=model_type,
+                    samples=samples,
+                    occurred_at=None,
+                )
+            ],
+            thresholds={model_type: 10**9},
+        )
 
 
-async def trigger(db: Database, dataset_id: str, model_type: str, priority: int = 5, max_attempts: int = 3) -> uuid.UUID:
+async def trigger(
+    db: Database, dataset_id: str, model_type: str, priority: int = 5, max_attempts: int = 3
+) -> uuid.UUID:
     async with db.transaction() as s:
-        [a] = await JobRepository(s).admit([TriggerRequest(event_id=str(uuid.uuid4()), dataset_id=dataset_id,
-                                                           model_type=model_type, priority=priority,
-                                                           max_attempts=max_attempts)])
+        [a] = await JobRepository(s).admit(
+            [
+                TriggerRequest(
+                    event_id=str(uuid.uuid4()),
+                    dataset_id=dataset_id,
+                    model_type=model_type,
+                    priority=priority,
+                    max_attempts=max_attempts,
+                )
+            ]
+        )
     return a.job_id
 
 
@@ -118,20 +154,29 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
     sim = FinCoachSimulator(seed=5, n_users=400)
     for name in ("low", "high", "mid"):
         await store(db, f"seg-{name}", "segmentation", sim.segmentation_samples())
-    jobs = {name: await trigger(db, f"seg-{name}", "segmentation", priority)
-            for name, priority in (("low", 1), ("high", 9), ("mid", 5))}
+    jobs = {
+        name: await trigger(db, f"seg-{name}", "segmentation", priority)
+        for name, priority in (("low", 1), ("high", 9), ("mid", 5))
+    }
     workers.start()
-    await eventually(lambda: scalar(db, "SELECT count(*) = 3 FROM training_jobs WHERE status = 'completed'"),
-                     timeout=180, logs=workers.logs, what="3 jobs completed")
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 3 FROM training_jobs WHERE status = 'completed'"),
+        timeout=180,
+        logs=workers.logs,
+        what="3 jobs completed",
+    )
     started = [r.dataset_id for r in await rows(db, "SELECT dataset_id FROM training_events ORDER BY started_at")]
     assert started == ["seg-high", "seg-mid", "seg-low"]
-    versions = await rows(db, "SELECT version, job_id, artifact_sha256, artifact_size FROM model_versions ORDER BY version")
+    versions = await rows(
+        db, "SELECT version, job_id, artifact_sha256, artifact_size FROM model_versions ORDER BY version"
+    )
     assert [v.version for v in versions] == [1, 2, 3]
     assert [v.job_id for v in versions] == [jobs["high"], jobs["mid"], jobs["low"]]
     for v in versions:  # artifacts are on disk with the recorded checksum
         path = await scalar(db, "SELECT artifact_path FROM model_versions WHERE version = :v", v=v.version)
         data = Path(path).read_bytes()
         import hashlib
+
         assert len(data) == v.artifact_size and hashlib.sha256(data).hexdigest() == v.artifact_sha256
     ledger = await rows(db, "SELECT version, previous_version FROM champion_ledger ORDER BY seq")
     assert ledger[0].version == 1 and ledger[0].previous_version is None
@@ -141,14 +186,22 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
     assert await scalar(db, "SELECT bool_and(samples_since_training = 0) FROM datasets")
     events = await status_events(settings, lambda r: sum(e["status"] == "completed" for e in r) >= 3)
     for job_id in jobs.values():
-        assert transitions(events, job_id) == ["in_progress", "completed"] or \
-            transitions(events, job_id) == ["queued", "in_progress", "completed"]
-    validations = await read_topic(settings, Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix),
-                                   until=lambda r: len(r) >= 3, timeout=30)
+        assert transitions(events, job_id) == ["in_progress", "completed"] or transitions(events, job_id) == [
+            "queued",
+            "in_progress",
+            "completed",
+        ]
+    validations = await read_topic(
+        settings, Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix), until=lambda r: len(r) >= 3, timeout=30
+    )
     assert sorted(v["candidate_version"] for v in validations) == [1, 2, 3]
     assert all(len(v["checks"]) >= 2 for v in validations)
-    moves = await read_topic(settings, Topic.MODEL_VERSIONS.full_name(settings.topic_prefix),
-                             until=lambda r: len(r) >= len(ledger), timeout=30)
+    moves = await read_topic(
+        settings,
+        Topic.MODEL_VERSIONS.full_name(settings.topic_prefix),
+        until=lambda r: len(r) >= len(ledger),
+        timeout=30,
+    )
     assert [m["version"] for m in moves] == [r.version for r in ledger]
 
 
@@ -160,14 +213,24 @@ async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env
     await store(db, "reco", "recommendation", FinCoachSimulator(seed=6, n_users=200).recommendation_samples(300))
     job_id = await trigger(db, "reco", "recommendation")
     first = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
-    await eventually(lambda: scalar(db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs WHERE status = 'in_progress'"),
-                     timeout=60, logs=workers.logs, what="training under way")
+    await eventually(
+        lambda: scalar(
+            db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs WHERE status = 'in_progress'"
+        ),
+        timeout=60,
+        logs=workers.logs,
+        what="training under way",
+    )
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its training child
     first.wait(10)
     quick = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
     workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(quick))
-    await eventually(lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"), timeout=120,
-                     logs=workers.logs, what="the job completed on the second worker")
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"),
+        timeout=120,
+        logs=workers.logs,
+        what="the job completed on the second worker",
+    )
     assert await scalar(db, "SELECT attempts FROM training_jobs") == 2
     assert await scalar(db, "SELECT count(*) FROM model_versions") == 1
     outcomes = [r.status for r in await rows(db, "SELECT status FROM training_events ORDER BY attempt")]
@@ -182,16 +245,27 @@ async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env
 
 async def test_a_raising_trainer_is_retried_then_fails_and_the_queue_goes_on(env) -> None:  # type: ignore[no-untyped-def]
     workers, db, settings = env
-    bad = [s | {"reward": s["reward"] * 1e30} for s in FinCoachSimulator(seed=7, n_users=50).recommendation_samples(200)]
+    bad = [
+        s | {"reward": s["reward"] * 1e30} for s in FinCoachSimulator(seed=7, n_users=50).recommendation_samples(200)
+    ]
     await store(db, "diverges", "recommendation", bad)
     await store(db, "goals", "goal", FinCoachSimulator(seed=7, n_users=300).goal_samples())
     failing = await trigger(db, "diverges", "recommendation", priority=9, max_attempts=2)
     fine = await trigger(db, "goals", "goal", priority=1)
-    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(
-        {"recommendation": {"steps": 500, "learning_rate": 10.0, "hidden": [16]}, "goal": {"n_estimators": 20}}))
-    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
-                     timeout=120, logs=workers.logs, what="both jobs finished")
-    failed = await rows(db, "SELECT id, status, attempts, error_type, error_message FROM training_jobs WHERE id = :i", i=failing)
+    workers.start(
+        FCL_TRAINER_HYPERPARAMETERS=json.dumps(
+            {"recommendation": {"steps": 500, "learning_rate": 10.0, "hidden": [16]}, "goal": {"n_estimators": 20}}
+        )
+    )
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
+        timeout=120,
+        logs=workers.logs,
+        what="both jobs finished",
+    )
+    failed = await rows(
+        db, "SELECT id, status, attempts, error_type, error_message FROM training_jobs WHERE id = :i", i=failing
+    )
     assert failed[0].status == "failed" and failed[0].attempts == 2
     assert failed[0].error_type == "NonFiniteLossError" and "became" in failed[0].error_message
     assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :i", i=fine) == "completed"
@@ -207,10 +281,16 @@ async def test_a_hung_trainer_is_killed_at_its_timeout(env) -> None:  # type: ig
     await store(db, "goals", "goal", FinCoachSimulator(seed=8, n_users=300).goal_samples())
     slow = await trigger(db, "slow", "recommendation", priority=9, max_attempts=2)
     fine = await trigger(db, "goals", "goal", priority=1)
-    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps({**LONG_CQL, "goal": {"n_estimators": 20}}),
-                  FCL_TRAINER_TIMEOUTS=json.dumps({"recommendation": 3}))
-    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
-                     timeout=120, logs=workers.logs, what="both jobs finished")
+    workers.start(
+        FCL_TRAINER_HYPERPARAMETERS=json.dumps({**LONG_CQL, "goal": {"n_estimators": 20}}),
+        FCL_TRAINER_TIMEOUTS=json.dumps({"recommendation": 3}),
+    )
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs WHERE status IN ('failed', 'completed')"),
+        timeout=120,
+        logs=workers.logs,
+        what="both jobs finished",
+    )
     row = (await rows(db, "SELECT status, attempts, error_type FROM training_jobs WHERE id = :i", i=slow))[0]
     assert (row.status, row.attempts, row.error_type) == ("failed", 2, "TrainingTimeout")
     assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :i", i=fine) == "completed"
@@ -226,8 +306,12 @@ async def test_cancel_stops_a_running_training_and_records_no_version(env) -> No
     async with db.transaction() as s:
         asked = await QueueRepository(s).cancel(job_id)
     assert asked is not None and asked.cancel_requested
-    await eventually(lambda: scalar(db, "SELECT status = 'cancelled' FROM training_jobs"), timeout=30,
-                     logs=workers.logs, what="cancelled")
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'cancelled' FROM training_jobs"),
+        timeout=30,
+        logs=workers.logs,
+        what="cancelled",
+    )
     assert await scalar(db, "SELECT count(*) FROM model_versions") == 0
     assert await scalar(db, "SELECT status FROM training_events") == "cancelled"
     events = await status_events(settings, lambda r: any(e["status"] == "cancelled" for e in r))
@@ -257,11 +341,25 @@ async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(e
 
     workers, db, settings = env
     async with db.transaction() as s:
-        await SampleRepository(s).ingest([NewSampleBatch(event_id="b1", dataset_id="ready", model_type="goal",
-                                                         samples=FinCoachSimulator(1, 30).goal_samples(), occurred_at=None),
-                                          NewSampleBatch(event_id="b2", dataset_id="not-yet", model_type="goal",
-                                                         samples=FinCoachSimulator(2, 5).goal_samples(), occurred_at=None)],
-                                         thresholds={"goal": 50})
+        await SampleRepository(s).ingest(
+            [
+                NewSampleBatch(
+                    event_id="b1",
+                    dataset_id="ready",
+                    model_type="goal",
+                    samples=FinCoachSimulator(1, 30).goal_samples(),
+                    occurred_at=None,
+                ),
+                NewSampleBatch(
+                    event_id="b2",
+                    dataset_id="not-yet",
+                    model_type="goal",
+                    samples=FinCoachSimulator(2, 5).goal_samples(),
+                    occurred_at=None,
+                ),
+            ],
+            thresholds={"goal": 50},
+        )
     first = await auto_trigger_ready(db, settings)
     assert [(a.request.dataset_id, a.outcome) for a in first] == [("ready", AdmissionOutcome.CREATED)]
     again = await auto_trigger_ready(db, settings)
@@ -278,16 +376,24 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     # longer lease: four trainings on this machine's CPUs can delay a heartbeat by seconds)
     workers.start(FCL_TRAINER_CONCURRENCY="2", FCL_LEASE_SECONDS="60")
     workers.start(FCL_TRAINER_CONCURRENCY="2", FCL_LEASE_SECONDS="60")
-    await eventually(lambda: scalar(db, "SELECT count(*) = 6 FROM training_jobs WHERE status = 'completed'"),
-                     timeout=180, logs=workers.logs, what="6 jobs completed")
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 6 FROM training_jobs WHERE status = 'completed'"),
+        timeout=180,
+        logs=workers.logs,
+        what="6 jobs completed",
+    )
     assert await scalar(db, "SELECT count(DISTINCT lease_owner) FROM training_jobs") is not None
     ledger = await rows(db, "SELECT seq, version, previous_version FROM champion_ledger ORDER BY seq")
     assert ledger and ledger[0].previous_version is None
     for move in ledger:
-        checks = await rows(db, """
+        checks = await rows(
+            db,
+            """
             SELECT v.baseline_version, v.passed, v.metric, v.kind, v.value, v.baseline, v.threshold FROM validation_results v
             JOIN model_versions m ON m.training_event_id = v.training_event_id
-            WHERE m.model_type = 'segmentation' AND m.version = :version""", version=move.version)
+            WHERE m.model_type = 'segmentation' AND m.version = :version""",
+            version=move.version,
+        )
         assert checks and all(c.passed for c in checks), (move, checks)
         assert {c.baseline_version for c in checks} == {move.previous_version}, move
     assert [m.previous_version for m in ledger[1:]] == [m.version for m in ledger[:-1]]
@@ -297,7 +403,9 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     assert {t.outcome: t.attempts for t in training}["completed"] == 6
     # A candidate overtaken again and again is validated anew each time, and after some rounds its
     # attempt ends as a (retriable) failure; nothing else may go wrong.
-    errors = {r.error_type for r in await rows(db, "SELECT error_type FROM training_events WHERE status <> 'completed'")}
+    errors = {
+        r.error_type for r in await rows(db, "SELECT error_type FROM training_events WHERE status <> 'completed'")
+    }
     assert errors <= {"ChampionChanged"}, errors
     assert all(t.seconds_total > 0 for t in training if t.outcome == "completed")
 
@@ -314,26 +422,60 @@ async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(en
     workers, db, settings = env
     async with db.transaction() as s:  # goal v1 is the champion; its artifact no longer exists
         old = await JobRepository(s).insert(dataset_id="goal-old", model_type="goal", priority=5, trigger_event_ids=[])
-        event = await TrainingEventRepository(s).add(job_id=old.id, attempt=1, dataset_id="goal-old", model_type="goal",
-                                                     status="completed", worker="gone", started_at=datetime.now(UTC),
-                                                     duration_seconds=1.0, metrics={"roc_auc": 0.9})
-        await ModelVersionRepository(s).add(NewModelVersion(
-            model_type="goal", training_event_id=event, job_id=old.id, dataset_id="goal-old", parent_version=None,
-            artifact_path=str(settings.artifact_dir / "goal" / "deleted.skops"), artifact_sha256="0" * 64,
-            artifact_size=1, artifact_format="skops", metrics={"roc_auc": 0.9}, hyperparameters={},
-            dataset_watermark=1, dataset_hash="h", seed=1, library_versions={}, code_version="c"))
+        event = await TrainingEventRepository(s).add(
+            job_id=old.id,
+            attempt=1,
+            dataset_id="goal-old",
+            model_type="goal",
+            status="completed",
+            worker="gone",
+            started_at=datetime.now(UTC),
+            duration_seconds=1.0,
+            metrics={"roc_auc": 0.9},
+        )
+        await ModelVersionRepository(s).add(
+            NewModelVersion(
+                model_type="goal",
+                training_event_id=event,
+                job_id=old.id,
+                dataset_id="goal-old",
+                parent_version=None,
+                artifact_path=str(settings.artifact_dir / "goal" / "deleted.skops"),
+                artifact_sha256="0" * 64,
+                artifact_size=1,
+                artifact_format="skops",
+                metrics={"roc_auc": 0.9},
+                hyperparameters={},
+                dataset_watermark=1,
+                dataset_hash="h",
+                seed=1,
+                library_versions={},
+                code_version="c",
+            )
+        )
         await ChampionRepository(s).move(model_type="goal", version=1, expected=None, reason=ChampionReason.VALIDATED)
     await store(db, "goal-new", "goal", FinCoachSimulator(seed=7, n_users=300).goal_samples())
     job = await trigger(db, "goal-new", "goal")
     workers.start()
-    await eventually(lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
-                     timeout=120, logs=workers.logs, what="the goal job completed")
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
+        timeout=120,
+        logs=workers.logs,
+        what="the goal job completed",
+    )
     assert await scalar(db, "SELECT attempts FROM training_jobs WHERE id = :j", j=job) == 1
-    kinds = {r.kind for r in await rows(db, "SELECT v.kind FROM validation_results v JOIN model_versions m "
-                                            "ON m.training_event_id = v.training_event_id WHERE m.version = 2")}
+    kinds = {
+        r.kind
+        for r in await rows(
+            db,
+            "SELECT v.kind FROM validation_results v JOIN model_versions m "
+            "ON m.training_event_id = v.training_event_id WHERE m.version = 2",
+        )
+    }
     assert kinds == {"value"}  # no change checks: there was nothing loadable to compare with
     assert await scalar(db, "SELECT parent_version FROM model_versions WHERE version = 2") == 1
-    events = await status_events(settings, lambda r: any(e["job_id"] == str(job) and e["status"] == "completed"
-                                                         for e in r))
+    events = await status_events(
+        settings, lambda r: any(e["job_id"] == str(job) and e["status"] == "completed" for e in r)
+    )
     done = next(e for e in events if e["job_id"] == str(job) and e["status"] == "completed")
     assert "judged on fixed bounds only" in done["message"] and "goal v1" in done["message"]

@@ -39,10 +39,16 @@ def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
         store.read(stored)
 
 
-@pytest.mark.parametrize(("model_type", "version", "fmt"), [
-    ("../etc", 1, "skops"), ("goal/../../x", 1, "skops"), ("Goal", 1, "skops"), ("goal", 0, "skops"),
-    ("goal", 1, "pickle"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "version", "fmt"),
+    [
+        ("../etc", 1, "skops"),
+        ("goal/../../x", 1, "skops"),
+        ("Goal", 1, "skops"),
+        ("goal", 0, "skops"),
+        ("goal", 1, "pickle"),
+    ],
+)
 def test_paths_come_from_the_service_never_from_input(tmp_path: Path, model_type: str, version: int, fmt: str) -> None:
     with pytest.raises(ArtifactError):
         ArtifactStore(tmp_path).path_for(model_type, version, fmt)

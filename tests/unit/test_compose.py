@@ -52,8 +52,11 @@ def test_database_url_reaches_the_postgres_service(compose: dict[str, Any]) -> N
         url = make_url(_env(compose["services"][name])["FCL_DATABASE_URL"])
         assert url.drivername == "postgresql+asyncpg"
         assert (url.host, url.port) == ("postgres", 5432)
-        assert (url.username, url.password, url.database) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"],
-                                                               pg["POSTGRES_DB"])
+        assert (url.username, url.password, url.database) == (
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
     assert "5432:5432" in compose["services"]["postgres"]["ports"]
 
 

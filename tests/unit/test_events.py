@@ -30,23 +30,36 @@ def validator(topic: Topic) -> Draft202012Validator:
     return Draft202012Validator(json.loads((SCHEMA_DIR / f"{topic.value}.schema.json").read_text()))
 
 
-THRESHOLD = {"event_id": "e1", "dataset_id": "fincoach-reco", "model_type": "recommendation",
-             "sample_count": 5400, "threshold": 5000, "priority": 5, "occurred_at": "2026-01-13T09:30:00Z"}
+THRESHOLD = {
+    "event_id": "e1",
+    "dataset_id": "fincoach-reco",
+    "model_type": "recommendation",
+    "sample_count": 5400,
+    "threshold": 5000,
+    "priority": 5,
+    "occurred_at": "2026-01-13T09:30:00Z",
+}
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    (b"{nope", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-    (b"42", "expected a JSON object, got int"),
-    (None, "empty value"),
-    (json.dumps({**THRESHOLD, "model_type": "fraud"}).encode(), "unknown model type 'fraud'"),
-    (json.dumps({k: v for k, v in THRESHOLD.items() if k != "model_type"}).encode(), "schema: model_type: Field required"),
-    (json.dumps({**THRESHOLD, "priority": 10}).encode(), "priority 10 outside 0-9"),
-    (json.dumps({**THRESHOLD, "priority": -1}).encode(), "priority -1 outside 0-9"),
-    (json.dumps({**THRESHOLD, "priority": "high"}).encode(), "schema: priority"),
-    (json.dumps({**THRESHOLD, "dataset_id": ""}).encode(), "schema: dataset_id"),
-    (json.dumps({**THRESHOLD, "padding": "x" * 2000}).encode(), "exceeds the limit of 1024 bytes"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"42", "expected a JSON object, got int"),
+        (None, "empty value"),
+        (json.dumps({**THRESHOLD, "model_type": "fraud"}).encode(), "unknown model type 'fraud'"),
+        (
+            json.dumps({k: v for k, v in THRESHOLD.items() if k != "model_type"}).encode(),
+            "schema: model_type: Field required",
+        ),
+        (json.dumps({**THRESHOLD, "priority": 10}).encode(), "priority 10 outside 0-9"),
+        (json.dumps({**THRESHOLD, "priority": -1}).encode(), "priority -1 outside 0-9"),
+        (json.dumps({**THRESHOLD, "priority": "high"}).encode(), "schema: priority"),
+        (json.dumps({**THRESHOLD, "dataset_id": ""}).encode(), "schema: dataset_id"),
+        (json.dumps({**THRESHOLD, "padding": "x" * 2000}).encode(), "exceeds the limit of 1024 bytes"),
+    ],
+)
 def test_threshold_refusals_name_the_problem(value: bytes | None, reason: str) -> None:
     result = parse_threshold(raw(value), max_bytes=1024)
     assert isinstance(result, Rejected)
@@ -61,8 +74,17 @@ def test_threshold_accepts_the_contract_example_with_extra_fields_and_default_pr
 
 
 SAMPLES = {
-    "recommendation": {"user_id": "u1", "episode_id": "ep1", "t": 3, "state": [0.1, 0.2], "action": 4,
-                       "reward": 1.5, "next_state": [0.2, 0.1], "done": False, "behavior_prob": 0.25},
+    "recommendation": {
+        "user_id": "u1",
+        "episode_id": "ep1",
+        "t": 3,
+        "state": [0.1, 0.2],
+        "action": 4,
+        "reward": 1.5,
+        "next_state": [0.2, 0.1],
+        "done": False,
+        "behavior_prob": 0.25,
+    },
     "segmentation": {"user_id": "u1", "features": {"monthly_spend": 1200.0, "savings_rate": 0.1}},
     "spending": {"user_id": "u1", "date": "2026-01-13", "amount": 42.5},
     "goal": {"user_id": "u1", "goal_id": "g1", "features": {"target": 5000.0}, "achieved": True},
@@ -71,8 +93,13 @@ SAMPLES = {
 
 @pytest.mark.parametrize("model_type", list(SAMPLES))
 def test_each_sample_shape_is_accepted_and_a_broken_one_refused(model_type: str) -> None:
-    event = {"event_id": "s1", "dataset_id": f"fincoach-{model_type}", "model_type": model_type,
-             "occurred_at": "2026-01-13T09:30:00Z", "samples": [SAMPLES[model_type], SAMPLES[model_type]]}
+    event = {
+        "event_id": "s1",
+        "dataset_id": f"fincoach-{model_type}",
+        "model_type": model_type,
+        "occurred_at": "2026-01-13T09:30:00Z",
+        "samples": [SAMPLES[model_type], SAMPLES[model_type]],
+    }
     ok = parse_samples(raw(json.dumps(event).encode()), max_bytes=10_000)
     assert not isinstance(ok, Rejected) and len(ok.samples) == 2
     assert not list(validator(Topic.TRAINING_SAMPLES).iter_errors(event))
@@ -92,8 +119,9 @@ def test_samples_count_is_bounded_and_dates_must_be_real() -> None:
     assert isinstance(empty, Rejected) and "samples" in empty.reason
     many = parse_samples(raw(json.dumps({**base, "samples": [SAMPLES["spending"]] * 1001}).encode()), max_bytes=10**7)
     assert isinstance(many, Rejected) and "1000" in many.reason
-    bad_day = parse_samples(raw(json.dumps({**base, "samples": [{**SAMPLES["spending"], "date": "2026-02-30"}]})
-                                .encode()), max_bytes=10**7)
+    bad_day = parse_samples(
+        raw(json.dumps({**base, "samples": [{**SAMPLES["spending"], "date": "2026-02-30"}]}).encode()), max_bytes=10**7
+    )
     assert isinstance(bad_day, Rejected) and "samples.0.date" in bad_day.reason
 
 
@@ -122,19 +150,61 @@ def test_schemas_on_disk_are_generated_from_the_models() -> None:
 
 CONTRACT_OUTPUT_EXAMPLES = {
     Topic.TRAINING_STATUS: {
-        "event_id": "e", "job_id": "j", "dataset_id": "d", "model_type": "goal", "status": "failed", "priority": 5,
-        "attempt": 1, "progress": 0.4, "message": "m", "error": {"type": "ValueError", "message": "bad"},
-        "training_event_id": None, "model_version": None, "occurred_at": "2026-01-13T09:30:00Z"},
+        "event_id": "e",
+        "job_id": "j",
+        "dataset_id": "d",
+        "model_type": "goal",
+        "status": "failed",
+        "priority": 5,
+        "attempt": 1,
+        "progress": 0.4,
+        "message": "m",
+        "error": {"type": "ValueError", "message": "bad"},
+        "training_event_id": None,
+        "model_version": None,
+        "occurred_at": "2026-01-13T09:30:00Z",
+    },
     Topic.TRAINING_VALIDATION: {
-        "event_id": "e", "job_id": "j", "training_event_id": "t", "model_type": "goal", "candidate_version": 4,
-        "baseline_version": 3, "metrics": {"roc_auc": 0.8}, "baseline_metrics": {"roc_auc": 0.78},
-        "checks": [{"metric": "roc_auc", "value": 0.8, "baseline": 0.78, "threshold": 0.0,
-                    "direction": "higher_is_better", "passed": True}],
-        "passed": True, "promoted": True, "occurred_at": "2026-01-13T09:30:00Z"},
-    Topic.MODEL_VERSIONS: {"event_id": "e", "model_type": "goal", "version": 4, "previous_version": 3,
-                           "reason": "rollback", "occurred_at": "2026-01-13T09:30:00Z"},
-    Topic.DEAD_LETTER: {"event_id": "e", "source_topic": "fcl.training-samples", "partition": 0, "offset": 12,
-                        "key": None, "value": "{", "reason": "not valid JSON", "occurred_at": "2026-01-13T09:30:00Z"},
+        "event_id": "e",
+        "job_id": "j",
+        "training_event_id": "t",
+        "model_type": "goal",
+        "candidate_version": 4,
+        "baseline_version": 3,
+        "metrics": {"roc_auc": 0.8},
+        "baseline_metrics": {"roc_auc": 0.78},
+        "checks": [
+            {
+                "metric": "roc_auc",
+                "value": 0.8,
+                "baseline": 0.78,
+                "threshold": 0.0,
+                "direction": "higher_is_better",
+                "passed": True,
+            }
+        ],
+        "passed": True,
+        "promoted": True,
+        "occurred_at": "2026-01-13T09:30:00Z",
+    },
+    Topic.MODEL_VERSIONS: {
+        "event_id": "e",
+        "model_type": "goal",
+        "version": 4,
+        "previous_version": 3,
+        "reason": "rollback",
+        "occurred_at": "2026-01-13T09:30:00Z",
+    },
+    Topic.DEAD_LETTER: {
+        "event_id": "e",
+        "source_topic": "fcl.training-samples",
+        "partition": 0,
+        "offset": 12,
+        "key": None,
+        "value": "{",
+        "reason": "not valid JSON",
+        "occurred_at": "2026-01-13T09:30:00Z",
+    },
     Topic.DATASET_THRESHOLD: THRESHOLD,
 }
 

@@ -8,13 +8,15 @@ import pytest
 
 from trainers.gates import HIGHER, LOWER, Check, Gate, relative_change
 
-GATE = Gate((
-    Check("auc", HIGHER, 0.6),
-    Check("mae", LOWER, 10.0),
-    Check("auc", HIGHER, -0.01, kind="change"),
-    Check("mae", LOWER, 0.02, kind="change"),
-    Check("ari", HIGHER, 0.5, needs_champion=True),
-))
+GATE = Gate(
+    (
+        Check("auc", HIGHER, 0.6),
+        Check("mae", LOWER, 10.0),
+        Check("auc", HIGHER, -0.01, kind="change"),
+        Check("mae", LOWER, 0.02, kind="change"),
+        Check("ari", HIGHER, 0.5, needs_champion=True),
+    )
+)
 
 
 def test_relative_change_is_new_minus_base_over_abs_base() -> None:

@@ -10,8 +10,13 @@ from pydantic import ValidationError
 from fcl.settings import Settings, load_settings
 
 CONTRACT_VARIABLES = {
-    "FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX", "FCL_API_TOKEN",
-    "FCL_ARTIFACT_DIR", "FCL_HTTP_HOST", "FCL_HTTP_PORT",
+    "FCL_KAFKA_BOOTSTRAP",
+    "FCL_DATABASE_URL",
+    "FCL_TOPIC_PREFIX",
+    "FCL_API_TOKEN",
+    "FCL_ARTIFACT_DIR",
+    "FCL_HTTP_HOST",
+    "FCL_HTTP_PORT",
 }
 
 
@@ -41,7 +46,8 @@ def test_every_contract_variable_is_a_setting() -> None:
 def test_stack_env_is_read_and_the_environment_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (clean_env / ".fcl").mkdir()
     (clean_env / ".fcl" / "stack.env").write_text(
-        "FCL_KAFKA_BOOTSTRAP=127.0.0.1:40001\nFCL_DATABASE_URL=postgresql+asyncpg://fcl:fcl@127.0.0.1:40002/fcl\n")
+        "FCL_KAFKA_BOOTSTRAP=127.0.0.1:40001\nFCL_DATABASE_URL=postgresql+asyncpg://fcl:fcl@127.0.0.1:40002/fcl\n"
+    )
     from_file = load_settings()
     assert from_file.kafka_bootstrap == "127.0.0.1:40001"
     assert from_file.database_url.endswith("@127.0.0.1:40002/fcl")
@@ -55,8 +61,9 @@ def test_stack_env_is_read_and_the_environment_wins(clean_env: Path, monkeypatch
     assert load_settings(env_file=None).database_url.endswith("@localhost:5432/fcl")
 
 
-def test_empty_token_means_unset_and_plain_postgres_urls_use_asyncpg(clean_env: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_token_means_unset_and_plain_postgres_urls_use_asyncpg(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FCL_API_TOKEN", "")
     monkeypatch.setenv("FCL_DATABASE_URL", "postgresql://u:p@db:5433/x")
     s = load_settings()
@@ -64,10 +71,12 @@ def test_empty_token_means_unset_and_plain_postgres_urls_use_asyncpg(clean_env: 
     assert s.database_url == "postgresql+asyncpg://u:p@db:5433/x"
 
 
-@pytest.mark.parametrize(("name", "value"), [("FCL_HTTP_PORT", "0"), ("FCL_HTTP_PORT", "http"),
-                                              ("FCL_DATABASE_URL", "mysql://x")])
-def test_bad_values_are_refused_with_the_field_named(clean_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     name: str, value: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"), [("FCL_HTTP_PORT", "0"), ("FCL_HTTP_PORT", "http"), ("FCL_DATABASE_URL", "mysql://x")]
+)
+def test_bad_values_are_refused_with_the_field_named(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("FCL_").lower()):
         load_settings()

@@ -31,8 +31,10 @@ def test_a_free_preferred_port_is_kept() -> None:
 
 
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
-    props = dict(line.split("=", 1) for line in
-                 server_properties(tmp_path / "data", KafkaPorts(broker=4100, controller=4101)).splitlines())
+    props = dict(
+        line.split("=", 1)
+        for line in server_properties(tmp_path / "data", KafkaPorts(broker=4100, controller=4101)).splitlines()
+    )
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:4101"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:4100,CONTROLLER://127.0.0.1:4101"
@@ -41,11 +43,14 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     assert props["offsets.topic.replication.factor"] == "1"
 
 
-@pytest.mark.parametrize(("text", "major"), [
-    ('openjdk version "17.0.15" 2025-04-15', 17),
-    ('java version "1.8.0_392"', 8),
-    ('openjdk version "21" 2023-09-19', 21),
-])
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "21" 2023-09-19', 21),
+    ],
+)
 def test_java_major(text: str, major: int) -> None:
     assert _java_major(text) == major
 

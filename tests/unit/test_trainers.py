@@ -81,8 +81,14 @@ def test_the_forest_beats_or_ties_logistic_regression_and_the_prior(goal_champio
 
 def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion) -> None:  # type: ignore[no-untyped-def]
     trainer = get_trainer("goal")
-    weak = trainer.train(TrainRequest(samples=SIM.goal_samples(), seed=2, champion=goal_champion.artifact,
-                                      hyperparameters={"n_estimators": 1, "min_samples_leaf": 400}))
+    weak = trainer.train(
+        TrainRequest(
+            samples=SIM.goal_samples(),
+            seed=2,
+            champion=goal_champion.artifact,
+            hyperparameters={"n_estimators": 1, "min_samples_leaf": 400},
+        )
+    )
     # the champion is scored on the candidate's holdout, which it never trained on (same user hash)
     assert weak.baseline_metrics is not None
     assert weak.baseline_metrics["roc_auc"] == pytest.approx(goal_champion.metrics["roc_auc"])
@@ -97,8 +103,9 @@ SPEND_HP = {"steps_per_epoch": 100, "max_epochs": 12, "hidden": 32}
 
 def test_the_lstm_beats_the_seasonal_naive() -> None:
     sim = FinCoachSimulator(seed=21, n_users=300)
-    result = get_trainer("spending").train(TrainRequest(samples=list(sim.spending_samples(days=200)), seed=3,
-                                                        hyperparameters=SPEND_HP))
+    result = get_trainer("spending").train(
+        TrainRequest(samples=list(sim.spending_samples(days=200)), seed=3, hyperparameters=SPEND_HP)
+    )
     m = result.metrics
     assert m["relative_mae_seasonal_naive"] <= 0.9, m
     assert m["mae"] < m["moving_average_mae"] and m["mase"] < 1.0
@@ -122,9 +129,13 @@ def test_torch_trainers_are_deterministic_on_the_cpu() -> None:
 def test_a_diverging_loss_fails_the_training_with_a_clear_error() -> None:
     sim = FinCoachSimulator(seed=23, n_users=30)
     with pytest.raises(NonFiniteLossError, match="became"):
-        get_trainer("recommendation").train(TrainRequest(
-            samples=[s | {"reward": s["reward"] * 1e30} for s in sim.recommendation_samples(100)], seed=1,
-            hyperparameters={"steps": 200, "learning_rate": 10.0, "hidden": [16]}))
+        get_trainer("recommendation").train(
+            TrainRequest(
+                samples=[s | {"reward": s["reward"] * 1e30} for s in sim.recommendation_samples(100)],
+                seed=1,
+                hyperparameters={"steps": 200, "learning_rate": 10.0, "hidden": [16]},
+            )
+        )
 
 
 def test_spending_refuses_too_short_a_history() -> None:
@@ -154,8 +165,15 @@ def test_cql_beats_the_behaviour_policy_and_fqe_estimates_its_true_value(cql_cha
 
 def test_a_worse_policy_is_refused_against_the_champion(cql_champion) -> None:  # type: ignore[no-untyped-def]
     trainer = get_trainer("recommendation")
-    weak = trainer.train(TrainRequest(samples=SIM.recommendation_samples(4000), seed=2, device="cpu",
-                                      champion=cql_champion.artifact, hyperparameters={"steps": 20}))
+    weak = trainer.train(
+        TrainRequest(
+            samples=SIM.recommendation_samples(4000),
+            seed=2,
+            device="cpu",
+            champion=cql_champion.artifact,
+            hyperparameters={"steps": 20},
+        )
+    )
     verdict = trainer.gate.evaluate(weak.metrics, weak.baseline_metrics)
     assert not verdict.passed
     assert ("fqe_value", "change") in {(c.metric, c.kind) for c in verdict.failed()}
@@ -164,11 +182,25 @@ def test_a_worse_policy_is_refused_against_the_champion(cql_champion) -> None:  
 
 def test_the_manifest_names_everything_that_made_the_model(goal_champion) -> None:  # type: ignore[no-untyped-def]
     samples = SIM.goal_samples()
-    manifest = build_manifest(model_type="goal", seed=1, hyperparameters=goal_champion.hyperparameters,
-                              samples=samples, dataset_watermark=len(samples), info=goal_champion.info)
-    assert manifest["dataset_hash"] == build_manifest(model_type="goal", seed=1, hyperparameters={}, samples=samples,
-                                                      dataset_watermark=None, info={})["dataset_hash"]
-    assert manifest["dataset_hash"] != build_manifest(model_type="goal", seed=1, hyperparameters={},
-                                                      samples=samples[1:], dataset_watermark=None, info={})["dataset_hash"]
+    manifest = build_manifest(
+        model_type="goal",
+        seed=1,
+        hyperparameters=goal_champion.hyperparameters,
+        samples=samples,
+        dataset_watermark=len(samples),
+        info=goal_champion.info,
+    )
+    assert (
+        manifest["dataset_hash"]
+        == build_manifest(
+            model_type="goal", seed=1, hyperparameters={}, samples=samples, dataset_watermark=None, info={}
+        )["dataset_hash"]
+    )
+    assert (
+        manifest["dataset_hash"]
+        != build_manifest(
+            model_type="goal", seed=1, hyperparameters={}, samples=samples[1:], dataset_watermark=None, info={}
+        )["dataset_hash"]
+    )
     assert {"torch", "scikit-learn", "numpy", "python"} <= set(manifest["library_versions"])
     assert "+" in manifest["code_version"] and manifest["hyperparameters"]["n_estimators"] == 300

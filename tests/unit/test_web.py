@@ -21,20 +21,54 @@ T0 = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 
 
 def _event(**kw: Any) -> TrainingEvent:
-    base: dict[str, Any] = dict(id=uuid.uuid4(), job_id=uuid.uuid4(), attempt=1, dataset_id="d", model_type="goal",
-                                status=TrainingEventStatus.COMPLETED, worker="w1", started_at=T0, finished_at=T0,
-                                duration_seconds=1.0, fit_seconds=1.0, sample_count=10, dataset_watermark=10,
-                                metrics={}, error_type=None, error_message=None, model_version=1,
-                                validation_passed=True, promoted=True)
+    base: dict[str, Any] = dict(
+        id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        attempt=1,
+        dataset_id="d",
+        model_type="goal",
+        status=TrainingEventStatus.COMPLETED,
+        worker="w1",
+        started_at=T0,
+        finished_at=T0,
+        duration_seconds=1.0,
+        fit_seconds=1.0,
+        sample_count=10,
+        dataset_watermark=10,
+        metrics={},
+        error_type=None,
+        error_message=None,
+        model_version=1,
+        validation_passed=True,
+        promoted=True,
+    )
     return TrainingEvent(**{**base, **kw})
 
 
 def _job(**kw: Any) -> Job:
-    base: dict[str, Any] = dict(id=uuid.uuid4(), dataset_id="d", model_type="goal", status=JobStatus.COMPLETED,
-                                priority=5, attempts=2, max_attempts=3, rank_at=T0, run_after=T0, lease_owner=None,
-                                lease_token=None, lease_expires_at=None, cancel_requested=False, progress=1.0,
-                                error_type=None, error_message=None, model_version=3, created_at=T0, updated_at=T0,
-                                started_at=T0, finished_at=T0 + timedelta(minutes=3))
+    base: dict[str, Any] = dict(
+        id=uuid.uuid4(),
+        dataset_id="d",
+        model_type="goal",
+        status=JobStatus.COMPLETED,
+        priority=5,
+        attempts=2,
+        max_attempts=3,
+        rank_at=T0,
+        run_after=T0,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        cancel_requested=False,
+        progress=1.0,
+        error_type=None,
+        error_message=None,
+        model_version=3,
+        created_at=T0,
+        updated_at=T0,
+        started_at=T0,
+        finished_at=T0 + timedelta(minutes=3),
+    )
     return Job(**{**base, **kw})
 
 
@@ -57,16 +91,27 @@ def test_openapi_covers_the_route_table_and_every_ref_resolves() -> None:
     assert {"202", "400", "401", "404", "409", "413", "422"} == set(trigger["responses"])
     body = doc["components"]["schemas"]["TriggerBody"]["properties"]["priority"]
     assert (body["minimum"], body["maximum"]) == (0, 9)
-    history = {p["name"]: p for p in doc["paths"]["/coaching/continuous-learning/training-history"]["get"]["parameters"]}
+    history = {
+        p["name"]: p for p in doc["paths"]["/coaching/continuous-learning/training-history"]["get"]["parameters"]
+    }
     assert history["limit"]["schema"]["maximum"] == 100
     assert "null" not in json.dumps(history["model_type"]["schema"])  # a query parameter is absent, never null
 
 
 def test_job_timeline_is_in_time_order_with_each_attempt() -> None:
-    failed = _event(attempt=1, status=TrainingEventStatus.FAILED, started_at=T0 + timedelta(seconds=10),
-                    finished_at=T0 + timedelta(seconds=20), error_type="TrainerExited", error_message="killed",
-                    model_version=None, promoted=None)
-    done = _event(attempt=2, started_at=T0 + timedelta(seconds=60), finished_at=T0 + timedelta(seconds=90), model_version=3)
+    failed = _event(
+        attempt=1,
+        status=TrainingEventStatus.FAILED,
+        started_at=T0 + timedelta(seconds=10),
+        finished_at=T0 + timedelta(seconds=20),
+        error_type="TrainerExited",
+        error_message="killed",
+        model_version=None,
+        promoted=None,
+    )
+    done = _event(
+        attempt=2, started_at=T0 + timedelta(seconds=60), finished_at=T0 + timedelta(seconds=90), model_version=3
+    )
     detail = s.JobDetail.of_job(_job(), [failed, done])
     assert [(t.status, t.message) for t in detail.timeline] == [
         ("queued", "created with priority 5"),
@@ -81,13 +126,22 @@ def test_job_timeline_is_in_time_order_with_each_attempt() -> None:
 
 def test_watch_board_tracks_running_jobs_and_drops_repeats() -> None:
     board = JobBoard()
-    running = {"event_id": "a", "job_id": "j1", "status": "in_progress", "progress": 0.25, "model_type": "goal",
-               "dataset_id": "d", "occurred_at": "2026-11-26T09:30:00Z"}
+    running = {
+        "event_id": "a",
+        "job_id": "j1",
+        "status": "in_progress",
+        "progress": 0.25,
+        "model_type": "goal",
+        "dataset_id": "d",
+        "occurred_at": "2026-11-26T09:30:00Z",
+    }
     assert board.apply("training-status", running) is True
     assert board.apply("training-status", running) is False
     assert board.running["j1"]["progress"] == 0.25
     board.apply("training-status", {**running, "event_id": "b", "status": "completed", "model_version": 2})
     assert board.running == {}
-    line = describe("training-status", {**running, "status": "failed", "attempt": 3,
-                                        "error": {"type": "TrainingTimeout", "message": "too slow"}})
+    line = describe(
+        "training-status",
+        {**running, "status": "failed", "attempt": 3, "error": {"type": "TrainingTimeout", "message": "too slow"}},
+    )
     assert line == "09:30:00 job j1 goal d: failed attempt 3 error TrainingTimeout: too slow"

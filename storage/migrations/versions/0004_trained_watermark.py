@@ -16,8 +16,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("datasets", sa.Column("trained_watermark", sa.BigInteger(), server_default=sa.text("0"),
-                                        nullable=False))
+    op.add_column(
+        "datasets", sa.Column("trained_watermark", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+    )
 
 
 def downgrade() -> None:
