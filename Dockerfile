@@ -2,11 +2,14 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY fcl ./fcl
-COPY streams ./streams
-COPY trainers ./trainers
+COPY contract ./contract
 COPY storage ./storage
+COPY trainers ./trainers
+COPY messaging ./messaging
+COPY streams ./streams
+COPY worker ./worker
 COPY web ./web
+COPY fcl ./fcl
 RUN pip install --no-cache-dir .
 ENV FCL_ARTIFACT_DIR=/var/lib/fcl/artifacts
 RUN mkdir -p /var/lib/fcl/artifacts && chown nobody /var/lib/fcl/artifacts

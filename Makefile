@@ -4,7 +4,7 @@ FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: bootstrap stack-up stack-down stack-status migrate test demo bench clean
+.PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,7 +21,13 @@ stack-status: bootstrap
 migrate: stack-up
 	@$(FCL) migrate
 
-test: bootstrap
+# The static checks `make test` runs before the tests: lint, format and types (pyproject.toml).
+check: bootstrap
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
+	@$(VENV)/bin/mypy
+
+test: check
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # `make demo DEMO_ARGS=--exit-when-done` stops by itself once it has shown its results.
@@ -36,4 +42,4 @@ clean: stack-down
 	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -c "import shutil; from pathlib import Path; \
 	from fcl.stack.postgres import server_home; shutil.rmtree(server_home(Path('.fcl/stack')).parent, ignore_errors=True) \
 	if server_home(Path('.fcl/stack')).parent.name.startswith('fcl-') else None"; fi
-	rm -rf .fcl
+	rm -rf .fcl .mypy_cache .ruff_cache

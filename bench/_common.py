@@ -9,7 +9,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
-from fcl.settings import Settings, load_settings
+from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def dsn(url: str) -> str:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class ScratchDatabases:

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _common import ScratchDatabases, pct, stack_settings
 from sqlalchemy import text
 
-from _common import ScratchDatabases, pct, stack_settings
+from contract.settings import Settings
 from fcl.stack.common import free_port
 from storage.db import Database
 from storage.migrate import upgrade
@@ -98,7 +99,7 @@ async def cursor_deep_in_history(http: aiohttp.ClientSession, base: str, pages: 
         ) as r:
             before = (await r.json())["next_before"]
     assert before
-    return before
+    return str(before)
 
 
 async def load(base: str, path: str, *, clients: int, seconds: float, warmup: float) -> tuple[list[float], int, float]:
@@ -139,7 +140,7 @@ async def served_requests(http: aiohttp.ClientSession, base: str) -> float:
     )
 
 
-async def run(url: str, settings: object, *, cache: bool, args: argparse.Namespace) -> None:
+async def run(url: str, settings: Settings, *, cache: bool, args: argparse.Namespace) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -147,11 +148,11 @@ async def run(url: str, settings: object, *, cache: bool, args: argparse.Namespa
         "FCL_HTTP_PORT": str(port),
         "FCL_API_TOKEN": "bench",
         "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FCL_TOPIC_PREFIX": "fcl-bench-api.",  # type: ignore[attr-defined]
+        "FCL_TOPIC_PREFIX": "fcl-bench-api.",
         "FCL_HTTP_CACHE": "true" if cache else "false",
     }
-    log = tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False)
-    web = subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False) as log:
+        web = subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:

@@ -2,7 +2,9 @@
 
   1. claim latency p50/p99 with 100k waiting jobs (each claim its own transaction, as a worker does);
   2. claim-and-complete throughput of no-op jobs with 1 and 4 workers, and in the same run on the
-     same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio;
+     same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio. An fcl
+     job completes with a result (`storage.queue.JobQueue.complete`: attempt row, model version,
+     checks, champion move, counter, three outbox events), so "no-op" here is the smallest result;
   3. orchestration overhead per job: a real `fcl trainer` process runs small goal jobs; per job,
      (finished - claimed) minus the trainer's own time (fit and validation), p50 and p90.
 
@@ -21,23 +23,62 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from sqlalchemy import text
+from typing import Any
 
 from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
+from sqlalchemy import text
+
+from contract.enums import CheckKind, Direction
+from contract.events import ValidationCheck
 from storage.db import Database
-from storage.entities import NewSampleBatch, TriggerRequest
+from storage.entities import CompletedAttempt, NewSampleBatch, StoredArtifactRef, TriggerRequest
 from storage.migrate import upgrade
-from storage.repositories import JobRepository, QueueRepository, SampleRepository
+from storage.queue import JobQueue
+from storage.repositories import SampleRepository
 
 LEASE = timedelta(minutes=5)
+# The smallest result a job completes with: one failing check, so no champion moves.
+NO_OP = CompletedAttempt(
+    started_at=datetime.now(UTC),
+    duration_seconds=0.0,
+    fit_seconds=0.0,
+    sample_count=0,
+    dataset_watermark=0,
+    metrics={},
+    baseline_metrics=None,
+    passed=False,
+    hyperparameters={},
+    dataset_hash="-",
+    seed=0,
+    library_versions={},
+    code_version="bench",
+    validated_against=0,
+    checks=(
+        ValidationCheck(
+            metric="x",
+            kind=CheckKind.VALUE,
+            value=None,
+            baseline=None,
+            threshold=0.0,
+            direction=Direction.HIGHER_IS_BETTER,
+            passed=False,
+        ),
+    ),
+    artifact=StoredArtifactRef(path="/dev/null", sha256="0" * 64, size=0, format="skops"),
+)
 
 
 async def fill(db: Database, n: int) -> None:
     async with db.transaction() as s:
-        await s.execute(text("TRUNCATE training_jobs CASCADE"))
+        await s.execute(text("TRUNCATE training_jobs, datasets CASCADE"))
+        await s.execute(
+            text("""
+            INSERT INTO datasets (dataset_id, model_type, threshold)
+            SELECT 'bench-' || i, 'goal', 1000 FROM generate_series(1, :n) AS i"""),
+            {"n": n},
+        )
         await s.execute(
             text("""
             INSERT INTO training_jobs (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
@@ -55,7 +96,7 @@ async def claim_latency(db: Database, claims: int) -> list[float]:
     for _ in range(claims):
         start = time.perf_counter()
         async with db.transaction() as s:
-            job = await QueueRepository(s).claim(worker="bench", lease=LEASE)
+            job = await JobQueue(s).claim(worker="bench", lease=LEASE)
         times.append((time.perf_counter() - start) * 1000)
         assert job is not None
     return times
@@ -69,11 +110,11 @@ async def ours_throughput(url: str, jobs: int, workers: int) -> float:
         done = 0
         while True:
             async with db.transaction() as s:
-                job = await QueueRepository(s).claim(worker=name, lease=LEASE)
-            if job is None:
+                claimed = await JobQueue(s).claim(worker=name, lease=LEASE)
+            if claimed is None:
                 return done
             async with db.transaction() as s:
-                assert await QueueRepository(s).complete(job.id, job.lease_token, model_version=None)  # type: ignore[arg-type]
+                await JobQueue(s).complete(claimed.job.lease, NO_OP)
             done += 1
 
     start = time.perf_counter()
@@ -107,7 +148,8 @@ async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
         async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
             await conn.execute("DELETE FROM procrastinate_jobs")
         for start in range(0, jobs, 1000):
-            await noop.batch_defer_async(*({"i": i} for i in range(start, min(jobs, start + 1000))))
+            batch: list[dict[str, Any]] = [{"i": i} for i in range(start, min(jobs, start + 1000))]
+            await noop.batch_defer_async(*batch)
         begin = time.perf_counter()
         await app.run_worker_async(
             concurrency=workers,
@@ -137,20 +179,20 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
                 ],
                 thresholds={"goal": 10**9},
             )
-        await JobRepository(s).admit(
+        await JobQueue(s).admit(
             [
                 TriggerRequest(event_id=f"t{i}", dataset_id=f"goal-{i}", model_type="goal", priority=5)
                 for i in range(jobs)
             ]
         )
-    log = tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("fcl")), "trainer"],
-        env=settings_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("fcl")), "trainer"],
+            env=settings_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:

@@ -12,13 +12,14 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fcl.stack import LocalStack
 from fcl.stack.postgres import server_home
 
 
-def timed(label: str, fn) -> float:  # type: ignore[no-untyped-def]
+def timed(label: str, fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     elapsed = time.perf_counter() - start

@@ -32,13 +32,13 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
-from fcl.settings import Settings
+from contract.settings import Settings
+from contract.topics import Topic
+from messaging.admin import ensure_topics
 from storage.migrate import upgrade
-from streams.admin import ensure_topics
-from streams.topics import Topic
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 
@@ -51,9 +51,10 @@ class Worker:
     def start(self) -> None:
         log = self.log_dir / f"worker-{self.n}.log"
         self.n += 1
-        self.proc = subprocess.Popen(
-            [FCL, "streams"], env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [FCL, "streams"], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -292,7 +293,7 @@ async def run(args: argparse.Namespace) -> None:
     dbs = ScratchDatabases(stack)
     url = await dbs.create("fcl_bench")
     prefix = f"fcl-bench-{uuid.uuid4().hex[:8]}."
-    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix, _env_file=None)
     env = {
         **os.environ,
         "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -55,7 +55,9 @@ def child(name: str, scale: float) -> dict[str, Any]:
     import torch  # noqa: F401
 
     from trainers.base import TrainRequest
+    from trainers.recommendation import RecommendationTrainer
     from trainers.registry import get_trainer
+    from trainers.segmentation import SegmentationTrainer
     from trainers.simulator import FinCoachSimulator
 
     n = sizes(scale)
@@ -72,7 +74,7 @@ def child(name: str, scale: float) -> dict[str, Any]:
             out["seconds"] = time.perf_counter() - start
             out["fit_seconds"] = result.info["cql_seconds"]
             out["steps_per_second"] = result.info["cql_steps_per_second"]
-            out["true_value"] = sim.policy_value(trainer.policy(result.model))
+            out["true_value"] = sim.policy_value(RecommendationTrainer.policy(result.model))
             out["behavior_true_value"] = sim.policy_value(None)
             out["fqe_value"] = result.metrics["fqe_value"]
             out["transitions"] = len(samples)
@@ -81,11 +83,11 @@ def child(name: str, scale: float) -> dict[str, Any]:
             from d3rlpy.models.encoders import VectorEncoderFactory
             from d3rlpy.optimizers import AdamFactory
 
-            from trainers.recommendation import RecommendationTrainer, Transitions
+            from trainers.recommendation import Transitions
 
             defaults = RecommendationTrainer.defaults
             data = Transitions(samples, None)
-            cut = int(round(data.n_episodes * (1 - defaults["holdout_fraction"])))
+            cut = round(data.n_episodes * (1 - defaults["holdout_fraction"]))
             train = data.subset(data.episode < cut)  # the same training split as ours
             dataset = d3rlpy.dataset.MDPDataset(
                 observations=train.state,
@@ -129,7 +131,9 @@ def child(name: str, scale: float) -> dict[str, Any]:
 
             truth = sim.true_segments()
             out["ari_vs_planted"] = float(
-                adjusted_rand_score([truth[s["user_id"]] for s in samples], trainer.assign(result.model, samples))
+                adjusted_rand_score(
+                    [truth[s["user_id"]] for s in samples], SegmentationTrainer.assign(result.model, samples)
+                )
             )
             out["k"] = result.metrics["k"]
         else:
@@ -184,7 +188,7 @@ def child(name: str, scale: float) -> dict[str, Any]:
             hp = trainer.defaults
             x, _ = feature_matrix(samples)
             y = np.array([s["achieved"] for s in samples], dtype=int)
-            train = np.array([stable_bucket(s["user_id"], hp["holdout_folds"]) != 0 for s in samples])
+            in_train = np.array([stable_bucket(s["user_id"], hp["holdout_folds"]) != 0 for s in samples])
             start = time.perf_counter()
             RandomForestClassifier(
                 n_estimators=hp["n_estimators"],
@@ -192,7 +196,7 @@ def child(name: str, scale: float) -> dict[str, Any]:
                 max_features=hp["max_features"],
                 n_jobs=hp["n_jobs"],
                 random_state=SEED,
-            ).fit(x[train], y[train])
+            ).fit(x[in_train], y[in_train])
             out["seconds"] = time.perf_counter() - start
         out["goals"] = len(samples)
     else:
@@ -208,7 +212,8 @@ def run_child(name: str, scale: float) -> dict[str, Any]:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
-"""fcl: the FinCoach continuous-learning service.
-
-This package holds what wires the service together: settings, the command line and the local
-stack (a real Apache Kafka broker and PostgreSQL server, no Docker). The service's parts live in
-the sibling packages `streams`, `trainers`, `storage` and `web`.
+"""fcl: the FinCoach continuous-learning service. This package is the launcher: the command line
+(`fcl.cli`), the local stack (`fcl.stack`: a real Apache Kafka broker and PostgreSQL server, no
+Docker) and the demo (`fcl.demo`). It starts the services (`streams`, `worker`, `web`), which use
+`storage`, `trainers` and `messaging`, which share the base `contract`; nothing imports this
+package back.
 """
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

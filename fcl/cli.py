@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from contract import model_types
 from fcl.stack.common import StackError
-from storage.db import StorageError
+from storage.errors import StorageError
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -36,7 +37,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from fcl.settings import load_settings
+    from contract.settings import load_settings
     from storage.migrate import downgrade, upgrade
 
     url = args.database_url or load_settings().database_url
@@ -57,10 +58,9 @@ def _streams(args: argparse.Namespace) -> int:
 
 
 def _trainer(args: argparse.Namespace) -> int:
-    from fcl.worker import main as trainer_main
+    from worker.main import main as trainer_main
 
-    trainer_main()
-    return 0
+    return trainer_main()
 
 
 def _web(args: argparse.Namespace) -> int:
@@ -73,7 +73,7 @@ def _web(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     import asyncio
 
-    from fcl.settings import load_settings
+    from contract.settings import load_settings
     from streams.watch import watch
 
     try:
@@ -94,8 +94,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
-    from fcl.settings import load_settings
-    from streams.client import FclProducer
+    from contract.settings import load_settings
+    from messaging.client import FclProducer
 
     async def send() -> dict[str, object]:
         async with FclProducer(load_settings()) as producer:
@@ -133,8 +133,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote {count} {args.model_type} samples to {args.out}", file=sys.stderr)
         return 0
 
-    from fcl.settings import load_settings
-    from streams.client import FclProducer
+    from contract.settings import load_settings
+    from messaging.client import FclProducer
 
     dataset_id = args.dataset_id or f"fincoach-{args.model_type}"
 
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a dataset-threshold event (asks for a training job).",
     )
     threshold.add_argument("--dataset-id", required=True)
-    threshold.add_argument("--model-type", required=True, help="recommendation, segmentation, spending or goal")
+    threshold.add_argument("--model-type", required=True, help=f"one of: {model_types.known()}")
     threshold.add_argument("--priority", type=int, default=5, choices=range(10), metavar="0-9")
     threshold.add_argument("--sample-count", type=int)
     threshold.add_argument("--threshold", type=int)
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate FinCoach users (deterministic by seed) and send their samples "
         "of one model type to training-samples, or write them as JSON lines.",
     )
-    simulate.add_argument("--model-type", required=True, choices=["recommendation", "segmentation", "spending", "goal"])
+    simulate.add_argument("--model-type", required=True, choices=model_types.names())
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--users", type=int, default=1000, help="simulated users (default 1000)")
     simulate.add_argument("--days", type=int, default=365, help="spending: days of history (default 365)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from fcl.settings import load_settings
+from contract.settings import load_settings
 from fcl.stack.common import choose_ports
 
 FCL = str(Path(sys.executable).with_name("fcl"))
@@ -65,8 +65,8 @@ class Demo:
 
     # processes -----------------------------------------------------------------------------------
     def _spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen([FCL, name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.log_dir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen([FCL, name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -79,7 +79,7 @@ class Demo:
             await asyncio.sleep(0.2)
 
     def shutdown(self) -> None:
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 with suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -186,7 +186,7 @@ class Demo:
         await watch(settings, out=lambda line: print("  event: " + line, flush=True), keep=keep)
 
     async def _send(self, settings: Any, model_type: str, seed: int, **size: int) -> int:
-        from streams.client import FclProducer
+        from messaging.client import FclProducer
         from trainers.simulator import simulate
 
         samples = list(simulate(model_type, seed=seed, **size))
@@ -216,9 +216,8 @@ class Demo:
             print(f"sent {n} simulated {model_type} samples to dataset fincoach-{self.run}-{model_type}")
         print("the thresholds are crossed: jobs train, validate and are versioned ...\n")
         versions = await self._wait(http, lambda vs: {v["model_type"] for v in vs} >= set(PLAN), timeout=600)
-        print(
-            f"\n{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34} checks failed"
-        )
+        header = f"{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34}"
+        print(f"\n{header} checks failed")
         async with http.get(f"{API}/training-status") as r:
             status = await r.json()
         for v in sorted(versions, key=lambda v: (v["model_type"], v["version"])):
@@ -226,10 +225,10 @@ class Demo:
             async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
                 validation = await r.json()
             failed = [f"{c['metric']} ({c['kind']})" for c in validation["checks"] if not c["passed"]]
+            metric = f"{key} {v['metrics'].get(key, float('nan')):.4f}"
             print(
-                f"{v['model_type']:<15} {v['version']:>7}  {str(v['parent_version'] or '-'):>11}  "
-                f"{'yes' if v['is_champion'] else 'no':<8} {key + ' ' + format(v['metrics'].get(key, float('nan')), '.4f'):<34} "
-                f"{', '.join(failed) or '-'}"
+                f"{v['model_type']:<15} {v['version']:>7}  {v['parent_version'] or '-'!s:>11}  "
+                f"{'yes' if v['is_champion'] else 'no':<8} {metric:<34} {', '.join(failed) or '-'}"
             )
         missing = set(PLAN) - {v["model_type"] for v in versions}
         if missing:

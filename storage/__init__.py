@@ -1,6 +1,7 @@
 """Everything that reads or writes SQL: the schema (SQLAlchemy 2.0 models and Alembic
-migrations), the connection, and repositories that hand plain domain objects upward.
+migrations), the connection and its error tree, the owner of a job's life (`storage.queue`),
+repositories, the outbox relay and the notifications that wake it.
 
-No ORM row or session leaves this package: callers get frozen dataclasses from
-`storage.entities`.
+No ORM row or session leaves this package as a result: callers get frozen dataclasses from
+`storage.entities`, and driver errors leave as `storage.errors.StorageError`.
 """

@@ -1,43 +1,16 @@
-"""Plain domain objects returned by the repositories (never ORM rows)."""
+"""Plain domain objects returned by storage (never ORM rows): frozen, keyword-only dataclasses.
+The enums they use are the contract's (`contract.enums`)."""
 
 from __future__ import annotations
 
-import enum
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
 
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class TrainingEventStatus(enum.StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"  # the worker lost its lease or was stopped; the job runs again
-
-
-class Direction(enum.StrEnum):
-    HIGHER_IS_BETTER = "higher_is_better"
-    LOWER_IS_BETTER = "lower_is_better"
-
-
-class ChampionReason(enum.StrEnum):
-    VALIDATED = "validated"
-    MANUAL = "manual"
-    ROLLBACK = "rollback"
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.events import ValidationCheck
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,15 +28,6 @@ class Dataset:
     @property
     def ready(self) -> bool:
         return self.samples_since_training >= self.threshold
-
-
-@dataclass(frozen=True, kw_only=True)
-class SampleBatchResult:
-    """What storing one samples event did to its dataset."""
-
-    stored: int
-    duplicate: bool
-    dataset: Dataset
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +54,44 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     trigger_event_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[Any, Any]) -> Job:
+        """A job from a row of `training_jobs` (any mapping with its columns; extra keys are
+        ignored), with `trigger_event_ids` when the row carries them."""
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
+        values["status"] = JobStatus(values["status"])
+        values["trigger_event_ids"] = tuple(values.get("trigger_event_ids") or ())
+        return cls(**values)
+
+    @property
+    def lease(self) -> Lease:
+        """The lease a worker holds on this claimed job."""
+        if self.lease_token is None or self.lease_owner is None:
+            raise ValueError(f"job {self.id} is not leased")
+        return Lease(job_id=self.id, token=self.lease_token, owner=self.lease_owner)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """A worker's hold on a running job: every write of its outcome is checked against `token`."""
+
+    job_id: uuid.UUID
+    token: uuid.UUID
+    owner: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transition:
+    """What one lifecycle transition of a job did (storage.queue), as committed."""
+
+    job: Job  # the job after the transition
+    before: JobStatus | None  # its status before (None: it did not exist)
+    merged_into: Job | None = None  # a job going back to the queue joined the one already waiting
+    training_event_id: uuid.UUID | None = None  # the attempt row the transition wrote
+    model_version: int | None = None  # complete: the version recorded
+    promoted: bool | None = None  # complete: whether it became the champion
+    events: int = 0  # outbox rows written
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,28 +154,6 @@ class ChampionMove:
     created_at: datetime
 
 
-@dataclass(frozen=True, kw_only=True)
-class ValidationCheck:
-    metric: str
-    value: float | None
-    baseline: float | None
-    threshold: float
-    direction: Direction
-    passed: bool
-    kind: str = "value"  # "value": against a fixed bound; "change": against the baseline
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutboxMessage:
-    id: int
-    event_id: uuid.UUID
-    topic: str
-    key: str | None
-    payload: dict[str, Any]
-    created_at: datetime
-    published_at: datetime | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class EncodedOutboxMessage:
     """An outbox row as the relay sends it: the payload is the stored JSON text, not decoded."""
@@ -204,13 +184,6 @@ class TriggerRequest:
     model_type: str
     priority: int
     source: str = "kafka"
-    max_attempts: int = 3  # for a job this request creates
-
-
-class AdmissionOutcome(enum.StrEnum):
-    CREATED = "created"  # a new waiting job
-    JOINED = "joined"  # joined the job already waiting for the same dataset and model type
-    DUPLICATE = "duplicate"  # this event id was admitted before
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,3 +240,83 @@ class TrainingFigure:
     outcome: str  # a training event's status: completed, failed, cancelled, abandoned
     attempts: int
     seconds_total: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredArtifactRef:
+    """Where a model version's artifact is and what its bytes must be."""
+
+    path: str
+    sha256: str
+    size: int
+    format: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Champion:
+    """The serving version of a model type: the ledger's last move and the version it names."""
+
+    move: ChampionMove
+    version: ModelVersion
+
+    @property
+    def artifact(self) -> StoredArtifactRef:
+        v = self.version
+        return StoredArtifactRef(
+            path=v.artifact_path, sha256=v.artifact_sha256, size=v.artifact_size, format=v.artifact_format
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingInputs:
+    """What a worker needs before it trains a claimed job: the samples up to `watermark`, and the
+    champion to judge the candidate against (None for the first model of its type)."""
+
+    watermark: int
+    champion: Champion | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletedAttempt:
+    """A trained and validated candidate, as a worker hands it to `complete`."""
+
+    started_at: datetime
+    duration_seconds: float
+    fit_seconds: float
+    sample_count: int
+    dataset_watermark: int
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float] | None
+    checks: tuple[ValidationCheck, ...]
+    passed: bool
+    hyperparameters: dict[str, Any]
+    dataset_hash: str
+    seed: int
+    library_versions: dict[str, str]
+    code_version: str
+    artifact: StoredArtifactRef
+    validated_against: int  # the champion ledger's seq the candidate was judged against (0: none)
+    champion_unreadable: str | None = None  # why the champion could not be compared, when it could not
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndedAttempt:
+    """An attempt that ended without a result: failed, stopped or abandoned."""
+
+    started_at: datetime
+    duration_seconds: float
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionPolicy:
+    """How admission makes jobs: the ageing step (one priority level is worth this much waiting)
+    and the attempts a new job gets per model type."""
+
+    ageing_step: timedelta = timedelta(minutes=10)
+    max_attempts: Mapping[str, int] = field(default_factory=dict)
+    default_max_attempts: int = 3
+
+    def attempts_for(self, model_type: str) -> int:
+        return int(self.max_attempts.get(model_type, self.default_max_attempts))

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import StorageError
+from storage.errors import StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -39,9 +38,3 @@ def _run(url: str, action: Callable[[Config, str], None], revision: str) -> None
         where = make_url(url).render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StorageError(f"cannot migrate the database at {where}: {reason}", retriable=True) from exc
-
-
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused")).get_current_head()
-    assert head is not None
-    return head

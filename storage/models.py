@@ -1,11 +1,13 @@
 """The schema as SQLAlchemy 2.0 declarative models. Alembic's migrations create exactly this
-(a test compares the migrated database with this metadata)."""
+(a test compares the migrated database with this metadata). Each row class converts itself to
+its domain object (`to_entity()`); no row leaves the storage package."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +31,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contract.enums import (
+    ChampionReason,
+    CheckKind,
+    Direction,
+    JobStatus,
+    TrainingEventStatus,
+)
+from contract.events import ValidationCheck
+from storage.entities import ChampionMove, Dataset, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -37,17 +49,14 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
-EVENT_STATUSES = ("running", "completed", "failed", "cancelled", "abandoned")
 
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: DateTime(timezone=True),
         dict[str, Any]: JSONB,
         uuid.UUID: Uuid(as_uuid=True),
@@ -80,6 +89,19 @@ class DatasetRow(Base):
         CheckConstraint("threshold > 0", name="threshold_positive"),
         CheckConstraint("samples_since_training >= 0", name="since_training_nonnegative"),
     )
+
+    def to_entity(self) -> Dataset:
+        return Dataset(
+            dataset_id=self.dataset_id,
+            model_type=self.model_type,
+            threshold=self.threshold,
+            samples_since_training=self.samples_since_training,
+            total_samples=self.total_samples,
+            crossings=self.crossings,
+            last_trained_at=self.last_trained_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
 
 
 class SampleBatchRow(Base):
@@ -137,7 +159,7 @@ class TrainingJobRow(Base):
     finished_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(_in("status", JOB_STATUSES), name="status_known"),
+        CheckConstraint(_in("status", JobStatus), name="status_known"),
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts_valid"),
         Index("ix_training_jobs_claim", "rank_at", "id", postgresql_where=text("status = 'queued'")),
@@ -146,6 +168,11 @@ class TrainingJobRow(Base):
         Index(None, "dataset_id", "model_type", "created_at"),
         Index(None, "status", "model_type"),
     )
+
+    def to_entity(self, trigger_event_ids: tuple[str, ...] = ()) -> Job:
+        return Job.from_mapping(
+            {**{c.key: getattr(self, c.key) for c in self.__table__.columns}, "trigger_event_ids": trigger_event_ids}
+        )
 
 
 class JobTriggerRow(Base):
@@ -189,10 +216,33 @@ class TrainingEventRow(Base):
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt"),
-        CheckConstraint(_in("status", EVENT_STATUSES), name="status_known"),
+        CheckConstraint(_in("status", TrainingEventStatus), name="status_known"),
         Index(None, "started_at", "id"),
         Index(None, "model_type", "started_at", "id"),
     )
+
+    def to_entity(self) -> TrainingEvent:
+        return TrainingEvent(
+            id=self.id,
+            job_id=self.job_id,
+            attempt=self.attempt,
+            dataset_id=self.dataset_id,
+            model_type=self.model_type,
+            status=TrainingEventStatus(self.status),
+            worker=self.worker,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration_seconds=self.duration_seconds,
+            fit_seconds=self.fit_seconds,
+            sample_count=self.sample_count,
+            dataset_watermark=self.dataset_watermark,
+            metrics=dict(self.metrics),
+            error_type=self.error_type,
+            error_message=self.error_message,
+            model_version=self.model_version,
+            validation_passed=self.validation_passed,
+            promoted=self.promoted,
+        )
 
 
 class ModelVersionRow(Base):
@@ -223,6 +273,28 @@ class ModelVersionRow(Base):
         CheckConstraint("artifact_size >= 0", name="size_nonnegative"),
     )
 
+    def to_entity(self) -> ModelVersion:
+        return ModelVersion(
+            model_type=self.model_type,
+            version=self.version,
+            training_event_id=self.training_event_id,
+            job_id=self.job_id,
+            dataset_id=self.dataset_id,
+            parent_version=self.parent_version,
+            artifact_path=self.artifact_path,
+            artifact_sha256=self.artifact_sha256,
+            artifact_size=self.artifact_size,
+            artifact_format=self.artifact_format,
+            metrics=dict(self.metrics),
+            hyperparameters=dict(self.hyperparameters),
+            dataset_watermark=self.dataset_watermark,
+            dataset_hash=self.dataset_hash,
+            seed=self.seed,
+            library_versions=dict(self.library_versions),
+            code_version=self.code_version,
+            created_at=self.created_at,
+        )
+
 
 class ChampionLedgerRow(Base):
     """Append-only: each row makes `version` the champion of `model_type`. A trigger in the
@@ -243,9 +315,20 @@ class ChampionLedgerRow(Base):
     __table_args__ = (
         UniqueConstraint("model_type", "seq"),
         ForeignKeyConstraint(["model_type", "version"], ["model_versions.model_type", "model_versions.version"]),
-        CheckConstraint("reason IN ('validated', 'manual', 'rollback')", name="reason_known"),
+        CheckConstraint(_in("reason", ChampionReason), name="reason_known"),
         CheckConstraint("seq >= 1", name="seq_positive"),
     )
+
+    def to_entity(self) -> ChampionMove:
+        return ChampionMove(
+            model_type=self.model_type,
+            seq=self.seq,
+            version=self.version,
+            previous_version=self.previous_version,
+            reason=ChampionReason(self.reason),
+            event_id=self.event_id,
+            created_at=self.created_at,
+        )
 
 
 class ValidationResultRow(Base):
@@ -270,9 +353,20 @@ class ValidationResultRow(Base):
 
     __table_args__ = (
         UniqueConstraint("training_event_id", "position"),
-        CheckConstraint("direction IN ('higher_is_better', 'lower_is_better')", name="direction_known"),
-        CheckConstraint("kind IN ('value', 'change')", name="kind_known"),
+        CheckConstraint(_in("direction", Direction), name="direction_known"),
+        CheckConstraint(_in("kind", CheckKind), name="kind_known"),
     )
+
+    def to_entity(self) -> ValidationCheck:
+        return ValidationCheck(
+            metric=self.metric,
+            kind=CheckKind(self.kind),
+            value=self.value,
+            baseline=self.baseline,
+            threshold=self.threshold,
+            direction=Direction(self.direction),
+            passed=self.passed,
+        )
 
 
 class OutboxRow(Base):
@@ -301,3 +395,14 @@ class WorkerHeartbeatRow(Base):
     last_seen_at: Mapped[datetime] = _created()
     current_job_id: Mapped[uuid.UUID | None]
     info: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+    def to_entity(self) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            worker_id=self.worker_id,
+            hostname=self.hostname,
+            pid=self.pid,
+            started_at=self.started_at,
+            last_seen_at=self.last_seen_at,
+            current_job_id=self.current_job_id,
+            info=dict(self.info),
+        )

@@ -1,2 +1,2 @@
-"""The Faust side of fcl: the app, its topics and agents (threshold events become jobs, samples
-are ingested). Only this package (and the event publisher) speaks Kafka."""
+"""The Faust side of fcl: the app and its agents (threshold events become jobs, samples are
+ingested, bad input is dead-lettered), the parsing of raw input records, and `fcl watch`."""

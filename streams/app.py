@@ -5,7 +5,8 @@ dead-lettered instead of failing in a deserializer), group them into batches whi
 batch commits (streams.batching) and hand each batch to an ingestor (streams.ingest) that
 commits its effects in one PostgreSQL transaction.
 Events are acknowledged only after that commit; an agent never raises and never trains.
-A task runs the outbox relay, which publishes what the transactions wrote.
+A task runs the outbox relay (`storage.outbox`), which publishes what the transactions wrote as
+soon as PostgreSQL notifies it of their commit, through the app's own producer.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from collections.abc import Sequence
+from typing import Any
 
 import faust
 from faust.types import EventT
 
-from fcl.settings import Settings, get_settings
+from contract.settings import Settings, get_settings
+from contract.topics import Topic
+from messaging.admin import ensure_topics
 from storage.db import Database
-from streams.admin import ensure_topics
+from storage.notifications import Notifications
+from storage.outbox import OutboxRelay
 from streams.batching import group_commit
-from streams.events import RawMessage
 from streams.ingest import BatchReport, Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
-from streams.outbox import OutboxRelay
-from streams.topics import Topic
+from streams.parsing import RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     db = Database(settings.database_url, pool_size=4, pre_ping=False)  # commit_batch retries instead
     totals = BatchReport()
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> asyncio.Future:
-        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        delivery: Awaitable[object] = await app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=None
+        )
+        return delivery
 
-    relay = OutboxRelay(db, send, topic_prefix=settings.topic_prefix)
+    notifications = Notifications(settings.database_url)
+    relay = OutboxRelay(db, send, topic_prefix=settings.topic_prefix, notifications=notifications)
 
     def raw_topic(name: Topic) -> faust.TopicT:
         return app.topic(
@@ -68,8 +75,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             partitions=settings.topic_partitions,
         )
 
-    async def consume(stream: faust.StreamT, ingestor: Ingestor) -> None:
-        async def commit(events: Sequence[EventT]) -> bool:
+    async def consume(stream: Any, ingestor: Ingestor[Any]) -> None:  # a faust Stream (its types lack `noack`)
+        async def commit(events: Sequence[EventT[Any]]) -> bool:
             messages = [
                 RawMessage(
                     topic=e.message.topic,
@@ -84,8 +91,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if report is None:
                 return False  # stopping before the batch committed: not acknowledged, redelivered later
             totals.add(report)
-            if report.jobs_created or report.crossings or report.dead_letters:
-                relay.wake()  # those rows are committed: publish them now
             for reason in report.dead_letters:
                 log.info("dead-lettered: %s", reason)
             for event in events:
@@ -96,16 +101,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
         await group_commit(stream.noack().events(), commit, max_batch=settings.stream_batch_max)
 
     @app.agent(raw_topic(Topic.DATASET_THRESHOLD), name="admit-threshold-events")
-    async def admit_threshold_events(stream: faust.StreamT) -> None:
+    async def admit_threshold_events(stream: faust.StreamT[Any]) -> None:
         await consume(stream, ThresholdIngestor(db, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}"))
 
     @app.agent(raw_topic(Topic.TRAINING_SAMPLES), name="ingest-training-samples")
-    async def ingest_training_samples(stream: faust.StreamT) -> None:
+    async def ingest_training_samples(stream: faust.StreamT[Any]) -> None:
         await consume(stream, SampleIngestor(db, settings))
 
     @app.task
     async def relay_outbox() -> None:
-        await relay.run(should_stop=lambda: app.should_stop)
+        notifications.start()
+        try:
+            await relay.run(should_stop=lambda: app.should_stop)
+        finally:
+            await notifications.stop()
 
     return app
 

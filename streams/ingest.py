@@ -11,20 +11,25 @@ message, and a single message it still refuses is dead-lettered with the databas
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from fcl.settings import Settings
-from storage.db import Database, is_retriable
-from storage.entities import Admission, AdmissionOutcome, NewSampleBatch, TriggerRequest
-from storage.repositories import JobRepository, OutboxRepository, SampleRepository
-from streams.events import (
-    DatasetThresholdEvent,
+from contract import model_types
+from contract.enums import AdmissionOutcome
+from contract.events import DatasetThresholdEvent, rfc3339, threshold_event_id
+from contract.settings import Settings
+from contract.topics import Topic
+from storage.db import Database, UnitOfWork
+from storage.entities import AdmissionPolicy, NewSampleBatch, TriggerRequest
+from storage.errors import StorageError, wrap
+from storage.queue import JobQueue
+from storage.repositories import OutboxRepository, SampleRepository
+from streams.parsing import (
     ParsedSamples,
     ParsedThreshold,
     RawMessage,
@@ -32,11 +37,7 @@ from streams.events import (
     dead_letter,
     parse_samples,
     parse_threshold,
-    queued_status,
-    rfc3339,
-    threshold_event_id,
 )
-from streams.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +62,17 @@ class BatchReport:
         self.dead_letters.extend(other.dead_letters)
 
 
-async def _dead_letters(session: AsyncSession, rejected: Sequence[Rejected]) -> list[str]:
+async def _dead_letters(session: UnitOfWork, rejected: Sequence[Rejected]) -> list[str]:
     letters = [dead_letter(r) for r in rejected]
     await OutboxRepository(session).add_many([(Topic.DEAD_LETTER, e.key, e.model_dump(mode="json")) for e in letters])
     return [r.reason for r in rejected]
 
 
-async def admit_requests(
-    session: AsyncSession, requests: Sequence[TriggerRequest], settings: Settings, report: BatchReport | None = None
-) -> list[Admission]:
-    """Admit trigger requests by the contract's rules and queue a `queued` status event for each
-    job created, in the caller's transaction."""
-    report = report if report is not None else BatchReport()
-    jobs = JobRepository(session, ageing_step=timedelta(seconds=settings.queue_ageing_seconds))
-    statuses = []
-    admissions = await jobs.admit(requests)
-    for admission in admissions:
-        if admission.outcome is AdmissionOutcome.CREATED:
-            report.jobs_created += 1
-            status = queued_status(
-                job_id=admission.job_id,
-                dataset_id=admission.request.dataset_id,
-                model_type=admission.request.model_type,
-                priority=admission.priority,
-                attempts=admission.attempts,
-            )
-            statuses.append((Topic.TRAINING_STATUS, status.job_id, status.model_dump(mode="json")))
-        elif admission.outcome is AdmissionOutcome.JOINED:
-            report.triggers_joined += 1
-        else:
-            report.duplicates += 1
-    await OutboxRepository(session).add_many(statuses)
-    return admissions
+def admission_policy(settings: Settings) -> AdmissionPolicy:
+    return AdmissionPolicy(
+        ageing_step=timedelta(seconds=settings.queue_ageing_seconds),
+        max_attempts={m: settings.attempts_for(m) for m in model_types.names()},
+    )
 
 
 class ThresholdIngestor:
@@ -101,26 +81,32 @@ class ThresholdIngestor:
     def __init__(self, db: Database, settings: Settings, *, source: str = "kafka") -> None:
         self.db = db
         self.settings = settings
+        self.policy = admission_policy(settings)
         self.source = source  # recorded with each trigger: which worker admitted it
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedThreshold | Rejected]:
         return [parse_threshold(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
-    async def write(self, session: AsyncSession, items: Sequence[ParsedThreshold | Rejected]) -> BatchReport:
+    async def write(self, session: UnitOfWork, items: Sequence[ParsedThreshold | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedThreshold)]
         report = BatchReport(dead_letters=await _dead_letters(session, [i for i in items if isinstance(i, Rejected)]))
         requests = [
             TriggerRequest(
                 event_id=p.event.event_id,
                 dataset_id=p.event.dataset_id,
-                model_type=p.model_type.value,
+                model_type=p.model_type,
                 priority=p.event.priority,
                 source=self.source,
-                max_attempts=self.settings.attempts_for(p.model_type.value),
             )
             for p in parsed
         ]
-        await admit_requests(session, requests, self.settings, report)
+        for admission in await JobQueue(session, self.policy).admit(requests):
+            if admission.outcome is AdmissionOutcome.CREATED:
+                report.jobs_created += 1
+            elif admission.outcome is AdmissionOutcome.JOINED:
+                report.triggers_joined += 1
+            else:
+                report.duplicates += 1
         return report
 
 
@@ -131,14 +117,12 @@ class SampleIngestor:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.thresholds = {
-            mt: settings.default_threshold(mt) for mt in ("recommendation", "segmentation", "spending", "goal")
-        }
+        self.thresholds = {mt: settings.default_threshold(mt) for mt in model_types.names()}
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedSamples | Rejected]:
         return [parse_samples(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
-    async def write(self, session: AsyncSession, items: Sequence[ParsedSamples | Rejected]) -> BatchReport:
+    async def write(self, session: UnitOfWork, items: Sequence[ParsedSamples | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedSamples)]
         rejected = [i for i in items if isinstance(i, Rejected)]
         report = BatchReport()
@@ -148,7 +132,7 @@ class SampleIngestor:
                     NewSampleBatch(
                         event_id=p.event.event_id,
                         dataset_id=p.event.dataset_id,
-                        model_type=p.model_type.value,
+                        model_type=p.model_type,
                         samples=p.samples,
                         occurred_at=p.event.occurred_at,
                     )
@@ -185,11 +169,21 @@ class SampleIngestor:
         return report
 
 
-Ingestor = ThresholdIngestor | SampleIngestor
+P = TypeVar("P", ParsedThreshold, ParsedSamples)
+
+
+class Ingestor(Protocol[P]):
+    """Parses raw messages into `P` (or refusals) and writes a batch of them in a unit of work."""
+
+    db: Database
+
+    def parse(self, messages: Sequence[RawMessage]) -> list[P | Rejected]: ...
+
+    async def write(self, session: UnitOfWork, items: Sequence[P | Rejected]) -> BatchReport: ...
 
 
 async def commit_batch(
-    ingestor: Ingestor,
+    ingestor: Ingestor[P],
     messages: Sequence[RawMessage],
     *,
     should_stop: Callable[[], bool] = lambda: False,
@@ -204,10 +198,10 @@ async def commit_batch(
     # The database refused the batch for a reason of its data: find the message(s) at fault.
     report = BatchReport()
     for item in items:
-        single = await _with_retries(lambda: _write(ingestor, [item]), should_stop, sleep)
+        single = await _with_retries(functools.partial(_write, ingestor, [item]), should_stop, sleep)
         if isinstance(single, _Refused):
             rejected = Rejected(message=item.message, reason=f"refused by the database: {single.reason}")
-            single = await _with_retries(lambda: _write_dead_letter(ingestor, rejected), should_stop, sleep)
+            single = await _with_retries(functools.partial(_write_dead_letter, ingestor, rejected), should_stop, sleep)
         if single is None or isinstance(single, _Refused):
             return None
         report.add(single)
@@ -219,12 +213,12 @@ class _Refused:
     reason: str
 
 
-async def _write(ingestor: Ingestor, items: Sequence[object]) -> BatchReport:
+async def _write(ingestor: Ingestor[P], items: Sequence[P | Rejected]) -> BatchReport:
     async with ingestor.db.transaction() as session:
-        return await ingestor.write(session, items)  # type: ignore[arg-type]
+        return await ingestor.write(session, items)
 
 
-async def _write_dead_letter(ingestor: Ingestor, rejected: Rejected) -> BatchReport:
+async def _write_dead_letter(ingestor: Ingestor[P], rejected: Rejected) -> BatchReport:
     async with ingestor.db.transaction() as session:
         return BatchReport(dead_letters=await _dead_letters(session, [rejected]))
 
@@ -239,11 +233,12 @@ async def _with_retries(
         try:
             return await work()
         except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes the agent
-            if not is_retriable(exc):
-                log.warning("database refused a batch: %s", exc)
-                return _Refused(str(getattr(exc, "orig", exc)).splitlines()[0][:500])
+            error = exc if isinstance(exc, StorageError) else wrap(exc)
+            if not error.retriable:
+                log.warning("database refused a batch: %s", error)
+                return _Refused(str(error)[:500])
             if should_stop():
                 return None
-            log.warning("database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            log.warning("database unavailable (%s); retrying in %.1fs", error, delay)
             await sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)

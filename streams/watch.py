@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fcl.settings import Settings
-from streams.topics import Topic
+from contract.settings import Settings
+from contract.topics import Topic
 
 WATCHED = (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS)
 FINAL = ("completed", "failed", "cancelled")

@@ -2,8 +2,9 @@
 
 Integration tests run against the real broker and database: the session starts the local stack
 when it is not running (or uses FCL_KAFKA_BOOTSTRAP and FCL_DATABASE_URL when both are given),
-creates a fresh database with the migrations applied, and picks a unique topic prefix. What the
-session started, it stops; what it created, it drops.
+migrates a template database once, and clones it (`CREATE DATABASE ... TEMPLATE`) for the run's
+database and for every test that needs a database of its own; it picks a unique topic prefix.
+What the session started, it stops; what it created, it drops.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from fcl.settings import Settings, load_settings
+from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
-from storage.db import Database
+from storage.db import Database, asyncpg_dsn
 from storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ class RunStack:
     kafka_bootstrap: str
     database_url: str  # this run's own database, migrated to head
     server_url: str  # the same server's maintenance database, for creating more databases
+    template: str  # a database migrated to head, cloned for every migrated database a test needs
     topic_prefix: str
 
     def settings(self) -> Settings:
@@ -40,31 +42,31 @@ class RunStack:
             database_url=self.database_url,
             topic_prefix=self.topic_prefix,
             _env_file=None,
-        )  # type: ignore[call-arg]
+        )
+
+    def migrated_database(self, name: str) -> str:
+        """A new database at head, cloned from the template (no migration runs)."""
+        return create_database(self.server_url, name, template=self.template)
 
 
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+async def _create_database(server_url: str, name: str, template: str | None) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
 
 
 async def _drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+    conn = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
 
-def create_database(server_url: str, name: str) -> str:
-    asyncio.run(_create_database(server_url, name))
+def create_database(server_url: str, name: str, *, template: str | None = None) -> str:
+    asyncio.run(_create_database(server_url, name, template))
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -85,13 +87,14 @@ def stack() -> Iterator[RunStack]:
         settings = load_settings(env_file=local.env_file)
     run_id = uuid.uuid4().hex[:10]
     server_url = make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
-    db_name = f"fcl_test_{run_id}"
-    database_url = create_database(server_url, db_name)
-    upgrade(database_url)
+    template, db_name = f"fcl_template_{run_id}", f"fcl_test_{run_id}"
+    upgrade(create_database(server_url, template))
+    database_url = create_database(server_url, db_name, template=template)
     info = RunStack(
         kafka_bootstrap=settings.kafka_bootstrap,
         database_url=database_url,
         server_url=server_url,
+        template=template,
         topic_prefix=f"fcl-test-{run_id}.",
     )
     saved = {k: os.environ.get(k) for k in ("FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX")}
@@ -108,6 +111,7 @@ def stack() -> Iterator[RunStack]:
             else:
                 os.environ[key] = value
         drop_database(server_url, db_name)
+        drop_database(server_url, template)
         if started is not None and not os.environ.get("FCL_KEEP_STACK"):
             started.down()
 
@@ -125,8 +129,7 @@ async def db(stack: RunStack) -> AsyncIterator[Database]:
 async def own_db(stack: RunStack) -> AsyncIterator[Database]:
     """A database of the test's own (migrated), for checks that look at the whole queue."""
     name = f"fcl_q_{uuid.uuid4().hex[:10]}"
-    url = await asyncio.to_thread(create_database, stack.server_url, name)
-    await asyncio.to_thread(upgrade, url)
+    url = await asyncio.to_thread(stack.migrated_database, name)
     database = Database(url, pool_size=4)
     try:
         yield database

@@ -1,3 +1,4 @@
-"""The models: trainers that take a dataset (samples in the contract's shapes), settings and a
-seed and return a fitted model, its metrics, an artifact and a manifest. Nothing here knows
+"""The models: trainers that fit a candidate from a dataset (samples in the contract's shapes),
+judge it and the champion on the same held-out data, and turn it into an artifact and back. The
+registry finds each model type's trainer through `contract.model_types`. Nothing here knows
 Kafka or SQL."""

@@ -4,8 +4,8 @@ formats that cannot execute code when loaded.
 - torch models: safetensors (tensors only) with the model's configuration as JSON metadata;
 - scikit-learn models: skops, loaded with an explicit list of trusted types (never pickle).
 
-The service builds every path from the model type and a version it allocated (`ArtifactStore.path_for`);
-nothing from input becomes part of a path.
+The service builds every path from the model type, a job id and an attempt number
+(`ArtifactStore.path_for_job`); nothing from input becomes part of a path.
 """
 
 from __future__ import annotations
@@ -47,27 +47,18 @@ class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def path_for(self, model_type: str, version: int, fmt: str) -> Path:
+    def path_for_job(self, model_type: str, job_id: uuid.UUID, attempt: int, fmt: str) -> Path:
+        """Where a job's attempt writes its candidate (before it has a version number)."""
         if not _NAME.match(model_type) or fmt not in ("safetensors", "skops"):
             raise ArtifactError(f"refusing artifact name for model type {model_type!r}, format {fmt!r}")
-        if not isinstance(version, int) or version < 1:
-            raise ArtifactError(f"version must be a positive integer, not {version!r}")
-        return self.root / model_type / f"v{version:06d}.{fmt}"
-
-    def path_for_job(self, model_type: str, job_id: uuid.UUID, attempt: int, fmt: str) -> Path:
-        """Where a job's attempt writes its candidate, before it has a version number."""
         if not isinstance(job_id, uuid.UUID) or not isinstance(attempt, int) or attempt < 1:
             raise ArtifactError("an artifact path needs a job UUID and a positive attempt")
-        versioned = self.path_for(model_type, 1, fmt)  # validates the model type and format
-        return versioned.parent / f"job-{job_id}-a{attempt}.{fmt}"
-
-    def write(self, model_type: str, version: int, artifact: Artifact) -> StoredArtifact:
-        return self.write_at(self.path_for(model_type, version, artifact.format), artifact)
+        return self.root / model_type / f"job-{job_id}-a{attempt}.{fmt}"
 
     def write_at(self, path: Path, artifact: Artifact) -> StoredArtifact:
         """Write to a temporary file in the same folder, fsync it, rename it into place, fsync the
         folder: a crash leaves either no file or the whole file, never a partial one. `path`
-        comes from `path_for` or `path_for_job`."""
+        comes from `path_for_job`."""
         if not Path(path).resolve().is_relative_to(self.root.resolve()):
             raise ArtifactError(f"{path} is outside the artifact folder {self.root}")
         path = Path(path)
@@ -181,7 +172,3 @@ def load_skops_artifact(artifact: Artifact, trusted: list[str]) -> Any:
     if untrusted:
         raise ArtifactError(f"artifact holds types outside the trusted list: {untrusted}")
     return sio.loads(artifact.data, trusted=sorted(set(trusted)))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

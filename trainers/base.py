@@ -1,9 +1,13 @@
 """What every trainer shares: the interface, its inputs and results, errors, progress, devices.
 
 A trainer takes the dataset's samples (dicts in the contract's shape), hyperparameters, a seed and,
-when there is one, the current champion's artifact; it fits a candidate, evaluates the candidate
-AND the champion on the same held-out data (so the comparison is fair), and returns the metrics,
-the artifact bytes and the manifest. It knows nothing of Kafka or SQL.
+when there is one, the current champion's artifact. `fit` makes a candidate from the training
+part of the samples; `evaluate` judges a candidate AND the champion on the same held-out part (so
+the comparison is fair), which the same samples always split the same way; `artifact` and `load`
+turn a model into bytes and back. Because `evaluate` takes any candidate, one that was fitted
+before (loaded from its artifact) can be judged again against a champion that changed since,
+without training it again. `train` is fit, evaluate and artifact in one call.
+It knows nothing of Kafka or SQL.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +65,26 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """A candidate just fitted, before it is judged."""
+
+    model: Any  # what `evaluate`, `artifact` and `policy`-like helpers take; `load` returns the same kind
+    hyperparameters: dict[str, Any]  # the defaults with the request's overrides
+    metrics: dict[str, float] = field(default_factory=dict)  # what the fit itself measured (final losses)
+    info: dict[str, Any] = field(default_factory=dict)  # sizes, steps, timings: for the manifest
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A candidate and the champion on the same held-out data."""
+
+    model: Any  # the candidate as it is stored (segmentation numbers its segments like the champion's)
+    metrics: dict[str, float]  # the candidate
+    baseline_metrics: dict[str, float] | None  # the champion; None without one; {} when it cannot be compared
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainResult:
     model: Any  # the fitted candidate, usable in this process
     metrics: dict[str, float]  # the candidate on the held-out data
@@ -71,11 +96,11 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    samples: Iterable[dict[str, Any]]  # kept as a Sequence (materialized when an iterator is given)
+    samples: Sequence[dict[str, Any]]  # any iterable of samples is accepted and materialized
     seed: int = 0
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # overrides of the defaults
     champion: Artifact | None = None
-    progress: Progress = lambda fraction: None  # noqa: E731
+    progress: Progress = lambda fraction: None
     device: str | None = None  # torch trainers: None picks CUDA when present, else the CPU
 
     def __post_init__(self) -> None:
@@ -95,11 +120,37 @@ class Trainer(ABC):
         return {**self.defaults, **overrides}
 
     @abstractmethod
-    def train(self, request: TrainRequest) -> TrainResult: ...
+    def fit(self, request: TrainRequest) -> Fitted:
+        """A candidate from the training part of the request's samples."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
+        """`model` (from `fit` or `load`) and the request's champion on the held-out part of the
+        request's samples. Deterministic for the same samples, seed and hyperparameters."""
+
+    @abstractmethod
+    def artifact(self, model: Any) -> Artifact:
+        """The model as bytes that cannot run code when loaded."""
 
     @abstractmethod
     def load(self, artifact: Artifact) -> Any:
-        """The model an artifact holds (for serving, or as the champion to compare against)."""
+        """The model an artifact holds (for serving, as the champion, or a candidate judged again)."""
+
+    def train(self, request: TrainRequest) -> TrainResult:
+        """Fit a candidate, judge it and the champion, and serialize it."""
+        fitted = self.fit(request)
+        evaluation = self.evaluate(fitted.model, replace(request, hyperparameters=fitted.hyperparameters))
+        started = time.perf_counter()
+        artifact = self.artifact(evaluation.model)
+        info = fitted.info | evaluation.info | {"artifact_seconds": time.perf_counter() - started}
+        return TrainResult(
+            model=evaluation.model,
+            metrics=evaluation.metrics | fitted.metrics,
+            baseline_metrics=evaluation.baseline_metrics,
+            artifact=artifact,
+            hyperparameters=fitted.hyperparameters,
+            info=info,
+        )
 
 
 def seed_everything(seed: int) -> None:

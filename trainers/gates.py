@@ -5,19 +5,20 @@ evaluated on the same held-out data ("relative change of MAE <= +0.02"), with a 
 Relative change is (new - base) / |base|; when base is 0 the change is 0 if new equals base and
 otherwise infinite in the direction of the difference. A missing (or non-finite) metric fails its
 check. Without a champion, change checks are skipped and the candidate is judged on value checks
-alone. Every check is kept, so "why was this not promoted" always has an answer.
+alone. Every check is kept, so "why was this not promoted" always has an answer. A decided check
+is the contract's `ValidationCheck`, the one shape storage, events and the API share.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
+from contract.enums import CheckKind, Direction
+from contract.events import ValidationCheck
 
-class Direction(StrEnum):
-    HIGHER_IS_BETTER = "higher_is_better"
-    LOWER_IS_BETTER = "lower_is_better"
+HIGHER = Direction.HIGHER_IS_BETTER
+LOWER = Direction.LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -25,30 +26,8 @@ class Check:
     metric: str
     direction: Direction
     threshold: float
-    kind: str = "value"  # "value" or "change"
+    kind: CheckKind = CheckKind.VALUE
     needs_champion: bool = False  # a value check whose metric exists only against a champion
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    metric: str
-    value: float | None  # the candidate's metric (value check) or the relative change (change check)
-    baseline: float | None  # the champion's metric on the same data (change checks)
-    threshold: float
-    direction: Direction
-    passed: bool
-    kind: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "metric": self.metric,
-            "value": self.value,
-            "baseline": self.baseline,
-            "threshold": self.threshold,
-            "direction": self.direction.value,
-            "passed": self.passed,
-            "kind": self.kind,
-        }
 
 
 def relative_change(new: float, base: float) -> float:
@@ -61,16 +40,16 @@ def _meets(value: float, direction: Direction, threshold: float) -> bool:
     return value >= threshold if direction is Direction.HIGHER_IS_BETTER else value <= threshold
 
 
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
-    checks: list[CheckResult]
+    checks: list[ValidationCheck]
 
-    def failed(self) -> list[CheckResult]:
+    def failed(self) -> list[ValidationCheck]:
         return [c for c in self.checks if not c.passed]
 
 
@@ -81,55 +60,47 @@ class Gate:
     def evaluate(self, metrics: dict[str, float], champion: dict[str, float] | None) -> Verdict:
         results = []
         for check in self.checks:
-            if check.kind == "change" or check.needs_champion:
-                if champion is None:
-                    continue
-            value = metrics.get(check.metric)
-            if check.kind == "value":
-                ok = _finite(value) and _meets(value, check.direction, check.threshold)  # type: ignore[arg-type]
+            if (check.kind is CheckKind.CHANGE or check.needs_champion) and champion is None:
+                continue
+            value = _finite(metrics.get(check.metric))
+            if check.kind is CheckKind.VALUE:
                 results.append(
-                    CheckResult(
-                        check.metric,
-                        value if _finite(value) else None,
-                        None,
-                        check.threshold,
-                        check.direction,
-                        bool(ok),
-                        "value",
+                    ValidationCheck(
+                        metric=check.metric,
+                        kind=CheckKind.VALUE,
+                        value=value,
+                        baseline=None,
+                        threshold=check.threshold,
+                        direction=check.direction,
+                        passed=value is not None and _meets(value, check.direction, check.threshold),
                     )
                 )
-            elif check.kind == "change":
-                assert champion is not None
-                base = champion.get(check.metric)
-                if not (_finite(value) and _finite(base)):
-                    results.append(
-                        CheckResult(
-                            check.metric,
-                            None,
-                            base if _finite(base) else None,
-                            check.threshold,
-                            check.direction,
-                            False,
-                            "change",
-                        )
-                    )
-                    continue
-                change = relative_change(value, base)  # type: ignore[arg-type]
+                continue
+            assert champion is not None
+            base = _finite(champion.get(check.metric))
+            if value is None or base is None:
                 results.append(
-                    CheckResult(
-                        check.metric,
-                        change,
-                        base,
-                        check.threshold,
-                        check.direction,
-                        _meets(change, check.direction, check.threshold),
-                        "change",
+                    ValidationCheck(
+                        metric=check.metric,
+                        kind=CheckKind.CHANGE,
+                        value=None,
+                        baseline=base,
+                        threshold=check.threshold,
+                        direction=check.direction,
+                        passed=False,
                     )
                 )
-            else:
-                raise ValueError(f"unknown check kind {check.kind!r}")
+                continue
+            change = relative_change(value, base)
+            results.append(
+                ValidationCheck(
+                    metric=check.metric,
+                    kind=CheckKind.CHANGE,
+                    value=change,
+                    baseline=base,
+                    threshold=check.threshold,
+                    direction=check.direction,
+                    passed=_meets(change, check.direction, check.threshold),
+                )
+            )
         return Verdict(passed=all(r.passed for r in results) and bool(results), checks=results)
-
-
-HIGHER = Direction.HIGHER_IS_BETTER
-LOWER = Direction.LOWER_IS_BETTER

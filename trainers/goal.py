@@ -9,6 +9,7 @@ holdout with one outcome only is refused."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,10 +20,10 @@ from sklearn.metrics import accuracy_score, average_precision_score, brier_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.base import Artifact, InvalidDataError, Trainer, TrainRequest, TrainResult, require, stable_bucket
+from trainers.base import Artifact, Evaluation, Fitted, InvalidDataError, Trainer, TrainRequest, require, stable_bucket
 from trainers.gates import HIGHER, LOWER, Check, Gate
-from trainers.registry import register
 from trainers.tabular import feature_matrix
 
 TRUSTED = [
@@ -47,7 +48,6 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-@register
 class GoalTrainer(Trainer):
     model_type: ClassVar[str] = "goal"
     defaults: ClassVar[dict[str, Any]] = {
@@ -62,16 +62,17 @@ class GoalTrainer(Trainer):
             Check("roc_auc", HIGHER, 0.6),
             Check("brier_skill", HIGHER, 0.0),  # better than always predicting the base rate
             Check("roc_auc_gain_over_logreg", HIGHER, -0.01),
-            Check("roc_auc", HIGHER, -0.01, kind="change"),
-            Check("brier", LOWER, 0.05, kind="change"),
+            Check("roc_auc", HIGHER, -0.01, kind=CheckKind.CHANGE),
+            Check("brier", LOWER, 0.05, kind=CheckKind.CHANGE),
         )
     )
 
-    def train(self, request: TrainRequest) -> TrainResult:
-        hp = self.hyperparameters(request.hyperparameters)
-        samples = request.samples
+    def _split(
+        self, samples: Sequence[dict[str, Any]], hp: dict[str, Any], names: list[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """Features, outcomes, feature names, and the training and holdout rows (by user hash)."""
         require(samples, 50, "goal")
-        x, names = feature_matrix(samples)
+        x, names = feature_matrix(samples, names)
         y = np.array([bool(s["achieved"]) for s in samples], dtype=int)
         groups = np.array([s["user_id"] for s in samples])
         if y.min() == y.max():
@@ -80,6 +81,11 @@ class GoalTrainer(Trainer):
         train_idx, test_idx = np.flatnonzero(~in_holdout), np.flatnonzero(in_holdout)
         if len(train_idx) == 0 or y[train_idx].min() == y[train_idx].max() or y[test_idx].min() == y[test_idx].max():
             raise InvalidDataError("goal: the training or holdout side holds one outcome only; more data needed")
+        return x, y, names, train_idx, test_idx
+
+    def fit(self, request: TrainRequest) -> Fitted:
+        hp = self.hyperparameters(request.hyperparameters)
+        x, y, names, train_idx, test_idx = self._split(request.samples, hp)
         request.progress(0.1)
         started = time.perf_counter()
         forest = RandomForestClassifier(
@@ -90,10 +96,26 @@ class GoalTrainer(Trainer):
             random_state=request.seed,
         )
         forest.fit(x[train_idx], y[train_idx])
-        fit_seconds = time.perf_counter() - started
         request.progress(0.7)
+        return Fitted(
+            model={"model": forest, "features": names},
+            hyperparameters=hp,
+            info={
+                "train_size": len(train_idx),
+                "holdout_size": len(test_idx),
+                "features": names,
+                "positive_rate_train": float(y[train_idx].mean()),
+                "positive_rate_holdout": float(y[test_idx].mean()),
+                "fit_seconds": time.perf_counter() - started,
+            },
+        )
+
+    def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
+        hp = self.hyperparameters(request.hyperparameters)
+        started = time.perf_counter()
+        x, y, names, train_idx, test_idx = self._split(request.samples, hp, model["features"])
         y_test = y[test_idx]
-        metrics = classification_metrics(y_test, scores(forest, x[test_idx]))
+        metrics = classification_metrics(y_test, scores(model["model"], x[test_idx]))
         prior = DummyClassifier(strategy="prior").fit(x[train_idx], y[train_idx])
         logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[train_idx], y[train_idx])
         prior_brier = float(brier_score_loss(y_test, scores(prior, x[test_idx])))
@@ -112,27 +134,16 @@ class GoalTrainer(Trainer):
             champion = self.load(request.champion)
             if champion["features"] == names:
                 baseline = classification_metrics(y_test, scores(champion["model"], x[test_idx]))
-        model = {"model": forest, "features": names}
-        evaluated = time.perf_counter()
-        artifact = skops_artifact(model)
         request.progress(1.0)
-        return TrainResult(
+        return Evaluation(
             model=model,
             metrics=metrics,
             baseline_metrics=baseline,
-            artifact=artifact,
-            hyperparameters=hp,
-            info={
-                "train_size": len(train_idx),
-                "holdout_size": len(test_idx),
-                "features": names,
-                "positive_rate_train": float(y[train_idx].mean()),
-                "positive_rate_holdout": float(y_test.mean()),
-                "fit_seconds": fit_seconds,
-                "evaluation_seconds": evaluated - started - fit_seconds,
-                "artifact_seconds": time.perf_counter() - evaluated,
-            },
+            info={"evaluation_seconds": time.perf_counter() - started},
         )
+
+    def artifact(self, model: Any) -> Artifact:
+        return skops_artifact(model)
 
     def load(self, artifact: Artifact) -> Any:
         model = load_skops_artifact(artifact, TRUSTED)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,18 @@ def code_version() -> str:
     return f"{version}+{h.hexdigest()[:12]}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    model_type: str
+    seed: int
+    hyperparameters: dict[str, Any]
+    dataset_watermark: int | None
+    dataset_hash: str
+    library_versions: dict[str, str]
+    code_version: str
+    info: dict[str, Any]
+
+
 def build_manifest(
     *,
     model_type: str,
@@ -57,14 +70,14 @@ def build_manifest(
     samples: Iterable[dict[str, Any]],
     dataset_watermark: int | None,
     info: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "model_type": model_type,
-        "seed": seed,
-        "hyperparameters": hyperparameters,
-        "dataset_watermark": dataset_watermark,
-        "dataset_hash": dataset_hash(samples),
-        "library_versions": library_versions(),
-        "code_version": code_version(),
-        "info": info,
-    }
+) -> Manifest:
+    return Manifest(
+        model_type=model_type,
+        seed=seed,
+        hyperparameters=hyperparameters,
+        dataset_watermark=dataset_watermark,
+        dataset_hash=dataset_hash(samples),
+        library_versions=library_versions(),
+        code_version=code_version(),
+        info=info,
+    )

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
+    Evaluation,
+    Fitted,
     InvalidDataError,
     Trainer,
     TrainRequest,
-    TrainResult,
     check_finite,
     deterministic_torch,
     require,
@@ -36,7 +39,6 @@ from trainers.base import (
     torch_device,
 )
 from trainers.gates import HIGHER, Check, Gate
-from trainers.registry import register
 
 
 class Transitions:
@@ -227,7 +229,15 @@ def weighted_importance_sampling(data: Transitions, actions_pi: np.ndarray, gamm
     return value, ess
 
 
-@register
+@dataclass(frozen=True)
+class QPolicy:
+    """A fitted recommender: the Q-network (its greedy policy is the recommendation) and the
+    configuration it was built with."""
+
+    net: Any
+    config: dict[str, Any]  # state_dim, n_actions, hidden
+
+
 class RecommendationTrainer(Trainer):
     model_type: ClassVar[str] = "recommendation"
     defaults: ClassVar[dict[str, Any]] = {
@@ -249,50 +259,72 @@ class RecommendationTrainer(Trainer):
     gate: ClassVar[Gate] = Gate(
         (
             Check("fqe_improvement_over_behavior", HIGHER, 0.0),  # the candidate beats how users are coached now
-            Check("fqe_value", HIGHER, -0.02, kind="change"),  # and is not worse than the champion
+            Check("fqe_value", HIGHER, -0.02, kind=CheckKind.CHANGE),  # and is not worse than the champion
         )
     )
 
-    def train(self, request: TrainRequest) -> TrainResult:
-        hp = self.hyperparameters(request.hyperparameters)
-        data = Transitions(list(request.samples), hp["n_actions"])
-        cut = int(round(data.n_episodes * (1 - float(hp["holdout_fraction"]))))
+    @staticmethod
+    def _split(data: Transitions, hp: dict[str, Any]) -> tuple[Transitions, Transitions, int]:
+        """Earlier episodes train, the last `holdout_fraction` of them are held out."""
+        cut = round(data.n_episodes * (1 - float(hp["holdout_fraction"])))
         if cut < 10 or data.n_episodes - cut < 10:
             raise InvalidDataError(f"recommendation: {data.n_episodes} episodes; at least 10 on each side of the split")
-        train, holdout = data.subset(data.episode < cut), data.subset(data.episode >= cut)
+        return data.subset(data.episode < cut), data.subset(data.episode >= cut), cut
+
+    def fit(self, request: TrainRequest) -> Fitted:
+        hp = self.hyperparameters(request.hyperparameters)
+        data = Transitions(list(request.samples), hp["n_actions"])
+        train, _, cut = self._split(data, hp)
         device = torch_device(request.device)
         deterministic_torch(device)
         started = time.perf_counter()
         q, losses = train_cql(train, hp, seed=request.seed, device=device, progress=lambda f: request.progress(0.8 * f))
         q.eval()
-        fitted = time.perf_counter()
-        metrics = self._evaluate(q, holdout, hp, seed=request.seed, device=device) | losses
-        request.progress(0.9)
-        baseline = None
-        if request.champion is not None:
-            baseline = {}
-            champion, config = self._load(request.champion, device)
-            if config.get("state_dim") == data.state_dim and config.get("n_actions") == data.n_actions:
-                baseline = self._evaluate(champion, holdout, hp, seed=request.seed, device=device)
+        fitted = time.perf_counter() - started
         config = {"state_dim": data.state_dim, "n_actions": data.n_actions, "hidden": list(hp["hidden"])}
-        request.progress(1.0)
-        return TrainResult(
-            model=q,
-            metrics=metrics,
-            baseline_metrics=baseline,
-            artifact=torch_artifact(q.state_dict(), config),
+        return Fitted(
+            model=QPolicy(net=q, config=config),
             hyperparameters=hp,
+            metrics=losses,
             info={
                 "transitions": len(data.action),
                 "episodes": data.n_episodes,
                 "train_episodes": cut,
                 "holdout_episodes": data.n_episodes - cut,
                 "device": str(device),
-                "cql_seconds": fitted - started,
-                "cql_steps_per_second": int(hp["steps"]) / (fitted - started),
-                "evaluation_seconds": time.perf_counter() - fitted,
+                "cql_seconds": fitted,
+                "cql_steps_per_second": int(hp["steps"]) / fitted,
             },
         )
+
+    def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
+        hp = self.hyperparameters(request.hyperparameters)
+        data = Transitions(list(request.samples), model.config["n_actions"])
+        _, holdout, _ = self._split(data, hp)
+        device = torch_device(request.device)
+        deterministic_torch(device)
+        started = time.perf_counter()
+        metrics = self._evaluate(model.net.to(device), holdout, hp, seed=request.seed, device=device)
+        request.progress(0.9)
+        baseline = None
+        if request.champion is not None:
+            baseline = {}
+            champion = self._load(request.champion, device)
+            if (
+                champion.config.get("state_dim") == data.state_dim
+                and champion.config.get("n_actions") == data.n_actions
+            ):
+                baseline = self._evaluate(champion.net, holdout, hp, seed=request.seed, device=device)
+        request.progress(1.0)
+        return Evaluation(
+            model=model,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            info={"evaluation_seconds": time.perf_counter() - started},
+        )
+
+    def artifact(self, model: Any) -> Artifact:
+        return torch_artifact(model.net.state_dict(), model.config)
 
     def _evaluate(
         self, q: Any, holdout: Transitions, hp: dict[str, Any], *, seed: int, device: Any
@@ -315,21 +347,22 @@ class RecommendationTrainer(Trainer):
             "wis_ess_fraction": ess / episodes if episodes else math.nan,
         }
 
-    def _load(self, artifact: Artifact, device: Any) -> tuple[Any, dict[str, Any]]:
+    def _load(self, artifact: Artifact, device: Any) -> QPolicy:
         tensors, config = load_torch_artifact(artifact)
         if not {"state_dim", "n_actions", "hidden"} <= set(config):
             raise ArtifactError("not a recommendation model artifact")
         q = make_q_network(int(config["state_dim"]), int(config["n_actions"]), list(config["hidden"]))
         q.load_state_dict(tensors)
-        return q.to(device).eval(), config
+        return QPolicy(net=q.to(device).eval(), config=config)
 
     def load(self, artifact: Artifact) -> Any:
-        return self._load(artifact, torch_device("cpu"))[0]
+        return self._load(artifact, torch_device("cpu"))
 
     @staticmethod
-    def policy(q: Any) -> Any:
+    def policy(model: QPolicy) -> Any:
         """The greedy policy as a function of a batch of states (numpy in, numpy out)."""
         import torch
 
+        q = model.net
         device = next(q.parameters()).device
         return lambda states: greedy(q, torch.as_tensor(states, dtype=torch.float32, device=device)).cpu().numpy()

@@ -1,41 +1,32 @@
-"""Trainers by model type. Adding a model type is one module and one `register` call."""
+"""Trainers by model type, as `contract.model_types` registers them (`module:Class`): the trainer
+module is imported the first time its model type is asked for."""
 
 from __future__ import annotations
 
 import importlib
+from functools import cache
 
+from contract import model_types
 from trainers.base import Trainer, UnknownModelTypeError
 
-_TRAINERS: dict[str, type[Trainer]] = {}
-_MODULES = ("trainers.recommendation", "trainers.segmentation", "trainers.spending", "trainers.goal")
 
-
-def register(cls: type[Trainer]) -> type[Trainer]:
-    if cls.model_type in _TRAINERS and _TRAINERS[cls.model_type] is not cls:
-        raise ValueError(f"a trainer for {cls.model_type!r} is already registered")
-    _TRAINERS[cls.model_type] = cls
+@cache
+def trainer_class(model_type: str) -> type[Trainer]:
+    if model_types.parse(model_type) is None:
+        raise UnknownModelTypeError(
+            f"unknown model type {model_type!r} (known: {', '.join(sorted(model_types.names()))})"
+        )
+    module, _, name = model_types.spec(model_type).trainer.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Trainer) and cls.model_type == model_type):
+        raise TypeError(f"{model_types.spec(model_type).trainer} is not the Trainer of {model_type!r}")
     return cls
 
 
-def _load_all() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 def get_trainer(model_type: str) -> Trainer:
-    _load_all()
-    try:
-        return _TRAINERS[model_type]()
-    except KeyError:
-        raise UnknownModelTypeError(
-            f"unknown model type {model_type!r} (known: {', '.join(sorted(_TRAINERS))})"
-        ) from None
+    return trainer_class(model_type)()
 
 
-def model_types() -> list[str]:
-    _load_all()
-    return sorted(_TRAINERS)
+def trainer_modules() -> list[str]:
+    """The modules of every registered trainer (a training process imports them ahead of time)."""
+    return [spec.trainer.partition(":")[0] for spec in model_types.specs()]

@@ -15,10 +15,10 @@ from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.base import Artifact, InvalidDataError, Trainer, TrainRequest, TrainResult, require
+from trainers.base import Artifact, Evaluation, Fitted, InvalidDataError, Trainer, TrainRequest, require
 from trainers.gates import HIGHER, LOWER, Check, Gate
-from trainers.registry import register
 from trainers.tabular import feature_matrix
 
 TRUSTED = [
@@ -54,7 +54,6 @@ def align(labels: np.ndarray, reference: np.ndarray, k: int, reference_ids: int)
     return mapping
 
 
-@register
 class SegmentationTrainer(Trainer):
     model_type: ClassVar[str] = "segmentation"
     defaults: ClassVar[dict[str, Any]] = {
@@ -69,20 +68,19 @@ class SegmentationTrainer(Trainer):
             Check("silhouette", HIGHER, 0.15),
             Check("smallest_segment_share", HIGHER, 0.01),
             Check("stability_ari", HIGHER, 0.5, needs_champion=True),
-            Check("silhouette", HIGHER, -0.05, kind="change"),
-            Check("davies_bouldin", LOWER, 0.10, kind="change"),
+            Check("silhouette", HIGHER, -0.05, kind=CheckKind.CHANGE),
+            Check("davies_bouldin", LOWER, 0.10, kind=CheckKind.CHANGE),
         )
     )
 
-    def train(self, request: TrainRequest) -> TrainResult:
+    def fit(self, request: TrainRequest) -> Fitted:
         hp = self.hyperparameters(request.hyperparameters)
         if int(hp["n_init"]) < 10:
             raise InvalidDataError("segmentation: n_init must be at least 10")
         rows = latest_per_user(list(request.samples))
         require(rows, max(20, int(hp["k_max"]) * 5), "segmentation (distinct users)")
         x, names = feature_matrix(rows)
-        rng = np.random.default_rng(request.seed)
-        sample = rng.choice(len(x), size=min(len(x), int(hp["silhouette_sample"])), replace=False)
+        sample = self._silhouette_sample(len(x), hp, request.seed)
         scaler = StandardScaler().fit(x)
         z = scaler.transform(x)
         ks = list(range(int(hp["k_min"]), int(hp["k_max"]) + 1))
@@ -98,9 +96,33 @@ class SegmentationTrainer(Trainer):
                 best = (score, k, km)
             request.progress(0.9 * (i + 1) / len(ks))
         assert best is not None
-        silhouette, k, km = best
-        labels = km.labels_
-        metrics = self._quality(z, labels, sample, silhouette=silhouette) | {"k": float(k)}
+        _, k, km = best
+        model = {
+            "pipeline": Pipeline([("scale", scaler), ("kmeans", km)]),
+            "features": names,
+            "segment_ids": list(range(k)),
+        }
+        return Fitted(
+            model=model,
+            hyperparameters=hp,
+            info={"users": len(rows), "features": names, "silhouette_by_k": silhouettes},
+        )
+
+    @staticmethod
+    def _silhouette_sample(n: int, hp: dict[str, Any], seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return rng.choice(n, size=min(n, int(hp["silhouette_sample"])), replace=False)
+
+    def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
+        hp = self.hyperparameters(request.hyperparameters)
+        rows = latest_per_user(list(request.samples))
+        x, names = feature_matrix(rows, model["features"])
+        sample = self._silhouette_sample(len(x), hp, request.seed)
+        pipeline = model["pipeline"]
+        z = pipeline.named_steps["scale"].transform(x)
+        labels = pipeline.named_steps["kmeans"].predict(z)
+        k = int(pipeline.named_steps["kmeans"].n_clusters)
+        metrics = self._quality(z, labels, sample) | {"k": float(k)}
         mapping = np.arange(k)
         baseline = None
         if request.champion is not None:
@@ -113,20 +135,13 @@ class SegmentationTrainer(Trainer):
                 mapping = align(labels, champion_labels, k, reference_ids)
                 metrics["stability_ari"] = float(adjusted_rand_score(champion_labels, labels))
                 baseline = self._quality(z, champion_raw, sample) | {"k": float(len(champion["segment_ids"]))}
-        model = {
-            "pipeline": Pipeline([("scale", scaler), ("kmeans", km)]),
-            "features": names,
-            "segment_ids": [int(m) for m in mapping],
-        }
         request.progress(1.0)
-        return TrainResult(
-            model=model,
-            metrics=metrics,
-            baseline_metrics=baseline,
-            artifact=skops_artifact(model),
-            hyperparameters=hp,
-            info={"users": len(rows), "features": names, "silhouette_by_k": silhouettes},
+        return Evaluation(
+            model={**model, "segment_ids": [int(m) for m in mapping]}, metrics=metrics, baseline_metrics=baseline
         )
+
+    def artifact(self, model: Any) -> Artifact:
+        return skops_artifact(model)
 
     @staticmethod
     def _quality(

@@ -126,12 +126,12 @@ class FinCoachSimulator:
     # -- segmentation ------------------------------------------------------------------------------
     def segmentation_samples(self) -> list[dict[str, Any]]:
         return [
-            {"user_id": uid, "features": {name: round(float(v), 4) for name, v in zip(FEATURES, row)}}
-            for uid, row in zip(self.users.ids, self.users.features)
+            {"user_id": uid, "features": {name: round(float(v), 4) for name, v in zip(FEATURES, row, strict=True)}}
+            for uid, row in zip(self.users.ids, self.users.features, strict=True)
         ]
 
     def true_segments(self) -> dict[str, int]:
-        return dict(zip(self.users.ids, (int(s) for s in self.users.segments)))
+        return dict(zip(self.users.ids, (int(s) for s in self.users.segments), strict=True))
 
     # -- spending ------------------------------------------------------------------------------------
     def daily_spend(self, days: int, start: date = date(2025, 1, 1)) -> np.ndarray:
@@ -153,8 +153,8 @@ class FinCoachSimulator:
     def spending_samples(self, days: int = 365, start: date = date(2025, 1, 1)) -> Iterator[dict[str, Any]]:
         amounts = self.daily_spend(days, start)
         dates = [(start + timedelta(days=d)).isoformat() for d in range(days)]
-        for uid, row in zip(self.users.ids, amounts):
-            for day, amount in zip(dates, row):
+        for uid, row in zip(self.users.ids, amounts, strict=True):
+            for day, amount in zip(dates, row, strict=True):
                 yield {"user_id": uid, "date": day, "amount": float(amount)}
 
     # -- goals ---------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class FinCoachSimulator:
         out = []
         f = self.users.features
         for i, uid in enumerate(self.users.ids):
-            income, spend, savings_rate, volatility, transactions, credit = f[i]
+            income, spend, savings_rate, volatility, _transactions, credit = f[i]
             for g in range(goals_per_user):
                 months = int(rng.integers(3, 37))
                 target = float(rng.uniform(0.5, 12.0) * income)

@@ -14,25 +14,27 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
 
+from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
+    Evaluation,
+    Fitted,
     InvalidDataError,
     Trainer,
     TrainRequest,
-    TrainResult,
     check_finite,
     deterministic_torch,
     seed_everything,
     torch_device,
 )
 from trainers.gates import LOWER, Check, Gate
-from trainers.registry import register
 
 CALENDAR_FEATURES = 11  # weekday one-hot (7), day-of-month sin/cos (2), payday, month start
 
@@ -96,7 +98,26 @@ def _make_lstm(config: dict[str, Any]) -> Any:
     return SpendLSTM()
 
 
-@register
+@dataclass(frozen=True)
+class Forecaster:
+    """A fitted spending model: the LSTM and the configuration it was built with."""
+
+    net: Any
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The samples as model inputs: days [0, train_end) train, the next `holdout` days stop early,
+    the last `holdout` days are the held-out test."""
+
+    series: Series
+    train_end: int
+    level: np.ndarray  # each user's own level (mean log spend over the training days)
+    x_all: Any  # inputs[:, t] = (spend of day t, calendar of day t+1): step t predicts day t+1
+    y_all: Any
+
+
 class SpendingTrainer(Trainer):
     model_type: ClassVar[str] = "spending"
     defaults: ClassVar[dict[str, Any]] = {
@@ -116,25 +137,21 @@ class SpendingTrainer(Trainer):
         (
             Check("relative_mae_seasonal_naive", LOWER, 0.95),
             Check("relative_mae_moving_average", LOWER, 1.0),
-            Check("mae", LOWER, 0.02, kind="change"),
-            Check("rmse", LOWER, 0.05, kind="change"),
+            Check("mae", LOWER, 0.02, kind=CheckKind.CHANGE),
+            Check("rmse", LOWER, 0.05, kind=CheckKind.CHANGE),
         )
     )
 
-    def train(self, request: TrainRequest) -> TrainResult:
+    def _prepare(self, samples: Any, hp: dict[str, Any], device: Any) -> _Prepared:
         import torch
 
-        hp = self.hyperparameters(request.hyperparameters)
         lookback, holdout = int(hp["lookback"]), int(hp["holdout_days"])
-        series = Series(request.samples)
+        series = Series(samples)
         n_days = len(series.days)
-        train_end = n_days - 2 * holdout  # days [0, train_end) train; then validation; then holdout
+        train_end = n_days - 2 * holdout
         if train_end < lookback + 14:
             raise InvalidDataError(f"spending: {n_days} days of history, at least {lookback + 14 + 2 * holdout} needed")
-        seed_everything(request.seed)
-        device = torch_device(request.device)
-        deterministic_torch(device)
-        level = series.log[:, :train_end].mean(axis=1, keepdims=True)  # each user's own level
+        level = series.log[:, :train_end].mean(axis=1, keepdims=True)
         norm = series.log - level
         inputs = np.concatenate(
             [
@@ -145,15 +162,26 @@ class SpendingTrainer(Trainer):
             ],
             axis=2,
         )
-        # inputs[:, t] = (spend of day t, calendar of day t+1): step t predicts day t+1.
         x_all = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
         y_all = torch.from_numpy(np.ascontiguousarray(norm, dtype=np.float32)).to(device)
+        return _Prepared(series=series, train_end=train_end, level=level, x_all=x_all, y_all=y_all)
+
+    def fit(self, request: TrainRequest) -> Fitted:
+        import torch
+
+        hp = self.hyperparameters(request.hyperparameters)
+        lookback, holdout = int(hp["lookback"]), int(hp["holdout_days"])
+        device = torch_device(request.device)
+        data = self._prepare(request.samples, hp, device)
+        seed_everything(request.seed)
+        deterministic_torch(device)
+        x_all, y_all, train_end = data.x_all, data.y_all, data.train_end
 
         config = {k: hp[k] for k in ("lookback", "hidden", "layers", "dropout")}
         model = _make_lstm(config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(hp["learning_rate"]))
         gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        n_users = len(series.users)
+        n_users = len(data.series.users)
         # A training window covers days [s, s + lookback) and its targets [s + 1, s + lookback].
         max_start = train_end - lookback - 1
         val_targets = torch.arange(train_end, train_end + holdout)
@@ -192,27 +220,12 @@ class SpendingTrainer(Trainer):
         assert best_state is not None
         model.load_state_dict(best_state)
         fit_seconds = time.perf_counter() - started
-
-        test_days = torch.arange(n_days - holdout, n_days)
-        test_users, test_day_idx = self._all_windows(n_users, test_days)
-        metrics = self._evaluate(model, series, x_all, level, test_users, test_day_idx, lookback, train_end)
-        baseline = None
-        if request.champion is not None:
-            baseline = {}
-            champion, champion_config = self._load(request.champion, device)
-            if int(champion_config.get("lookback", -1)) == lookback:
-                baseline = self._evaluate(champion, series, x_all, level, test_users, test_day_idx, lookback, train_end)
-        request.progress(1.0)
-        artifact = torch_artifact(model.state_dict(), config)
-        return TrainResult(
-            model=model,
-            metrics=metrics,
-            baseline_metrics=baseline,
-            artifact=artifact,
+        return Fitted(
+            model=Forecaster(net=model, config=config),
             hyperparameters=hp,
             info={
                 "users": n_users,
-                "days": n_days,
+                "days": len(data.series.days),
                 "epochs": epochs,
                 "steps": steps,
                 "best_validation_mse": best_loss,
@@ -221,6 +234,29 @@ class SpendingTrainer(Trainer):
                 "steps_per_second": steps / fit_seconds,
             },
         )
+
+    def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
+        import torch
+
+        hp = self.hyperparameters(request.hyperparameters)
+        lookback, holdout = int(model.config["lookback"]), int(hp["holdout_days"])
+        device = torch_device(request.device)
+        data = self._prepare(request.samples, {**hp, "lookback": lookback}, device)
+        n_days, n_users = len(data.series.days), len(data.series.users)
+        test_users, test_day_idx = self._all_windows(n_users, torch.arange(n_days - holdout, n_days))
+        net = model.net.to(device)
+        metrics = self._evaluate(net, data, test_users, test_day_idx, lookback)
+        baseline = None
+        if request.champion is not None:
+            baseline = {}
+            champion = self._load(request.champion, device)
+            if int(champion.config.get("lookback", -1)) == lookback:
+                baseline = self._evaluate(champion.net, data, test_users, test_day_idx, lookback)
+        request.progress(1.0)
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
+
+    def artifact(self, model: Any) -> Artifact:
+        return torch_artifact(model.net.state_dict(), model.config)
 
     @staticmethod
     def _windows(n_users: int, target_days: Any, limit: int, gen: Any) -> tuple[Any, Any]:
@@ -256,18 +292,9 @@ class SpendingTrainer(Trainer):
                 out.append(model(x_all[u[:, None], idx])[:, -1])
         return torch.cat(out)
 
-    def _evaluate(
-        self,
-        model: Any,
-        series: Series,
-        x_all: Any,
-        level: np.ndarray,
-        users: Any,
-        days: Any,
-        lookback: int,
-        train_end: int,
-    ) -> dict[str, float]:
-        pred_norm = self._forecast(model, x_all, users, days, lookback).cpu().numpy().astype(np.float64)
+    def _evaluate(self, model: Any, data: _Prepared, users: Any, days: Any, lookback: int) -> dict[str, float]:
+        series, level, train_end = data.series, data.level, data.train_end
+        pred_norm = self._forecast(model, data.x_all, users, days, lookback).cpu().numpy().astype(np.float64)
         u, d = users.numpy(), days.numpy()
         predicted = np.expm1(pred_norm + level[u, 0]).clip(min=0.0)
         actual = series.amount[u, d]
@@ -289,13 +316,13 @@ class SpendingTrainer(Trainer):
             "relative_mae_moving_average": mae / moving_mae if moving_mae > 0 else math.inf,
         }
 
-    def _load(self, artifact: Artifact, device: Any) -> tuple[Any, dict[str, Any]]:
+    def _load(self, artifact: Artifact, device: Any) -> Forecaster:
         tensors, config = load_torch_artifact(artifact)
         if not {"lookback", "hidden", "layers", "dropout"} <= set(config):
             raise ArtifactError("not a spending model artifact")
-        model = _make_lstm(config)
-        model.load_state_dict(tensors)
-        return model.to(device), config
+        net = _make_lstm(config)
+        net.load_state_dict(tensors)
+        return Forecaster(net=net.to(device), config=config)
 
     def load(self, artifact: Artifact) -> Any:
-        return self._load(artifact, torch_device("cpu"))[0]
+        return self._load(artifact, torch_device("cpu"))

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import JsonSchemaMode
 
 from web.schemas import ErrorBody, ErrorDetail
 
@@ -175,8 +176,8 @@ def register(app: web.Application, endpoints: list[Endpoint], token: Callable[[]
 _REF = "#/components/schemas/{model}"
 
 
-def _schema(model: type[BaseModel], mode: str, components: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+def _schema(model: type[BaseModel], mode: JsonSchemaMode, components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=_REF, mode=mode)
     components.update(schema.pop("$defs", {}))
     components[model.__name__] = schema
     return {"$ref": _REF.format(model=model.__name__)}

@@ -4,6 +4,7 @@ publisher; `main` serves it on FCL_HTTP_HOST:FCL_HTTP_PORT."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -12,9 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
-from fcl.settings import Settings
-from storage.changes import ChangeListener
-from storage.db import Database, is_retriable
+from contract import __version__
+from contract.settings import Settings, load_settings
+from messaging.producer import BackgroundProducer
+from storage.db import Database
+from storage.errors import StorageError
+from storage.notifications import ChangeListener, Notifications
+from storage.outbox import OutboxRelay
 from web.api import ApiError, error_response, openapi, register, request_id
 from web.cache import ResponseCache
 from web.metrics import Metrics
@@ -22,6 +27,7 @@ from web.routes import ENDPOINTS, SERVICES, Services
 
 log = logging.getLogger("fcl.web")
 
+MAX_REQUEST_LINE = 64 * 1024
 _CODES = {
     400: "bad_request",
     404: "not_found",
@@ -37,6 +43,7 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
     trace), and each request's latency is recorded under its route's pattern."""
     started = time.perf_counter()
     rid = request_id(request)
+    response: web.StreamResponse
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -53,8 +60,8 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
             message = exc.reason
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = error_response(request, exc.status, _CODES.get(exc.status, "error"), message, headers=headers)
-    except Exception as exc:  # noqa: BLE001 - logged here, a clean JSON error out there
-        if is_retriable(exc):
+    except Exception as exc:
+        if isinstance(exc, StorageError) and exc.retriable:
             log.warning("request %s: database unavailable: %s", rid, exc)
             response = error_response(request, 503, "unavailable", "the database is unavailable; try again shortly")
         else:
@@ -70,16 +77,21 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def make_app(settings: Settings, *, relay_events: bool = True) -> web.Application:
-    """The application. With `relay_events` it runs an event publisher (a Kafka producer and an
-    outbox relay) so the events its changes queue are sent even when no other fcl process runs."""
+    """The application. With `relay_events` it runs an outbox relay with its own Kafka producer,
+    so the events its changes queue are sent even when no other fcl process runs."""
     app = web.Application(middlewares=[edge], client_max_size=settings.http_max_body_bytes)
     db = Database(settings.database_url, pool_size=settings.http_db_pool, pre_ping=False)
-    listener = ChangeListener(settings.database_url) if settings.http_cache else None
-    services = Services(settings=settings, db=db, publisher=None, metrics=Metrics(), cache=ResponseCache(listener))
+    notifications = Notifications(settings.database_url)
+    listener = ChangeListener(notifications) if settings.http_cache else None
+    producer = BackgroundProducer(settings.kafka_bootstrap) if relay_events else None
+    relay = (
+        OutboxRelay(db, producer.send, topic_prefix=settings.topic_prefix, notifications=notifications)
+        if producer is not None
+        else None
+    )
+    services = Services(settings=settings, db=db, producer=producer, metrics=Metrics(), cache=ResponseCache(listener))
     app[SERVICES] = services
     register(app, ENDPOINTS, token=lambda: settings.api_token)
-    from fcl import __version__
-
     document = openapi(
         ENDPOINTS,
         title="fcl: FinCoach continuous learning",
@@ -92,29 +104,33 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     services.openapi_bytes = json.dumps(document).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        if listener is not None:
-            listener.start()
-        if relay_events:
-            from streams.outbox import EventPublisher
-
-            services.publisher = EventPublisher(
-                db, bootstrap=settings.kafka_bootstrap, topic_prefix=settings.topic_prefix
-            )
-            services.publisher.start()
+        notifications.start()
+        relay_stop = asyncio.Event()
+        relay_task = None
+        if producer is not None and relay is not None:
+            producer.start()
+            relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
         yield
-        if services.publisher is not None:
-            await services.publisher.stop()
-        if listener is not None:
-            await listener.stop()
-        await db.close()
+        try:
+            if relay_task is not None and relay is not None:
+                relay_stop.set()
+                relay.stop_soon()
+                await asyncio.wait_for(relay_task, 15)
+        finally:
+            try:
+                if producer is not None:
+                    await producer.stop()
+            finally:
+                try:
+                    await notifications.stop()
+                finally:
+                    await db.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
 def main(host: str | None = None, port: int | None = None) -> None:
-    from fcl.settings import load_settings
-
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     settings = load_settings()
@@ -124,4 +140,14 @@ def main(host: str | None = None, port: int | None = None) -> None:
     print(
         f"fcl web: dashboard http://{host}:{port}/ · API http://{host}:{port}/coaching/continuous-learning", flush=True
     )
-    web.run_app(make_app(settings), host=host, port=port, print=None, access_log=None)
+    # A request line or header up to 64 KiB reaches the handlers (and their JSON errors); aiohttp's
+    # default of 8 KiB answered longer query strings with a plain-text 400 of its own.
+    web.run_app(
+        make_app(settings),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=MAX_REQUEST_LINE,
+    )

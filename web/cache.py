@@ -1,6 +1,6 @@
 """Serialised responses of read-only views, kept until PostgreSQL says their tables changed.
 
-An entry remembers the generations (storage.changes.ChangeListener) of the tables it was read
+An entry remembers the generations (storage.notifications.ChangeListener) of the tables it was read
 from; a lookup returns it only while those generations stand. A response computed while a
 change arrived is not stored. Without a healthy listener nothing is served from the cache."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
-from storage.changes import ChangeListener
+from storage.notifications import ChangeListener
 
 
 class ResponseCache:

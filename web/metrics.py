@@ -57,7 +57,7 @@ class Metrics:
             registry=self.registry,
         )
         self._snapshot = _Snapshot()
-        self.registry.register(self._snapshot)  # type: ignore[arg-type]
+        self.registry.register(self._snapshot)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http.labels(method, route, str(status)).observe(seconds)

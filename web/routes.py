@@ -1,7 +1,7 @@
-"""The endpoints of CONTRACT.md ("HTTP API"): each handler reads or writes through storage's
-repositories in one transaction and answers with a model from `web.schemas`. Changes that others
-must hear of (a job queued or cancelled, a champion rolled back) write their event to the outbox
-in the same transaction; the event publisher sends it after the commit."""
+"""The endpoints of CONTRACT.md ("HTTP API"): each handler reads through storage's repositories or
+changes a job through `storage.queue` in one transaction, and answers with a model from
+`web.schemas`. Storage writes the events of a change (a job queued or cancelled, a champion rolled
+back) to the outbox in the same transaction; a relay sends them after the commit."""
 
 from __future__ import annotations
 
@@ -10,37 +10,34 @@ import functools
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from fcl.model_types import KEY_METRIC, ModelType
-from fcl.settings import Settings
+from contract import model_types
+from contract.enums import JobStatus
+from contract.settings import Settings
+from messaging.producer import BackgroundProducer
 from storage.db import Database
-from storage.entities import JobStatus, TriggerRequest
+from storage.entities import AdmissionPolicy, TriggerRequest
+from storage.errors import ChampionMoved, JobStateConflict
+from storage.queue import JobQueue
 from storage.repositories import (
-    ChampionMoveConflict,
     ChampionRepository,
     DatasetRepository,
     JobRepository,
-    JobStateConflict,
     ModelVersionRepository,
-    OutboxRepository,
-    QueueRepository,
     TrainingEventRepository,
     ValidationRepository,
     WorkerRepository,
 )
-from streams.events import ModelVersionEvent, job_status_event, rfc3339
-from streams.topics import Topic
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
 from web.cache import ResponseCache
 from web.metrics import Metrics
 
-SERVICES = web.AppKey("services", "Services")
 PREFIX = "/coaching/continuous-learning"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 
@@ -49,14 +46,21 @@ DASHBOARD = Path(__file__).with_name("dashboard.html")
 class Services:
     settings: Settings
     db: Database
-    publisher: Any  # streams.outbox.EventPublisher, or None when events are not relayed here
+    producer: BackgroundProducer | None  # None when this process does not relay its events
     metrics: Metrics
     cache: ResponseCache
     openapi_bytes: bytes = b""
 
-    def wake(self) -> None:
-        if self.publisher is not None:
-            self.publisher.wake()
+    @property
+    def admission(self) -> AdmissionPolicy:
+        settings = self.settings
+        return AdmissionPolicy(
+            ageing_step=timedelta(seconds=settings.queue_ageing_seconds),
+            max_attempts={m: settings.attempts_for(m) for m in model_types.names()},
+        )
+
+
+SERVICES = web.AppKey("services", Services)
 
 
 def _services(call: Call) -> Services:
@@ -65,12 +69,10 @@ def _services(call: Call) -> Services:
 
 # -- path parameters --------------------------------------------------------------------------------
 def _model_type(value: str) -> str:
-    parsed = ModelType.parse(value)
+    parsed = model_types.parse(value)
     if parsed is None:
-        raise ApiError(
-            404, "unknown_model_type", f"unknown model type {value[:100]!r}; known: {', '.join(s.MODEL_TYPES)}"
-        )
-    return parsed.value
+        raise ApiError(404, "unknown_model_type", f"unknown model type {value[:100]!r}; known: {model_types.known()}")
+    return parsed
 
 
 def _uuid(what: str) -> Any:
@@ -84,7 +86,7 @@ def _uuid(what: str) -> Any:
 
 
 MODEL_TYPE = PathParam(
-    "model_type", {"type": "string", "enum": s.MODEL_TYPES}, "one of the four model types", _model_type
+    "model_type", {"type": "string", "enum": list(model_types.names())}, "a registered model type", _model_type
 )
 JOB_ID = PathParam("job_id", {"type": "string", "format": "uuid"}, "a job's id", _uuid("job_id"))
 TRAINING_EVENT_ID = PathParam(
@@ -97,8 +99,6 @@ TRAINING_EVENT_ID = PathParam(
 
 # -- handlers ---------------------------------------------------------------------------------------
 async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
-    from streams.ingest import admit_requests
-
     svc = _services(call)
     model_type: str = call.path["model_type"]
     body: s.TriggerBody = call.body
@@ -123,22 +123,12 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
                 f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}",
             )
         request = TriggerRequest(
-            event_id=event_id,
-            dataset_id=dataset_id,
-            model_type=model_type,
-            priority=body.priority,
-            source="http",
-            max_attempts=svc.settings.attempts_for(model_type),
+            event_id=event_id, dataset_id=dataset_id, model_type=model_type, priority=body.priority, source="http"
         )
-        (admission,) = await admit_requests(session, [request], svc.settings)
+        (admission,) = await JobQueue(session, svc.admission).admit([request])
         job = await JobRepository(session).get(admission.job_id)
     assert job is not None
-    svc.wake()
-    return 202, s.TriggerResponse(
-        outcome=admission.outcome.value,
-        trigger_event_id=event_id,  # type: ignore[arg-type]
-        job=s.JobView.of(job),
-    )
+    return 202, s.TriggerResponse(outcome=admission.outcome, trigger_event_id=event_id, job=s.JobView.of(job))
 
 
 async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
@@ -150,17 +140,16 @@ async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
         running = await jobs.running()
         workers = await WorkerRepository(session).seen_since(max(15.0, 3 * svc.settings.heartbeat_seconds))
         champions = await ChampionRepository(session).all_current()
-        last = await TrainingEventRepository(session).latest_per_model_type(s.MODEL_TYPES)
+        last = await TrainingEventRepository(session).latest_per_model_type(model_types.names())
     per_type = {}
-    for m in ModelType:
-        champion = champions.get(m.value)
-        metric, higher = KEY_METRIC[m]
-        per_type[m.value] = s.ModelTypeStatus(
+    for spec in model_types.specs():
+        champion = champions.get(spec.name)
+        per_type[spec.name] = s.ModelTypeStatus(
             champion_version=champion.version if champion else None,
             champion_since=champion.created_at if champion else None,
-            key_metric=metric,
-            higher_is_better=higher,
-            last_run=s.TrainingEventView.of(last[m.value]) if m.value in last else None,
+            key_metric=spec.key_metric,
+            higher_is_better=spec.higher_is_better,
+            last_run=s.TrainingEventView.of(last[spec.name]) if spec.name in last else None,
         )
     return 200, s.TrainingStatus(
         queue=counts,
@@ -186,57 +175,41 @@ async def cancel_job(call: Call) -> tuple[int, s.JobView]:
     svc = _services(call)
     job_id = call.path["job_id"]
     async with svc.db.transaction() as session:
-        before = await JobRepository(session).get(job_id)
-        if before is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
-        if before.status.is_final:
-            raise ApiError(409, "job_finished", f"job {job_id} is already {before.status.value}; nothing to cancel")
-        after = await QueueRepository(session).cancel(job_id)
-        assert after is not None
-        if after.status is JobStatus.CANCELLED:
-            await OutboxRepository(session).add_many(
-                [job_status_event(after, "cancelled", message="cancelled by an operator")]
-            )
-        elif after.status.is_final:
-            raise ApiError(409, "job_finished", f"job {job_id} is already {after.status.value}; nothing to cancel")
-    svc.wake()
+        try:
+            cancelled = await JobQueue(session).cancel(job_id)
+        except JobStateConflict as exc:
+            raise ApiError(409, "job_finished", str(exc)) from None
+    if cancelled is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
     # A waiting job is cancelled now (200); a running one stops when its worker sees the request (202).
-    return (200 if after.status is JobStatus.CANCELLED else 202), s.JobView.of(after)
+    return (200 if cancelled.job.status is JobStatus.CANCELLED else 202), s.JobView.of(cancelled.job)
 
 
 async def retry_job(call: Call) -> tuple[int, s.JobView]:
     svc = _services(call)
     job_id = call.path["job_id"]
     async with svc.db.transaction() as session:
-        jobs = QueueRepository(session)
         current = await JobRepository(session).get(job_id)
         if current is None:
             raise ApiError(404, "not_found", f"no job {job_id}")
         try:
-            job = await jobs.retry(job_id, extra_attempts=svc.settings.attempts_for(current.model_type))
+            retried = await JobQueue(session).retry(
+                job_id, extra_attempts=svc.settings.attempts_for(current.model_type)
+            )
         except JobStateConflict as exc:
             raise ApiError(409, "job_not_retriable", str(exc)) from None
-        assert job is not None
-        await OutboxRepository(session).add_many(
-            [job_status_event(job, "queued", message="re-queued by an operator", attempt=job.attempts + 1)]
-        )
-    svc.wake()
-    return 202, s.JobView.of(job)
+    assert retried is not None
+    return 202, s.JobView.of(retried.job)
 
 
 async def auto_trigger(call: Call) -> tuple[int, s.AutoTriggerResponse]:
-    from fcl.worker import auto_trigger_ready
-
     svc = _services(call)
-    admissions = await auto_trigger_ready(svc.db, svc.settings)
-    svc.wake()
+    async with svc.db.transaction() as session:
+        admissions = await JobQueue(session, svc.admission).auto_trigger(priority=svc.settings.default_priority)
     return 202, s.AutoTriggerResponse(
         admitted=[
             s.Admitted(
-                dataset_id=a.request.dataset_id,
-                model_type=a.request.model_type,
-                job_id=a.job_id,
-                outcome=a.outcome.value,
+                dataset_id=a.request.dataset_id, model_type=a.request.model_type, job_id=a.job_id, outcome=a.outcome
             )
             for a in admissions
         ]
@@ -282,7 +255,7 @@ async def training_history(call: Call) -> web.Response:
 async def model_versions(call: Call) -> web.Response:
     svc = _services(call)
     q: s.ModelVersionsQuery = call.query
-    model_type = q.model_type.value if q.model_type else None
+    model_type = q.model_type
     key = ("versions", model_type)
     if (hit := svc.cache.get(key, VERSION_TABLES)) is not None:
         return _cached(hit)
@@ -291,7 +264,7 @@ async def model_versions(call: Call) -> web.Response:
         versions = await ModelVersionRepository(session).list(model_type)
         champions = await ChampionRepository(session).all_current()
     served = {m: c.version for m, c in champions.items()}
-    types = [model_type] if model_type else s.MODEL_TYPES
+    types = [model_type] if model_type else list(model_types.names())
     body = (
         s.ModelVersions(
             champions={m: served.get(m) for m in types},
@@ -310,27 +283,10 @@ async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
     async with svc.db.transaction() as session:
         try:
             move = await ChampionRepository(session).rollback(model_type)
-        except ChampionMoveConflict:
+        except ChampionMoved:
             raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
         if move is None:
             raise ApiError(409, "no_previous_champion", f"{model_type} has no earlier champion to roll back to")
-        await OutboxRepository(session).add_many(
-            [
-                (
-                    Topic.MODEL_VERSIONS,
-                    model_type,
-                    ModelVersionEvent(
-                        event_id=str(move.event_id),
-                        model_type=model_type,
-                        version=move.version,
-                        previous_version=move.previous_version,
-                        reason="rollback",
-                        occurred_at=rfc3339(move.created_at),
-                    ).model_dump(mode="json"),
-                )
-            ]
-        )
-    svc.wake()
     return 200, s.ChampionMoveView.of(move)
 
 
@@ -356,7 +312,7 @@ async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
         candidate_version=version.version,
         baseline_version=version.parent_version,
         metrics=event.metrics,
-        checks=[s.CheckView.of(c) for c in checks],
+        checks=checks,
         passed=bool(event.validation_passed),
         promoted=bool(event.promoted),
     )
@@ -373,7 +329,7 @@ async def healthz(call: Call) -> tuple[int, s.Health]:
             return f"{type(exc).__name__}: {exc}"
         return "ok"
 
-    broker = svc.publisher.broker_ok() if svc.publisher is not None else asyncio.sleep(0, "not configured")
+    broker = svc.producer.broker_ok() if svc.producer is not None else asyncio.sleep(0, "not configured")
     db_state, broker_state = await asyncio.gather(database(), broker)
     ok = db_state == "ok" and broker_state == "ok"
     return (200 if ok else 503), s.Health(status="ok" if ok else "degraded", database=db_state, broker=broker_state)
@@ -383,7 +339,7 @@ async def metrics(call: Call) -> web.Response:
     svc = _services(call)
     started = time.perf_counter()
     async with svc.db.transaction() as session:
-        queue, training = await QueueRepository(session).figures()
+        queue, training = await JobRepository(session).figures()
     body = svc.metrics.render(queue, training, scrape_seconds=time.perf_counter() - started)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

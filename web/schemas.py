@@ -13,17 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fcl.model_types import ModelType
-from storage.entities import (
-    ChampionMove,
-    Job,
-    JobStatus,
-    ModelVersion,
-    TrainingEvent,
-    TrainingEventStatus,
-    ValidationCheck,
-    WorkerHeartbeat,
-)
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.events import ErrorInfo, ValidationCheck
+from contract.model_types import ModelTypeName
+from storage.entities import ChampionMove, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
 
 
 class View(BaseModel):
@@ -60,7 +53,7 @@ class TriggerBody(BaseModel):
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(default=10, ge=1, le=100)
-    model_type: ModelType | None = None
+    model_type: ModelTypeName | None = None
     status: TrainingEventStatus | None = None
     before: str | None = Field(
         default=None, max_length=200, description="the `next_before` of the previous page (opaque cursor)"
@@ -69,7 +62,7 @@ class HistoryQuery(BaseModel):
 
 class ModelVersionsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    model_type: ModelType | None = None
+    model_type: ModelTypeName | None = None
 
 
 def encode_cursor(event: TrainingEvent) -> str:
@@ -91,11 +84,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 # -- views ------------------------------------------------------------------------------------------
-class ErrorInfo(View):
-    type: str
-    message: str
-
-
 class JobView(View):
     job_id: uuid.UUID
     dataset_id: str
@@ -234,7 +222,7 @@ class JobDetail(JobView):
 
 
 class TriggerResponse(View):
-    outcome: Literal["created", "joined", "duplicate"] = Field(
+    outcome: AdmissionOutcome = Field(
         description="created: a new waiting job; joined: the job already waiting for this dataset; "
         "duplicate: this Idempotency-Key was used before"
     )
@@ -246,7 +234,7 @@ class Admitted(View):
     dataset_id: str
     model_type: str
     job_id: uuid.UUID
-    outcome: Literal["created", "joined", "duplicate"]
+    outcome: AdmissionOutcome
 
 
 class AutoTriggerResponse(View):
@@ -353,7 +341,7 @@ class ChampionMoveView(View):
     model_type: str
     version: int
     previous_version: int | None
-    reason: str
+    reason: ChampionReason
     event_id: uuid.UUID
     occurred_at: datetime
 
@@ -363,34 +351,10 @@ class ChampionMoveView(View):
             model_type=m.model_type,
             version=m.version,
             previous_version=m.previous_version,
-            reason=m.reason.value,
+            reason=m.reason,
             event_id=m.event_id,
             occurred_at=m.created_at,
         )
-
-
-class CheckView(View):
-    metric: str
-    kind: Literal["value", "change"] = Field(
-        description="value: against a fixed bound; change: relative change (new-base)/|base| against the champion"
-    )
-    value: float | None
-    baseline: float | None
-    threshold: float
-    direction: Literal["higher_is_better", "lower_is_better"]
-    passed: bool
-
-    @classmethod
-    def of(cls, c: ValidationCheck) -> CheckView:
-        return cls(
-            metric=c.metric,
-            kind=c.kind,
-            value=c.value,
-            baseline=c.baseline,  # type: ignore[arg-type]
-            threshold=c.threshold,
-            direction=c.direction.value,
-            passed=c.passed,
-        )  # type: ignore[arg-type]
 
 
 class ValidationView(View):
@@ -400,7 +364,10 @@ class ValidationView(View):
     candidate_version: int | None
     baseline_version: int | None
     metrics: dict[str, Any]
-    checks: list[CheckView]
+    checks: list[ValidationCheck] = Field(
+        description="kind value: against a fixed bound; kind change: relative "
+        "change (new-base)/|base| against the champion"
+    )
     passed: bool
     promoted: bool
 
@@ -409,6 +376,3 @@ class Health(View):
     status: Literal["ok", "degraded"]
     database: str = Field(description="ok or the error")
     broker: str = Field(description="ok or the error")
-
-
-MODEL_TYPES = [m.value for m in ModelType]

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,6 +107,22 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def spawn_detached(cmd: list[str], log: Path) -> int:
+    """Start `cmd` as a daemon and return its pid: a session of its own, stdin closed, output
+    appended to `log`, and a child of init rather than of this process (the shell that starts it
+    exits at once and is waited for), so it outlives this process and is never its zombie."""
+    launched = subprocess.run(
+        ["/bin/sh", "-c", 'setsid "$@" </dev/null >>"$FCL_DAEMON_LOG" 2>&1 & echo $!', "fcl-daemon", *cmd],
+        env={**os.environ, "FCL_DAEMON_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if launched.returncode != 0 or not launched.stdout.strip().isdigit():
+        raise StackError(f"could not start {cmd[0]}: {launched.stderr.strip()[-2000:]}")
+    return int(launched.stdout.strip())
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

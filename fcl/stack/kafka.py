@@ -25,6 +25,7 @@ from fcl.stack.common import (
     process_alive,
     process_start_ticks,
     require_tool,
+    spawn_detached,
     terminate,
 )
 
@@ -233,16 +234,9 @@ class KafkaBroker:
         cluster_id = self.prepare(ports, cluster_id)
         libs = jars_dir(self.version)
         cmd = self._java_cmd(libs, "kafka.Kafka", str(self.config.resolve()), heap="1g")
-        with self.stdout_log.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        pid = spawn_detached(cmd, self.stdout_log)
         started = KafkaProcess(
-            pid=proc.pid,
-            start_ticks=process_start_ticks(proc.pid),
-            ports=ports,
-            cluster_id=cluster_id,
-            version=self.version,
+            pid=pid, start_ticks=process_start_ticks(pid), ports=ports, cluster_id=cluster_id, version=self.version
         )
         self.wait_ready(started, timeout)
         return started

@@ -174,16 +174,9 @@ class PostgresServer:
         return int(first) if first.strip().isdigit() else None
 
     async def _ensure_database(self, port: int) -> str:
-        import asyncpg
+        from storage.admin import ensure_database
 
-        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres")
-        try:
-            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
-            if not exists:
-                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-            return str(await conn.fetchval("SHOW server_version"))
-        finally:
-            await conn.close()
+        return await ensure_database(host="127.0.0.1", port=port, user=ROLE, database=DATABASE)
 
     def stop(self, bindir: Path) -> None:
         if self.postmaster_pid() is None:
@@ -196,13 +189,6 @@ class PostgresServer:
 
 async def server_version(port: int, timeout: float = 5.0) -> str | None:
     """The server's version string when it answers a real client, else None."""
-    import asyncpg
+    from storage.admin import server_version as answering_version
 
-    try:
-        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=ROLE, database="postgres", timeout=timeout)
-    except Exception:  # noqa: BLE001 - not answering is the answer
-        return None
-    try:
-        return str(await conn.fetchval("SELECT version()"))
-    finally:
-        await conn.close()
+    return await answering_version(host="127.0.0.1", port=port, user=ROLE, timeout=timeout)

@@ -17,10 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from fcl.settings import Settings
+from contract.settings import Settings
 from fcl.stack.common import free_port
-from storage.migrate import upgrade
-from tests.conftest import RunStack, create_database, drop_database
+from tests.conftest import RunStack, drop_database
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 API = "/coaching/continuous-learning"
@@ -40,8 +39,7 @@ class Service:
     database_url: str = ""
 
     def __post_init__(self) -> None:
-        self.database_url = create_database(self.stack.server_url, self.db_name)
-        upgrade(self.database_url)
+        self.database_url = self.stack.migrated_database(self.db_name)
 
     @property
     def base_url(self) -> str:
@@ -57,7 +55,7 @@ class Service:
             http_port=self.port,
             artifact_dir=self.workdir / "artifacts",
             _env_file=None,
-        )  # type: ignore[call-arg]
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -76,15 +74,15 @@ class Service:
 
     def start(self, *names: str, timeout: float = 120) -> None:
         for name in names:
-            log = (self.workdir / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [FCL, name],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+                self.procs[name] = subprocess.Popen(
+                    [FCL, name],
+                    env=self.env,
+                    cwd=self.workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         deadline = time.monotonic() + timeout
         for name in names:
             log_path = self.workdir / f"{name}.log"
@@ -137,7 +135,7 @@ class EventLog:
     collected in the background (a consumer without a group, as any outside reader)."""
 
     def __init__(self, settings: Settings) -> None:
-        from streams.topics import Topic
+        from contract.topics import Topic
 
         self.settings = settings
         self.names = {

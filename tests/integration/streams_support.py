@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
-from fcl.settings import Settings
+from contract.settings import Settings
+from contract.topics import Topic
+from messaging.admin import ensure_topics
 from storage.db import Database
-from streams.admin import ensure_topics
-from streams.topics import Topic
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 
@@ -39,15 +39,15 @@ class StreamsEnv:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         n = len(self.workers)
-        log = (self.workdir / f"worker-{n}.log").open("ab")
-        proc = subprocess.Popen(
-            [FCL, "streams"],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.workdir / f"worker-{n}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [FCL, "streams"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.workers.append(proc)
         return proc
 
@@ -78,7 +78,7 @@ class StreamsEnv:
                 proc.wait(timeout=10)
 
 
-async def produce_raw(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+async def produce_raw(settings: Settings, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024
     )

@@ -13,22 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 
-from fcl.settings import Settings
+from contract.settings import Settings
 from storage.db import Database
-from storage.entities import ChampionReason, Direction, NewModelVersion, ValidationCheck
-from storage.repositories import (
-    ChampionRepository,
-    JobRepository,
-    ModelVersionRepository,
-    QueueRepository,
-    SampleRepository,
-    TrainingEventRepository,
-    ValidationRepository,
-    WorkerRepository,
-)
+from storage.entities import EndedAttempt
+from storage.queue import JobQueue
+from storage.repositories import WorkerRepository
+from tests import factories
 from tests.conftest import RunStack
 from tests.integration.streams_support import create_topics, new_prefix, read_topic
 from web.app import make_app
@@ -39,7 +33,7 @@ TOKEN = "test-token-" + uuid.uuid4().hex[:6]
 
 @dataclass
 class Api:
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     settings: Settings
     db: Database
 
@@ -66,7 +60,7 @@ def _settings(stack: RunStack, db: Database, **extra: Any) -> Settings:
         http_max_body_bytes=4096,
         _env_file=None,
         **extra,
-    )  # type: ignore[call-arg]
+    )
 
 
 @pytest.fixture
@@ -80,91 +74,22 @@ async def api(stack: RunStack, own_db: Database) -> AsyncIterator[Api]:
 async def _dataset(
     db: Database, dataset_id: str, model_type: str = "goal", samples: int = 1, threshold: int = 1000
 ) -> None:
-    async with db.transaction() as s:
-        await SampleRepository(s).add_batch(
-            event_id=str(uuid.uuid4()),
-            dataset_id=dataset_id,
-            model_type=model_type,
-            default_threshold=threshold,
-            samples=[
-                {"user_id": f"u{i}", "goal_id": "g", "features": {"x": 1.0}, "achieved": True} for i in range(samples)
-            ],
-        )
+    await factories.store(db, dataset_id, model_type, count=samples, threshold=threshold)
 
 
-async def _version(db: Database, model_type: str, *, passed: bool, promote: bool, auc: float) -> tuple[int, uuid.UUID]:
+async def _version(db: Database, model_type: str, *, passed: bool, auc: float) -> tuple[int, uuid.UUID]:
     """A completed training with its version and checks, as a trainer worker records them."""
-    async with db.transaction() as s:
-        job = await JobRepository(s).insert(
-            dataset_id=f"ds-{model_type}-{uuid.uuid4().hex[:6]}",
-            model_type=model_type,
-            priority=5,
-            trigger_event_ids=[str(uuid.uuid4())],
-        )
-        champions = ChampionRepository(s)
-        current = await champions.current(model_type)
-        events = TrainingEventRepository(s)
-        event_id = await events.add(
-            job_id=job.id,
-            attempt=1,
-            dataset_id=job.dataset_id,
-            model_type=model_type,
-            status="completed",
-            worker="w",
-            started_at=datetime.now(UTC),
-            duration_seconds=1.0,
-            metrics={"roc_auc": auc, "brier": 0.1},
-        )
-        version = await ModelVersionRepository(s).add(
-            NewModelVersion(
-                model_type=model_type,
-                training_event_id=event_id,
-                job_id=job.id,
-                dataset_id=job.dataset_id,
-                parent_version=current.version if current else None,
-                artifact_path=f"/a/{event_id}",
-                artifact_sha256="ab" * 32,
-                artifact_size=10,
-                artifact_format="skops",
-                metrics={"roc_auc": auc, "brier": 0.1},
-                hyperparameters={"n": 1},
-                dataset_watermark=5,
-                dataset_hash="h",
-                seed=1,
-                library_versions={"x": "1"},
-                code_version="c",
-            )
-        )
-        checks = [
-            ValidationCheck(
-                metric="roc_auc",
-                value=auc,
-                baseline=None,
-                threshold=0.6,
-                direction=Direction.HIGHER_IS_BETTER,
-                passed=auc >= 0.6,
-            )
-        ]
-        await ValidationRepository(s).add(
-            training_event_id=event_id,
-            model_type=model_type,
-            candidate_version=version.version,
-            baseline_version=current.version if current else None,
-            checks=checks,
-        )
-        await events.set_version(event_id, model_version=version.version, validation_passed=passed, promoted=promote)
-        if promote:
-            await champions.move(
-                model_type=model_type, version=version.version, expected=current, reason=ChampionReason.VALIDATED
-            )
-    return version.version, event_id
+    done = await factories.record_version(db, model_type, passed=passed, auc=auc)
+    assert done.model_version is not None and done.training_event_id is not None
+    return done.model_version, done.training_event_id
 
 
 async def test_every_post_needs_the_token_and_changes_nothing_without_it(api: Api) -> None:
     await _dataset(api.db, "ds-auth", threshold=1)
-    await _version(api.db, "goal", passed=True, promote=True, auc=0.8)
-    await _version(api.db, "goal", passed=True, promote=True, auc=0.9)
+    await _version(api.db, "goal", passed=True, auc=0.8)
+    await _version(api.db, "goal", passed=True, auc=0.9)
     job = uuid.uuid4()
+    events_before = await api.scalar("SELECT count(*) FROM outbox")
     posts = [
         f"{API}/trigger-training/goal",
         f"{API}/training-job/{job}/cancel",
@@ -180,7 +105,7 @@ async def test_every_post_needs_the_token_and_changes_nothing_without_it(api: Ap
         assert "Bearer" in body["error"]["message"]
     assert await api.scalar("SELECT count(*) FROM training_jobs WHERE dataset_id = 'ds-auth'") == 0
     assert await api.scalar("SELECT count(*) FROM champion_ledger") == 2
-    assert await api.scalar("SELECT count(*) FROM outbox") == 0
+    assert await api.scalar("SELECT count(*) FROM outbox") == events_before
 
 
 async def test_without_a_configured_token_every_post_is_refused(stack: RunStack, own_db: Database) -> None:
@@ -296,8 +221,7 @@ async def test_cancel_and_retry(api: Api) -> None:
     assert "only a failed or cancelled job" in conflict["error"]["message"]
 
     # a running job: the cancel is a request its worker acts on (202)
-    async with api.db.transaction() as s:
-        claimed = await QueueRepository(s).claim(worker="test-worker", lease=timedelta(seconds=60))
+    claimed = await factories.claim(api.db, "test-worker")
     assert claimed is not None and str(claimed.id) == job["job_id"]
     detail = await api.call("GET", f"{API}/training-job/{job['job_id']}", status=200)
     assert detail["status"] == "in_progress" and detail["worker"] == "test-worker"
@@ -307,7 +231,12 @@ async def test_cancel_and_retry(api: Api) -> None:
     # retry while another job already waits for the dataset: 409 naming that job
     await _dataset(api.db, "ds-cancel")
     async with api.db.transaction() as s:
-        await QueueRepository(s).finish_cancelled(claimed.id, claimed.lease_token)  # type: ignore[arg-type]
+        await JobQueue(s).finish_cancelled(
+            claimed.lease,
+            EndedAttempt(
+                started_at=datetime.now(UTC), duration_seconds=1.0, error_type="Cancelled", message="cancelled"
+            ),
+        )
     waiting = (await api.call("POST", f"{API}/trigger-training/goal", status=202, json={"dataset_id": "ds-cancel"}))[
         "job"
     ]
@@ -326,19 +255,22 @@ async def test_cancel_and_retry(api: Api) -> None:
 
 async def test_history_pages_newest_first_without_gaps_or_repeats(api: Api) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
+    job = (await factories.failed_attempt(api.db, "ds-h", "goal")).job
     async with api.db.transaction() as s:
-        job = await JobRepository(s).insert(dataset_id="ds-h", model_type="goal", priority=5, trigger_event_ids=[])
-        for i in range(25):
-            await TrainingEventRepository(s).add(
-                job_id=job.id,
-                attempt=i + 1,
-                dataset_id="ds-h",
-                model_type="goal" if i % 2 else "spending",
-                status="failed" if i % 5 == 0 else "completed",
-                worker="w",
-                started_at=start + timedelta(minutes=i // 2),
-                duration_seconds=1.0,
-            )  # pairs share a start time
+        await s.execute(text("DELETE FROM training_events"))
+        for i in range(25):  # an attempt row per attempt; pairs share a start time
+            await s.execute(
+                text("""
+                INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at)
+                VALUES (gen_random_uuid(), :job, :attempt, 'ds-h', :mt, :status, 'w', :started)"""),
+                {
+                    "job": job.id,
+                    "attempt": i + 1,
+                    "mt": "goal" if i % 2 else "spending",
+                    "status": "failed" if i % 5 == 0 else "completed",
+                    "started": start + timedelta(minutes=i // 2),
+                },
+            )
     seen: list[dict[str, Any]] = []
     cursor = None
     for _ in range(5):
@@ -368,10 +300,10 @@ async def test_history_pages_newest_first_without_gaps_or_repeats(api: Api) -> N
 
 
 async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
-    v1, _ = await _version(api.db, "goal", passed=True, promote=True, auc=0.80)
-    v2, _ = await _version(api.db, "goal", passed=True, promote=True, auc=0.85)
-    v3, _ = await _version(api.db, "goal", passed=True, promote=True, auc=0.90)
-    v4, refused = await _version(api.db, "goal", passed=False, promote=False, auc=0.55)
+    v1, _ = await _version(api.db, "goal", passed=True, auc=0.80)
+    v2, _ = await _version(api.db, "goal", passed=True, auc=0.85)
+    v3, _ = await _version(api.db, "goal", passed=True, auc=0.90)
+    v4, refused = await _version(api.db, "goal", passed=False, auc=0.55)
     listing = await api.call("GET", f"{API}/model-versions", status=200, params={"model_type": "goal"})
     assert listing["champions"] == {"goal": v3}
     assert [(v["version"], v["is_champion"], v["parent_version"]) for v in listing["versions"]] == [
@@ -401,19 +333,7 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     assert (await api.call("GET", f"{API}/validation-results/{uuid.uuid4()}", status=404))["error"][
         "code"
     ] == "not_found"
-    async with api.db.transaction() as s:
-        job = await JobRepository(s).insert(dataset_id="ds-f", model_type="goal", priority=5, trigger_event_ids=[])
-        failed = await TrainingEventRepository(s).add(
-            job_id=job.id,
-            attempt=1,
-            dataset_id="ds-f",
-            model_type="goal",
-            status="failed",
-            worker="w",
-            started_at=datetime.now(UTC),
-            duration_seconds=1.0,
-            error_type="InvalidDataError",
-        )
+    failed = (await factories.failed_attempt(api.db, "ds-f", "goal", error_type="InvalidDataError")).training_event_id
     assert (await api.call("GET", f"{API}/validation-results/{failed}", status=404))["error"]["code"] == "not_validated"
     last_runs = (await api.call("GET", f"{API}/training-status", status=200))["model_types"]
     assert last_runs["goal"]["last_run"]["training_event_id"] == str(failed)
@@ -433,8 +353,11 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
         "champion_version"
     ] == v1
     topic = api.settings.topic("model-versions")
-    events = await read_topic(api.settings, topic, until=lambda r: len(r) >= 2)
+    events = await read_topic(api.settings, topic, until=lambda r: len(r) >= 5)
     assert [(e["version"], e["previous_version"], e["reason"]) for e in events] == [
+        (v1, None, "validated"),
+        (v2, v1, "validated"),
+        (v3, v2, "validated"),
         (v2, v3, "rollback"),
         (v1, v2, "rollback"),
     ]
@@ -502,16 +425,17 @@ async def test_cached_views_follow_every_committed_change(api: Api) -> None:
     from web.routes import SERVICES
 
     cache = api.client.app[SERVICES].cache
+    assert cache.listener is not None
     for _ in range(100):  # the listener connects in the background
         if cache.listener.healthy:
             break
         await asyncio.sleep(0.05)
-    v1, _ = await _version(api.db, "goal", passed=True, promote=True, auc=0.8)
+    v1, _ = await _version(api.db, "goal", passed=True, auc=0.8)
     first = await api.call("GET", f"{API}/model-versions", status=200)
     hits = cache.hits
     assert await api.call("GET", f"{API}/model-versions", status=200) == first
     assert cache.hits == hits + 1
-    v2, event_id = await _version(api.db, "goal", passed=True, promote=True, auc=0.9)  # committed elsewhere
+    v2, event_id = await _version(api.db, "goal", passed=True, auc=0.9)  # committed elsewhere
 
     async def fresh() -> bool:
         listing = await api.call("GET", f"{API}/model-versions", status=200)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import schemathesis
@@ -24,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from contract import model_types
 from storage.db import Database
-from storage.repositories import JobRepository, SampleRepository, TrainingEventRepository
+from tests import factories
 from tests.conftest import RunStack
 from tests.integration.service_support import Service
 from web.routes import ENDPOINTS
@@ -44,27 +44,9 @@ async def _seed(url: str) -> None:
     """Rows for the fuzzer to land on: a default dataset per model type, jobs and history."""
     db = Database(url, pool_size=1)
     try:
-        async with db.transaction() as s:
-            for model_type in ("recommendation", "segmentation", "spending", "goal"):
-                await SampleRepository(s).add_batch(
-                    event_id=str(uuid.uuid4()),
-                    dataset_id=f"fincoach-{model_type}",
-                    model_type=model_type,
-                    default_threshold=1,
-                    samples=[],
-                )
-            job = await JobRepository(s).insert(dataset_id="fuzz", model_type="goal", priority=5, trigger_event_ids=[])
-            await TrainingEventRepository(s).add(
-                job_id=job.id,
-                attempt=1,
-                dataset_id="fuzz",
-                model_type="goal",
-                status="failed",
-                worker="w",
-                started_at=datetime.now(UTC),
-                duration_seconds=1.0,
-                error_type="InvalidDataError",
-            )
+        for model_type in model_types.names():
+            await factories.store(db, f"fincoach-{model_type}", model_type, threshold=1)
+        await factories.failed_attempt(db, "fuzz", "goal", error_type="InvalidDataError")
     finally:
         await db.close()
 
@@ -112,7 +94,7 @@ def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         response = case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS)
         calls.append(response.status_code)
 

@@ -6,6 +6,7 @@ end, after this demo-sized run, the dashboard is loaded in headless Chromium and
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -98,12 +99,14 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             validations = events.of("training-validation")
             assert len(validations) == len(versions) >= 5
             for event in validations:
-                status = await events.wait_for("completed status event", lambda: _completed(events, event["job_id"]))
+                status = await events.wait_for(
+                    "completed status event", functools.partial(_completed, events, event["job_id"])
+                )
                 assert status["training_event_id"] == event["training_event_id"]
                 assert status["model_version"] == event["candidate_version"]
                 job = await _get(http, f"{API}/training-job/{event['job_id']}")
                 assert (job["status"], job["model_version"]) == ("completed", event["candidate_version"])
-                assert [t["status"] for t in job["timeline"]][0] == "queued"
+                assert job["timeline"][0]["status"] == "queued"
                 assert any(t["status"] == "completed" for t in job["timeline"])
                 seen = await _get(http, f"{API}/validation-results/{event['training_event_id']}")
                 assert seen["candidate_version"] == event["candidate_version"]

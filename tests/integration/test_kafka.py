@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.topics import Topic
+from contract.topics import Topic
 from tests.conftest import RunStack
 
 
@@ -43,7 +44,7 @@ async def test_create_topic_produce_and_consume(stack: RunStack) -> None:
         enable_auto_commit=False,
     )
     await consumer.start()
-    received = []
+    received: list[Any] = []
     try:
         while len(received) < len(sent):
             batch = await consumer.getmany(timeout_ms=10_000)

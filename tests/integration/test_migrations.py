@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.migrate import downgrade, head_revision, upgrade
+from storage.migrate import alembic_config, downgrade, upgrade
 from storage.models import Base
 from tests.conftest import RunStack, create_database, drop_database
 
@@ -39,10 +41,10 @@ def _tables(url: str) -> set[str]:
     return asyncio.run(fetch())
 
 
-def _schema_diff(url: str) -> list:
+def _schema_diff(url: str) -> list[Any]:
     """What autogenerate would still change: empty when migrations and models agree."""
 
-    async def diff() -> list:
+    async def diff() -> list[Any]:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as conn:
@@ -82,4 +84,4 @@ def test_head_is_the_initial_schema_and_upgrade_is_idempotent(empty_database: st
         finally:
             await conn.close()
 
-    assert asyncio.run(version()) == head_revision()
+    assert asyncio.run(version()) == ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()

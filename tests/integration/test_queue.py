@@ -5,32 +5,34 @@ and merging a job that goes back into the one already waiting."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
+from contract.enums import JobStatus
 from storage.db import Database
-from storage.entities import JobStatus, TriggerRequest
-from storage.repositories import JobRepository, QueueRepository
+from storage.entities import Admission, EndedAttempt, Job
+from storage.errors import LeaseLost
+from storage.queue import JobQueue
+from storage.retry import RetryDecision
+from tests import factories
 
 LEASE = timedelta(minutes=5)
 
 
-async def admit(db: Database, dataset: str, priority: int = 5, model_type: str = "goal", event: str | None = None):  # type: ignore[no-untyped-def]
-    async with db.transaction() as s:
-        [a] = await JobRepository(s).admit(
-            [
-                TriggerRequest(
-                    event_id=event or str(uuid.uuid4()), dataset_id=dataset, model_type=model_type, priority=priority
-                )
-            ]
-        )
-        return a
+async def admit(
+    db: Database, dataset: str, priority: int = 5, model_type: str = "goal", event: str | None = None
+) -> Admission:
+    return await factories.admit(db, dataset, model_type, priority, event)
 
 
-async def claim(db: Database, worker: str = "w1", caps: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
-    async with db.transaction() as s:
-        return await QueueRepository(s).claim(worker=worker, lease=LEASE, caps=caps)
+async def claim(db: Database, worker: str = "w1", caps: dict[str, int] | None = None) -> Job | None:
+    return await factories.claim(db, worker, lease=LEASE, caps=caps)
+
+
+def ended(error_type: str = "RuntimeError", message: str = "boom") -> EndedAttempt:
+    return EndedAttempt(started_at=datetime.now(UTC), duration_seconds=1.0, error_type=error_type, message=message)
 
 
 async def test_claims_follow_priority_then_age_and_respect_caps(own_db: Database) -> None:
@@ -47,25 +49,69 @@ async def test_a_lost_lease_records_nothing(own_db: Database) -> None:
     first = await claim(own_db, "w1")
     assert first is not None and first.lease_token is not None
     async with own_db.transaction() as s:
-        assert await QueueRepository(s).heartbeat(first.id, first.lease_token, lease=LEASE, progress=0.3) == (
-            True,
-            False,
-        )
+        beat = await JobQueue(s).heartbeat(first.lease, lease_for=LEASE, progress=0.3)
+        assert (beat.job.progress, beat.job.cancel_requested) == (0.3, False)
         await s.execute(text("UPDATE training_jobs SET lease_expires_at = now() - interval '1 second'"))
     async with own_db.transaction() as s:
-        [(requeued, merged)] = await QueueRepository(s).expire_leases()
-    assert requeued.status is JobStatus.QUEUED and requeued.attempts == 1 and merged is None
-    assert requeued.error_type == "LeaseExpired"
+        [expired] = await JobQueue(s).expire_leases(reclaimed_by="w2")
+    requeued = expired.job
+    assert requeued.status is JobStatus.QUEUED and requeued.attempts == 1 and expired.merged_into is None
+    assert requeued.error_type == "LeaseExpired" and expired.training_event_id is not None
     second = await claim(own_db, "w2")
     assert second is not None and second.id == first.id and second.attempts == 2
+    for transition in ("heartbeat", "complete", "fail"):  # the first worker can record nothing
+        with pytest.raises(LeaseLost):
+            async with own_db.transaction() as s:
+                q = JobQueue(s)
+                if transition == "heartbeat":
+                    await q.heartbeat(first.lease, lease_for=LEASE)
+                elif transition == "complete":
+                    await q.complete(first.lease, await _completed(own_db, first))
+                else:
+                    await q.fail(first.lease, ended(), RetryDecision(retry=False))
     async with own_db.transaction() as s:
-        q = QueueRepository(s)
-        assert await q.heartbeat(first.id, first.lease_token, lease=LEASE) == (False, False)
-        assert await q.complete(first.id, first.lease_token, model_version=1) is None
-        assert await q.fail(first.id, first.lease_token, error_type="X", message="y", retry_in=None) is None
-    async with own_db.transaction() as s:
-        done = await QueueRepository(s).complete(second.id, second.lease_token, model_version=1)  # type: ignore[arg-type]
-    assert done is not None and done.status is JobStatus.COMPLETED and done.model_version == 1
+        done = await JobQueue(s).complete(second.lease, await _completed(own_db, second))
+    assert done.job.status is JobStatus.COMPLETED and done.model_version == 1 == done.job.model_version
+    statuses = await _statuses(own_db, first.id)
+    assert statuses == [("queued", 1), ("in_progress", 1), ("queued", 2), ("in_progress", 2), ("completed", 2)]
+
+
+async def _completed(db: Database, job: Job):
+    from storage.entities import CompletedAttempt, StoredArtifactRef
+
+    await factories.store(db, job.dataset_id, job.model_type)
+    return CompletedAttempt(
+        started_at=datetime.now(UTC),
+        duration_seconds=1.0,
+        fit_seconds=1.0,
+        sample_count=1,
+        dataset_watermark=1,
+        metrics={"roc_auc": 0.7},
+        baseline_metrics=None,
+        checks=(factories.check("roc_auc", 0.7, 0.6, True),),
+        passed=True,
+        hyperparameters={},
+        dataset_hash="h",
+        seed=1,
+        library_versions={},
+        code_version="c",
+        artifact=StoredArtifactRef(path="/a", sha256="ab" * 32, size=1, format="skops"),
+        validated_against=0,
+    )
+
+
+async def _statuses(db: Database, job_id: uuid.UUID) -> list[tuple[str, int]]:
+    """The training-status events a job's transitions wrote to the outbox, in order."""
+    async with db.transaction() as s:
+        rows = (
+            await s.execute(
+                text("""
+            SELECT payload->>'status' AS status, (payload->>'attempt')::int AS attempt FROM outbox
+            WHERE topic = 'training-status' AND key = :job ORDER BY id"""),
+                {"job": str(job_id)},
+            )
+        ).all()
+    return [(r.status, r.attempt) for r in rows]
 
 
 async def test_failures_retry_after_a_delay_until_attempts_run_out(own_db: Database) -> None:
@@ -73,15 +119,8 @@ async def test_failures_retry_after_a_delay_until_attempts_run_out(own_db: Datab
     job = await claim(own_db)
     assert job is not None
     async with own_db.transaction() as s:
-        result = await QueueRepository(s).fail(
-            job.id,
-            job.lease_token,
-            error_type="RuntimeError",
-            message="boom",  # type: ignore[arg-type]
-            retry_in=timedelta(seconds=30),
-        )
-    assert result is not None
-    again, _ = result
+        result = await JobQueue(s).fail(job.lease, ended(), RetryDecision(retry=True, delay=timedelta(seconds=30)))
+    again = result.job
     assert again.status is JobStatus.QUEUED and again.error_type == "RuntimeError" and again.attempts == 1
     assert (again.run_after - again.updated_at) >= timedelta(seconds=29)
     assert await claim(own_db) is None  # not before its time
@@ -89,15 +128,23 @@ async def test_failures_retry_after_a_delay_until_attempts_run_out(own_db: Datab
         await s.execute(text("UPDATE training_jobs SET run_after = now(), attempts = max_attempts - 1"))
     last = await claim(own_db)
     assert last is not None and last.attempts == last.max_attempts
-    async with own_db.transaction() as s:
-        final, _ = await QueueRepository(s).fail(
-            last.id,
-            last.lease_token,
-            error_type="RuntimeError",  # type: ignore[misc, arg-type]
-            message="boom again",
-            retry_in=timedelta(seconds=1),
+    async with own_db.transaction() as s:  # a decision to retry cannot go past the job's attempts
+        final = await JobQueue(s).fail(
+            last.lease, ended(message="boom again"), RetryDecision(retry=True, delay=timedelta(seconds=1))
         )
-    assert final.status is JobStatus.FAILED and final.error_message == "boom again"
+    assert final.job.status is JobStatus.FAILED and final.job.error_message == "boom again"
+    assert await _statuses(own_db, job.id) == [
+        ("queued", 1),
+        ("in_progress", 1),
+        ("queued", 2),
+        ("in_progress", 3),
+        ("failed", 3),
+    ]
+    async with own_db.transaction() as s:
+        outcomes = (
+            await s.execute(text("SELECT attempt, status, error_type FROM training_events ORDER BY attempt"))
+        ).all()
+    assert [tuple(r) for r in outcomes] == [(1, "failed", "RuntimeError"), (3, "failed", "RuntimeError")]
 
 
 async def test_cancel_a_waiting_job_at_once_and_a_running_one_through_its_worker(own_db: Database) -> None:
@@ -106,17 +153,24 @@ async def test_cancel_a_waiting_job_at_once_and_a_running_one_through_its_worker
     running = await claim(own_db)
     assert running is not None and running.dataset_id == "r"
     async with own_db.transaction() as s:
-        q = QueueRepository(s)
+        q = JobQueue(s)
         cancelled = await q.cancel(waiting.job_id)
         asked = await q.cancel(running.id)
         assert await q.cancel(uuid.uuid4()) is None
-    assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
-    assert asked is not None and asked.status is JobStatus.IN_PROGRESS and asked.cancel_requested
+    assert cancelled is not None and cancelled.job.status is JobStatus.CANCELLED
+    assert asked is not None and asked.job.status is JobStatus.IN_PROGRESS and asked.job.cancel_requested
     async with own_db.transaction() as s:
-        q = QueueRepository(s)
-        assert await q.heartbeat(running.id, running.lease_token, lease=LEASE) == (True, True)  # type: ignore[arg-type]
-        stopped = await q.finish_cancelled(running.id, running.lease_token)  # type: ignore[arg-type]
-    assert stopped is not None and stopped.status is JobStatus.CANCELLED and stopped.model_version is None
+        q = JobQueue(s)
+        assert (await q.heartbeat(running.lease, lease_for=LEASE)).job.cancel_requested
+        stopped = await q.finish_cancelled(running.lease, ended("Cancelled", "cancelled by request"))
+    assert stopped.job.status is JobStatus.CANCELLED and stopped.job.model_version is None
+    assert (await _statuses(own_db, waiting.job_id))[-1] == ("cancelled", 1)
+    assert (await _statuses(own_db, running.id))[-1] == ("cancelled", 1)
+    from storage.errors import JobStateConflict
+
+    with pytest.raises(JobStateConflict, match="already cancelled"):
+        async with own_db.transaction() as s:
+            await JobQueue(s).cancel(running.id)
 
 
 async def test_release_puts_a_job_back_without_counting_the_attempt(own_db: Database) -> None:
@@ -124,8 +178,9 @@ async def test_release_puts_a_job_back_without_counting_the_attempt(own_db: Data
     job = await claim(own_db)
     assert job is not None
     async with own_db.transaction() as s:
-        back, merged = await QueueRepository(s).release(job.id, job.lease_token)  # type: ignore[misc, arg-type]
-    assert back.status is JobStatus.QUEUED and back.attempts == 0 and back.lease_token is None and merged is None
+        back = await JobQueue(s).release(job.lease, ended("Released", "worker shutting down"))
+    assert back.job.status is JobStatus.QUEUED and back.job.attempts == 0 and back.job.lease_token is None
+    assert back.merged_into is None
     again = await claim(own_db)
     assert again is not None and again.id == job.id and again.attempts == 1
 
@@ -137,7 +192,69 @@ async def test_a_job_going_back_merges_into_the_follow_up_already_waiting(own_db
     follow_up = await admit(own_db, "ds", priority=2, event="e2")  # one follow-up while one runs
     assert follow_up.job_id != first.job_id
     async with own_db.transaction() as s:
-        gone, into = await QueueRepository(s).release(running.id, running.lease_token)  # type: ignore[misc, arg-type]
+        released = await JobQueue(s).release(running.lease, ended("Released", "worker shutting down"))
+    gone, into = released.job, released.merged_into
     assert gone.status is JobStatus.CANCELLED and gone.error_type == "Merged"
     assert into is not None and into.id == follow_up.job_id
     assert into.priority == 8 and set(into.trigger_event_ids) == {"e1", "e2"}
+    assert (await _statuses(own_db, running.id))[-1] == ("cancelled", 1)
+
+
+async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Database) -> None:
+    """One batch holding a new pair twice, a repeat inside the batch, a repeat of an earlier
+    batch and a trigger for a pair whose job runs: the same outcomes, in order, as one by one."""
+    from contract.enums import AdmissionOutcome
+    from storage.entities import TriggerRequest
+
+    earlier = await admit(own_db, "old", priority=3, event="old-1")
+    running = await admit(own_db, "busy", priority=9, event="busy-1")
+    assert (await claim(own_db)) is not None  # busy runs now
+    batch = [
+        TriggerRequest(event_id=e, dataset_id=d, model_type="goal", priority=p)
+        for e, d, p in [
+            ("n1", "new", 2),
+            ("n2", "new", 7),
+            ("n1", "new", 9),
+            ("old-1", "old", 5),
+            ("o2", "old", 6),
+            ("b2", "busy", 1),
+            ("b3", "busy", 4),
+        ]
+    ]
+    async with own_db.transaction() as s:
+        admissions = await JobQueue(s).admit(batch)
+    outcomes = [(a.request.event_id, a.outcome.value, a.priority) for a in admissions]
+    assert outcomes == [
+        ("n1", "created", 2),
+        ("n2", "joined", 7),
+        ("n1", "duplicate", 7),
+        ("old-1", "duplicate", 3),
+        ("o2", "joined", 6),
+        ("b2", "created", 1),
+        ("b3", "joined", 4),
+    ]
+    assert admissions[0].job_id == admissions[1].job_id == admissions[2].job_id
+    assert admissions[3].job_id == admissions[4].job_id == earlier.job_id
+    assert admissions[5].job_id == admissions[6].job_id != running.job_id
+    async with own_db.transaction() as s:
+        jobs = {
+            (r.dataset_id, r.status): r
+            for r in (
+                await s.execute(
+                    text(
+                        "SELECT dataset_id, status, priority, "
+                        "(SELECT count(*) FROM job_triggers t WHERE t.job_id = j.id) AS n "
+                        "FROM training_jobs j"
+                    )
+                )
+            ).all()
+        }
+    assert {k: (v.priority, v.n) for k, v in jobs.items()} == {
+        ("new", "queued"): (7, 2),
+        ("old", "queued"): (6, 2),
+        ("busy", "in_progress"): (9, 1),
+        ("busy", "queued"): (4, 2),
+    }
+    created = [a for a in admissions if a.outcome is AdmissionOutcome.CREATED]
+    for a in created:  # one queued event per job created, none for joins and repeats
+        assert await _statuses(own_db, a.job_id) == [("queued", 1)]

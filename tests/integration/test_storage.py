@@ -1,125 +1,125 @@
-"""Repositories against the real, migrated PostgreSQL schema."""
+"""Repositories and queue statements against the real, migrated PostgreSQL schema."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
+from contract.events import ValidationCheck
 from storage.db import Database
-from storage.entities import ChampionReason, Direction, JobStatus, NewModelVersion, ValidationCheck
+from storage.entities import NewModelVersion, NewSampleBatch
+from storage.errors import ChampionMoved, DatabaseRefused, IntegrityViolation
+from storage.queue import CLAIM_CANDIDATE_SQL
 from storage.repositories import (
-    ChampionMoveConflict,
     ChampionRepository,
     DatasetRepository,
     JobRepository,
-    QueueRepository,
     ModelVersionRepository,
     OutboxRepository,
     SampleRepository,
     ValidationRepository,
 )
+from tests import factories
 
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+async def _ingest(db: Database, event_id: str, dataset_id: str, samples: list[dict[str, object]], threshold: int = 10):
+    async with db.transaction() as s:
+        return await SampleRepository(s).ingest(
+            [NewSampleBatch(event_id=event_id, dataset_id=dataset_id, model_type="spending", samples=samples)],
+            thresholds={"spending": threshold},
+        )
+
+
 async def test_samples_are_stored_once_and_counted(db: Database) -> None:
     dataset_id = _name("spend")
     samples = [{"user_id": "u1", "date": f"2026-01-{d:02d}", "amount": 10.0 * d} for d in range(1, 8)]
-    async with db.transaction() as s:
-        first = await SampleRepository(s).add_batch(
-            event_id=_name("ev"), dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples
-        )
-    assert (first.stored, first.duplicate) == (7, False)
-    assert first.dataset.samples_since_training == 7 and not first.dataset.ready
+    first = await _ingest(db, _name("ev"), dataset_id, samples)
+    assert (first.stored_batches, first.stored_samples, first.crossings) == (1, 7, [])
 
     event_id = _name("ev")
-    async with db.transaction() as s:
-        second = await SampleRepository(s).add_batch(
-            event_id=event_id, dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples[:4]
-        )
-    async with db.transaction() as s:
-        again = await SampleRepository(s).add_batch(
-            event_id=event_id, dataset_id=dataset_id, model_type="spending", default_threshold=10, samples=samples[:4]
-        )
-    assert second.dataset.samples_since_training == 11 and second.dataset.ready
-    assert again.duplicate and again.stored == 0 and again.dataset.total_samples == 11
+    second = await _ingest(db, event_id, dataset_id, samples[:4])
+    again = await _ingest(db, event_id, dataset_id, samples[:4])
+    assert [c.crossing for c in second.crossings] == [1] and second.crossings[0].samples_since_training == 11
+    assert again.duplicates == [event_id] and again.stored_samples == 0
 
     async with db.transaction() as s:
         repo = SampleRepository(s)
         mark = await repo.watermark(dataset_id)
         loaded = await repo.load(dataset_id, up_to=mark)
         assert loaded == samples + samples[:4]
+        dataset = await DatasetRepository(s).get(dataset_id)
+        assert dataset is not None and dataset.ready and dataset.total_samples == 11
         assert [d.dataset_id for d in await DatasetRepository(s).ready()].count(dataset_id) == 1
-        after = await DatasetRepository(s).consume(dataset_id, used=9)
-    assert after.samples_since_training == 2 and after.total_samples == 11 and after.last_trained_at is not None
+        first_seven: int = (
+            (
+                await s.execute(
+                    text("SELECT id FROM training_samples WHERE dataset_id = :d ORDER BY id"), {"d": dataset_id}
+                )
+            )
+            .scalars()
+            .all()[6]
+        )
+        after = await DatasetRepository(s).consume_up_to(dataset_id, first_seven)  # a training used the first 7
+        assert await DatasetRepository(s).consume_up_to(dataset_id, first_seven) == after  # once only
+    assert after.samples_since_training == 4 and after.total_samples == 11 and after.last_trained_at is not None
 
 
 async def test_one_waiting_job_per_dataset_and_model_type(db: Database) -> None:
     dataset_id = _name("reco")
-    async with db.transaction() as s:
-        job = await JobRepository(s).insert(
-            dataset_id=dataset_id, model_type="recommendation", priority=3, trigger_event_ids=["t-1", "t-2"]
-        )
-    with pytest.raises(IntegrityError, match="uq_training_jobs_waiting"):
+    job = await factories.admit(db, dataset_id, "recommendation", priority=3, event_id=_name("t"))
+    joined = await factories.admit(db, dataset_id, "recommendation", priority=2, event_id=_name("t"))
+    assert joined.job_id == job.job_id and joined.priority == 3
+    with pytest.raises(IntegrityViolation, match="uq_training_jobs_waiting"):
         async with db.transaction() as s:
-            await JobRepository(s).insert(
-                dataset_id=dataset_id, model_type="recommendation", priority=5, trigger_event_ids=[_name("t")]
-            )
-    with pytest.raises(IntegrityError, match="pk_job_triggers"):
-        async with db.transaction() as s:
-            await JobRepository(s).insert(
-                dataset_id=_name("other"), model_type="goal", priority=5, trigger_event_ids=["t-1"]
+            await s.execute(
+                text(
+                    "INSERT INTO training_jobs (id, dataset_id, model_type, rank_at, dedupe_key) "
+                    "VALUES (gen_random_uuid(), :d, 'recommendation', now(), :k)"
+                ),
+                {"d": dataset_id, "k": f"{dataset_id}/recommendation"},
             )
     async with db.transaction() as s:
-        got = await JobRepository(s).get(job.id)
+        got = await JobRepository(s).get(job.job_id)
     assert got is not None and got.status is JobStatus.QUEUED
-    assert got.trigger_event_ids == ("t-1", "t-2") and got.priority == 3 and got.attempts == 0
-    with pytest.raises(DBAPIError, match="ck_training_jobs_priority_range"):
-        async with db.transaction() as s:
-            await JobRepository(s).insert(dataset_id=_name("bad"), model_type="goal", priority=10, trigger_event_ids=[])
+    assert len(got.trigger_event_ids) == 2 and got.priority == 3 and got.attempts == 0
+    with pytest.raises(DatabaseRefused, match="ck_training_jobs_priority_range"):
+        await factories.admit(db, _name("bad"), "goal", priority=10)
 
 
 async def test_claim_takes_highest_priority_then_oldest(own_db: Database) -> None:
-    made = []
-    for priority in (2, 7, 7, 0, 9):
-        async with own_db.transaction() as s:
-            made.append(
-                await JobRepository(s).insert(
-                    dataset_id=_name("d"), model_type="goal", priority=priority, trigger_event_ids=[]
-                )
-            )
+    made = [await factories.admit(own_db, _name("d"), "goal", priority) for priority in (2, 7, 7, 0, 9)]
     order = []
     for _ in made:
-        async with own_db.transaction() as s:
-            job = await QueueRepository(s).claim(worker="w1", lease=timedelta(seconds=30))
+        job = await factories.claim(own_db, "w1")
         assert job is not None and job.status is JobStatus.IN_PROGRESS and job.attempts == 1
         assert job.lease_owner == "w1" and job.lease_token is not None and job.lease_expires_at is not None
         order.append(job.id)
-    assert order == [made[4].id, made[1].id, made[2].id, made[0].id, made[3].id]
-    async with own_db.transaction() as s:
-        assert await QueueRepository(s).claim(worker="w1", lease=timedelta(seconds=30)) is None
+    assert order == [made[4].job_id, made[1].job_id, made[2].job_id, made[0].job_id, made[3].job_id]
+    assert await factories.claim(own_db, "w1") is None
 
 
 async def test_ageing_lets_an_old_low_priority_job_go_first(own_db: Database) -> None:
+    old_low = await factories.admit(own_db, _name("d"), "goal", priority=1)
     async with own_db.transaction() as s:
-        repo = JobRepository(s, ageing_step=timedelta(minutes=10))
-        old_low = await repo.insert(dataset_id=_name("d"), model_type="goal", priority=1, trigger_event_ids=[])
         # Pretend it has waited an hour: six steps, more than the five levels between 1 and 6.
         await s.execute(
             text("UPDATE training_jobs SET rank_at = rank_at - interval '61 minutes' WHERE id = :id"),
-            {"id": old_low.id},
+            {"id": old_low.job_id},
         )
-        await repo.insert(dataset_id=_name("d"), model_type="goal", priority=6, trigger_event_ids=[])
-    async with own_db.transaction() as s:
-        first = await QueueRepository(s).claim(worker="w", lease=timedelta(seconds=5))
-    assert first is not None and first.id == old_low.id
+    await factories.admit(own_db, _name("d"), "goal", priority=6)
+    first = await factories.claim(own_db, "w")
+    assert first is not None and first.id == old_low.job_id
 
 
 async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -> None:
@@ -135,8 +135,6 @@ async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -
         )
         await s.execute(text("ANALYZE training_jobs"))
     async with own_db.transaction() as s:
-        from storage.repositories import CLAIM_CANDIDATE_SQL
-
         plan = "\n".join((await s.execute(text("EXPLAIN " + CLAIM_CANDIDATE_SQL), {"excluded": []})).scalars())
     assert "Index Scan using ix_training_jobs_claim" in plan, plan
     assert "Sort" not in plan, plan
@@ -144,69 +142,48 @@ async def test_claim_is_an_index_scan_with_many_waiting_jobs(own_db: Database) -
 
 async def test_two_workers_never_claim_the_same_job(own_db: Database) -> None:
     for _ in range(30):
-        async with own_db.transaction() as s:
-            await JobRepository(s).insert(
-                dataset_id=_name("d"), model_type="segmentation", priority=5, trigger_event_ids=[]
-            )
+        await factories.admit(own_db, _name("d"), "segmentation")
 
     async def worker(name: str) -> list[uuid.UUID]:
         got = []
-        while True:
-            async with own_db.transaction() as s:
-                job = await QueueRepository(s).claim(worker=name, lease=timedelta(seconds=30))
-            if job is None:
-                return got
+        while (job := await factories.claim(own_db, name)) is not None:
             got.append(job.id)
+        return got
 
     results = await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
     claimed = [j for r in results for j in r]
     assert len(claimed) == 30 and len(set(claimed)) == 30
 
 
-def _new_version(model_type: str, event_id: uuid.UUID, job_id: uuid.UUID, parent: int | None) -> NewModelVersion:
-    return NewModelVersion(
-        model_type=model_type,
-        training_event_id=event_id,
-        job_id=job_id,
-        dataset_id="ds",
-        parent_version=parent,
-        artifact_path=f"/artifacts/{model_type}/{event_id}.skops",
-        artifact_sha256="ab" * 32,
-        artifact_size=1234,
-        artifact_format="skops",
-        metrics={"roc_auc": 0.81},
-        hyperparameters={"n_estimators": 200},
-        dataset_watermark=42,
-        dataset_hash="cd" * 32,
-        seed=7,
-        library_versions={"scikit-learn": "1.9"},
-        code_version="test",
-    )
-
-
-async def _training_event(db: Database, model_type: str) -> tuple[uuid.UUID, uuid.UUID]:
-    async with db.transaction() as s:
-        job = await JobRepository(s).insert(
-            dataset_id=_name("ds"), model_type=model_type, priority=5, trigger_event_ids=[]
-        )
-        event_id = uuid.uuid4()
-        await s.execute(
-            text(
-                "INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type) "
-                "VALUES (:id, :job, 1, :ds, :mt)"
-            ),
-            {"id": event_id, "job": job.id, "ds": job.dataset_id, "mt": model_type},
-        )
-    return event_id, job.id
-
-
 async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db: Database) -> None:
     model_type = _name("goal")
     versions = []
     for parent in (None, 1, 2):
-        event_id, job_id = await _training_event(db, model_type)
+        done = await factories.failed_attempt(db, _name("ds"), "goal")  # any training event will do
+        assert done.training_event_id is not None
         async with db.transaction() as s:
-            versions.append(await ModelVersionRepository(s).add(_new_version(model_type, event_id, job_id, parent)))
+            versions.append(
+                await ModelVersionRepository(s).add(
+                    NewModelVersion(
+                        model_type=model_type,
+                        training_event_id=done.training_event_id,
+                        job_id=done.job.id,
+                        dataset_id="ds",
+                        parent_version=parent,
+                        artifact_path="/a",
+                        artifact_sha256="ab" * 32,
+                        artifact_size=1234,
+                        artifact_format="skops",
+                        metrics={"roc_auc": 0.81},
+                        hyperparameters={"n_estimators": 200},
+                        dataset_watermark=42,
+                        dataset_hash="cd" * 32,
+                        seed=7,
+                        library_versions={"scikit-learn": "1.9"},
+                        code_version="test",
+                    )
+                )
+            )
     assert [v.version for v in versions] == [1, 2, 3]
 
     async with db.transaction() as s:
@@ -218,7 +195,7 @@ async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db:
         second = await ChampionRepository(s).move(
             model_type=model_type, version=2, expected=first, reason=ChampionReason.VALIDATED
         )
-    with pytest.raises(ChampionMoveConflict):
+    with pytest.raises(ChampionMoved):
         async with db.transaction() as s:
             await ChampionRepository(s).move(
                 model_type=model_type, version=3, expected=first, reason=ChampionReason.VALIDATED
@@ -226,16 +203,32 @@ async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db:
     async with db.transaction() as s:
         current = await ChampionRepository(s).current(model_type)
         listed = await ModelVersionRepository(s).list(model_type)
+        events: Sequence[dict[str, Any]] = (
+            (
+                await s.execute(
+                    text("SELECT payload FROM outbox WHERE topic = 'model-versions' AND key = :mt ORDER BY id"),
+                    {"mt": model_type},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert current is not None and current.version == 2 and current.previous_version == 1 and current == second
     assert [v.version for v in listed] == [3, 2, 1] and listed[0].parent_version == 2
+    # every move, and only a move that happened, queued its model-versions event
+    assert [(e["version"], e["previous_version"], e["reason"]) for e in events] == [
+        (1, None, "validated"),
+        (2, 1, "validated"),
+    ]
+    assert [e["event_id"] for e in events] == [str(first.event_id), str(second.event_id)]
 
-    with pytest.raises(DBAPIError, match="append-only"):
+    with pytest.raises(DatabaseRefused, match="append-only"):
         async with db.transaction() as s:
             await s.execute(text("UPDATE champion_ledger SET version = 3 WHERE model_type = :mt"), {"mt": model_type})
-    with pytest.raises(DBAPIError, match="append-only"):
+    with pytest.raises(DatabaseRefused, match="append-only"):
         async with db.transaction() as s:
             await s.execute(text("DELETE FROM champion_ledger WHERE model_type = :mt"), {"mt": model_type})
-    with pytest.raises(IntegrityError):  # a champion must be a recorded version
+    with pytest.raises(IntegrityViolation):  # a champion must be a recorded version
         async with db.transaction() as s:
             await ChampionRepository(s).move(
                 model_type=model_type, version=99, expected=current, reason=ChampionReason.MANUAL
@@ -243,7 +236,8 @@ async def test_versions_number_up_and_the_champion_moves_by_compare_and_swap(db:
 
 
 async def test_validation_checks_keep_their_order_and_verdicts(db: Database) -> None:
-    event_id, _ = await _training_event(db, "goal")
+    event_id = (await factories.failed_attempt(db, _name("ds"), "goal")).training_event_id
+    assert event_id is not None
     checks = [
         ValidationCheck(
             metric="roc_auc", value=0.8, baseline=None, threshold=0.6, direction=Direction.HIGHER_IS_BETTER, passed=True
@@ -255,7 +249,7 @@ async def test_validation_checks_keep_their_order_and_verdicts(db: Database) -> 
             threshold=0.05,
             direction=Direction.LOWER_IS_BETTER,
             passed=False,
-            kind="change",
+            kind=CheckKind.CHANGE,
         ),
         ValidationCheck(
             metric="pr_auc",
@@ -264,7 +258,7 @@ async def test_validation_checks_keep_their_order_and_verdicts(db: Database) -> 
             threshold=0.0,
             direction=Direction.HIGHER_IS_BETTER,
             passed=False,
-            kind="change",
+            kind=CheckKind.CHANGE,
         ),
     ]
     async with db.transaction() as s:
@@ -276,62 +270,61 @@ async def test_validation_checks_keep_their_order_and_verdicts(db: Database) -> 
 
 
 async def test_outbox_hands_out_pending_messages_in_order_once_marked(own_db: Database) -> None:
-    async with own_db.transaction() as s:
-        outbox = OutboxRepository(s)
-        added = [await outbox.add(topic="training-status", key=f"job-{i}", payload={"n": i}) for i in range(5)]
-    async with own_db.transaction() as s:
-        pending = await OutboxRepository(s).pending(limit=3)
-        assert [m.payload["n"] for m in pending] == [0, 1, 2]
-        assert all(m.payload["event_id"] == str(m.event_id) for m in pending)
-        assert await OutboxRepository(s).mark_published([m.id for m in pending]) == 3
-    async with own_db.transaction() as s:
-        rest = await OutboxRepository(s).pending()
-        assert [m.id for m in rest] == [m.id for m in added[3:]]
-        assert await OutboxRepository(s).mark_published([added[0].id]) == 0  # already published
-
-
-async def test_outbox_add_many_keeps_order_and_the_relay_reads_the_stored_json(own_db: Database) -> None:
-    import json
-
-    payloads = [{"n": i, "text": "naïve ✓"} for i in range(4)]
+    payloads = [{"n": i, "text": "naïve ✓"} for i in range(5)]
     async with own_db.transaction() as s:
         assert (
-            await OutboxRepository(s).add_many([("training-status", f"k{i}", p) for i, p in enumerate(payloads)]) == 4
+            await OutboxRepository(s).add_many([("training-status", f"k{i}", p) for i, p in enumerate(payloads)]) == 5
         )
         assert await OutboxRepository(s).add_many([]) == 0
     async with own_db.transaction() as s:
-        encoded = await OutboxRepository(s).pending_encoded()
-        decoded = [json.loads(m.payload_json) for m in encoded]
-        assert [d["n"] for d in decoded] == [0, 1, 2, 3] and decoded[0]["text"] == "naïve ✓"
-        assert [m.key for m in encoded] == ["k0", "k1", "k2", "k3"]
+        pending = await OutboxRepository(s).pending_encoded(limit=3)
+        decoded = [json.loads(m.payload_json) for m in pending]
+        assert [d["n"] for d in decoded] == [0, 1, 2] and decoded[0]["text"] == "naïve ✓"
+        assert [m.key for m in pending] == ["k0", "k1", "k2"]
         # the event_id each payload got is the outbox key
-        assert [d["event_id"] for d in decoded] == [p["event_id"] for p in payloads]
+        assert [d["event_id"] for d in decoded] == [p["event_id"] for p in payloads[:3]]
         assert all(uuid.UUID(d["event_id"]) for d in decoded)
-
-
-async def test_recent_jobs_come_newest_first_with_their_triggers(own_db: Database) -> None:
-    from storage.entities import TriggerRequest
-
+        assert await OutboxRepository(s).mark_published([m.id for m in pending]) == 3
     async with own_db.transaction() as s:
-        await JobRepository(s).admit([TriggerRequest(event_id="e1", dataset_id="a", model_type="goal", priority=3)])
-    async with own_db.transaction() as s:
-        await JobRepository(s).admit(
-            [
-                TriggerRequest(event_id="e2", dataset_id="b", model_type="goal", priority=5),
-                TriggerRequest(event_id="e3", dataset_id="b", model_type="goal", priority=7),
-            ]
-        )
-    async with own_db.transaction() as s:
-        jobs = await JobRepository(s).recent(limit=10)
-        assert [(j.dataset_id, j.priority, j.trigger_event_ids) for j in jobs] == [
-            ("b", 7, ("e2", "e3")),
-            ("a", 3, ("e1",)),
-        ]
-        assert len(await JobRepository(s).recent(limit=1)) == 1
+        rest = await OutboxRepository(s).pending_encoded()
+        assert [json.loads(m.payload_json)["n"] for m in rest] == [3, 4]
+        assert await OutboxRepository(s).unpublished() == 2
+        assert await OutboxRepository(s).mark_published([pending[0].id]) == 0  # already published
 
 
-async def test_admission_is_planned_per_call(db: Database) -> None:
-    # A generic plan cached while job_triggers was small would scan it on every admission.
+async def test_an_outbox_insert_notifies_the_relays_at_commit(own_db: Database) -> None:
+    """Migration 0006: whoever writes the outbox, the relays hear of it when it commits (and
+    not before, nor for a rolled-back write)."""
+    from storage.notifications import OUTBOX_CHANNEL, Notifications
+
+    heard: list[str] = []
+    notifications = Notifications(own_db.url)
+    notifications.subscribe(OUTBOX_CHANNEL, heard.append)
+    notifications.start()
+    try:
+        for _ in range(100):
+            if notifications.healthy:
+                break
+            await asyncio.sleep(0.05)
+        assert notifications.healthy
+        with pytest.raises(RuntimeError):
+            async with own_db.transaction() as s:
+                await OutboxRepository(s).add_many([("training-status", "k", {"n": 1})])
+                raise RuntimeError("rolled back")
+        async with own_db.transaction() as s:
+            await OutboxRepository(s).add_many([("training-status", "k", {"n": 2})])
+            await asyncio.sleep(0.3)
+            assert heard == []  # not before the commit
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.05)
+        assert heard == [""]
+    finally:
+        await notifications.stop()
+
+
+async def test_the_job_lifecycle_is_plain_sql_in_one_module(db: Database) -> None:
+    """No PL/pgSQL admission function is left behind (migration 0006)."""
     async with db.transaction() as s:
-        config = await s.scalar(text("SELECT proconfig FROM pg_proc WHERE proname = 'fcl_admit_trigger'"))
-    assert config == ["plan_cache_mode=force_custom_plan"]
+        assert await s.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'fcl_admit_trigger'")) == 0

@@ -12,21 +12,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from fcl.settings import Settings
+from contract.events import threshold_event_id
+from contract.schemas import SCHEMA_DIR
+from contract.settings import Settings
+from contract.topics import Topic
+from messaging.client import FclProducer
 from storage.db import Database
-from storage.migrate import upgrade
-from storage.repositories import DatasetRepository, JobRepository, QueueRepository
-from streams.client import FclProducer
-from streams.events import threshold_event_id
-from streams.schemas import SCHEMA_DIR
-from streams.topics import Topic
-from tests.conftest import ROOT, RunStack, create_database, drop_database
+from storage.repositories import DatasetRepository, JobRepository, SampleRepository
+from tests.conftest import ROOT, RunStack, drop_database
+from tests.factories import claim
 from tests.integration.streams_support import (
     StreamsEnv,
     create_topics,
@@ -45,17 +45,16 @@ MAX_EVENT_BYTES = 4096
 @pytest.fixture
 async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[StreamsEnv, Database]]:
     name = f"fcl_st_{uuid.uuid4().hex[:10]}"
-    url = await asyncio.to_thread(create_database, stack.server_url, name)
-    await asyncio.to_thread(upgrade, url)
+    url = await asyncio.to_thread(stack.migrated_database, name)
     prefix = new_prefix()
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
         database_url=url,
         topic_prefix=prefix,
         max_event_bytes=MAX_EVENT_BYTES,
-        threshold_segmentation=50,
+        thresholds={"segmentation": 50},
         _env_file=None,
-    )  # type: ignore[call-arg]
+    )
     env = {
         **os.environ,
         "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
@@ -75,7 +74,7 @@ async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Stream
         await asyncio.to_thread(drop_database, stack.server_url, name)
 
 
-def assert_schema(topic: Topic, records: list[dict]) -> None:
+def assert_schema(topic: Topic, records: list[dict[str, Any]]) -> None:
     validator = Draft202012Validator(json.loads((SCHEMA_DIR / f"{topic.value}.schema.json").read_text()))
     for record in records:
         event = {k: v for k, v in record.items() if not k.startswith("_")}
@@ -83,8 +82,8 @@ def assert_schema(topic: Topic, records: list[dict]) -> None:
         assert not errors, (event, errors)
 
 
-def threshold(dataset_id: str, model_type: str = "goal", priority: int | None = 5, **extra: object) -> dict:
-    event: dict = {
+def threshold(dataset_id: str, model_type: str = "goal", priority: int | None = 5, **extra: object) -> dict[str, Any]:
+    event: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
         "dataset_id": dataset_id,
         "model_type": model_type,
@@ -98,7 +97,7 @@ def threshold(dataset_id: str, model_type: str = "goal", priority: int | None = 
     return event
 
 
-async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
@@ -156,7 +155,7 @@ async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams)
     assert_schema(Topic.DEAD_LETTER, letters)
 
 
-async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
@@ -171,8 +170,7 @@ async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) ->
     assert got is not None and set(got.trigger_event_ids) == {first["event_id"], joiner["event_id"]}
 
     # The job starts running: the next trigger queues a follow-up, the one after joins it.
-    async with db.transaction() as s:
-        claimed = await QueueRepository(s).claim(worker="test", lease=timedelta(minutes=5))
+    claimed = await claim(db, "test")
     assert claimed is not None and claimed.id == job.id
     await produce_raw(
         senv.settings,
@@ -185,11 +183,14 @@ async def test_admission_joins_waiting_jobs_and_queues_one_follow_up(streams) ->
     await eventually(lambda: scalar(db, "SELECT count(*) = 4 FROM job_triggers"), logs=senv.logs)
     states = sorted((r.status, r.priority) for r in await rows(db, "SELECT status, priority FROM training_jobs"))
     assert states == [("in_progress", 8), ("queued", 4)]
-    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS), until=lambda r: len(r) >= 2)
-    assert len(statuses) == 2  # one `queued` per job, none for the joins
+    statuses = await read_topic(senv.settings, senv.topic(Topic.TRAINING_STATUS), until=lambda r: len(r) >= 3)
+    # one `queued` per job, none for the joins (and the claim's `in_progress`)
+    assert sorted(e["status"] for e in statuses) == ["in_progress", "queued", "queued"]
 
 
-def samples_event(dataset_id: str, n: int, model_type: str = "segmentation", event_id: str | None = None) -> dict:
+def samples_event(
+    dataset_id: str, n: int, model_type: str = "segmentation", event_id: str | None = None
+) -> dict[str, Any]:
     samples = [{"user_id": f"u{i}", "features": {"spend": float(i), "savings": float(i % 7)}} for i in range(n)]
     return {
         "event_id": event_id or str(uuid.uuid4()),
@@ -200,7 +201,7 @@ def samples_event(dataset_id: str, n: int, model_type: str = "segmentation", eve
     }
 
 
-async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_crossing(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_crossing(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
@@ -231,7 +232,7 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
 
     # A trainer used the samples and finished; 50 more cross the threshold a second time.
     async with db.transaction() as s:
-        await DatasetRepository(s).consume("seg", used=120)
+        await DatasetRepository(s).consume_up_to("seg", await SampleRepository(s).watermark("seg"))
     await rows(db, "UPDATE training_jobs SET status = 'completed' RETURNING id")
     await produce_raw(senv.settings, topic, [(b"seg", encode(samples_event("seg", 10))) for _ in range(5)])
     await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs"), logs=senv.logs)
@@ -249,7 +250,7 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
     assert [t.event_id for t in triggers] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
 
 
-async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n: int = 300) -> None:  # type: ignore[no-untyped-def]
+async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n: int = 300) -> None:
     events = [threshold(f"burst-{i}", priority=i % 10) for i in range(n)]
     topic = senv.topic(Topic.DATASET_THRESHOLD)
     items = [(e["dataset_id"].encode(), encode(e)) for e in events]
@@ -283,12 +284,12 @@ async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n:
     assert len(set(by_event.values())) == n == len(by_event)
 
 
-async def test_sigkill_in_a_burst_loses_nothing_and_duplicates_nothing(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_sigkill_in_a_burst_loses_nothing_and_duplicates_nothing(streams) -> None:
     senv, db = streams
     first = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, first)
 
-    async def kill_and_restart(produce_middle) -> None:  # type: ignore[no-untyped-def]
+    async def kill_and_restart(produce_middle) -> None:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         await produce_middle()
@@ -298,7 +299,7 @@ async def test_sigkill_in_a_burst_loses_nothing_and_duplicates_nothing(streams) 
     await _burst_with_interruption(senv, db, kill_and_restart)
 
 
-async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:
     from fcl.stack import LocalStack
     from fcl.stack.postgres import find_bindir
 
@@ -310,7 +311,7 @@ async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:  # typ
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
 
-    async def outage(produce_middle) -> None:  # type: ignore[no-untyped-def]
+    async def outage(produce_middle) -> None:
         bindir = find_bindir()
         await asyncio.to_thread(local.postgres.stop, bindir)
         await produce_middle()  # events keep arriving while the database is down
@@ -322,7 +323,7 @@ async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:  # typ
     assert "database unavailable" in senv.logs()
 
 
-async def test_two_workers_split_partitions_and_make_one_job_per_trigger(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_two_workers_split_partitions_and_make_one_job_per_trigger(streams) -> None:
     senv, db = streams
     workers = [senv.start_worker(), senv.start_worker()]
     for w in workers:
@@ -338,7 +339,7 @@ async def test_two_workers_split_partitions_and_make_one_job_per_trigger(streams
     assert len(sources) == 2, f"both workers should have admitted some triggers: {sources}"
 
 
-async def test_the_producer_client_sends_events_the_worker_accepts(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_the_producer_client_sends_events_the_worker_accepts(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
@@ -368,7 +369,7 @@ async def test_the_producer_client_sends_events_the_worker_accepts(streams) -> N
     assert triggers[0]["event_id"] == sent_trigger["event_id"]
 
 
-async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_fcl_produce_threshold_makes_a_job(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
     await asyncio.to_thread(senv.wait_ready, worker)
@@ -394,7 +395,7 @@ async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: igno
     await eventually(lambda: scalar(db, "SELECT count(*) = 1 FROM job_triggers"), logs=senv.logs)
     bad = await asyncio.to_thread(
         subprocess.run,
-        cmd[:-4] + ["--model-type", "fraud"],
+        [*cmd[:-4], "--model-type", "fraud"],
         env=senv.env,
         cwd=senv.workdir,
         capture_output=True,
@@ -407,7 +408,7 @@ async def test_fcl_produce_threshold_makes_a_job(streams) -> None:  # type: igno
     assert await scalar(db, "SELECT priority FROM training_jobs") == 6
 
 
-async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_learn_from(streams) -> None:  # type: ignore[no-untyped-def]
+async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_learn_from(streams) -> None:
     from trainers.base import TrainRequest
     from trainers.registry import get_trainer
     from trainers.simulator import FinCoachSimulator

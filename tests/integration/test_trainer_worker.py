@@ -6,6 +6,7 @@ back from the broker."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -19,14 +20,15 @@ from typing import Any
 
 import pytest
 
-from fcl.settings import Settings
+from contract.settings import Settings
+from contract.topics import Topic
+from messaging.admin import ensure_topics
 from storage.db import Database
-from storage.entities import NewSampleBatch, TriggerRequest
-from storage.migrate import upgrade
-from storage.repositories import JobRepository, QueueRepository, SampleRepository
-from streams.admin import ensure_topics
-from streams.topics import Topic
-from tests.conftest import RunStack, create_database, drop_database
+from storage.entities import NewSampleBatch
+from storage.queue import JobQueue
+from storage.repositories import JobRepository, SampleRepository
+from tests import factories
+from tests.conftest import RunStack, drop_database
 from tests.integration.streams_support import eventually, read_topic, rows, scalar
 from trainers.simulator import FinCoachSimulator
 
@@ -35,18 +37,19 @@ FCL = str(Path(sys.executable).with_name("fcl"))
 
 class Workers:
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env, self.workdir, self.procs = env, workdir, []  # type: ignore[var-annotated]
+        self.env, self.workdir = env, workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, **extra: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"trainer-{len(self.procs)}.log").open("ab")
-        proc = subprocess.Popen(
-            [FCL, "trainer"],
-            env={**self.env, **extra},
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.workdir / f"trainer-{len(self.procs)}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [FCL, "trainer"],
+                env={**self.env, **extra},
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         deadline = time.monotonic() + 60
         path = self.workdir / f"trainer-{len(self.procs) - 1}.log"
@@ -69,8 +72,7 @@ class Workers:
 @pytest.fixture
 async def env(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Workers, Database, Settings]]:
     name = f"fcl_tw_{uuid.uuid4().hex[:10]}"
-    url = await asyncio.to_thread(create_database, stack.server_url, name)
-    await asyncio.to_thread(upgrade, url)
+    url = await asyncio.to_thread(stack.migrated_database, name)
     prefix = f"fcl-tw-{uuid.uuid4().hex[:8]}."
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
@@ -78,7 +80,7 @@ async def env(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Workers, D
         topic_prefix=prefix,
         artifact_dir=tmp_path / "artifacts",
         _env_file=None,
-    )  # type: ignore[call-arg]
+    )
     await ensure_topics(settings)
     environ = {
         **os.environ,
@@ -103,37 +105,20 @@ async def env(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Workers, D
 
 
 async def store(db: Database, dataset_id: str, model_type: str, samples: list[dict[str, Any]]) -> None:
-    async with db.transaction() as s:
-        await SampleRepository(s).ingest(
-            [
-                NewSampleBatch(
-                    event_id=str(uuid.uuid4()),
-                    dataset_id=dataset_id,
-                    model_type=model_type,
-                    samples=samples,
-                    occurred_at=None,
-                )
-            ],
-            thresholds={model_type: 10**9},
-        )
+    await factories.store(db, dataset_id, model_type, samples)
 
 
 async def trigger(
     db: Database, dataset_id: str, model_type: str, priority: int = 5, max_attempts: int = 3
 ) -> uuid.UUID:
-    async with db.transaction() as s:
-        [a] = await JobRepository(s).admit(
-            [
-                TriggerRequest(
-                    event_id=str(uuid.uuid4()),
-                    dataset_id=dataset_id,
-                    model_type=model_type,
-                    priority=priority,
-                    max_attempts=max_attempts,
-                )
-            ]
-        )
-    return a.job_id
+    admission = await factories.admit(db, dataset_id, model_type, priority)
+    await rows(
+        db,
+        "UPDATE training_jobs SET max_attempts = :n WHERE id = :id RETURNING id",
+        n=max_attempts,
+        id=admission.job_id,
+    )
+    return admission.job_id
 
 
 def transitions(events: list[dict[str, Any]], job_id: uuid.UUID) -> list[str]:
@@ -145,11 +130,11 @@ def transitions(events: list[dict[str, Any]], job_id: uuid.UUID) -> list[str]:
     return out
 
 
-async def status_events(settings: Settings, until) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def status_events(settings: Settings, until) -> list[dict[str, Any]]:
     return await read_topic(settings, Topic.TRAINING_STATUS.full_name(settings.topic_prefix), until=until, timeout=60)
 
 
-async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_events(env) -> None:  # type: ignore[no-untyped-def]
+async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_events(env) -> None:
     workers, db, settings = env
     sim = FinCoachSimulator(seed=5, n_users=400)
     for name in ("low", "high", "mid"):
@@ -180,17 +165,13 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
         assert len(data) == v.artifact_size and hashlib.sha256(data).hexdigest() == v.artifact_sha256
     ledger = await rows(db, "SELECT version, previous_version FROM champion_ledger ORDER BY seq")
     assert ledger[0].version == 1 and ledger[0].previous_version is None
-    assert all(b.previous_version == a.version for a, b in zip(ledger, ledger[1:]))
+    assert all(b.previous_version == a.version for a, b in itertools.pairwise(ledger))
     checks = await scalar(db, "SELECT count(*) FROM validation_results")
     assert checks >= 3 * 2  # the first version on value checks; later ones on change checks too
     assert await scalar(db, "SELECT bool_and(samples_since_training = 0) FROM datasets")
     events = await status_events(settings, lambda r: sum(e["status"] == "completed" for e in r) >= 3)
     for job_id in jobs.values():
-        assert transitions(events, job_id) == ["in_progress", "completed"] or transitions(events, job_id) == [
-            "queued",
-            "in_progress",
-            "completed",
-        ]
+        assert transitions(events, job_id) == ["queued", "in_progress", "completed"]
     validations = await read_topic(
         settings, Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix), until=lambda r: len(r) >= 3, timeout=30
     )
@@ -208,7 +189,7 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
 LONG_CQL = {"recommendation": {"steps": 2_000_000, "hidden": [32, 32], "fqe_steps": 100}}
 
 
-async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env) -> None:  # type: ignore[no-untyped-def]
+async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env) -> None:
     workers, db, settings = env
     await store(db, "reco", "recommendation", FinCoachSimulator(seed=6, n_users=200).recommendation_samples(300))
     job_id = await trigger(db, "reco", "recommendation")
@@ -239,11 +220,11 @@ async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env
     registered = Path(await scalar(db, "SELECT artifact_path FROM model_versions")).name
     assert files == [registered]  # nothing partial from the killed attempt
     events = await status_events(settings, lambda r: any(e["status"] == "completed" for e in r))
-    assert transitions(events, job_id) == ["in_progress", "queued", "in_progress", "completed"]
-    assert [e["attempt"] for e in events if e["status"] == "queued"] == [2]
+    assert transitions(events, job_id) == ["queued", "in_progress", "queued", "in_progress", "completed"]
+    assert [e["attempt"] for e in events if e["status"] == "queued"] == [1, 2]
 
 
-async def test_a_raising_trainer_is_retried_then_fails_and_the_queue_goes_on(env) -> None:  # type: ignore[no-untyped-def]
+async def test_a_raising_trainer_is_retried_then_fails_and_the_queue_goes_on(env) -> None:
     workers, db, settings = env
     bad = [
         s | {"reward": s["reward"] * 1e30} for s in FinCoachSimulator(seed=7, n_users=50).recommendation_samples(200)
@@ -270,13 +251,13 @@ async def test_a_raising_trainer_is_retried_then_fails_and_the_queue_goes_on(env
     assert failed[0].error_type == "NonFiniteLossError" and "became" in failed[0].error_message
     assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :i", i=fine) == "completed"
     events = await status_events(settings, lambda r: sum(e["status"] in ("failed", "completed") for e in r) >= 2)
-    assert transitions(events, failing) == ["in_progress", "queued", "in_progress", "failed"]
-    final = [e for e in events if e["job_id"] == str(failing) and e["status"] == "failed"][0]
+    assert transitions(events, failing) == ["queued", "in_progress", "queued", "in_progress", "failed"]
+    final = next(e for e in events if e["job_id"] == str(failing) and e["status"] == "failed")
     assert final["error"]["type"] == "NonFiniteLossError"
 
 
-async def test_a_hung_trainer_is_killed_at_its_timeout(env) -> None:  # type: ignore[no-untyped-def]
-    workers, db, settings = env
+async def test_a_hung_trainer_is_killed_at_its_timeout(env) -> None:
+    workers, db, _ = env
     await store(db, "slow", "recommendation", FinCoachSimulator(seed=8, n_users=50).recommendation_samples(200))
     await store(db, "goals", "goal", FinCoachSimulator(seed=8, n_users=300).goal_samples())
     slow = await trigger(db, "slow", "recommendation", priority=9, max_attempts=2)
@@ -297,15 +278,15 @@ async def test_a_hung_trainer_is_killed_at_its_timeout(env) -> None:  # type: ig
     assert await scalar(db, "SELECT count(*) FROM model_versions WHERE model_type = 'recommendation'") == 0
 
 
-async def test_cancel_stops_a_running_training_and_records_no_version(env) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_stops_a_running_training_and_records_no_version(env) -> None:
     workers, db, settings = env
     await store(db, "reco", "recommendation", FinCoachSimulator(seed=9, n_users=50).recommendation_samples(200))
     job_id = await trigger(db, "reco", "recommendation")
     workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
     await eventually(lambda: scalar(db, "SELECT status = 'in_progress' FROM training_jobs"), logs=workers.logs)
     async with db.transaction() as s:
-        asked = await QueueRepository(s).cancel(job_id)
-    assert asked is not None and asked.cancel_requested
+        asked = await JobQueue(s).cancel(job_id)
+    assert asked is not None and asked.job.cancel_requested
     await eventually(
         lambda: scalar(db, "SELECT status = 'cancelled' FROM training_jobs"),
         timeout=30,
@@ -315,10 +296,10 @@ async def test_cancel_stops_a_running_training_and_records_no_version(env) -> No
     assert await scalar(db, "SELECT count(*) FROM model_versions") == 0
     assert await scalar(db, "SELECT status FROM training_events") == "cancelled"
     events = await status_events(settings, lambda r: any(e["status"] == "cancelled" for e in r))
-    assert transitions(events, job_id) == ["in_progress", "cancelled"]
+    assert transitions(events, job_id) == ["queued", "in_progress", "cancelled"]
 
 
-async def test_sigterm_drains_then_puts_the_job_back_without_counting_it(env) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_drains_then_puts_the_job_back_without_counting_it(env) -> None:
     workers, db, settings = env
     await store(db, "reco", "recommendation", FinCoachSimulator(seed=10, n_users=50).recommendation_samples(200))
     job_id = await trigger(db, "reco", "recommendation")
@@ -329,17 +310,20 @@ async def test_sigterm_drains_then_puts_the_job_back_without_counting_it(env) ->
     job = (await rows(db, "SELECT status, attempts, lease_token FROM training_jobs"))[0]
     assert (job.status, job.attempts, job.lease_token) == ("queued", 0, None)
     assert await scalar(db, "SELECT status FROM training_events") == "abandoned"
-    events = await status_events(settings, lambda r: any(e["status"] == "queued" for e in r))
-    assert transitions(events, job_id) == ["in_progress", "queued"]
-    released = [e for e in events if e["status"] == "queued"][0]
+    events = await status_events(settings, lambda r: sum(e["status"] == "queued" for e in r) >= 2)
+    assert transitions(events, job_id) == ["queued", "in_progress", "queued"]
+    released = [e for e in events if e["status"] == "queued"][-1]
     assert released["attempt"] == 1 and "shutting down" in released["message"]
 
 
-async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(env) -> None:  # type: ignore[no-untyped-def]
-    from fcl.worker import auto_trigger_ready
-    from storage.entities import AdmissionOutcome
+async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(env) -> None:
+    from contract.enums import AdmissionOutcome
 
-    workers, db, settings = env
+    async def auto_trigger_ready(db: Database, settings: Settings) -> list[Any]:
+        async with db.transaction() as s:
+            return await JobQueue(s).auto_trigger(priority=settings.default_priority)
+
+    _, db, settings = env
     async with db.transaction() as s:
         await SampleRepository(s).ingest(
             [
@@ -367,8 +351,8 @@ async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(e
     assert await scalar(db, "SELECT count(*) FROM outbox WHERE topic = 'training-status'") == 1
 
 
-async def test_concurrent_candidates_move_the_champion_only_after_passing_against_the_then_champion(env) -> None:  # type: ignore[no-untyped-def]
-    workers, db, settings = env
+async def test_concurrent_candidates_move_the_champion_only_after_passing_against_the_then_champion(env) -> None:
+    workers, db, _ = env
     for i in range(6):
         await store(db, f"seg-{i}", "segmentation", FinCoachSimulator(seed=20 + i, n_users=300).segmentation_samples())
         await trigger(db, f"seg-{i}", "segmentation")
@@ -389,7 +373,8 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
         checks = await rows(
             db,
             """
-            SELECT v.baseline_version, v.passed, v.metric, v.kind, v.value, v.baseline, v.threshold FROM validation_results v
+            SELECT v.baseline_version, v.passed, v.metric, v.kind, v.value, v.baseline, v.threshold
+            FROM validation_results v
             JOIN model_versions m ON m.training_event_id = v.training_event_id
             WHERE m.model_type = 'segmentation' AND m.version = :version""",
             version=move.version,
@@ -398,7 +383,7 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
         assert {c.baseline_version for c in checks} == {move.previous_version}, move
     assert [m.previous_version for m in ledger[1:]] == [m.version for m in ledger[:-1]]
     async with db.transaction() as s:
-        queue, training = await QueueRepository(s).figures()
+        queue, training = await JobRepository(s).figures()
     assert [(q.model_type, q.status, q.jobs) for q in queue] == [("segmentation", "completed", 6)]
     assert {t.outcome: t.attempts for t in training}["completed"] == 6
     # A candidate overtaken again and again is validated anew each time, and after some rounds its
@@ -410,50 +395,23 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     assert all(t.seconds_total > 0 for t in training if t.outcome == "completed")
 
 
-async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(env) -> None:  # type: ignore[no-untyped-def]
+async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(env) -> None:
     """The champion's file was deleted (a removed checkout, a wiped disk): the next candidate
     cannot be compared with it, so it is judged on its fixed bounds alone instead of failing every
     attempt forever, and the completed status says why."""
-    from datetime import UTC, datetime
-
-    from storage.entities import ChampionReason, NewModelVersion
-    from storage.repositories import ChampionRepository, ModelVersionRepository, TrainingEventRepository
-
     workers, db, settings = env
-    async with db.transaction() as s:  # goal v1 is the champion; its artifact no longer exists
-        old = await JobRepository(s).insert(dataset_id="goal-old", model_type="goal", priority=5, trigger_event_ids=[])
-        event = await TrainingEventRepository(s).add(
-            job_id=old.id,
-            attempt=1,
-            dataset_id="goal-old",
-            model_type="goal",
-            status="completed",
-            worker="gone",
-            started_at=datetime.now(UTC),
-            duration_seconds=1.0,
-            metrics={"roc_auc": 0.9},
-        )
-        await ModelVersionRepository(s).add(
-            NewModelVersion(
-                model_type="goal",
-                training_event_id=event,
-                job_id=old.id,
-                dataset_id="goal-old",
-                parent_version=None,
-                artifact_path=str(settings.artifact_dir / "goal" / "deleted.skops"),
-                artifact_sha256="0" * 64,
-                artifact_size=1,
-                artifact_format="skops",
-                metrics={"roc_auc": 0.9},
-                hyperparameters={},
-                dataset_watermark=1,
-                dataset_hash="h",
-                seed=1,
-                library_versions={},
-                code_version="c",
-            )
-        )
-        await ChampionRepository(s).move(model_type="goal", version=1, expected=None, reason=ChampionReason.VALIDATED)
+    # goal v1 is the champion; its artifact no longer exists
+    v1 = await factories.record_version(
+        db,
+        "goal",
+        passed=True,
+        auc=0.9,
+        dataset_id="goal-old",
+        sha256="0" * 64,
+        size=1,
+        artifact_path=str(settings.artifact_dir / "goal" / "deleted.skops"),
+    )
+    assert (v1.model_version, v1.promoted) == (1, True)
     await store(db, "goal-new", "goal", FinCoachSimulator(seed=7, n_users=300).goal_samples())
     job = await trigger(db, "goal-new", "goal")
     workers.start()
@@ -479,3 +437,76 @@ async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(en
     )
     done = next(e for e in events if e["job_id"] == str(job) and e["status"] == "completed")
     assert "judged on fixed bounds only" in done["message"] and "goal v1" in done["message"]
+
+
+async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitted_again(
+    env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a training child does when the champion moved while its candidate was judged
+    (`Mode.EVALUATE`): the stored candidate is loaded and judged against the new champion on the
+    same samples; `fit` is never called, and the candidate's own metrics do not change."""
+    from dataclasses import replace
+
+    from storage.entities import StoredArtifactRef
+    from trainers.artifacts import ArtifactStore
+    from trainers.base import TrainRequest
+    from trainers.goal import GoalTrainer
+    from worker.child import train
+    from worker.messages import Mode, TrainingTask
+
+    _, db, settings = env
+    sim = FinCoachSimulator(seed=31, n_users=300)
+    await store(db, "goal-again", "goal", sim.goal_samples())
+    watermark = await scalar(db, "SELECT max(id) FROM training_samples")
+    task = TrainingTask(
+        mode=Mode.FIT,
+        database_url=settings.database_url,
+        artifact_dir=str(settings.artifact_dir),
+        job_id=uuid.uuid4(),
+        attempt=1,
+        model_type="goal",
+        dataset_id="goal-again",
+        watermark=watermark,
+        seed=3,
+        hyperparameters={"n_estimators": 20},
+        device="cpu",
+        champion=None,
+        champion_version=None,
+    )
+    first = await asyncio.to_thread(train, task, lambda message: None)
+    assert first.baseline_metrics is None and {c.kind.value for c in first.checks} == {"value"}
+
+    # Meanwhile another candidate became the champion.
+    rival = GoalTrainer().train(
+        TrainRequest(
+            samples=FinCoachSimulator(seed=32, n_users=300).goal_samples(), seed=9, hyperparameters={"n_estimators": 5}
+        )
+    )
+    stored = ArtifactStore(settings.artifact_dir).write_at(
+        settings.artifact_dir / "goal" / "rival.skops", rival.artifact
+    )
+    champion = StoredArtifactRef(path=str(stored.path), sha256=stored.sha256, size=stored.size, format=stored.format)
+
+    def no_second_fit(self: GoalTrainer, request: TrainRequest) -> Any:
+        raise AssertionError("a candidate judged again must not be fitted again")
+
+    monkeypatch.setattr(GoalTrainer, "fit", no_second_fit)
+    again = await asyncio.to_thread(
+        train,
+        replace(
+            task,
+            mode=Mode.EVALUATE,
+            candidate=first.artifact,
+            hyperparameters=first.hyperparameters,
+            fit_metrics=first.fit_metrics,
+            fit_seconds=first.fit_seconds,
+            champion=champion,
+            champion_version=1,
+        ),
+        lambda message: None,
+    )
+    # (the same to the last bits a parallel forest's summation order leaves open)
+    assert again.metrics == pytest.approx(first.metrics, rel=1e-12) and again.fit_seconds == first.fit_seconds
+    assert again.baseline_metrics is not None and set(again.baseline_metrics) >= {"roc_auc", "brier"}
+    assert {c.kind.value for c in again.checks} == {"value", "change"}
+    assert again.artifact.path == first.artifact.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,19 @@ from trainers.base import Artifact
 
 def test_a_written_artifact_reads_back_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    stored = store.write("goal", 3, Artifact(b"model bytes", "skops"))
-    assert stored.path == tmp_path / "goal" / "v000003.skops"
+    job = uuid.UUID(int=7)
+    stored = store.write_at(store.path_for_job("goal", job, 3, "skops"), Artifact(b"model bytes", "skops"))
+    assert stored.path == tmp_path / "goal" / f"job-{job}-a3.skops"
     assert stored.size == 11 and len(stored.sha256) == 64
     assert store.read(stored).data == b"model bytes"
-    assert [p.name for p in (tmp_path / "goal").iterdir()] == ["v000003.skops"]
+    assert [p.name for p in (tmp_path / "goal").iterdir()] == [f"job-{job}-a3.skops"]
+    with pytest.raises(ArtifactError, match="outside the artifact folder"):
+        store.write_at(tmp_path.parent / "elsewhere.skops", Artifact(b"x", "skops"))
 
 
 def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    stored = store.write("goal", 1, Artifact(b"0123456789", "skops"))
+    stored = store.write_at(store.path_for_job("goal", uuid.uuid4(), 1, "skops"), Artifact(b"0123456789", "skops"))
     stored.path.write_bytes(b"0123456780")  # same size, one byte changed
     with pytest.raises(ArtifactChecksumError, match="sha256"):
         store.read(stored)
@@ -40,7 +44,7 @@ def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model_type", "version", "fmt"),
+    ("model_type", "attempt", "fmt"),
     [
         ("../etc", 1, "skops"),
         ("goal/../../x", 1, "skops"),
@@ -49,9 +53,9 @@ def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
         ("goal", 1, "pickle"),
     ],
 )
-def test_paths_come_from_the_service_never_from_input(tmp_path: Path, model_type: str, version: int, fmt: str) -> None:
+def test_paths_come_from_the_service_never_from_input(tmp_path: Path, model_type: str, attempt: int, fmt: str) -> None:
     with pytest.raises(ArtifactError):
-        ArtifactStore(tmp_path).path_for(model_type, version, fmt)
+        ArtifactStore(tmp_path).path_for_job(model_type, uuid.uuid4(), attempt, fmt)
 
 
 def test_torch_weights_round_trip_through_safetensors_with_their_config() -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from fcl.settings import Settings
+from contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FCL_SERVICES = ("migrate", "streams", "trainer", "web")
@@ -38,12 +38,13 @@ def test_services_are_kafka_postgres_and_the_fcl_processes(compose: dict[str, An
 
 
 def test_fcl_environment_names_are_settings(compose: dict[str, Any]) -> None:
-    known = {f"FCL_{name.upper()}" for name in Settings.model_fields}
+    known = Settings.variables()
     for name in FCL_SERVICES:
         env = _env(compose["services"][name])
         assert {"FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX"} <= set(env)
         assert set(env) <= known, set(env) - known
-        Settings(**{k.removeprefix("FCL_").lower(): v for k, v in env.items() if v}, _env_file=None)
+        values: dict[str, Any] = {k.removeprefix("FCL_").lower(): v for k, v in env.items() if v}
+        Settings(**values, _env_file=None)
 
 
 def test_database_url_reaches_the_postgres_service(compose: dict[str, Any]) -> None:

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from streams.events import (
-    RawMessage,
-    Rejected,
-    dead_letter,
-    parse_samples,
-    parse_threshold,
-    queued_status,
-    threshold_event_id,
-)
-from streams.schemas import SCHEMA_DIR, main as schemas_main
-from streams.topics import Topic
+from contract.enums import JobStatus
+from contract.events import threshold_event_id
+from contract.schemas import SCHEMA_DIR
+from contract.schemas import main as schemas_main
+from contract.topics import Topic
+from storage.entities import Job
+from storage.queue import status_event
+from streams.parsing import RawMessage, Rejected, dead_letter, parse_samples, parse_threshold
 
 
 def raw(value: bytes | None, key: bytes | None = b"k") -> RawMessage:
@@ -73,7 +71,7 @@ def test_threshold_accepts_the_contract_example_with_extra_fields_and_default_pr
     assert result.event.priority == 5 and result.model_type == "recommendation"
 
 
-SAMPLES = {
+SAMPLES: dict[str, dict[str, Any]] = {
     "recommendation": {
         "user_id": "u1",
         "episode_id": "ep1",
@@ -104,7 +102,7 @@ def test_each_sample_shape_is_accepted_and_a_broken_one_refused(model_type: str)
     assert not isinstance(ok, Rejected) and len(ok.samples) == 2
     assert not list(validator(Topic.TRAINING_SAMPLES).iter_errors(event))
 
-    broken = dict(SAMPLES[model_type])
+    broken: dict[str, Any] = dict(SAMPLES[model_type])
     broken.pop("user_id")
     event["samples"] = [SAMPLES[model_type], broken]
     refused = parse_samples(raw(json.dumps(event).encode()), max_bytes=10_000)
@@ -114,7 +112,7 @@ def test_each_sample_shape_is_accepted_and_a_broken_one_refused(model_type: str)
 
 
 def test_samples_count_is_bounded_and_dates_must_be_real() -> None:
-    base = {"event_id": "s", "dataset_id": "d", "model_type": "spending"}
+    base: dict[str, Any] = {"event_id": "s", "dataset_id": "d", "model_type": "spending"}
     empty = parse_samples(raw(json.dumps({**base, "samples": []}).encode()), max_bytes=10**7)
     assert isinstance(empty, Rejected) and "samples" in empty.reason
     many = parse_samples(raw(json.dumps({**base, "samples": [SAMPLES["spending"]] * 1001}).encode()), max_bytes=10**7)
@@ -217,7 +215,37 @@ def test_contract_examples_validate_and_a_wrong_field_does_not(topic: Topic) -> 
     assert list(validator(topic).iter_errors(broken))
 
 
-def test_queued_status_is_attempt_one_and_valid() -> None:
-    status = queued_status(job_id=uuid.uuid4(), dataset_id="d", model_type="goal", priority=7, attempts=0)
-    assert status.attempt == 1 and status.status == "queued" and status.occurred_at.endswith("Z")
-    assert not list(validator(Topic.TRAINING_STATUS).iter_errors(status.model_dump(mode="json")))
+def test_a_status_event_is_the_contracts_and_names_its_job() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    job = Job(
+        id=uuid.uuid4(),
+        dataset_id="d",
+        model_type="goal",
+        status=JobStatus.QUEUED,
+        priority=7,
+        attempts=0,
+        max_attempts=3,
+        rank_at=now,
+        run_after=now,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        cancel_requested=False,
+        progress=None,
+        error_type=None,
+        error_message=None,
+        model_version=None,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+    )
+    topic, key, status = status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message="queued")
+    assert (topic, key) == (Topic.TRAINING_STATUS, str(job.id))
+    assert status["attempt"] == 1 and status["status"] == "queued" and status["occurred_at"].endswith("Z")
+    assert not list(validator(Topic.TRAINING_STATUS).iter_errors(status))
+    _, _, failed = status_event(job, JobStatus.FAILED, error=("ValueError", "bad"))
+    assert failed["attempt"] == 1 and failed["error"] == {"type": "ValueError", "message": "bad"}
+    assert not list(validator(Topic.TRAINING_STATUS).iter_errors(failed))

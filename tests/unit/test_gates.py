@@ -6,14 +6,15 @@ import math
 
 import pytest
 
+from contract.enums import CheckKind
 from trainers.gates import HIGHER, LOWER, Check, Gate, relative_change
 
 GATE = Gate(
     (
         Check("auc", HIGHER, 0.6),
         Check("mae", LOWER, 10.0),
-        Check("auc", HIGHER, -0.01, kind="change"),
-        Check("mae", LOWER, 0.02, kind="change"),
+        Check("auc", HIGHER, -0.01, kind=CheckKind.CHANGE),
+        Check("mae", LOWER, 0.02, kind=CheckKind.CHANGE),
         Check("ari", HIGHER, 0.5, needs_champion=True),
     )
 )
@@ -61,7 +62,7 @@ def test_a_missing_or_non_finite_metric_fails_its_check() -> None:
 
 def test_every_check_is_kept_with_what_explains_it() -> None:
     verdict = GATE.evaluate({"auc": 0.7, "mae": 5.0, "ari": 0.2}, {"auc": 0.7, "mae": 5.0})
-    rows = [c.as_dict() for c in verdict.checks]
+    rows = [c.model_dump(mode="json") for c in verdict.checks]
     assert all(set(r) == {"metric", "value", "baseline", "threshold", "direction", "passed", "kind"} for r in rows)
     assert [r["metric"] for r in rows if not r["passed"]] == ["ari"]
     assert not verdict.passed

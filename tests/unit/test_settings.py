@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fcl.settings import Settings, load_settings
+from contract.settings import Settings, load_settings
 
 CONTRACT_VARIABLES = {
     "FCL_KAFKA_BOOTSTRAP",
@@ -40,7 +40,7 @@ def test_defaults_are_the_contracts(clean_env: Path) -> None:
 
 
 def test_every_contract_variable_is_a_setting() -> None:
-    assert {f"FCL_{name.upper()}" for name in Settings.model_fields} >= CONTRACT_VARIABLES
+    assert Settings.variables() >= CONTRACT_VARIABLES
 
 
 def test_stack_env_is_read_and_the_environment_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,4 +79,28 @@ def test_bad_values_are_refused_with_the_field_named(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("FCL_").lower()):
+        load_settings()
+
+
+def test_per_model_type_settings_follow_the_registry(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contract import model_types
+
+    assert {s.threshold_variable for s in model_types.specs()} <= Settings.variables()
+    defaults = load_settings()
+    assert {m: defaults.default_threshold(m) for m in model_types.names()} == {
+        s.name: s.default_threshold for s in model_types.specs()
+    }
+    (clean_env / ".fcl").mkdir()
+    (clean_env / ".fcl" / "stack.env").write_text("FCL_THRESHOLD_GOAL=40\nFCL_THRESHOLD_SPENDING=70\n")
+    monkeypatch.setenv("FCL_THRESHOLD_SPENDING", "80")  # the environment wins over the file
+    s = load_settings()
+    assert (s.default_threshold("goal"), s.default_threshold("spending")) == (40, 80)
+    assert s.default_threshold("segmentation") == model_types.spec("segmentation").default_threshold
+    assert load_settings(env_file=None).default_threshold("goal") == model_types.spec("goal").default_threshold
+    monkeypatch.setenv("FCL_TRAINER_CAPS", '{"fraud": 1}')
+    with pytest.raises(ValidationError, match="unknown model type"):
+        load_settings()
+    monkeypatch.setenv("FCL_TRAINER_CAPS", '{"goal": 1}')
+    monkeypatch.setenv("FCL_THRESHOLD_GOAL", "0")
+    with pytest.raises(ValidationError, match="at least 1"):
         load_settings()

@@ -71,7 +71,7 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[s
     assert "usage: fcl" in capsys.readouterr().out
 
 
-def test_a_new_checkout_at_a_reused_path_gets_its_own_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_checkout_at_a_reused_path_gets_its_own_database(tmp_path, monkeypatch) -> None:
     """As root the database lives outside the checkout; a clone made where a deleted one was must
     not inherit the old database (its artifacts left with the old checkout)."""
     import shutil
@@ -86,7 +86,7 @@ def test_a_new_checkout_at_a_reused_path_gets_its_own_database(tmp_path, monkeyp
     assert postgres.server_home(root) != first
 
 
-def test_a_checkout_that_ran_its_stack_before_instance_ids_keeps_its_database(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_checkout_that_ran_its_stack_before_instance_ids_keeps_its_database(tmp_path, monkeypatch) -> None:
     from fcl.stack import postgres
 
     legacy = tmp_path / "var-tmp" / "fcl-old" / "postgres"

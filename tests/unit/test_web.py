@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from storage.entities import Job, JobStatus, TrainingEvent, TrainingEventStatus
+from contract.enums import JobStatus, TrainingEventStatus
+from storage.entities import Job, TrainingEvent
 from streams.watch import JobBoard, describe
 from web import schemas as s
 from web.api import openapi

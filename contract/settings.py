@@ -1,21 +1,48 @@
 """Settings read from the environment and from `.fcl/stack.env` (see CONTRACT.md).
 
 Real environment variables win over `.fcl/stack.env`, so a test or an operator can always point
-a command somewhere else than the local stack.
+a command somewhere else than the local stack. Per-model-type settings are keyed by the names in
+`contract.model_types`: `FCL_THRESHOLD_<TYPE>` for each registered type, and the JSON maps
+(`FCL_TRAINER_CAPS`, `FCL_TRAINER_TIMEOUTS`, ...) refuse a model type that is not registered.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from contract import model_types
 
 STACK_ENV_FILE = Path(".fcl") / "stack.env"
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
+
+
+class _ThresholdVariables(PydanticBaseSettingsSource):
+    """`FCL_THRESHOLD_<TYPE>` for every registered model type, from the environment or the env
+    file (the environment wins), gathered into the `thresholds` field."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.env_file = env_file
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is gathered in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.env_file is not None and Path(self.env_file).is_file():
+            found.update({k.upper(): v for k, v in dotenv_values(self.env_file).items() if v is not None})
+        found.update({k.upper(): v for k, v in os.environ.items()})
+        thresholds = {s.name: found[s.threshold_variable] for s in model_types.specs() if s.threshold_variable in found}
+        return {"thresholds": thresholds} if thresholds else {}
 
 
 class Settings(BaseSettings):
@@ -39,10 +66,8 @@ class Settings(BaseSettings):
 
     # Beyond the contract: service tuning, each with a sensible default.
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
-    threshold_recommendation: int = Field(default=5000, ge=1)
-    threshold_segmentation: int = Field(default=2000, ge=1)
-    threshold_spending: int = Field(default=5000, ge=1)
-    threshold_goal: int = Field(default=2000, ge=1)
+    # model type -> samples that make a dataset ready; FCL_THRESHOLD_<TYPE>, default from the registry
+    thresholds: dict[str, int] = Field(default_factory=dict)
     default_priority: int = Field(default=5, ge=0, le=9)
     queue_ageing_seconds: float = Field(default=600.0, gt=0)
     stream_batch_max: int = Field(default=500, ge=1)
@@ -66,11 +91,55 @@ class Settings(BaseSettings):
     trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model type -> overrides
     trainer_device: str | None = None  # e.g. "cpu"; default: CUDA when present
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_file = getattr(dotenv_settings, "env_file", STACK_ENV_FILE)
+        return (
+            init_settings,
+            _ThresholdVariables(settings_cls, env_file),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """Every environment variable the settings read."""
+        return {f"FCL_{name.upper()}" for name in cls.model_fields if name != "thresholds"} | {
+            s.threshold_variable for s in model_types.specs()
+        }
+
     def timeout_for(self, model_type: str) -> float:
         return float(self.trainer_timeouts.get(model_type, 3600.0))
 
     def attempts_for(self, model_type: str) -> int:
         return int(self.max_attempts.get(model_type, 3))
+
+    def default_threshold(self, model_type: str) -> int:
+        return int(self.thresholds.get(model_type, model_types.spec(model_type).default_threshold))
+
+    @field_validator("thresholds", "trainer_caps", "trainer_timeouts", "max_attempts", "trainer_hyperparameters")
+    @classmethod
+    def _registered_model_types(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in value if model_types.parse(k) is None)
+        if unknown:
+            raise ValueError(f"unknown model type(s) {unknown} (known: {model_types.known()})")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _positive_thresholds(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"thresholds must be at least 1: {bad}")
+        return value
 
     @field_validator("api_token")
     @classmethod
@@ -88,9 +157,6 @@ class Settings(BaseSettings):
             value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
         return value
 
-    def default_threshold(self, model_type: str) -> int:
-        return int(getattr(self, f"threshold_{model_type}"))
-
     def topic(self, name: str) -> str:
         """The full name of one of the contract's topics, e.g. `topic("dead-letter")`."""
         return f"{self.topic_prefix}{name}"
@@ -103,4 +169,4 @@ def get_settings() -> Settings:
 
 def load_settings(env_file: Path | None = STACK_ENV_FILE) -> Settings:
     """Fresh settings, not cached; `env_file=None` reads the environment alone."""
-    return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from fcl.settings import Settings
-from streams.topics import Topic
+from contract.settings import Settings
+from contract.topics import Topic
 
 
 async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> list[str]:

@@ -1,6 +1,7 @@
-"""JSON Schemas of every contract event, generated from streams.events, for producers and
-consumers in other languages. `python -m streams.schemas` rewrites docs/schemas/;
-`python -m streams.schemas --check` fails when the files are out of date (a test runs it)."""
+"""JSON Schemas of every contract event, generated from contract.events and the model-type
+registry, for producers and consumers in other languages. `python -m contract.schemas` rewrites
+docs/schemas/; `python -m contract.schemas --check` fails when the files are out of date (a test
+runs it)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fcl.model_types import ModelType
-from streams.events import (
-    SAMPLE_SHAPES,
+from contract import model_types
+from contract.events import (
     DatasetThresholdEvent,
     DeadLetterEvent,
     ModelVersionEvent,
@@ -22,7 +22,7 @@ from streams.events import (
     TrainingStatusEvent,
     TrainingValidationEvent,
 )
-from streams.topics import Topic
+from contract.topics import Topic
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 MODELS: dict[Topic, type[BaseModel]] = {
@@ -44,16 +44,16 @@ def schema(topic: Topic) -> dict[str, Any]:
         **{k: v for k, v in doc.items() if k != "title"},
     }
     if topic in (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD):
-        doc["properties"]["model_type"] = {"enum": [m.value for m in ModelType], "type": "string"}
+        doc["properties"]["model_type"] = {"enum": list(model_types.names()), "type": "string"}
     if topic is Topic.TRAINING_SAMPLES:
         # Each model type's samples have their own shape.
         defs = doc.setdefault("$defs", {})
         branches = []
-        for model_type, shape in SAMPLE_SHAPES.items():
+        for model_type, shape in model_types.sample_shapes().items():
             defs[shape.__name__] = shape.model_json_schema()
             branches.append(
                 {
-                    "if": {"properties": {"model_type": {"const": model_type.value}}},
+                    "if": {"properties": {"model_type": {"const": model_type}}},
                     "then": {"properties": {"samples": {"items": {"$ref": f"#/$defs/{shape.__name__}"}}}},
                 }
             )
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
     if stale:
-        print(f"out of date: {', '.join(stale)}; run python -m streams.schemas", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run python -m contract.schemas", file=sys.stderr)
         return 1
     return 0
 

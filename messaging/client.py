@@ -16,10 +16,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from fcl.model_types import KNOWN, ModelType
-from fcl.settings import Settings
-from streams.events import SAMPLE_SHAPES, DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
-from streams.topics import Topic
+from contract import model_types
+from contract.events import DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
+from contract.settings import Settings
+from contract.topics import Topic
 
 
 class FclProducer:
@@ -39,16 +39,16 @@ class FclProducer:
         await self._producer.stop()
 
     @staticmethod
-    def _model_type(model_type: str) -> ModelType:
-        parsed = ModelType.parse(model_type)
+    def _model_type(model_type: str) -> str:
+        parsed = model_types.parse(model_type)
         if parsed is None:
-            raise ValueError(f"unknown model type {model_type!r} (known: {KNOWN})")
+            raise ValueError(f"unknown model type {model_type!r} (known: {model_types.known()})")
         return parsed
 
     def samples_event(
         self, dataset_id: str, model_type: str, samples: Sequence[dict[str, Any]], *, event_id: str | None = None
     ) -> dict[str, Any]:
-        shape = SAMPLE_SHAPES[self._model_type(model_type)]
+        shape = model_types.spec(self._model_type(model_type)).sample
         checked = [shape.model_validate(s).model_dump(mode="json") for s in samples]
         event = TrainingSamplesEvent(
             event_id=event_id or str(uuid.uuid4()), dataset_id=dataset_id, model_type=model_type, samples=checked

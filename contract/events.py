@@ -1,0 +1,151 @@
+"""The contract's events as pydantic models (CONTRACT.md, "Kafka topics").
+
+Input events are parsed leniently where the contract allows (unknown extra fields are ignored)
+and strictly where it does not. Output events are built through the same models, so what fcl
+publishes always has the documented shape. `docs/schemas/` holds the JSON Schema of each
+(generated from these models by `python -m contract.schemas`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
+
+# The namespace of ids fcl derives (threshold events from a dataset's crossing, dead letters).
+FCL_NAMESPACE = uuid.UUID("5b0b8a0e-7f0e-4c55-9f55-2f6c1e0f1c11")
+
+EventId = Annotated[str, Field(min_length=1, max_length=200)]
+DatasetId = Annotated[str, Field(min_length=1, max_length=200)]
+Priority = Annotated[int, Field(ge=0, le=9)]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(value: datetime | None = None) -> str:
+    return (value or now()).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def threshold_event_id(dataset_id: str, crossing: int) -> str:
+    """The id of the dataset-threshold event for a dataset's `crossing`-th crossing: the same
+    on every replay, so a crash and reprocessing emit the same event, not a second one."""
+    return str(uuid.uuid5(FCL_NAMESPACE, f"threshold:{dataset_id}:{crossing}"))
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- input events -----------------------------------------------------------------------------------
+class TrainingSamplesEvent(_Input):
+    """`training-samples`: new training data for a dataset (key: dataset_id)."""
+
+    event_id: EventId
+    dataset_id: DatasetId
+    model_type: str
+    occurred_at: datetime | None = None
+    samples: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class DatasetThresholdEvent(_Input):
+    """`dataset-threshold`: a dataset has enough new data to retrain on (key: dataset_id)."""
+
+    event_id: EventId
+    dataset_id: DatasetId
+    model_type: str
+    sample_count: int | None = Field(default=None, ge=0)
+    threshold: int | None = Field(default=None, ge=0)
+    priority: Priority = 5
+    occurred_at: datetime | None = None
+
+
+# -- output events ----------------------------------------------------------------------------------
+class ErrorInfo(_Output):
+    type: str
+    message: str
+
+
+class ValidationCheck(_Output):
+    """One check of a candidate, the one shape everywhere: as the gate decided it, as storage
+    keeps it, as the validation event and the HTTP API show it."""
+
+    metric: str
+    kind: CheckKind = CheckKind.VALUE
+    value: float | None = Field(
+        description="the candidate's metric (value check) or its relative change "
+        "(new - base) / |base| against the champion (change check)"
+    )
+    baseline: float | None = Field(description="the champion's metric on the same held-out data")
+    threshold: float
+    direction: Direction
+    passed: bool
+
+
+class TrainingStatusEvent(_Output):
+    """`training-status`: one per committed state change of a job (key: job_id)."""
+
+    event_id: str
+    job_id: str
+    dataset_id: str
+    model_type: str
+    status: JobStatus
+    priority: Priority
+    attempt: int = Field(ge=1)
+    progress: float | None = Field(default=None, ge=0, le=1)
+    message: str = ""
+    error: ErrorInfo | None = None
+    training_event_id: str | None = None
+    model_version: int | None = None
+    occurred_at: str
+
+
+class TrainingValidationEvent(_Output):
+    """`training-validation`: one per validated candidate (key: job_id)."""
+
+    event_id: str
+    job_id: str
+    training_event_id: str
+    model_type: str
+    candidate_version: int
+    baseline_version: int | None
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float] | None
+    checks: list[ValidationCheck]
+    passed: bool
+    promoted: bool
+    occurred_at: str
+
+
+class ModelVersionEvent(_Output):
+    """`model-versions`: the champion of a model type changed (key: model_type)."""
+
+    event_id: str
+    model_type: str
+    version: int
+    previous_version: int | None
+    reason: ChampionReason
+    occurred_at: str
+
+
+class DeadLetterEvent(_Output):
+    """`dead-letter`: an input event that could not be accepted, with the reason (key: the input's)."""
+
+    event_id: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    value_encoding: Literal["text", "base64"] = "text"
+    reason: str
+    occurred_at: str

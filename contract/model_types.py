@@ -1,0 +1,177 @@
+"""The model types fcl trains (CONTRACT.md, "Model types"): the one list every part reads.
+
+Each model type is one `register(ModelTypeSpec(...))` below: its name, the shape of its samples,
+the trainer that fits it (a `module:Class` path that `trainers.registry` imports), its default
+dataset threshold (`FCL_THRESHOLD_<TYPE>` overrides it) and the metric the dashboard plots.
+Settings, the event schemas, the CLI, the HTTP API's validation and the trainer registry all read
+this registry, so adding a model type is one trainer module and one registration here.
+Anything not registered is an unknown model type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+
+class SampleShape(BaseModel):
+    """A sample of a model type as producers send it; unknown extra fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelTypeSpec:
+    name: str
+    summary: str
+    sample: type[SampleShape]
+    trainer: str  # "module:Class" of its `trainers.base.Trainer`
+    default_threshold: int  # samples since the last training that make a dataset ready
+    key_metric: str  # plotted across versions
+    higher_is_better: bool
+
+    @property
+    def threshold_variable(self) -> str:
+        return f"FCL_THRESHOLD_{self.name.upper()}"
+
+
+_REGISTRY: dict[str, ModelTypeSpec] = {}
+
+
+def register(spec: ModelTypeSpec) -> ModelTypeSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"model type {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> tuple[str, ...]:
+    """Every registered model type, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def specs() -> tuple[ModelTypeSpec, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def known() -> str:
+    """The registered names, for messages: "recommendation, segmentation, ..."."""
+    return ", ".join(_REGISTRY)
+
+
+def parse(value: object) -> str | None:
+    """The model type `value` names, or None when it names none."""
+    return value if isinstance(value, str) and value in _REGISTRY else None
+
+
+def spec(name: str) -> ModelTypeSpec:
+    """The registration of a model type; KeyError (naming the known ones) for anything else."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model type {name!r} (known: {known()})") from None
+
+
+# -- the registrations ------------------------------------------------------------------------------
+class RecommendationSample(SampleShape):
+    """One logged transition of the coaching-recommendation environment."""
+
+    user_id: str
+    episode_id: str
+    t: int = Field(ge=0)
+    state: list[float] = Field(min_length=1)
+    action: int = Field(ge=0)
+    reward: float
+    next_state: list[float] = Field(min_length=1)
+    done: bool
+    behavior_prob: float | None = Field(default=None, gt=0, le=1)
+
+
+class SegmentationSample(SampleShape):
+    user_id: str
+    features: dict[str, float] = Field(min_length=1)
+
+
+class SpendingSample(SampleShape):
+    """One user's spend on one day."""
+
+    user_id: str
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    amount: float
+
+    @field_validator("date")
+    @classmethod
+    def _real_date(cls, value: str) -> str:
+        datetime.strptime(value, "%Y-%m-%d")
+        return value
+
+
+class GoalSample(SampleShape):
+    user_id: str
+    goal_id: str
+    features: dict[str, float] = Field(min_length=1)
+    achieved: bool
+
+
+RECOMMENDATION = register(
+    ModelTypeSpec(
+        name="recommendation",
+        summary="discrete-action Conservative Q-Learning recommender (PyTorch)",
+        sample=RecommendationSample,
+        trainer="trainers.recommendation:RecommendationTrainer",
+        default_threshold=5000,
+        key_metric="fqe_value",
+        higher_is_better=True,
+    )
+)
+SEGMENTATION = register(
+    ModelTypeSpec(
+        name="segmentation",
+        summary="K-means user segmentation (scikit-learn)",
+        sample=SegmentationSample,
+        trainer="trainers.segmentation:SegmentationTrainer",
+        default_threshold=2000,
+        key_metric="silhouette",
+        higher_is_better=True,
+    )
+)
+SPENDING = register(
+    ModelTypeSpec(
+        name="spending",
+        summary="LSTM daily spending forecaster (PyTorch)",
+        sample=SpendingSample,
+        trainer="trainers.spending:SpendingTrainer",
+        default_threshold=5000,
+        key_metric="mae",
+        higher_is_better=False,
+    )
+)
+GOAL = register(
+    ModelTypeSpec(
+        name="goal",
+        summary="Random Forest savings-goal classifier (scikit-learn)",
+        sample=GoalSample,
+        trainer="trainers.goal:GoalTrainer",
+        default_threshold=2000,
+        key_metric="roc_auc",
+        higher_is_better=True,
+    )
+)
+
+
+def sample_shapes() -> dict[str, type[SampleShape]]:
+    return {s.name: s.sample for s in _REGISTRY.values()}
+
+
+def _known_name(value: str) -> str:
+    if parse(value) is None:
+        raise ValueError(f"unknown model type {value[:100]!r} (known: {known()})")
+    return value
+
+
+# A model type in a pydantic model: validated against the registry, documented as its enum (the
+# registrations above are complete by now).
+ModelTypeName = Annotated[str, AfterValidator(_known_name), WithJsonSchema({"type": "string", "enum": list(_REGISTRY)})]

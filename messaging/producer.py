@@ -1,0 +1,81 @@
+"""A Kafka producer for a process that publishes its outbox but is not the Faust app (the trainer
+worker, the HTTP API). It connects in the background and keeps trying, so the process serves
+while the broker is down; `send` refuses until it is connected (the relay then retries), and
+`broker_ok` asks the broker for metadata (for `/healthz`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The producer is not connected to the broker (yet)."""
+
+
+class BackgroundProducer:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect(), name="fcl-kafka-producer")
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        """Schedule a record; returns the awaitable of its delivery (what `OutboxRelay` expects)."""
+        if self._producer is None:
+            raise BrokerUnavailable(f"not connected to the broker at {self.bootstrap} yet")
+        delivery: Awaitable[object] = await self._producer.send(topic, value, key=key)
+        return delivery
+
+    async def broker_ok(self, timeout: float = 2.0) -> str:
+        """'ok', or why the broker cannot be reached."""
+        producer = self._producer
+        if producer is None:
+            return "not connected yet"
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return "ok"
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+            try:
+                await producer.start()
+            except Exception as exc:  # noqa: BLE001 - keep trying; the process works without the broker meanwhile
+                log.warning("kafka producer: broker not reachable (%s); retrying in %.1fs", exc, delay)
+                await producer.stop()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            return
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

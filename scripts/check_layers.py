@@ -1,0 +1,115 @@
+"""List the imports between fcl's top-level packages and fail on any arrow against the layers.
+
+    launcher    fcl
+    services    streams   worker   web          (never import each other)
+    middle      storage   trainers   messaging  (never import each other)
+    base        contract                         (imports none of them)
+
+A package may import only packages of lower layers. Every import counts, including the ones
+inside functions, so a cycle cannot hide there. Two ownership rules are checked as well: a
+`training-status` event is built only by `storage/queue.py`, and only `storage/` runs SQL.
+
+    python scripts/check_layers.py [ROOT]     # prints the arrows; exit 1 with the violations
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LAYERS: dict[str, int] = {
+    "contract": 0,
+    "storage": 1,
+    "trainers": 1,
+    "messaging": 1,
+    "streams": 2,
+    "worker": 2,
+    "web": 2,
+    "fcl": 3,
+}
+# Who may build a training-status event, and who may speak SQL.
+STATUS_EVENT_OWNER = "storage/queue.py"
+STATUS_EVENT_NAMES = {"TrainingStatusEvent", "status_event"}
+SQL_MODULES = {"sqlalchemy", "asyncpg", "alembic"}
+SQL_PACKAGES = {"storage"}
+
+
+@dataclass(frozen=True)
+class Arrow:
+    source: str  # the importing package
+    target: str  # the imported package
+    where: str  # file:line
+
+
+def _imports(tree: ast.AST) -> Iterator[tuple[str, int]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, node.lineno
+
+
+def scan(root: Path) -> tuple[list[Arrow], list[str]]:
+    """The arrows between packages, and the violations of the layers and ownership rules."""
+    arrows: list[Arrow] = []
+    violations: list[str] = []
+    for package in LAYERS:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+            for module, line in _imports(tree):
+                top = module.split(".")[0]
+                where = f"{rel}:{line}"
+                if top in LAYERS and top != package:
+                    arrows.append(Arrow(package, top, where))
+                    if LAYERS[top] >= LAYERS[package]:
+                        violations.append(
+                            f"{where}: {package} (layer {LAYERS[package]}) imports {module} (layer {LAYERS[top]})"
+                        )
+                if top in SQL_MODULES and package not in SQL_PACKAGES:
+                    violations.append(f"{where}: {package} imports {module}; only storage speaks SQL")
+                if package != "contract" and rel != STATUS_EVENT_OWNER and module.startswith(("contract", "storage")):
+                    names = {
+                        a.name
+                        for node in ast.walk(tree)
+                        if isinstance(node, ast.ImportFrom) and node.module == module and node.lineno == line
+                        for a in node.names
+                    }
+                    for name in sorted(names & STATUS_EVENT_NAMES):
+                        violations.append(
+                            f"{where}: imports {name}; a training-status event is built only in {STATUS_EVENT_OWNER}"
+                        )
+    return arrows, violations
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
+    arrows, violations = scan(root)
+    counts = Counter((a.source, a.target) for a in arrows)
+    order = sorted(counts, key=lambda pair: (-LAYERS[pair[0]], pair[0], LAYERS[pair[1]], pair[1]))
+    print("imports between packages (importer -> imported: how many):")
+    for source, target in order:
+        print(f"  {source:9} -> {target:9} {counts[source, target]:4}")
+    if violations:
+        print(f"{len(violations)} violation(s):", file=sys.stderr)
+        for v in violations:
+            print(f"  {v}", file=sys.stderr)
+        return 1
+    print(
+        "no arrow against the layers: "
+        + "  >  ".join(
+            " ".join(sorted(p for p, layer in LAYERS.items() if layer == n))
+            for n in sorted(set(LAYERS.values()), reverse=True)
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,993 @@
+"""The owner of a training job's life: every transition of a job happens here and nowhere else.
+
+    admit ──▶ queued ──claim──▶ in_progress ──complete──▶ completed
+                ▲  ▲               │  │  │
+                │  └─fail/release──┘  │  └─fail (no attempts left)──▶ failed
+                │    expire (lease)   └─cancel (asked) ──▶ cancelled
+                └─retry (operator) ◀── failed | cancelled         queued ──cancel──▶ cancelled
+
+Each transition is one transaction that writes the job, the attempt row (`training_events`) of an
+attempt that ended, and the outbox rows of the events it announces; it checks the lease where a
+worker holds one (`LeaseLost` otherwise) and returns a frozen `Transition`. The `training-status`
+event of a transition is built here (`_status`) and nowhere else. The relays hear of the outbox
+rows through PostgreSQL (`NOTIFY fcl_outbox`, migration 0006), not through calls from here.
+
+A job that goes back to the queue (retry, lease expiry, release) while another job of the same
+dataset and model type already waits is merged into that one: its triggers move over and the
+waiting job takes the higher priority, so there is still one waiting job per pair and nothing
+that asked for a training is lost.
+
+`JobQueue` works inside the caller's transaction (so admission can share one with the stream's
+dead letters); `PostgresQueue` is the `WorkerQueue` a trainer worker uses, one transaction per
+call. Every statement of the state machine is plain SQL in this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.events import ErrorInfo, TrainingStatusEvent, TrainingValidationEvent, rfc3339
+from contract.topics import Topic
+from storage.db import Database
+from storage.entities import (
+    Admission,
+    AdmissionPolicy,
+    Champion,
+    CompletedAttempt,
+    EndedAttempt,
+    Job,
+    Lease,
+    NewModelVersion,
+    TrainingInputs,
+    Transition,
+    TriggerRequest,
+)
+from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
+from storage.repositories import (
+    ChampionRepository,
+    DatasetRepository,
+    ModelVersionRepository,
+    OutboxEntry,
+    OutboxRepository,
+    SampleRepository,
+    ValidationRepository,
+    WorkerRepository,
+)
+from storage.retry import RetryDecision
+
+# A job row with its triggering event ids, in the order they arrived.
+_JOB = """j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
+                    ORDER BY t.received_at, t.event_id) AS trigger_event_ids"""
+
+# The best waiting job: an index scan of ix_training_jobs_claim (tested with EXPLAIN). A follow-up
+# waits while its dataset still trains.
+CLAIM_CANDIDATE_SQL = """
+    SELECT id FROM training_jobs
+    WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
+      AND NOT EXISTS (SELECT 1 FROM training_jobs r WHERE r.dataset_id = training_jobs.dataset_id
+                      AND r.model_type = training_jobs.model_type AND r.status = 'in_progress')
+    ORDER BY rank_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+"""
+
+_ERROR_LIMIT = 2000  # characters of an error message kept
+
+
+def status_event(
+    job: Job,
+    status: JobStatus,
+    *,
+    attempt: int | None = None,
+    message: str = "",
+    progress: float | None = None,
+    error: tuple[str, str] | None = None,
+    training_event_id: uuid.UUID | None = None,
+    model_version: int | None = None,
+) -> OutboxEntry:
+    """THE `training-status` event of a transition, as an outbox row. `attempt` defaults to the
+    job's attempts (at least 1)."""
+    event = TrainingStatusEvent(
+        event_id=str(uuid.uuid4()),
+        job_id=str(job.id),
+        dataset_id=job.dataset_id,
+        model_type=job.model_type,
+        status=status,
+        priority=job.priority,
+        attempt=max(1, attempt if attempt is not None else job.attempts),
+        progress=progress,
+        message=message,
+        error=ErrorInfo(type=error[0], message=error[1]) if error else None,
+        training_event_id=str(training_event_id) if training_event_id else None,
+        model_version=model_version,
+        occurred_at=rfc3339(),
+    )
+    return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
+
+
+def _back_in_queue(job: Job, merged: Job | None, message: str, error: tuple[str, str] | None) -> OutboxEntry:
+    """The event of a job that left `in_progress` without a result: queued again (with the next
+    attempt's number), merged into the waiting job (cancelled), or failed for good."""
+    if merged is not None:
+        return status_event(job, JobStatus.CANCELLED, message=f"merged into waiting job {merged.id}", error=error)
+    if job.status is JobStatus.QUEUED:
+        return status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message=message, error=error)
+    return status_event(job, job.status, message=message, error=error)
+
+
+class JobQueue:
+    """The transitions, inside the caller's transaction (`Database.transaction()`)."""
+
+    def __init__(self, session: AsyncSession, policy: AdmissionPolicy | None = None) -> None:
+        self.session = session
+        self.policy = policy or AdmissionPolicy()
+
+    # -- admission ---------------------------------------------------------------------------------
+    async def admit(self, requests: Sequence[TriggerRequest]) -> list[Admission]:
+        """Admit triggers in order by the contract's rules: the same event id twice makes one job
+        (`duplicate`); a trigger for a dataset and model type with a waiting job joins it (its
+        priority becomes the higher of the two, `joined`); otherwise a new waiting job is queued
+        (`created`; the follow-up when one runs) with its `queued` event. Set-based: a few
+        statements for the whole batch, whatever its size."""
+        if not requests:
+            return []
+        known = {
+            r.event_id: r
+            for r in (
+                await self.session.execute(
+                    text("""
+            SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
+            WHERE t.event_id = ANY(CAST(:ids AS text[]))
+        """),
+                    {"ids": sorted({r.event_id for r in requests})},
+                )
+            ).all()
+        }
+        fresh: list[TriggerRequest] = []
+        seen: set[str] = set()
+        for r in requests:
+            if r.event_id not in known and r.event_id not in seen:
+                seen.add(r.event_id)
+                fresh.append(r)
+        pairs: dict[str, list[TriggerRequest]] = {}
+        for r in fresh:
+            pairs.setdefault(f"{r.dataset_id}/{r.model_type}", []).append(r)
+        joined: dict[str, tuple[uuid.UUID, int, int]] = {}  # key -> (job, priority before, attempts)
+        created: dict[str, Job] = {}
+        missing = sorted(pairs)
+        while missing:
+            joined.update(await self._join_waiting(missing, pairs))
+            created.update(await self._create_waiting([k for k in missing if k not in joined], pairs))
+            # A pair another transaction queued first (its insert conflicted): go round and join it.
+            missing = [k for k in missing if k not in joined and k not in created]
+        # Outcomes in request order, each with the job's priority once that request was applied.
+        priority_now = {k: before for k, (_, before, _) in joined.items()}
+        assigned: dict[str, str] = {}  # event id -> the pair whose job it joined or created
+        triggers: list[tuple[str, uuid.UUID, int, str]] = []
+        outcomes: list[Admission] = []
+        for r in requests:
+            key = assigned.get(r.event_id, f"{r.dataset_id}/{r.model_type}")
+            if r.event_id in known or r.event_id in assigned:
+                row = known.get(r.event_id)
+                job_id, priority, attempts = (
+                    (row.id, row.priority, row.attempts)
+                    if row is not None
+                    else (
+                        self._job_of(key, joined, created),
+                        priority_now[key],
+                        self._attempts_of(key, joined, created),
+                    )
+                )
+                outcomes.append(
+                    Admission(
+                        request=r,
+                        job_id=job_id,
+                        outcome=AdmissionOutcome.DUPLICATE,
+                        priority=priority,
+                        attempts=attempts,
+                    )
+                )
+                continue
+            first_of_new_job = key in created and key not in priority_now
+            priority_now[key] = max(priority_now.get(key, r.priority), r.priority)
+            assigned[r.event_id] = key
+            job_id = self._job_of(key, joined, created)
+            triggers.append((r.event_id, job_id, r.priority, r.source))
+            outcomes.append(
+                Admission(
+                    request=r,
+                    job_id=job_id,
+                    priority=priority_now[key],
+                    outcome=AdmissionOutcome.CREATED if first_of_new_job else AdmissionOutcome.JOINED,
+                    attempts=self._attempts_of(key, joined, created),
+                )
+            )
+        statuses = [
+            status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message="queued") for job in created.values()
+        ]
+        if triggers:
+            await self.session.execute(
+                text("""
+                INSERT INTO job_triggers (event_id, job_id, priority, source, received_at)
+                SELECT t.event_id, t.job_id, t.priority, t.source, clock_timestamp()
+                FROM unnest(CAST(:events AS text[]), CAST(:jobs AS uuid[]), CAST(:priorities AS smallint[]),
+                            CAST(:sources AS text[])) WITH ORDINALITY AS t(event_id, job_id, priority, source, ord)
+                ORDER BY t.ord
+            """),
+                {
+                    "events": [t[0] for t in triggers],
+                    "jobs": [t[1] for t in triggers],
+                    "priorities": [t[2] for t in triggers],
+                    "sources": [t[3] for t in triggers],
+                },
+            )
+        await OutboxRepository(self.session).add_many(statuses)
+        return outcomes
+
+    @staticmethod
+    def _job_of(key: str, joined: Mapping[str, tuple[uuid.UUID, int, int]], created: Mapping[str, Job]) -> uuid.UUID:
+        return created[key].id if key in created else joined[key][0]
+
+    @staticmethod
+    def _attempts_of(key: str, joined: Mapping[str, tuple[uuid.UUID, int, int]], created: Mapping[str, Job]) -> int:
+        return created[key].attempts if key in created else joined[key][2]
+
+    async def _join_waiting(
+        self, keys: list[str], pairs: Mapping[str, Sequence[TriggerRequest]]
+    ) -> dict[str, tuple[uuid.UUID, int, int]]:
+        rows = (
+            await self.session.execute(
+                text("""
+            WITH want AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:priorities AS smallint[]))
+                          AS w(key, priority)),
+                 waiting AS (SELECT j.id, j.priority FROM training_jobs j JOIN want ON j.dedupe_key = want.key
+                             WHERE j.status = 'queued' ORDER BY j.id FOR UPDATE OF j)
+            UPDATE training_jobs AS j
+            SET priority = GREATEST(j.priority, want.priority),
+                rank_at = LEAST(j.rank_at, j.created_at - want.priority * CAST(:ageing AS interval)),
+                updated_at = now()
+            FROM want, waiting
+            WHERE j.id = waiting.id AND j.dedupe_key = want.key
+            RETURNING j.dedupe_key, j.id, waiting.priority AS before, j.attempts
+        """),
+                {
+                    "keys": keys,
+                    "priorities": [max(r.priority for r in pairs[k]) for k in keys],
+                    "ageing": self.policy.ageing_step,
+                },
+            )
+        ).all()
+        return {r.dedupe_key: (r.id, r.before, r.attempts) for r in rows}
+
+    async def _create_waiting(self, keys: list[str], pairs: Mapping[str, Sequence[TriggerRequest]]) -> dict[str, Job]:
+        if not keys:
+            return {}
+        first = [pairs[k][0] for k in keys]
+        rows = (
+            (
+                await self.session.execute(
+                    text("""
+            INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
+            SELECT gen_random_uuid(), n.dataset_id, n.model_type, n.priority, n.max_attempts,
+                   now() - n.priority * CAST(:ageing AS interval), n.dataset_id || '/' || n.model_type
+            FROM unnest(CAST(:datasets AS text[]), CAST(:types AS text[]), CAST(:priorities AS smallint[]),
+                        CAST(:attempts AS integer[])) AS n(dataset_id, model_type, priority, max_attempts)
+            ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
+            RETURNING j.*
+        """),
+                    {
+                        "datasets": [r.dataset_id for r in first],
+                        "types": [r.model_type for r in first],
+                        "priorities": [max(r.priority for r in pairs[k]) for k in keys],
+                        "attempts": [self.policy.attempts_for(r.model_type) for r in first],
+                        "ageing": self.policy.ageing_step,
+                    },
+                )
+            )
+            .mappings()
+            .all()
+        )
+        return {r["dedupe_key"]: Job.from_mapping(r) for r in rows}
+
+    async def auto_trigger(self, *, priority: int) -> list[Admission]:
+        """Queue a job for each dataset whose counter reached its threshold, by the admission
+        rules (a waiting job is joined, one follow-up while one runs)."""
+        ready = await DatasetRepository(self.session).ready()
+        return await self.admit(
+            [
+                TriggerRequest(
+                    event_id=f"auto-trigger:{uuid.uuid4()}",
+                    dataset_id=d.dataset_id,
+                    model_type=d.model_type,
+                    priority=priority,
+                    source="auto-trigger",
+                )
+                for d in ready
+            ]
+        )
+
+    # -- a worker's transitions --------------------------------------------------------------------
+    async def claim(self, *, worker: str, lease: timedelta, caps: Mapping[str, int] | None = None) -> Transition | None:
+        """The best waiting job (highest priority, then oldest, with ageing), skipping model types
+        at their cap of running jobs across all workers and follow-ups whose dataset still trains,
+        leased to `worker`, with its `in_progress` event."""
+        excluded: list[str] = []
+        if caps:
+            # Claims serialise while caps apply, so two workers cannot both take the last slot.
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('fcl-claim-caps'))"))
+            running: dict[str, int] = {
+                row.model_type: row.n
+                for row in (
+                    await self.session.execute(
+                        text(
+                            "SELECT model_type, count(*) AS n FROM training_jobs WHERE status = 'in_progress' "
+                            "GROUP BY model_type"
+                        )
+                    )
+                ).all()
+            }
+            excluded = [t for t, cap in caps.items() if running.get(t, 0) >= cap]
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            WITH next AS ({CLAIM_CANDIDATE_SQL})
+            UPDATE training_jobs AS j
+            SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
+                lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
+                updated_at = now(), progress = 0, cancel_requested = false
+            FROM next WHERE j.id = next.id
+            RETURNING {_JOB}
+        """),
+                    {"worker": worker, "token": uuid.uuid4(), "lease": lease, "excluded": excluded},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        job = Job.from_mapping(row)
+        await self._publish([status_event(job, JobStatus.IN_PROGRESS, progress=0.0, message=f"claimed by {worker}")])
+        return Transition(job=job, before=JobStatus.QUEUED, events=1)
+
+    async def heartbeat(
+        self, lease: Lease, *, lease_for: timedelta, progress: float | None = None, publish: bool = False
+    ) -> Transition:
+        """Extend the lease and keep the training's progress; with `publish`, also announce the
+        progress (an `in_progress` event) unless a cancel was asked for. The returned job says
+        whether it was (`cancel_requested`)."""
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET lease_expires_at = now() + :lease_for, updated_at = now(), progress = coalesce(:progress, j.progress)
+            WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
+            RETURNING {_JOB}
+        """),
+                    {"id": lease.job_id, "token": lease.token, "lease_for": lease_for, "progress": progress},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LeaseLost(f"the lease of job {lease.job_id} is not held by {lease.owner}")
+        job = Job.from_mapping(row)
+        events = 0
+        if publish and progress is not None and not job.cancel_requested:
+            events = await self._publish(
+                [status_event(job, JobStatus.IN_PROGRESS, progress=round(progress, 3), message="training")]
+            )
+        return Transition(job=job, before=JobStatus.IN_PROGRESS, events=events)
+
+    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
+        """Record a trained and validated candidate in one go: the attempt row, the model version
+        (the next number of its type), its checks, the champion move when the gate passed
+        (compare-and-swap against the champion the candidate was validated against:
+        `ChampionMoved` when it moved meanwhile, and nothing is written), the samples it used
+        taken off the dataset's counter, the job completed, and the `completed`,
+        `training-validation` and (on promotion) `model-versions` events."""
+        job = await self._leased(lease)
+        champions = ChampionRepository(self.session)
+        current = await champions.current(job.model_type)
+        if (current.seq if current else 0) != attempt.validated_against:
+            raise ChampionMoved(f"the {job.model_type} champion moved while the candidate was validated")
+        versions = ModelVersionRepository(self.session)
+        number = await versions.next_version(job.model_type)
+        training_event_id = await self._attempt_row(
+            job,
+            lease,
+            TrainingEventStatus.COMPLETED,
+            started_at=attempt.started_at,
+            duration=attempt.duration_seconds,
+            fit_seconds=attempt.fit_seconds,
+            sample_count=attempt.sample_count,
+            watermark=attempt.dataset_watermark,
+            metrics=attempt.metrics,
+            model_version=number,
+            validation_passed=attempt.passed,
+            promoted=attempt.passed,
+        )
+        baseline_version = current.version if current else None
+        await versions.add(
+            NewModelVersion(
+                model_type=job.model_type,
+                training_event_id=training_event_id,
+                job_id=job.id,
+                dataset_id=job.dataset_id,
+                parent_version=baseline_version,
+                artifact_path=attempt.artifact.path,
+                artifact_sha256=attempt.artifact.sha256,
+                artifact_size=attempt.artifact.size,
+                artifact_format=attempt.artifact.format,
+                metrics=attempt.metrics,
+                hyperparameters=attempt.hyperparameters,
+                dataset_watermark=attempt.dataset_watermark,
+                dataset_hash=attempt.dataset_hash,
+                seed=attempt.seed,
+                library_versions=attempt.library_versions,
+                code_version=attempt.code_version,
+            ),
+            version=number,
+        )
+        await ValidationRepository(self.session).add(
+            training_event_id=training_event_id,
+            model_type=job.model_type,
+            candidate_version=number,
+            baseline_version=baseline_version,
+            checks=attempt.checks,
+        )
+        validation = TrainingValidationEvent(
+            event_id=str(uuid.uuid4()),
+            job_id=str(job.id),
+            training_event_id=str(training_event_id),
+            model_type=job.model_type,
+            candidate_version=number,
+            baseline_version=baseline_version,
+            metrics=attempt.metrics,
+            baseline_metrics=attempt.baseline_metrics,
+            checks=list(attempt.checks),
+            passed=attempt.passed,
+            promoted=attempt.passed,
+            occurred_at=rfc3339(),
+        )
+        await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET status = 'completed', model_version = :version, progress = 1.0, finished_at = now(),
+                updated_at = now(), lease_token = NULL, lease_expires_at = NULL
+            WHERE j.id = :id
+            RETURNING {_JOB}
+        """),
+                    {"id": job.id, "version": number},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        done = Job.from_mapping(row)
+        failed = ", ".join(f"{c.metric} ({c.kind.value})" for c in attempt.checks if not c.passed)
+        verdict = "promoted to champion" if attempt.passed else f"not promoted: {failed or 'no checks'}"
+        if attempt.champion_unreadable:
+            verdict += f"; judged on fixed bounds only: {attempt.champion_unreadable}"
+        # The champion's move comes last: its event follows the job's in the outbox.
+        events = await self._publish(
+            [
+                status_event(
+                    done,
+                    JobStatus.COMPLETED,
+                    progress=1.0,
+                    message=f"version {number} {verdict}",
+                    training_event_id=training_event_id,
+                    model_version=number,
+                ),
+                (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")),
+            ]
+        )
+        if attempt.passed:
+            await champions.move(
+                model_type=job.model_type, version=number, expected=current, reason=ChampionReason.VALIDATED
+            )
+            events += 1
+        return Transition(
+            job=done,
+            before=JobStatus.IN_PROGRESS,
+            training_event_id=training_event_id,
+            model_version=number,
+            promoted=attempt.passed,
+            events=events,
+        )
+
+    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
+        """Record a failed attempt: back to the queue after the decision's delay when it says
+        retry and attempts remain, else failed for good."""
+        job = await self._leased(lease)
+        error = (attempt.error_type, attempt.message[:_ERROR_LIMIT])
+        training_event_id = await self._attempt_row(
+            job,
+            lease,
+            TrainingEventStatus.FAILED,
+            started_at=attempt.started_at,
+            duration=attempt.duration_seconds,
+            error=error,
+        )
+        if decision.retry and job.attempts < job.max_attempts:
+            after, merged = await self._requeue(job, delay=decision.delay, attempts=job.attempts, error=error)
+            message = f"attempt {job.attempts} failed; retrying in {decision.delay.total_seconds():.0f}s"
+        else:
+            after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
+            message = "failed"
+        events = await self._publish([_back_in_queue(after, merged, message, error)])
+        return Transition(
+            job=after,
+            before=JobStatus.IN_PROGRESS,
+            merged_into=merged,
+            training_event_id=training_event_id,
+            events=events,
+        )
+
+    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        """A running job whose cancellation its worker carried out: cancelled, no version."""
+        job = await self._leased(lease)
+        training_event_id = await self._attempt_row(
+            job,
+            lease,
+            TrainingEventStatus.CANCELLED,
+            started_at=attempt.started_at,
+            duration=attempt.duration_seconds,
+            error=(attempt.error_type, attempt.message),
+        )
+        done = await self._finish(job, JobStatus.CANCELLED, error=None)
+        events = await self._publish(
+            [status_event(done, JobStatus.CANCELLED, message="cancelled while training; no version recorded")]
+        )
+        return Transition(job=done, before=JobStatus.IN_PROGRESS, training_event_id=training_event_id, events=events)
+
+    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        """Put a job back without counting the attempt: its worker is shutting down."""
+        job = await self._leased(lease)
+        training_event_id = await self._attempt_row(
+            job,
+            lease,
+            TrainingEventStatus.ABANDONED,
+            started_at=attempt.started_at,
+            duration=attempt.duration_seconds,
+            error=(attempt.error_type, attempt.message),
+        )
+        after, merged = await self._requeue(job, delay=timedelta(0), attempts=max(0, job.attempts - 1), error=None)
+        events = await self._publish([_back_in_queue(after, merged, "released: the worker is shutting down", None)])
+        return Transition(
+            job=after,
+            before=JobStatus.IN_PROGRESS,
+            merged_into=merged,
+            training_event_id=training_event_id,
+            events=events,
+        )
+
+    async def expire_leases(self, *, reclaimed_by: str, limit: int = 100) -> list[Transition]:
+        """Jobs whose worker stopped renewing its lease: back to the queue (the lost attempt
+        counts) or failed when no attempt is left, each with an `abandoned` attempt row."""
+        rows = (
+            (
+                await self.session.execute(
+                    text(f"""
+            SELECT {_JOB} FROM training_jobs j
+            WHERE j.status = 'in_progress' AND j.lease_expires_at < now()
+            ORDER BY j.lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED
+        """),
+                    {"limit": limit},
+                )
+            )
+            .mappings()
+            .all()
+        )
+        out = []
+        for row in rows:
+            job = Job.from_mapping(row)
+            error = ("LeaseExpired", f"worker {job.lease_owner} stopped renewing its lease")
+            training_event_id = await self._attempt_row(
+                job,
+                None,
+                TrainingEventStatus.ABANDONED,
+                started_at=job.started_at or job.updated_at,
+                duration=0.0,
+                error=error,
+                attempt=max(1, job.attempts),
+                worker=reclaimed_by,
+            )
+            if job.attempts < job.max_attempts:
+                after, merged = await self._requeue(job, delay=timedelta(0), attempts=job.attempts, error=error)
+            else:
+                after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
+            events = await self._publish([_back_in_queue(after, merged, "lease expired; back in the queue", error)])
+            out.append(
+                Transition(
+                    job=after,
+                    before=JobStatus.IN_PROGRESS,
+                    merged_into=merged,
+                    training_event_id=training_event_id,
+                    events=events,
+                )
+            )
+        return out
+
+    # -- an operator's transitions -----------------------------------------------------------------
+    async def cancel(self, job_id: uuid.UUID) -> Transition | None:
+        """A waiting job is cancelled at once (with its event); a running one is asked to stop
+        (its worker stops the training and records the cancellation). `JobStateConflict` for a
+        finished job; None for an unknown one."""
+        job = await self._locked(job_id)
+        if job is None:
+            return None
+        if job.status.is_final:
+            raise JobStateConflict(f"job {job_id} is already {job.status.value}; nothing to cancel")
+        if job.status is JobStatus.QUEUED:
+            done = await self._finish(job, JobStatus.CANCELLED, error=None)
+            events = await self._publish([status_event(done, JobStatus.CANCELLED, message="cancelled by an operator")])
+            return Transition(job=done, before=JobStatus.QUEUED, events=events)
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j SET cancel_requested = true, updated_at = now() WHERE j.id = :id RETURNING {_JOB}
+        """),
+                    {"id": job_id},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        return Transition(job=Job.from_mapping(row), before=JobStatus.IN_PROGRESS)
+
+    async def retry(self, job_id: uuid.UUID, *, extra_attempts: int) -> Transition | None:
+        """Put a failed or cancelled job back in the queue with `extra_attempts` more attempts, with
+        its `queued` event. `JobStateConflict` when the job is not failed or cancelled, or when
+        another job already waits for its dataset and model type (that one will train the same
+        data); None for an unknown job."""
+        job = await self._locked(job_id)
+        if job is None:
+            return None
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise JobStateConflict(f"job {job_id} is {job.status.value}; only a failed or cancelled job can be retried")
+        waiting = await self.session.scalar(
+            text("SELECT id FROM training_jobs WHERE dedupe_key = :key AND status = 'queued'"),
+            {"key": f"{job.dataset_id}/{job.model_type}"},
+        )
+        if waiting is not None:
+            raise JobStateConflict(
+                f"job {waiting} already waits for dataset {job.dataset_id} "
+                f"({job.model_type}); it will train the same data"
+            )
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET status = 'queued', run_after = now(), updated_at = now(), max_attempts = j.attempts + :extra,
+                finished_at = NULL, started_at = NULL, cancel_requested = false, progress = NULL,
+                error_type = NULL, error_message = NULL
+            WHERE j.id = :id
+            RETURNING {_JOB}
+        """),
+                    {"id": job_id, "extra": max(1, extra_attempts)},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        after = Job.from_mapping(row)
+        events = await self._publish(
+            [status_event(after, JobStatus.QUEUED, attempt=after.attempts + 1, message="re-queued by an operator")]
+        )
+        return Transition(job=after, before=job.status, events=events)
+
+    # -- the parts ---------------------------------------------------------------------------------
+    async def _publish(self, events: Sequence[OutboxEntry]) -> int:
+        return await OutboxRepository(self.session).add_many(events)
+
+    async def _locked(self, job_id: uuid.UUID) -> Job | None:
+        row = (
+            (
+                await self.session.execute(
+                    text(f"SELECT {_JOB} FROM training_jobs j WHERE j.id = :id FOR UPDATE"), {"id": job_id}
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return Job.from_mapping(row) if row else None
+
+    async def _leased(self, lease: Lease) -> Job:
+        """The job, locked for this transaction, only while `lease` still holds it."""
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            SELECT {_JOB} FROM training_jobs j
+            WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
+            FOR UPDATE
+        """),
+                    {"id": lease.job_id, "token": lease.token},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LeaseLost(f"the lease of job {lease.job_id} is not held by {lease.owner}")
+        return Job.from_mapping(row)
+
+    async def _attempt_row(
+        self,
+        job: Job,
+        lease: Lease | None,
+        status: TrainingEventStatus,
+        *,
+        started_at: Any,
+        duration: float,
+        error: tuple[str, str] | None = None,
+        fit_seconds: float | None = None,
+        sample_count: int | None = None,
+        watermark: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+        model_version: int | None = None,
+        validation_passed: bool | None = None,
+        promoted: bool | None = None,
+        attempt: int | None = None,
+        worker: str | None = None,
+    ) -> uuid.UUID:
+        """The `training_events` row of the attempt that ended (one per job and attempt number)."""
+        import json
+
+        event_id = uuid.uuid4()
+        await self.session.execute(
+            text("""
+            INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
+                                         finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
+                                         metrics, error_type, error_message, model_version, validation_passed, promoted)
+            VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
+                    :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
+                    :model_version, :validation_passed, :promoted)
+            ON CONFLICT (job_id, attempt) DO NOTHING
+        """),
+            {
+                "id": event_id,
+                "job_id": job.id,
+                "attempt": attempt if attempt is not None else job.attempts,
+                "dataset_id": job.dataset_id,
+                "model_type": job.model_type,
+                "status": status.value,
+                "worker": worker or (lease.owner if lease else None),
+                "started_at": started_at,
+                "duration": duration,
+                "fit_seconds": fit_seconds,
+                "sample_count": sample_count,
+                "watermark": watermark,
+                "metrics": json.dumps(dict(metrics or {})),
+                "error_type": error[0] if error else None,
+                "error_message": (error[1][:_ERROR_LIMIT] or None) if error else None,
+                "model_version": model_version,
+                "validation_passed": validation_passed,
+                "promoted": promoted,
+            },
+        )
+        return event_id
+
+    async def _finish(self, job: Job, status: JobStatus, *, error: tuple[str, str] | None) -> Job:
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET status = :status, finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL,
+                error_type = coalesce(:error_type, j.error_type),
+                error_message = coalesce(:error_message, j.error_message)
+            WHERE j.id = :id
+            RETURNING {_JOB}
+        """),
+                    {
+                        "id": job.id,
+                        "status": status.value,
+                        "error_type": error[0] if error else None,
+                        "error_message": error[1] if error else None,
+                    },
+                )
+            )
+            .mappings()
+            .one()
+        )
+        return Job.from_mapping(row)
+
+    async def _requeue(
+        self, job: Job, *, delay: timedelta, attempts: int, error: tuple[str, str] | None
+    ) -> tuple[Job, Job | None]:
+        """Back to the queue after `delay` with `attempts` counted, or merged into the job already
+        waiting for the same dataset and model type (the returned pair's second)."""
+        waiting = (
+            await self.session.execute(
+                text("""
+            SELECT id FROM training_jobs WHERE dedupe_key = :key AND status = 'queued' AND id <> :id FOR UPDATE
+        """),
+                {"key": f"{job.dataset_id}/{job.model_type}", "id": job.id},
+            )
+        ).scalar()
+        common = """lease_token = NULL, lease_expires_at = NULL, lease_owner = NULL, attempts = :attempts,
+                    updated_at = now(), progress = NULL"""
+        params = {
+            "id": job.id,
+            "attempts": attempts,
+            "delay": delay,
+            "error_type": error[0] if error else None,
+            "error_message": error[1] if error else None,
+        }
+        if waiting is None:
+            row = (
+                (
+                    await self.session.execute(
+                        text(f"""
+                UPDATE training_jobs AS j
+                SET status = 'queued', run_after = now() + :delay, {common},
+                    error_type = coalesce(:error_type, j.error_type),
+                    error_message = coalesce(:error_message, j.error_message)
+                WHERE j.id = :id
+                RETURNING {_JOB}
+            """),
+                        params,
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            return Job.from_mapping(row), None
+        # Merge into the waiting job: it inherits the triggers and the higher priority.
+        await self.session.execute(
+            text("UPDATE job_triggers SET job_id = :into WHERE job_id = :id"), {"into": waiting, "id": job.id}
+        )
+        merged = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET priority = GREATEST(j.priority, :priority), rank_at = LEAST(j.rank_at, :rank_at), updated_at = now()
+            WHERE j.id = :into
+            RETURNING {_JOB}
+        """),
+                    {"into": waiting, "priority": job.priority, "rank_at": job.rank_at},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        into = Job.from_mapping(merged)
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            UPDATE training_jobs AS j
+            SET status = 'cancelled', finished_at = now(), {common},
+                error_type = 'Merged', error_message = :merged
+            WHERE j.id = :id
+            RETURNING {_JOB}
+        """),
+                    {**params, "merged": f"merged into waiting job {waiting}"},
+                )
+            )
+            .mappings()
+            .one()
+        )
+        return Job.from_mapping(row), into
+
+
+# -- what a trainer worker needs of storage ---------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class WorkerBeat:
+    """A worker's heartbeat row: who it is and which jobs it runs (`/training-status` shows it)."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    running: tuple[uuid.UUID, ...]
+    info: Mapping[str, Any]
+
+
+class WorkerQueue(Protocol):
+    """Everything a trainer worker does with storage. `PostgresQueue` is the real one; the worker's
+    unit tests use an in-memory fake of this same interface."""
+
+    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None: ...
+
+    async def inputs(self, job: Job) -> TrainingInputs: ...
+
+    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job: ...
+
+    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition: ...
+
+    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition: ...
+
+    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
+
+    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
+
+    async def expire_leases(self, worker: str) -> list[Transition]: ...
+
+    async def announce(self, beat: WorkerBeat) -> None: ...
+
+    async def leave(self, worker: str) -> None: ...
+
+    async def unpublished_events(self) -> int: ...
+
+
+class PostgresQueue:
+    """`WorkerQueue` on PostgreSQL: each call one transaction of `JobQueue`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None:
+        async with self.db.transaction() as s:
+            claimed = await JobQueue(s).claim(worker=worker, lease=lease, caps=caps or None)
+        return claimed.job if claimed else None
+
+    async def inputs(self, job: Job) -> TrainingInputs:
+        async with self.db.transaction() as s:
+            watermark = await SampleRepository(s).watermark(job.dataset_id)
+            move = await ChampionRepository(s).current(job.model_type)
+            version = await ModelVersionRepository(s).get(job.model_type, move.version) if move else None
+        champion = Champion(move=move, version=version) if move and version else None
+        return TrainingInputs(watermark=watermark, champion=champion)
+
+    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job:
+        async with self.db.transaction() as s:
+            beat = await JobQueue(s).heartbeat(lease, lease_for=lease_for, progress=progress, publish=publish)
+        return beat.job
+
+    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).complete(lease, attempt)
+
+    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).fail(lease, attempt, decision)
+
+    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).finish_cancelled(lease, attempt)
+
+    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).release(lease, attempt)
+
+    async def expire_leases(self, worker: str) -> list[Transition]:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).expire_leases(reclaimed_by=worker)
+
+    async def announce(self, beat: WorkerBeat) -> None:
+        async with self.db.transaction() as s:
+            await WorkerRepository(s).beat(
+                worker_id=beat.worker_id,
+                hostname=beat.hostname,
+                pid=beat.pid,
+                current_job_ids=list(beat.running),
+                info=dict(beat.info),
+            )
+
+    async def leave(self, worker: str) -> None:
+        async with self.db.transaction() as s:
+            await WorkerRepository(s).remove(worker)
+
+    async def unpublished_events(self) -> int:
+        async with self.db.transaction() as s:
+            return await OutboxRepository(s).unpublished()

@@ -1,0 +1,60 @@
+"""The packages' arrows run one way (scripts/check_layers.py): the launcher, then the services,
+then storage, trainers and messaging, then the shared base; and the checker does catch an arrow
+against them, a cycle hidden in a function, SQL outside storage and a status event built
+outside the queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_layers
+
+
+def test_the_repository_has_no_arrow_against_the_layers() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_layers.py")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "worker    -> storage" in done.stdout and "no arrow against the layers" in done.stdout
+    arrows, violations = check_layers.scan(ROOT)
+    assert not violations
+    assert {(a.source, a.target) for a in arrows} >= {
+        ("fcl", "worker"),
+        ("worker", "trainers"),
+        ("storage", "contract"),
+    }
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name in check_layers.LAYERS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    for path, text in files.items():
+        (tmp_path / path).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        ({"storage/x.py": "from web.routes import ENDPOINTS\n"}, "storage (layer 1) imports web.routes (layer 2)"),
+        ({"contract/x.py": "def f():\n    import storage.db\n"}, "contract (layer 0) imports storage.db"),
+        ({"worker/x.py": "import streams.app\n"}, "worker (layer 2) imports streams.app (layer 2)"),
+        ({"trainers/x.py": "from storage.queue import JobQueue\n"}, "trainers (layer 1) imports storage.queue"),
+        ({"web/x.py": "from sqlalchemy import text\n"}, "only storage speaks SQL"),
+        ({"worker/x.py": "from contract.events import TrainingStatusEvent\n"}, "built only in storage/queue.py"),
+        ({"web/x.py": "from storage.queue import status_event\n"}, "built only in storage/queue.py"),
+    ],
+)
+def test_the_checker_finds_each_kind_of_violation(tmp_path: Path, files: dict[str, str], found: str) -> None:
+    root = _tree(tmp_path, files)
+    _, violations = check_layers.scan(root)
+    assert any(found in v for v in violations), violations
+    assert check_layers.main([str(root)]) == 1

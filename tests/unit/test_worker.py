@@ -1,0 +1,172 @@
+"""The trainer worker's loop and job supervision against in-memory fakes of its queue and its
+training children (tests/fakes.py): what it claims, what it records for each way a training ends,
+how it re-judges a candidate when the champion moved, how it drains, and how it rides out a
+database outage. The same loop runs against PostgreSQL and real children in
+tests/integration/test_trainer_worker.py."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from typing import Any
+
+from contract.enums import JobStatus
+from storage.entities import CompletedAttempt, EndedAttempt
+from storage.retry import RetryDecision, RetryPolicy
+from tests.fakes import FakeQueue, FakeRunner, fails, hangs, new_job
+from worker.job import WorkerConfig
+from worker.loop import TrainerWorker
+from worker.messages import Mode
+
+
+def config(**overrides: Any) -> WorkerConfig:
+    base: dict[str, Any] = dict(
+        worker_id="w-test",
+        database_url="postgresql+asyncpg://unused/x",
+        artifact_dir="/tmp/a",
+        heartbeat_seconds=0.05,
+        poll_seconds=0.02,
+        drain_seconds=5.0,
+        lease=timedelta(seconds=30),
+        retry=RetryPolicy(base_seconds=10, max_seconds=60),
+    )
+    return WorkerConfig(**{**base, **overrides})
+
+
+async def run_until(worker: TrainerWorker, done: Any, timeout: float = 10.0) -> None:
+    """Run the loop until `done()`, then stop it and wait for it to return."""
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def finished(queue: FakeQueue) -> bool:
+    return all(j.status.is_final for j in queue.jobs.values())
+
+
+async def test_jobs_are_claimed_by_rank_trained_and_completed_with_their_outcome() -> None:
+    queue = FakeQueue()
+    low, high = queue.add(new_job("low", priority=1)), queue.add(new_job("high", priority=9))
+    runner = FakeRunner()
+    worker = TrainerWorker(queue, runner, config())
+    await run_until(worker, lambda: finished(queue))
+    assert queue.recorded("claim") == [high.id, low.id]
+    completed = queue.recorded("complete")
+    assert len(completed) == 2 and all(isinstance(c, CompletedAttempt) for c in completed)
+    first = completed[0]
+    assert isinstance(first, CompletedAttempt)
+    assert (first.dataset_watermark, first.validated_against, first.sample_count) == (42, 0, 10)
+    assert first.metrics == {"roc_auc": 0.8} and first.passed
+    assert [t.mode for t in runner.started] == [Mode.FIT, Mode.FIT]
+    assert all(child.stopped for child in runner.children)  # no child outlives its job
+    assert queue.beats and queue.beats[-1].info["stopping"] is True
+
+
+async def test_a_moved_champion_judges_the_same_candidate_again_without_fitting_it_again() -> None:
+    queue = FakeQueue(champion_moves=2)
+    job = queue.add(new_job())
+    runner = FakeRunner()
+    await run_until(TrainerWorker(queue, runner, config()), lambda: finished(queue))
+    assert queue.jobs[job.id].status is JobStatus.COMPLETED
+    assert runner.modes() == [Mode.FIT, Mode.EVALUATE, Mode.EVALUATE]
+    fit, *again = runner.started
+    for task in again:  # the stored candidate, on the same samples, with what its fit measured
+        assert task.candidate is not None and task.candidate.path.endswith(f"{job.id}-a1.skops")
+        assert task.watermark == fit.watermark and task.seed == fit.seed and task.attempt == fit.attempt
+        assert task.fit_metrics == {"loss": 0.1} and task.fit_seconds == 1.5
+        assert task.hyperparameters == {"n_estimators": 5}
+    assert len(queue.recorded("complete")) == 3 and not queue.recorded("fail")
+
+
+async def test_a_champion_that_never_stops_moving_fails_the_attempt_as_retriable() -> None:
+    queue = FakeQueue(champion_moves=1000)
+    job = queue.add(new_job(max_attempts=1))
+    runner = FakeRunner()
+    await run_until(TrainerWorker(queue, runner, config()), lambda: finished(queue), timeout=20)
+    [(attempt, decision)] = queue.failures()
+    assert attempt.error_type == "ChampionChanged" and not decision.retry  # its one attempt is used
+    assert runner.modes().count(Mode.FIT) == 1 and queue.jobs[job.id].status is JobStatus.FAILED
+
+
+async def test_failures_go_back_by_the_retry_policy_and_the_queue_goes_on() -> None:
+    queue = FakeQueue()
+    flaky = queue.add(new_job("flaky", priority=9))
+    broken = queue.add(new_job("broken", priority=5))
+    ok = queue.add(new_job("ok", priority=1))
+
+    def script(task: Any) -> Any:
+        if task.job_id == flaky.id:
+            return fails("NonFiniteLossError", retriable=True)(task)
+        if task.job_id == broken.id:
+            return fails("InvalidDataError", retriable=False)(task)
+        return [None, *FakeRunner().script(task)]
+
+    worker = TrainerWorker(queue, FakeRunner(script), config(), rng=random.Random(7))
+    await run_until(worker, lambda: queue.jobs[ok.id].status.is_final and queue.jobs[broken.id].status.is_final)
+    decisions = {a.error_type: d for a, d in queue.failures()}
+    assert decisions["NonFiniteLossError"].retry
+    assert timedelta(seconds=5) <= decisions["NonFiniteLossError"].delay <= timedelta(seconds=10)  # equal jitter
+    assert not decisions["InvalidDataError"].retry and "cannot be fixed" in decisions["InvalidDataError"].reason
+    assert queue.jobs[flaky.id].status is JobStatus.QUEUED  # back, after its delay
+    assert queue.jobs[broken.id].status is JobStatus.FAILED and queue.jobs[ok.id].status is JobStatus.COMPLETED
+
+
+async def test_a_training_past_its_timeout_is_stopped_and_counted_as_a_retriable_failure() -> None:
+    queue = FakeQueue()
+    job = queue.add(new_job())
+    runner = FakeRunner(hangs)
+    await run_until(TrainerWorker(queue, runner, config(timeouts={"goal": 0.3})), lambda: bool(queue.recorded("fail")))
+    [(attempt, decision)] = queue.failures()
+    assert isinstance(attempt, EndedAttempt) and isinstance(decision, RetryDecision)
+    assert attempt.error_type == "TrainingTimeout" and decision.retry
+    assert runner.children[0].stopped and queue.jobs[job.id].status is JobStatus.QUEUED
+
+
+async def test_a_cancel_seen_at_a_heartbeat_stops_the_training_and_records_it() -> None:
+    queue = FakeQueue()
+    job = queue.add(new_job())
+    queue.cancel.add(job.id)
+    runner = FakeRunner(hangs)
+    await run_until(TrainerWorker(queue, runner, config()), lambda: finished(queue))
+    [cancelled] = queue.recorded("finish_cancelled")
+    assert isinstance(cancelled, EndedAttempt) and cancelled.error_type == "Cancelled"
+    assert runner.children[0].stopped and not queue.recorded("complete")
+
+
+async def test_a_lost_lease_records_nothing() -> None:
+    queue = FakeQueue()
+    job = queue.add(new_job())
+    queue.lost.add(job.id)
+    runner = FakeRunner(hangs)
+    worker = TrainerWorker(queue, runner, config())
+    await run_until(worker, lambda: bool(runner.children) and runner.children[0].stopped and not worker.running)
+    assert not queue.recorded("fail") and not queue.recorded("release") and not queue.recorded("complete")
+
+
+async def test_stop_drains_then_releases_a_running_job_without_counting_it() -> None:
+    queue = FakeQueue()
+    job = queue.add(new_job())
+    runner = FakeRunner(hangs)
+    worker = TrainerWorker(queue, runner, config(drain_seconds=0.2))
+    task = asyncio.create_task(worker.run())
+    while not runner.started:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await asyncio.wait_for(task, 10)  # run() returns once the job is back
+    [released] = queue.recorded("release")
+    assert isinstance(released, EndedAttempt) and released.error_type == "Released"
+    assert queue.jobs[job.id].status is JobStatus.QUEUED and queue.jobs[job.id].attempts == 0
+    assert runner.children[0].stopped and len(queue.recorded("claim")) == 1  # no claim after stop
+
+
+async def test_a_database_outage_delays_the_loop_but_does_not_stop_it() -> None:
+    queue = FakeQueue(outage=3)  # the announce, the lease expiry and the first claim fail
+    job = queue.add(new_job())
+    await run_until(TrainerWorker(queue, FakeRunner(), config()), lambda: finished(queue))
+    assert queue.jobs[job.id].status is JobStatus.COMPLETED

@@ -1,0 +1,135 @@
+"""What runs in a training child process: load the samples, fit a candidate (or load the one fitted
+before), judge it and the champion on the same held-out data, write its artifact, and answer with
+typed messages (`worker.messages`). Everything the child hits is answered, never lost: a
+`TrainingError` with its own `retriable`, anything else as retriable."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from storage.db import Database
+from storage.entities import StoredArtifactRef
+from storage.repositories import SampleRepository
+from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
+from trainers.base import Artifact, TrainingError, TrainRequest
+from trainers.manifest import build_manifest
+from trainers.registry import get_trainer
+from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
+
+
+def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
+    if metrics is None:
+        return None
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _stored(ref: StoredArtifactRef) -> StoredArtifact:
+    return StoredArtifact(path=Path(ref.path), sha256=ref.sha256, size=ref.size, format=ref.format)
+
+
+async def _load_samples(task: TrainingTask) -> list[dict[str, Any]]:
+    db = Database(task.database_url, pool_size=1)
+    try:
+        async with db.transaction() as s:
+            return await SampleRepository(s).load(task.dataset_id, up_to=task.watermark)
+    finally:
+        await db.close()
+
+
+def train(task: TrainingTask, send: Any) -> Outcome:
+    """Do the task; `send(message)` reports progress. Raises what the training raised."""
+    samples = asyncio.run(_load_samples(task))
+    trainer = get_trainer(task.model_type)
+    store = ArtifactStore(Path(task.artifact_dir))
+    champion: Artifact | None = None
+    unreadable = None
+    if task.champion is not None:
+        try:
+            champion = store.read(_stored(task.champion))
+        except (ArtifactError, OSError) as exc:
+            # A champion that cannot be loaded cannot be compared: the candidate is judged on its
+            # fixed bounds alone, so one lost file does not stop its model type from training.
+            unreadable = f"the artifact of champion {task.model_type} v{task.champion_version} cannot be read ({exc})"
+    last = [0.0, time.monotonic()]
+
+    def progress(fraction: float) -> None:  # at most every 2 % or every second
+        if fraction - last[0] >= 0.02 or fraction >= 1.0 or time.monotonic() - last[1] >= 1.0:
+            last[0], last[1] = fraction, time.monotonic()
+            send(Progress(fraction=float(fraction)))
+
+    request = TrainRequest(
+        samples=samples,
+        seed=task.seed,
+        hyperparameters=task.hyperparameters,
+        champion=champion,
+        progress=progress,
+        device=task.device,
+    )
+    if task.mode is Mode.FIT:
+        started = time.perf_counter()
+        fitted = trainer.fit(request)
+        fit_seconds, fit_metrics, hyperparameters = (
+            time.perf_counter() - started,
+            fitted.metrics,
+            fitted.hyperparameters,
+        )
+        model, info = fitted.model, fitted.info
+    else:
+        assert task.candidate is not None
+        model = trainer.load(store.read(_stored(task.candidate)))
+        fit_seconds, fit_metrics, hyperparameters, info = task.fit_seconds, task.fit_metrics, task.hyperparameters, {}
+    evaluation = trainer.evaluate(model, replace(request, hyperparameters=hyperparameters))
+    metrics = _finite(evaluation.metrics | fit_metrics) or {}
+    baseline = _finite(evaluation.baseline_metrics)
+    verdict = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics)
+    artifact = trainer.artifact(evaluation.model)
+    path = store.path_for_job(task.model_type, task.job_id, task.attempt, artifact.format)
+    stored = store.write_at(path, artifact)
+    manifest = build_manifest(
+        model_type=task.model_type,
+        seed=task.seed,
+        hyperparameters=hyperparameters,
+        samples=samples,
+        dataset_watermark=task.watermark,
+        info=info | evaluation.info,
+    )
+    return Outcome(
+        metrics=metrics,
+        baseline_metrics=baseline,
+        checks=tuple(verdict.checks),
+        passed=verdict.passed,
+        hyperparameters=hyperparameters,
+        artifact=StoredArtifactRef(path=str(stored.path), sha256=stored.sha256, size=stored.size, format=stored.format),
+        fit_metrics=_finite(fit_metrics) or {},
+        fit_seconds=fit_seconds,
+        sample_count=len(samples),
+        dataset_hash=manifest.dataset_hash,
+        seed=manifest.seed,
+        library_versions=manifest.library_versions,
+        code_version=manifest.code_version,
+        champion_unreadable=unreadable,
+    )
+
+
+def child_main(conn: Any, task: TrainingTask) -> None:
+    """The child process's entry point: answers on `conn`, then closes it."""
+
+    def send(message: ChildMessage) -> None:
+        conn.send(message)
+
+    try:
+        send(train(task, send))
+    except TrainingError as exc:
+        send(Failure(type=type(exc).__name__, message=str(exc), retriable=exc.retriable))
+    except BaseException as exc:  # noqa: BLE001 - everything the child hits is reported, never lost
+        try:
+            send(Failure(type=type(exc).__name__, message=str(exc) or repr(exc), retriable=True))
+        except Exception:  # noqa: BLE001 - the parent sees the pipe close and reports the exit
+            pass
+    finally:
+        conn.close()

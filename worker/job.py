@@ -1,0 +1,301 @@
+"""One claimed job, from its inputs to its recorded outcome.
+
+The training runs in a child (`worker.runner`) while this coroutine renews the lease, publishes
+progress, notices cancellation and kills a child that runs past its model type's timeout or past
+the drain time of a stopping worker. A candidate is recorded in one transaction
+(`WorkerQueue.complete`); when the champion moved while it was judged, the stored candidate is
+judged again against the new champion (`Mode.EVALUATE`: no second fit), up to `MAX_ROUNDS` times.
+A failure goes back to the queue by the retry policy (`storage.retry`); a stop is recorded as
+what it was (cancelled, released, timed out); a lost lease records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from contract.enums import StopReason
+from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs
+from storage.errors import ChampionMoved, LeaseLost, StorageError
+from storage.queue import WorkerQueue
+from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
+from trainers.base import stable_bucket
+from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
+from worker.runner import Runner
+
+log = logging.getLogger("fcl.trainer")
+MAX_ROUNDS = 10  # judgements of one candidate against a champion that keeps moving
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """What a trainer worker needs of the settings (`WorkerConfig.from_settings`)."""
+
+    worker_id: str
+    database_url: str
+    artifact_dir: str
+    concurrency: int = 1
+    caps: Mapping[str, int] = field(default_factory=dict)
+    lease: timedelta = timedelta(seconds=60)
+    heartbeat_seconds: float = 5.0
+    drain_seconds: float = 30.0
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    hyperparameters: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    device: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_seconds: float = 0.5
+
+    def timeout_for(self, model_type: str) -> float:
+        return float(self.timeouts.get(model_type, 3600.0))
+
+
+class JobStopped(Exception):
+    """The training was stopped before it ended by itself."""
+
+    def __init__(self, reason: StopReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TrainingFailed(Exception):
+    def __init__(self, error: AttemptError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class Shutdown:
+    """The worker's stop state, shared with its running jobs: `stopping` starts the drain,
+    `releasing` ends it (running trainings are stopped and their jobs put back)."""
+
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    releasing: bool = False
+
+
+class JobRun:
+    def __init__(
+        self,
+        job: Job,
+        *,
+        queue: WorkerQueue,
+        runner: Runner,
+        config: WorkerConfig,
+        shutdown: Shutdown,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job = job
+        self.lease: Lease = job.lease
+        self.queue = queue
+        self.runner = runner
+        self.config = config
+        self.shutdown = shutdown
+        self.rng = rng
+        self.clock = clock
+        self.progress = 0.0
+
+    async def run(self) -> None:
+        started_at, started = datetime.now(UTC), self.clock()
+        job = self.job
+        try:
+            inputs = await self.queue.inputs(job)
+            task = self._task(inputs)
+            outcome = await self._supervise(task)
+            for _ in range(MAX_ROUNDS):
+                try:
+                    transition = await self.queue.complete(
+                        self.lease, self._completed(outcome, task, inputs, started_at, self.clock() - started)
+                    )
+                except ChampionMoved:
+                    log.info("job %s: the champion moved during validation; judging the candidate again", job.id)
+                    inputs = await self.queue.inputs(job)
+                    task = self._reevaluate(task, outcome, inputs)
+                    outcome = await self._supervise(task)
+                    continue
+                verdict = "promoted" if transition.promoted else "not promoted"
+                log.info("job %s: %s version %s, %s", job.id, job.model_type, transition.model_version, verdict)
+                return
+            raise TrainingFailed(
+                AttemptError(
+                    type="ChampionChanged", retriable=True, message="the champion kept moving during validation"
+                )
+            )
+        except JobStopped as stop:
+            await self._record_stop(stop, started_at, self.clock() - started)
+        except TrainingFailed as failure:
+            await self._record_failure(failure.error, started_at, self.clock() - started)
+        except LeaseLost:
+            log.warning("job %s: the lease was lost to another worker; nothing recorded", job.id)
+        except Exception as exc:
+            log.exception("job %s failed in the worker", job.id)
+            await self._record_failure(
+                AttemptError(type=type(exc).__name__, message=str(exc), retriable=True),
+                started_at,
+                self.clock() - started,
+            )
+
+    # -- the training ------------------------------------------------------------------------------
+    def _task(self, inputs: TrainingInputs) -> TrainingTask:
+        job, champion = self.job, inputs.champion
+        return TrainingTask(
+            mode=Mode.FIT,
+            database_url=self.config.database_url,
+            artifact_dir=self.config.artifact_dir,
+            job_id=job.id,
+            attempt=job.attempts,
+            model_type=job.model_type,
+            dataset_id=job.dataset_id,
+            watermark=inputs.watermark,
+            seed=stable_bucket(str(job.id), 2**31),
+            hyperparameters=dict(self.config.hyperparameters.get(job.model_type, {})),
+            device=self.config.device,
+            champion=champion.artifact if champion else None,
+            champion_version=champion.version.version if champion else None,
+        )
+
+    @staticmethod
+    def _reevaluate(task: TrainingTask, outcome: Outcome, inputs: TrainingInputs) -> TrainingTask:
+        """The candidate just judged, judged again against the champion now serving, on the same
+        samples (the same watermark) and with the hyperparameters it was fitted with."""
+        champion = inputs.champion
+        return replace(
+            task,
+            mode=Mode.EVALUATE,
+            candidate=outcome.artifact,
+            hyperparameters=outcome.hyperparameters,
+            fit_metrics=outcome.fit_metrics,
+            fit_seconds=outcome.fit_seconds,
+            champion=champion.artifact if champion else None,
+            champion_version=champion.version.version if champion else None,
+        )
+
+    def _completed(
+        self, outcome: Outcome, task: TrainingTask, inputs: TrainingInputs, started_at: datetime, duration: float
+    ) -> CompletedAttempt:
+        return CompletedAttempt(
+            started_at=started_at,
+            duration_seconds=duration,
+            fit_seconds=outcome.fit_seconds,
+            sample_count=outcome.sample_count,
+            dataset_watermark=task.watermark,
+            metrics=outcome.metrics,
+            baseline_metrics=outcome.baseline_metrics,
+            checks=outcome.checks,
+            passed=outcome.passed,
+            hyperparameters=outcome.hyperparameters,
+            dataset_hash=outcome.dataset_hash,
+            seed=outcome.seed,
+            library_versions=outcome.library_versions,
+            code_version=outcome.code_version,
+            artifact=outcome.artifact,
+            validated_against=inputs.champion.move.seq if inputs.champion else 0,
+            champion_unreadable=outcome.champion_unreadable,
+        )
+
+    async def _supervise(self, task: TrainingTask) -> Outcome:
+        """Run `task` in a child until it answers, renewing the lease meanwhile."""
+        timeout = self.config.timeout_for(task.model_type)
+        deadline = self.clock() + timeout
+        drain_deadline: float | None = None
+        next_beat = self.clock() + self.config.heartbeat_seconds
+        published = 0.0
+        child = self.runner.start(task)
+        try:
+            while True:
+                message = await child.receive(0.2)
+                if isinstance(message, Progress):
+                    self.progress = message.fraction
+                    continue
+                if isinstance(message, Outcome):
+                    return message
+                if isinstance(message, Failure):
+                    raise TrainingFailed(
+                        AttemptError(type=message.type, message=message.message, retriable=message.retriable)
+                    )
+                now = self.clock()
+                if now > deadline:
+                    raise JobStopped(StopReason.TIMEOUT, f"training took longer than {timeout:.0f}s")
+                if self.shutdown.stopping.is_set() and drain_deadline is None:
+                    drain_deadline = now + self.config.drain_seconds
+                if self.shutdown.releasing or (drain_deadline is not None and now > drain_deadline):
+                    raise JobStopped(StopReason.RELEASED, "worker shutting down")
+                if now >= next_beat:
+                    next_beat = now + self.config.heartbeat_seconds
+                    publish = self.progress - published >= 0.1
+                    if await self._heartbeat(publish):
+                        raise JobStopped(StopReason.CANCELLED, "cancelled by request")
+                    if publish:
+                        published = self.progress
+        finally:
+            await child.stop()
+
+    async def _heartbeat(self, publish: bool) -> bool:
+        """Renew the lease (and publish progress); whether a cancel was asked for."""
+        try:
+            job = await self.queue.heartbeat(
+                self.lease, lease_for=self.config.lease, progress=self.progress, publish=publish
+            )
+        except LeaseLost:
+            raise JobStopped(StopReason.LEASE_LOST, "the lease was lost to another worker") from None
+        except StorageError as exc:  # a missed beat is not a lost lease; the next one may pass
+            log.warning("heartbeat for job %s failed: %s", self.job.id, exc)
+            return False
+        return job.cancel_requested
+
+    # -- recording what happened -------------------------------------------------------------------
+    async def _record_failure(self, error: AttemptError, started_at: datetime, duration: float) -> None:
+        job = self.job
+        decision = retry_decision(
+            error, Attempt(number=job.attempts, max_attempts=job.max_attempts), self.config.retry, self.rng
+        )
+        attempt = EndedAttempt(
+            started_at=started_at, duration_seconds=duration, error_type=error.type, message=error.message
+        )
+        await self._keep_trying(lambda: self.queue.fail(self.lease, attempt, decision))
+        log.warning("job %s attempt %d: %s: %s (%s)", job.id, job.attempts, error.type, error.message, decision.message)
+
+    async def _record_stop(self, stop: JobStopped, started_at: datetime, duration: float) -> None:
+        if stop.reason is StopReason.LEASE_LOST:
+            log.warning("job %s: lease lost; nothing recorded", self.job.id)
+            return
+        if stop.reason is StopReason.TIMEOUT:
+            await self._record_failure(
+                AttemptError(type="TrainingTimeout", message=str(stop), retriable=True), started_at, duration
+            )
+            return
+        cancelled = stop.reason is StopReason.CANCELLED
+        attempt = EndedAttempt(
+            started_at=started_at,
+            duration_seconds=duration,
+            error_type="Cancelled" if cancelled else "Released",
+            message=str(stop),
+        )
+        if cancelled:
+            await self._keep_trying(lambda: self.queue.finish_cancelled(self.lease, attempt))
+        else:
+            await self._keep_trying(lambda: self.queue.release(self.lease, attempt))
+        log.info("job %s: %s", self.job.id, stop)
+
+    async def _keep_trying(self, record: Callable[[], Awaitable[T]], tries: int = 10) -> T | None:
+        """Record an outcome, waiting out a database outage (up to `tries` seconds); None when the
+        lease is no longer ours or the database stayed away (the lease then expires and another
+        worker takes the job)."""
+        for _ in range(tries):
+            try:
+                return await record()
+            except LeaseLost:
+                log.warning("job %s: the lease was lost to another worker; nothing recorded", self.job.id)
+                return None
+            except StorageError as exc:
+                if not exc.retriable:
+                    raise
+                log.warning("recording the outcome of job %s: %s; retrying", self.job.id, exc)
+                await asyncio.sleep(1.0)
+        return None

@@ -1,0 +1,148 @@
+"""The trainer worker's loop, over a `storage.queue.WorkerQueue` and a `worker.runner.Runner`
+(the unit tests give it in-memory fakes of both).
+
+While not stopping it announces itself (a heartbeat row), reclaims jobs whose worker stopped
+renewing its lease, and claims the best waiting job whenever it has room (`concurrency`), each
+claimed job running as a `worker.job.JobRun` task; with nothing to claim it waits `poll_seconds`.
+`stop()` only sets an event. The loop then stops claiming and gives running jobs `drain_seconds`;
+after that they are stopped and put back without counting the attempt. `run()` returns once no
+job runs; a database outage only delays the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+from storage.entities import Job
+from storage.errors import StorageError
+from storage.queue import WorkerBeat, WorkerQueue
+from worker.job import JobRun, Shutdown, WorkerConfig
+from worker.runner import Runner
+
+log = logging.getLogger("fcl.trainer")
+
+
+class TrainerWorker:
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        runner: Runner,
+        config: WorkerConfig,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue = queue
+        self.runner = runner
+        self.config = config
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.shutdown = Shutdown()
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the drain time (idempotent, safe from a signal handler)."""
+        self.shutdown.stopping.set()
+
+    async def run(self) -> None:
+        log.info("trainer worker %s ready (concurrency %d)", self.worker_id, self.config.concurrency)
+        last_expiry = last_beat = -float("inf")
+        while not self.shutdown.stopping.is_set():
+            now = self.clock()
+            if now - last_beat >= self.config.heartbeat_seconds:
+                last_beat = now
+                await self._announce()
+            if now - last_expiry > min(5.0, self.config.lease.total_seconds() / 2):
+                last_expiry = now
+                await self._expire_leases()
+            claimed = await self._claim() if len(self.running) < self.config.concurrency else None
+            if claimed is not None:
+                last_beat = -float("inf")  # announce the new job at once
+                continue
+            try:
+                await asyncio.wait_for(self.shutdown.stopping.wait(), self.config.poll_seconds)
+            except TimeoutError:
+                pass
+        await self._drain()
+        await self._announce()
+
+    async def _claim(self) -> Job | None:
+        try:
+            job = await self.queue.claim(self.worker_id, lease=self.config.lease, caps=self.config.caps)
+        except StorageError as exc:  # the loop outlives database outages
+            log.warning("claim failed: %s", exc)
+            await asyncio.sleep(1.0)
+            return None
+        if job is not None:
+            run = JobRun(
+                job,
+                queue=self.queue,
+                runner=self.runner,
+                config=self.config,
+                shutdown=self.shutdown,
+                rng=self.rng,
+                clock=self.clock,
+            )
+            task = asyncio.create_task(run.run(), name=f"fcl-job-{job.id}")
+            self.running[job.id] = task
+            task.add_done_callback(functools.partial(self._finished, job.id))
+        return job
+
+    def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        self.running.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # JobRun records every outcome itself; this is a bug or a storage error that persisted.
+            log.error(
+                "job %s: its outcome could not be recorded: %r; its lease will expire and another worker will run it",
+                job_id,
+                task.exception(),
+            )
+
+    async def _announce(self) -> None:
+        """The worker's heartbeat row (who runs what), shown by `/training-status`."""
+        try:
+            await self.queue.announce(
+                WorkerBeat(
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    running=tuple(self.running),
+                    info={
+                        "concurrency": self.config.concurrency,
+                        "heartbeat_seconds": self.config.heartbeat_seconds,
+                        "stopping": self.shutdown.stopping.is_set(),
+                    },
+                )
+            )
+        except StorageError as exc:  # the loop outlives database outages
+            log.warning("worker heartbeat failed: %s", exc)
+
+    async def _expire_leases(self) -> None:
+        try:
+            expired = await self.queue.expire_leases(self.worker_id)
+        except StorageError as exc:
+            log.warning("lease expiry failed: %s", exc)
+            return
+        if expired:
+            log.warning("reclaimed %d job(s) whose worker stopped renewing its lease", len(expired))
+
+    async def _drain(self) -> None:
+        if not self.running:
+            return
+        log.info("stopping: %d running job(s) get %.0fs to finish", len(self.running), self.config.drain_seconds)
+        await asyncio.wait(list(self.running.values()), timeout=self.config.drain_seconds)
+        if self.running:
+            self.shutdown.releasing = True
+            await asyncio.wait(list(self.running.values()), timeout=60)

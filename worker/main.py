@@ -1,0 +1,127 @@
+"""`fcl trainer`: a trainer worker wired to PostgreSQL, Kafka and training children.
+
+Beside the loop run its side tasks: the outbox relay (a Kafka producer that connects in the
+background) and the LISTEN connection that wakes it. They are watched: when one dies the worker
+stops and the process exits non-zero, instead of training on without publishing. SIGTERM and
+SIGINT stop claiming and drain (`worker.loop`). Shutdown always finishes its cleanup: each step
+runs even when an earlier one failed (the outbox is flushed, the relay and producer stopped, the
+heartbeat row removed, the database closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from contract.settings import Settings, get_settings
+from messaging.admin import ensure_topics
+from messaging.producer import BackgroundProducer
+from storage.db import Database
+from storage.notifications import Notifications
+from storage.outbox import OutboxRelay
+from storage.queue import PostgresQueue
+from storage.retry import RetryPolicy
+from worker.job import WorkerConfig
+from worker.loop import TrainerWorker
+from worker.runner import ProcessRunner
+
+log = logging.getLogger("fcl.trainer")
+
+
+def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfig:
+    return WorkerConfig(
+        worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+        database_url=settings.database_url,
+        artifact_dir=str(settings.artifact_dir),
+        concurrency=settings.trainer_concurrency,
+        caps=settings.trainer_caps,
+        lease=timedelta(seconds=settings.lease_seconds),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        drain_seconds=settings.drain_seconds,
+        timeouts=settings.trainer_timeouts,
+        hyperparameters=settings.trainer_hyperparameters,
+        device=settings.trainer_device,
+        retry=RetryPolicy(base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds),
+    )
+
+
+async def serve(settings: Settings) -> int:
+    """Run a worker until SIGTERM/SIGINT (0) or until a side task dies (1)."""
+    config = config_from(settings)
+    await ensure_topics(settings)
+    runner = ProcessRunner()
+    await asyncio.to_thread(runner.warm_up)
+    # No pre-ping round trip per transaction: every database call here is retried or its failure
+    # handled, and a broken pooled connection is replaced on its first error.
+    db = Database(settings.database_url, pool_size=4, pre_ping=False)
+    queue = PostgresQueue(db)
+    notifications = Notifications(settings.database_url)
+    producer = BackgroundProducer(settings.kafka_bootstrap)
+    relay = OutboxRelay(db, producer.send, topic_prefix=settings.topic_prefix, notifications=notifications)
+    worker = TrainerWorker(queue, runner, config)
+    relay_stop = asyncio.Event()
+    exit_code = 0
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(_step, "close the database", db.close)
+        producer.start()
+        cleanup.push_async_callback(_step, "stop the Kafka producer", producer.stop)
+        notifications.start()
+        cleanup.push_async_callback(_step, "stop the notification listener", notifications.stop)
+        # a stale heartbeat row would only age out of /training-status
+        cleanup.push_async_callback(_step, "remove this worker's heartbeat", lambda: queue.leave(config.worker_id))
+        relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
+        cleanup.push_async_callback(_step, "stop the outbox relay", lambda: _stop_relay(relay_task, relay_stop, relay))
+        cleanup.push_async_callback(_step, "flush the outbox", lambda: _flush(queue, relay_task))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        print(f"trainer worker {config.worker_id} ready", flush=True)
+        worker_task = asyncio.create_task(worker.run(), name="fcl-trainer-loop")
+        side = {relay_task: "outbox relay", notifications.task: "notification listener"}
+        done, _ = await asyncio.wait(
+            {worker_task, *[t for t in side if t is not None]}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if worker_task not in done:
+            dead = next(t for t in done if t in side)
+            reason = dead.exception() if not dead.cancelled() else "cancelled"
+            log.error("the %s died (%r): stopping this worker", side[dead], reason)
+            exit_code = 1
+            worker.stop()
+            await worker_task
+        worker_task.result()
+    return exit_code
+
+
+async def _step(what: str, action: Callable[[], Awaitable[object]]) -> None:
+    """One cleanup step: its failure is logged and the next step still runs."""
+    try:
+        await action()
+    except Exception as exc:  # noqa: BLE001 - logged; the rest of the cleanup must run
+        log.warning("shutdown: could not %s: %s: %s", what, type(exc).__name__, exc)
+
+
+async def _flush(queue: PostgresQueue, relay_task: asyncio.Task[None], seconds: float = 5.0) -> None:
+    """Give the relay a moment to publish what the last transactions wrote."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not relay_task.done() and asyncio.get_running_loop().time() < deadline:
+        if await queue.unpublished_events() == 0:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _stop_relay(task: asyncio.Task[None], stop: asyncio.Event, relay: OutboxRelay) -> None:
+    stop.set()
+    relay.stop_soon()
+    if not task.done():
+        await asyncio.wait_for(task, 10)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    return asyncio.run(serve(get_settings()))

@@ -1,0 +1,74 @@
+"""The typed messages between a trainer worker and its training child (pickled over a pipe).
+
+The worker sends one `TrainingTask`; the child answers with any number of `Progress`, then one
+`Outcome` or one `Failure`."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from contract.events import ValidationCheck
+from storage.entities import StoredArtifactRef
+
+
+class Mode(enum.StrEnum):
+    FIT = "fit"  # fit a candidate, judge it and the champion, write its artifact
+    EVALUATE = "evaluate"  # judge a candidate fitted before (its artifact) against a champion that moved since
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingTask:
+    mode: Mode
+    database_url: str
+    artifact_dir: str
+    job_id: uuid.UUID
+    attempt: int
+    model_type: str
+    dataset_id: str
+    watermark: int  # the samples with id <= watermark, the same for every round of one attempt
+    seed: int
+    hyperparameters: dict[str, Any]
+    device: str | None
+    champion: StoredArtifactRef | None
+    champion_version: int | None
+    candidate: StoredArtifactRef | None = None  # EVALUATE: the candidate to judge again
+    fit_metrics: dict[str, float] = field(default_factory=dict)  # EVALUATE: what its fit measured
+    fit_seconds: float = 0.0  # EVALUATE: how long its fit took
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    fraction: float  # 0..1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """A judged candidate whose artifact is written."""
+
+    metrics: dict[str, float]  # finite values only
+    baseline_metrics: dict[str, float] | None
+    checks: tuple[ValidationCheck, ...]
+    passed: bool
+    hyperparameters: dict[str, Any]
+    artifact: StoredArtifactRef
+    fit_metrics: dict[str, float]
+    fit_seconds: float
+    sample_count: int
+    dataset_hash: str
+    seed: int
+    library_versions: dict[str, str]
+    code_version: str
+    champion_unreadable: str | None  # why the champion could not be compared, when it could not
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    type: str
+    message: str
+    retriable: bool
+
+
+ChildMessage = Progress | Outcome | Failure

@@ -1,0 +1,92 @@
+"""Training children: each training runs in a process of its own, so the worker keeps renewing its
+lease, publishing progress and noticing cancellation, and can kill a hung or runaway trainer.
+
+Children come from a fork server that has already imported torch, scikit-learn and the trainers:
+a child starts in tens of milliseconds instead of seconds, and still starts clean (no threads, no
+event loop, no database connections inherited from the worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from multiprocessing import forkserver
+from multiprocessing.context import ForkServerContext
+from typing import Any, Protocol
+
+from trainers.registry import trainer_modules
+from worker.child import child_main
+from worker.messages import ChildMessage, Failure, TrainingTask
+
+_PRELOAD = ["worker.child", *trainer_modules(), "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
+
+
+class TrainingProcess(Protocol):
+    async def receive(self, timeout: float) -> ChildMessage | None:
+        """The next message, None when none came within `timeout`; a `Failure` when the child
+        exited without answering."""
+
+    async def stop(self) -> None:
+        """Make sure the child is gone (terminate, then kill)."""
+
+
+class Runner(Protocol):
+    def start(self, task: TrainingTask) -> TrainingProcess: ...
+
+
+class _Child:
+    def __init__(self, process: Any, receiver: Any) -> None:
+        self.process = process
+        self.receiver = receiver
+
+    async def receive(self, timeout: float) -> ChildMessage | None:
+        if await asyncio.to_thread(self.receiver.poll, timeout):
+            try:
+                message: ChildMessage = self.receiver.recv()
+                return message
+            except EOFError:
+                pass
+        if not self.process.is_alive() and not self.receiver.poll():
+            return Failure(
+                type="TrainerExited",
+                retriable=True,
+                message=f"the training process exited with code {self.process.exitcode} without a result",
+            )
+        return None
+
+    async def stop(self) -> None:
+        try:
+            if self.process.is_alive():
+                self.process.terminate()
+                await asyncio.to_thread(self.process.join, 5)
+                if self.process.is_alive():
+                    self.process.kill()
+                    await asyncio.to_thread(self.process.join, 5)
+        finally:
+            self.receiver.close()
+
+
+class ProcessRunner:
+    """Starts training children from the fork server (`warm_up` starts it ahead of the first job)."""
+
+    def __init__(self) -> None:
+        self._context: ForkServerContext | None = None
+
+    def _ctx(self) -> ForkServerContext:
+        if self._context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+            self._context = ctx
+        return self._context
+
+    def warm_up(self) -> None:
+        """Start the fork server now (it imports torch and scikit-learn once), not on the first job."""
+        self._ctx()
+        forkserver.ensure_running()
+
+    def start(self, task: TrainingTask) -> TrainingProcess:
+        ctx = self._ctx()
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=child_main, args=(sender, task), name=f"fcl-train-{task.job_id}", daemon=True)
+        process.start()
+        sender.close()
+        return _Child(process, receiver)
