@@ -516,14 +516,7 @@ class JobQueue:
         retry and attempts remain, else failed for good."""
         job = await self._leased(lease)
         error = (attempt.error_type, attempt.message[:_ERROR_LIMIT])
-        training_event_id = await self._attempt_row(
-            job,
-            lease,
-            TrainingEventStatus.FAILED,
-            started_at=attempt.started_at,
-            duration=attempt.duration_seconds,
-            error=error,
-        )
+        training_event_id = await self._ended(job, lease, TrainingEventStatus.FAILED, attempt)
         if decision.retry and job.attempts < job.max_attempts:
             after, merged = await self._requeue(job, delay=decision.delay, attempts=job.attempts, error=error)
             message = f"attempt {job.attempts} failed; retrying in {decision.delay.total_seconds():.0f}s"
@@ -542,14 +535,7 @@ class JobQueue:
     async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
         """A running job whose cancellation its worker carried out: cancelled, no version."""
         job = await self._leased(lease)
-        training_event_id = await self._attempt_row(
-            job,
-            lease,
-            TrainingEventStatus.CANCELLED,
-            started_at=attempt.started_at,
-            duration=attempt.duration_seconds,
-            error=(attempt.error_type, attempt.message),
-        )
+        training_event_id = await self._ended(job, lease, TrainingEventStatus.CANCELLED, attempt)
         done = await self._finish(job, JobStatus.CANCELLED, error=None)
         events = await self._publish(
             [status_event(done, JobStatus.CANCELLED, message="cancelled while training; no version recorded")]
@@ -559,14 +545,7 @@ class JobQueue:
     async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
         """Put a job back without counting the attempt: its worker is shutting down."""
         job = await self._leased(lease)
-        training_event_id = await self._attempt_row(
-            job,
-            lease,
-            TrainingEventStatus.ABANDONED,
-            started_at=attempt.started_at,
-            duration=attempt.duration_seconds,
-            error=(attempt.error_type, attempt.message),
-        )
+        training_event_id = await self._ended(job, lease, TrainingEventStatus.ABANDONED, attempt)
         after, merged = await self._requeue(job, delay=timedelta(0), attempts=max(0, job.attempts - 1), error=None)
         events = await self._publish([_back_in_queue(after, merged, "released: the worker is shutting down", None)])
         return Transition(
@@ -729,6 +708,17 @@ class JobQueue:
         if row is None:
             raise LeaseLost(f"the lease of job {lease.job_id} is not held by {lease.owner}")
         return Job.from_mapping(row)
+
+    async def _ended(self, job: Job, lease: Lease, status: TrainingEventStatus, attempt: EndedAttempt) -> uuid.UUID:
+        """The attempt row of an attempt that ended without a result, with its error."""
+        return await self._attempt_row(
+            job,
+            lease,
+            status,
+            started_at=attempt.started_at,
+            duration=attempt.duration_seconds,
+            error=(attempt.error_type, attempt.message),
+        )
 
     async def _attempt_row(
         self,

@@ -15,9 +15,9 @@ from contract.events import threshold_event_id
 from contract.schemas import SCHEMA_DIR
 from contract.schemas import main as schemas_main
 from contract.topics import Topic
-from storage.entities import Job
 from storage.queue import status_event
 from streams.parsing import RawMessage, Rejected, dead_letter, parse_samples, parse_threshold
+from tests.fakes import new_job
 
 
 def raw(value: bytes | None, key: bytes | None = b"k") -> RawMessage:
@@ -216,32 +216,7 @@ def test_contract_examples_validate_and_a_wrong_field_does_not(topic: Topic) -> 
 
 
 def test_a_status_event_is_the_contracts_and_names_its_job() -> None:
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC)
-    job = Job(
-        id=uuid.uuid4(),
-        dataset_id="d",
-        model_type="goal",
-        status=JobStatus.QUEUED,
-        priority=7,
-        attempts=0,
-        max_attempts=3,
-        rank_at=now,
-        run_after=now,
-        lease_owner=None,
-        lease_token=None,
-        lease_expires_at=None,
-        cancel_requested=False,
-        progress=None,
-        error_type=None,
-        error_message=None,
-        model_version=None,
-        created_at=now,
-        updated_at=now,
-        started_at=None,
-        finished_at=None,
-    )
+    job = new_job("d", "goal", priority=7)
     topic, key, status = status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message="queued")
     assert (topic, key) == (Topic.TRAINING_STATUS, str(job.id))
     assert status["attempt"] == 1 and status["status"] == "queued" and status["occurred_at"].endswith("Z")
