@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     default_priority: int = Field(default=5, ge=0, le=9)
     queue_ageing_seconds: float = Field(default=600.0, gt=0)
     stream_batch_max: int = Field(default=500, ge=1)
+    # A streams worker that stopped answering (killed, hung) keeps its partitions this long before
+    # the group gives them to the others (Faust's own default is 60 s).
+    stream_session_timeout: float = Field(default=15.0, ge=6.0, le=300.0)
     topic_partitions: int = Field(default=4, ge=1)
 
     # HTTP API.

