@@ -58,7 +58,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # on the development VM, 21 s from an empty cache against pip's 2 minutes from a full one.
   # pip stays the fallback.
   if .venv/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5,<1" >/dev/null 2>&1; then
-    .venv/bin/uv pip install -q --python .venv/bin/python -e '.[dev,bench]'
+    # --compile-bytecode as pip does: the first import of torch then costs seconds, not minutes
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e '.[dev,bench]'
   else
     say "uv could not be installed; installing with pip (a few minutes) ..."
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null

@@ -245,7 +245,7 @@ class FakeRunner:
     started: list[TrainingTask] = field(default_factory=list)
     children: list[FakeChild] = field(default_factory=list)
 
-    def start(self, task: TrainingTask) -> FakeChild:
+    async def start(self, task: TrainingTask) -> FakeChild:
         self.started.append(task)
         child = FakeChild(list(self.script(task)))
         self.children.append(child)

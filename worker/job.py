@@ -206,7 +206,7 @@ class JobRun:
         drain_deadline: float | None = None
         next_beat = self.clock() + self.config.heartbeat_seconds
         published = 0.0
-        child = self.runner.start(task)
+        child = await self.runner.start(task)
         try:
             while True:
                 message = await child.receive(0.2)

@@ -30,7 +30,7 @@ class TrainingProcess(Protocol):
 
 
 class Runner(Protocol):
-    def start(self, task: TrainingTask) -> TrainingProcess: ...
+    async def start(self, task: TrainingTask) -> TrainingProcess: ...
 
 
 class _Child:
@@ -79,14 +79,25 @@ class ProcessRunner:
         return self._context
 
     def warm_up(self) -> None:
-        """Start the fork server now (it imports torch and scikit-learn once), not on the first job."""
-        self._ctx()
+        """Start the fork server and wait until it has imported torch, scikit-learn and the
+        trainers (one no-op child from it): seconds, or far more on a first run that compiles their
+        bytecode, spent before the worker says it is ready rather than while a job holds a lease."""
+        ctx = self._ctx()
         forkserver.ensure_running()
+        probe = ctx.Process(target=_ready, name="fcl-train-warm-up", daemon=True)
+        probe.start()
+        probe.join()
 
-    def start(self, task: TrainingTask) -> TrainingProcess:
+    async def start(self, task: TrainingTask) -> TrainingProcess:
         ctx = self._ctx()
         receiver, sender = ctx.Pipe(duplex=False)
         process = ctx.Process(target=child_main, args=(sender, task), name=f"fcl-train-{task.job_id}", daemon=True)
-        process.start()
-        sender.close()
+        try:
+            await asyncio.to_thread(process.start)  # a fork from the fork server, off the event loop
+        finally:
+            sender.close()
         return _Child(process, receiver)
+
+
+def _ready() -> None:
+    """The warm-up child: it exists once the fork server is ready."""
