@@ -75,6 +75,10 @@ def _load(message: RawMessage, max_bytes: int) -> dict[str, Any] | Rejected:
         data = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Rejected(message=message, reason=f"not valid JSON: {exc}")
+    except RecursionError:
+        return Rejected(message=message, reason="not valid JSON: nested deeper than the parser reads")
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return Rejected(message=message, reason=f"not valid JSON: {str(exc)[:200]}")
     if not isinstance(data, dict):
         return Rejected(message=message, reason=f"schema: expected a JSON object, got {type(data).__name__}")
     return data

@@ -448,3 +448,39 @@ async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_le
     assert stored == FinCoachSimulator(seed=3, n_users=400).segmentation_samples()
     result = await asyncio.to_thread(get_trainer("segmentation").train, TrainRequest(samples=stored, seed=1))
     assert result.metrics["k"] == 4
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_next_one_on_its_partition_goes_through(streams) -> None:
+    """Deeply nested JSON (once an exception out of the parser that stopped the agent) sent just
+    before a valid event with the same key, on both input topics: the poison is dead-lettered with
+    its reason, the valid event is stored, and the worker keeps running."""
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    poison = b"[" * 1500 + b"]" * 1500  # under the 4 KiB event limit of this fixture
+    valid = threshold("same-key")
+    await produce_raw(
+        senv.settings, senv.topic(Topic.DATASET_THRESHOLD), [(b"same-key", poison), (b"same-key", encode(valid))]
+    )
+    samples = samples_event("same-key-samples", 3)
+    await produce_raw(
+        senv.settings,
+        senv.topic(Topic.TRAINING_SAMPLES),
+        [(b"same-key-samples", poison), (b"same-key-samples", encode(samples))],
+    )
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 1 FROM job_triggers WHERE event_id = :e", e=valid["event_id"]),
+        logs=senv.logs,
+        what="the valid trigger admitted",
+    )
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 3 FROM training_samples WHERE dataset_id = 'same-key-samples'"),
+        logs=senv.logs,
+        what="the valid samples stored",
+    )
+    letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= 2)
+    assert sorted(letter["source_topic"] for letter in letters) == sorted(
+        [senv.topic(Topic.DATASET_THRESHOLD), senv.topic(Topic.TRAINING_SAMPLES)]
+    )
+    assert all("nested deeper" in letter["reason"] for letter in letters)
+    assert worker.poll() is None, "the streams worker must keep running"

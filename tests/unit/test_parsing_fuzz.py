@@ -1,0 +1,62 @@
+"""Any bytes on an input topic come out of parsing as an event or as a refusal with a reason,
+never as an exception (an exception there would stop the agent and every event after it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.parsing import ParsedSamples, ParsedThreshold, RawMessage, Rejected, parse_samples, parse_threshold
+
+PARSERS = (parse_threshold, parse_samples)
+
+
+def _raw(value: bytes | None) -> RawMessage:
+    return RawMessage(topic="fcl.dataset-threshold", partition=0, offset=7, key=b"k", value=value)
+
+
+def _outcome(value: bytes | None) -> list[object]:
+    return [parse(_raw(value), max_bytes=1024 * 1024) for parse in PARSERS]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.none(), st.binary(max_size=2000)))
+def test_arbitrary_bytes_are_parsed_or_refused_with_a_reason(value: bytes | None) -> None:
+    for result in _outcome(value):
+        assert isinstance(result, (ParsedThreshold, ParsedSamples, Rejected))
+        if isinstance(result, Rejected):
+            assert result.reason
+
+
+LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from(["goal", "spending", "0001-01-01T00:00:00Z"]),
+)
+JSON = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=30,
+)
+FIELDS = ("event_id", "dataset_id", "model_type", "priority", "sample_count", "threshold", "occurred_at", "samples")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=len(FIELDS)))
+def test_events_of_the_right_keys_with_any_values_are_parsed_or_refused(event: dict[str, Any]) -> None:
+    for result in _outcome(json.dumps(event, allow_nan=True).encode()):
+        assert isinstance(result, (ParsedThreshold, ParsedSamples, Rejected))
+
+
+def test_hostile_documents_are_refused_with_a_reason() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    digits = b'{"event_id": "e", "dataset_id": "d", "model_type": "goal", "priority": ' + b"9" * 5000 + b"}"
+    for value, reason in ((deep, "nested deeper"), (digits, "digits"), (b"\x00", "not valid JSON")):
+        for result in _outcome(value):
+            assert isinstance(result, Rejected) and reason in result.reason, (reason, result)
