@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+from contract import model_types
 from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
 from contract.events import ValidationCheck
+from contract.settings import Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -320,3 +322,10 @@ class AdmissionPolicy:
 
     def attempts_for(self, model_type: str) -> int:
         return int(self.max_attempts.get(model_type, self.default_max_attempts))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdmissionPolicy:
+        return cls(
+            ageing_step=timedelta(seconds=settings.queue_ageing_seconds),
+            max_attempts={m: settings.attempts_for(m) for m in model_types.names()},
+        )

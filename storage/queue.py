@@ -24,6 +24,7 @@ call. Every statement of the state machine is plain SQL in this module.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -740,8 +741,6 @@ class JobQueue:
         worker: str | None = None,
     ) -> uuid.UUID:
         """The `training_events` row of the attempt that ended (one per job and attempt number)."""
-        import json
-
         event_id = uuid.uuid4()
         await self.session.execute(
             text("""

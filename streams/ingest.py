@@ -16,7 +16,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Protocol, TypeVar
 
 from contract import model_types
@@ -26,7 +25,7 @@ from contract.settings import Settings
 from contract.topics import Topic
 from storage.db import Database, UnitOfWork
 from storage.entities import AdmissionPolicy, NewSampleBatch, TriggerRequest
-from storage.errors import StorageError, wrap
+from storage.errors import wrap
 from storage.queue import JobQueue
 from storage.repositories import OutboxRepository, SampleRepository
 from streams.parsing import (
@@ -68,20 +67,13 @@ async def _dead_letters(session: UnitOfWork, rejected: Sequence[Rejected]) -> li
     return [r.reason for r in rejected]
 
 
-def admission_policy(settings: Settings) -> AdmissionPolicy:
-    return AdmissionPolicy(
-        ageing_step=timedelta(seconds=settings.queue_ageing_seconds),
-        max_attempts={m: settings.attempts_for(m) for m in model_types.names()},
-    )
-
-
 class ThresholdIngestor:
     """dataset-threshold events become jobs (admission rules in storage), with `queued` events."""
 
     def __init__(self, db: Database, settings: Settings, *, source: str = "kafka") -> None:
         self.db = db
         self.settings = settings
-        self.policy = admission_policy(settings)
+        self.policy = AdmissionPolicy.from_settings(settings)
         self.source = source  # recorded with each trigger: which worker admitted it
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedThreshold | Rejected]:
@@ -233,7 +225,7 @@ async def _with_retries(
         try:
             return await work()
         except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes the agent
-            error = exc if isinstance(exc, StorageError) else wrap(exc)
+            error = wrap(exc)  # a StorageError as it is, a driver error wrapped
             if not error.retriable:
                 log.warning("database refused a batch: %s", error)
                 return _Refused(str(error)[:500])

@@ -5,6 +5,7 @@ publisher; `main` serves it on FCL_HTTP_HOST:FCL_HTTP_PORT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -104,30 +105,27 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     services.openapi_bytes = json.dumps(document).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        notifications.start()
-        relay_stop = asyncio.Event()
-        relay_task = None
-        if producer is not None and relay is not None:
-            producer.start()
-            relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
-        yield
-        try:
-            if relay_task is not None and relay is not None:
-                relay_stop.set()
-                relay.stop_soon()
-                await asyncio.wait_for(relay_task, 15)
-        finally:
-            try:
-                if producer is not None:
-                    await producer.stop()
-            finally:
-                try:
-                    await notifications.stop()
-                finally:
-                    await db.close()
+        # Each step is undone on the way out, last first, even when an earlier undo failed.
+        async with contextlib.AsyncExitStack() as running:
+            running.push_async_callback(db.close)
+            notifications.start()
+            running.push_async_callback(notifications.stop)
+            if producer is not None and relay is not None:
+                producer.start()
+                running.push_async_callback(producer.stop)
+                relay_stop = asyncio.Event()
+                relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
+                running.push_async_callback(_stop_relay, relay, relay_stop, relay_task)
+            yield
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _stop_relay(relay: OutboxRelay, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()
+    relay.stop_soon()
+    await asyncio.wait_for(task, 15)
 
 
 def main(host: str | None = None, port: int | None = None) -> None:

@@ -9,8 +9,8 @@ import asyncio
 import functools
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,10 @@ class Services:
     metrics: Metrics
     cache: ResponseCache
     openapi_bytes: bytes = b""
+    admission: AdmissionPolicy = field(init=False)
 
-    @property
-    def admission(self) -> AdmissionPolicy:
-        settings = self.settings
-        return AdmissionPolicy(
-            ageing_step=timedelta(seconds=settings.queue_ageing_seconds),
-            max_attempts={m: settings.attempts_for(m) for m in model_types.names()},
-        )
+    def __post_init__(self) -> None:
+        self.admission = AdmissionPolicy.from_settings(self.settings)  # once, not per request
 
 
 SERVICES = web.AppKey("services", Services)

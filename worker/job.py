@@ -212,10 +212,9 @@ class JobRun:
                 message = await child.receive(0.2)
                 if isinstance(message, Progress):
                     self.progress = message.fraction
-                    continue
-                if isinstance(message, Outcome):
+                elif isinstance(message, Outcome):
                     return message
-                if isinstance(message, Failure):
+                elif isinstance(message, Failure):
                     raise TrainingFailed(
                         AttemptError(type=message.type, message=message.message, retriable=message.retriable)
                     )
