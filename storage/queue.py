@@ -80,11 +80,84 @@ CLAIM_CANDIDATE_SQL = """
     FOR UPDATE SKIP LOCKED
 """
 
+# Admission of a batch of triggers in one statement: the event ids seen before (`known`); the first
+# of each new event id (`fresh`); per dataset and model type the highest priority asked (`pairs`);
+# the job waiting for a pair joined (`joined`: priority raised, rank moved up) or a new one queued
+# (`created`; a follow-up when one runs); and each fresh trigger recorded against its job. A pair
+# whose insert conflicts (another transaction queued it meanwhile) gets neither: the caller admits
+# its triggers again. Waiting jobs are locked in id order, so concurrent batches cannot deadlock.
+ADMIT_SQL = """
+    WITH req AS (
+        SELECT * FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
+                             CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:attempts AS integer[]))
+               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, ord)),
+    known AS (
+        SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
+        WHERE t.event_id = ANY(CAST(:events AS text[]))),
+    fresh AS (
+        SELECT DISTINCT ON (r.event_id) r.*, r.dataset_id || '/' || r.model_type AS key FROM req r
+        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.event_id = r.event_id)
+        ORDER BY r.event_id, r.ord),
+    pairs AS (
+        SELECT key, min(dataset_id) AS dataset_id, min(model_type) AS model_type, max(priority) AS priority,
+               min(max_attempts) AS max_attempts
+        FROM fresh GROUP BY key),
+    waiting AS (
+        SELECT j.id, j.priority, j.dedupe_key FROM training_jobs j
+        WHERE j.dedupe_key IN (SELECT key FROM pairs) AND j.status = 'queued'
+        ORDER BY j.id FOR UPDATE),
+    joined AS (
+        UPDATE training_jobs AS j
+        SET priority = GREATEST(j.priority, p.priority),
+            rank_at = LEAST(j.rank_at, j.created_at - p.priority * CAST(:ageing AS interval)), updated_at = now()
+        FROM waiting w JOIN pairs p ON p.key = w.dedupe_key
+        WHERE j.id = w.id
+        RETURNING j.dedupe_key, j.id, w.priority AS before, j.attempts),
+    created AS (
+        INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
+        SELECT gen_random_uuid(), p.dataset_id, p.model_type, p.priority, p.max_attempts,
+               now() - p.priority * CAST(:ageing AS interval), p.key
+        FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM waiting w WHERE w.dedupe_key = p.key)
+        ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
+        RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type),
+    jobs AS (SELECT dedupe_key, id FROM joined UNION ALL SELECT dedupe_key, id FROM created),
+    triggers AS (
+        INSERT INTO job_triggers (event_id, job_id, priority, source, received_at)
+        SELECT f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
+        FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
+        ORDER BY f.ord
+        RETURNING event_id)
+    SELECT 'known' AS kind, event_id AS ref, id, priority, attempts, NULL AS dataset_id, NULL AS model_type
+    FROM known
+    UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
+    UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
+"""
+
 _ERROR_LIMIT = 2000  # characters of an error message kept
 
 
+def _key(request: TriggerRequest) -> str:
+    """The pair a trigger asks a job for (training_jobs.dedupe_key)."""
+    return f"{request.dataset_id}/{request.model_type}"
+
+
+class JobFields(Protocol):
+    """What a status event says of its job."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def dataset_id(self) -> str: ...
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+
+
 def status_event(
-    job: Job,
+    job: JobFields,
     status: JobStatus,
     *,
     attempt: int | None = None,
@@ -136,167 +209,73 @@ class JobQueue:
         """Admit triggers in order by the contract's rules: the same event id twice makes one job
         (`duplicate`); a trigger for a dataset and model type with a waiting job joins it (its
         priority becomes the higher of the two, `joined`); otherwise a new waiting job is queued
-        (`created`; the follow-up when one runs) with its `queued` event. Set-based: a few
-        statements for the whole batch, whatever its size."""
+        (`created`; the follow-up when one runs) with its `queued` event. One statement
+        (`ADMIT_SQL`) for the whole batch, whatever its size, and one for the events."""
         if not requests:
             return []
-        known = {
-            r.event_id: r
-            for r in (
-                await self.session.execute(
-                    text("""
-            SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
-            WHERE t.event_id = ANY(CAST(:ids AS text[]))
-        """),
-                    {"ids": sorted({r.event_id for r in requests})},
-                )
-            ).all()
-        }
-        fresh: list[TriggerRequest] = []
-        seen: set[str] = set()
-        for r in requests:
-            if r.event_id not in known and r.event_id not in seen:
-                seen.add(r.event_id)
-                fresh.append(r)
-        pairs: dict[str, list[TriggerRequest]] = {}
-        for r in fresh:
-            pairs.setdefault(f"{r.dataset_id}/{r.model_type}", []).append(r)
-        joined: dict[str, tuple[uuid.UUID, int, int]] = {}  # key -> (job, priority before, attempts)
-        created: dict[str, Job] = {}
-        missing = sorted(pairs)
-        while missing:
-            joined.update(await self._join_waiting(missing, pairs))
-            created.update(await self._create_waiting([k for k in missing if k not in joined], pairs))
-            # A pair another transaction queued first (its insert conflicted): go round and join it.
-            missing = [k for k in missing if k not in joined and k not in created]
-        # Outcomes in request order, each with the job's priority once that request was applied.
-        priority_now = {k: before for k, (_, before, _) in joined.items()}
-        assigned: dict[str, str] = {}  # event id -> the pair whose job it joined or created
-        triggers: list[tuple[str, uuid.UUID, int, str]] = []
-        outcomes: list[Admission] = []
-        for r in requests:
-            key = assigned.get(r.event_id, f"{r.dataset_id}/{r.model_type}")
-            if r.event_id in known or r.event_id in assigned:
-                row = known.get(r.event_id)
-                job_id, priority, attempts = (
-                    (row.id, row.priority, row.attempts)
-                    if row is not None
-                    else (
-                        self._job_of(key, joined, created),
-                        priority_now[key],
-                        self._attempts_of(key, joined, created),
-                    )
-                )
-                outcomes.append(
-                    Admission(
-                        request=r,
-                        job_id=job_id,
-                        outcome=AdmissionOutcome.DUPLICATE,
-                        priority=priority,
-                        attempts=attempts,
-                    )
-                )
-                continue
-            first_of_new_job = key in created and key not in priority_now
-            priority_now[key] = max(priority_now.get(key, r.priority), r.priority)
-            assigned[r.event_id] = key
-            job_id = self._job_of(key, joined, created)
-            triggers.append((r.event_id, job_id, r.priority, r.source))
-            outcomes.append(
-                Admission(
-                    request=r,
-                    job_id=job_id,
-                    priority=priority_now[key],
-                    outcome=AdmissionOutcome.CREATED if first_of_new_job else AdmissionOutcome.JOINED,
-                    attempts=self._attempts_of(key, joined, created),
-                )
-            )
-        statuses = [
-            status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message="queued") for job in created.values()
-        ]
-        if triggers:
-            await self.session.execute(
-                text("""
-                INSERT INTO job_triggers (event_id, job_id, priority, source, received_at)
-                SELECT t.event_id, t.job_id, t.priority, t.source, clock_timestamp()
-                FROM unnest(CAST(:events AS text[]), CAST(:jobs AS uuid[]), CAST(:priorities AS smallint[]),
-                            CAST(:sources AS text[])) WITH ORDINALITY AS t(event_id, job_id, priority, source, ord)
-                ORDER BY t.ord
-            """),
-                {
-                    "events": [t[0] for t in triggers],
-                    "jobs": [t[1] for t in triggers],
-                    "priorities": [t[2] for t in triggers],
-                    "sources": [t[3] for t in triggers],
-                },
-            )
-        await OutboxRepository(self.session).add_many(statuses)
-        return outcomes
-
-    @staticmethod
-    def _job_of(key: str, joined: Mapping[str, tuple[uuid.UUID, int, int]], created: Mapping[str, Job]) -> uuid.UUID:
-        return created[key].id if key in created else joined[key][0]
-
-    @staticmethod
-    def _attempts_of(key: str, joined: Mapping[str, tuple[uuid.UUID, int, int]], created: Mapping[str, Job]) -> int:
-        return created[key].attempts if key in created else joined[key][2]
-
-    async def _join_waiting(
-        self, keys: list[str], pairs: Mapping[str, Sequence[TriggerRequest]]
-    ) -> dict[str, tuple[uuid.UUID, int, int]]:
         rows = (
             await self.session.execute(
-                text("""
-            WITH want AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:priorities AS smallint[]))
-                          AS w(key, priority)),
-                 waiting AS (SELECT j.id, j.priority FROM training_jobs j JOIN want ON j.dedupe_key = want.key
-                             WHERE j.status = 'queued' ORDER BY j.id FOR UPDATE OF j)
-            UPDATE training_jobs AS j
-            SET priority = GREATEST(j.priority, want.priority),
-                rank_at = LEAST(j.rank_at, j.created_at - want.priority * CAST(:ageing AS interval)),
-                updated_at = now()
-            FROM want, waiting
-            WHERE j.id = waiting.id AND j.dedupe_key = want.key
-            RETURNING j.dedupe_key, j.id, waiting.priority AS before, j.attempts
-        """),
+                text(ADMIT_SQL),
                 {
-                    "keys": keys,
-                    "priorities": [max(r.priority for r in pairs[k]) for k in keys],
+                    "events": [r.event_id for r in requests],
+                    "datasets": [r.dataset_id for r in requests],
+                    "types": [r.model_type for r in requests],
+                    "priorities": [r.priority for r in requests],
+                    "sources": [r.source for r in requests],
+                    "attempts": [self.policy.attempts_for(r.model_type) for r in requests],
                     "ageing": self.policy.ageing_step,
                 },
             )
         ).all()
-        return {r.dedupe_key: (r.id, r.before, r.attempts) for r in rows}
-
-    async def _create_waiting(self, keys: list[str], pairs: Mapping[str, Sequence[TriggerRequest]]) -> dict[str, Job]:
-        if not keys:
-            return {}
-        first = [pairs[k][0] for k in keys]
-        rows = (
-            (
-                await self.session.execute(
-                    text("""
-            INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
-            SELECT gen_random_uuid(), n.dataset_id, n.model_type, n.priority, n.max_attempts,
-                   now() - n.priority * CAST(:ageing AS interval), n.dataset_id || '/' || n.model_type
-            FROM unnest(CAST(:datasets AS text[]), CAST(:types AS text[]), CAST(:priorities AS smallint[]),
-                        CAST(:attempts AS integer[])) AS n(dataset_id, model_type, priority, max_attempts)
-            ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
-            RETURNING j.*
-        """),
-                    {
-                        "datasets": [r.dataset_id for r in first],
-                        "types": [r.model_type for r in first],
-                        "priorities": [max(r.priority for r in pairs[k]) for k in keys],
-                        "attempts": [self.policy.attempts_for(r.model_type) for r in first],
-                        "ageing": self.policy.ageing_step,
-                    },
+        known = {r.ref: r for r in rows if r.kind == "known"}
+        jobs = {r.ref: r for r in rows if r.kind != "known"}  # pair -> the job it joined or created
+        created = [r for r in rows if r.kind == "created"]
+        created_pairs = {r.ref for r in created}
+        # The pair a new event id asks for is that of its first occurrence (ADMIT_SQL's `fresh`).
+        pair_of: dict[str, str] = {}
+        for r in requests:
+            if r.event_id not in known:
+                pair_of.setdefault(r.event_id, _key(r))
+        # A pair another transaction queued while this statement ran (its insert conflicted): its
+        # triggers were not written; admitted again, they join that job.
+        raced = [i for i, r in enumerate(requests) if r.event_id in pair_of and pair_of[r.event_id] not in jobs]
+        again = dict(zip(raced, await self.admit([requests[i] for i in raced]), strict=True)) if raced else {}
+        # Outcomes in request order, each with the job's priority once that request was applied.
+        priority_now = {r.ref: r.priority for r in rows if r.kind == "joined"}
+        applied: set[str] = set()  # event ids whose trigger this batch has applied
+        outcomes: list[Admission] = []
+        for i, r in enumerate(requests):
+            if i in again:
+                outcomes.append(again[i])
+                continue
+            if r.event_id in known:
+                seen = known[r.event_id]
+                outcomes.append(
+                    Admission(
+                        request=r,
+                        job_id=seen.id,
+                        outcome=AdmissionOutcome.DUPLICATE,
+                        priority=seen.priority,
+                        attempts=seen.attempts,
+                    )
                 )
+                continue
+            key = pair_of[r.event_id]
+            if r.event_id in applied:
+                outcome = AdmissionOutcome.DUPLICATE
+            else:
+                new_job = key in created_pairs and key not in priority_now
+                outcome = AdmissionOutcome.CREATED if new_job else AdmissionOutcome.JOINED
+                priority_now[key] = max(priority_now.get(key, r.priority), r.priority)
+                applied.add(r.event_id)
+            job = jobs[key]
+            outcomes.append(
+                Admission(request=r, job_id=job.id, outcome=outcome, priority=priority_now[key], attempts=job.attempts)
             )
-            .mappings()
-            .all()
+        await OutboxRepository(self.session).add_many(
+            [status_event(c, JobStatus.QUEUED, attempt=c.attempts + 1, message="queued") for c in created]
         )
-        return {r["dedupe_key"]: Job.from_mapping(r) for r in rows}
+        return outcomes
 
     async def auto_trigger(self, *, priority: int) -> list[Admission]:
         """Queue a job for each dataset whose counter reached its threshold, by the admission

@@ -43,6 +43,7 @@ from storage.models import (
     DatasetRow,
     JobTriggerRow,
     ModelVersionRow,
+    OutboxRow,
     SampleBatchRow,
     TrainingEventRow,
     TrainingJobRow,
@@ -643,10 +644,9 @@ class OutboxRepository:
         if not ids:
             return 0
         result = await self.session.execute(
-            text(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NULL"
-            ),
-            {"ids": list(ids)},
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(list(ids)), OutboxRow.published_at.is_(None))
+            .values(published_at=func.now())
         )
         assert isinstance(result, CursorResult)
         return int(result.rowcount or 0)

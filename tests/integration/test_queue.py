@@ -258,3 +258,47 @@ async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Databas
     created = [a for a in admissions if a.outcome is AdmissionOutcome.CREATED]
     for a in created:  # one queued event per job created, none for joins and repeats
         assert await _statuses(own_db, a.job_id) == [("queued", 1)]
+
+
+async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: Database) -> None:
+    """A batch whose new job's insert meets another transaction's uncommitted one waits for it,
+    then joins the job that transaction queued: one job, both triggers on it."""
+    import asyncio
+
+    from contract.enums import AdmissionOutcome
+    from storage.entities import TriggerRequest
+
+    def batch(*events: tuple[str, str, int]) -> list[TriggerRequest]:
+        return [TriggerRequest(event_id=e, dataset_id=d, model_type="goal", priority=p) for e, d, p in events]
+
+    async with own_db.transaction() as first:
+        [a1] = await JobQueue(first).admit(batch(("r1", "raced", 3)))
+        assert a1.outcome is AdmissionOutcome.CREATED
+
+        async def second() -> list[Admission]:
+            async with own_db.transaction() as s:
+                return await JobQueue(s).admit(batch(("r2", "raced", 8), ("r2", "other", 1), ("c1", "calm", 2)))
+
+        later = asyncio.create_task(second())
+        await asyncio.sleep(1.0)  # the second batch is now waiting on the first one's insert
+        assert not later.done()
+    admissions = await later
+    assert [(a.request.event_id, a.outcome.value, a.priority) for a in admissions] == [
+        ("r2", "joined", 8),
+        ("r2", "duplicate", 8),
+        ("c1", "created", 2),
+    ]
+    assert admissions[0].job_id == admissions[1].job_id == a1.job_id
+    async with own_db.transaction() as s:
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT j.dataset_id, j.priority, array_agg(t.event_id ORDER BY t.event_id) AS events "
+                    "FROM training_jobs j JOIN job_triggers t ON t.job_id = j.id GROUP BY j.id"
+                )
+            )
+        ).all()
+    assert sorted((r.dataset_id, r.priority, r.events) for r in rows) == [
+        ("calm", 2, ["c1"]),
+        ("raced", 8, ["r1", "r2"]),
+    ]
