@@ -62,45 +62,20 @@ class Gate:
         for check in self.checks:
             if (check.kind is CheckKind.CHANGE or check.needs_champion) and champion is None:
                 continue
-            value = _finite(metrics.get(check.metric))
-            if check.kind is CheckKind.VALUE:
-                results.append(
-                    ValidationCheck(
-                        metric=check.metric,
-                        kind=CheckKind.VALUE,
-                        value=value,
-                        baseline=None,
-                        threshold=check.threshold,
-                        direction=check.direction,
-                        passed=value is not None and _meets(value, check.direction, check.threshold),
-                    )
-                )
-                continue
-            assert champion is not None
-            base = _finite(champion.get(check.metric))
-            if value is None or base is None:
-                results.append(
-                    ValidationCheck(
-                        metric=check.metric,
-                        kind=CheckKind.CHANGE,
-                        value=None,
-                        baseline=base,
-                        threshold=check.threshold,
-                        direction=check.direction,
-                        passed=False,
-                    )
-                )
-                continue
-            change = relative_change(value, base)
+            value, baseline = _finite(metrics.get(check.metric)), None
+            if check.kind is CheckKind.CHANGE:
+                assert champion is not None
+                baseline = _finite(champion.get(check.metric))
+                value = None if value is None or baseline is None else relative_change(value, baseline)
             results.append(
                 ValidationCheck(
                     metric=check.metric,
-                    kind=CheckKind.CHANGE,
-                    value=change,
-                    baseline=base,
+                    kind=check.kind,
+                    value=value,
+                    baseline=baseline,
                     threshold=check.threshold,
                     direction=check.direction,
-                    passed=_meets(change, check.direction, check.threshold),
+                    passed=value is not None and _meets(value, check.direction, check.threshold),
                 )
             )
         return Verdict(passed=all(r.passed for r in results) and bool(results), checks=results)
