@@ -128,6 +128,12 @@ class Trainer(ABC):
         """`model` (from `fit` or `load`) and the request's champion on the held-out part of the
         request's samples. Deterministic for the same samples, seed and hyperparameters."""
 
+    def assess(self, model: Any, request: TrainRequest) -> Evaluation:
+        """`evaluate`, its time in the evaluation's info (`evaluation_seconds`)."""
+        started = time.perf_counter()
+        evaluation = self.evaluate(model, request)
+        return replace(evaluation, info=evaluation.info | {"evaluation_seconds": time.perf_counter() - started})
+
     @abstractmethod
     def artifact(self, model: Any) -> Artifact:
         """The model as bytes that cannot run code when loaded."""
@@ -139,7 +145,7 @@ class Trainer(ABC):
     def train(self, request: TrainRequest) -> TrainResult:
         """Fit a candidate, judge it and the champion, and serialize it."""
         fitted = self.fit(request)
-        evaluation = self.evaluate(fitted.model, replace(request, hyperparameters=fitted.hyperparameters))
+        evaluation = self.assess(fitted.model, replace(request, hyperparameters=fitted.hyperparameters))
         started = time.perf_counter()
         artifact = self.artifact(evaluation.model)
         info = fitted.info | evaluation.info | {"artifact_seconds": time.perf_counter() - started}

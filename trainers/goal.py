@@ -112,7 +112,6 @@ class GoalTrainer(Trainer):
 
     def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
         hp = self.hyperparameters(request.hyperparameters)
-        started = time.perf_counter()
         x, y, names, train_idx, test_idx = self._split(request.samples, hp, model["features"])
         y_test = y[test_idx]
         metrics = classification_metrics(y_test, scores(model["model"], x[test_idx]))
@@ -135,12 +134,7 @@ class GoalTrainer(Trainer):
             if champion["features"] == names:
                 baseline = classification_metrics(y_test, scores(champion["model"], x[test_idx]))
         request.progress(1.0)
-        return Evaluation(
-            model=model,
-            metrics=metrics,
-            baseline_metrics=baseline,
-            info={"evaluation_seconds": time.perf_counter() - started},
-        )
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
 
     def artifact(self, model: Any) -> Artifact:
         return skops_artifact(model)

@@ -303,7 +303,6 @@ class RecommendationTrainer(Trainer):
         _, holdout, _ = self._split(data, hp)
         device = torch_device(request.device)
         deterministic_torch(device)
-        started = time.perf_counter()
         metrics = self._evaluate(model.net.to(device), holdout, hp, seed=request.seed, device=device)
         request.progress(0.9)
         baseline = None
@@ -316,12 +315,7 @@ class RecommendationTrainer(Trainer):
             ):
                 baseline = self._evaluate(champion.net, holdout, hp, seed=request.seed, device=device)
         request.progress(1.0)
-        return Evaluation(
-            model=model,
-            metrics=metrics,
-            baseline_metrics=baseline,
-            info={"evaluation_seconds": time.perf_counter() - started},
-        )
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
 
     def artifact(self, model: Any) -> Artifact:
         return torch_artifact(model.net.state_dict(), model.config)

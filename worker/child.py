@@ -78,7 +78,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         assert task.candidate is not None
         model = trainer.load(store.read(_stored(task.candidate)))
         fit_metrics, hyperparameters, info = task.fit_metrics, task.hyperparameters, {}
-    evaluation = trainer.evaluate(model, replace(request, hyperparameters=hyperparameters))
+    evaluation = trainer.assess(model, replace(request, hyperparameters=hyperparameters))
     metrics = _finite(evaluation.metrics | fit_metrics) or {}
     baseline = _finite(evaluation.baseline_metrics)
     verdict = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics)
