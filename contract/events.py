@@ -12,16 +12,23 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from contract import limits
 from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
 
 # The namespace of ids fcl derives (threshold events from a dataset's crossing, dead letters).
 FCL_NAMESPACE = uuid.UUID("5b0b8a0e-7f0e-4c55-9f55-2f6c1e0f1c11")
 
-EventId = Annotated[str, Field(min_length=1, max_length=200)]
-DatasetId = Annotated[str, Field(min_length=1, max_length=200)]
+EventId = Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)]
+DatasetId = Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)]
 Priority = Annotated[int, Field(ge=0, le=9)]
+# An input timestamp: RFC 3339 (naive is read as UTC), years MIN_YEAR..MAX_YEAR (contract.limits).
+Timestamp = Annotated[datetime, AfterValidator(limits.check_timestamp)]
+Count = Annotated[int, Field(ge=0, le=int(limits.MAX_NUMBER))]
+# A free-text output field (reason, error message): cut to MAX_MESSAGE_CHARS, so no payload grows
+# with the input that caused it.
+Message = Annotated[str, BeforeValidator(lambda v: limits.clip(v) if isinstance(v, str) else v)]
 
 
 def now() -> datetime:
@@ -53,8 +60,8 @@ class TrainingSamplesEvent(_Input):
     event_id: EventId
     dataset_id: DatasetId
     model_type: str
-    occurred_at: datetime | None = None
-    samples: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    occurred_at: Timestamp | None = None
+    samples: list[dict[str, Any]] = Field(min_length=1, max_length=limits.MAX_SAMPLES_PER_EVENT)
 
 
 class DatasetThresholdEvent(_Input):
@@ -63,16 +70,16 @@ class DatasetThresholdEvent(_Input):
     event_id: EventId
     dataset_id: DatasetId
     model_type: str
-    sample_count: int | None = Field(default=None, ge=0)
-    threshold: int | None = Field(default=None, ge=0)
+    sample_count: Count | None = None
+    threshold: Count | None = None
     priority: Priority = 5
-    occurred_at: datetime | None = None
+    occurred_at: Timestamp | None = None
 
 
 # -- output events ----------------------------------------------------------------------------------
 class ErrorInfo(_Output):
-    type: str
-    message: str
+    type: Message
+    message: Message
 
 
 class ValidationCheck(_Output):
@@ -102,7 +109,7 @@ class TrainingStatusEvent(_Output):
     priority: Priority
     attempt: int = Field(ge=1)
     progress: float | None = Field(default=None, ge=0, le=1)
-    message: str = ""
+    message: Message = ""
     error: ErrorInfo | None = None
     training_event_id: str | None = None
     model_version: int | None = None
@@ -145,7 +152,7 @@ class DeadLetterEvent(_Output):
     partition: int
     offset: int
     key: str | None
-    value: str
+    value: str = Field(description="the start of the raw value: the whole letter is at most 64 KiB")
     value_encoding: Literal["text", "base64"] = "text"
-    reason: str
+    reason: Message
     occurred_at: str

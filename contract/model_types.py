@@ -16,11 +16,18 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from contract import limits
+
 
 class SampleShape(BaseModel):
     """A sample of a model type as producers send it; unknown extra fields are ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def shape(self) -> dict[str, object]:
+        """What every sample of one dataset must share (state length, feature names); {} when
+        the model type has nothing of the kind."""
+        return {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,44 +83,64 @@ def spec(name: str) -> ModelTypeSpec:
 
 
 # -- the registrations ------------------------------------------------------------------------------
+# Fields of the sample shapes, bounded by contract.limits (every number is also finite and within
+# MAX_NUMBER: parsing checks the whole document first).
+Id = Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)]
+Number = Annotated[float, Field(allow_inf_nan=False, ge=-limits.MAX_NUMBER, le=limits.MAX_NUMBER)]
+State = Annotated[list[Number], Field(min_length=1, max_length=limits.MAX_STATE_LENGTH)]
+Features = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)], Number],
+    Field(min_length=1, max_length=limits.MAX_FEATURES),
+]
+
+
 class RecommendationSample(SampleShape):
     """One logged transition of the coaching-recommendation environment."""
 
-    user_id: str
-    episode_id: str
-    t: int = Field(ge=0)
-    state: list[float] = Field(min_length=1)
-    action: int = Field(ge=0)
-    reward: float
-    next_state: list[float] = Field(min_length=1)
+    user_id: Id
+    episode_id: Id
+    t: int = Field(ge=0, le=limits.MAX_STEP)
+    state: State
+    action: int = Field(ge=0, lt=limits.MAX_ACTIONS)
+    reward: Number
+    next_state: State
     done: bool
     behavior_prob: float | None = Field(default=None, gt=0, le=1)
 
+    def shape(self) -> dict[str, object]:
+        return {"state_length": len(self.state)}
+
 
 class SegmentationSample(SampleShape):
-    user_id: str
-    features: dict[str, float] = Field(min_length=1)
+    user_id: Id
+    features: Features
+
+    def shape(self) -> dict[str, object]:
+        return {"features": sorted(self.features)}
 
 
 class SpendingSample(SampleShape):
     """One user's spend on one day."""
 
-    user_id: str
+    user_id: Id
     date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    amount: float
+    amount: Number
 
     @field_validator("date")
     @classmethod
     def _real_date(cls, value: str) -> str:
-        datetime.strptime(value, "%Y-%m-%d")
+        limits.check_date(datetime.strptime(value, "%Y-%m-%d").date())
         return value
 
 
 class GoalSample(SampleShape):
-    user_id: str
-    goal_id: str
-    features: dict[str, float] = Field(min_length=1)
+    user_id: Id
+    goal_id: Id
+    features: Features
     achieved: bool
+
+    def shape(self) -> dict[str, object]:
+        return {"features": sorted(self.features)}
 
 
 RECOMMENDATION = register(

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from contract import model_types
+from contract import limits, model_types
 from contract.events import FCL_NAMESPACE, DatasetThresholdEvent, DeadLetterEvent, TrainingSamplesEvent, rfc3339
 
-DEAD_LETTER_VALUE_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
 
 _SAMPLE_LISTS: dict[str, TypeAdapter[list[model_types.SampleShape]]] = {
     name: TypeAdapter(list[shape])  # type: ignore[valid-type]
@@ -47,6 +48,7 @@ class ParsedSamples:
     event: TrainingSamplesEvent
     model_type: str  # a registered model type
     samples: list[dict[str, Any]]  # validated, in the contract's shape
+    shape: dict[str, object]  # what the dataset's samples share (SampleShape.shape), {} for none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,15 +72,21 @@ def _load(message: RawMessage, max_bytes: int) -> dict[str, Any] | Rejected:
     if value is None:
         return Rejected(message=message, reason="empty value (a tombstone), expected a JSON object")
     if len(value) > max_bytes:
-        return Rejected(message=message, reason=f"event of {len(value)} bytes exceeds the limit of {max_bytes} bytes")
+        return Rejected(
+            message=message, reason=f"event of {len(value)} bytes exceeds FCL_MAX_EVENT_BYTES ({max_bytes} bytes)"
+        )
     try:
+        limits.check_key(message.key)
         data = json.loads(value)
+        limits.check_document(data)
+    except limits.LimitExceeded as exc:
+        return Rejected(message=message, reason=f"limit: {exc}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Rejected(message=message, reason=f"not valid JSON: {exc}")
     except RecursionError:
-        return Rejected(message=message, reason="not valid JSON: nested deeper than the parser reads")
+        return Rejected(message=message, reason=f"limit: nested deeper than MAX_DEPTH ({limits.MAX_DEPTH})")
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        return Rejected(message=message, reason=f"not valid JSON: {str(exc)[:200]}")
+        return Rejected(message=message, reason=f"not valid JSON: {str(exc)[:200]} (number range)")
     if not isinstance(data, dict):
         return Rejected(message=message, reason=f"schema: expected a JSON object, got {type(data).__name__}")
     return data
@@ -93,6 +101,24 @@ def _model_type(message: RawMessage, data: dict[str, Any]) -> str | Rejected:
 
 
 def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold | Rejected:
+    """The event, or a refusal with its reason; never raises."""
+    try:
+        return _parse_threshold(message, max_bytes)
+    except Exception as exc:  # a parser bug must not stop the agent: dead-letter it
+        log.exception("parsing a dataset-threshold event failed")
+        return Rejected(message=message, reason=f"could not be parsed: {type(exc).__name__}: {exc}")
+
+
+def parse_samples(message: RawMessage, *, max_bytes: int) -> ParsedSamples | Rejected:
+    """The event with its validated samples, or a refusal with its reason; never raises."""
+    try:
+        return _parse_samples(message, max_bytes)
+    except Exception as exc:  # a parser bug must not stop the agent: dead-letter it
+        log.exception("parsing a training-samples event failed")
+        return Rejected(message=message, reason=f"could not be parsed: {type(exc).__name__}: {exc}")
+
+
+def _parse_threshold(message: RawMessage, max_bytes: int) -> ParsedThreshold | Rejected:
     data = _load(message, max_bytes)
     if isinstance(data, Rejected):
         return data
@@ -109,7 +135,7 @@ def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold |
     return ParsedThreshold(message=message, event=event, model_type=model_type)
 
 
-def parse_samples(message: RawMessage, *, max_bytes: int) -> ParsedSamples | Rejected:
+def _parse_samples(message: RawMessage, max_bytes: int) -> ParsedSamples | Rejected:
     data = _load(message, max_bytes)
     if isinstance(data, Rejected):
         return data
@@ -124,26 +150,61 @@ def parse_samples(message: RawMessage, *, max_bytes: int) -> ParsedSamples | Rej
         shaped = _SAMPLE_LISTS[model_type].validate_python(event.samples)
     except ValidationError as exc:
         return Rejected(message=message, reason=f"schema: {_describe(exc, 'samples')} (a {model_type} sample)")
+    shape = shaped[0].shape()
+    for i, sample in enumerate(shaped):
+        if sample.shape() != shape:
+            return Rejected(
+                message=message,
+                reason=f"samples.{i}: shape {_show(sample.shape())} differs from samples.0's {_show(shape)} "
+                "(the samples of a dataset share one shape)",
+            )
     samples = [s.model_dump(mode="json") for s in shaped]
-    return ParsedSamples(message=message, event=event, model_type=model_type, samples=samples)
+    return ParsedSamples(message=message, event=event, model_type=model_type, samples=samples, shape=shape)
+
+
+def _show(shape: dict[str, object]) -> str:
+    return limits.clip(json.dumps(shape), 300)
 
 
 def dead_letter(rejected: Rejected) -> DeadLetterEvent:
+    """The dead letter of a refused message, at most DEAD_LETTER_BYTES as JSON whatever the
+    message: as much of the start of the value as fits (as text when it is UTF-8 without NUL,
+    else base64), the key cut to MAX_ID_CHARS, the reason to MAX_MESSAGE_CHARS."""
     msg = rejected.message
-    raw = (msg.value or b"")[:DEAD_LETTER_VALUE_BYTES]
-    encoding: Literal["text", "base64"]
-    try:
-        value, encoding = raw.decode("utf-8"), "text"
-    except UnicodeDecodeError:
-        value, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return DeadLetterEvent(
-        event_id=str(uuid.uuid5(FCL_NAMESPACE, f"dead-letter:{msg.topic}:{msg.partition}:{msg.offset}")),
-        source_topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=msg.key.decode("utf-8", errors="replace") if msg.key is not None else None,
-        value=value,
-        value_encoding=encoding,
-        reason=rejected.reason,
-        occurred_at=rfc3339(),
-    )
+    key = None
+    if msg.key is not None:
+        key = limits.clip(msg.key[: 4 * limits.MAX_ID_CHARS].decode("utf-8", errors="replace"), limits.MAX_ID_CHARS)
+    budget = limits.DEAD_LETTER_BYTES - 8 * 1024  # room for the other fields (reason, key: bounded)
+    raw = msg.value or b""
+    while True:
+        value, encoding = _as_text(raw, budget)
+        letter = DeadLetterEvent(
+            event_id=str(uuid.uuid5(FCL_NAMESPACE, f"dead-letter:{msg.topic}:{msg.partition}:{msg.offset}")),
+            source_topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=key,
+            value=value,
+            value_encoding=encoding,
+            reason=rejected.reason,
+            occurred_at=rfc3339(),
+        )
+        size = len(letter.model_dump_json())
+        if size <= limits.DEAD_LETTER_BYTES or budget == 0:
+            return letter
+        budget = max(0, budget - (size - limits.DEAD_LETTER_BYTES) - 1024)  # escapes made it longer
+
+
+def _as_text(raw: bytes, budget: int) -> tuple[str, Literal["text", "base64"]]:
+    """The first `budget` bytes of `raw` as text when they are UTF-8 without NUL (a character cut
+    at the end is dropped), else base64 of as many bytes as keep within `budget`."""
+    raw, whole = raw[:budget], raw
+    for cut in range(4 if len(whole) > budget else 1):
+        try:
+            value = raw[: len(raw) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if "\x00" not in value:
+            return value, "text"
+        break
+    return base64.b64encode(whole[: budget * 3 // 4]).decode("ascii"), "base64"

@@ -78,13 +78,19 @@ class StreamsEnv:
                 proc.wait(timeout=10)
 
 
-async def produce_raw(settings: Settings, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+async def produce_raw(
+    settings: Settings,
+    topic: str,
+    items: Sequence[tuple[bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=8 * 1024 * 1024
     )
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        futures = [await producer.send(topic, value, key=key, partition=partition) for key, value in items]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

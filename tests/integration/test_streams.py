@@ -38,12 +38,18 @@ from tests.integration.streams_support import (
     rows,
     scalar,
 )
+from tests.poison import COMMON
+from tests.poison import SAMPLES as POISON_SAMPLES
+from tests.poison import THRESHOLD as POISON_THRESHOLD
 
 MAX_EVENT_BYTES = 4096
 
 
 @pytest.fixture
-async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[StreamsEnv, Database]]:
+async def streams(
+    stack: RunStack, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[StreamsEnv, Database]]:
+    max_event_bytes = getattr(request, "param", MAX_EVENT_BYTES)  # a test may ask for another limit
     name = f"fcl_st_{uuid.uuid4().hex[:10]}"
     url = await asyncio.to_thread(stack.migrated_database, name)
     prefix = new_prefix()
@@ -51,7 +57,7 @@ async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Stream
         kafka_bootstrap=stack.kafka_bootstrap,
         database_url=url,
         topic_prefix=prefix,
-        max_event_bytes=MAX_EVENT_BYTES,
+        max_event_bytes=max_event_bytes,
         thresholds={"segmentation": 50},
         _env_file=None,
     )
@@ -60,7 +66,7 @@ async def streams(stack: RunStack, tmp_path: Path) -> AsyncIterator[tuple[Stream
         "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
         "FCL_DATABASE_URL": url,
         "FCL_TOPIC_PREFIX": prefix,
-        "FCL_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+        "FCL_MAX_EVENT_BYTES": str(max_event_bytes),
         "FCL_THRESHOLD_SEGMENTATION": "50",
     }
     await create_topics(settings)
@@ -484,3 +490,63 @@ async def test_a_poison_event_is_dead_lettered_and_the_next_one_on_its_partition
     )
     assert all("nested deeper" in letter["reason"] for letter in letters)
     assert worker.poll() is None, "the streams worker must keep running"
+
+
+@pytest.mark.parametrize("streams", [1024 * 1024], indirect=True)  # the contract's default limit
+async def test_the_poison_corpus_is_dead_lettered_once_each_and_every_valid_event_behind_it_is_stored(
+    streams,
+) -> None:
+    """Every kind of hostile value in tests/poison.py, each followed by a valid event on the same
+    partition, on both input topics: each valid event is stored, each poison is exactly one dead
+    letter of at most 64 KiB naming its limit, the worker lives and the outbox drains."""
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    cases = [(Topic.DATASET_THRESHOLD, p) for p in [*COMMON, *POISON_THRESHOLD]]
+    cases += [(Topic.TRAINING_SAMPLES, p) for p in [*COMMON, *POISON_SAMPLES]]
+    valid_triggers, valid_samples = [], []
+    for topic in (Topic.DATASET_THRESHOLD, Topic.TRAINING_SAMPLES):
+        items: list[tuple[bytes | None, bytes | None]] = []
+        for i, (_, poison) in enumerate(c for c in cases if c[0] is topic):
+            if topic is Topic.DATASET_THRESHOLD:
+                event = threshold(f"after-poison-{i}")
+                valid_triggers.append(event["event_id"])
+            else:
+                event = samples_event(f"after-poison-{i}", 2)
+                valid_samples.append(event["event_id"])
+            items += [(poison.key, poison.value), (b"same", encode(event))]
+        await produce_raw(senv.settings, senv.topic(topic), items, partition=0)
+    await eventually(
+        lambda: _count_is(
+            db, "SELECT count(*) FROM job_triggers WHERE event_id = ANY(:ids)", len(valid_triggers), ids=valid_triggers
+        ),
+        logs=senv.logs,
+        what="every valid trigger behind a poison admitted",
+    )
+    await eventually(
+        lambda: _count_is(
+            db, "SELECT count(*) FROM sample_batches WHERE event_id = ANY(:ids)", len(valid_samples), ids=valid_samples
+        ),
+        logs=senv.logs,
+        what="every valid samples event behind a poison stored",
+    )
+    letters = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= len(cases))
+    assert len(letters) == len(cases), [(x["source_topic"], x["offset"], x["reason"]) for x in letters]
+    by_place = {(x["source_topic"], x["offset"]): x for x in letters}
+    assert len(by_place) == len(cases), "one dead letter per poison"
+    for topic in (Topic.DATASET_THRESHOLD, Topic.TRAINING_SAMPLES):
+        poisons = [p for t, p in cases if t is topic]
+        for i, poison in enumerate(poisons):
+            letter = by_place[(senv.topic(topic), 2 * i)]  # poisons at even offsets of partition 0
+            assert poison.reason in letter["reason"], (poison.name, letter["reason"])
+            assert len(json.dumps({k: v for k, v in letter.items() if not k.startswith("_")}).encode()) <= 64 * 1024
+    assert_schema(Topic.DEAD_LETTER, letters)
+    await eventually(
+        lambda: _count_is(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL", 0),
+        what="the outbox drained",
+    )
+    assert worker.poll() is None, "the streams worker must keep running"
+
+
+async def _count_is(db: Database, sql: str, expected: int, **params: Any) -> bool:
+    return int(await scalar(db, sql, **params)) == expected

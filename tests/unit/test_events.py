@@ -55,7 +55,7 @@ THRESHOLD = {
         (json.dumps({**THRESHOLD, "priority": -1}).encode(), "priority -1 outside 0-9"),
         (json.dumps({**THRESHOLD, "priority": "high"}).encode(), "schema: priority"),
         (json.dumps({**THRESHOLD, "dataset_id": ""}).encode(), "schema: dataset_id"),
-        (json.dumps({**THRESHOLD, "padding": "x" * 2000}).encode(), "exceeds the limit of 1024 bytes"),
+        (json.dumps({**THRESHOLD, "padding": "x" * 2000}).encode(), "exceeds FCL_MAX_EVENT_BYTES (1024 bytes)"),
     ],
 )
 def test_threshold_refusals_name_the_problem(value: bytes | None, reason: str) -> None:
@@ -129,8 +129,14 @@ def test_dead_letter_keeps_where_it_came_from_and_encodes_binary() -> None:
     assert (text_letter.value, text_letter.value_encoding) == ("{nope", "text")
     binary = dead_letter(Rejected(message=raw(b"\xff\x00", key=None), reason="not valid JSON"))
     assert (binary.value, binary.value_encoding, binary.key) == ("/wA=", "base64", None)
-    big = dead_letter(Rejected(message=raw(b"x" * 100_000), reason="too big"))
-    assert len(big.value) == 64 * 1024
+    big = dead_letter(Rejected(message=raw(b"x" * 100_000, key=b"k" * 5000), reason="too big " * 5000))
+    assert len(big.model_dump_json()) <= 64 * 1024 and big.value == "x" * len(big.value) and len(big.value) > 50_000
+    assert len(big.reason) <= 2000 and big.key is not None and len(big.key) <= 256
+    # Escapes cannot make it larger: control characters become six bytes each in JSON.
+    escaped = dead_letter(Rejected(message=raw(b"\x01" * 100_000), reason="r"))
+    assert escaped.value_encoding == "text" and len(escaped.model_dump_json()) <= 64 * 1024
+    binary_big = dead_letter(Rejected(message=raw(bytes(range(256)) * 1000), reason="r"))
+    assert binary_big.value_encoding == "base64" and len(binary_big.model_dump_json()) <= 64 * 1024
     # The same message dead-lettered twice (a redelivery) carries the same id.
     assert dead_letter(Rejected(message=raw(b"{nope"), reason="r")).event_id == text_letter.event_id
     assert not list(validator(Topic.DEAD_LETTER).iter_errors(text_letter.model_dump(mode="json")))

@@ -6,10 +6,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.parsing import ParsedSamples, ParsedThreshold, RawMessage, Rejected, parse_samples, parse_threshold
+from streams.parsing import (
+    ParsedSamples,
+    ParsedThreshold,
+    RawMessage,
+    Rejected,
+    dead_letter,
+    parse_samples,
+    parse_threshold,
+)
+from tests.poison import COMMON, SAMPLES, THRESHOLD, Poison
 
 PARSERS = (parse_threshold, parse_samples)
 
@@ -57,6 +67,36 @@ def test_events_of_the_right_keys_with_any_values_are_parsed_or_refused(event: d
 def test_hostile_documents_are_refused_with_a_reason() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     digits = b'{"event_id": "e", "dataset_id": "d", "model_type": "goal", "priority": ' + b"9" * 5000 + b"}"
-    for value, reason in ((deep, "nested deeper"), (digits, "digits"), (b"\x00", "not valid JSON")):
+    for value, reason in ((deep, "MAX_DEPTH"), (digits, "digits"), (b"\x00", "not valid JSON")):
         for result in _outcome(value):
             assert isinstance(result, Rejected) and reason in result.reason, (reason, result)
+
+
+@pytest.mark.parametrize("poison", [*COMMON, *THRESHOLD], ids=lambda p: p.name)
+def test_each_hostile_threshold_value_is_refused_naming_its_limit(poison: Poison) -> None:
+    message = RawMessage(topic="fcl.dataset-threshold", partition=0, offset=1, key=poison.key, value=poison.value)
+    result = parse_threshold(message, max_bytes=1024 * 1024)
+    assert isinstance(result, Rejected), result
+    assert poison.reason in result.reason, result.reason
+    letter = dead_letter(result)
+    assert len(letter.model_dump_json().encode()) <= 64 * 1024
+
+
+@pytest.mark.parametrize("poison", [*COMMON, *SAMPLES], ids=lambda p: p.name)
+def test_each_hostile_samples_value_is_refused_naming_its_limit(poison: Poison) -> None:
+    message = RawMessage(topic="fcl.training-samples", partition=0, offset=1, key=poison.key, value=poison.value)
+    result = parse_samples(message, max_bytes=1024 * 1024)
+    assert isinstance(result, Rejected), result
+    assert poison.reason in result.reason, result.reason
+    assert len(dead_letter(result).model_dump_json().encode()) <= 64 * 1024
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=300), st.binary(max_size=3000))
+def test_any_key_and_value_make_a_bounded_dead_letter_or_an_event(key: bytes, value: bytes) -> None:
+    for parse in PARSERS:
+        result = parse(RawMessage(topic="t", partition=0, offset=0, key=key, value=value), max_bytes=1024 * 1024)
+        if isinstance(result, Rejected):
+            letter = dead_letter(result)
+            assert len(letter.model_dump_json().encode()) <= 64 * 1024
+            assert "\x00" not in letter.model_dump_json()
