@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # the group gives them to the others (Faust's own default is 60 s).
     stream_session_timeout: float = Field(default=15.0, ge=6.0, le=300.0)
     topic_partitions: int = Field(default=4, ge=1)
+    # The outbox relay: a row the broker refuses this many times is parked (kept, skipped, in
+    # /metrics); published rows are deleted after the retention.
+    outbox_max_attempts: int = Field(default=5, ge=1)
+    outbox_retention_seconds: float = Field(default=3600.0, ge=0)
 
     # HTTP API.
     http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # larger bodies get 413
@@ -87,6 +91,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     drain_seconds: float = Field(default=30.0, ge=0)
+    # Each trainer worker queues, this often, a job for every dataset whose counter is at or above
+    # its threshold with none waiting or running (0: off). A training's end does it at once too.
+    retrain_sweep_seconds: float = Field(default=60.0, ge=0)
     trainer_timeouts: dict[str, float] = Field(default_factory=dict)  # model type -> seconds
     max_attempts: dict[str, int] = Field(default_factory=dict)  # model type -> attempts
     retry_base_seconds: float = Field(default=5.0, gt=0)

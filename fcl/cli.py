@@ -50,7 +50,39 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema_at_head() -> bool:
+    """Every service checks the schema before it starts: on a database that is not at head it
+    says so in one line and exits (2), instead of warning forever or dead-lettering valid events.
+    While the database cannot be reached it waits and retries."""
+    import asyncio
+    import time
+
+    from contract.settings import load_settings
+    from storage.errors import StorageError
+    from storage.migrate import schema_problem
+
+    url = load_settings().database_url
+    delay = 0.5
+    while True:
+        try:
+            problem = asyncio.run(schema_problem(url))
+            break
+        except StorageError as exc:
+            if not exc.retriable:
+                print(f"fcl: {exc}", file=sys.stderr)
+                return False
+            print(f"fcl: database not reachable ({exc}); retrying in {delay:.0f}s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    if problem is not None:
+        print(f"fcl: {problem}", file=sys.stderr)
+        return False
+    return True
+
+
 def _streams(args: argparse.Namespace) -> int:
+    if not _schema_at_head():
+        return 2
     from streams.app import main as streams_main
 
     streams_main(args.faust_args)
@@ -58,12 +90,16 @@ def _streams(args: argparse.Namespace) -> int:
 
 
 def _trainer(args: argparse.Namespace) -> int:
+    if not _schema_at_head():
+        return 2
     from worker.main import main as trainer_main
 
     return trainer_main()
 
 
 def _web(args: argparse.Namespace) -> int:
+    if not _schema_at_head():
+        return 2
     from web.app import main as web_main
 
     web_main(host=args.host, port=args.port)

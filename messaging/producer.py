@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as aiokafka_errors
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +80,23 @@ class BackgroundProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+# The broker refuses these for the record itself: sending the same record again cannot succeed.
+# Anything else (no connection, timeouts, leader changes) is an outage that passes.
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    aiokafka_errors.MessageSizeTooLargeError,
+    aiokafka_errors.RecordTooLargeError,
+    aiokafka_errors.InvalidTopicError,
+    aiokafka_errors.TopicAuthorizationFailedError,
+    aiokafka_errors.CorruptRecordException,
+    aiokafka_errors.UnsupportedForMessageFormatError,
+    TypeError,
+    ValueError,
+)
+
+
+def is_record_error(exc: BaseException) -> bool:
+    """True when the broker or the client refused a record for what it is (too large, a bad topic
+    name), so the outbox relay should count it towards parking that row instead of waiting."""
+    return isinstance(exc, _RECORD_ERRORS)

@@ -206,6 +206,28 @@ class NewSampleBatch:
     model_type: str
     samples: list[dict[str, Any]]
     occurred_at: datetime | None = None
+    shape: dict[str, Any] = field(default_factory=dict)  # what every sample of its dataset shares
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxFigure:
+    pending: int  # committed, not yet published
+    parked: int  # given up on after the broker refused them
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParkedOutboxRow:
+    """An outbox row the relay gave up on: kept, with its error, for an operator."""
+
+    id: int
+    event_id: uuid.UUID
+    topic: str
+    key: str | None
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    parked_at: datetime
+    payload_bytes: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +246,7 @@ class SampleIngest:
     stored_batches: int
     stored_samples: int
     duplicates: list[str]  # event ids seen before
-    mismatched: dict[str, str]  # event id -> the model type its dataset already has
+    refused: dict[str, str]  # event id -> why (another model type or sample shape than its dataset's)
     crossings: list[ThresholdCrossing]
 
 

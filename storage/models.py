@@ -82,6 +82,8 @@ class DatasetRow(Base):
     # The newest sample id the last completed training used.
     trained_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_trained_at: Mapped[datetime | None]
+    # What every sample of the dataset shares (state length, feature names): the first seen.
+    sample_shape: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -381,8 +383,16 @@ class OutboxRow(Base):
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = _created()
     published_at: Mapped[datetime | None]
+    # A row the broker refused `attempts` times; parked (kept, with its error, skipped by the relay)
+    # once it reaches the relay's limit, so the rows after it go on.
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None]
+    parked_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL AND parked_at IS NULL")),
+        Index("ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+    )
 
 
 class WorkerHeartbeatRow(Base):

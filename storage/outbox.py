@@ -8,6 +8,11 @@ returns an awaitable of its delivery. It is woken by PostgreSQL: every outbox in
 At-least-once: a crash between the broker's acknowledgement and the mark sends those rows again,
 with the same `event_id`, which is how consumers drop repeats. Only one relay sends at a time (a
 transaction-level advisory lock), so rows leave in the order they were committed.
+
+Never wedged: a row the broker refuses for what it is (`is_record_error`: too large, a bad topic)
+is tried `max_attempts` times, then parked — kept with its error, counted in /metrics, skipped —
+and the rows after it go on. An outage (anything else) is waited out without counting. Published
+rows are deleted once older than `retention` seconds, so the table does not grow forever.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 
+from contract.settings import Settings
 from storage.db import Database
 from storage.notifications import OUTBOX_CHANNEL, Notifications
 from storage.repositories import OutboxRepository
@@ -39,6 +45,9 @@ class OutboxRelay:
         notifications: Notifications | None = None,
         batch: int = 500,
         idle_interval: float = 1.0,
+        is_record_error: Callable[[BaseException], bool] = lambda exc: False,
+        max_attempts: int = 5,
+        retention: float = 3600.0,
     ) -> None:
         self.db = db
         self.send = send
@@ -46,15 +55,41 @@ class OutboxRelay:
         self.batch = batch
         self.idle_interval = idle_interval
         self.notifications = notifications
+        self.is_record_error = is_record_error
+        self.max_attempts = max_attempts
+        self.retention = retention
         self.published = 0
+        self.parked = 0
+        self._last_purge = 0.0
         self._wake = asyncio.Event()
         if notifications is not None:
             notifications.subscribe(OUTBOX_CHANNEL, lambda _payload: self._wake.set())
             notifications.on_connect(self._wake.set)  # rows committed while the connection was down
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        db: Database,
+        send: Send,
+        *,
+        notifications: Notifications | None,
+        is_record_error: Callable[[BaseException], bool],
+    ) -> OutboxRelay:
+        return cls(
+            db,
+            send,
+            topic_prefix=settings.topic_prefix,
+            notifications=notifications,
+            is_record_error=is_record_error,
+            max_attempts=settings.outbox_max_attempts,
+            retention=settings.outbox_retention_seconds,
+        )
+
     async def publish_once(self) -> int:
         """Publish up to one batch; the number of rows published (0: none pending or another
-        relay holds the turn)."""
+        relay holds the turn). Rows the broker refused for what they are are counted (and
+        parked at `max_attempts`); an outage is raised after the rows that did go are marked."""
         async with self.db.transaction() as session:
             got_turn = await session.scalar(
                 text("SELECT pg_try_advisory_xact_lock(hashtext(:lock))"), {"lock": RELAY_LOCK}
@@ -64,17 +99,39 @@ class OutboxRelay:
             outbox = OutboxRepository(session)
             pending = await outbox.pending_encoded(limit=self.batch)
             if not pending:
+                await self._purge(outbox)
                 return 0
-            deliveries = []
+            deliveries: list[Awaitable[object] | BaseException] = []
             for message in pending:
                 key = message.key.encode() if message.key is not None else None
-                deliveries.append(
-                    await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode())
+                try:
+                    deliveries.append(
+                        await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode())
+                    )
+                except Exception as exc:  # noqa: BLE001 - judged below, row by row
+                    deliveries.append(exc)
+            results = await asyncio.gather(*(_outcome(d) for d in deliveries))
+            sent = [m.id for m, r in zip(pending, results, strict=True) if r is None]
+            refused = [(m.id, r) for m, r in zip(pending, results, strict=True) if r is not None]
+            await outbox.mark_published(sent)
+            outage = next((e for _, e in refused if not self.is_record_error(e)), None)
+            if outage is None and refused:
+                parked = await outbox.record_failures(
+                    [(i, f"{type(e).__name__}: {e}") for i, e in refused], park_at=self.max_attempts
                 )
-            await asyncio.gather(*deliveries)
-            await outbox.mark_published([m.id for m in pending])
-        self.published += len(pending)
-        return len(pending)
+                self.parked += parked
+                for row_id, error in refused:
+                    log.warning("outbox row %s refused by the broker: %s: %s", row_id, type(error).__name__, error)
+        self.published += len(sent)
+        if outage is not None:
+            raise outage
+        return len(sent)
+
+    async def _purge(self, outbox: OutboxRepository) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_purge >= min(60.0, self.retention):
+            self._last_purge = now
+            await outbox.delete_published(older_than=self.retention)
 
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         delay = 0.1
@@ -100,3 +157,14 @@ class OutboxRelay:
     def stop_soon(self) -> None:
         """Wake the loop so that it sees its stop condition now."""
         self._wake.set()
+
+
+async def _outcome(delivery: Awaitable[object] | BaseException) -> BaseException | None:
+    """None when the record was delivered, else why not."""
+    if isinstance(delivery, BaseException):
+        return delivery
+    try:
+        await delivery
+    except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
+        return exc
+    return None

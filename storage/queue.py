@@ -294,6 +294,42 @@ class JobQueue:
             ]
         )
 
+    async def admit_ready(
+        self, *, priority: int, dataset_id: str | None = None, source: str = "retrain"
+    ) -> list[Admission]:
+        """Retraining that never stalls: a job for each dataset (or just `dataset_id`) whose counter
+        is at or above its threshold and that has no job waiting or running, by the admission
+        rules. The trigger id is `ready:<dataset>:<total samples>`, so each state of a dataset
+        makes at most one such job: a training that failed on data that has not changed since is
+        not tried again until new samples arrive, and concurrent sweeps make one job."""
+        rows = (
+            await self.session.execute(
+                text("""
+            SELECT d.dataset_id, d.model_type, d.total_samples FROM datasets d
+            WHERE d.samples_since_training >= d.threshold
+              AND (CAST(:dataset_id AS text) IS NULL OR d.dataset_id = :dataset_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM training_jobs j
+                  WHERE j.dataset_id = d.dataset_id AND j.model_type = d.model_type
+                    AND j.status IN ('queued', 'in_progress'))
+            ORDER BY d.dataset_id
+        """),
+                {"dataset_id": dataset_id},
+            )
+        ).all()
+        return await self.admit(
+            [
+                TriggerRequest(
+                    event_id=f"ready:{r.dataset_id}:{r.total_samples}",
+                    dataset_id=r.dataset_id,
+                    model_type=r.model_type,
+                    priority=priority,
+                    source=source,
+                )
+                for r in rows
+            ]
+        )
+
     # -- a worker's transitions --------------------------------------------------------------------
     async def claim(self, *, worker: str, lease: timedelta, caps: Mapping[str, int] | None = None) -> Transition | None:
         """The best waiting job (highest priority, then oldest, with ageing), skipping model types
@@ -323,7 +359,7 @@ class JobQueue:
             UPDATE training_jobs AS j
             SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
                 lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
-                updated_at = now(), progress = 0, cancel_requested = false
+                updated_at = now(), progress = 0
             FROM next WHERE j.id = next.id
             RETURNING {_JOB}
         """),
@@ -482,6 +518,7 @@ class JobQueue:
                 model_type=job.model_type, version=number, expected=current, reason=ChampionReason.VALIDATED
             )
             events += 1
+        await self._retrain_if_ready(done)
         return Transition(
             job=done,
             before=JobStatus.IN_PROGRESS,
@@ -504,6 +541,7 @@ class JobQueue:
             after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
             message = "failed"
         events = await self._publish([_back_in_queue(after, merged, message, error)])
+        await self._retrain_if_ready(after)
         return Transition(
             job=after,
             before=JobStatus.IN_PROGRESS,
@@ -520,6 +558,7 @@ class JobQueue:
         events = await self._publish(
             [status_event(done, JobStatus.CANCELLED, message="cancelled while training; no version recorded")]
         )
+        await self._retrain_if_ready(done)
         return Transition(job=done, before=JobStatus.IN_PROGRESS, training_event_id=training_event_id, events=events)
 
     async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
@@ -654,6 +693,12 @@ class JobQueue:
         return Transition(job=after, before=job.status, events=events)
 
     # -- the parts ---------------------------------------------------------------------------------
+    async def _retrain_if_ready(self, job: Job) -> None:
+        """A training ended for good (completed, failed, cancelled): when its dataset's counter is
+        still at or above the threshold (samples came during it), queue the next one now."""
+        if job.status.is_final:
+            await self.admit_ready(priority=job.priority, dataset_id=job.dataset_id, source=f"after job {job.id}")
+
     async def _publish(self, events: Sequence[OutboxEntry]) -> int:
         return await OutboxRepository(self.session).add_many(events)
 
@@ -719,9 +764,11 @@ class JobQueue:
         attempt: int | None = None,
         worker: str | None = None,
     ) -> uuid.UUID:
-        """The `training_events` row of the attempt that ended (one per job and attempt number)."""
+        """The `training_events` row of the attempt that ended (one per job and attempt number):
+        an attempt released by a draining worker does not count, so the attempt that re-runs
+        under its number replaces its row, and the id returned is the row's."""
         event_id = uuid.uuid4()
-        await self.session.execute(
+        stored = await self.session.scalar(
             text("""
             INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
                                          finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
@@ -729,7 +776,16 @@ class JobQueue:
             VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
                     :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
                     :model_version, :validation_passed, :promoted)
-            ON CONFLICT (job_id, attempt) DO NOTHING
+            ON CONFLICT (job_id, attempt) DO UPDATE
+            SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
+                finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
+                fit_seconds = EXCLUDED.fit_seconds, sample_count = EXCLUDED.sample_count,
+                dataset_watermark = EXCLUDED.dataset_watermark, metrics = EXCLUDED.metrics,
+                error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
+                model_version = EXCLUDED.model_version, validation_passed = EXCLUDED.validation_passed,
+                promoted = EXCLUDED.promoted
+            WHERE training_events.status = 'abandoned'
+            RETURNING id
         """),
             {
                 "id": event_id,
@@ -752,7 +808,9 @@ class JobQueue:
                 "promoted": promoted,
             },
         )
-        return event_id
+        if stored is None:
+            raise JobStateConflict(f"attempt {job.attempts} of job {job.id} already has a recorded outcome")
+        return uuid.UUID(str(stored))
 
     async def _finish(self, job: Job, status: JobStatus, *, error: tuple[str, str] | None) -> Job:
         row = (
@@ -783,7 +841,10 @@ class JobQueue:
         self, job: Job, *, delay: timedelta, attempts: int, error: tuple[str, str] | None
     ) -> tuple[Job, Job | None]:
         """Back to the queue after `delay` with `attempts` counted, or merged into the job already
-        waiting for the same dataset and model type (the returned pair's second)."""
+        waiting for the same dataset and model type (the returned pair's second). A job an
+        operator asked to cancel is cancelled instead: the request survives a release or a retry."""
+        if job.cancel_requested:
+            return await self._finish(job, JobStatus.CANCELLED, error=error), None
         waiting = (
             await self.session.execute(
                 text("""
@@ -891,6 +952,8 @@ class WorkerQueue(Protocol):
 
     async def expire_leases(self, worker: str) -> list[Transition]: ...
 
+    async def admit_ready(self, *, priority: int) -> int: ...
+
     async def announce(self, beat: WorkerBeat) -> None: ...
 
     async def leave(self, worker: str) -> None: ...
@@ -941,6 +1004,12 @@ class PostgresQueue:
     async def expire_leases(self, worker: str) -> list[Transition]:
         async with self.db.transaction() as s:
             return await JobQueue(s).expire_leases(reclaimed_by=worker)
+
+    async def admit_ready(self, *, priority: int) -> int:
+        """The retrain sweep; the number of jobs it created."""
+        async with self.db.transaction() as s:
+            admitted = await JobQueue(s).admit_ready(priority=priority, source="retrain-sweep")
+        return sum(1 for a in admitted if a.outcome is AdmissionOutcome.CREATED)
 
     async def announce(self, beat: WorkerBeat) -> None:
         async with self.db.transaction() as s:

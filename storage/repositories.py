@@ -30,6 +30,8 @@ from storage.entities import (
     ModelVersion,
     NewModelVersion,
     NewSampleBatch,
+    OutboxFigure,
+    ParkedOutboxRow,
     QueueFigure,
     SampleIngest,
     ThresholdCrossing,
@@ -122,7 +124,8 @@ class SampleRepository:
     async def ingest(self, batches: Sequence[NewSampleBatch], *, thresholds: dict[str, int]) -> SampleIngest:
         """Store many samples events in this transaction: datasets are created on first sight
         (threshold from `thresholds` by model type), a batch whose event id was stored before is
-        skipped, a batch naming another model type than its dataset's is refused, samples are
+        skipped, a batch naming another model type or sample shape than its dataset's is refused
+        (the first shape seen is the dataset's), samples are
         COPYed, counters raised, and each counter that reaches its threshold is a crossing."""
         first_type: dict[str, str] = {}
         for b in batches:
@@ -139,21 +142,47 @@ class SampleRepository:
             .on_conflict_do_nothing(index_elements=[DatasetRow.dataset_id])
         )
         # Lock the datasets in one order so concurrent ingests cannot deadlock.
-        types = {
-            row.dataset_id: row.model_type
+        datasets = {
+            row.dataset_id: row
             for row in (
                 await self.session.execute(
-                    select(DatasetRow.dataset_id, DatasetRow.model_type)
+                    select(DatasetRow.dataset_id, DatasetRow.model_type, DatasetRow.sample_shape)
                     .where(DatasetRow.dataset_id.in_(dataset_ids))
                     .order_by(DatasetRow.dataset_id)
                     .with_for_update()
                 )
             ).all()
         }
-        mismatched = {b.event_id: types[b.dataset_id] for b in batches if types[b.dataset_id] != b.model_type}
+        # A batch of another model type or another sample shape than its dataset's is refused;
+        # the first shape a dataset sees becomes its own.
+        refused: dict[str, str] = {}
+        shapes = {d: row.sample_shape for d, row in datasets.items()}
+        new_shapes: dict[str, dict[str, Any]] = {}
+        for b in batches:
+            own = datasets[b.dataset_id].model_type
+            if own != b.model_type:
+                refused[b.event_id] = f"dataset {b.dataset_id!r} holds {own} samples, not {b.model_type}"
+                continue
+            shape = shapes.get(b.dataset_id)
+            if shape is None and b.shape:
+                shapes[b.dataset_id] = new_shapes[b.dataset_id] = dict(b.shape)
+            elif shape is not None and b.shape and shape != b.shape:
+                refused[b.event_id] = (
+                    f"dataset {b.dataset_id!r} holds samples of shape {json.dumps(shape)[:300]}, "
+                    f"not {json.dumps(b.shape)[:300]} (the samples of a dataset share one shape)"
+                )
+        if new_shapes:
+            await self.session.execute(
+                text("""
+                UPDATE datasets AS d SET sample_shape = CAST(s.shape AS jsonb)
+                FROM unnest(CAST(:ids AS text[]), CAST(:shapes AS text[])) AS s(dataset_id, shape)
+                WHERE d.dataset_id = s.dataset_id
+            """),
+                {"ids": list(new_shapes), "shapes": [json.dumps(v) for v in new_shapes.values()]},
+            )
         candidates: dict[str, NewSampleBatch] = {}
         for b in batches:
-            if b.event_id not in mismatched:
+            if b.event_id not in refused:
                 candidates.setdefault(b.event_id, b)
         new_ids: set[str] = set()
         if candidates:
@@ -178,7 +207,7 @@ class SampleRepository:
                 ).all()
             )
         fresh = [b for b in candidates.values() if b.event_id in new_ids]
-        duplicates = [b.event_id for b in batches if b.event_id not in mismatched and b.event_id not in new_ids]
+        duplicates = [b.event_id for b in batches if b.event_id not in refused and b.event_id not in new_ids]
         records = [(b.dataset_id, b.event_id, json.dumps(sample)) for b in fresh for sample in b.samples]
         if records:
             raw = await (await self.session.connection()).get_raw_connection()
@@ -226,7 +255,7 @@ class SampleRepository:
             stored_batches=len(fresh),
             stored_samples=len(records),
             duplicates=duplicates,
-            mismatched=mismatched,
+            refused=refused,
             crossings=sorted(crossings, key=lambda c: c.dataset_id),
         )
 
@@ -252,6 +281,20 @@ class JobRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def triggers_under(self, prefix: str) -> list[str]:
+        """The ids of the triggers that are `prefix` or start with `prefix` + '#' (the event ids an
+        HTTP Idempotency-Key made), after locking `prefix` for this transaction so that two
+        requests with one key are judged one after the other."""
+        await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"fcl-key:{prefix}"})
+        rows = await self.session.scalars(
+            text("""
+            SELECT event_id FROM job_triggers
+            WHERE event_id = :prefix OR left(event_id, length(:prefix) + 1) = :prefix || '#'
+        """),
+            {"prefix": prefix},
+        )
+        return list(rows)
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
@@ -629,7 +672,7 @@ class OutboxRepository:
             await self.session.execute(
                 text("""
             SELECT id, topic, key, CAST(payload AS text) AS payload_json FROM outbox
-            WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+            WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
         """),
                 {"limit": limit},
             )
@@ -637,8 +680,64 @@ class OutboxRepository:
         return [EncodedOutboxMessage(r.id, r.topic, r.key, r.payload_json) for r in rows]
 
     async def unpublished(self) -> int:
-        """How many rows wait to be published."""
-        return int(await self.session.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")) or 0)
+        """How many rows wait to be published (parked ones not counted)."""
+        return int(
+            await self.session.scalar(
+                text("SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL")
+            )
+            or 0
+        )
+
+    async def figures(self) -> OutboxFigure:
+        row = (
+            await self.session.execute(
+                text("""
+            SELECT count(*) FILTER (WHERE parked_at IS NULL) AS pending,
+                   count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
+            FROM outbox WHERE published_at IS NULL
+        """)
+            )
+        ).one()
+        return OutboxFigure(pending=row.pending, parked=row.parked)
+
+    async def parked(self) -> list[ParkedOutboxRow]:
+        """The rows the relay gave up on, oldest first, with their errors (for an operator)."""
+        rows = (
+            await self.session.execute(
+                text("""
+            SELECT id, event_id, topic, key, attempts, last_error, created_at, parked_at,
+                   octet_length(CAST(payload AS text)) AS payload_bytes
+            FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id
+        """)
+            )
+        ).all()
+        return [ParkedOutboxRow(**r._asdict()) for r in rows]
+
+    async def record_failures(self, failures: Sequence[tuple[int, str]], *, park_at: int) -> int:
+        """Count one refused try of each (row id, error); a row reaching `park_at` tries is
+        parked. The number of rows parked now."""
+        if not failures:
+            return 0
+        result = await self.session.execute(
+            text("""
+            UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = left(f.error, 2000),
+                   parked_at = CASE WHEN o.attempts + 1 >= :park_at THEN now() END
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(id, error)
+            WHERE o.id = f.id
+            RETURNING o.parked_at IS NOT NULL AS parked
+        """),
+            {"ids": [i for i, _ in failures], "errors": [e for _, e in failures], "park_at": park_at},
+        )
+        return sum(1 for r in result.all() if r.parked)
+
+    async def delete_published(self, *, older_than: float) -> int:
+        """Remove rows published more than `older_than` seconds ago."""
+        result = await self.session.execute(
+            text("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :age)"),
+            {"age": older_than},
+        )
+        assert isinstance(result, CursorResult)
+        return int(result.rowcount or 0)
 
     async def mark_published(self, ids: Sequence[int]) -> int:
         if not ids:

@@ -25,11 +25,12 @@ from faust.types import EventT
 from contract.settings import Settings, get_settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
+from messaging.producer import is_record_error
 from storage.db import Database
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from streams.batching import group_commit
-from streams.ingest import BatchReport, Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
+from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
 from streams.parsing import RawMessage
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         datadir=str(Path(".fcl") / "faust" / "{conf.id}-data"),
     )
     db = Database(settings.database_url, pool_size=4, pre_ping=False)  # commit_batch retries instead
-    totals = BatchReport()
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
         delivery: Awaitable[object] = await app.producer.send(
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         return delivery
 
     notifications = Notifications(settings.database_url)
-    relay = OutboxRelay(db, send, topic_prefix=settings.topic_prefix, notifications=notifications)
+    relay = OutboxRelay.from_settings(settings, db, send, notifications=notifications, is_record_error=is_record_error)
 
     def raw_topic(name: Topic) -> faust.TopicT:
         return app.topic(
@@ -91,7 +91,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
             report = await commit_batch(ingestor, messages, should_stop=lambda: app.should_stop)
             if report is None:
                 return False  # stopping before the batch committed: not acknowledged, redelivered later
-            totals.add(report)
             for reason in report.dead_letters:
                 log.info("dead-lettered: %s", reason)
             for event in events:

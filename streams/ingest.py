@@ -127,19 +127,16 @@ class SampleIngestor:
                         model_type=p.model_type,
                         samples=p.samples,
                         occurred_at=p.event.occurred_at,
+                        shape=p.shape,
                     )
                     for p in parsed
                 ],
                 thresholds=self.thresholds,
             )
             rejected += [
-                Rejected(
-                    message=p.message,
-                    reason=f"dataset {p.event.dataset_id!r} holds "
-                    f"{result.mismatched[p.event.event_id]} samples, not {p.model_type}",
-                )
+                Rejected(message=p.message, reason=result.refused[p.event.event_id])
                 for p in parsed
-                if p.event.event_id in result.mismatched
+                if p.event.event_id in result.refused
             ]
             report.samples_stored = result.stored_samples
             report.duplicates = len(result.duplicates)

@@ -167,6 +167,11 @@ class FakeQueue:
         self._down("expire_leases")
         return []
 
+    async def admit_ready(self, *, priority: int) -> int:
+        self._down("admit_ready")
+        self.calls.append(("admit_ready", str(priority)))
+        return 0
+
     async def announce(self, beat: WorkerBeat) -> None:
         self._down("announce")
         self.beats.append(beat)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from contract import __version__
 from contract.settings import Settings, load_settings
-from messaging.producer import BackgroundProducer
+from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
 from storage.errors import StorageError
 from storage.notifications import ChangeListener, Notifications
@@ -86,7 +86,9 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     listener = ChangeListener(notifications) if settings.http_cache else None
     producer = BackgroundProducer(settings.kafka_bootstrap) if relay_events else None
     relay = (
-        OutboxRelay(db, producer.send, topic_prefix=settings.topic_prefix, notifications=notifications)
+        OutboxRelay.from_settings(
+            settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
+        )
         if producer is not None
         else None
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from storage.entities import QueueFigure, TrainingFigure
+from storage.entities import OutboxFigure, QueueFigure, TrainingFigure
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -19,6 +19,7 @@ class _Snapshot:
     def __init__(self) -> None:
         self.queue: Sequence[QueueFigure] = ()
         self.training: Sequence[TrainingFigure] = ()
+        self.outbox = OutboxFigure(pending=0, parked=0)
         self.scrape_seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -41,9 +42,15 @@ class _Snapshot:
         for t in self.training:
             attempts.add_metric([t.model_type, t.outcome], t.attempts)
             seconds.add_metric([t.model_type, t.outcome], t.seconds_total)
+        pending = GaugeMetricFamily("fcl_outbox_pending", "events committed and not yet published")
+        pending.add_metric([], self.outbox.pending)
+        parked = GaugeMetricFamily(
+            "fcl_outbox_parked", "events the relay parked after the broker refused them (GET .../outbox)"
+        )
+        parked.add_metric([], self.outbox.parked)
         scrape = GaugeMetricFamily("fcl_metrics_query_seconds", "time the database queries of this scrape took")
         scrape.add_metric([], self.scrape_seconds)
-        yield from (jobs, age, attempts, seconds, scrape)
+        yield from (jobs, age, attempts, seconds, pending, parked, scrape)
 
 
 class Metrics:
@@ -63,8 +70,13 @@ class Metrics:
         self.http.labels(method, route, str(status)).observe(seconds)
 
     def render(
-        self, queue: Sequence[QueueFigure], training: Sequence[TrainingFigure], *, scrape_seconds: float
+        self,
+        queue: Sequence[QueueFigure],
+        training: Sequence[TrainingFigure],
+        outbox: OutboxFigure,
+        *,
+        scrape_seconds: float,
     ) -> bytes:
-        self._snapshot.queue, self._snapshot.training = queue, training
+        self._snapshot.queue, self._snapshot.training, self._snapshot.outbox = queue, training, outbox
         self._snapshot.scrape_seconds = scrape_seconds
         return generate_latest(self.registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from storage.repositories import (
     DatasetRepository,
     JobRepository,
     ModelVersionRepository,
+    OutboxRepository,
     TrainingEventRepository,
     ValidationRepository,
     WorkerRepository,
@@ -102,8 +104,23 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
     key = call.request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
         raise ApiError(422, "invalid_header", "Idempotency-Key must be 1-200 printable characters")
-    event_id = f"http:{key}" if key else f"http:{uuid.uuid4()}"
     async with svc.db.transaction() as session:
+        event_id = f"http:{uuid.uuid4()}"
+        if key is not None:
+            # The key's trigger id carries a digest of the request: the same key with another
+            # request is refused instead of answered with the first one's job.
+            digest = hashlib.sha256(f"{model_type}\0{dataset_id}\0{body.priority}".encode()).hexdigest()[:16]
+            event_id = f"http:{key}#{digest}"
+            used = await JobRepository(session).triggers_under(f"http:{key}")
+            if used and event_id not in used:
+                if used == [f"http:{key}"]:
+                    event_id = used[0]  # made before requests were digested: answered as it was
+                else:
+                    raise ApiError(
+                        422,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with another request (model type, dataset or priority)",
+                    )
         dataset = await DatasetRepository(session).get(dataset_id)
         if dataset is None:
             raise ApiError(
@@ -331,12 +348,37 @@ async def healthz(call: Call) -> tuple[int, s.Health]:
     return (200 if ok else 503), s.Health(status="ok" if ok else "degraded", database=db_state, broker=broker_state)
 
 
+async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
+    svc = _services(call)
+    async with svc.db.transaction() as session:
+        outbox = OutboxRepository(session)
+        pending, parked = await outbox.unpublished(), await outbox.parked()
+    return 200, s.OutboxState(
+        pending=pending,
+        parked=[
+            s.ParkedEvent(
+                id=p.id,
+                event_id=str(p.event_id),
+                topic=p.topic,
+                key=p.key,
+                attempts=p.attempts,
+                last_error=p.last_error,
+                payload_bytes=p.payload_bytes,
+                created_at=p.created_at,
+                parked_at=p.parked_at,
+            )
+            for p in parked
+        ],
+    )
+
+
 async def metrics(call: Call) -> web.Response:
     svc = _services(call)
     started = time.perf_counter()
     async with svc.db.transaction() as session:
         queue, training = await JobRepository(session).figures()
-    body = svc.metrics.render(queue, training, scrape_seconds=time.perf_counter() - started)
+        outbox = await OutboxRepository(session).figures()
+    body = svc.metrics.render(queue, training, outbox, scrape_seconds=time.perf_counter() - started)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -368,8 +410,9 @@ ENDPOINTS: list[Endpoint] = [
         (MODEL_TYPE,),
         body=s.TriggerBody,
         auth=True,
-        errors=(404, 409),
-        description="An `Idempotency-Key` header makes a repeated request return the same job.",
+        errors=(404, 409, 422),
+        description="An `Idempotency-Key` header makes a repeated request return the same job; "
+        "the same key with another request is refused (422).",
     ),
     Endpoint(
         "GET",
@@ -458,6 +501,14 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ValidationView, "the validation"),
         (TRAINING_EVENT_ID,),
         errors=(404, 422),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/outbox",
+        outbox_state,
+        "Events waiting to be published, and those the relay parked after the broker refused them",
+        "operations",
+        _ok(s.OutboxState, "the outbox"),
     ),
     Endpoint(
         "GET",

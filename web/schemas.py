@@ -372,6 +372,23 @@ class ValidationView(View):
     promoted: bool
 
 
+class ParkedEvent(View):
+    id: int
+    event_id: str
+    topic: str
+    key: str | None
+    attempts: int = Field(description="tries the broker refused")
+    last_error: str | None
+    payload_bytes: int
+    created_at: datetime
+    parked_at: datetime
+
+
+class OutboxState(View):
+    pending: int = Field(description="events committed and not yet published")
+    parked: list[ParkedEvent] = Field(description="events the relay gave up on, with their errors")
+
+
 class Health(View):
     status: Literal["ok", "degraded"]
     database: str = Field(description="ok or the error")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +116,12 @@ def train(task: TrainingTask, send: Any) -> Outcome:
 
 
 def child_main(conn: Any, task: TrainingTask) -> None:
-    """The child process's entry point: answers on `conn`, then closes it."""
+    """The child process's entry point: answers on `conn`, then closes it. It leaves SIGTERM and
+    SIGINT to its parent (a signal to the whole process group, as systemd and Ctrl-C send, must
+    not end a training the draining worker would still let finish); the parent kills it when
+    it has to."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def send(message: ChildMessage) -> None:
         conn.send(message)

@@ -51,6 +51,10 @@ class WorkerConfig:
     device: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_seconds: float = 0.5
+    # Every this many seconds, queue a job for each ready dataset with none waiting or running
+    # (`JobQueue.admit_ready`); 0 turns the sweep off.
+    retrain_sweep_seconds: float = 60.0
+    default_priority: int = 5
 
     def timeout_for(self, model_type: str) -> float:
         return float(self.timeouts.get(model_type, 3600.0))

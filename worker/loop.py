@@ -2,8 +2,9 @@
 (the unit tests give it in-memory fakes of both).
 
 While not stopping it announces itself (a heartbeat row), reclaims jobs whose worker stopped
-renewing its lease, and claims the best waiting job whenever it has room (`concurrency`), each
-claimed job running as a `worker.job.JobRun` task; with nothing to claim it waits `poll_seconds`.
+renewing its lease, queues a job for ready datasets that have none (`retrain_sweep_seconds`),
+and claims the best waiting job whenever it has room (`concurrency`), each claimed job running
+as a `worker.job.JobRun` task; with nothing to claim it waits `poll_seconds`.
 `stop()` only sets an event. The loop then stops claiming and gives running jobs `drain_seconds`;
 after that they are stopped and put back without counting the attempt. `run()` returns once no
 job runs; a database outage only delays the loop.
@@ -58,9 +59,12 @@ class TrainerWorker:
 
     async def run(self) -> None:
         log.info("trainer worker %s ready (concurrency %d)", self.worker_id, self.config.concurrency)
-        last_expiry = last_beat = -float("inf")
+        last_expiry = last_beat = last_sweep = -float("inf")
         while not self.shutdown.stopping.is_set():
             now = self.clock()
+            if self.config.retrain_sweep_seconds > 0 and now - last_sweep >= self.config.retrain_sweep_seconds:
+                last_sweep = now
+                await self._sweep()
             if now - last_beat >= self.config.heartbeat_seconds:
                 last_beat = now
                 await self._announce()
@@ -137,6 +141,17 @@ class TrainerWorker:
             return
         if expired:
             log.warning("reclaimed %d job(s) whose worker stopped renewing its lease", len(expired))
+
+    async def _sweep(self) -> None:
+        """Datasets ready with nothing waiting or running get a job (a missed crossing, a
+        trigger lost upstream): continuous learning does not wait for the next event."""
+        try:
+            admitted = await self.queue.admit_ready(priority=self.config.default_priority)
+        except StorageError as exc:
+            log.warning("retrain sweep failed: %s", exc)
+            return
+        if admitted:
+            log.info("retrain sweep: queued %d job(s) for ready datasets", admitted)
 
     async def _drain(self) -> None:
         if not self.running:

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from contract.settings import Settings, get_settings
 from messaging.admin import ensure_topics
-from messaging.producer import BackgroundProducer
+from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
@@ -48,6 +48,8 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
         hyperparameters=settings.trainer_hyperparameters,
         device=settings.trainer_device,
         retry=RetryPolicy(base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds),
+        retrain_sweep_seconds=settings.retrain_sweep_seconds,
+        default_priority=settings.default_priority,
     )
 
 
@@ -63,7 +65,9 @@ async def serve(settings: Settings) -> int:
     queue = PostgresQueue(db)
     notifications = Notifications(settings.database_url)
     producer = BackgroundProducer(settings.kafka_bootstrap)
-    relay = OutboxRelay(db, producer.send, topic_prefix=settings.topic_prefix, notifications=notifications)
+    relay = OutboxRelay.from_settings(
+        settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
+    )
     worker = TrainerWorker(queue, runner, config)
     relay_stop = asyncio.Event()
     exit_code = 0

@@ -8,7 +8,11 @@ event loop, no database connections inherited from the worker)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
+import signal
+import time
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from typing import Any, Protocol
@@ -26,7 +30,7 @@ class TrainingProcess(Protocol):
         exited without answering."""
 
     async def stop(self) -> None:
-        """Make sure the child is gone (terminate, then kill)."""
+        """Make sure the child is gone (killed: it ignores SIGTERM, which is its parent's)."""
 
 
 class Runner(Protocol):
@@ -34,35 +38,65 @@ class Runner(Protocol):
 
 
 class _Child:
+    """A training child, followed through its pipe: the pipe's end is the child's end. (Its
+    `multiprocessing` handle asks the fork server, and a fork server stopped by a signal to the
+    whole process group makes a child that still trains look exited.)"""
+
     def __init__(self, process: Any, receiver: Any) -> None:
         self.process = process
         self.receiver = receiver
+        self.ended = False
 
     async def receive(self, timeout: float) -> ChildMessage | None:
-        if await asyncio.to_thread(self.receiver.poll, timeout):
-            try:
-                message: ChildMessage = self.receiver.recv()
-                return message
-            except EOFError:
-                pass
-        if not self.process.is_alive() and not self.receiver.poll():
-            return Failure(
-                type="TrainerExited",
-                retriable=True,
-                message=f"the training process exited with code {self.process.exitcode} without a result",
-            )
-        return None
+        if self.ended:
+            return self._exited()
+        if not await asyncio.to_thread(self.receiver.poll, timeout):
+            return None
+        try:
+            message: ChildMessage = self.receiver.recv()
+            return message
+        except (EOFError, OSError):
+            self.ended = True
+            await asyncio.to_thread(self.process.join, 1)
+            return self._exited()
+
+    def _exited(self) -> Failure:
+        code = self.process.exitcode
+        return Failure(
+            type="TrainerExited",
+            retriable=True,
+            message=f"the training process exited{f' with code {code}' if code is not None else ''} without a result",
+        )
 
     async def stop(self) -> None:
         try:
-            if self.process.is_alive():
-                self.process.terminate()
-                await asyncio.to_thread(self.process.join, 5)
-                if self.process.is_alive():
-                    self.process.kill()
-                    await asyncio.to_thread(self.process.join, 5)
+            if not self.ended and not self._closed() and self.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, signal.SIGKILL)  # it ignores SIGTERM, which is its parent's
+                # Its pipe closes when it is gone (waited for off the event loop).
+                await asyncio.to_thread(self._wait_gone, 10.0)
         finally:
             self.receiver.close()
+
+    def _closed(self) -> bool:
+        """Whether the child's end of the pipe is closed (it is gone, or going): then its pid is
+        not signalled, since it may already belong to another process."""
+        try:
+            while self.receiver.poll(0):
+                self.receiver.recv()
+        except (EOFError, OSError):
+            self.ended = True
+        return self.ended
+
+    def _wait_gone(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.receiver.poll(0.1):
+                    self.receiver.recv()  # a last message, or EOFError once it is gone
+            except (EOFError, OSError):
+                break
+        self.process.join(1)
 
 
 class ProcessRunner:

@@ -159,7 +159,17 @@ async def test_trigger_follows_the_admission_rules_and_publishes_queued(api: Api
         headers={"Idempotency-Key": "k-1"},
     )
     assert (again["outcome"], repeat["outcome"]) == ("joined", "duplicate")
-    assert repeat["trigger_event_id"] == "http:k-1" and repeat["job"]["job_id"] == first["job"]["job_id"]
+    assert repeat["trigger_event_id"] == again["trigger_event_id"]
+    assert repeat["trigger_event_id"].startswith("http:k-1#") and repeat["job"]["job_id"] == first["job"]["job_id"]
+    # The same key with another request is refused, not answered with the first one's job.
+    other = await api.call(
+        "POST",
+        f"{API}/trigger-training/goal",
+        status=422,
+        json={"dataset_id": "ds-trigger", "priority": 9},
+        headers={"Idempotency-Key": "k-1"},
+    )
+    assert other["error"]["code"] == "idempotency_key_reused"
     assert await api.scalar("SELECT count(*) FROM training_jobs") == 1
 
     topic = api.settings.topic("training-status")
@@ -387,6 +397,9 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     assert 'fcl_queue_oldest_age_seconds{model_type="goal",status="queued"}' in metrics
     assert 'route="/coaching/continuous-learning/training-status",status="200"' in metrics
     assert "fcl_http_request_duration_seconds_bucket" in metrics
+    assert "fcl_outbox_parked 0.0" in metrics and "fcl_outbox_pending" in metrics
+    outbox = await api.call("GET", f"{API}/outbox", status=200)
+    assert outbox["parked"] == [] and isinstance(outbox["pending"], int)
 
     spec = await api.call("GET", "/openapi.json", status=200)
     operations = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
@@ -401,6 +414,7 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions"),
         ("POST", "/model-versions/{model_type}/rollback"),
         ("GET", "/validation-results/{training_event_id}"),
+        ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
     }
     assert {(m, API + p) for m, p in contract} | {
         ("GET", "/healthz"),

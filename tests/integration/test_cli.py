@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,27 @@ def test_watch_prints_each_event_once_with_its_verdict(stack: RunStack, tmp_path
             "09:32:00 champion goal: v2 → v3 (rollback)",
         ]
     ), out.stdout
+
+
+def test_every_service_refuses_a_database_not_at_head_in_one_line(stack: RunStack, tmp_path: Path) -> None:
+    """Unmigrated, or one migration behind: `fcl streams`, `fcl trainer` and `fcl web` each exit
+    at once with one line naming `fcl migrate` (once they warned forever, and the streams worker
+    dead-lettered valid events)."""
+    from storage.migrate import head, upgrade
+
+    name = "fcl_cli_behind"
+    url = create_database(stack.server_url, name)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FCL_")}
+        env |= {"FCL_DATABASE_URL": url, "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap}
+        for state in ("unmigrated", "behind"):
+            if state == "behind":
+                upgrade(url, "0006")
+            for service in ("streams", "trainer", "web"):
+                out = subprocess.run([FCL, service], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+                assert out.returncode == 2, (service, out.stderr)
+                assert out.stderr.strip().count("\n") == 0, (service, out.stderr)
+                assert "run `fcl migrate` first" in out.stderr and f"not {head()}" in out.stderr
+                assert ("at revision 0006" in out.stderr) == (state == "behind"), out.stderr
+    finally:
+        drop_database(stack.server_url, name)

@@ -1,15 +1,24 @@
-"""The real broker: topics are created, and a message goes through it and comes back."""
+"""The real broker: topics are created, a message goes through it and comes back, and the outbox
+relay parks what the broker refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
 
+from contract.settings import Settings
 from contract.topics import Topic
+from messaging.admin import ensure_topics
+from messaging.producer import BackgroundProducer, is_record_error
+from storage.db import Database
+from storage.outbox import OutboxRelay
+from storage.repositories import OutboxRepository
 from tests.conftest import RunStack
 
 
@@ -73,3 +82,72 @@ async def test_the_contracts_topics_can_be_created_under_the_run_prefix(stack: R
         assert names[0].endswith(".training-samples") and names[-1].endswith(".dead-letter")
     finally:
         await admin.close()
+
+
+async def test_a_row_the_broker_refuses_is_parked_and_the_rows_after_it_are_published(
+    stack: RunStack, own_db: Database
+) -> None:
+    """An outbox row larger than the producer's request limit (as a dead letter of a big value
+    once was) is tried max_attempts times, then parked with its error; the rows behind it go out,
+    the outbox is otherwise empty, and published rows are deleted after the retention."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=own_db.url,
+        topic_prefix=prefix,
+        outbox_max_attempts=3,
+        outbox_retention_seconds=0,
+        _env_file=None,
+    )
+    await ensure_topics(settings)
+    async with own_db.transaction() as s:
+        await OutboxRepository(s).add_many(
+            [
+                ("training-status", "big", {"blob": "x" * (3 * 1024 * 1024)}),
+                ("training-status", "after", {"n": 1}),
+                ("training-status", "after", {"n": 2}),
+            ]
+        )
+    producer = BackgroundProducer(stack.kafka_bootstrap)
+    producer.start()
+    relay = OutboxRelay.from_settings(
+        settings, own_db, producer.send, notifications=None, is_record_error=is_record_error
+    )
+    try:
+        for _ in range(200):
+            if producer.connected:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(5):  # no outage here: publish_once would raise one
+            await relay.publish_once()
+        async with own_db.transaction() as s:
+            outbox = OutboxRepository(s)
+            parked = await outbox.parked()
+            figures = await outbox.figures()
+        assert [(p.key, p.attempts) for p in parked] == [("big", 3)]
+        assert parked[0].last_error is not None and "MessageSizeTooLarge" in parked[0].last_error
+        assert (figures.pending, figures.parked) == (0, 1)
+        assert relay.published == 2 and relay.parked == 1
+        consumer = AIOKafkaConsumer(
+            Topic.TRAINING_STATUS.full_name(prefix),
+            bootstrap_servers=stack.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            got: list[dict[str, object]] = []
+            while len(got) < 2:
+                batch = await consumer.getmany(timeout_ms=5000)
+                assert batch, "the rows after the parked one were not published"
+                got += [json.loads(r.value) for records in batch.values() for r in records]
+        finally:
+            await consumer.stop()
+        assert [g["n"] for g in got] == [1, 2]
+        # Retention 0: the next idle turn deletes the published rows, never the parked one.
+        assert await relay.publish_once() == 0
+        async with own_db.transaction() as s:
+            left = (await s.execute(text("SELECT key, published_at IS NULL FROM outbox ORDER BY id"))).all()
+        assert [tuple(r) for r in left] == [("big", True)]
+    finally:
+        await producer.stop()

@@ -302,3 +302,68 @@ async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: D
         ("calm", 2, ["c1"]),
         ("raced", 8, ["r1", "r2"]),
     ]
+
+
+async def test_a_released_job_completes_on_its_rerun_with_one_version_and_the_attempt_not_counted(
+    own_db: Database,
+) -> None:
+    """A SIGTERM drain put the job back; its next run has the same attempt number and replaces the
+    released attempt's row (once a ForeignKeyViolation that threw the trained model away)."""
+    await admit(own_db, "rolling")
+    job = await claim(own_db)
+    assert job is not None and job.attempts == 1
+    async with own_db.transaction() as s:
+        await JobQueue(s).release(job.lease, ended("Released", "worker shutting down"))
+    again = await claim(own_db)
+    assert again is not None and again.id == job.id and again.attempts == 1
+    async with own_db.transaction() as s:
+        done = await JobQueue(s).complete(again.lease, await _completed(own_db, again))
+    assert done.job.status is JobStatus.COMPLETED and done.model_version == 1 and done.job.attempts == 1
+    async with own_db.transaction() as s:
+        rows = (
+            await s.execute(
+                text("SELECT attempt, status, model_version FROM training_events WHERE job_id = :j"), {"j": job.id}
+            )
+        ).all()
+        versions = await s.scalar(text("SELECT count(*) FROM model_versions WHERE job_id = :j"), {"j": job.id})
+    assert [tuple(r) for r in rows] == [(1, "completed", 1)] and versions == 1
+
+
+async def test_a_cancel_request_survives_a_release(own_db: Database) -> None:
+    await admit(own_db, "cancel-then-drain")
+    job = await claim(own_db)
+    assert job is not None
+    async with own_db.transaction() as s:
+        await JobQueue(s).cancel(job.id)  # running: asks its worker to stop
+    async with own_db.transaction() as s:
+        back = await JobQueue(s).release(job.lease, ended("Released", "worker shutting down"))
+    assert back.job.status is JobStatus.CANCELLED
+    assert await claim(own_db) is None, "a job an operator cancelled must not run again"
+
+
+async def test_a_training_that_ends_with_its_dataset_still_ready_queues_the_next_one(own_db: Database) -> None:
+    """Samples that arrive during a training leave the counter above the threshold with no new
+    crossing: the end of the training queues the next one (once per state of the dataset)."""
+    dataset = "continuous"
+    await factories.store(own_db, dataset, "goal", count=10, threshold=10)
+    await admit(own_db, dataset)
+    job = await claim(own_db)
+    assert job is not None
+    attempt = await _completed(own_db, job)  # stores one sample, watermark 1
+    await factories.store(own_db, dataset, "goal", count=20, threshold=10)  # arrived during the training
+    async with own_db.transaction() as s:
+        done = await JobQueue(s).complete(job.lease, attempt)
+    assert done.job.status is JobStatus.COMPLETED
+    nxt = await claim(own_db)
+    assert nxt is not None and nxt.dataset_id == dataset and nxt.id != job.id
+    assert any(t.startswith("ready:") for t in nxt.trigger_event_ids)
+    # A failed training of data that has not changed does not loop: the same state makes no job.
+    async with own_db.transaction() as s:
+        await JobQueue(s).fail(nxt.lease, ended(), RetryDecision(retry=False))
+    assert await claim(own_db) is None
+    # New samples: the periodic sweep (and the next training's end) queue it again.
+    await factories.store(own_db, dataset, "goal", count=1, threshold=10)
+    async with own_db.transaction() as s:
+        swept = await JobQueue(s).admit_ready(priority=5)
+        repeat = await JobQueue(s).admit_ready(priority=5)
+    assert [a.outcome.value for a in swept] == ["created"] and repeat == []

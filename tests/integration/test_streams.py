@@ -119,7 +119,7 @@ async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams)
         "dataset_id: Field required": encode({"event_id": "e-no-dataset", "model_type": "goal"}),
         "unknown model type": encode(threshold("ds-bad-type", model_type="fraud")),
         "priority 12 outside 0-9": encode(threshold("ds-bad-priority", priority=12)),
-        "exceeds the limit": encode(threshold("ds-big", padding="x" * (MAX_EVENT_BYTES + 10))),
+        "exceeds FCL_MAX_EVENT_BYTES": encode(threshold("ds-big", padding="x" * (MAX_EVENT_BYTES + 10))),
         "expected a JSON object": b"[1, 2, 3]",
     }
     items = [(e["dataset_id"].encode(), encode(e)) for e in valid + duplicates + [no_priority]]

@@ -316,6 +316,44 @@ async def test_sigterm_drains_then_puts_the_job_back_without_counting_it(env) ->
     assert released["attempt"] == 1 and "shutting down" in released["message"]
 
 
+@pytest.mark.parametrize("target", ["main process", "process group"])
+async def test_a_rolling_restart_loses_no_training_and_counts_no_attempt(env, target: str) -> None:
+    """SIGTERM as a container runtime sends it (the main process) or as systemd and Ctrl-C do (the
+    whole group, the training child too): the job is drained and put back; its next run completes
+    with one version, its attempt row replaced, no attempt counted and nothing failed."""
+    workers, db, settings = env
+    await store(db, "reco", "recommendation", FinCoachSimulator(seed=10, n_users=50).recommendation_samples(200))
+    job_id = await trigger(db, "reco", "recommendation")
+    proc = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL), FCL_DRAIN_SECONDS="2")
+    await eventually(
+        lambda: scalar(db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs"),
+        logs=workers.logs,
+        what="training under way",
+    )
+    if target == "process group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    job = (await rows(db, "SELECT status, attempts FROM training_jobs"))[0]
+    assert (job.status, job.attempts) == ("queued", 0), workers.logs()
+    quick = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(quick))
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"),
+        timeout=120,
+        logs=workers.logs,
+        what="the job completed on the next worker",
+    )
+    assert await scalar(db, "SELECT attempts FROM training_jobs") == 1
+    assert await scalar(db, "SELECT count(*) FROM model_versions") == 1
+    outcomes = [(r.attempt, r.status) for r in await rows(db, "SELECT attempt, status FROM training_events")]
+    assert outcomes == [(1, "completed")]
+    events = await status_events(settings, lambda r: any(e["status"] == "completed" for e in r))
+    assert transitions(events, job_id) == ["queued", "in_progress", "queued", "in_progress", "completed"]
+    assert "ForeignKeyViolation" not in workers.logs()
+
+
 async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(env) -> None:
     from contract.enums import AdmissionOutcome
 
