@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from contract.lifeline import exit_when_done, run_or_exit
 from contract.settings import Settings, get_settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
@@ -100,19 +101,27 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # Manual acks: an event is acknowledged only after its batch committed.
         await group_commit(stream.noack().events(), commit, max_batch=settings.stream_batch_max)
 
+    def stopping() -> bool:
+        return bool(app.should_stop)
+
+    # An agent or the relay that ends while the app is not stopping ends the process (status 1).
     @app.agent(raw_topic(Topic.DATASET_THRESHOLD), name="admit-threshold-events")
     async def admit_threshold_events(stream: faust.StreamT[Any]) -> None:
-        await consume(stream, ThresholdIngestor(db, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}"))
+        ingestor = ThresholdIngestor(db, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}")
+        await run_or_exit(lambda: consume(stream, ingestor), "dataset-threshold agent", stopping)
 
     @app.agent(raw_topic(Topic.TRAINING_SAMPLES), name="ingest-training-samples")
     async def ingest_training_samples(stream: faust.StreamT[Any]) -> None:
-        await consume(stream, SampleIngestor(db, settings))
+        ingestor = SampleIngestor(db, settings)
+        await run_or_exit(lambda: consume(stream, ingestor), "training-samples agent", stopping)
 
     @app.task
     async def relay_outbox() -> None:
         notifications.start()
+        if notifications.task is not None:
+            exit_when_done(notifications.task, "notification listener", stopping)
         try:
-            await relay.run(should_stop=lambda: app.should_stop)
+            await run_or_exit(lambda: relay.run(should_stop=stopping), "outbox relay", stopping)
         finally:
             await notifications.stop()
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from contract import __version__
+from contract.lifeline import exit_when_done
 from contract.settings import Settings, load_settings
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
@@ -108,24 +109,28 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Each step is undone on the way out, last first, even when an earlier undo failed.
+        # The relay or the listener ending while the app runs ends the process (status 1).
+        stopping = asyncio.Event()
         async with contextlib.AsyncExitStack() as running:
             running.push_async_callback(db.close)
             notifications.start()
             running.push_async_callback(notifications.stop)
+            if notifications.task is not None:
+                exit_when_done(notifications.task, "notification listener", stopping.is_set)
             if producer is not None and relay is not None:
                 producer.start()
                 running.push_async_callback(producer.stop)
-                relay_stop = asyncio.Event()
-                relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
-                running.push_async_callback(_stop_relay, relay, relay_stop, relay_task)
+                relay_task = asyncio.create_task(relay.run(should_stop=stopping.is_set), name="fcl-outbox-relay")
+                exit_when_done(relay_task, "outbox relay", stopping.is_set)
+                running.push_async_callback(_stop_relay, relay, relay_task)
+            running.callback(stopping.set)
             yield
 
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
-async def _stop_relay(relay: OutboxRelay, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
-    stop.set()
+async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
     relay.stop_soon()
     await asyncio.wait_for(task, 15)
 

@@ -550,3 +550,14 @@ async def test_the_poison_corpus_is_dead_lettered_once_each_and_every_valid_even
 
 async def _count_is(db: Database, sql: str, expected: int, **params: Any) -> bool:
     return int(await scalar(db, sql, **params)) == expected
+
+
+async def test_sigterm_stops_the_worker_cleanly_with_status_0(streams) -> None:
+    """Its agents and relay end because it stops, which is not a death: status 0, not the 1 that a
+    loop ending by itself gets."""
+    senv, _ = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 60) == 0, senv.logs()
+    assert "died" not in senv.logs()
