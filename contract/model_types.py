@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from contract import limits
 
@@ -106,6 +106,12 @@ class RecommendationSample(SampleShape):
     next_state: State
     done: bool
     behavior_prob: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _states_alike(self) -> RecommendationSample:
+        if len(self.next_state) != len(self.state):
+            raise ValueError(f"next_state has {len(self.next_state)} values, state {len(self.state)}")
+        return self
 
     def shape(self) -> dict[str, object]:
         return {"state_length": len(self.state)}

@@ -112,8 +112,14 @@ SAMPLES: list[Poison] = [
     Poison(
         "mixed state lengths",
         b"k",
-        _j({**_goal_samples([_reco(), _reco(state=[0.0] * 3)]), "model_type": "recommendation"}),
+        _j({**_goal_samples([_reco(), _reco(state=[0.0] * 3, next_state=[0.0] * 3)]), "model_type": "recommendation"}),
         "shape",
+    ),
+    Poison(
+        "next_state of another length",
+        b"k",
+        _j({**_goal_samples([_reco(next_state=[0.0] * 5)]), "model_type": "recommendation"}),
+        "next_state has 5 values",
     ),
     Poison("mixed feature names", b"k", _j(_goal_samples([_goal(), _goal(features={"b": 1.0})])), "shape"),
     Poison(

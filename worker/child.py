@@ -20,6 +20,7 @@ from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from trainers.base import Artifact, TrainingError, TrainRequest
 from trainers.manifest import build_manifest
 from trainers.registry import get_trainer
+from trainers.usable import usable_samples
 from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
 
 
@@ -44,7 +45,7 @@ async def _load_samples(task: TrainingTask) -> list[dict[str, Any]]:
 
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
-    samples = asyncio.run(_load_samples(task))
+    samples, skipped = usable_samples(task.model_type, asyncio.run(_load_samples(task)))
     trainer = get_trainer(task.model_type)
     store = ArtifactStore(Path(task.artifact_dir))
     champion: Artifact | None = None
@@ -81,6 +82,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         fit_metrics, hyperparameters, info = task.fit_metrics, task.hyperparameters, {}
     evaluation = trainer.assess(model, replace(request, hyperparameters=hyperparameters))
     metrics = _finite(evaluation.metrics | fit_metrics) or {}
+    if skipped:
+        metrics["skipped_samples"] = float(skipped)  # recorded with the version (its manifest)
     baseline = _finite(evaluation.baseline_metrics)
     verdict = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics)
     artifact = trainer.artifact(evaluation.model)
@@ -95,7 +98,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         hyperparameters=hyperparameters,
         samples=samples,
         dataset_watermark=task.watermark,
-        info=info | evaluation.info,
+        info=info | evaluation.info | {"skipped_samples": skipped},
     )
     return Outcome(
         metrics=metrics,

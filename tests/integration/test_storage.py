@@ -328,3 +328,30 @@ async def test_the_job_lifecycle_is_plain_sql_in_one_module(db: Database) -> Non
     """No PL/pgSQL admission function is left behind (migration 0006)."""
     async with db.transaction() as s:
         assert await s.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'fcl_admit_trigger'")) == 0
+
+
+async def test_a_dataset_keeps_the_shape_of_its_first_samples_and_refuses_another(db: Database) -> None:
+    dataset_id = _name("shaped")
+
+    async def ingest(features: dict[str, float]):
+        sample = {"user_id": "u", "goal_id": "g", "features": features, "achieved": True}
+        async with db.transaction() as s:
+            return await SampleRepository(s).ingest(
+                [
+                    NewSampleBatch(
+                        event_id=_name("ev"),
+                        dataset_id=dataset_id,
+                        model_type="goal",
+                        samples=[sample],
+                        shape={"features": sorted(features)},
+                    )
+                ],
+                thresholds={"goal": 100},
+            )
+
+    first = await ingest({"a": 1.0, "b": 2.0})
+    same = await ingest({"b": 3.0, "a": 4.0})
+    other = await ingest({"a": 1.0, "c": 2.0})
+    assert (first.stored_samples, same.stored_samples, other.stored_samples) == (1, 1, 0)
+    [(event_id, reason)] = other.refused.items()
+    assert "shape" in reason and '"c"' in reason
