@@ -4,7 +4,7 @@ FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench clean
+.PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -36,6 +36,10 @@ demo: bootstrap
 
 bench: stack-up
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done
+
+# 30 minutes of mixed and hostile traffic with crashes and restarts (SOAK_ARGS="--minutes 5")
+soak: stack-up
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 clean: stack-down
 	@# as root the database lives outside the checkout (see README): remove it too
