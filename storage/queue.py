@@ -528,6 +528,29 @@ class JobQueue:
             events=events,
         )
 
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
+        """The completion that `lease`'s holder already committed for `attempt` of its job, or
+        None: what makes retrying `complete` after a transient error safe (its commit may have
+        happened before the connection dropped; the lease is then gone, and this says so)."""
+        row = (
+            (
+                await self.session.execute(
+                    text(f"""
+            SELECT {_JOB} FROM training_jobs j
+            JOIN training_events e ON e.job_id = j.id AND e.attempt = :attempt
+            WHERE j.id = :id AND j.status = 'completed' AND e.status = 'completed' AND e.worker = :owner
+        """),
+                    {"id": lease.job_id, "attempt": attempt, "owner": lease.owner},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        job = Job.from_mapping(row)
+        return Transition(job=job, before=JobStatus.IN_PROGRESS, model_version=job.model_version)
+
     async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
         """Record a failed attempt: back to the queue after the decision's delay when it says
         retry and attempts remain, else failed for good."""
@@ -944,6 +967,8 @@ class WorkerQueue(Protocol):
 
     async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition: ...
 
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None: ...
+
     async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition: ...
 
     async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
@@ -988,6 +1013,10 @@ class PostgresQueue:
     async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
         async with self.db.transaction() as s:
             return await JobQueue(s).complete(lease, attempt)
+
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).completed_by(lease, attempt)
 
     async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
         async with self.db.transaction() as s:

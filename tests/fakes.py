@@ -64,6 +64,7 @@ class FakeQueue:
     cancel: set[uuid.UUID] = field(default_factory=set)  # jobs whose cancel an operator asked for
     lost: set[uuid.UUID] = field(default_factory=set)  # jobs whose lease another worker took
     outage: int = 0  # how many calls fail with DatabaseUnavailable first
+    lost_answers: int = 0  # how many completions commit, then fail as if the connection dropped
     beats: list[WorkerBeat] = field(default_factory=list)
     versions: int = 0
 
@@ -134,7 +135,17 @@ class FakeQueue:
         self.versions += 1
         done = replace(job, status=JobStatus.COMPLETED, model_version=self.versions, lease_token=None)
         self.jobs[job.id] = done
+        if self.lost_answers > 0:
+            self.lost_answers -= 1
+            raise DatabaseUnavailable("complete: the connection dropped after the commit")
         return Transition(job=done, before=JobStatus.IN_PROGRESS, model_version=self.versions, promoted=attempt.passed)
+
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
+        self.calls.append(("completed_by", attempt))
+        job = self.jobs[lease.job_id]
+        if job.status is JobStatus.COMPLETED and job.lease_owner == lease.owner and job.attempts == attempt:
+            return Transition(job=job, before=JobStatus.IN_PROGRESS, model_version=job.model_version)
+        return None
 
     async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
         self._down("fail")

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from contract.enums import StopReason
-from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs
+from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
 from storage.errors import ChampionMoved, LeaseLost, StorageError
 from storage.queue import WorkerQueue
 from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
@@ -114,8 +114,8 @@ class JobRun:
             outcome = await self._supervise(task)
             for _ in range(MAX_ROUNDS):
                 try:
-                    transition = await self.queue.complete(
-                        self.lease, self._completed(outcome, task, inputs, started_at, self.clock() - started)
+                    transition = await self._complete(
+                        self._completed(outcome, task, inputs, started_at, self.clock() - started)
                     )
                 except ChampionMoved:
                     log.info("job %s: the champion moved during validation; judging the candidate again", job.id)
@@ -285,6 +285,28 @@ class JobRun:
         else:
             await self._keep_trying(lambda: self.queue.release(self.lease, attempt))
         log.info("job %s: %s", self.job.id, stop)
+
+    async def _complete(self, attempt: CompletedAttempt, tries: int = 10) -> Transition:
+        """The success transaction, retried on a transient database error. Safe: a retry after a
+        commit whose answer was lost finds the lease gone and the job completed by this worker's
+        attempt (`completed_by`), and takes that as done; nothing is written twice."""
+        for n in range(tries):
+            try:
+                return await self.queue.complete(self.lease, attempt)
+            except ChampionMoved:
+                raise
+            except LeaseLost:
+                done = await self.queue.completed_by(self.lease, self.job.attempts) if n else None
+                if done is None:
+                    raise
+                log.info("job %s: its completion had committed before the connection was lost", self.job.id)
+                return done
+            except StorageError as exc:
+                if not exc.retriable or n == tries - 1:
+                    raise
+                log.warning("recording the result of job %s: %s; retrying", self.job.id, exc)
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
 
     async def _keep_trying(self, record: Callable[[], Awaitable[T]], tries: int = 10) -> T | None:
         """Record an outcome, waiting out a database outage (up to `tries` seconds); None when the

@@ -5,6 +5,7 @@ and merging a job that goes back into the one already waiting."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -367,3 +368,24 @@ async def test_a_training_that_ends_with_its_dataset_still_ready_queues_the_next
         swept = await JobQueue(s).admit_ready(priority=5)
         repeat = await JobQueue(s).admit_ready(priority=5)
     assert [a.outcome.value for a in swept] == ["created"] and repeat == []
+
+
+async def test_a_committed_completion_is_found_by_its_lease_holder_and_attempt(own_db: Database) -> None:
+    """What makes retrying the success transaction safe: after a commit whose answer was lost the
+    lease is gone, and `completed_by` tells the worker its completion is the one recorded."""
+    await admit(own_db, "lost-answer")
+    job = await claim(own_db)
+    assert job is not None and job.lease is not None
+    async with own_db.transaction() as s:
+        await JobQueue(s).complete(job.lease, await _completed(own_db, job))
+    with pytest.raises(LeaseLost):
+        async with own_db.transaction() as s:
+            await JobQueue(s).complete(job.lease, await _completed(own_db, job))
+    async with own_db.transaction() as s:
+        mine = await JobQueue(s).completed_by(job.lease, 1)
+        other = await JobQueue(s).completed_by(replace(job.lease, owner="someone-else"), 1)
+        earlier = await JobQueue(s).completed_by(job.lease, 2)
+    assert mine is not None and mine.job.status is JobStatus.COMPLETED and mine.model_version == 1
+    assert other is None and earlier is None
+    async with own_db.transaction() as s:
+        assert await s.scalar(text("SELECT count(*) FROM model_versions")) == 1

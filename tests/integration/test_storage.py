@@ -353,5 +353,5 @@ async def test_a_dataset_keeps_the_shape_of_its_first_samples_and_refuses_anothe
     same = await ingest({"b": 3.0, "a": 4.0})
     other = await ingest({"a": 1.0, "c": 2.0})
     assert (first.stored_samples, same.stored_samples, other.stored_samples) == (1, 1, 0)
-    [(event_id, reason)] = other.refused.items()
+    [(_event_id, reason)] = other.refused.items()
     assert "shape" in reason and '"c"' in reason

@@ -170,3 +170,15 @@ async def test_a_database_outage_delays_the_loop_but_does_not_stop_it() -> None:
     job = queue.add(new_job())
     await run_until(TrainerWorker(queue, FakeRunner(), config()), lambda: finished(queue))
     assert queue.jobs[job.id].status is JobStatus.COMPLETED
+
+
+async def test_a_completion_whose_answer_was_lost_is_retried_safely_and_recorded_once() -> None:
+    """The success transaction committed, then the connection dropped before its answer: the
+    retry finds the lease gone and the job completed by this attempt, and takes that as done —
+    one version, no failure counted. A completion that did not commit (an outage) is retried."""
+    queue = FakeQueue(lost_answers=1)
+    job = queue.add(new_job("blip"))
+    worker = TrainerWorker(queue, FakeRunner(), config())
+    await run_until(worker, lambda: finished(queue))
+    assert queue.jobs[job.id].status is JobStatus.COMPLETED and queue.versions == 1
+    assert queue.recorded("completed_by") == [1] and queue.failures() == []
