@@ -9,8 +9,9 @@ import base64
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -18,6 +19,7 @@ from contract import limits, model_types
 from contract.events import FCL_NAMESPACE, DatasetThresholdEvent, DeadLetterEvent, TrainingSamplesEvent, rfc3339
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", "ParsedThreshold", "ParsedSamples")
 
 _SAMPLE_LISTS: dict[str, TypeAdapter[list[model_types.SampleShape]]] = {
     name: TypeAdapter(list[shape])  # type: ignore[valid-type]
@@ -102,19 +104,21 @@ def _model_type(message: RawMessage, data: dict[str, Any]) -> str | Rejected:
 
 def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold | Rejected:
     """The event, or a refusal with its reason; never raises."""
-    try:
-        return _parse_threshold(message, max_bytes)
-    except Exception as exc:  # a parser bug must not stop the agent: dead-letter it
-        log.exception("parsing a dataset-threshold event failed")
-        return Rejected(message=message, reason=f"could not be parsed: {type(exc).__name__}: {exc}")
+    return _never_raising(_parse_threshold, message, max_bytes)
 
 
 def parse_samples(message: RawMessage, *, max_bytes: int) -> ParsedSamples | Rejected:
     """The event with its validated samples, or a refusal with its reason; never raises."""
+    return _never_raising(_parse_samples, message, max_bytes)
+
+
+def _never_raising(
+    parse: Callable[[RawMessage, int], T | Rejected], message: RawMessage, max_bytes: int
+) -> T | Rejected:
     try:
-        return _parse_samples(message, max_bytes)
-    except Exception as exc:  # a parser bug must not stop the agent: dead-letter it
-        log.exception("parsing a training-samples event failed")
+        return parse(message, max_bytes)
+    except Exception as exc:  # a parser bug must not stop the agent: the event is dead-lettered
+        log.exception("parsing a %s event failed", message.topic)
         return Rejected(message=message, reason=f"could not be parsed: {type(exc).__name__}: {exc}")
 
 
