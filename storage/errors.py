@@ -36,6 +36,11 @@ class DatabaseRefused(StorageError):
     retriable = False
 
 
+class SchemaMismatch(DatabaseRefused):
+    """The database lacks a table, column or function the code uses (SQLSTATE class 42 or 3F): its
+    schema is not the code's (`fcl migrate`). Never the fault of the data being written."""
+
+
 class IntegrityViolation(DatabaseRefused):
     """A constraint refused the data (SQLSTATE class 23)."""
 
@@ -109,6 +114,8 @@ def wrap(exc: BaseException) -> StorageError:
             return DatabaseUnavailable(reason, sqlstate=sqlstate)
         if sqlstate[:2] == "23":
             return IntegrityViolation(reason, sqlstate=sqlstate)
+        if sqlstate[:2] in ("42", "3F"):
+            return SchemaMismatch(f"{reason} (is the database migrated? run `fcl migrate`)", sqlstate=sqlstate)
         return DatabaseRefused(reason, sqlstate=sqlstate)
     if any(isinstance(e, _DRIVER_UNAVAILABLE) or getattr(e, "connection_invalidated", False) for e in chain):
         return DatabaseUnavailable(f"the database cannot be reached: {reason}")

@@ -25,7 +25,7 @@ from contract.settings import Settings
 from contract.topics import Topic
 from storage.db import Database, UnitOfWork
 from storage.entities import AdmissionPolicy, NewSampleBatch, TriggerRequest
-from storage.errors import wrap
+from storage.errors import SchemaMismatch, wrap
 from storage.queue import JobQueue
 from storage.repositories import OutboxRepository, SampleRepository
 from streams.parsing import (
@@ -221,8 +221,12 @@ async def _with_retries(
     while True:
         try:
             return await work()
-        except Exception as exc:  # noqa: BLE001 - classified below; nothing escapes the agent
+        except Exception as exc:  # classified below; only a schema mismatch leaves the agent
             error = wrap(exc)  # a StorageError as it is, a driver error wrapped
+            if isinstance(error, SchemaMismatch):
+                # Not the events' fault: dead-lettering them would lose valid events. The agent
+                # stops, the process exits 1 (contract.lifeline) and its start names `fcl migrate`.
+                raise error from exc
             if not error.retriable:
                 log.warning("database refused a batch: %s", error)
                 return _Refused(str(error)[:500])

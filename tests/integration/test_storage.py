@@ -355,3 +355,25 @@ async def test_a_dataset_keeps_the_shape_of_its_first_samples_and_refuses_anothe
     assert (first.stored_samples, same.stored_samples, other.stored_samples) == (1, 1, 0)
     [(_event_id, reason)] = other.refused.items()
     assert "shape" in reason and '"c"' in reason
+
+
+async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_lettering_it(
+    own_db: Database,
+) -> None:
+    """Once, on an unmigrated database the streams worker dead-lettered valid events ("function
+    does not exist"). A missing table is no event's fault: the batch raises (the agent dies and
+    the process exits 1), and nothing is dead-lettered."""
+    from contract.settings import Settings
+    from storage.errors import SchemaMismatch
+    from streams.ingest import ThresholdIngestor, commit_batch
+    from streams.parsing import RawMessage
+
+    async with own_db.transaction() as s:
+        await s.execute(text("DROP TABLE job_triggers"))
+    event = {"event_id": "e1", "dataset_id": "d", "model_type": "goal"}
+    message = RawMessage(topic="t", partition=0, offset=0, key=b"d", value=json.dumps(event).encode())
+    ingestor = ThresholdIngestor(own_db, Settings(database_url=own_db.url, _env_file=None))
+    with pytest.raises(SchemaMismatch, match="fcl migrate"):
+        await commit_batch(ingestor, [message])
+    async with own_db.transaction() as s:
+        assert await s.scalar(text("SELECT count(*) FROM outbox")) == 0
