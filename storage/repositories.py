@@ -642,7 +642,8 @@ class OutboxRepository:
 
     async def add_many(self, messages: Sequence[OutboxEntry]) -> int:
         """Queue (topic, key, payload) events in ONE statement, in order; each payload's
-        `event_id` (made here when absent) is its outbox key."""
+        `event_id` (made here when absent) is its outbox key, and an event id already in the
+        outbox is not queued again (a redelivered poison's dead letter, a replayed crossing)."""
         if not messages:
             return 0
         ids, topics, keys, payloads = [], [], [], []
@@ -658,6 +659,7 @@ class OutboxRepository:
             FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS text[]),
                         CAST(:payloads AS text[])) WITH ORDINALITY AS m(event_id, topic, key, payload, ord)
             ORDER BY m.ord
+            ON CONFLICT (event_id) DO NOTHING
         """),
             {"ids": ids, "topics": topics, "keys": keys, "payloads": payloads},
         )

@@ -4,8 +4,8 @@ rows of their events (queued status, threshold crossings) and dead letters for w
 
 `commit_batch` returns only once that transaction committed: while the database is unreachable
 it waits and retries, so the agent acknowledges a message only after its effect is durable.
-A batch the database refuses for a reason of its data is split and committed message by
-message, and a single message it still refuses is dead-lettered with the database's reason.
+A batch the database refuses for a reason of its data is split in halves until the message at
+fault is alone, and that message is dead-lettered with the database's reason.
 """
 
 from __future__ import annotations
@@ -181,19 +181,34 @@ async def commit_batch(
     """Commit the batch's effects; None only when asked to stop before it could commit (the
     messages are then not acknowledged and will be redelivered)."""
     items = ingestor.parse(messages)
-    outcome = await _with_retries(lambda: _write(ingestor, items), should_stop, sleep)
+    return await _commit(ingestor, items, should_stop, sleep)
+
+
+async def _commit(
+    ingestor: Ingestor[P],
+    items: Sequence[P | Rejected],
+    should_stop: Callable[[], bool],
+    sleep: Callable[[float], Awaitable[None]],
+) -> BatchReport | None:
+    """Commit `items`; when the database refuses them for a reason of their data, commit each half
+    on its own (so one event at fault costs about 2·log2(n) transactions, not n) down to the one
+    event at fault, which is dead-lettered with the database's reason."""
+    outcome = await _with_retries(functools.partial(_write, ingestor, items), should_stop, sleep)
     if not isinstance(outcome, _Refused):
         return outcome
-    # The database refused the batch for a reason of its data: find the message(s) at fault.
+    if len(items) == 1:
+        rejected = Rejected(message=items[0].message, reason=f"refused by the database: {outcome.reason}")
+        letter = await _with_retries(functools.partial(_write_dead_letter, ingestor, rejected), should_stop, sleep)
+        if isinstance(letter, _Refused):
+            raise RuntimeError(f"the database refused a dead letter: {letter.reason}")
+        return letter
     report = BatchReport()
-    for item in items:
-        single = await _with_retries(functools.partial(_write, ingestor, [item]), should_stop, sleep)
-        if isinstance(single, _Refused):
-            rejected = Rejected(message=item.message, reason=f"refused by the database: {single.reason}")
-            single = await _with_retries(functools.partial(_write_dead_letter, ingestor, rejected), should_stop, sleep)
-        if single is None or isinstance(single, _Refused):
+    middle = len(items) // 2
+    for half in (items[:middle], items[middle:]):
+        part = await _commit(ingestor, half, should_stop, sleep)
+        if part is None:
             return None
-        report.add(single)
+        report.add(part)
     return report
 
 

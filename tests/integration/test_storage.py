@@ -377,3 +377,37 @@ async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_
         await commit_batch(ingestor, [message])
     async with own_db.transaction() as s:
         assert await s.scalar(text("SELECT count(*) FROM outbox")) == 0
+
+
+async def test_one_event_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_commits(
+    own_db: Database,
+) -> None:
+    """The batch is split in halves down to the event at fault; redelivering the whole batch (a
+    crash before the acknowledgement) changes nothing and does not get stuck on the dead letter
+    already queued."""
+    from contract.settings import Settings
+    from streams.ingest import ThresholdIngestor, commit_batch
+    from streams.parsing import RawMessage
+
+    async with own_db.transaction() as s:  # a refusal that depends on one event's data
+        await s.execute(text("ALTER TABLE job_triggers ADD CONSTRAINT no_e5 CHECK (event_id <> 'e5')"))
+    messages = [
+        RawMessage(
+            topic="t",
+            partition=0,
+            offset=i,
+            key=b"d",
+            value=json.dumps({"event_id": f"e{i}", "dataset_id": f"d{i}", "model_type": "goal"}).encode(),
+        )
+        for i in range(9)
+    ]
+    ingestor = ThresholdIngestor(own_db, Settings(database_url=own_db.url, _env_file=None))
+    report = await commit_batch(ingestor, messages)
+    assert report is not None and report.jobs_created == 8 and len(report.dead_letters) == 1
+    assert report.dead_letters[0].startswith("refused by the database") and "no_e5" in report.dead_letters[0]
+    again = await commit_batch(ingestor, messages)
+    assert again is not None and again.jobs_created == 0 and again.duplicates == 8
+    async with own_db.transaction() as s:
+        assert await s.scalar(text("SELECT count(*) FROM training_jobs")) == 8
+        letters = (await s.execute(text("SELECT payload FROM outbox WHERE topic = 'dead-letter'"))).all()
+    assert len(letters) == 1 and letters[0][0]["offset"] == 5
