@@ -97,9 +97,9 @@ class OutboxRelay:
             if not got_turn:
                 return 0
             outbox = OutboxRepository(session)
+            await self._purge(outbox)
             pending = await outbox.pending_encoded(limit=self.batch)
             if not pending:
-                await self._purge(outbox)
                 return 0
             deliveries: list[Awaitable[object] | BaseException] = []
             for message in pending:
@@ -128,6 +128,7 @@ class OutboxRelay:
         return len(sent)
 
     async def _purge(self, outbox: OutboxRepository) -> None:
+        """Delete the rows published longer than `retention` ago (at most once a minute)."""
         now = asyncio.get_running_loop().time()
         if now - self._last_purge >= min(60.0, self.retention):
             self._last_purge = now
