@@ -276,115 +276,119 @@ async def main() -> int:
     }
     streams = [Proc(f"streams-{i}", env, work) for i in range(2)]
     trainers = [Proc(f"trainer-{i}", env, work) for i in range(2)]
-    for p in [*streams, *trainers]:
-        p.start()
-    rss_start = streams[1].rss_kib()
-    started, started_wall = time.monotonic(), time.time()
-    duration = args.minutes * 60
-    until = started + duration
-    sent = Sent()
-    chaos: list[tuple[float, str]] = []
-    producing = asyncio.create_task(produce(settings, sent, until, args.rate, args.hostile, args.seed))
-
-    async def at(fraction: float, what: str, action: Any) -> None:
-        await asyncio.sleep(max(0.0, started + fraction * duration - time.monotonic()))
-        t0 = time.monotonic()
-        await asyncio.to_thread(action)
-        chaos.append((time.monotonic() - started, f"{what} ({time.monotonic() - t0:.1f}s)"))
-        print(f"[{time.monotonic() - started:7.1f}s] {what}", flush=True)
-
-    def kill_and_restart(proc: Proc) -> Any:
-        def act() -> None:
-            proc.kill()
-            proc.start()
-
-        return act
-
-    await at(0.2, "SIGKILL streams-0 and start it again", kill_and_restart(streams[0]))
-    await at(0.35, "SIGKILL trainer-0 (and its training child) and start it again", kill_and_restart(trainers[0]))
-    await at(0.5, "restart the Kafka broker", lambda: restart_kafka(stack))
-    await at(0.7, "restart PostgreSQL", lambda: restart_postgres(stack))
-    await producing
-    deaths = [p.name for p in [*streams, *trainers] if not p.alive()]
-    print(f"[{time.monotonic() - started:7.1f}s] traffic stopped; waiting for the service to settle", flush=True)
-    await settle(url, timeout=600)
-    rss_end = streams[1].rss_kib()
-    letters = await read_dead_letters(settings)
-
-    conn = await asyncpg.connect(dsn(url))
     try:
-        stored = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM sample_batches")}
-        rows_ok = await conn.fetchval(
-            "SELECT (SELECT coalesce(sum(sample_count), 0) FROM sample_batches) = (SELECT count(*) FROM training_samples)"
-        )
-        admitted = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM job_triggers")}
-        jobs = await conn.fetch("SELECT status, extract(epoch FROM finished_at)::float8 AS t FROM training_jobs")
-        moves = await conn.fetch("""
-            SELECT l.model_type, l.version,
-                   (SELECT bool_and(r.passed) FROM validation_results r
-                    WHERE r.training_event_id = v.training_event_id) AS all_passed
-            FROM champion_ledger l JOIN model_versions v USING (model_type, version)
-            WHERE l.reason = 'validated' ORDER BY l.id""")
-        parked = await conn.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
-        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-    finally:
-        await conn.close()
+        for p in [*streams, *trainers]:
+            p.start()
+        rss_start = streams[1].rss_kib()
+        started, started_wall = time.monotonic(), time.time()
+        duration = args.minutes * 60
+        until = started + duration
+        sent = Sent()
+        chaos: list[tuple[float, str]] = []
+        producing = asyncio.create_task(produce(settings, sent, until, args.rate, args.hostile, args.seed))
 
-    lost_samples, extra_samples = sent.samples - stored, stored - sent.samples
-    lost_triggers = sent.thresholds - admitted
-    by_place: dict[tuple[str, int, int], set[str]] = {}
-    copies = Counter(letter["event_id"] for letter in letters)
-    for letter in letters:
-        by_place.setdefault((letter["source_topic"], letter["partition"], letter["offset"]), set()).add(
-            letter["event_id"]
+        async def at(fraction: float, what: str, action: Any) -> None:
+            await asyncio.sleep(max(0.0, started + fraction * duration - time.monotonic()))
+            t0 = time.monotonic()
+            await asyncio.to_thread(action)
+            chaos.append((time.monotonic() - started, f"{what} ({time.monotonic() - t0:.1f}s)"))
+            print(f"[{time.monotonic() - started:7.1f}s] {what}", flush=True)
+
+        def kill_and_restart(proc: Proc) -> Any:
+            def act() -> None:
+                proc.kill()
+                proc.start()
+
+            return act
+
+        await at(0.2, "SIGKILL streams-0 and start it again", kill_and_restart(streams[0]))
+        await at(0.35, "SIGKILL trainer-0 (and its training child) and start it again", kill_and_restart(trainers[0]))
+        await at(0.5, "restart the Kafka broker", lambda: restart_kafka(stack))
+        await at(0.7, "restart PostgreSQL", lambda: restart_postgres(stack))
+        await producing
+        deaths = [p.name for p in [*streams, *trainers] if not p.alive()]
+        print(f"[{time.monotonic() - started:7.1f}s] traffic stopped; waiting for the service to settle", flush=True)
+        await settle(url, timeout=600)
+        rss_end = streams[1].rss_kib()
+        letters = await read_dead_letters(settings)
+
+        conn = await asyncpg.connect(dsn(url))
+        try:
+            stored = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM sample_batches")}
+            rows_ok = await conn.fetchval(
+                "SELECT (SELECT coalesce(sum(sample_count), 0) FROM sample_batches) = (SELECT count(*) FROM training_samples)"
+            )
+            admitted = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM job_triggers")}
+            jobs = await conn.fetch("SELECT status, extract(epoch FROM finished_at)::float8 AS t FROM training_jobs")
+            moves = await conn.fetch("""
+                SELECT l.model_type, l.version,
+                       (SELECT bool_and(r.passed) FROM validation_results r
+                        WHERE r.training_event_id = v.training_event_id) AS all_passed
+                FROM champion_ledger l JOIN model_versions v USING (model_type, version)
+                WHERE l.reason = 'validated' ORDER BY l.id""")
+            parked = await conn.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+            unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        finally:
+            await conn.close()
+
+        lost_samples, extra_samples = sent.samples - stored, stored - sent.samples
+        lost_triggers = sent.thresholds - admitted
+        by_place: dict[tuple[str, int, int], set[str]] = {}
+        copies = Counter(letter["event_id"] for letter in letters)
+        for letter in letters:
+            by_place.setdefault((letter["source_topic"], letter["partition"], letter["offset"]), set()).add(
+                letter["event_id"]
+            )
+        poison_not_lettered = [k for k in sent.poisons if k not in by_place]
+        poison_lettered_twice = [k for k in sent.poisons if len(by_place.get(k, ())) > 1]
+        letters_not_poison = [k for k in by_place if k not in sent.poisons]
+        statuses = Counter(r["status"] for r in jobs)
+        last_third = sum(
+            1 for r in jobs if r["status"] == "completed" and r["t"] and r["t"] > started_wall + duration * 2 / 3
         )
-    poison_not_lettered = [k for k in sent.poisons if k not in by_place]
-    poison_lettered_twice = [k for k in sent.poisons if len(by_place.get(k, ())) > 1]
-    letters_not_poison = [k for k in by_place if k not in sent.poisons]
-    statuses = Counter(r["status"] for r in jobs)
-    last_third = sum(
-        1 for r in jobs if r["status"] == "completed" and r["t"] and r["t"] > started_wall + duration * 2 / 3
-    )
-    bad_moves = [(m["model_type"], m["version"]) for m in moves if not m["all_passed"]]
-    print()
-    print(
-        f"soak on {platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})"
-    )
-    print(f"  duration {args.minutes:.1f} min, {args.rate:.0f} events/s, hostile share {args.hostile:.0%}")
-    for t, what in chaos:
-        print(f"  at {t:7.1f}s: {what}")
-    print(
-        f"  valid events sent: {sent.valid_sends} ({len(sent.samples)} samples events, "
-        f"{len(sent.thresholds)} threshold ids, {sent.repeats} repeats of an id); resends after a failed send: "
-        f"{sent.resends}"
-    )
-    print(
-        f"  samples events: {len(stored)} stored; lost {len(lost_samples)}, not sent {len(extra_samples)}; "
-        f"sample rows once each: {rows_ok}"
-    )
-    print(
-        f"  threshold ids: {len(sent.thresholds & admitted)} admitted of {len(sent.thresholds)}; "
-        f"lost {len(lost_triggers)}"
-    )
-    print(
-        f"  poisons: {len(sent.poisons)} sent (+{sent.ambiguous_poisons} sends that failed); dead letters "
-        f"{len(letters)} ({len(copies)} distinct ids, {sum(c - 1 for c in copies.values())} repeated publications);"
-        f" not dead-lettered {len(poison_not_lettered)}, dead-lettered twice {len(poison_lettered_twice)}, "
-        f"letters for no known poison {len(letters_not_poison)}"
-    )
-    print(f"  jobs: {dict(statuses)}; completed in the last third of the run: {last_third}")
-    print(f"  champion moves after validation: {len(moves)}; by a candidate that failed a check: {len(bad_moves)}")
-    print(f"  outbox: {unpublished} unpublished, {parked} parked")
-    print(f"  streams-1 RSS: {rss_start / 1024:.1f} MiB at start, {rss_end / 1024:.1f} MiB at the end")
-    print(f"  processes that died by themselves: {deaths or 'none'}")
-    codes = {p.name: p.stop() for p in [*streams, *trainers]}
-    print(f"  exit codes on SIGTERM: {codes}")
-    await delete_topics(settings.kafka_bootstrap, prefix)
-    await scratch.drop_all()
-    ok = not (lost_samples or extra_samples or lost_triggers or poison_not_lettered or poison_lettered_twice)
-    ok = ok and rows_ok and last_third > 0 and not bad_moves and not deaths
-    print(f"  invariants: {'all hold' if ok else 'VIOLATED'}   (logs in {work})")
-    return 0 if ok else 1
+        bad_moves = [(m["model_type"], m["version"]) for m in moves if not m["all_passed"]]
+        print()
+        print(
+            f"soak on {platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})"
+        )
+        print(f"  duration {args.minutes:.1f} min, {args.rate:.0f} events/s, hostile share {args.hostile:.0%}")
+        for t, what in chaos:
+            print(f"  at {t:7.1f}s: {what}")
+        print(
+            f"  valid events sent: {sent.valid_sends} ({len(sent.samples)} samples events, "
+            f"{len(sent.thresholds)} threshold ids, {sent.repeats} repeats of an id); resends after a failed send: "
+            f"{sent.resends}"
+        )
+        print(
+            f"  samples events: {len(stored)} stored; lost {len(lost_samples)}, not sent {len(extra_samples)}; "
+            f"sample rows once each: {rows_ok}"
+        )
+        print(
+            f"  threshold ids: {len(sent.thresholds & admitted)} admitted of {len(sent.thresholds)}; "
+            f"lost {len(lost_triggers)}"
+        )
+        print(
+            f"  poisons: {len(sent.poisons)} sent (+{sent.ambiguous_poisons} sends that failed); dead letters "
+            f"{len(letters)} ({len(copies)} distinct ids, {sum(c - 1 for c in copies.values())} repeated publications);"
+            f" not dead-lettered {len(poison_not_lettered)}, dead-lettered twice {len(poison_lettered_twice)}, "
+            f"letters for no known poison {len(letters_not_poison)}"
+        )
+        print(f"  jobs: {dict(statuses)}; completed in the last third of the run: {last_third}")
+        print(f"  champion moves after validation: {len(moves)}; by a candidate that failed a check: {len(bad_moves)}")
+        print(f"  outbox: {unpublished} unpublished, {parked} parked")
+        print(f"  streams-1 RSS: {rss_start / 1024:.1f} MiB at start, {rss_end / 1024:.1f} MiB at the end")
+        print(f"  processes that died by themselves: {deaths or 'none'}")
+        codes = {p.name: p.stop() for p in [*streams, *trainers]}
+        print(f"  exit codes on SIGTERM: {codes}")
+        ok = not (lost_samples or extra_samples or lost_triggers or poison_not_lettered or poison_lettered_twice)
+        ok = ok and rows_ok and last_third > 0 and not bad_moves and not deaths
+        print(f"  invariants: {'all hold' if ok else 'VIOLATED'}   (logs in {work})")
+        return 0 if ok else 1
+    finally:  # whatever happened: no process, topic or database left behind
+        for p in [*streams, *trainers]:
+            p.stop()
+        await delete_topics(settings.kafka_bootstrap, prefix)
+        await scratch.drop_all()
 
 
 if __name__ == "__main__":

@@ -154,6 +154,7 @@ class ChampionMove:
     reason: ChampionReason
     event_id: uuid.UUID
     created_at: datetime
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,12 @@ class JobStateConflict(StorageError):
     retriable = False
 
 
+class AlreadyChampion(StorageError):
+    """A promote of the version that already serves."""
+
+    retriable = False
+
+
 class ChampionMoved(StorageError):
     """The champion changed since the caller read it: judge the candidate against the new one."""
 

@@ -311,6 +311,7 @@ class ChampionLedgerRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     previous_version: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str]
+    note: Mapped[str | None]  # why, in an operator's words (a manual promote)
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     created_at: Mapped[datetime] = _created()
 
@@ -328,6 +329,7 @@ class ChampionLedgerRow(Base):
             version=self.version,
             previous_version=self.previous_version,
             reason=ChampionReason(self.reason),
+            note=self.note,
             event_id=self.event_id,
             created_at=self.created_at,
         )

@@ -39,7 +39,7 @@ from storage.entities import (
     TrainingFigure,
     WorkerHeartbeat,
 )
-from storage.errors import ChampionMoved, IntegrityViolation, wrap
+from storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, wrap
 from storage.models import (
     ChampionLedgerRow,
     DatasetRow,
@@ -526,7 +526,13 @@ class ChampionRepository:
         return {r.model_type: r.to_entity() for r in rows}
 
     async def move(
-        self, *, model_type: str, version: int, expected: ChampionMove | None, reason: ChampionReason
+        self,
+        *,
+        model_type: str,
+        version: int,
+        expected: ChampionMove | None,
+        reason: ChampionReason,
+        note: str | None = None,
     ) -> ChampionMove:
         """Make `version` the champion only if the champion is still `expected` (compare-and-swap:
         the unique (model_type, seq) refuses a second move from the same state; then
@@ -543,6 +549,7 @@ class ChampionRepository:
                             version=version,
                             previous_version=expected.version if expected else None,
                             reason=reason.value,
+                            note=note,
                             event_id=uuid.uuid4(),
                         )
                         .returning(ChampionLedgerRow)
@@ -583,6 +590,19 @@ class ChampionRepository:
             return None
         return await self.move(
             model_type=model_type, version=served[-2], expected=moves[-1], reason=ChampionReason.ROLLBACK
+        )
+
+    async def promote(self, model_type: str, version: int, *, note: str) -> ChampionMove:
+        """Make a recorded version the champion by hand (reason `manual`, the operator's `note`
+        kept in the ledger). `LookupError` for a version that was never recorded,
+        `AlreadyChampion` when it serves already, `ChampionMoved` when another move won."""
+        if await ModelVersionRepository(self.session).get(model_type, version) is None:
+            raise LookupError(f"{model_type} has no version {version}")
+        current = await self.current(model_type)
+        if current is not None and current.version == version:
+            raise AlreadyChampion(f"{model_type} version {version} is already the champion")
+        return await self.move(
+            model_type=model_type, version=version, expected=current, reason=ChampionReason.MANUAL, note=note
         )
 
 

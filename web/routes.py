@@ -6,6 +6,7 @@ back) to the outbox in the same transaction; a relay sends them after the commit
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
 import time
@@ -22,8 +23,8 @@ from contract.enums import JobStatus
 from contract.settings import Settings
 from messaging.producer import BackgroundProducer
 from storage.db import Database
-from storage.entities import AdmissionPolicy, TriggerRequest
-from storage.errors import ChampionMoved, JobStateConflict
+from storage.entities import AdmissionPolicy, ChampionMove, ModelVersion, TriggerRequest
+from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict
 from storage.queue import JobQueue
 from storage.repositories import (
     ChampionRepository,
@@ -35,6 +36,7 @@ from storage.repositories import (
     ValidationRepository,
     WorkerRepository,
 )
+from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
 from web.cache import ResponseCache
@@ -87,6 +89,15 @@ MODEL_TYPE = PathParam(
     "model_type", {"type": "string", "enum": list(model_types.names())}, "a registered model type", _model_type
 )
 JOB_ID = PathParam("job_id", {"type": "string", "format": "uuid"}, "a job's id", _uuid("job_id"))
+
+
+def _version(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 9 and int(value) >= 1):
+        raise ApiError(422, "invalid_parameter", f"version must be a positive integer, not {value[:100]!r}")
+    return int(value)
+
+
+VERSION = PathParam("version", {"type": "integer", "minimum": 1}, "a version number of the model type", _version)
 TRAINING_EVENT_ID = PathParam(
     "training_event_id",
     {"type": "string", "format": "uuid"},
@@ -303,6 +314,77 @@ async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
     return 200, s.ChampionMoveView.of(move)
 
 
+async def promote(call: Call) -> tuple[int, s.ChampionMoveView]:
+    svc = _services(call)
+    model_type, version = call.path["model_type"], call.path["version"]
+    body: s.PromoteBody = call.body
+    async with svc.db.transaction() as session:
+        try:
+            move = await ChampionRepository(session).promote(model_type, version, note=body.reason)
+        except LookupError as exc:
+            raise ApiError(404, "unknown_version", str(exc)) from None
+        except AlreadyChampion as exc:
+            raise ApiError(409, "already_champion", str(exc)) from None
+        except ChampionMoved:
+            raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
+    return 200, s.ChampionMoveView.of(move)
+
+
+async def _champion(svc: Services, model_type: str) -> tuple[ChampionMove, ModelVersion] | None:
+    async with svc.db.transaction() as session:
+        move = await ChampionRepository(session).current(model_type)
+        version = await ModelVersionRepository(session).get(model_type, move.version) if move else None
+    return (move, version) if move is not None and version is not None else None
+
+
+async def champion(call: Call) -> tuple[int, s.ChampionView]:
+    model_type = call.path["model_type"]
+    found = await _champion(_services(call), model_type)
+    if found is None:
+        raise ApiError(404, "no_champion", f"{model_type} has no champion yet")
+    move, version = found
+    return 200, s.ChampionView(
+        model_type=model_type,
+        version=version.version,
+        move=s.ChampionMoveView.of(move),
+        model=s.ModelVersionView.of(version, move.version),
+    )
+
+
+async def artifact(call: Call) -> web.Response:
+    """The artifact's bytes, checked against the recorded sha256 and size before they are sent."""
+    svc = _services(call)
+    model_type, number = call.path["model_type"], call.path["version"]
+    async with svc.db.transaction() as session:
+        version = await ModelVersionRepository(session).get(model_type, number)
+    if version is None:
+        raise ApiError(404, "unknown_version", f"{model_type} has no version {number}")
+    etag = f'"{version.artifact_sha256}"'
+    digest = "sha-256=" + base64.b64encode(bytes.fromhex(version.artifact_sha256)).decode()
+    headers = {"ETag": etag, "Digest": digest, "Cache-Control": "private, no-transform"}
+    wanted = {t.strip() for t in call.request.headers.get("If-None-Match", "").split(",") if t.strip()}
+    if etag in wanted or f"W/{etag}" in wanted or "*" in wanted:
+        return web.Response(status=304, headers=headers)
+    stored = StoredArtifact(
+        path=Path(version.artifact_path),
+        sha256=version.artifact_sha256,
+        size=version.artifact_size,
+        format=version.artifact_format,
+    )
+    try:
+        data = (await asyncio.to_thread(ArtifactStore(svc.settings.artifact_dir).read, stored)).data
+    except (ArtifactError, OSError) as exc:
+        raise ApiError(
+            503, "artifact_unreadable", f"the artifact of {model_type} v{number} cannot be read: {exc}"
+        ) from None
+    name = f"{model_type}-v{number}.{version.artifact_format}"
+    return web.Response(
+        body=data,
+        content_type="application/octet-stream",
+        headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
     svc = _services(call)
     event_id = call.path["training_event_id"]
@@ -491,6 +573,43 @@ ENDPOINTS: list[Endpoint] = [
         (MODEL_TYPE,),
         auth=True,
         errors=(404, 409),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/model-versions/{model_type}/{version}/promote",
+        promote,
+        "Make a recorded version the champion by hand (reason `manual`; the body's reason is kept in the ledger)",
+        "versions",
+        _ok(s.ChampionMoveView, "the new champion"),
+        (MODEL_TYPE, VERSION),
+        body=s.PromoteBody,
+        auth=True,
+        errors=(404, 409, 422),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/model-versions/{model_type}/champion",
+        champion,
+        "The serving version of a model type, with its checksum, metrics and manifest",
+        "versions",
+        _ok(s.ChampionView, "the champion"),
+        (MODEL_TYPE,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/model-versions/{model_type}/{version}/artifact",
+        artifact,
+        "A version's artifact (token required: models are company data); ETag and Digest carry its sha256",
+        "versions",
+        {},
+        (MODEL_TYPE, VERSION),
+        auth=True,
+        errors=(404, 422, 503),
+        raw_content={
+            200: ("application/octet-stream", "the artifact's bytes, checked against its sha256 and size"),
+            304: ("application/octet-stream", "If-None-Match matched the ETag: nothing sent"),
+        },
     ),
     Endpoint(
         "GET",

@@ -342,6 +342,7 @@ class ChampionMoveView(View):
     version: int
     previous_version: int | None
     reason: ChampionReason
+    note: str | None = Field(default=None, description="the operator's reason of a manual promote")
     event_id: uuid.UUID
     occurred_at: datetime
 
@@ -352,9 +353,24 @@ class ChampionMoveView(View):
             version=m.version,
             previous_version=m.previous_version,
             reason=m.reason,
+            note=m.note,
             event_id=m.event_id,
             occurred_at=m.created_at,
         )
+
+
+class PromoteBody(BaseModel):
+    """Unknown extra fields are ignored, as in events."""
+
+    model_config = ConfigDict(extra="ignore")
+    reason: str = Field(min_length=1, max_length=500, description="why, kept in the champion ledger")
+
+
+class ChampionView(View):
+    model_type: str
+    version: int
+    move: ChampionMoveView = Field(description="the ledger row that made it the champion")
+    model: ModelVersionView = Field(description="the version: artifact checksum, metrics and manifest")
 
 
 class ValidationView(View):

@@ -5,11 +5,14 @@ rollback, validation results, health, metrics and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,6 +99,7 @@ async def test_every_post_needs_the_token_and_changes_nothing_without_it(api: Ap
         f"{API}/training-job/{job}/retry",
         f"{API}/auto-trigger-ready",
         f"{API}/model-versions/goal/rollback",
+        f"{API}/model-versions/goal/1/promote",
     ]
     for path in posts:
         for token in (None, "wrong", ""):
@@ -414,6 +418,9 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions"),
         ("POST", "/model-versions/{model_type}/rollback"),
         ("GET", "/validation-results/{training_event_id}"),
+        ("POST", "/model-versions/{model_type}/{version}/promote"),
+        ("GET", "/model-versions/{model_type}/champion"),
+        ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
     }
     assert {(m, API + p) for m, p in contract} | {
@@ -424,7 +431,8 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     } == operations
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
-            assert ("security" in op) == (method == "post"), (method, path)
+            # every POST, and the artifact download (models are company data), need the token
+            assert ("security" in op) == (method == "post" or path.endswith("/artifact")), (method, path)
             if method == "post":
                 assert "401" in op["responses"]
     history = spec["paths"][API + "/training-history"]["get"]
@@ -468,3 +476,63 @@ async def test_cached_views_follow_every_committed_change(api: Api) -> None:
             break
         await asyncio.sleep(0.05)
     assert (await api.call("GET", f"{API}/model-versions", status=200))["champions"]["goal"] == v1
+
+
+async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path: Path) -> None:
+    """A version that was not promoted (or a former champion) is made the champion by hand, with
+    the operator's reason in the ledger and a `model-versions` event (reason manual); the champion
+    is served with its checksum; the artifact streams only with the token, checked, with its
+    sha256 as ETag and Digest, and If-None-Match answers 304."""
+    data = b"skops bytes of a model" * 100
+    digest = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "goal-v.skops"
+    path.write_bytes(data)
+    first = await factories.record_version(
+        api.db, "goal", passed=True, auc=0.8, artifact_path=str(path), sha256=digest, size=len(data)
+    )
+    refused = await factories.record_version(api.db, "goal", passed=False, auc=0.55)
+    v1, v2 = first.model_version, refused.model_version
+    assert (await api.call("GET", f"{API}/model-versions/goal/champion", status=200))["version"] == v1
+    assert (await api.call("GET", f"{API}/model-versions/spending/champion", status=404))["error"]["code"] == (
+        "no_champion"
+    )
+
+    body = {"reason": "judged by hand: the drift report says v2 generalises"}
+    await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", token=None, status=401, json=body)
+    await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=422, json={})
+    await api.call("POST", f"{API}/model-versions/goal/99/promote", status=404, json=body)
+    await api.call("POST", f"{API}/model-versions/goal/x/promote", status=422, json=body)
+    moved = await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=200, json=body)
+    assert (moved["version"], moved["previous_version"], moved["reason"], moved["note"]) == (
+        v2,
+        v1,
+        "manual",
+        body["reason"],
+    )
+    again = await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=409, json=body)
+    assert again["error"]["code"] == "already_champion"
+    served = await api.call("GET", f"{API}/model-versions/goal/champion", status=200)
+    assert (served["version"], served["move"]["reason"], served["model"]["is_champion"]) == (v2, "manual", True)
+    events = await read_topic(
+        api.settings,
+        api.settings.topic_prefix + "model-versions",
+        until=lambda r: any(e["reason"] == "manual" for e in r),
+    )
+    manual = [e for e in events if e["reason"] == "manual"]
+    assert [(e["version"], e["previous_version"]) for e in manual] == [(v2, v1)]
+    back = await api.call("POST", f"{API}/model-versions/goal/{v1}/promote", status=200, json=body)
+    assert (back["version"], back["previous_version"]) == (v1, v2)
+
+    url = f"{API}/model-versions/goal/{v1}/artifact"
+    await api.call("GET", url, token=None, status=401)
+    async with api.client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200 and await r.read() == data
+        assert r.headers["ETag"] == f'"{digest}"'
+        assert r.headers["Digest"] == "sha-256=" + base64.b64encode(bytes.fromhex(digest)).decode()
+    async with api.client.get(url, headers={"Authorization": f"Bearer {TOKEN}", "If-None-Match": f'"{digest}"'}) as r:
+        assert r.status == 304 and await r.read() == b""
+    path.write_bytes(data[:-1] + b"!")  # corrupted on disk: refused, not served
+    unreadable = await api.call("GET", url, status=503)
+    assert unreadable["error"]["code"] == "artifact_unreadable" and "sha256" in unreadable["error"]["message"]
+    await api.call("GET", f"{API}/model-versions/goal/{v2}/artifact", status=503)  # its file never existed
+    await api.call("GET", f"{API}/model-versions/goal/77/artifact", status=404)
