@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contract import limits
 from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
 from contract.events import ErrorInfo, TrainingStatusEvent, TrainingValidationEvent, rfc3339
 from contract.topics import Topic
@@ -132,8 +133,6 @@ ADMIT_SQL = """
     UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
     UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
 """
-
-_ERROR_LIMIT = 2000  # characters of an error message kept
 
 
 def _key(request: TriggerRequest) -> str:
@@ -555,7 +554,7 @@ class JobQueue:
         """Record a failed attempt: back to the queue after the decision's delay when it says
         retry and attempts remain, else failed for good."""
         job = await self._leased(lease)
-        error = (attempt.error_type, attempt.message[:_ERROR_LIMIT])
+        error = (attempt.error_type, attempt.message[: limits.MAX_MESSAGE_CHARS])
         training_event_id = await self._ended(job, lease, TrainingEventStatus.FAILED, attempt)
         if decision.retry and job.attempts < job.max_attempts:
             after, merged = await self._requeue(job, delay=decision.delay, attempts=job.attempts, error=error)
@@ -825,7 +824,7 @@ class JobQueue:
                 "watermark": watermark,
                 "metrics": json.dumps(dict(metrics or {})),
                 "error_type": error[0] if error else None,
-                "error_message": (error[1][:_ERROR_LIMIT] or None) if error else None,
+                "error_message": (error[1][: limits.MAX_MESSAGE_CHARS] or None) if error else None,
                 "model_version": model_version,
                 "validation_passed": validation_passed,
                 "promoted": promoted,

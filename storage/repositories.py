@@ -19,6 +19,7 @@ from sqlalchemy import ARRAY, CursorResult, String, cast, delete, func, select, 
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contract import limits
 from contract.enums import ChampionReason, JobStatus
 from contract.events import ModelVersionEvent, ValidationCheck, rfc3339
 from contract.topics import Topic
@@ -742,13 +743,18 @@ class OutboxRepository:
             return 0
         result = await self.session.execute(
             text("""
-            UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = left(f.error, 2000),
+            UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = left(f.error, :limit),
                    parked_at = CASE WHEN o.attempts + 1 >= :park_at THEN now() END
             FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(id, error)
             WHERE o.id = f.id
             RETURNING o.parked_at IS NOT NULL AS parked
         """),
-            {"ids": [i for i, _ in failures], "errors": [e for _, e in failures], "park_at": park_at},
+            {
+                "ids": [i for i, _ in failures],
+                "errors": [e for _, e in failures],
+                "park_at": park_at,
+                "limit": limits.MAX_MESSAGE_CHARS,
+            },
         )
         return sum(1 for r in result.all() if r.parked)
 

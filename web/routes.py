@@ -437,20 +437,7 @@ async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
         pending, parked = await outbox.unpublished(), await outbox.parked()
     return 200, s.OutboxState(
         pending=pending,
-        parked=[
-            s.ParkedEvent(
-                id=p.id,
-                event_id=str(p.event_id),
-                topic=p.topic,
-                key=p.key,
-                attempts=p.attempts,
-                last_error=p.last_error,
-                payload_bytes=p.payload_bytes,
-                created_at=p.created_at,
-                parked_at=p.parked_at,
-            )
-            for p in parked
-        ],
+        parked=[s.ParkedEvent.model_validate(p) for p in parked],
     )
 
 

@@ -389,8 +389,12 @@ class ValidationView(View):
 
 
 class ParkedEvent(View):
+    """An outbox row the relay parked (read from `storage.entities.ParkedOutboxRow`'s attributes)."""
+
+    model_config = ConfigDict(frozen=True, use_enum_values=True, from_attributes=True)
+
     id: int
-    event_id: str
+    event_id: uuid.UUID
     topic: str
     key: str | None
     attempts: int = Field(description="tries the broker refused")

@@ -187,13 +187,11 @@ async def test_jobs_train_by_priority_and_each_result_is_recorded_with_its_event
 
 
 LONG_CQL = {"recommendation": {"steps": 2_000_000, "hidden": [32, 32], "fqe_steps": 100}}
+QUICK_CQL = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
 
 
-async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env) -> None:
-    workers, db, settings = env
-    await store(db, "reco", "recommendation", FinCoachSimulator(seed=6, n_users=200).recommendation_samples(300))
-    job_id = await trigger(db, "reco", "recommendation")
-    first = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
+async def _under_way(db: Database, workers: Workers) -> None:
+    """Until the one running job has reported progress."""
     await eventually(
         lambda: scalar(
             db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs WHERE status = 'in_progress'"
@@ -202,16 +200,28 @@ async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env
         logs=workers.logs,
         what="training under way",
     )
-    os.killpg(first.pid, signal.SIGKILL)  # the worker and its training child
-    first.wait(10)
-    quick = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
-    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(quick))
+
+
+async def _completes_on_a_quick_worker(db: Database, workers: Workers) -> None:
+    """Start a worker with a short training and wait until the one job completed on it."""
+    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(QUICK_CQL))
     await eventually(
         lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"),
         timeout=120,
         logs=workers.logs,
-        what="the job completed on the second worker",
+        what="the job completed on the next worker",
     )
+
+
+async def test_sigkill_mid_training_runs_the_job_again_once_with_one_version(env) -> None:
+    workers, db, settings = env
+    await store(db, "reco", "recommendation", FinCoachSimulator(seed=6, n_users=200).recommendation_samples(300))
+    job_id = await trigger(db, "reco", "recommendation")
+    first = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL))
+    await _under_way(db, workers)
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its training child
+    first.wait(10)
+    await _completes_on_a_quick_worker(db, workers)
     assert await scalar(db, "SELECT attempts FROM training_jobs") == 2
     assert await scalar(db, "SELECT count(*) FROM model_versions") == 1
     outcomes = [r.status for r in await rows(db, "SELECT status FROM training_events ORDER BY attempt")]
@@ -324,11 +334,7 @@ async def test_a_rolling_restart_loses_no_training_and_counts_no_attempt(env, ta
     await store(db, "reco", "recommendation", FinCoachSimulator(seed=10, n_users=50).recommendation_samples(200))
     job_id = await trigger(db, "reco", "recommendation")
     proc = workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(LONG_CQL), FCL_DRAIN_SECONDS="2")
-    await eventually(
-        lambda: scalar(db, "SELECT coalesce(bool_or(progress > 0), false) FROM training_jobs"),
-        logs=workers.logs,
-        what="training under way",
-    )
+    await _under_way(db, workers)
     if target == "process group":
         os.killpg(proc.pid, signal.SIGTERM)
     else:
@@ -336,14 +342,7 @@ async def test_a_rolling_restart_loses_no_training_and_counts_no_attempt(env, ta
     assert await asyncio.to_thread(proc.wait, 60) == 0
     job = (await rows(db, "SELECT status, attempts FROM training_jobs"))[0]
     assert (job.status, job.attempts) == ("queued", 0), workers.logs()
-    quick = {"recommendation": {"steps": 300, "hidden": [32, 32], "fqe_steps": 100}}
-    workers.start(FCL_TRAINER_HYPERPARAMETERS=json.dumps(quick))
-    await eventually(
-        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs"),
-        timeout=120,
-        logs=workers.logs,
-        what="the job completed on the next worker",
-    )
+    await _completes_on_a_quick_worker(db, workers)
     assert await scalar(db, "SELECT attempts FROM training_jobs") == 1
     assert await scalar(db, "SELECT count(*) FROM model_versions") == 1
     outcomes = [(r.attempt, r.status) for r in await rows(db, "SELECT attempt, status FROM training_events")]

@@ -72,20 +72,13 @@ def test_hostile_documents_are_refused_with_a_reason() -> None:
             assert isinstance(result, Rejected) and reason in result.reason, (reason, result)
 
 
-@pytest.mark.parametrize("poison", [*COMMON, *THRESHOLD], ids=lambda p: p.name)
-def test_each_hostile_threshold_value_is_refused_naming_its_limit(poison: Poison) -> None:
-    message = RawMessage(topic="fcl.dataset-threshold", partition=0, offset=1, key=poison.key, value=poison.value)
-    result = parse_threshold(message, max_bytes=1024 * 1024)
-    assert isinstance(result, Rejected), result
-    assert poison.reason in result.reason, result.reason
-    letter = dead_letter(result)
-    assert len(letter.model_dump_json().encode()) <= 64 * 1024
+CORPUS = [(parse_threshold, p) for p in [*COMMON, *THRESHOLD]] + [(parse_samples, p) for p in [*COMMON, *SAMPLES]]
 
 
-@pytest.mark.parametrize("poison", [*COMMON, *SAMPLES], ids=lambda p: p.name)
-def test_each_hostile_samples_value_is_refused_naming_its_limit(poison: Poison) -> None:
-    message = RawMessage(topic="fcl.training-samples", partition=0, offset=1, key=poison.key, value=poison.value)
-    result = parse_samples(message, max_bytes=1024 * 1024)
+@pytest.mark.parametrize(("parse", "poison"), CORPUS, ids=lambda x: getattr(x, "name", getattr(x, "__name__", "")))
+def test_each_hostile_value_is_refused_naming_its_limit(parse: Any, poison: Poison) -> None:
+    message = RawMessage(topic="fcl.input", partition=0, offset=1, key=poison.key, value=poison.value)
+    result = parse(message, max_bytes=1024 * 1024)
     assert isinstance(result, Rejected), result
     assert poison.reason in result.reason, result.reason
     assert len(dead_letter(result).model_dump_json().encode()) <= 64 * 1024
