@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="FCL_",
+        populate_by_name=True,
         env_file=STACK_ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
@@ -60,7 +61,13 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     topic_prefix: str = "fcl."
     api_token: str | None = None
-    artifact_dir: Path = Path(".fcl/artifacts")
+    # Where artifacts are written: a path, file://..., or s3://bucket/prefix (see `artifact_location`).
+    artifact_url: str | None = None
+    artifact_dir: Path = Path(".fcl/artifacts")  # the older name of a local artifact_url
+    s3_endpoint_url: str | None = None  # the S3-compatible store of an s3:// artifact URL
+    aws_access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)
+    aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
 
@@ -100,6 +107,12 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=300.0, gt=0)
     trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model type -> overrides
     trainer_device: str | None = None  # e.g. "cpu"; default: CUDA when present
+    # Retention of model versions, run by every trainer worker this often (0: off): the champion,
+    # the newest N versions of each model type and every version the champion ledger named in the
+    # last M days are kept; the others are deleted with their artifacts.
+    retention_sweep_seconds: float = Field(default=3600.0, ge=0)
+    retention_keep_versions: int = Field(default=10, ge=1)
+    retention_keep_days: float = Field(default=30.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -122,9 +135,17 @@ class Settings(BaseSettings):
     @classmethod
     def variables(cls) -> set[str]:
         """Every environment variable the settings read."""
-        return {f"FCL_{name.upper()}" for name in cls.model_fields if name != "thresholds"} | {
-            s.threshold_variable for s in model_types.specs()
+        names = {
+            f.validation_alias if isinstance(f.validation_alias, str) else f"FCL_{name.upper()}"
+            for name, f in cls.model_fields.items()
+            if name != "thresholds"
         }
+        return names | {s.threshold_variable for s in model_types.specs()}
+
+    @property
+    def artifact_location(self) -> str:
+        """`FCL_ARTIFACT_URL` when set, else the older `FCL_ARTIFACT_DIR`."""
+        return self.artifact_url or str(self.artifact_dir)
 
     def timeout_for(self, model_type: str) -> float:
         return float(self.trainer_timeouts.get(model_type, 3600.0))

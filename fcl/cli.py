@@ -25,8 +25,8 @@ def _stack(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
     else:
-        print(status.kafka.line())
-        print(status.postgres.line())
+        for component in status.components():
+            print(component.line())
         if status.up:
             print(f"settings for fcl commands: {status.env_file}")
     if args.action == "up" and not status.up:

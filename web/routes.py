@@ -55,12 +55,15 @@ class Services:
     cache: ResponseCache
     openapi_bytes: bytes = b""
     admission: AdmissionPolicy = field(init=False)
+    artifacts: ArtifactStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = AdmissionPolicy.from_settings(self.settings)  # once, not per request
+        self.artifacts = ArtifactStore.from_settings(self.settings)  # keeps its store clients
 
 
 SERVICES = web.AppKey("services", Services)
+ARTIFACT_CHUNK = 1024 * 1024
 
 
 def _services(call: Call) -> Services:
@@ -351,8 +354,9 @@ async def champion(call: Call) -> tuple[int, s.ChampionView]:
     )
 
 
-async def artifact(call: Call) -> web.Response:
-    """The artifact's bytes, checked against the recorded sha256 and size before they are sent."""
+async def artifact(call: Call) -> web.StreamResponse:
+    """The artifact's bytes, checked against the recorded sha256 and size before the first byte is
+    sent (a client never receives bytes that fail the check), then streamed in chunks."""
     svc = _services(call)
     model_type, number = call.path["model_type"], call.path["version"]
     async with svc.db.transaction() as session:
@@ -366,23 +370,29 @@ async def artifact(call: Call) -> web.Response:
     if etag in wanted or f"W/{etag}" in wanted or "*" in wanted:
         return web.Response(status=304, headers=headers)
     stored = StoredArtifact(
-        path=Path(version.artifact_path),
+        path=version.artifact_path,
         sha256=version.artifact_sha256,
         size=version.artifact_size,
         format=version.artifact_format,
     )
     try:
-        data = (await asyncio.to_thread(ArtifactStore(svc.settings.artifact_dir).read, stored)).data
+        data = (await asyncio.to_thread(svc.artifacts.read, stored)).data
     except (ArtifactError, OSError) as exc:
         raise ApiError(
             503, "artifact_unreadable", f"the artifact of {model_type} v{number} cannot be read: {exc}"
         ) from None
     name = f"{model_type}-v{number}.{version.artifact_format}"
-    return web.Response(
-        body=data,
-        content_type="application/octet-stream",
+    response = web.StreamResponse(
         headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'},
     )
+    response.content_type = "application/octet-stream"
+    response.content_length = len(data)
+    await response.prepare(call.request)
+    view = memoryview(data)
+    for start in range(0, len(data), ARTIFACT_CHUNK):
+        await response.write(view[start : start + ARTIFACT_CHUNK])
+    await response.write_eof()
+    return response
 
 
 async def validation_results(call: Call) -> tuple[int, s.ValidationView]:

@@ -10,7 +10,6 @@ import math
 import signal
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from storage.db import Database
@@ -31,7 +30,7 @@ def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
 
 
 def _stored(ref: StoredArtifactRef) -> StoredArtifact:
-    return StoredArtifact(path=Path(ref.path), sha256=ref.sha256, size=ref.size, format=ref.format)
+    return StoredArtifact(path=ref.path, sha256=ref.sha256, size=ref.size, format=ref.format)
 
 
 async def _load_samples(task: TrainingTask) -> list[dict[str, Any]]:
@@ -47,7 +46,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
     samples, skipped = usable_samples(task.model_type, asyncio.run(_load_samples(task)))
     trainer = get_trainer(task.model_type)
-    store = ArtifactStore(Path(task.artifact_dir))
+    store = ArtifactStore(task.artifact_url, task.s3)
     champion: Artifact | None = None
     unreadable = None
     if task.champion is not None:
@@ -90,8 +89,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization
     # (`Trainer.train`); a candidate judged again keeps the time of the training that made it.
     fit_seconds = time.perf_counter() - started if task.mode is Mode.FIT else task.fit_seconds
-    path = store.path_for_job(task.model_type, task.job_id, task.attempt, artifact.format)
-    stored = store.write_at(path, artifact)
+    stored = store.write(store.key_for_job(task.model_type, task.job_id, task.attempt, artifact.format), artifact)
     manifest = build_manifest(
         model_type=task.model_type,
         seed=task.seed,
@@ -106,7 +104,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         checks=tuple(verdict.checks),
         passed=verdict.passed,
         hyperparameters=hyperparameters,
-        artifact=StoredArtifactRef(path=str(stored.path), sha256=stored.sha256, size=stored.size, format=stored.format),
+        artifact=StoredArtifactRef(path=stored.path, sha256=stored.sha256, size=stored.size, format=stored.format),
         fit_metrics=_finite(fit_metrics) or {},
         fit_seconds=fit_seconds,
         sample_count=len(samples),

@@ -25,6 +25,7 @@ from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, Trainin
 from storage.errors import ChampionMoved, LeaseLost, StorageError
 from storage.queue import WorkerQueue
 from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
+from trainers.artifacts import S3Access
 from trainers.base import stable_bucket
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import Runner
@@ -40,7 +41,8 @@ class WorkerConfig:
 
     worker_id: str
     database_url: str
-    artifact_dir: str
+    artifact_url: str
+    s3: S3Access = field(default_factory=S3Access)
     concurrency: int = 1
     caps: Mapping[str, int] = field(default_factory=dict)
     lease: timedelta = timedelta(seconds=60)
@@ -151,7 +153,8 @@ class JobRun:
         return TrainingTask(
             mode=Mode.FIT,
             database_url=self.config.database_url,
-            artifact_dir=self.config.artifact_dir,
+            artifact_url=self.config.artifact_url,
+            s3=self.config.s3,
             job_id=job.id,
             attempt=job.attempts,
             model_type=job.model_type,

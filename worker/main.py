@@ -27,6 +27,7 @@ from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from storage.queue import PostgresQueue
 from storage.retry import RetryPolicy
+from trainers.artifacts import S3Access
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker
 from worker.runner import ProcessRunner
@@ -38,7 +39,8 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
     return WorkerConfig(
         worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
         database_url=settings.database_url,
-        artifact_dir=str(settings.artifact_dir),
+        artifact_url=settings.artifact_location,
+        s3=S3Access.from_settings(settings),
         concurrency=settings.trainer_concurrency,
         caps=settings.trainer_caps,
         lease=timedelta(seconds=settings.lease_seconds),

@@ -12,6 +12,7 @@ from typing import Any
 
 from contract.events import ValidationCheck
 from storage.entities import StoredArtifactRef
+from trainers.artifacts import S3Access
 
 
 class Mode(enum.StrEnum):
@@ -23,7 +24,8 @@ class Mode(enum.StrEnum):
 class TrainingTask:
     mode: Mode
     database_url: str
-    artifact_dir: str
+    artifact_url: str  # the artifact store (trainers.artifacts.ArtifactStore)
+    s3: S3Access
     job_id: uuid.UUID
     attempt: int
     model_type: str

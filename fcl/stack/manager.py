@@ -1,4 +1,4 @@
-"""`fcl stack up|down|status`: the local broker and database server as one unit.
+"""`fcl stack up|down|status`: the local broker, database server and object store as one unit.
 
 Everything lives under one state folder (`.fcl` by default): `stack/state.json` records what
 was started (pids with their kernel start times, ports, cluster id), so `down` stops exactly
@@ -20,6 +20,15 @@ from typing import Any
 
 from fcl.stack.common import StackError, choose_ports, process_alive, terminate
 from fcl.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaPorts, broker_answers, jars_dir, require_java
+from fcl.stack.objectstore import (
+    ARTIFACT_PREFIX,
+    BUCKET,
+    REGION,
+    Credentials,
+    SeaweedPorts,
+    SeaweedServer,
+    weed_version,
+)
 from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir, server_version
 
 PREFERRED_KAFKA_PORT = 9092
@@ -55,16 +64,21 @@ class ComponentStatus:
 class StackStatus:
     kafka: ComponentStatus
     postgres: ComponentStatus
+    objects: ComponentStatus
     env_file: str
 
     @property
     def up(self) -> bool:
-        return self.kafka.answering and self.postgres.answering
+        return self.kafka.answering and self.postgres.answering and self.objects.answering
+
+    def components(self) -> list[ComponentStatus]:
+        return [self.kafka, self.postgres, self.objects]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kafka": asdict(self.kafka),
             "postgres": asdict(self.postgres),
+            "objects": asdict(self.objects),
             "env_file": self.env_file,
             "up": self.up,
         }
@@ -101,6 +115,7 @@ class LocalStack:
         self.env_file = state_dir / "stack.env"
         self.kafka = KafkaBroker(self.stack_dir / "kafka")
         self.postgres = PostgresServer(self.stack_dir)
+        self.objects = SeaweedServer(self.stack_dir / "seaweedfs")
         timeout = start_timeout or float(os.environ.get("FCL_STACK_START_TIMEOUT", "90"))
         self.start_timeout = timeout
 
@@ -135,6 +150,7 @@ class LocalStack:
             state = self._load()
             self._up_postgres(state, bindir)
             self._up_kafka(state)
+            self._up_objects(state)
             self._write_env(state)
         return self.status()
 
@@ -176,15 +192,52 @@ class LocalStack:
         }
         self._save(state)
 
+    def _up_objects(self, state: dict[str, Any]) -> None:
+        ob = state.get("objects", {})
+        credentials = Credentials(**ob["credentials"]) if ob.get("credentials") else Credentials.new()
+        if process_alive(ob.get("pid"), ob.get("start_ticks")):
+            try:
+                self.objects.wait_ready(self._seaweed(ob), credentials, 10)
+                return
+            except StackError:
+                terminate(ob["pid"], ob.get("start_ticks"), timeout=30)
+        wished = ob.get("ports") or {}
+        chosen = choose_ports([wished.get(name) for name in SeaweedPorts.names()])
+        ports = SeaweedPorts(**dict(zip(SeaweedPorts.names(), chosen, strict=True)))
+        started = self.objects.start(ports, credentials, self.start_timeout)
+        state["objects"] = {
+            "pid": started.pid,
+            "start_ticks": started.start_ticks,
+            "ports": asdict(ports),
+            "credentials": asdict(credentials),
+            "version": started.version,
+        }
+        self._save(state)
+
+    @staticmethod
+    def _seaweed(ob: dict[str, Any]) -> Any:
+        from fcl.stack.objectstore import SeaweedProcess
+
+        return SeaweedProcess(
+            pid=ob["pid"], start_ticks=ob.get("start_ticks"), ports=SeaweedPorts(**ob["ports"]), version=""
+        )
+
     def _write_env(self, state: dict[str, Any]) -> None:
         kafka_port = state["kafka"]["broker_port"]
         pg_port = state["postgres"]["port"]
+        objects = state["objects"]
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
         self.env_file.write_text(
             "# written by `fcl stack up`; removed by `fcl stack down`\n"
             f"FCL_KAFKA_BOOTSTRAP=127.0.0.1:{kafka_port}\n"
             f"FCL_DATABASE_URL=postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{pg_port}/{DATABASE}\n"
+            f"FCL_ARTIFACT_URL=s3://{BUCKET}/{ARTIFACT_PREFIX}\n"
+            f"FCL_S3_ENDPOINT_URL={self.objects.endpoint(SeaweedPorts(**objects['ports']))}\n"
+            f"AWS_ACCESS_KEY_ID={objects['credentials']['access_key_id']}\n"
+            f"AWS_SECRET_ACCESS_KEY={objects['credentials']['secret_access_key']}\n"
+            f"AWS_REGION={REGION}\n"
         )
+        self.env_file.chmod(0o600)
 
     def down(self) -> StackStatus:
         with self._locked():
@@ -193,6 +246,10 @@ class LocalStack:
             if kf.get("pid") and not terminate(kf["pid"], kf.get("start_ticks"), timeout=60):
                 raise StackError(f"the Kafka broker (pid {kf['pid']}) did not stop")
             kf["pid"] = None
+            ob = state.get("objects", {})
+            if ob.get("pid") and not terminate(ob["pid"], ob.get("start_ticks"), timeout=60):
+                raise StackError(f"SeaweedFS (pid {ob['pid']}) did not stop")
+            ob["pid"] = None
             if self.postgres.postmaster_pid():
                 self.postgres.stop(find_bindir())
             state.get("postgres", {})["pid"] = None
@@ -232,4 +289,38 @@ class LocalStack:
             ),
             detail=f"data {self.postgres.data_dir}",
         )
-        return StackStatus(kafka=kafka, postgres=postgres, env_file=str(self.env_file))
+        return StackStatus(
+            kafka=kafka, postgres=postgres, objects=self._objects_status(state), env_file=str(self.env_file)
+        )
+
+    def _objects_status(self, state: dict[str, Any]) -> ComponentStatus:
+        from trainers.artifacts import ArtifactError, ArtifactStore, S3Access
+
+        ob = state.get("objects", {})
+        running = process_alive(ob.get("pid"), ob.get("start_ticks"))
+        address = f"127.0.0.1:{ob['ports']['s3']}" if ob.get("ports") else None
+        answering = False
+        if running and ob.get("credentials"):
+            store = ArtifactStore(
+                f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
+                S3Access(
+                    endpoint=f"http://{address}",
+                    access_key_id=ob["credentials"]["access_key_id"],
+                    secret_access_key=ob["credentials"]["secret_access_key"],
+                    region=REGION,
+                ),
+            )
+            try:
+                store.probe()
+                answering = True
+            except ArtifactError:
+                answering = False
+        return ComponentStatus(
+            name="seaweedfs",
+            running=running,
+            answering=answering,
+            pid=ob.get("pid") if running else None,
+            address=address,
+            version=ob.get("version") or (weed_version() if running else None),
+            detail=f"S3 bucket s3://{BUCKET}/{ARTIFACT_PREFIX}, data {self.objects.data_dir}",
+        )

@@ -53,7 +53,7 @@ class Service:
             topic_prefix=self.prefix,
             api_token=self.token,
             http_port=self.port,
-            artifact_dir=self.workdir / "artifacts",
+            artifact_url=str(self.workdir / "artifacts"),
             _env_file=None,
         )
 
@@ -67,7 +67,7 @@ class Service:
             "FCL_TOPIC_PREFIX": self.prefix,
             "FCL_API_TOKEN": self.token,
             "FCL_HTTP_PORT": str(self.port),
-            "FCL_ARTIFACT_DIR": str(self.workdir / "artifacts"),
+            "FCL_ARTIFACT_URL": str(self.workdir / "artifacts"),
             "FCL_TOPIC_PARTITIONS": "2",
             **self.extra_env,
         }

@@ -10,16 +10,20 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from contract.settings import load_settings
 from fcl.stack import LocalStack, StackError
 from fcl.stack.common import free_port, process_alive
 from fcl.stack.kafka import KafkaBroker, KafkaPorts
 from fcl.stack.postgres import server_home
 from tests.conftest import ROOT, RunStack
+from trainers.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
+from trainers.base import Artifact
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 
@@ -29,9 +33,10 @@ def test_status_names_kafka_4_and_postgresql(stack: RunStack) -> None:
         pytest.skip("the suite runs against a stack given by FCL_KAFKA_BOOTSTRAP/FCL_DATABASE_URL")
     out = subprocess.run([FCL, "stack", "status"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    kafka_line, pg_line = out.stdout.splitlines()[:2]
+    kafka_line, pg_line, objects_line = out.stdout.splitlines()[:3]
     assert kafka_line.startswith("kafka") and "answering" in kafka_line and "Apache Kafka 4." in kafka_line
     assert pg_line.startswith("postgres") and "answering" in pg_line and "PostgreSQL 1" in pg_line
+    assert objects_line.startswith("seaweedfs") and "answering" in objects_line and "SeaweedFS 4." in objects_line
 
 
 @pytest.fixture
@@ -64,14 +69,28 @@ def test_second_stack_up_twice_then_down_leaves_nothing(tmp_path: Path, held_por
         env = (tmp_path / "state" / "stack.env").read_text()
         assert f"FCL_KAFKA_BOOTSTRAP={first.kafka.address}\n" in env
         assert f"@{first.postgres.address}/fcl\n" in env
+        # The object store: its S3 endpoint and keys are in stack.env, a real S3 client writes and
+        # reads in its bucket with them, and a stranger's keys are refused.
+        assert f"FCL_S3_ENDPOINT_URL=http://{first.objects.address}\n" in env and "FCL_ARTIFACT_URL=s3://" in env
+        settings = load_settings(env_file=tmp_path / "state" / "stack.env")
+        store = ArtifactStore.from_settings(settings)
+        job = uuid.uuid4()
+        stored = store.write(store.key_for_job("goal", job, 1, "skops"), Artifact(b"model", "skops"))
+        assert stored.path.startswith("s3://") and store.read(stored).data == b"model"
+        stranger = ArtifactStore(
+            settings.artifact_location,
+            S3Access(endpoint=settings.s3_endpoint_url, access_key_id="x", secret_access_key="y"),
+        )
+        with pytest.raises(ArtifactUnavailable):
+            stranger.read(stored)
 
         second = local.up()  # harmless: the same processes, the same addresses
-        assert (second.kafka.pid, second.postgres.pid) == (first.kafka.pid, first.postgres.pid)
-        assert (second.kafka.address, second.postgres.address) == (first.kafka.address, first.postgres.address)
+        assert [c.pid for c in second.components()] == [c.pid for c in first.components()]
+        assert [c.address for c in second.components()] == [c.address for c in first.components()]
 
-        pids = [first.kafka.pid, first.postgres.pid]
+        pids = [c.pid for c in first.components()]
         down = local.down()
-        assert not down.kafka.running and not down.postgres.running
+        assert not any(c.running for c in down.components())
         assert not (tmp_path / "state" / "stack.env").exists()
         for pid in pids:
             assert pid is not None and not process_alive(pid), f"pid {pid} still runs after down"

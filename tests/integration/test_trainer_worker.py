@@ -484,7 +484,7 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
     from dataclasses import replace
 
     from storage.entities import StoredArtifactRef
-    from trainers.artifacts import ArtifactStore
+    from trainers.artifacts import ArtifactStore, S3Access
     from trainers.base import TrainRequest
     from trainers.goal import GoalTrainer
     from worker.child import train
@@ -497,7 +497,8 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
     task = TrainingTask(
         mode=Mode.FIT,
         database_url=settings.database_url,
-        artifact_dir=str(settings.artifact_dir),
+        artifact_url=settings.artifact_location,
+        s3=S3Access(),
         job_id=uuid.uuid4(),
         attempt=1,
         model_type="goal",
@@ -518,10 +519,9 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
             samples=FinCoachSimulator(seed=32, n_users=300).goal_samples(), seed=9, hyperparameters={"n_estimators": 5}
         )
     )
-    stored = ArtifactStore(settings.artifact_dir).write_at(
-        settings.artifact_dir / "goal" / "rival.skops", rival.artifact
-    )
-    champion = StoredArtifactRef(path=str(stored.path), sha256=stored.sha256, size=stored.size, format=stored.format)
+    artifacts = ArtifactStore(settings.artifact_location)
+    stored = artifacts.write(artifacts.key_for_job("goal", uuid.uuid4(), 1, "skops"), rival.artifact)
+    champion = StoredArtifactRef(path=stored.path, sha256=stored.sha256, size=stored.size, format=stored.format)
 
     def no_second_fit(self: GoalTrainer, request: TrainRequest) -> Any:
         raise AssertionError("a candidate judged again must not be fitted again")

@@ -12,6 +12,7 @@ from trainers.artifacts import (
     ArtifactChecksumError,
     ArtifactError,
     ArtifactStore,
+    ArtifactUnavailable,
     load_skops_artifact,
     load_torch_artifact,
     skops_artifact,
@@ -23,23 +24,31 @@ from trainers.base import Artifact
 def test_a_written_artifact_reads_back_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     job = uuid.UUID(int=7)
-    stored = store.write_at(store.path_for_job("goal", job, 3, "skops"), Artifact(b"model bytes", "skops"))
-    assert stored.path == tmp_path / "goal" / f"job-{job}-a3.skops"
+    stored = store.write(store.key_for_job("goal", job, 3, "skops"), Artifact(b"model bytes", "skops"))
+    assert stored.path == str(tmp_path / "goal" / f"job-{job}-a3.skops")
     assert stored.size == 11 and len(stored.sha256) == 64
     assert store.read(stored).data == b"model bytes"
     assert [p.name for p in (tmp_path / "goal").iterdir()] == [f"job-{job}-a3.skops"]
-    with pytest.raises(ArtifactError, match="outside the artifact folder"):
-        store.write_at(tmp_path.parent / "elsewhere.skops", Artifact(b"x", "skops"))
+    for key in ("../elsewhere.skops", f"goal/../../job-{job}-a1.skops", "/etc/passwd"):
+        with pytest.raises(ArtifactError, match="refusing artifact key"):
+            store.write(key, Artifact(b"x", "skops"))
+    assert ArtifactStore(f"file://{tmp_path}").read(stored).data == b"model bytes"  # the URL form
+    store.delete(stored.path)
+    store.delete(stored.path)  # deleting is idempotent
+    assert not Path(stored.path).exists()
 
 
 def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    stored = store.write_at(store.path_for_job("goal", uuid.uuid4(), 1, "skops"), Artifact(b"0123456789", "skops"))
-    stored.path.write_bytes(b"0123456780")  # same size, one byte changed
+    stored = store.write(store.key_for_job("goal", uuid.uuid4(), 1, "skops"), Artifact(b"0123456789", "skops"))
+    Path(stored.path).write_bytes(b"0123456780")  # same size, one byte changed
     with pytest.raises(ArtifactChecksumError, match="sha256"):
         store.read(stored)
-    stored.path.write_bytes(b"short")
-    with pytest.raises(ArtifactChecksumError, match="bytes on disk"):
+    Path(stored.path).write_bytes(b"short")
+    with pytest.raises(ArtifactChecksumError, match="bytes in the store"):
+        store.read(stored)
+    Path(stored.path).unlink()
+    with pytest.raises(ArtifactUnavailable, match="No such file"):
         store.read(stored)
 
 
@@ -55,7 +64,13 @@ def test_tampered_bytes_fail_the_checksum(tmp_path: Path) -> None:
 )
 def test_paths_come_from_the_service_never_from_input(tmp_path: Path, model_type: str, attempt: int, fmt: str) -> None:
     with pytest.raises(ArtifactError):
-        ArtifactStore(tmp_path).path_for_job(model_type, uuid.uuid4(), attempt, fmt)
+        ArtifactStore(tmp_path).key_for_job(model_type, uuid.uuid4(), attempt, fmt)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/x", "ftp://host/x", "s3:///no-bucket"])
+def test_an_artifact_url_names_a_path_file_or_s3(url: str) -> None:
+    with pytest.raises(ArtifactError):
+        ArtifactStore(url)
 
 
 def test_torch_weights_round_trip_through_safetensors_with_their_config() -> None:

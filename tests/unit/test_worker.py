@@ -24,7 +24,7 @@ def config(**overrides: Any) -> WorkerConfig:
     base: dict[str, Any] = dict(
         worker_id="w-test",
         database_url="postgresql+asyncpg://unused/x",
-        artifact_dir="/tmp/a",
+        artifact_url="/tmp/a",
         heartbeat_seconds=0.05,
         poll_seconds=0.02,
         drain_seconds=5.0,
