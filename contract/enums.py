@@ -49,6 +49,16 @@ class CheckKind(enum.StrEnum):
     CHANGE = "change"  # the relative change (new - base) / |base| against the champion's metric
 
 
+class VerdictKind(enum.StrEnum):
+    """What a validation concluded (CONTRACT.md, `training-validation`'s `verdict`). Only PASSED
+    promotes by itself; the others wait for a manual promote."""
+
+    PASSED = "passed"  # every check passed against the baselines and the champion
+    FAILED = "failed"  # a check failed
+    INCOMPARABLE = "incomparable"  # the candidate's inputs differ from the champion's (the message says how)
+    CHAMPION_UNREADABLE = "champion_unreadable"  # the champion's artifact could not be read
+
+
 class ChampionReason(enum.StrEnum):
     VALIDATED = "validated"
     MANUAL = "manual"

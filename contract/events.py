@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from contract import limits
-from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
+from contract.enums import ChampionReason, CheckKind, Direction, JobStatus, VerdictKind
 
 # The namespace of ids fcl derives (threshold events from a dataset's crossing, dead letters).
 FCL_NAMESPACE = uuid.UUID("5b0b8a0e-7f0e-4c55-9f55-2f6c1e0f1c11")
@@ -131,6 +131,8 @@ class TrainingValidationEvent(_Output):
     passed: bool
     promoted: bool
     occurred_at: str
+    verdict: VerdictKind | None = None  # None only in events published before verdicts existed
+    message: Message | None = None  # why, when the verdict is not `passed`
 
 
 class ModelVersionEvent(_Output):

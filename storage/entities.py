@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contract import model_types
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
 from contract.events import ValidationCheck
 from contract.settings import Settings
 
@@ -117,6 +117,8 @@ class TrainingEvent:
     model_version: int | None
     validation_passed: bool | None
     promoted: bool | None
+    verdict: VerdictKind | None = None
+    verdict_message: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -321,7 +323,12 @@ class CompletedAttempt:
     code_version: str
     artifact: StoredArtifactRef
     validated_against: int  # the champion ledger's seq the candidate was judged against (0: none)
-    champion_unreadable: str | None = None  # why the champion could not be compared, when it could not
+    verdict: VerdictKind = VerdictKind.PASSED  # only PASSED promotes; see contract.enums.VerdictKind
+    verdict_message: str | None = None  # why, when the verdict is not PASSED
+
+    @property
+    def promoted(self) -> bool:
+        return self.verdict is VerdictKind.PASSED and self.passed
 
 
 @dataclass(frozen=True, kw_only=True)

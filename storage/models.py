@@ -37,6 +37,7 @@ from contract.enums import (
     Direction,
     JobStatus,
     TrainingEventStatus,
+    VerdictKind,
 )
 from contract.events import ValidationCheck
 from storage.entities import ChampionMove, Dataset, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
@@ -215,10 +216,13 @@ class TrainingEventRow(Base):
     model_version: Mapped[int | None] = mapped_column(Integer)
     validation_passed: Mapped[bool | None] = mapped_column(Boolean)
     promoted: Mapped[bool | None] = mapped_column(Boolean)
+    verdict: Mapped[str | None]  # contract.enums.VerdictKind, for a completed attempt
+    verdict_message: Mapped[str | None]
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt"),
         CheckConstraint(_in("status", TrainingEventStatus), name="status_known"),
+        CheckConstraint(_in("verdict", VerdictKind), name="verdict_known"),
         Index(None, "started_at", "id"),
         Index(None, "model_type", "started_at", "id"),
     )
@@ -244,6 +248,8 @@ class TrainingEventRow(Base):
             model_version=self.model_version,
             validation_passed=self.validation_passed,
             promoted=self.promoted,
+            verdict=VerdictKind(self.verdict) if self.verdict else None,
+            verdict_message=self.verdict_message,
         )
 
 

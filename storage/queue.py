@@ -35,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contract import limits
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
 from contract.events import ErrorInfo, TrainingStatusEvent, TrainingValidationEvent, rfc3339
 from contract.topics import Topic
 from storage.db import Database
@@ -431,7 +431,9 @@ class JobQueue:
             metrics=attempt.metrics,
             model_version=number,
             validation_passed=attempt.passed,
-            promoted=attempt.passed,
+            promoted=attempt.promoted,
+            verdict=attempt.verdict,
+            verdict_message=attempt.verdict_message,
         )
         baseline_version = current.version if current else None
         await versions.add(
@@ -473,8 +475,10 @@ class JobQueue:
             baseline_metrics=attempt.baseline_metrics,
             checks=list(attempt.checks),
             passed=attempt.passed,
-            promoted=attempt.passed,
+            promoted=attempt.promoted,
             occurred_at=rfc3339(),
+            verdict=attempt.verdict,
+            message=attempt.verdict_message,
         )
         await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
         row = (
@@ -494,10 +498,10 @@ class JobQueue:
             .one()
         )
         done = Job.from_mapping(row)
-        failed = ", ".join(f"{c.metric} ({c.kind.value})" for c in attempt.checks if not c.passed)
-        verdict = "promoted to champion" if attempt.passed else f"not promoted: {failed or 'no checks'}"
-        if attempt.champion_unreadable:
-            verdict += f"; judged on fixed bounds only: {attempt.champion_unreadable}"
+        if attempt.promoted:
+            verdict = "promoted to champion"
+        else:
+            verdict = f"not promoted ({attempt.verdict.value}): {attempt.verdict_message or 'checks failed'}"
         # The champion's move comes last: its event follows the job's in the outbox.
         events = await self._publish(
             [
@@ -512,7 +516,7 @@ class JobQueue:
                 (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")),
             ]
         )
-        if attempt.passed:
+        if attempt.promoted:
             await champions.move(
                 model_type=job.model_type, version=number, expected=current, reason=ChampionReason.VALIDATED
             )
@@ -523,7 +527,7 @@ class JobQueue:
             before=JobStatus.IN_PROGRESS,
             training_event_id=training_event_id,
             model_version=number,
-            promoted=attempt.passed,
+            promoted=attempt.promoted,
             events=events,
         )
 
@@ -783,6 +787,8 @@ class JobQueue:
         model_version: int | None = None,
         validation_passed: bool | None = None,
         promoted: bool | None = None,
+        verdict: VerdictKind | None = None,
+        verdict_message: str | None = None,
         attempt: int | None = None,
         worker: str | None = None,
     ) -> uuid.UUID:
@@ -794,10 +800,11 @@ class JobQueue:
             text("""
             INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
                                          finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
-                                         metrics, error_type, error_message, model_version, validation_passed, promoted)
+                                         metrics, error_type, error_message, model_version, validation_passed, promoted,
+                                         verdict, verdict_message)
             VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
                     :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
-                    :model_version, :validation_passed, :promoted)
+                    :model_version, :validation_passed, :promoted, :verdict, :verdict_message)
             ON CONFLICT (job_id, attempt) DO UPDATE
             SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
                 finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
@@ -805,7 +812,7 @@ class JobQueue:
                 dataset_watermark = EXCLUDED.dataset_watermark, metrics = EXCLUDED.metrics,
                 error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
                 model_version = EXCLUDED.model_version, validation_passed = EXCLUDED.validation_passed,
-                promoted = EXCLUDED.promoted
+                promoted = EXCLUDED.promoted, verdict = EXCLUDED.verdict, verdict_message = EXCLUDED.verdict_message
             WHERE training_events.status = 'abandoned'
             RETURNING id
         """),
@@ -828,6 +835,8 @@ class JobQueue:
                 "model_version": model_version,
                 "validation_passed": validation_passed,
                 "promoted": promoted,
+                "verdict": verdict.value if verdict else None,
+                "verdict_message": verdict_message[: limits.MAX_MESSAGE_CHARS] if verdict_message else None,
             },
         )
         if stored is None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from contract.enums import CheckKind, Direction, JobStatus
+from contract.enums import CheckKind, Direction, JobStatus, VerdictKind
 from contract.events import ValidationCheck
 from storage.entities import (
     CompletedAttempt,
@@ -221,7 +221,8 @@ def outcome(task: TrainingTask, *, passed: bool = True) -> Outcome:
         seed=task.seed,
         library_versions={},
         code_version="c",
-        champion_unreadable=None,
+        verdict=VerdictKind.PASSED if passed else VerdictKind.FAILED,
+        verdict_message=None if passed else "failed: roc_auc (value)",
     )
 
 

@@ -82,6 +82,7 @@ class Evaluation:
     metrics: dict[str, float]  # the candidate
     baseline_metrics: dict[str, float] | None  # the champion; None without one; {} when it cannot be compared
     info: dict[str, Any] = field(default_factory=dict)
+    incomparable: str | None = None  # how the candidate's inputs differ from the champion's, when they do
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,31 @@ class Trainer(ABC):
             hyperparameters=fitted.hyperparameters,
             info=info,
         )
+
+
+def _names(names: Sequence[str], most: int = 20) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return f"[{shown}{', ...' if len(names) > most else ''}] ({len(names)})"
+
+
+def feature_difference(champion: Sequence[str], candidate: Sequence[str]) -> str | None:
+    """How two models' feature lists differ, in words; None when they are the same."""
+    champion, candidate = list(champion), list(candidate)
+    if champion == candidate:
+        return None
+    gone = [f for f in champion if f not in candidate]
+    new = [f for f in candidate if f not in champion]
+    parts = []
+    if gone:
+        parts.append(f"the champion's features {_names(gone)} are not the candidate's")
+    if new:
+        parts.append(f"the candidate's features {_names(new)} are not the champion's")
+    return "features differ: " + ("; ".join(parts) or "the same features in another order")
+
+
+def value_difference(what: str, champion: Any, candidate: Any) -> str | None:
+    """`what` differs between champion and candidate, in words; None when it does not."""
+    return None if champion == candidate else f"{what} differs: champion {champion!r}, candidate {candidate!r}"
 
 
 def seed_everything(seed: int) -> None:

@@ -22,7 +22,17 @@ from sklearn.preprocessing import StandardScaler
 
 from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.base import Artifact, Evaluation, Fitted, InvalidDataError, Trainer, TrainRequest, require, stable_bucket
+from trainers.base import (
+    Artifact,
+    Evaluation,
+    Fitted,
+    InvalidDataError,
+    Trainer,
+    TrainRequest,
+    feature_difference,
+    require,
+    stable_bucket,
+)
 from trainers.gates import HIGHER, LOWER, Check, Gate
 from trainers.tabular import feature_matrix
 
@@ -127,14 +137,15 @@ class GoalTrainer(Trainer):
             "roc_auc_gain_over_logreg": metrics["roc_auc"] - logreg_metrics["roc_auc"],
         }
         request.progress(0.9)
-        baseline = None
+        baseline, incomparable = None, None
         if request.champion is not None:
             baseline = {}
             champion = self.load(request.champion)
-            if champion["features"] == names:
+            incomparable = feature_difference(champion["features"], names)
+            if incomparable is None:
                 baseline = classification_metrics(y_test, scores(champion["model"], x[test_idx]))
         request.progress(1.0)
-        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline, incomparable=incomparable)
 
     def artifact(self, model: Any) -> Artifact:
         return skops_artifact(model)

@@ -37,6 +37,7 @@ from trainers.base import (
     require,
     seed_everything,
     torch_device,
+    value_difference,
 )
 from trainers.gates import HIGHER, Check, Gate
 
@@ -305,17 +306,17 @@ class RecommendationTrainer(Trainer):
         deterministic_torch(device)
         metrics = self._evaluate(model.net.to(device), holdout, hp, seed=request.seed, device=device)
         request.progress(0.9)
-        baseline = None
+        baseline, incomparable = None, None
         if request.champion is not None:
             baseline = {}
             champion = self._load(request.champion, device)
-            if (
-                champion.config.get("state_dim") == data.state_dim
-                and champion.config.get("n_actions") == data.n_actions
-            ):
+            incomparable = value_difference(
+                "state size", champion.config.get("state_dim"), data.state_dim
+            ) or value_difference("action count", champion.config.get("n_actions"), data.n_actions)
+            if incomparable is None:
                 baseline = self._evaluate(champion.net, holdout, hp, seed=request.seed, device=device)
         request.progress(1.0)
-        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline, incomparable=incomparable)
 
     def artifact(self, model: Any) -> Artifact:
         return torch_artifact(model.net.state_dict(), model.config)

@@ -17,7 +17,16 @@ from sklearn.preprocessing import StandardScaler
 
 from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.base import Artifact, Evaluation, Fitted, InvalidDataError, Trainer, TrainRequest, require
+from trainers.base import (
+    Artifact,
+    Evaluation,
+    Fitted,
+    InvalidDataError,
+    Trainer,
+    TrainRequest,
+    feature_difference,
+    require,
+)
 from trainers.gates import HIGHER, LOWER, Check, Gate
 from trainers.tabular import feature_matrix
 
@@ -124,11 +133,12 @@ class SegmentationTrainer(Trainer):
         k = int(pipeline.named_steps["kmeans"].n_clusters)
         metrics = self._quality(z, labels, sample) | {"k": float(k)}
         mapping = np.arange(k)
-        baseline = None
+        baseline, incomparable = None, None
         if request.champion is not None:
             baseline = {}
             champion = self.load(request.champion)
-            if champion["features"] == names:
+            incomparable = feature_difference(champion["features"], names)
+            if incomparable is None:
                 champion_raw = champion["pipeline"].predict(x)
                 champion_labels = np.asarray(champion["segment_ids"])[champion_raw]
                 reference_ids = int(max(champion["segment_ids"])) + 1
@@ -137,7 +147,10 @@ class SegmentationTrainer(Trainer):
                 baseline = self._quality(z, champion_raw, sample) | {"k": float(len(champion["segment_ids"]))}
         request.progress(1.0)
         return Evaluation(
-            model={**model, "segment_ids": [int(m) for m in mapping]}, metrics=metrics, baseline_metrics=baseline
+            model={**model, "segment_ids": [int(m) for m in mapping]},
+            metrics=metrics,
+            baseline_metrics=baseline,
+            incomparable=incomparable,
         )
 
     def artifact(self, model: Any) -> Artifact:

@@ -33,6 +33,7 @@ from trainers.base import (
     deterministic_torch,
     seed_everything,
     torch_device,
+    value_difference,
 )
 from trainers.gates import LOWER, Check, Gate
 
@@ -246,14 +247,15 @@ class SpendingTrainer(Trainer):
         test_users, test_day_idx = self._all_windows(n_users, torch.arange(n_days - holdout, n_days))
         net = model.net.to(device)
         metrics = self._evaluate(net, data, test_users, test_day_idx, lookback)
-        baseline = None
+        baseline, incomparable = None, None
         if request.champion is not None:
             baseline = {}
             champion = self._load(request.champion, device)
-            if int(champion.config.get("lookback", -1)) == lookback:
+            incomparable = value_difference("lookback (days of input)", champion.config.get("lookback"), lookback)
+            if incomparable is None:
                 baseline = self._evaluate(champion.net, data, test_users, test_day_idx, lookback)
         request.progress(1.0)
-        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline)
+        return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline, incomparable=incomparable)
 
     def artifact(self, model: Any) -> Artifact:
         return torch_artifact(model.net.state_dict(), model.config)

@@ -420,6 +420,8 @@ async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
         checks=checks,
         passed=bool(event.validation_passed),
         promoted=bool(event.promoted),
+        verdict=event.verdict,
+        message=event.verdict_message,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
 from contract.events import ErrorInfo, ValidationCheck
 from contract.model_types import ModelTypeName
 from storage.entities import ChampionMove, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
@@ -146,7 +146,9 @@ class TrainingEventView(View):
     error: ErrorInfo | None
     model_version: int | None
     validation_passed: bool | None
-    promoted: bool | None
+    promoted: bool | None = Field(description="whether this training's version was promoted when it was validated")
+    verdict: VerdictKind | None = None
+    verdict_message: str | None = None
 
     @classmethod
     def of(cls, e: TrainingEvent) -> TrainingEventView:
@@ -169,6 +171,8 @@ class TrainingEventView(View):
             model_version=e.model_version,
             validation_passed=e.validation_passed,
             promoted=e.promoted,
+            verdict=e.verdict,
+            verdict_message=e.verdict_message,
         )
 
 
@@ -386,6 +390,11 @@ class ValidationView(View):
     )
     passed: bool
     promoted: bool
+    verdict: VerdictKind | None = Field(
+        description="passed, failed, incomparable (inputs differ from the champion's) or champion_unreadable; "
+        "only passed promotes by itself"
+    )
+    message: str | None = Field(description="why, when the verdict is not passed")
 
 
 class ParkedEvent(View):

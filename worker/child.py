@@ -12,11 +12,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from contract.enums import VerdictKind
 from storage.db import Database
 from storage.entities import StoredArtifactRef
 from storage.repositories import SampleRepository
 from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from trainers.base import Artifact, TrainingError, TrainRequest
+from trainers.gates import Verdict
 from trainers.manifest import build_manifest
 from trainers.registry import get_trainer
 from trainers.usable import usable_samples
@@ -42,6 +44,19 @@ async def _load_samples(task: TrainingTask) -> list[dict[str, Any]]:
         await db.close()
 
 
+def judge(gate: Verdict, unreadable: str | None, incomparable: str | None) -> tuple[VerdictKind, str | None]:
+    """The validation's verdict and why: a champion that could not be read or compared is never
+    replaced without a person deciding (a manual promote), whatever the fixed bounds said."""
+    if unreadable is not None:
+        return VerdictKind.CHAMPION_UNREADABLE, unreadable
+    if incomparable is not None:
+        return VerdictKind.INCOMPARABLE, f"not comparable with the champion: {incomparable}"
+    if gate.passed:
+        return VerdictKind.PASSED, None
+    failed = ", ".join(f"{c.metric} ({c.kind.value})" for c in gate.failed()) or "no checks"
+    return VerdictKind.FAILED, f"failed: {failed}"
+
+
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
     samples, skipped = usable_samples(task.model_type, asyncio.run(_load_samples(task)))
@@ -53,8 +68,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         try:
             champion = store.read(_stored(task.champion))
         except (ArtifactError, OSError) as exc:
-            # A champion that cannot be loaded cannot be compared: the candidate is judged on its
-            # fixed bounds alone, so one lost file does not stop its model type from training.
+            # A champion that cannot be loaded cannot be compared: the candidate is recorded and
+            # judged on its fixed bounds for information, but is not promoted (fail closed).
             unreadable = f"the artifact of champion {task.model_type} v{task.champion_version} cannot be read ({exc})"
     last = [0.0, time.monotonic()]
 
@@ -84,7 +99,9 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     if skipped:
         metrics["skipped_samples"] = float(skipped)  # recorded with the version (its manifest)
     baseline = _finite(evaluation.baseline_metrics)
-    verdict = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics)
+    comparable = unreadable is None and evaluation.incomparable is None
+    gate = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics if comparable else None)
+    verdict, why = judge(gate, unreadable, evaluation.incomparable)
     artifact = trainer.artifact(evaluation.model)
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization
     # (`Trainer.train`); a candidate judged again keeps the time of the training that made it.
@@ -101,8 +118,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     return Outcome(
         metrics=metrics,
         baseline_metrics=baseline,
-        checks=tuple(verdict.checks),
-        passed=verdict.passed,
+        checks=tuple(gate.checks),
+        passed=gate.passed,
         hyperparameters=hyperparameters,
         artifact=StoredArtifactRef(path=stored.path, sha256=stored.sha256, size=stored.size, format=stored.format),
         fit_metrics=_finite(fit_metrics) or {},
@@ -112,7 +129,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         seed=manifest.seed,
         library_versions=manifest.library_versions,
         code_version=manifest.code_version,
-        champion_unreadable=unreadable,
+        verdict=verdict,
+        verdict_message=why,
     )
 
 

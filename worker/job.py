@@ -203,7 +203,8 @@ class JobRun:
             code_version=outcome.code_version,
             artifact=outcome.artifact,
             validated_against=inputs.champion.move.seq if inputs.champion else 0,
-            champion_unreadable=outcome.champion_unreadable,
+            verdict=outcome.verdict,
+            verdict_message=outcome.verdict_message,
         )
 
     async def _supervise(self, task: TrainingTask) -> Outcome:

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.enums import VerdictKind
 from contract.events import ValidationCheck
 from storage.entities import StoredArtifactRef
 from trainers.artifacts import S3Access
@@ -63,7 +64,8 @@ class Outcome:
     seed: int
     library_versions: dict[str, str]
     code_version: str
-    champion_unreadable: str | None  # why the champion could not be compared, when it could not
+    verdict: VerdictKind  # only PASSED promotes
+    verdict_message: str | None  # why, when the verdict is not PASSED
 
 
 @dataclass(frozen=True, kw_only=True)

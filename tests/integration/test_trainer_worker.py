@@ -431,10 +431,11 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     assert all(t.seconds_total > 0 for t in training if t.outcome == "completed")
 
 
-async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(env) -> None:
+async def test_a_champion_whose_artifact_is_gone_fails_closed(env) -> None:
     """The champion's file was deleted (a removed checkout, a wiped disk): the next candidate
-    cannot be compared with it, so it is judged on its fixed bounds alone instead of failing every
-    attempt forever, and the completed status says why."""
+    cannot be compared with it. It is trained and recorded as a version (the job completes, it
+    does not fail forever), but it is NOT promoted: its verdict is champion_unreadable and says
+    why, and the champion stays until an operator promotes by hand."""
     workers, db, settings = env
     # goal v1 is the champion; its artifact no longer exists
     v1 = await factories.record_version(
@@ -468,11 +469,24 @@ async def test_a_champion_whose_artifact_is_gone_does_not_stop_its_model_type(en
     }
     assert kinds == {"value"}  # no change checks: there was nothing loadable to compare with
     assert await scalar(db, "SELECT parent_version FROM model_versions WHERE version = 2") == 1
+    verdict = (
+        await rows(db, "SELECT verdict, verdict_message, promoted FROM training_events WHERE job_id = :j", j=job)
+    )[0]
+    assert verdict.verdict == "champion_unreadable" and "goal v1" in verdict.verdict_message and not verdict.promoted
+    assert await scalar(db, "SELECT version FROM champion_ledger ORDER BY seq DESC LIMIT 1") == 1  # unchanged
     events = await status_events(
         settings, lambda r: any(e["job_id"] == str(job) and e["status"] == "completed" for e in r)
     )
     done = next(e for e in events if e["job_id"] == str(job) and e["status"] == "completed")
-    assert "judged on fixed bounds only" in done["message"] and "goal v1" in done["message"]
+    assert "not promoted (champion_unreadable)" in done["message"] and "goal v1" in done["message"]
+    validations = await read_topic(
+        settings,
+        Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix),
+        until=lambda r: any(e["job_id"] == str(job) for e in r),
+        timeout=60,
+    )
+    judged = next(e for e in validations if e["job_id"] == str(job))
+    assert judged["verdict"] == "champion_unreadable" and judged["promoted"] is False and "goal v1" in judged["message"]
 
 
 async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitted_again(

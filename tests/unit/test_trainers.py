@@ -105,6 +105,31 @@ def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion
     assert {(c.metric, c.kind) for c in verdict.failed()} >= {("roc_auc", "change")}
 
 
+def test_a_candidate_with_other_features_is_incomparable_and_never_promotes_by_itself(goal_champion) -> None:
+    from contract.enums import VerdictKind
+    from worker.child import judge
+
+    trainer = get_trainer("goal")
+    renamed = next(iter(SIM.goal_samples()[0]["features"]))
+    samples = [
+        {**s, "features": {(k + "_v2" if k == renamed else k): v for k, v in s["features"].items()}}
+        for s in SIM.goal_samples()
+    ]
+    request = TrainRequest(samples=samples, seed=2, champion=goal_champion.artifact)
+    fitted = trainer.fit(request)
+    evaluation = trainer.assess(fitted.model, request)
+    assert evaluation.incomparable is not None and evaluation.baseline_metrics == {}
+    assert repr(renamed) in evaluation.incomparable and repr(renamed + "_v2") in evaluation.incomparable
+    gate = trainer.gate.evaluate(evaluation.metrics, None)  # its fixed bounds, for information
+    assert judge(gate, None, evaluation.incomparable) == (
+        VerdictKind.INCOMPARABLE,
+        f"not comparable with the champion: {evaluation.incomparable}",
+    )
+    assert judge(gate, "the artifact of champion goal v1 cannot be read", None)[0] is VerdictKind.CHAMPION_UNREADABLE
+    same = TrainRequest(samples=SIM.goal_samples(), seed=2, champion=goal_champion.artifact)
+    assert trainer.assess(trainer.fit(same).model, same).incomparable is None
+
+
 # -- spending ---------------------------------------------------------------------------------------
 SPEND_HP = {"steps_per_epoch": 100, "max_epochs": 12, "hidden": 32}
 
