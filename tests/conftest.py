@@ -35,6 +35,17 @@ class RunStack:
     server_url: str  # the same server's maintenance database, for creating more databases
     template: str  # a database migrated to head, cloned for every migrated database a test needs
     topic_prefix: str
+    # The stack's S3-compatible object store as environment variables (FCL_S3_ENDPOINT_URL, AWS_*),
+    # empty when the suite runs against a stack that has none.
+    object_store: dict[str, str]
+
+    def artifact_env(self, prefix: str) -> dict[str, str]:
+        """Environment for services whose artifacts go to s3://<bucket>/<prefix> on the stack's store
+        (skips the test when the stack has no object store)."""
+        if not self.object_store:
+            pytest.skip("the stack given by FCL_KAFKA_BOOTSTRAP/FCL_DATABASE_URL has no FCL_S3_ENDPOINT_URL")
+        bucket = self.object_store["FCL_ARTIFACT_URL"].removeprefix("s3://").split("/")[0]
+        return {**self.object_store, "FCL_ARTIFACT_URL": f"s3://{bucket}/{prefix}"}
 
     def settings(self) -> Settings:
         return Settings(
@@ -96,6 +107,17 @@ def stack() -> Iterator[RunStack]:
         server_url=server_url,
         template=template,
         topic_prefix=f"fcl-test-{run_id}.",
+        object_store=(
+            {
+                "FCL_ARTIFACT_URL": settings.artifact_location,
+                "FCL_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+                "AWS_ACCESS_KEY_ID": settings.aws_access_key_id or "",
+                "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key or "",
+                "AWS_REGION": settings.aws_region or "us-east-1",
+            }
+            if settings.s3_endpoint_url and settings.artifact_location.startswith("s3://")
+            else {}
+        ),
     )
     saved = {k: os.environ.get(k) for k in ("FCL_KAFKA_BOOTSTRAP", "FCL_DATABASE_URL", "FCL_TOPIC_PREFIX")}
     # Subprocesses started by tests (fcl commands, workers) see this run's stack.
