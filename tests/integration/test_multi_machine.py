@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +39,10 @@ def start_trainer(svc: Service, machine: Path) -> subprocess.Popen[bytes]:
             raise AssertionError(f"trainer on {machine.name} did not start:\n{log.read_text(errors='replace')}")
         time.sleep(0.2)
     return proc
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-5000:]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -86,7 +91,7 @@ async def test_two_workers_without_a_shared_disk_judge_each_others_champions(svc
                 await eventually(
                     lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=jobs[-1]),
                     timeout=180,
-                    logs=lambda log=machine / "trainer.log": log.read_text(errors="replace")[-5000:],
+                    logs=partial(tail, machine / "trainer.log"),
                     what=f"round {round_} completed on {machine.name}",
                 )
             finally:

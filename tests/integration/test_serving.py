@@ -1,0 +1,178 @@
+"""`fcl.serving.ChampionWatcher` in a process of its own (`python -m fcl.serving goal`), against
+real `model-versions` events: it serves each new champion (validated, manual promote, rollback)
+after checking its sha256, and keeps serving the old one when the new one's artifact is bad."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from storage.db import Database
+from tests import factories
+from tests.conftest import RunStack
+from tests.integration.service_support import API, Service
+from tests.integration.streams_support import eventually, scalar
+from trainers.artifacts import ArtifactStore, S3Access
+from trainers.simulator import FinCoachSimulator
+
+PREFIX = f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
+    service = Service(
+        stack,
+        tmp_path,
+        extra_env={
+            **stack.artifact_env(PREFIX),
+            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 20}}',
+            "FCL_RETRAIN_SWEEP_SECONDS": "0",
+        },
+    )
+    try:
+        service.start("web", "trainer")
+        yield service
+    finally:
+        service.stop()
+
+
+class Watcher:
+    """`python -m fcl.serving goal`, its stdout lines collected by a thread."""
+
+    def __init__(self, svc: Service) -> None:
+        self.stderr = (svc.workdir / "watcher.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fcl.serving", "goal", "--api", svc.base_url],
+            env=svc.env,
+            cwd=svc.workdir,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def next(self, timeout: float = 90) -> dict[str, Any]:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the watcher printed nothing within {timeout}s:\n{self.log()}") from None
+
+    def log(self) -> str:
+        self.stderr.flush()
+        return Path(self.stderr.name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(30)
+        self.reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.stderr.close()
+        return code
+
+
+async def _api(svc: Service, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
+        http.request(method, API + path, **kwargs) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def _train(svc: Service, db: Database, seed: int) -> int:
+    await factories.store(db, "goal-served", "goal", FinCoachSimulator(seed=seed, n_users=300).goal_samples())
+    job = (await factories.admit(db, "goal-served", "goal", 5)).job_id
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
+        timeout=180,
+        logs=svc.logs,
+        what="the goal job completed",
+    )
+    return int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
+
+
+async def _make_champion(svc: Service, version: int) -> None:
+    status, body = await _api(svc, "GET", "/model-versions/goal/champion")
+    if status == 200 and body["version"] == version:
+        return  # its gate promoted it
+    status, body = await _api(svc, "POST", f"/model-versions/goal/{version}/promote", json={"reason": "serve it"})
+    assert status == 200, body
+
+
+async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: Service) -> None:
+    db = Database(svc.database_url, pool_size=2)
+    watcher = await asyncio.to_thread(Watcher, svc)
+    latencies: list[float] = []
+
+    async def served(version: int) -> dict[str, Any]:
+        line = await asyncio.to_thread(watcher.next)
+        assert line["version"] == version, (line, watcher.log())
+        status, body = await _api(svc, "GET", "/model-versions?model_type=goal")
+        assert status == 200
+        sha = next(v for v in body["versions"] if v["version"] == version)["artifact"]["sha256"]
+        assert line["sha256"] == sha and line["model"] == "dict"  # the goal trainer's loaded pipeline
+        assert line["event_id"] is not None  # it followed a model-versions event
+        took = datetime.fromisoformat(line["loaded_at"]) - datetime.fromisoformat(line["event_occurred_at"])
+        latencies.append(took.total_seconds())
+        return line
+
+    try:
+        assert (await asyncio.to_thread(watcher.next))["watching"] == "goal"
+        v1 = await _train(svc, db, seed=50)
+        await _make_champion(svc, v1)
+        await served(v1)
+
+        v2 = await _train(svc, db, seed=51)
+        await _make_champion(svc, v2)
+        await served(v2)
+
+        status, body = await _api(svc, "POST", "/model-versions/goal/rollback")
+        assert status == 200, body
+        await served(v1)
+
+        # v2's object in the store is replaced by other bytes: the API refuses to serve them (503),
+        # the watcher keeps v1 and says why.
+        location = await scalar(db, "SELECT artifact_path FROM model_versions WHERE version = :v", v=v2)
+        store = ArtifactStore(
+            svc.env["FCL_ARTIFACT_URL"],
+            S3Access(
+                endpoint=svc.env["FCL_S3_ENDPOINT_URL"],
+                access_key_id=svc.env["AWS_ACCESS_KEY_ID"],
+                secret_access_key=svc.env["AWS_SECRET_ACCESS_KEY"],
+            ),
+        )
+        import obstore
+
+        bucket_key = location.removeprefix("s3://").split("/", 1)[1]
+        await asyncio.to_thread(obstore.put, store._bucket(store.bucket), bucket_key, b"not the model")
+        status, body = await _api(svc, "POST", f"/model-versions/goal/{v2}/promote", json={"reason": "bad bytes"})
+        assert status == 200, body
+        deadline = time.monotonic() + 30
+        while "not swapped" not in watcher.log() and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert "not swapped, v1 keeps serving" in watcher.log() and "artifact_unreadable" in watcher.log()
+        assert watcher.lines.empty()
+        print(f"model-versions event -> watcher serving: {[round(x, 3) for x in latencies]} s")
+    finally:
+        code = await asyncio.to_thread(watcher.stop)
+        await db.close()
+    assert code == 0  # SIGTERM stops it cleanly
