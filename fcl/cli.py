@@ -314,14 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--out", help="write JSON lines to this file (- for stdout) instead of sending to Kafka")
     simulate.set_defaults(func=_simulate)
+
+    from fcl.operator import add_parsers
+
+    add_parsers(sub, model_types.names())
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fcl.operator import OperatorError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (StackError, StorageError) as exc:
+    except (StackError, StorageError, OperatorError) as exc:
         print(f"fcl: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

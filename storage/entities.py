@@ -145,6 +145,7 @@ class NewModelVersion:
 class ModelVersion(NewModelVersion):
     version: int
     created_at: datetime
+    deleted_at: datetime | None = None  # removed by the retention (the row stays for lineage and history)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +158,7 @@ class ChampionMove:
     event_id: uuid.UUID
     created_at: datetime
     note: str | None = None
+    actor: str | None = None  # who or what made the move: "job <id> on <worker>", or the operator
 
 
 @dataclass(frozen=True, slots=True)

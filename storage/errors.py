@@ -65,6 +65,12 @@ class AlreadyChampion(StorageError):
     retriable = False
 
 
+class VersionDeleted(StorageError):
+    """The version was removed by the retention: it cannot serve again."""
+
+    retriable = False
+
+
 class ChampionMoved(StorageError):
     """The champion changed since the caller read it: judge the candidate against the new one."""
 

@@ -274,6 +274,8 @@ class ModelVersionRow(Base):
     library_versions: Mapped[dict[str, Any]]
     code_version: Mapped[str]
     created_at: Mapped[datetime] = _created()
+    deleted_at: Mapped[datetime | None]  # removed by the retention: no longer promotable or downloadable
+    artifact_deleted_at: Mapped[datetime | None]  # its artifact is gone from the store
 
     __table_args__ = (
         CheckConstraint("version >= 1", name="version_positive"),
@@ -301,6 +303,7 @@ class ModelVersionRow(Base):
             library_versions=dict(self.library_versions),
             code_version=self.code_version,
             created_at=self.created_at,
+            deleted_at=self.deleted_at,
         )
 
 
@@ -318,6 +321,7 @@ class ChampionLedgerRow(Base):
     previous_version: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str]
     note: Mapped[str | None]  # why, in an operator's words (a manual promote)
+    actor: Mapped[str | None]  # who or what made the move: a job on a worker, or an operator
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     created_at: Mapped[datetime] = _created()
 
@@ -336,6 +340,7 @@ class ChampionLedgerRow(Base):
             previous_version=self.previous_version,
             reason=ChampionReason(self.reason),
             note=self.note,
+            actor=self.actor,
             event_id=self.event_id,
             created_at=self.created_at,
         )

@@ -518,7 +518,11 @@ class JobQueue:
         )
         if attempt.promoted:
             await champions.move(
-                model_type=job.model_type, version=number, expected=current, reason=ChampionReason.VALIDATED
+                model_type=job.model_type,
+                version=number,
+                expected=current,
+                reason=ChampionReason.VALIDATED,
+                actor=f"job {job.id} on {lease.owner}",
             )
             events += 1
         await self._retrain_if_ready(done)

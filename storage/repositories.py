@@ -40,7 +40,7 @@ from storage.entities import (
     TrainingFigure,
     WorkerHeartbeat,
 )
-from storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, wrap
+from storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, VersionDeleted, wrap
 from storage.models import (
     ChampionLedgerRow,
     DatasetRow,
@@ -534,10 +534,20 @@ class ChampionRepository:
         expected: ChampionMove | None,
         reason: ChampionReason,
         note: str | None = None,
+        actor: str | None = None,
     ) -> ChampionMove:
         """Make `version` the champion only if the champion is still `expected` (compare-and-swap:
         the unique (model_type, seq) refuses a second move from the same state; then
-        `ChampionMoved`), and queue its `model-versions` event."""
+        `ChampionMoved`), and queue its `model-versions` event. A version the retention removed
+        cannot serve (`VersionDeleted`); the retention takes the same lock per model type."""
+        await lock_champion(self.session, model_type)
+        deleted = await self.session.scalar(
+            select(ModelVersionRow.deleted_at).where(
+                ModelVersionRow.model_type == model_type, ModelVersionRow.version == version
+            )
+        )
+        if deleted is not None:
+            raise VersionDeleted(f"{model_type} version {version} was removed by the retention on {deleted:%Y-%m-%d}")
         seq = (expected.seq if expected else 0) + 1
         try:
             async with self.session.begin_nested():
@@ -551,6 +561,7 @@ class ChampionRepository:
                             previous_version=expected.version if expected else None,
                             reason=reason.value,
                             note=note,
+                            actor=actor[: limits.MAX_ID_CHARS] if actor else None,
                             event_id=uuid.uuid4(),
                         )
                         .returning(ChampionLedgerRow)
@@ -575,7 +586,7 @@ class ChampionRepository:
         )
         return move
 
-    async def rollback(self, model_type: str) -> ChampionMove | None:
+    async def rollback(self, model_type: str, *, actor: str | None = None) -> ChampionMove | None:
         """Make the champion before the current one the champion again. Rollbacks stack: after
         v1, v2, v3 were promoted, one rollback serves v2, a second v1. Returns None when there is
         no earlier champion to go back to; raises `ChampionMoved` when another move won."""
@@ -590,10 +601,10 @@ class ChampionRepository:
         if len(served) < 2:
             return None
         return await self.move(
-            model_type=model_type, version=served[-2], expected=moves[-1], reason=ChampionReason.ROLLBACK
+            model_type=model_type, version=served[-2], expected=moves[-1], reason=ChampionReason.ROLLBACK, actor=actor
         )
 
-    async def promote(self, model_type: str, version: int, *, note: str) -> ChampionMove:
+    async def promote(self, model_type: str, version: int, *, note: str, actor: str | None = None) -> ChampionMove:
         """Make a recorded version the champion by hand (reason `manual`, the operator's `note`
         kept in the ledger). `LookupError` for a version that was never recorded,
         `AlreadyChampion` when it serves already, `ChampionMoved` when another move won."""
@@ -603,7 +614,77 @@ class ChampionRepository:
         if current is not None and current.version == version:
             raise AlreadyChampion(f"{model_type} version {version} is already the champion")
         return await self.move(
-            model_type=model_type, version=version, expected=current, reason=ChampionReason.MANUAL, note=note
+            model_type=model_type,
+            version=version,
+            expected=current,
+            reason=ChampionReason.MANUAL,
+            note=note,
+            actor=actor,
+        )
+
+    async def ledger(self, model_type: str | None = None, limit: int = 100) -> list[ChampionMove]:
+        """The newest moves first, of one model type or of all."""
+        query = select(ChampionLedgerRow).order_by(ChampionLedgerRow.created_at.desc(), ChampionLedgerRow.id.desc())
+        if model_type is not None:
+            query = query.where(ChampionLedgerRow.model_type == model_type)
+        return [r.to_entity() for r in (await self.session.scalars(query.limit(limit))).all()]
+
+
+async def lock_champion(session: AsyncSession, model_type: str) -> None:
+    """Serialize champion moves and the retention of one model type until the transaction ends."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext("champion:" + model_type))))
+
+
+class RetentionRepository:
+    """Which versions the retention removes, and their artifacts' removal, in steps that can stop
+    anywhere and be run again (by any worker, at the same time): a version is first marked deleted
+    (it can no longer be promoted or downloaded), then its artifact is removed from the store, then
+    that is recorded."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def mark(self, model_type: str, *, keep_versions: int, keep_days: float) -> list[int]:
+        """Mark deleted every version of `model_type` that is not the champion, not among the
+        newest `keep_versions`, and not named by a ledger move of the last `keep_days`."""
+        await lock_champion(self.session, model_type)
+        marked = await self.session.scalars(
+            text("""
+            WITH ranked AS (
+                SELECT version, row_number() OVER (ORDER BY version DESC) AS newest
+                FROM model_versions WHERE model_type = :t
+            ), champion AS (
+                SELECT version FROM champion_ledger WHERE model_type = :t ORDER BY seq DESC LIMIT 1
+            )
+            UPDATE model_versions v SET deleted_at = now()
+            FROM ranked r
+            WHERE v.model_type = :t AND v.version = r.version AND v.deleted_at IS NULL
+              AND r.newest > :keep
+              AND v.version IS DISTINCT FROM (SELECT version FROM champion)
+              AND NOT EXISTS (
+                  SELECT 1 FROM champion_ledger l
+                  WHERE l.model_type = :t AND l.created_at > now() - make_interval(secs => :days * 86400)
+                    AND (l.version = v.version OR l.previous_version = v.version))
+            RETURNING v.version
+        """),
+            {"t": model_type, "keep": keep_versions, "days": keep_days},
+        )
+        return sorted(int(v) for v in marked)
+
+    async def artifacts_to_remove(self, limit: int = 100) -> list[ModelVersion]:
+        rows = await self.session.scalars(
+            select(ModelVersionRow)
+            .where(ModelVersionRow.deleted_at.is_not(None), ModelVersionRow.artifact_deleted_at.is_(None))
+            .order_by(ModelVersionRow.deleted_at)
+            .limit(limit)
+        )
+        return [r.to_entity() for r in rows.all()]
+
+    async def artifact_removed(self, model_type: str, version: int) -> None:
+        await self.session.execute(
+            update(ModelVersionRow)
+            .where(ModelVersionRow.model_type == model_type, ModelVersionRow.version == version)
+            .values(artifact_deleted_at=func.now())
         )
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -266,6 +267,34 @@ class ArtifactStore:
                 raise ArtifactUnavailable(f"{location}: {_first_line(exc)}") from None
             return
         local_path(location).unlink(missing_ok=True)
+
+    def remove_temporaries(self, older_than_seconds: float) -> int:
+        """Remove upload leftovers (a writer that died between upload and rename) older than the
+        given age; the number removed."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        if self.remote:
+            import obstore
+
+            store = self._bucket(self.bucket)
+            prefix = _s3_parts(self.location(TEMPORARY))[1]
+            try:
+                for batch in obstore.list(store, prefix=prefix):
+                    for meta in batch:
+                        if meta["last_modified"].timestamp() < cutoff:
+                            obstore.delete(store, meta["path"])
+                            removed += 1
+            except _STORE_ERRORS as exc:
+                raise ArtifactUnavailable(f"{self.url}: {_first_line(exc)}") from None
+            return removed
+        for path in self.root.glob("*/.*.tmp") if self.root.is_dir() else []:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def probe(self) -> None:
         """Write, read back and delete a small object: the store answers and takes writes."""

@@ -199,6 +199,7 @@ _STATUS_TEXT = {
     401: "missing or wrong bearer token",
     404: "not found",
     409: "conflicts with the current state",
+    410: "gone: removed by the retention",
     413: "body too large",
     422: "invalid parameters or body",
     503: "a dependency is unavailable",

@@ -24,7 +24,7 @@ from contract.settings import Settings
 from messaging.producer import BackgroundProducer
 from storage.db import Database
 from storage.entities import AdmissionPolicy, ChampionMove, ModelVersion, TriggerRequest
-from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict
+from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
 from storage.queue import JobQueue
 from storage.repositories import (
     ChampionRepository,
@@ -64,6 +64,7 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 ARTIFACT_CHUNK = 1024 * 1024
+ACTOR_HEADER = "X-FCL-Actor"
 
 
 def _services(call: Call) -> Services:
@@ -290,12 +291,14 @@ async def model_versions(call: Call) -> web.Response:
     async with svc.db.transaction() as session:
         versions = await ModelVersionRepository(session).list(model_type)
         champions = await ChampionRepository(session).all_current()
+        ledger = await ChampionRepository(session).ledger(model_type)
     served = {m: c.version for m, c in champions.items()}
     types = [model_type] if model_type else list(model_types.names())
     body = (
         s.ModelVersions(
             champions={m: served.get(m) for m in types},
             versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
+            ledger=[s.ChampionMoveView.of(m) for m in ledger],
         )
         .model_dump_json()
         .encode()
@@ -304,12 +307,21 @@ async def model_versions(call: Call) -> web.Response:
     return _cached(body)
 
 
+def _actor(call: Call) -> str:
+    """Who made a champion move through the API: `X-FCL-Actor` when the caller names itself (the
+    `fcl` CLI sends user@host), else the token's holder."""
+    named = "".join(ch for ch in call.request.headers.get(ACTOR_HEADER, "") if ch.isprintable()).strip()
+    return f"operator {named[:200]} (API)" if named else "operator (API token)"
+
+
 async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
     svc = _services(call)
     model_type = call.path["model_type"]
     async with svc.db.transaction() as session:
         try:
-            move = await ChampionRepository(session).rollback(model_type)
+            move = await ChampionRepository(session).rollback(model_type, actor=_actor(call))
+        except VersionDeleted as exc:
+            raise ApiError(409, "version_deleted", str(exc)) from None
         except ChampionMoved:
             raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
         if move is None:
@@ -323,9 +335,11 @@ async def promote(call: Call) -> tuple[int, s.ChampionMoveView]:
     body: s.PromoteBody = call.body
     async with svc.db.transaction() as session:
         try:
-            move = await ChampionRepository(session).promote(model_type, version, note=body.reason)
+            move = await ChampionRepository(session).promote(model_type, version, note=body.reason, actor=_actor(call))
         except LookupError as exc:
             raise ApiError(404, "unknown_version", str(exc)) from None
+        except VersionDeleted as exc:
+            raise ApiError(409, "version_deleted", str(exc)) from None
         except AlreadyChampion as exc:
             raise ApiError(409, "already_champion", str(exc)) from None
         except ChampionMoved:
@@ -363,6 +377,10 @@ async def artifact(call: Call) -> web.StreamResponse:
         version = await ModelVersionRepository(session).get(model_type, number)
     if version is None:
         raise ApiError(404, "unknown_version", f"{model_type} has no version {number}")
+    if version.deleted_at is not None:
+        raise ApiError(
+            410, "version_deleted", f"{model_type} v{number} was removed by the retention; its artifact is gone"
+        )
     etag = f'"{version.artifact_sha256}"'
     digest = "sha-256=" + base64.b64encode(bytes.fromhex(version.artifact_sha256)).decode()
     headers = {"ETag": etag, "Digest": digest, "Cache-Control": "private, no-transform"}
@@ -604,7 +622,7 @@ ENDPOINTS: list[Endpoint] = [
         {},
         (MODEL_TYPE, VERSION),
         auth=True,
-        errors=(404, 422, 503),
+        errors=(404, 410, 422, 503),
         raw_content={
             200: ("application/octet-stream", "the artifact's bytes, checked against its sha256 and size"),
             304: ("application/octet-stream", "If-None-Match matched the ETag: nothing sent"),

@@ -311,6 +311,9 @@ class ModelVersionView(View):
     library_versions: dict[str, str]
     code_version: str
     created_at: datetime
+    deleted_at: datetime | None = Field(
+        default=None, description="when the retention removed it (its artifact is gone; it cannot serve again)"
+    )
 
     @classmethod
     def of(cls, v: ModelVersion, champion: int | None) -> ModelVersionView:
@@ -333,12 +336,18 @@ class ModelVersionView(View):
             library_versions=v.library_versions,
             code_version=v.code_version,
             created_at=v.created_at,
+            deleted_at=v.deleted_at,
         )
 
 
 class ModelVersions(View):
     champions: dict[str, int | None] = Field(description="per model type its champion version")
     versions: list[ModelVersionView] = Field(description="newest first within each model type")
+    ledger: list[ChampionMoveView] = Field(
+        default_factory=list,
+        description="the champion's moves, newest first (up to 100): validated, manual or rollback, "
+        "with who or what made each and when",
+    )
 
 
 class ChampionMoveView(View):
@@ -347,6 +356,9 @@ class ChampionMoveView(View):
     previous_version: int | None
     reason: ChampionReason
     note: str | None = Field(default=None, description="the operator's reason of a manual promote")
+    actor: str | None = Field(
+        default=None, description="who or what made the move: 'job <id> on <worker>', or the operator"
+    )
     event_id: uuid.UUID
     occurred_at: datetime
 
@@ -358,6 +370,7 @@ class ChampionMoveView(View):
             previous_version=m.previous_version,
             reason=m.reason,
             note=m.note,
+            actor=m.actor,
             event_id=m.event_id,
             occurred_at=m.created_at,
         )

@@ -23,13 +23,16 @@ from contract.settings import Settings, get_settings
 from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
+from storage.errors import StorageError
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from storage.queue import PostgresQueue
 from storage.retry import RetryPolicy
-from trainers.artifacts import S3Access
+from trainers.artifacts import ArtifactStore, S3Access
+from worker import retention
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker
+from worker.retention import RetentionPolicy
 from worker.runner import ProcessRunner
 
 log = logging.getLogger("fcl.trainer")
@@ -90,6 +93,10 @@ async def serve(settings: Settings) -> int:
         print(f"trainer worker {config.worker_id} ready", flush=True)
         worker_task = asyncio.create_task(worker.run(), name="fcl-trainer-loop")
         side = {relay_task: "outbox relay", notifications.task: "notification listener"}
+        if settings.retention_sweep_seconds > 0:
+            retention_task = asyncio.create_task(_retain(settings, db), name="fcl-retention")
+            cleanup.push_async_callback(_step, "stop the retention sweep", lambda: _cancel(retention_task))
+            side[retention_task] = "retention sweep"
         done, _ = await asyncio.wait(
             {worker_task, *[t for t in side if t is not None]}, return_when=asyncio.FIRST_COMPLETED
         )
@@ -102,6 +109,35 @@ async def serve(settings: Settings) -> int:
             await worker_task
         worker_task.result()
     return exit_code
+
+
+async def _retain(settings: Settings, db: Database) -> None:
+    """The retention sweep, every `retention_sweep_seconds` (the first a minute after start); a
+    sweep that fails (database or store unreachable) is logged and tried again next time."""
+    store = ArtifactStore.from_settings(settings)
+    policy = RetentionPolicy(keep_versions=settings.retention_keep_versions, keep_days=settings.retention_keep_days)
+    await asyncio.sleep(min(60.0, settings.retention_sweep_seconds))
+    while True:
+        try:
+            result = await retention.sweep(db, store, policy)
+            if result.marked or result.artifacts_removed or result.failed or result.temporaries_removed:
+                log.info(
+                    "retention: removed versions %s, %d artifact(s) deleted, %d left for the next sweep, "
+                    "%d temporary upload(s) removed",
+                    result.marked,
+                    result.artifacts_removed,
+                    len(result.failed),
+                    result.temporaries_removed,
+                )
+        except StorageError as exc:
+            log.warning("retention sweep failed: %s", exc)
+        await asyncio.sleep(settings.retention_sweep_seconds)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _step(what: str, action: Callable[[], Awaitable[object]]) -> None:

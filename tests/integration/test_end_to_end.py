@@ -112,6 +112,7 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
                 assert seen["candidate_version"] == event["candidate_version"]
                 assert seen["baseline_version"] == event["baseline_version"]
                 assert (seen["passed"], seen["promoted"]) == (event["passed"], event["promoted"])
+                assert seen["verdict"] == event["verdict"] and (event["verdict"] == "passed") == event["promoted"]
                 assert seen["metrics"] == event["metrics"]
                 assert [{k: c[k] for k in CHECK_FIELDS} for c in seen["checks"]] == [
                     {k: c[k] for k in CHECK_FIELDS} for c in event["checks"]
@@ -238,4 +239,8 @@ def _dashboard_in_chromium(svc: Service, champions: dict[str, int | None]) -> No
         assert int(card.group(1)) >= 1
         assert f'data-type="{model_type}" data-version="1"' in dom
         assert "<svg" in dom
+    # the champion ledger: one row per move (all validated in this run), each naming its job
+    moved = sum(1 for c in champions.values() if c is not None)
+    ledger = dom.split('id="ledger">', 1)[1].split("</section>", 1)[0]
+    assert ledger.count('<span class="ok">validated</span>') >= moved and ledger.count("job ") >= moved
     assert "judged against" in dom, "the validation of a version is shown check by check"

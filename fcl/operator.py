@@ -1,0 +1,343 @@
+"""`fcl jobs`, `fcl versions`, `fcl history`: the operator's commands, over the HTTP API (the same
+calls a dashboard or a script makes; nothing here touches the database). Each prints a table, or
+the API's JSON with `--json`. The API's URL comes from `--api` or FCL_HTTP_HOST/FCL_HTTP_PORT; the
+token from FCL_API_TOKEN; each champion move names its maker (`X-FCL-Actor`: user@host)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+API = "/coaching/continuous-learning"
+
+
+class OperatorError(Exception):
+    """The API refused the call or could not be reached; printed as one line."""
+
+
+class Client:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Client:
+        from contract.settings import load_settings
+
+        settings = load_settings()
+        return cls(args.api or f"http://{settings.http_host}:{settings.http_port}", settings.api_token)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
+        params = {k: v for k, v in query.items() if v is not None}
+        url = self.base_url + API + path + (("?" + urllib.parse.urlencode(params)) if params else "")
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if method == "POST":
+            headers["Content-Type"] = "application/json"
+            headers["Idempotency-Key"] = str(uuid.uuid4())  # a retried POST is answered, not repeated
+            headers["X-FCL-Actor"] = f"{_user()}@{socket.gethostname()} (fcl cli)"
+            data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())["error"]
+                raise OperatorError(f"{exc.code} {error['code']}: {error['message']}") from None
+            except (ValueError, KeyError, TypeError):
+                raise OperatorError(f"{method} {url} answered {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OperatorError(
+                f"the API at {self.base_url} cannot be reached ({reason}); is `fcl web` running?"
+            ) from None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+# -- output -------------------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("\n", " ")[:80]
+
+
+def _when(stamp: str | None) -> str:
+    return stamp[:19].replace("T", " ") if stamp else "-"
+
+
+def _out(args: argparse.Namespace, data: Any, human: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else human)
+    return 0
+
+
+# -- fcl jobs ---------------------------------------------------------------------------------------
+def _job_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            j["job_id"],
+            j["model_type"],
+            j["dataset_id"],
+            j["status"],
+            j["priority"],
+            f"{j['attempts']}/{j['max_attempts']}",
+            j.get("progress"),
+            j.get("worker"),
+            j.get("model_version"),
+        ]
+        for j in jobs
+    ]
+
+
+JOB_HEADERS = ["job", "model type", "dataset", "status", "priority", "attempts", "progress", "worker", "version"]
+
+
+def jobs(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    if args.action == "list":
+        status = client.call("GET", "/training-status")
+        listed = status["running"] + status["waiting"]
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(status["queue"].items()))
+        human = f"queue: {counts or 'empty'}\n" + table(JOB_HEADERS, _job_rows(listed))
+        return _out(args, {"queue": status["queue"], "jobs": listed}, human)
+    if args.action == "show":
+        job = client.call("GET", f"/training-job/{_uuid(args.job_id)}")
+        lines = [f"{k}: {_cell(v)}" for k, v in job.items() if k not in ("timeline", "attempts_detail")]
+        return _out(args, job, "\n".join(lines))
+    job = client.call("POST", f"/training-job/{_uuid(args.job_id)}/{args.action}")
+    return _out(args, job, table(JOB_HEADERS, _job_rows([job])))
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise OperatorError(f"{value!r} is not a job id (a UUID)") from None
+
+
+# -- fcl versions -----------------------------------------------------------------------------------
+VERSION_HEADERS = ["model type", "version", "champion", "verdict", "key metrics", "dataset", "created", "artifact"]
+LEDGER_HEADERS = ["when", "model type", "move", "reason", "by", "note"]
+
+
+def _key_metrics(metrics: dict[str, Any]) -> str:
+    keys = ("roc_auc", "silhouette", "mae", "fqe_value", "policy_value")
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), (int, float)))
+
+
+def _ledger_rows(ledger: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            _when(m["occurred_at"]),
+            m["model_type"],
+            f"v{m['previous_version']} -> v{m['version']}" if m["previous_version"] else f"-> v{m['version']}",
+            m["reason"],
+            m.get("actor"),
+            m.get("note"),
+        ]
+        for m in ledger
+    ]
+
+
+def versions(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    if args.action == "promote":
+        move = client.call(
+            "POST", f"/model-versions/{args.model_type}/{args.version}/promote", body={"reason": args.reason}
+        )
+        return _out(args, move, table(LEDGER_HEADERS, _ledger_rows([move])))
+    if args.action == "rollback":
+        move = client.call("POST", f"/model-versions/{args.model_type}/rollback")
+        return _out(args, move, table(LEDGER_HEADERS, _ledger_rows([move])))
+    listing = client.call("GET", "/model-versions", model_type=args.model_type)
+    if args.action == "show":
+        found = [v for v in listing["versions"] if v["version"] == args.version]
+        if not found:
+            raise OperatorError(f"{args.model_type} has no version {args.version}")
+        version = found[0]
+        validation = client.call("GET", f"/validation-results/{version['training_event_id']}")
+        moves = [m for m in listing["ledger"] if args.version in (m["version"], m["previous_version"])]
+        data = {"version": version, "validation": validation, "ledger": moves}
+        checks = table(
+            ["metric", "kind", "value", "baseline", "threshold", "passed"],
+            [
+                [c["metric"], c["kind"], c["value"], c["baseline"], c["threshold"], c["passed"]]
+                for c in validation["checks"]
+            ],
+        )
+        human = "\n".join(
+            [
+                f"{args.model_type} v{args.version}{'  (champion)' if version['is_champion'] else ''}"
+                + (f"  removed by the retention {_when(version['deleted_at'])}" if version.get("deleted_at") else ""),
+                f"verdict: {validation.get('verdict')}  promoted when validated: {validation['promoted']}"
+                + (f"  ({validation['message']})" if validation.get("message") else ""),
+                f"judged against: v{version['parent_version']}" if version["parent_version"] else "judged against: -",
+                f"artifact: {version['artifact']['path']}  sha256 {version['artifact']['sha256']}  "
+                f"{version['artifact']['size']} bytes",
+                f"dataset: {version['dataset_id']} (hash {version['dataset_hash'][:12]})  seed {version['seed']}",
+                "",
+                checks,
+                "",
+                "champion moves of this version:",
+                table(LEDGER_HEADERS, _ledger_rows(moves)),
+            ]
+        )
+        return _out(args, data, human)
+    verdicts = _verdicts(client, listing["versions"]) if not args.json else {}
+    rows = [
+        [
+            v["model_type"],
+            v["version"],
+            "yes" if v["is_champion"] else ("removed" if v.get("deleted_at") else ""),
+            verdicts.get((v["model_type"], v["version"])),
+            _key_metrics(v["metrics"]),
+            v["dataset_id"],
+            _when(v["created_at"]),
+            v["artifact"]["sha256"][:12],
+        ]
+        for v in listing["versions"]
+    ]
+    human = "\n".join(
+        [
+            table(VERSION_HEADERS, rows),
+            "",
+            "champion ledger (newest first):",
+            table(LEDGER_HEADERS, _ledger_rows(listing["ledger"])),
+        ]
+    )
+    return _out(args, listing, human)
+
+
+def _verdicts(client: Client, listed: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    """Each version's verdict, from the history (one page of the newest trainings)."""
+    page = client.call("GET", "/training-history", limit=100)
+    return {
+        (e["model_type"], e["model_version"]): e.get("verdict") or ""
+        for e in page["items"]
+        if e.get("model_version") is not None
+    }
+
+
+# -- fcl history ------------------------------------------------------------------------------------
+def history(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    page = client.call(
+        "GET", "/training-history", limit=args.limit, model_type=args.model_type, status=args.status, before=args.before
+    )
+    listing = client.call("GET", "/model-versions", model_type=args.model_type)
+    champions = listing["champions"]
+    rows = []
+    for e in page["items"]:
+        if e.get("promoted"):
+            now = champions.get(e["model_type"])
+            outcome = "promoted, serving" if now == e["model_version"] else f"promoted, since replaced (now v{now})"
+        elif e.get("verdict"):
+            outcome = f"not promoted: {e['verdict']}"
+        else:
+            outcome = (e.get("error") or {}).get("type") or ""
+        rows.append(
+            [
+                _when(e["started_at"]),
+                e["model_type"],
+                e["dataset_id"],
+                e["attempt"],
+                e["status"],
+                e.get("model_version"),
+                outcome,
+                e.get("duration_seconds"),
+                e.get("worker"),
+            ]
+        )
+    headers = ["started", "model type", "dataset", "attempt", "status", "version", "outcome", "seconds", "worker"]
+    human = table(headers, rows)
+    if page.get("next_before"):
+        human += f"\nolder: --before {page['next_before']}"
+    return _out(args, page, human)
+
+
+# -- the parsers ------------------------------------------------------------------------------------
+def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--api", help="the API's base URL (default http://FCL_HTTP_HOST:FCL_HTTP_PORT)")
+        parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+
+    jobs_parser = sub.add_parser(
+        "jobs",
+        help="list, show, cancel or retry training jobs (over the HTTP API)",
+        description="Training jobs, through the HTTP API. list: running and waiting jobs with the "
+        "queue's counts; show JOB_ID: one job with its timeline; cancel JOB_ID / retry JOB_ID "
+        "(need FCL_API_TOKEN).",
+    )
+    jobs_sub = jobs_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    common(jobs_sub.add_parser("list", help="running and waiting jobs"))
+    for action in ("show", "cancel", "retry"):
+        p = jobs_sub.add_parser(action, help=f"{action} one job")
+        p.add_argument("job_id")
+        common(p)
+    jobs_parser.set_defaults(func=jobs)
+
+    versions_parser = sub.add_parser(
+        "versions",
+        help="model versions and the champion ledger; promote and rollback (over the HTTP API)",
+        description="Model versions through the HTTP API. list [MODEL_TYPE]: versions and the "
+        "champion ledger (every move, validated, manual or rollback, with who or what made it "
+        "and when); show MODEL_TYPE VERSION: one version with its checks; promote MODEL_TYPE "
+        "VERSION --reason TEXT; rollback MODEL_TYPE (both need FCL_API_TOKEN).",
+    )
+    versions_sub = versions_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = versions_sub.add_parser("list", help="versions and the champion ledger")
+    listing.add_argument("model_type", nargs="?", choices=model_type_names)
+    common(listing)
+    show = versions_sub.add_parser("show", help="one version, its checks and its champion moves")
+    show.add_argument("model_type", choices=model_type_names)
+    show.add_argument("version", type=int)
+    common(show)
+    promote = versions_sub.add_parser("promote", help="make a recorded version the champion by hand")
+    promote.add_argument("model_type", choices=model_type_names)
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    common(promote)
+    rollback = versions_sub.add_parser("rollback", help="make the previous champion the champion again")
+    rollback.add_argument("model_type", choices=model_type_names)
+    common(rollback)
+    versions_parser.set_defaults(func=versions)
+
+    history_parser = sub.add_parser(
+        "history",
+        help="the training history, newest first (over the HTTP API)",
+        description="Training events, newest first, with what became of each version "
+        "(serving, since replaced, or why it was not promoted).",
+    )
+    history_parser.add_argument("--limit", type=int, default=20)
+    history_parser.add_argument("--model-type", choices=model_type_names)
+    history_parser.add_argument("--status", help="completed, failed, cancelled, ...")
+    history_parser.add_argument("--before", help="the cursor a previous page printed")
+    common(history_parser)
+    history_parser.set_defaults(func=history)

@@ -1,0 +1,92 @@
+"""The retention of model versions on the real database and the stack's object store: the
+champion, the newest N and what the ledger's last M days named are kept; the others are marked
+deleted and their artifacts removed from the store; running it again changes nothing; a removed
+version cannot serve again."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from contract.settings import Settings
+from storage.db import Database
+from storage.errors import VersionDeleted
+from storage.repositories import ChampionRepository
+from tests import factories
+from tests.conftest import RunStack
+from tests.integration.streams_support import rows
+from trainers.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
+from trainers.base import Artifact
+from worker import retention
+from worker.retention import RetentionPolicy
+
+
+@pytest.fixture
+def store(stack: RunStack) -> ArtifactStore:
+    env = stack.artifact_env(f"test-{uuid.uuid4().hex[:10]}")
+    settings = Settings(
+        artifact_url=env["FCL_ARTIFACT_URL"],
+        s3_endpoint_url=env["FCL_S3_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_region=env["AWS_REGION"],
+        _env_file=None,
+    )
+    return ArtifactStore.from_settings(settings)
+
+
+async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempotent(
+    own_db: Database, store: ArtifactStore
+) -> None:
+    stored: dict[int, StoredArtifact] = {}
+    for number in range(1, 7):
+        data = f"model {number}".encode()
+        artifact = store.write(store.key_for_job("goal", uuid.uuid4(), 1, "skops"), Artifact(data, "skops"))
+        version = await factories.record_version(
+            own_db, "goal", passed=True, artifact_path=artifact.path, sha256=artifact.sha256, size=artifact.size
+        )
+        assert version.model_version == number and hashlib.sha256(data).hexdigest() == artifact.sha256
+        stored[number] = artifact
+    async with own_db.transaction() as s:
+        await ChampionRepository(s).promote("goal", 1, note="the old one serves", actor="operator test")
+
+    # Every version was named by a champion move of the last 30 days: nothing goes.
+    kept = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=30))
+    assert kept.marked == {} and kept.artifacts_removed == 0
+
+    # With no ledger window: the champion (v1) and the newest two (v5, v6) stay.
+    store.delete(stored[3].path)  # as if a sweep had died after deleting it, before recording it
+    first = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=0))
+    assert first.marked == {"goal": [2, 3, 4]} and first.artifacts_removed == 3 and not first.failed
+    for number, artifact in stored.items():
+        if number in (2, 3, 4):
+            with pytest.raises(ArtifactUnavailable):
+                store.read(artifact)
+        else:
+            assert store.read(artifact).data == f"model {number}".encode()
+    states = await rows(
+        own_db,
+        "SELECT version, deleted_at IS NOT NULL AS deleted, artifact_deleted_at IS NOT NULL AS gone "
+        "FROM model_versions WHERE model_type = 'goal' ORDER BY version",
+    )
+    assert [(r.version, r.deleted, r.gone) for r in states] == [
+        (1, False, False),
+        (2, True, True),
+        (3, True, True),
+        (4, True, True),
+        (5, False, False),
+        (6, False, False),
+    ]
+
+    again = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=0))
+    assert again.marked == {} and again.artifacts_removed == 0  # idempotent
+
+    async with own_db.transaction() as s:
+        with pytest.raises(VersionDeleted):
+            await ChampionRepository(s).promote("goal", 3, note="bring it back", actor="operator test")
+    async with own_db.transaction() as s:
+        ledger = await ChampionRepository(s).ledger("goal")
+    assert ledger[0].version == 1 and ledger[0].actor == "operator test" and ledger[0].note == "the old one serves"
+    assert all(m.actor and m.actor.startswith("job ") for m in ledger[1:])  # the validated moves name their job

@@ -1,0 +1,71 @@
+"""The retention of model versions, run by every trainer worker (`retention_sweep_seconds`).
+
+Kept: each model type's champion, its newest `keep_versions` versions, and every version a
+champion move of the last `keep_days` named (as the new or the previous champion: what a
+rollback may need). The others are removed in three steps that can stop anywhere and be run
+again, by any number of workers at once: the version is marked deleted (it can no longer serve,
+and its download answers 410), its artifact is deleted from the store, and that is recorded. The
+version's row stays, for lineage, the history and the ledger. Upload leftovers (temporary
+objects older than a day) are removed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from contract import model_types
+from storage.db import Database
+from storage.repositories import RetentionRepository
+from trainers.artifacts import ArtifactError, ArtifactStore
+
+log = logging.getLogger("fcl.trainer")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    keep_versions: int = 10
+    keep_days: float = 30.0
+
+
+@dataclass
+class RetentionResult:
+    marked: dict[str, list[int]] = field(default_factory=dict)  # model type -> versions marked deleted now
+    artifacts_removed: int = 0
+    failed: set[tuple[str, int]] = field(default_factory=set)  # artifacts the store did not delete this time
+    temporaries_removed: int = 0
+
+
+async def sweep(db: Database, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
+    result = RetentionResult()
+    for model_type in model_types.names():
+        async with db.transaction() as session:
+            marked = await RetentionRepository(session).mark(
+                model_type, keep_versions=policy.keep_versions, keep_days=policy.keep_days
+            )
+        if marked:
+            result.marked[model_type] = marked
+    while True:
+        async with db.transaction() as session:
+            pending = await RetentionRepository(session).artifacts_to_remove()
+        pending = [v for v in pending if (v.model_type, v.version) not in result.failed]
+        if not pending:
+            break
+        for version in pending:
+            try:
+                await asyncio.to_thread(store.delete, version.artifact_path)
+            except ArtifactError as exc:
+                result.failed.add((version.model_type, version.version))
+                log.warning(
+                    "retention: the artifact of %s v%s stays for now: %s", version.model_type, version.version, exc
+                )
+                continue
+            async with db.transaction() as session:
+                await RetentionRepository(session).artifact_removed(version.model_type, version.version)
+            result.artifacts_removed += 1
+    try:
+        result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)
+    except ArtifactError as exc:
+        log.warning("retention: temporary uploads not removed: %s", exc)
+    return result
