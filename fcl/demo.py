@@ -53,6 +53,11 @@ PLAN: dict[str, dict[str, int]] = {
 }
 
 
+# The same dataset ids on every run: a second `make demo` on the same database retrains against the
+# champions of the first (same features), as a real deployment would.
+DATASETS = {model_type: f"fincoach-{model_type}" for model_type in PLAN}
+
+
 class Demo:
     def __init__(self, *, exit_when_done: bool, state_dir: Path = Path(".fcl")) -> None:
         self.exit_when_done = exit_when_done
@@ -60,7 +65,7 @@ class Demo:
         self.log_dir = state_dir / "demo"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_stack = False
-        self.run = time.strftime("%H%M%S")
+        self.earlier: set[tuple[str, int]] = set()  # versions made before this run (same database)
         self.stop = asyncio.Event()
 
     # processes -----------------------------------------------------------------------------------
@@ -146,6 +151,10 @@ class Demo:
         base = f"http://{settings.http_host}:{port}"
         async with aiohttp.ClientSession(base) as http:
             await self._healthy(http)
+            async with http.get(f"{API}/model-versions") as r:
+                self.earlier = {(v["model_type"], v["version"]) for v in (await r.json())["versions"]}
+            if self.earlier:
+                print(f"\n{len(self.earlier)} version(s) from earlier runs: this run retrains against their champions")
             print(f"\nstreams, trainer and web are running (logs in {self.log_dir}/)")
             print(f"  dashboard:  {base}/")
             print(f"  API:        {base}{API}   (OpenAPI: {base}/openapi.json)")
@@ -178,7 +187,7 @@ class Demo:
         jobs: set[str] = set()
 
         def keep(topic: str, event: dict[str, Any]) -> bool:
-            if str(event.get("dataset_id", "")).startswith(f"fincoach-{self.run}-"):
+            if event.get("dataset_id") in DATASETS.values():
                 jobs.add(str(event.get("job_id")))
                 return True
             return str(event.get("job_id")) in jobs or topic == "model-versions"
@@ -192,15 +201,13 @@ class Demo:
         samples = list(simulate(model_type, seed=seed, **size))
         async with FclProducer(settings, linger_ms=5) as producer:
             for i in range(0, len(samples), 500):
-                await producer.send_samples(
-                    f"fincoach-{self.run}-{model_type}", model_type, samples[i : i + 500], wait=False
-                )
+                await producer.send_samples(DATASETS[model_type], model_type, samples[i : i + 500], wait=False)
         return len(samples)
 
     async def _versions(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         async with http.get(f"{API}/model-versions") as r:
             body = await r.json()
-        return [v for v in body["versions"] if v["dataset_id"].startswith(f"fincoach-{self.run}-")]
+        return [v for v in body["versions"] if (v["model_type"], v["version"]) not in self.earlier]
 
     async def _wait(self, http: aiohttp.ClientSession, done: Any, timeout: float) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -213,22 +220,22 @@ class Demo:
     async def _round_one(self, settings: Any, http: aiohttp.ClientSession) -> None:
         for model_type, size in PLAN.items():
             n = await self._send(settings, model_type, 1, **size)
-            print(f"sent {n} simulated {model_type} samples to dataset fincoach-{self.run}-{model_type}")
+            print(f"sent {n} simulated {model_type} samples to dataset {DATASETS[model_type]}")
         print("the thresholds are crossed: jobs train, validate and are versioned ...\n")
         versions = await self._wait(http, lambda vs: {v["model_type"] for v in vs} >= set(PLAN), timeout=600)
         header = f"{'model type':<15} {'version':>7}  {'vs champion':>11}  {'champion':<8} {'key metric':<34}"
-        print(f"\n{header} checks failed")
+        print(f"\n{header} verdict")
         async with http.get(f"{API}/training-status") as r:
             status = await r.json()
         for v in sorted(versions, key=lambda v: (v["model_type"], v["version"])):
             key = status["model_types"][v["model_type"]]["key_metric"]
             async with http.get(f"{API}/validation-results/{v['training_event_id']}") as r:
                 validation = await r.json()
-            failed = [f"{c['metric']} ({c['kind']})" for c in validation["checks"] if not c["passed"]]
             metric = f"{key} {v['metrics'].get(key, float('nan')):.4f}"
+            verdict = validation["verdict"] + (f" ({validation['message']})" if validation.get("message") else "")
             print(
                 f"{v['model_type']:<15} {v['version']:>7}  {v['parent_version'] or '-'!s:>11}  "
-                f"{'yes' if v['is_champion'] else 'no':<8} {metric:<34} {', '.join(failed) or '-'}"
+                f"{'yes' if v['is_champion'] else 'no':<8} {metric:<34} {verdict}"
             )
         missing = set(PLAN) - {v["model_type"] for v in versions}
         if missing:
@@ -253,7 +260,7 @@ class Demo:
             validation = await r.json()
         print(
             f"goal version {v['version']} against champion version {validation['baseline_version']}: "
-            f"{'passed, promoted' if validation['promoted'] else 'not promoted'}"
+            f"{'passed, promoted' if validation['promoted'] else 'not promoted: ' + str(validation['verdict'])}"
         )
         for c in validation["checks"]:
             base = f" (champion {c['baseline']:.4f})" if c["baseline"] is not None else ""

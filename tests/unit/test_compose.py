@@ -27,7 +27,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_services_are_kafka_postgres_and_the_fcl_processes(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "postgres", *FCL_SERVICES}
+    assert set(compose["services"]) == {"kafka", "postgres", "seaweedfs", "seaweedfs-bucket", *FCL_SERVICES}
     assert compose["services"]["kafka"]["image"].startswith("apache/kafka:4.")
     assert compose["services"]["postgres"]["image"].startswith("postgres:")
     for name in FCL_SERVICES:
@@ -45,6 +45,31 @@ def test_fcl_environment_names_are_settings(compose: dict[str, Any]) -> None:
         assert set(env) <= known, set(env) - known
         values: dict[str, Any] = {k.removeprefix("FCL_").lower(): v for k, v in env.items() if v}
         Settings(**values, _env_file=None)
+
+
+def test_artifacts_go_to_the_seaweedfs_service_with_its_keys(compose: dict[str, Any]) -> None:
+    """No shared artifact volume: every fcl process reads and writes the object store, with the
+    keys of the identity SeaweedFS is configured with, in the bucket the init service creates."""
+    import json
+    import re
+
+    weed = compose["services"]["seaweedfs"]
+    assert weed["image"].startswith("chrislusf/seaweedfs:") and "-s3" in weed["command"]
+    port = next(int(a.split("=")[1]) for a in weed["command"] if a.startswith("-s3.port="))
+    identities = json.loads(compose["configs"]["s3-identities"]["content"])["identities"]
+    defaults = {m.group(1): m.group(2) for m in re.finditer(r"\$\{(\w+):-([^}]*)\}", json.dumps(identities))}
+    bucket_cmd = " ".join(compose["services"]["seaweedfs-bucket"]["entrypoint"])
+    for name in FCL_SERVICES:
+        env = _env(compose["services"][name])
+        assert "volumes" not in compose["services"][name]
+        values: dict[str, Any] = {k.removeprefix("FCL_").lower(): v for k, v in env.items() if v}
+        settings = Settings(**values, _env_file=None)
+        assert settings.artifact_location.startswith("s3://")
+        assert settings.s3_endpoint_url == f"http://seaweedfs:{port}"
+        bucket = settings.artifact_location.removeprefix("s3://").split("/")[0]
+        assert f"s3.bucket.create -name {bucket}" in bucket_cmd
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key] == "${" + key + ":-" + defaults[key] + "}"
 
 
 def test_database_url_reaches_the_postgres_service(compose: dict[str, Any]) -> None:
