@@ -24,6 +24,7 @@ from fcl.stack.objectstore import (
     ARTIFACT_PREFIX,
     BUCKET,
     REGION,
+    STOP_SECONDS,
     Credentials,
     SeaweedPorts,
     SeaweedServer,
@@ -200,7 +201,7 @@ class LocalStack:
                 self.objects.wait_ready(self._seaweed(ob), credentials, 10)
                 return
             except StackError:
-                terminate(ob["pid"], ob.get("start_ticks"), timeout=30)
+                terminate(ob["pid"], ob.get("start_ticks"), timeout=STOP_SECONDS)
         wished = ob.get("ports") or {}
         chosen = choose_ports([wished.get(name) for name in SeaweedPorts.names()])
         ports = SeaweedPorts(**dict(zip(SeaweedPorts.names(), chosen, strict=True)))
@@ -247,7 +248,7 @@ class LocalStack:
                 raise StackError(f"the Kafka broker (pid {kf['pid']}) did not stop")
             kf["pid"] = None
             ob = state.get("objects", {})
-            if ob.get("pid") and not terminate(ob["pid"], ob.get("start_ticks"), timeout=60):
+            if ob.get("pid") and not terminate(ob["pid"], ob.get("start_ticks"), timeout=STOP_SECONDS):
                 raise StackError(f"SeaweedFS (pid {ob['pid']}) did not stop")
             ob["pid"] = None
             if self.postgres.postmaster_pid():
