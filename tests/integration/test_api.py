@@ -24,7 +24,7 @@ from contract.settings import Settings
 from storage.db import Database
 from storage.entities import EndedAttempt
 from storage.queue import JobQueue
-from storage.repositories import WorkerRepository
+from storage.repositories import RetentionRepository, WorkerRepository
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.streams_support import create_topics, new_prefix, read_topic
@@ -536,3 +536,27 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
     assert unreadable["error"]["code"] == "artifact_unreadable" and "sha256" in unreadable["error"]["message"]
     await api.call("GET", f"{API}/model-versions/goal/{v2}/artifact", status=503)  # its file never existed
     await api.call("GET", f"{API}/model-versions/goal/77/artifact", status=404)
+
+    # The ledger: every move, newest first, with who made it (the X-FCL-Actor header, when sent).
+    async with api.client.post(
+        f"{API}/model-versions/goal/rollback",
+        headers={"Authorization": f"Bearer {TOKEN}", "X-FCL-Actor": "alice@ops"},
+    ) as r:
+        assert r.status == 200 and (await r.json())["actor"] == "operator alice@ops (API)"
+    ledger = (await api.call("GET", f"{API}/model-versions?model_type=goal", status=200))["ledger"]
+    assert [(m["reason"], m["version"]) for m in ledger] == [
+        ("rollback", v2),
+        ("manual", v1),
+        ("manual", v2),
+        ("validated", v1),
+    ]
+    assert ledger[1]["actor"] == "operator (API token)" and ledger[3]["actor"].startswith("job ")
+
+    # A version the retention removed cannot serve again and its artifact is gone.
+    async with api.db.transaction() as s:
+        assert await RetentionRepository(s).mark("goal", keep_versions=1, keep_days=0) == [v1]
+    assert (await api.call("GET", url, status=410))["error"]["code"] == "version_deleted"
+    gone = await api.call("POST", f"{API}/model-versions/goal/{v1}/promote", status=409, json=body)
+    assert gone["error"]["code"] == "version_deleted"
+    listed = await api.call("GET", f"{API}/model-versions?model_type=goal", status=200)
+    assert [v["deleted_at"] is not None for v in listed["versions"]] == [False, True]
