@@ -45,6 +45,24 @@ class _ThresholdVariables(PydanticBaseSettingsSource):
         return {"thresholds": thresholds} if thresholds else {}
 
 
+class _EnvFileUnlessTheEnvironmentSaysOtherwise(PydanticBaseSettingsSource):
+    """The env file, less its FCL_ARTIFACT_URL when the real environment sets FCL_ARTIFACT_DIR (and
+    no FCL_ARTIFACT_URL): one setting under two names, and the environment wins over the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything comes from the inner source in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found = dict(self.inner())
+        if "FCL_ARTIFACT_DIR" in os.environ and "FCL_ARTIFACT_URL" not in os.environ:
+            found.pop("artifact_url", None)
+        return found
+
+
 class Settings(BaseSettings):
     """The service's configuration. Field `x` is read from `FCL_X`."""
 
@@ -128,7 +146,7 @@ class Settings(BaseSettings):
             init_settings,
             _ThresholdVariables(settings_cls, env_file),
             env_settings,
-            dotenv_settings,
+            _EnvFileUnlessTheEnvironmentSaysOtherwise(settings_cls, dotenv_settings),
             file_secret_settings,
         )
 

@@ -14,6 +14,11 @@ CONTRACT_VARIABLES = {
     "FCL_DATABASE_URL",
     "FCL_TOPIC_PREFIX",
     "FCL_API_TOKEN",
+    "FCL_ARTIFACT_URL",
+    "FCL_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
     "FCL_ARTIFACT_DIR",
     "FCL_HTTP_HOST",
     "FCL_HTTP_PORT",
@@ -104,3 +109,23 @@ def test_per_model_type_settings_follow_the_registry(clean_env: Path, monkeypatc
     monkeypatch.setenv("FCL_THRESHOLD_GOAL", "0")
     with pytest.raises(ValidationError, match="at least 1"):
         load_settings()
+
+
+def test_artifact_url_and_its_older_name(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FCL_ARTIFACT_URL names the store; FCL_ARTIFACT_DIR is its older name for a folder. The real
+    environment wins over .fcl/stack.env under either name."""
+    assert load_settings().artifact_location == ".fcl/artifacts"
+    (clean_env / ".fcl").mkdir()
+    (clean_env / ".fcl" / "stack.env").write_text(
+        "FCL_ARTIFACT_URL=s3://fcl/artifacts\nFCL_S3_ENDPOINT_URL=http://127.0.0.1:8333\nAWS_ACCESS_KEY_ID=k\n"
+    )
+    from_file = load_settings()
+    assert (from_file.artifact_location, from_file.s3_endpoint_url, from_file.aws_access_key_id) == (
+        "s3://fcl/artifacts",
+        "http://127.0.0.1:8333",
+        "k",
+    )
+    monkeypatch.setenv("FCL_ARTIFACT_DIR", "/srv/models")
+    assert load_settings().artifact_location == "/srv/models"
+    monkeypatch.setenv("FCL_ARTIFACT_URL", "s3://other/prefix")
+    assert load_settings().artifact_location == "s3://other/prefix"
