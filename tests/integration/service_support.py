@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,26 @@ class Service:
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+@contextmanager
+def with_object_store(stack: RunStack, workdir: Path, *names: str) -> Iterator[Service]:
+    """The service with its artifacts only in the stack's object store, under a prefix of its own
+    (small goal trainings, no retrain sweep), `names` started; stopped at the end."""
+    service = Service(
+        stack,
+        workdir,
+        extra_env={
+            **stack.artifact_env(f"test-{uuid.uuid4().hex[:10]}"),
+            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 20}}',
+            "FCL_RETRAIN_SWEEP_SECONDS": "0",
+        },
+    )
+    try:
+        service.start(*names)
+        yield service
+    finally:
+        service.stop()
 
 
 def dumps(event: dict[str, Any]) -> bytes:

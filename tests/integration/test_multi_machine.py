@@ -21,7 +21,7 @@ import pytest
 from storage.db import Database
 from tests import factories
 from tests.conftest import RunStack
-from tests.integration.service_support import API, FCL, Service
+from tests.integration.service_support import API, FCL, Service, with_object_store
 from tests.integration.streams_support import eventually, rows, scalar
 from trainers.simulator import FinCoachSimulator
 
@@ -54,29 +54,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-PREFIX = f"test-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture
 def svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
-    service = Service(
-        stack,
-        tmp_path,
-        extra_env={
-            **stack.artifact_env(PREFIX),
-            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 20}}',
-            "FCL_RETRAIN_SWEEP_SECONDS": "0",
-        },
-    )
-    try:
-        service.start("web")
+    with with_object_store(stack, tmp_path, "web") as service:
         yield service
-    finally:
-        service.stop()
 
 
 async def test_two_workers_without_a_shared_disk_judge_each_others_champions(svc: Service, tmp_path: Path) -> None:
-    prefix = PREFIX
+    store_url = svc.env["FCL_ARTIFACT_URL"]
     machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
     db = Database(svc.database_url, pool_size=2)
     try:
@@ -116,7 +101,7 @@ async def test_two_workers_without_a_shared_disk_judge_each_others_champions(svc
         workers = [v.worker for v in trained]
         assert workers[0] != workers[1] and workers[1] != workers[2], workers  # they alternated
         for v in trained:
-            assert v.artifact_path.startswith(f"s3://fcl/{prefix}/goal/"), v.artifact_path
+            assert v.artifact_path.startswith(f"{store_url}/goal/"), v.artifact_path
         by_version = {v.version: v for v in trained}
         for v in trained[1:]:
             # compared with the champion of its time, which the other machine trained ...

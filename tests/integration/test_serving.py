@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,30 +22,16 @@ import pytest
 from storage.db import Database
 from tests import factories
 from tests.conftest import RunStack
-from tests.integration.service_support import API, Service
+from tests.integration.service_support import API, Service, with_object_store
 from tests.integration.streams_support import eventually, scalar
 from trainers.artifacts import ArtifactStore, S3Access
 from trainers.simulator import FinCoachSimulator
 
-PREFIX = f"test-{uuid.uuid4().hex[:10]}"
-
 
 @pytest.fixture
 def svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
-    service = Service(
-        stack,
-        tmp_path,
-        extra_env={
-            **stack.artifact_env(PREFIX),
-            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 20}}',
-            "FCL_RETRAIN_SWEEP_SECONDS": "0",
-        },
-    )
-    try:
-        service.start("web", "trainer")
+    with with_object_store(stack, tmp_path, "web", "trainer") as service:
         yield service
-    finally:
-        service.stop()
 
 
 class Watcher:
