@@ -24,6 +24,7 @@ from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
 from storage.db import Database, asyncpg_dsn
 from storage.migrate import upgrade
+from trainers.artifacts import ArtifactStore, S3Access
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,10 @@ class RunStack:
             pytest.skip("the stack given by FCL_KAFKA_BOOTSTRAP/FCL_DATABASE_URL has no FCL_S3_ENDPOINT_URL")
         bucket = self.object_store["FCL_ARTIFACT_URL"].removeprefix("s3://").split("/")[0]
         return {**self.object_store, "FCL_ARTIFACT_URL": f"s3://{bucket}/{prefix}"}
+
+    def artifact_store(self, prefix: str) -> ArtifactStore:
+        """A client of the stack's object store under s3://<bucket>/<prefix>, as a service sees it."""
+        return store_from_env(self.artifact_env(prefix))
 
     def settings(self) -> Settings:
         return Settings(
@@ -74,6 +79,19 @@ async def _drop_database(server_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def store_from_env(env: dict[str, str]) -> ArtifactStore:
+    """The artifact store an `fcl` process with this environment writes to."""
+    return ArtifactStore(
+        env["FCL_ARTIFACT_URL"],
+        S3Access(
+            endpoint=env.get("FCL_S3_ENDPOINT_URL"),
+            access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            region=env.get("AWS_REGION"),
+        ),
+    )
 
 
 def create_database(server_url: str, name: str, *, template: str | None = None) -> str:

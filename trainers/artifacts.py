@@ -131,9 +131,13 @@ class ArtifactStore:
             raise ArtifactError("an artifact path needs a job UUID and a positive attempt")
         return f"{model_type}/job-{job_id}-a{attempt}.{fmt}"
 
+    def _object(self, key: str) -> str:
+        """The S3 object name of `key` in this store's bucket."""
+        return f"{self.prefix}/{key}" if self.prefix else key
+
     def location(self, key: str) -> str:
         if self.remote:
-            return f"s3://{self.bucket}/{self.prefix + '/' if self.prefix else ''}{key}"
+            return f"s3://{self.bucket}/{self._object(key)}"
         return str(self.root / key)
 
     # -- the object store ----------------------------------------------------------------------
@@ -193,8 +197,8 @@ class ArtifactStore:
         import obstore
 
         store = self._bucket(self.bucket)
-        final = _s3_parts(self.location(key))[1]
-        temporary = _s3_parts(self.location(f"{TEMPORARY}/{uuid.uuid4()}-{key.replace('/', '-')}"))[1]
+        final = self._object(key)
+        temporary = self._object(f"{TEMPORARY}/{uuid.uuid4()}-{key.replace('/', '-')}")
         try:
             obstore.put(store, temporary, data)  # the upload (multipart when large) under a temporary key
             obstore.copy(store, temporary, final)  # then visible at once, as a whole
@@ -277,7 +281,7 @@ class ArtifactStore:
             import obstore
 
             store = self._bucket(self.bucket)
-            prefix = _s3_parts(self.location(TEMPORARY))[1]
+            prefix = self._object(TEMPORARY)
             try:
                 for batch in obstore.list(store, prefix=prefix):
                     for meta in batch:
@@ -302,7 +306,7 @@ class ArtifactStore:
         if self.remote:
             import obstore
 
-            store, name = self._bucket(self.bucket), _s3_parts(self.location(key))[1]
+            store, name = self._bucket(self.bucket), self._object(key)
             try:
                 obstore.put(store, name, b"fcl")
                 got = bytes(obstore.get(store, name).bytes())

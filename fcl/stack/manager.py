@@ -27,10 +27,13 @@ from fcl.stack.objectstore import (
     STOP_SECONDS,
     Credentials,
     SeaweedPorts,
+    SeaweedProcess,
     SeaweedServer,
+    artifact_store,
     weed_version,
 )
 from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir, server_version
+from trainers.artifacts import ArtifactError
 
 PREFERRED_KAFKA_PORT = 9092
 PREFERRED_CONTROLLER_PORT = 9093
@@ -216,9 +219,7 @@ class LocalStack:
         self._save(state)
 
     @staticmethod
-    def _seaweed(ob: dict[str, Any]) -> Any:
-        from fcl.stack.objectstore import SeaweedProcess
-
+    def _seaweed(ob: dict[str, Any]) -> SeaweedProcess:
         return SeaweedProcess(
             pid=ob["pid"], start_ticks=ob.get("start_ticks"), ports=SeaweedPorts(**ob["ports"]), version=""
         )
@@ -295,22 +296,12 @@ class LocalStack:
         )
 
     def _objects_status(self, state: dict[str, Any]) -> ComponentStatus:
-        from trainers.artifacts import ArtifactError, ArtifactStore, S3Access
-
         ob = state.get("objects", {})
         running = process_alive(ob.get("pid"), ob.get("start_ticks"))
         address = f"127.0.0.1:{ob['ports']['s3']}" if ob.get("ports") else None
         answering = False
         if running and ob.get("credentials"):
-            store = ArtifactStore(
-                f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
-                S3Access(
-                    endpoint=f"http://{address}",
-                    access_key_id=ob["credentials"]["access_key_id"],
-                    secret_access_key=ob["credentials"]["secret_access_key"],
-                    region=REGION,
-                ),
-            )
+            store = artifact_store(f"http://{address}", Credentials(**ob["credentials"]))
             try:
                 store.probe()
                 answering = True

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcl.stack.common import StackError, log_tail, process_alive, process_start_ticks, spawn_detached, terminate
+from trainers.artifacts import ArtifactError, ArtifactStore, S3Access
 
 BUCKET = "fcl"
 ARTIFACT_PREFIX = "artifacts"
@@ -73,6 +74,19 @@ def weed_version() -> str:
     words = out.stdout.split()
     # "version 8000GB 4.48 pypi linux amd64"
     return f"SeaweedFS {words[2]}" if len(words) > 2 else "SeaweedFS"
+
+
+def artifact_store(endpoint: str, credentials: Credentials) -> ArtifactStore:
+    """The stack's artifact store as the services reach it (what `stack.env` describes)."""
+    return ArtifactStore(
+        f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
+        S3Access(
+            endpoint=endpoint,
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+            region=REGION,
+        ),
+    )
 
 
 class SeaweedServer:
@@ -147,17 +161,7 @@ class SeaweedServer:
     def wait_ready(self, proc: SeaweedProcess, credentials: Credentials, timeout: float) -> None:
         """Until the bucket exists and a real S3 client (the service's own) writes, reads back
         and deletes an object in it with the stack's keys."""
-        from trainers.artifacts import ArtifactError, ArtifactStore, S3Access
-
-        store = ArtifactStore(
-            f"s3://{BUCKET}/{ARTIFACT_PREFIX}",
-            S3Access(
-                endpoint=self.endpoint(proc.ports),
-                access_key_id=credentials.access_key_id,
-                secret_access_key=credentials.secret_access_key,
-                region=REGION,
-            ),
-        )
+        store = artifact_store(self.endpoint(proc.ports), credentials)
         deadline = time.monotonic() + timeout
         bucket, last = False, ""
         while True:

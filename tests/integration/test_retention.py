@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-from contract.settings import Settings
 from storage.db import Database
 from storage.errors import VersionDeleted
 from storage.repositories import ChampionRepository
@@ -25,16 +24,7 @@ from worker.retention import RetentionPolicy
 
 @pytest.fixture
 def store(stack: RunStack) -> ArtifactStore:
-    env = stack.artifact_env(f"test-{uuid.uuid4().hex[:10]}")
-    settings = Settings(
-        artifact_url=env["FCL_ARTIFACT_URL"],
-        s3_endpoint_url=env["FCL_S3_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_region=env["AWS_REGION"],
-        _env_file=None,
-    )
-    return ArtifactStore.from_settings(settings)
+    return stack.artifact_store(f"test-{uuid.uuid4().hex[:10]}")
 
 
 async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempotent(
