@@ -79,10 +79,12 @@ class ChampionWatcher:
         self._consumer: Any = None
 
     @classmethod
-    def from_settings(cls, model_type: str, settings: Any, **kwargs: Any) -> ChampionWatcher:
+    def from_settings(
+        cls, model_type: str, settings: Any, *, api_url: str | None = None, **kwargs: Any
+    ) -> ChampionWatcher:
         return cls(
             model_type,
-            api_url=f"http://{settings.http_host}:{settings.http_port}",
+            api_url=api_url or f"http://{settings.http_host}:{settings.http_port}",
             token=settings.api_token,
             kafka_bootstrap=settings.kafka_bootstrap,
             topic_prefix=settings.topic_prefix,
@@ -156,10 +158,8 @@ class ChampionWatcher:
             await self.refresh(cause)
         except WatcherError as exc:
             self.failures += 1
-            log.warning("%s champion not swapped, v%s keeps serving: %s", self.model_type, self._version(), exc)
-
-    def _version(self) -> int | None:
-        return self.served.version if self.served else None
+            serving = self.served.version if self.served else None
+            log.warning("%s champion not swapped, v%s keeps serving: %s", self.model_type, serving, exc)
 
     async def refresh(self, cause: dict[str, Any] | None = None) -> bool:
         """Serve the API's current champion; True when it was swapped in."""
@@ -209,7 +209,7 @@ class ChampionWatcher:
 def _event(value: bytes | None) -> dict[str, Any] | None:
     try:
         event = json.loads(value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
         return None
     return event if isinstance(event, dict) else None
 
@@ -252,9 +252,7 @@ async def _main(model_type: str, api_url: str | None) -> int:
     from contract.settings import load_settings
 
     settings = load_settings()
-    watcher = ChampionWatcher.from_settings(model_type, settings, on_swap=_print_swap)
-    if api_url:
-        watcher.api_url = api_url.rstrip("/")
+    watcher = ChampionWatcher.from_settings(model_type, settings, api_url=api_url, on_swap=_print_swap)
     await watcher.start()
     print(json.dumps({"watching": model_type, "topic": watcher.topic, "api": watcher.api_url}), flush=True)
     task = asyncio.create_task(watcher.run())

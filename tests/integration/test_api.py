@@ -542,12 +542,13 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
     await api.call("GET", f"{API}/model-versions/goal/{v2}/artifact", status=503)  # its file never existed
     await api.call("GET", f"{API}/model-versions/goal/77/artifact", status=404)
 
-    # The ledger: every move, newest first, with who made it (the X-FCL-Actor header, when sent).
+    # The ledger: every move, newest first, with who made it (the X-FCL-Actor header, when sent;
+    # a huge one is cut to 200 characters).
     async with api.client.post(
         f"{API}/model-versions/goal/rollback",
-        headers={"Authorization": f"Bearer {TOKEN}", "X-FCL-Actor": "alice@ops"},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-FCL-Actor": "alice@ops" + "x" * 5000},
     ) as r:
-        assert r.status == 200 and (await r.json())["actor"] == "operator alice@ops (API)"
+        assert r.status == 200 and (await r.json())["actor"] == f"operator alice@ops{'x' * 191} (API)"
     ledger = (await api.call("GET", f"{API}/model-versions?model_type=goal", status=200))["ledger"]
     assert [(m["reason"], m["version"]) for m in ledger] == [
         ("rollback", v2),

@@ -21,10 +21,9 @@ import pytest
 
 from storage.db import Database
 from tests import factories
-from tests.conftest import RunStack
+from tests.conftest import RunStack, store_from_env
 from tests.integration.service_support import API, Service, with_object_store
-from tests.integration.streams_support import eventually, scalar
-from trainers.artifacts import ArtifactStore, S3Access
+from tests.integration.streams_support import eventually, produce_raw, scalar
 from trainers.simulator import FinCoachSimulator
 
 
@@ -122,6 +121,20 @@ async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: 
 
     try:
         assert (await asyncio.to_thread(watcher.next))["watching"] == "goal"
+        # Hostile records on the topic it follows: it skips what is not an event, asks the API
+        # about what names its model type (no champion yet: nothing to swap), and keeps going.
+        await produce_raw(
+            svc.settings,
+            svc.settings.topic("model-versions"),
+            [
+                (b"goal", b"\xff\xfe not utf-8"),
+                (b"goal", None),  # a tombstone
+                (b"goal", b"[1, 2, 3]"),
+                (b"goal", b'{"model_type": "goal", "version": "x", "occurred_at": 7}'),
+                (b"goal", b"x" * 900_000),
+                (b"goal", b"[" * 100_000 + b"]" * 100_000),
+            ],
+        )
         v1 = await _train(svc, db, seed=50)
         await _make_champion(svc, v1)
         await served(v1)
@@ -137,14 +150,7 @@ async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: 
         # v2's object in the store is replaced by other bytes: the API refuses to serve them (503),
         # the watcher keeps v1 and says why.
         location = await scalar(db, "SELECT artifact_path FROM model_versions WHERE version = :v", v=v2)
-        store = ArtifactStore(
-            svc.env["FCL_ARTIFACT_URL"],
-            S3Access(
-                endpoint=svc.env["FCL_S3_ENDPOINT_URL"],
-                access_key_id=svc.env["AWS_ACCESS_KEY_ID"],
-                secret_access_key=svc.env["AWS_SECRET_ACCESS_KEY"],
-            ),
-        )
+        store = store_from_env(svc.env)
         import obstore
 
         bucket_key = location.removeprefix("s3://").split("/", 1)[1]
@@ -157,6 +163,7 @@ async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: 
         assert "not swapped, v1 keeps serving" in watcher.log() and "artifact_unreadable" in watcher.log()
         assert watcher.lines.empty()
         print(f"model-versions event -> watcher serving: {[round(x, 3) for x in latencies]} s")
+        assert watcher.proc.poll() is None  # alive after all of it
     finally:
         code = await asyncio.to_thread(watcher.stop)
         await db.close()

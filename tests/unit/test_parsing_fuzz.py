@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams.parsing import (
@@ -93,3 +93,13 @@ def test_any_key_and_value_make_a_bounded_dead_letter_or_an_event(key: bytes, va
             letter = dead_letter(result)
             assert len(letter.model_dump_json().encode()) <= 64 * 1024
             assert "\x00" not in letter.model_dump_json()
+
+
+@example(b"[" * 100_000 + b"]" * 100_000)  # deeper than the JSON parser's recursion limit
+@example(b"\xff\xfe")
+@given(st.binary(max_size=4096) | st.none())
+def test_the_watcher_reads_any_record_as_an_event_or_nothing(value: bytes | None) -> None:
+    from fcl.serving import _event
+
+    event = _event(value)
+    assert event is None or isinstance(event, dict)
