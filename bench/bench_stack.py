@@ -19,11 +19,12 @@ from fcl.stack import LocalStack
 from fcl.stack.postgres import server_home
 
 
-def timed(label: str, fn: Callable[[], object]) -> float:
+def timed(label: str, fn: Callable[[], object], stack: LocalStack | None = None) -> float:
     start = time.perf_counter()
     fn()
     elapsed = time.perf_counter() - start
-    print(f"{label:<40} {elapsed:7.2f} s")
+    parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stack.up_seconds.items()) if stack else ""
+    print(f"{label:<40} {elapsed:7.2f} s" + (f"   ({parts})" if parts else ""))
     return elapsed
 
 
@@ -32,11 +33,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="fcl-bench-stack-"))
     stack = LocalStack(root / "state")
     try:
-        timed("stack up (fresh: initdb + format + start)", stack.up)
-        timed("stack up (already running)", stack.up)
+        timed("stack up (fresh: initdb + format + start)", stack.up, stack)
+        timed("stack up (already running)", stack.up, stack)
         timed("stack status", stack.status)
         timed("stack down", stack.down)
-        timed("stack up (existing data)", stack.up)
+        timed("stack up (existing data)", stack.up, stack)
         timed("stack down", stack.down)
     finally:
         stack.down()

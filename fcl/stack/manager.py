@@ -11,8 +11,9 @@ import asyncio
 import fcntl
 import json
 import os
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,6 +121,7 @@ class LocalStack:
         self.kafka = KafkaBroker(self.stack_dir / "kafka")
         self.postgres = PostgresServer(self.stack_dir)
         self.objects = SeaweedServer(self.stack_dir / "seaweedfs")
+        self.up_seconds: dict[str, float] = {}  # what each server took in the last `up`
         timeout = start_timeout or float(os.environ.get("FCL_STACK_START_TIMEOUT", "90"))
         self.start_timeout = timeout
 
@@ -152,9 +154,15 @@ class LocalStack:
         bindir = find_bindir()
         with self._locked():
             state = self._load()
-            self._up_postgres(state, bindir)
-            self._up_kafka(state)
-            self._up_objects(state)
+            starts: list[tuple[str, Callable[[], None]]] = [
+                ("postgres", lambda: self._up_postgres(state, bindir)),
+                ("kafka", lambda: self._up_kafka(state)),
+                ("seaweedfs", lambda: self._up_objects(state)),
+            ]
+            for name, start in starts:
+                began = time.perf_counter()
+                start()
+                self.up_seconds[name] = time.perf_counter() - began
             self._write_env(state)
         return self.status()
 
