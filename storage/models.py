@@ -225,6 +225,8 @@ class TrainingEventRow(Base):
         CheckConstraint(_in("verdict", VerdictKind), name="verdict_known"),
         Index(None, "started_at", "id"),
         Index(None, "model_type", "started_at", "id"),
+        Index(None, "status", "started_at", "id"),  # the history's filters (migration 0010)
+        Index(None, "model_type", "status", "started_at", "id"),
     )
 
     def to_entity(self) -> TrainingEvent:
@@ -429,3 +431,14 @@ class WorkerHeartbeatRow(Base):
             current_job_id=self.current_job_id,
             info=dict(self.info),
         )
+
+
+class JobStatusCountRow(Base):
+    """Jobs per status, kept by statement-level triggers on training_jobs (migration 0010), so
+    `training-status` reads five rows instead of counting every job ever made. A statement that
+    changes no job's status (a heartbeat, a joined trigger) does not touch it."""
+
+    __tablename__ = "job_status_counts"
+
+    status: Mapped[str] = mapped_column(primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -22,6 +22,7 @@ from storage.db import Database
 from storage.errors import StorageError
 from storage.notifications import ChangeListener, Notifications
 from storage.outbox import OutboxRelay
+from storage.reads import ReadViews
 from web.api import ApiError, error_response, openapi, register, request_id
 from web.cache import ResponseCache
 from web.metrics import Metrics
@@ -93,7 +94,14 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         if producer is not None
         else None
     )
-    services = Services(settings=settings, db=db, producer=producer, metrics=Metrics(), cache=ResponseCache(listener))
+    services = Services(
+        settings=settings,
+        db=db,
+        producer=producer,
+        metrics=Metrics(),
+        cache=ResponseCache(listener),
+        reads=ReadViews(settings.database_url, pool_size=settings.http_db_pool),
+    )
     app[SERVICES] = services
     register(app, ENDPOINTS, token=lambda: settings.api_token)
     document = openapi(
@@ -113,6 +121,7 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         stopping = asyncio.Event()
         async with contextlib.AsyncExitStack() as running:
             running.push_async_callback(db.close)
+            running.push_async_callback(services.reads.close)
             notifications.start()
             running.push_async_callback(notifications.stop)
             if notifications.task is not None:

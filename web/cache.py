@@ -2,12 +2,17 @@
 
 An entry remembers the generations (storage.notifications.ChangeListener) of the tables it was read
 from; a lookup returns it only while those generations stand. A response computed while a
-change arrived is not stored. Without a healthy listener nothing is served from the cache."""
+change arrived is not stored. Without a healthy listener nothing is served from the cache.
+
+A miss is single-flight: requests for the same key that miss while a read of it runs, at the same
+generations, wait for that read instead of each reading PostgreSQL (a burst right after a write
+costs one statement, not one per client). With the cache off, every request reads."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 
 from storage.notifications import ChangeListener
 
@@ -17,7 +22,8 @@ class ResponseCache:
         self.listener = listener
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, tuple[tuple[int, ...], bytes]] = OrderedDict()
-        self.hits = self.misses = 0
+        self._flights: dict[Hashable, tuple[tuple[int, ...], asyncio.Future[bytes]]] = {}
+        self.hits = self.misses = self.joined = 0
 
     def generation(self, tables: Sequence[str]) -> tuple[int, ...] | None:
         return self.listener.generation(tables) if self.listener is not None else None
@@ -40,3 +46,29 @@ class ResponseCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    async def get_or_load(self, key: Hashable, tables: Sequence[str], load: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The cached body, or the body of the read of `key` already running at the current
+        generations, or `load()`'s (stored when nothing changed meanwhile). The read runs as its
+        own task, so a client that goes away does not cancel it for the others. With the cache
+        off (no healthy listener) every request reads on its own."""
+        if (hit := self.get(key, tables)) is not None:
+            return hit
+        read_at = self.generation(tables)
+        if read_at is None:
+            return await load()
+        flight = self._flights.get(key)
+        if flight is not None and flight[0] == read_at:
+            self.joined += 1
+            return await asyncio.shield(flight[1])
+        task = asyncio.ensure_future(load())
+        self._flights[key] = (read_at, task)
+
+        def landed(done: asyncio.Future[bytes]) -> None:
+            if self._flights.get(key, (None, None))[1] is done:
+                del self._flights[key]
+            if not done.cancelled() and done.exception() is None:
+                self.put(key, tables, read_at, done.result())
+
+        task.add_done_callback(landed)
+        return await asyncio.shield(task)

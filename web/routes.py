@@ -9,10 +9,10 @@ import asyncio
 import base64
 import functools
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from storage.db import Database
 from storage.entities import AdmissionPolicy, ChampionMove, ModelVersion, TriggerRequest
 from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
 from storage.queue import JobQueue
+from storage.reads import ReadViews
 from storage.repositories import (
     ChampionRepository,
     DatasetRepository,
@@ -34,7 +35,6 @@ from storage.repositories import (
     OutboxRepository,
     TrainingEventRepository,
     ValidationRepository,
-    WorkerRepository,
 )
 from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from web import schemas as s
@@ -53,6 +53,7 @@ class Services:
     producer: BackgroundProducer | None  # None when this process does not relay its events
     metrics: Metrics
     cache: ResponseCache
+    reads: ReadViews
     openapi_bytes: bytes = b""
     admission: AdmissionPolicy = field(init=False)
     artifacts: ArtifactStore = field(init=False)
@@ -159,34 +160,11 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
     return 202, s.TriggerResponse(outcome=admission.outcome, trigger_event_id=event_id, job=s.JobView.of(job))
 
 
-async def training_status(call: Call) -> tuple[int, s.TrainingStatus]:
+async def training_status(call: Call) -> web.Response:
+    """One statement, its JSON built by PostgreSQL (storage.reads); never cached."""
     svc = _services(call)
-    async with svc.db.transaction() as session:
-        jobs = JobRepository(session)
-        counts = await jobs.counts()
-        waiting = await jobs.waiting(limit=20)
-        running = await jobs.running()
-        workers = await WorkerRepository(session).seen_since(max(15.0, 3 * svc.settings.heartbeat_seconds))
-        champions = await ChampionRepository(session).all_current()
-        last = await TrainingEventRepository(session).latest_per_model_type(model_types.names())
-    per_type = {}
-    for spec in model_types.specs():
-        champion = champions.get(spec.name)
-        per_type[spec.name] = s.ModelTypeStatus(
-            champion_version=champion.version if champion else None,
-            champion_since=champion.created_at if champion else None,
-            key_metric=spec.key_metric,
-            higher_is_better=spec.higher_is_better,
-            last_run=s.TrainingEventView.of(last[spec.name]) if spec.name in last else None,
-        )
-    return 200, s.TrainingStatus(
-        queue=counts,
-        waiting=[s.JobView.of(j) for j in waiting],
-        running=[s.JobView.of(j) for j in running],
-        workers=[s.WorkerView.of(w) for w in workers],
-        model_types=per_type,
-        generated_at=datetime.now(UTC),
-    )
+    body = await svc.reads.training_status(workers_seen_seconds=max(15.0, 3 * svc.settings.heartbeat_seconds))
+    return web.Response(text=body, content_type="application/json")
 
 
 async def training_job(call: Call) -> tuple[int, s.JobDetail]:
@@ -255,56 +233,28 @@ def _cached(body: bytes) -> web.Response:
 async def training_history(call: Call) -> web.Response:
     svc = _services(call)
     q: s.HistoryQuery = call.query
-    key = ("history", q.limit, q.model_type, q.status, q.before)
-    if (hit := svc.cache.get(key, HISTORY_TABLES)) is not None:
-        return _cached(hit)
     try:
         before = s.decode_cursor(q.before) if q.before else None
     except ValueError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from None
-    read_at = svc.cache.generation(HISTORY_TABLES)
-    async with svc.db.transaction() as session:
-        events = await TrainingEventRepository(session).page(
-            limit=q.limit + 1, model_type=q.model_type, status=q.status, before=before
-        )
-    more = len(events) > q.limit
-    events = events[: q.limit]
-    body = (
-        s.HistoryPage(
-            items=[s.TrainingEventView.of(e) for e in events], next_before=s.encode_cursor(events[-1]) if more else None
-        )
-        .model_dump_json()
-        .encode()
-    )
-    svc.cache.put(key, HISTORY_TABLES, read_at, body)
-    return _cached(body)
+
+    async def read() -> bytes:
+        page = await svc.reads.history(limit=q.limit, model_type=q.model_type, status=q.status, before=before)
+        cursor = json.dumps(s.encode_cursor(*page.last) if page.last else None)
+        return f'{{"items":{page.items},"next_before":{cursor}}}'.encode()
+
+    key = ("history", q.limit, q.model_type, q.status, q.before)
+    return _cached(await svc.cache.get_or_load(key, HISTORY_TABLES, read))
 
 
 async def model_versions(call: Call) -> web.Response:
     svc = _services(call)
     q: s.ModelVersionsQuery = call.query
-    model_type = q.model_type
-    key = ("versions", model_type)
-    if (hit := svc.cache.get(key, VERSION_TABLES)) is not None:
-        return _cached(hit)
-    read_at = svc.cache.generation(VERSION_TABLES)
-    async with svc.db.transaction() as session:
-        versions = await ModelVersionRepository(session).list(model_type)
-        champions = await ChampionRepository(session).all_current()
-        ledger = await ChampionRepository(session).ledger(model_type)
-    served = {m: c.version for m, c in champions.items()}
-    types = [model_type] if model_type else list(model_types.names())
-    body = (
-        s.ModelVersions(
-            champions={m: served.get(m) for m in types},
-            versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
-            ledger=[s.ChampionMoveView.of(m) for m in ledger],
-        )
-        .model_dump_json()
-        .encode()
-    )
-    svc.cache.put(key, VERSION_TABLES, read_at, body)
-    return _cached(body)
+
+    async def read() -> bytes:
+        return (await svc.reads.model_versions(q.model_type)).encode()
+
+    return _cached(await svc.cache.get_or_load(("versions", q.model_type), VERSION_TABLES, read))
 
 
 def _actor(call: Call) -> str:

@@ -65,8 +65,9 @@ class ModelVersionsQuery(BaseModel):
     model_type: ModelTypeName | None = None
 
 
-def encode_cursor(event: TrainingEvent) -> str:
-    raw = f"{event.started_at.isoformat()}|{event.id}".encode()
+def encode_cursor(started_at: datetime, event_id: uuid.UUID) -> str:
+    """The cursor of the page after the training event (started_at, event_id)."""
+    raw = f"{started_at.isoformat()}|{event_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

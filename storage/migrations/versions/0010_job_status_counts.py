@@ -1,0 +1,89 @@
+"""Jobs per status as a maintained summary (`job_status_counts`), so reading the queue's figures
+costs five rows however many jobs were ever made; and indexes for the history's status filters.
+
+Statement-level AFTER triggers with transition tables add each statement's net change per status;
+a statement that changes no status (heartbeats, progress, a trigger joining a waiting job) writes
+nothing and takes no lock. Rows are upserted in status order, so two transactions cannot deadlock
+on them. TRUNCATE zeroes the summary.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-28
+"""
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+_STATUSES = "ARRAY['queued', 'in_progress', 'completed', 'failed', 'cancelled']"
+
+# The net change per status of one statement, from its transition tables, applied in status order.
+_APPLY = """
+    INSERT INTO job_status_counts AS c (status, jobs)
+    SELECT status, sum(n) FROM ({rows}) AS d(status, n)
+    GROUP BY status HAVING sum(n) <> 0 ORDER BY status
+    ON CONFLICT (status) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs;
+"""
+_CHANGES = {
+    "insert": "SELECT status, 1 FROM new_jobs",
+    "update": "SELECT status, 1 FROM new_jobs UNION ALL SELECT status, -1 FROM old_jobs",
+    "delete": "SELECT status, -1 FROM old_jobs",
+}
+_REFERENCING = {
+    "insert": "REFERENCING NEW TABLE AS new_jobs",
+    "update": "REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs",
+    "delete": "REFERENCING OLD TABLE AS old_jobs",
+}
+
+
+def upgrade() -> None:
+    op.create_index(op.f("ix_training_events_status_started_at_id"), "training_events", ["status", "started_at", "id"])
+    op.create_index(
+        op.f("ix_training_events_model_type_status_started_at_id"),
+        "training_events",
+        ["model_type", "status", "started_at", "id"],
+    )
+    op.execute(
+        "CREATE TABLE job_status_counts (status text NOT NULL, jobs bigint DEFAULT 0 NOT NULL, "
+        "CONSTRAINT pk_job_status_counts PRIMARY KEY (status))"
+    )
+    op.execute("LOCK TABLE training_jobs IN SHARE MODE")  # no status changes while the summary is seeded
+    op.execute(f"""
+        INSERT INTO job_status_counts (status, jobs)
+        SELECT s, (SELECT count(*) FROM training_jobs WHERE status = s) FROM unnest({_STATUSES}) AS s
+    """)
+    for op_name, rows in _CHANGES.items():
+        op.execute(f"""
+            CREATE FUNCTION fcl_count_jobs_{op_name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                {_APPLY.format(rows=rows)}
+                RETURN NULL;
+            END $$
+        """)
+        op.execute(f"""
+            CREATE TRIGGER fcl_count_jobs_{op_name} AFTER {op_name.upper()} ON training_jobs
+            {_REFERENCING[op_name]} FOR EACH STATEMENT EXECUTE FUNCTION fcl_count_jobs_{op_name}()
+        """)
+    op.execute("""
+        CREATE FUNCTION fcl_count_jobs_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE job_status_counts SET jobs = 0;
+            RETURN NULL;
+        END $$
+    """)
+    op.execute("""
+        CREATE TRIGGER fcl_count_jobs_truncate AFTER TRUNCATE ON training_jobs
+        FOR EACH STATEMENT EXECUTE FUNCTION fcl_count_jobs_truncate()
+    """)
+
+
+def downgrade() -> None:
+    for op_name in (*_CHANGES, "truncate"):
+        op.execute(f"DROP TRIGGER fcl_count_jobs_{op_name} ON training_jobs")
+        op.execute(f"DROP FUNCTION fcl_count_jobs_{op_name}()")
+    op.execute("DROP TABLE job_status_counts")
+    op.drop_index(op.f("ix_training_events_model_type_status_started_at_id"), table_name="training_events")
+    op.drop_index(op.f("ix_training_events_status_started_at_id"), table_name="training_events")

@@ -1,0 +1,184 @@
+"""The read views PostgreSQL builds (storage.reads) against the same views built the long way, from
+the repositories' domain objects through web.schemas' pydantic models, on one database state with
+every kind of row: waiting, running, completed, failed and cancelled jobs, passed and refused
+versions, a manual promote, a version the retention removed, and live and stale workers. And the
+maintained job counts against a full count, after transitions made by many transactions at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from contract import model_types
+from contract.enums import ChampionReason
+from storage.db import Database
+from storage.queue import JobQueue
+from storage.reads import ReadViews
+from storage.repositories import (
+    ChampionRepository,
+    JobRepository,
+    ModelVersionRepository,
+    RetentionRepository,
+    TrainingEventRepository,
+    WorkerRepository,
+)
+from tests import factories
+from web import schemas as s
+
+SEEN = 45.0
+
+
+async def _every_kind_of_row(db: Database) -> None:
+    for priority, dataset in enumerate(["w-a", "w-b", "w-c"]):
+        await factories.admit(db, dataset, "goal", priority)
+    await factories.admit(db, "w-a", "goal", 9, "second-trigger-of-w-a")  # joins: two trigger ids
+    running = await factories.lease(db, (await factories.admit(db, "r-a", "spending")).job_id, worker="box-1")
+    async with db.transaction() as session:
+        await JobQueue(session).heartbeat(running.lease, lease_for=timedelta(minutes=5), progress=0.25)
+    for auc in (0.71, 0.74):
+        await factories.record_version(db, "goal", passed=True, auc=auc)
+    await factories.record_version(db, "goal", passed=False, auc=0.5)
+    await factories.record_version(db, "segmentation", passed=True, auc=0.9)
+    await factories.failed_attempt(db, "f-a", "goal")
+    cancelled = await factories.admit(db, "c-a", "segmentation")
+    async with db.transaction() as session:
+        await JobQueue(session).cancel(cancelled.job_id)
+        await ChampionRepository(session).move(
+            model_type="goal",
+            version=1,
+            expected=await ChampionRepository(session).current("goal"),
+            reason=ChampionReason.MANUAL,
+            note="a reason with \"quotes\" and ünïcödé",
+            actor="ops@example (fcl cli)",
+        )
+        await RetentionRepository(session).mark("goal", keep_versions=1, keep_days=0)
+        await WorkerRepository(session).beat(
+            worker_id="box-1", hostname="box", pid=7, current_job_ids=[running.id], info={"slots": 1}
+        )
+        await WorkerRepository(session).beat(worker_id="gone", hostname="old", pid=8, current_job_ids=[], info={})
+        await session.execute(
+            text("UPDATE worker_heartbeats SET last_seen_at = now() - interval '1 hour' WHERE worker_id = 'gone'")
+        )
+        # A timestamp without microseconds is written without a fraction, as pydantic does.
+        await session.execute(text("UPDATE training_jobs SET run_after = date_trunc('second', run_after)"))
+
+
+async def _job_views(db: Database, jobs: list[Any]) -> list[dict[str, Any]]:
+    async with db.transaction() as session:
+        repo = JobRepository(session)
+        full = [await repo.get(j.id) for j in jobs]
+    return [s.JobView.of(j).model_dump(mode="json") for j in full if j is not None]
+
+
+async def _status_the_long_way(db: Database) -> dict[str, Any]:
+    async with db.transaction() as session:
+        jobs = JobRepository(session)
+        counts = await jobs.counts()
+        waiting = await jobs.waiting(limit=20)
+        running = await jobs.running()
+        workers = await WorkerRepository(session).seen_since(SEEN)
+        champions = await ChampionRepository(session).all_current()
+        last = await TrainingEventRepository(session).latest_per_model_type(model_types.names())
+    per_type = {}
+    for spec in model_types.specs():
+        champion = champions.get(spec.name)
+        per_type[spec.name] = s.ModelTypeStatus(
+            champion_version=champion.version if champion else None,
+            champion_since=champion.created_at if champion else None,
+            key_metric=spec.key_metric,
+            higher_is_better=spec.higher_is_better,
+            last_run=s.TrainingEventView.of(last[spec.name]) if spec.name in last else None,
+        ).model_dump(mode="json")
+    return {
+        "queue": counts,
+        "waiting": await _job_views(db, waiting),
+        "running": await _job_views(db, running),
+        "workers": [s.WorkerView.of(w).model_dump(mode="json") for w in workers],
+        "model_types": per_type,
+    }
+
+
+async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db: Database) -> None:
+    await _every_kind_of_row(own_db)
+    reads = ReadViews(own_db.url, pool_size=2)
+    try:
+        status = json.loads(await reads.training_status(workers_seen_seconds=SEEN))
+        s.TrainingStatus.model_validate(status)  # the declared schema, field for field
+        generated = datetime.fromisoformat(status.pop("generated_at"))
+        assert abs((datetime.now(UTC) - generated).total_seconds()) < 60
+        expected = await _status_the_long_way(own_db)
+        assert status == expected
+        assert [w["worker_id"] for w in status["workers"]] == ["box-1"]
+        assert status["running"][0]["progress"] == 0.25 and status["running"][0]["worker"] == "box-1"
+        assert len(status["waiting"][0]["trigger_event_ids"]) == 2
+
+        for model_type in (None, "goal", "recommendation"):
+            document = json.loads(await reads.model_versions(model_type))
+            async with own_db.transaction() as session:
+                versions = await ModelVersionRepository(session).list(model_type)
+                champions = await ChampionRepository(session).all_current()
+                ledger = await ChampionRepository(session).ledger(model_type)
+            served = {m: c.version for m, c in champions.items()}
+            types = [model_type] if model_type else list(model_types.names())
+            assert document == s.ModelVersions(
+                champions={m: served.get(m) for m in types},
+                versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
+                ledger=[s.ChampionMoveView.of(m) for m in ledger],
+            ).model_dump(mode="json")
+        assert any(v["deleted_at"] for v in json.loads(await reads.model_versions("goal"))["versions"])
+
+        for model_type, status_filter in [(None, None), ("goal", None), (None, "failed"), ("goal", "completed")]:
+            before: tuple[datetime, uuid.UUID] | None = None
+            pages = 0
+            while True:
+                page = await reads.history(limit=2, model_type=model_type, status=status_filter, before=before)
+                async with own_db.transaction() as session:
+                    events = await TrainingEventRepository(session).page(
+                        limit=3, model_type=model_type, status=status_filter, before=before
+                    )
+                assert json.loads(page.items) == [s.TrainingEventView.of(e).model_dump(mode="json") for e in events[:2]]
+                assert (page.last is not None) == (len(events) > 2)
+                pages += 1
+                if page.last is None:
+                    break
+                assert page.last == (events[1].started_at, events[1].id)
+                before = page.last
+            assert pages >= 1
+    finally:
+        await reads.close()
+
+
+async def _counted(db: Database) -> tuple[dict[str, int], dict[str, int]]:
+    async with db.transaction() as session:
+        rows = (await session.execute(text("SELECT status, jobs FROM job_status_counts"))).all()
+        summary = {r.status: int(r.jobs) for r in rows}
+        return summary, await JobRepository(session).counts()
+
+
+async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_transitions(own_db: Database) -> None:
+    async def one_life(i: int) -> None:
+        dataset = f"ds-{i % 7}"
+        await factories.admit(own_db, dataset, "goal", i % 10)
+        claimed = await factories.claim(own_db, f"w{i}")
+        if claimed is not None and i % 3 == 0:
+            async with own_db.transaction() as session:
+                await JobQueue(session).cancel(claimed.id)
+
+    await asyncio.gather(*(one_life(i) for i in range(60)))
+    summary, counted = await _counted(own_db)
+    assert {k: v for k, v in summary.items() if v} == {k: v for k, v in counted.items() if v}
+    assert sum(counted.values()) > 0
+    async with own_db.transaction() as session:
+        await session.execute(text("UPDATE training_jobs SET progress = 0.5"))  # no status change: no counts
+        await session.execute(text("DELETE FROM training_jobs WHERE status = 'queued'"))
+    summary, counted = await _counted(own_db)
+    assert {k: v for k, v in summary.items() if v} == {k: v for k, v in counted.items() if v}
+    async with own_db.transaction() as session:
+        await session.execute(text("TRUNCATE training_jobs CASCADE"))
+    summary, _ = await _counted(own_db)
+    assert set(summary.values()) == {0}
