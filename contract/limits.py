@@ -57,10 +57,66 @@ def _check_string(value: str, path: list[Any]) -> None:
         raise LimitExceeded(f"{_where(path)}: string holds NUL or an unpaired surrogate, which cannot be stored")
 
 
-def check_document(document: object) -> None:
+def check_document(document: object, raw: bytes | None = None) -> None:
     """Raise LimitExceeded when `document` (parsed JSON) is nested deeper than MAX_DEPTH, holds a
     string over MAX_STRING_CHARS or with NUL / unpaired surrogates, or a number that is not
-    finite or beyond MAX_NUMBER. Iterative: no recursion on hostile input."""
+    finite or beyond MAX_NUMBER. Iterative: no recursion on hostile input.
+
+    `raw`, the bytes `document` was parsed from, lets it skip the string checks when no string can
+    fail them: JSON text can only carry NUL or a surrogate as a `\\u` escape or (as `json.loads`
+    decodes bytes with surrogatepass) as the UTF-8-like bytes ED A0-BF, and no string is longer
+    than its document. A first walk keeps no paths; only a document that fails it is walked again
+    to name where."""
+    chars = raw is None or b"\\u" in raw or b"\xed" in raw
+    lengths = raw is None or len(raw) > MAX_STRING_CHARS
+    if not _passes(document, chars=chars, lengths=lengths):
+        _check_document_naming_the_path(document)
+
+
+def _passes(document: object, *, chars: bool, lengths: bool) -> bool:
+    """Whether `document` is within the limits (`chars`, `lengths`: check the strings' characters,
+    their lengths)."""
+    if type(document) is not dict and type(document) is not list:
+        return _scalar_passes(document)
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        if type(container) is dict:
+            if chars or lengths:
+                for key in container:
+                    if (lengths and len(key) > MAX_STRING_CHARS) or (chars and not _BAD_CHARS.isdisjoint(key)):
+                        return False
+            values = container.values()
+        else:
+            values = container
+        for value in values:
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif kind is str:
+                if (lengths and len(value) > MAX_STRING_CHARS) or (chars and not _BAD_CHARS.isdisjoint(value)):
+                    return False
+            elif kind is float or kind is int:
+                if value != value or abs(value) > MAX_NUMBER:  # NaN is not equal to itself
+                    return False
+            elif kind is bool or value is None:
+                continue
+            elif not _scalar_passes(value):
+                return False
+    return True
+
+
+def _scalar_passes(value: object) -> bool:
+    try:
+        _check_document_naming_the_path(value)
+    except LimitExceeded:
+        return False
+    return True
+
+
+def _check_document_naming_the_path(document: object) -> None:
     stack: list[tuple[object, int, list[Any]]] = [(document, 1, [])]
     while stack:
         value, depth, path = stack.pop()

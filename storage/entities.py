@@ -4,7 +4,7 @@ The enums they use are the contract's (`contract.enums`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -209,7 +209,7 @@ class NewSampleBatch:
     event_id: str
     dataset_id: str
     model_type: str
-    samples: list[dict[str, Any]]
+    samples: Sequence[dict[str, Any] | str]  # each a sample, or its JSON text (encoded once, by the parser)
     occurred_at: datetime | None = None
     shape: dict[str, Any] = field(default_factory=dict)  # what every sample of its dataset shares
 

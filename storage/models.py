@@ -124,8 +124,9 @@ class TrainingSampleRow(Base):
 
     # The identity is the dataset's watermark: a training run uses every sample with id <= N.
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.dataset_id", ondelete="CASCADE"))
-    batch_event_id: Mapped[str] = mapped_column(ForeignKey("sample_batches.event_id", ondelete="CASCADE"))
+    # No foreign keys: the one writer guarantees both references in its transaction (migration 0011).
+    dataset_id: Mapped[str]
+    batch_event_id: Mapped[str]
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = _created()
 

@@ -53,6 +53,7 @@ from storage.entities import (
     TriggerRequest,
 )
 from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
+from storage.reads import ts
 from storage.repositories import (
     ChampionRepository,
     DatasetRepository,
@@ -84,7 +85,8 @@ CLAIM_CANDIDATE_SQL = """
 # Admission of a batch of triggers in one statement: the event ids seen before (`known`); the first
 # of each new event id (`fresh`); per dataset and model type the highest priority asked (`pairs`);
 # the job waiting for a pair joined (`joined`: priority raised, rank moved up) or a new one queued
-# (`created`; a follow-up when one runs); and each fresh trigger recorded against its job. A pair
+# (`created`; a follow-up when one runs) with its `queued` status event, built here as
+# `status_event` builds it (tested equal); and each fresh trigger recorded against its job. A pair
 # whose insert conflicts (another transaction queued it meanwhile) gets neither: the caller admits
 # its triggers again. Waiting jobs are locked in id order, so concurrent batches cannot deadlock.
 ADMIT_SQL = """
@@ -127,12 +129,22 @@ ADMIT_SQL = """
         SELECT f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
         FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
         ORDER BY f.ord
+        RETURNING event_id),
+    queued_events AS (
+        INSERT INTO outbox (event_id, topic, key, payload)
+        SELECT e.event_id, CAST(:status_topic AS text), c.id::text, jsonb_build_object(
+                   'event_id', e.event_id, 'job_id', c.id, 'dataset_id', c.dataset_id, 'model_type', c.model_type,
+                   'status', 'queued', 'priority', c.priority, 'attempt', c.attempts + 1, 'progress', NULL,
+                   'message', 'queued', 'error', NULL, 'training_event_id', NULL, 'model_version', NULL,
+                   'occurred_at', {occurred_at})
+        FROM (SELECT *, gen_random_uuid() AS event_id FROM created) AS c, LATERAL (SELECT c.event_id) AS e
+        ORDER BY c.dedupe_key
         RETURNING event_id)
     SELECT 'known' AS kind, event_id AS ref, id, priority, attempts, NULL AS dataset_id, NULL AS model_type
     FROM known
     UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
     UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
-"""
+""".replace("{occurred_at}", ts("clock_timestamp()"))
 
 
 def _key(request: TriggerRequest) -> str:
@@ -209,7 +221,7 @@ class JobQueue:
         (`duplicate`); a trigger for a dataset and model type with a waiting job joins it (its
         priority becomes the higher of the two, `joined`); otherwise a new waiting job is queued
         (`created`; the follow-up when one runs) with its `queued` event. One statement
-        (`ADMIT_SQL`) for the whole batch, whatever its size, and one for the events."""
+        (`ADMIT_SQL`) for the whole batch, whatever its size, events included."""
         if not requests:
             return []
         rows = (
@@ -223,6 +235,7 @@ class JobQueue:
                     "sources": [r.source for r in requests],
                     "attempts": [self.policy.attempts_for(r.model_type) for r in requests],
                     "ageing": self.policy.ageing_step,
+                    "status_topic": Topic.TRAINING_STATUS.value,
                 },
             )
         ).all()
@@ -271,9 +284,6 @@ class JobQueue:
             outcomes.append(
                 Admission(request=r, job_id=job.id, outcome=outcome, priority=priority_now[key], attempts=job.attempts)
             )
-        await OutboxRepository(self.session).add_many(
-            [status_event(c, JobStatus.QUEUED, attempt=c.attempts + 1, message="queued") for c in created]
-        )
         return outcomes
 
     async def auto_trigger(self, *, priority: int) -> list[Admission]:

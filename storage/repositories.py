@@ -209,7 +209,11 @@ class SampleRepository:
             )
         fresh = [b for b in candidates.values() if b.event_id in new_ids]
         duplicates = [b.event_id for b in batches if b.event_id not in refused and b.event_id not in new_ids]
-        records = [(b.dataset_id, b.event_id, json.dumps(sample)) for b in fresh for sample in b.samples]
+        records = [
+            (b.dataset_id, b.event_id, sample if isinstance(sample, str) else json.dumps(sample))
+            for b in fresh
+            for sample in b.samples
+        ]
         if records:
             raw = await (await self.session.connection()).get_raw_connection()
             driver = raw.driver_connection

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from storage.db import Database
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from streams.batching import group_commit
-from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_batch
+from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
 from streams.parsing import RawMessage
 
 log = logging.getLogger(__name__)
@@ -78,28 +78,30 @@ def create_app(settings: Settings | None = None) -> faust.App:
         )
 
     async def consume(stream: Any, ingestor: Ingestor[Any]) -> None:  # a faust Stream (its types lack `noack`)
-        async def commit(events: Sequence[EventT[Any]]) -> bool:
-            messages = [
-                RawMessage(
+        async def parsed() -> AsyncIterator[tuple[EventT[Any], Any]]:
+            # Each event is parsed as it is read, so parsing overlaps the commit of the batch before.
+            async for e in stream.noack().events():
+                message = RawMessage(
                     topic=e.message.topic,
                     partition=e.message.partition,
                     offset=e.message.offset,
                     key=e.message.key,
                     value=e.message.value,
                 )
-                for e in events
-            ]
-            report = await commit_batch(ingestor, messages, should_stop=lambda: app.should_stop)
+                yield e, ingestor.parse([message])[0]
+
+        async def commit(batch: Sequence[tuple[EventT[Any], Any]]) -> bool:
+            report = await commit_parsed(ingestor, [item for _, item in batch], should_stop=lambda: app.should_stop)
             if report is None:
                 return False  # stopping before the batch committed: not acknowledged, redelivered later
             for reason in report.dead_letters:
                 log.info("dead-lettered: %s", reason)
-            for event in events:
+            for event, _ in batch:
                 await stream.ack(event)
             return True
 
         # Manual acks: an event is acknowledged only after its batch committed.
-        await group_commit(stream.noack().events(), commit, max_batch=settings.stream_batch_max)
+        await group_commit(parsed(), commit, max_batch=settings.stream_batch_max)
 
     def stopping() -> bool:
         return bool(app.should_stop)

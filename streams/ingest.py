@@ -180,7 +180,18 @@ async def commit_batch(
 ) -> BatchReport | None:
     """Commit the batch's effects; None only when asked to stop before it could commit (the
     messages are then not acknowledged and will be redelivered)."""
-    items = ingestor.parse(messages)
+    return await commit_parsed(ingestor, ingestor.parse(messages), should_stop=should_stop, sleep=sleep)
+
+
+async def commit_parsed(
+    ingestor: Ingestor[P],
+    items: Sequence[P | Rejected],
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> BatchReport | None:
+    """`commit_batch` of messages parsed already (the agents parse each one as it is read, while
+    the previous batch commits)."""
     return await _commit(ingestor, items, should_stop, sleep)
 
 

@@ -49,7 +49,7 @@ class ParsedSamples:
     message: RawMessage
     event: TrainingSamplesEvent
     model_type: str  # a registered model type
-    samples: list[dict[str, Any]]  # validated, in the contract's shape
+    samples: list[str]  # validated, each the JSON text of the sample in the contract's shape
     shape: dict[str, object]  # what the dataset's samples share (SampleShape.shape), {} for none
 
 
@@ -80,7 +80,7 @@ def _load(message: RawMessage, max_bytes: int) -> dict[str, Any] | Rejected:
     try:
         limits.check_key(message.key)
         data = json.loads(value)
-        limits.check_document(data)
+        limits.check_document(data, value)
     except limits.LimitExceeded as exc:
         return Rejected(message=message, reason=f"limit: {exc}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -162,7 +162,7 @@ def _parse_samples(message: RawMessage, max_bytes: int) -> ParsedSamples | Rejec
                 reason=f"samples.{i}: shape {_show(sample.shape())} differs from samples.0's {_show(shape)} "
                 "(the samples of a dataset share one shape)",
             )
-    samples = [s.model_dump(mode="json") for s in shaped]
+    samples = [s.__pydantic_serializer__.to_json(s).decode() for s in shaped]
     return ParsedSamples(message=message, event=event, model_type=model_type, samples=samples, shape=shape)
 
 

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import text
 
 from contract import model_types
-from contract.enums import ChampionReason
+from contract.enums import ChampionReason, JobStatus
+from contract.events import TrainingStatusEvent
 from storage.db import Database
-from storage.queue import JobQueue
+from storage.entities import TriggerRequest
+from storage.queue import JobQueue, status_event
 from storage.reads import ReadViews
 from storage.repositories import (
     ChampionRepository,
@@ -53,7 +55,7 @@ async def _every_kind_of_row(db: Database) -> None:
             version=1,
             expected=await ChampionRepository(session).current("goal"),
             reason=ChampionReason.MANUAL,
-            note="a reason with \"quotes\" and ünïcödé",
+            note='a reason with "quotes" and ünïcödé',
             actor="ops@example (fcl cli)",
         )
         await RetentionRepository(session).mark("goal", keep_versions=1, keep_days=0)
@@ -182,3 +184,33 @@ async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_tra
         await session.execute(text("TRUNCATE training_jobs CASCADE"))
     summary, _ = await _counted(own_db)
     assert set(summary.values()) == {0}
+
+
+async def test_the_queued_event_admission_builds_in_sql_is_the_one_status_event_builds(own_db: Database) -> None:
+    async with own_db.transaction() as session:
+        batch = await JobQueue(session).admit(
+            [TriggerRequest(event_id=f"t{i}", dataset_id=f"ds-{i}", model_type="goal", priority=5) for i in range(50)]
+        )
+        events = (await session.execute(text("SELECT payload->>'job_id' AS job, event_id FROM outbox"))).all()
+    assert {e.job for e in events} == {str(a.job_id) for a in batch} and len({e.event_id for e in events}) == 50
+    admitted = await factories.admit(own_db, "ds-q", "spending", 7, "trigger-q")
+    async with own_db.transaction() as session:
+        job = await JobRepository(session).get(admitted.job_id)
+        rows = (
+            await session.execute(
+                text("SELECT event_id, key, payload FROM outbox WHERE topic = 'training-status' AND key = :job"),
+                {"job": str(admitted.job_id)},
+            )
+        ).all()
+    assert job is not None and len(rows) == 1
+    event_id, key = rows[0].event_id, rows[0].key
+    payload: dict[str, Any] = rows[0].payload
+    TrainingStatusEvent.model_validate(payload)
+    _, expected_key, expected = status_event(job, JobStatus.QUEUED, attempt=1, message="queued")
+    assert key == expected_key and payload["event_id"] == str(event_id)
+    occurred = datetime.fromisoformat(payload["occurred_at"])
+    assert abs((occurred - job.created_at).total_seconds()) < 5
+    ignore = {"event_id", "occurred_at"}
+    assert {k: v for k, v in payload.items() if k not in ignore} == {
+        k: v for k, v in expected.items() if k not in ignore
+    }
