@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from contract import limits
 from streams.parsing import (
     ParsedSamples,
     ParsedThreshold,
@@ -103,3 +104,46 @@ def test_the_watcher_reads_any_record_as_an_event_or_nothing(value: bytes | None
 
     event = _event(value)
     assert event is None or isinstance(event, dict)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**17), max_value=10**17)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=60,
+)
+
+
+def _verdict(check: Any, *args: object) -> str | None:
+    try:
+        check(*args)
+    except limits.LimitExceeded as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_JSON, st.integers(min_value=0, max_value=20), st.sampled_from(["", "\x00", "\ud800", "x" * 5000]))
+@example(document=[1], depth=17, poison="")
+@example(document={"a": True}, depth=0, poison="\ud800")
+def test_the_fast_limit_check_refuses_exactly_what_the_path_naming_walk_refuses(
+    document: object, depth: int, poison: str
+) -> None:
+    """check_document with the raw bytes (a walk without paths that skips string checks the bytes
+    rule out) agrees with the walk that names the path, on any JSON document: nested deeper, with
+    a NUL, a lone surrogate or a long string added, as text with escapes or raw bytes."""
+    for _ in range(depth):
+        document = [document]
+    if poison:
+        document = {"p": poison, "d": document}
+    for raw in (
+        json.dumps(document).encode(),
+        json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+    ):
+        parsed = json.loads(raw)
+        reference = _verdict(limits._check_document_naming_the_path, parsed)
+        assert _verdict(limits.check_document, parsed, raw) == reference
+        assert _verdict(limits.check_document, parsed, None) == reference
