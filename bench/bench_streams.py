@@ -2,14 +2,19 @@
 
 Prints, for ONE `fcl streams` worker (a real subprocess, real broker, real PostgreSQL):
   1. produce-to-committed-job latency at 100 threshold events/s: from just before the producer's
-     send to the admission statement (job_triggers.received_at = clock_timestamp(), taken inside the
-     transaction, a few hundred microseconds before its commit), p50/p90/p99/max; and, as an upper
-     bound that includes the commit and the outbox relay, send to the job's `queued` status event
-     arriving at a consumer;
+     send to the COMMIT of the transaction that wrote the job, its trigger and its outbox row
+     (pg_xact_commit_timestamp of the trigger row; the local stack runs PostgreSQL with
+     track_commit_timestamp=on), p50/p90/p99/max; and send to the job's `queued` status event
+     arriving at a consumer (through the outbox relay and the broker);
   2. the sustained maximum of threshold events/s: a backlog is produced while the worker is stopped,
      the worker is started, and the rate is measured from its first committed job to its last;
   3. the same for samples/s, in events of 100 samples;
-and beside 2 and 3 a bare aiokafka consumer's messages/s reading the same topic in the same run.
+and beside 2 and 3, in the same run, what PostgreSQL does with the same rows and nothing else:
+  - a bare multi-row INSERT of the same jobs, triggers and outbox rows (unnest arrays, one
+    statement per table per transaction, transactions of the worker's mean batch size);
+  - a bare COPY of the same sample rows (transactions of the worker's mean batch size);
+and a bare aiokafka consumer's messages/s reading the same topic. 2 and 3 run --runs times (3):
+each rate and ratio is printed as the median of the runs with their minimum and maximum.
 
 Run with `make bench` or `.venv/bin/python bench/bench_streams.py [--events N] [--sample-events N]`.
 Uses a database and a topic prefix of its own and removes both afterwards.
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -202,7 +208,7 @@ async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: fl
                 raise SystemExit("latency: not every event became a job within 60 s")
             await asyncio.sleep(0.05)
         rows = await conn.fetch(
-            "SELECT event_id, job_id::text, extract(epoch FROM received_at) AS at "
+            "SELECT event_id, job_id::text, extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS at "
             "FROM job_triggers WHERE event_id = ANY($1::text[])",
             list(sent),
         )
@@ -217,7 +223,7 @@ async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: fl
     to_status = [(arrivals[r["job_id"]] - sent[r["event_id"]]) * 1000 for r in rows if r["job_id"] in arrivals]
     print(f"latency at {achieved:.0f} threshold events/s, {n} events (ms):")
     for label, values in (
-        ("send -> job committed (admission)", to_commit),
+        ("send -> job committed (COMMIT included)", to_commit),
         ("send -> `queued` status on the broker", to_status),
     ):
         print(
@@ -226,41 +232,99 @@ async def latency(settings: Settings, conn: asyncpg.Connection, n: int, rate: fl
         )
 
 
+KAFKA_TRIGGERS = "SELECT count(*) FROM job_triggers WHERE source <> 'bare'"  # not those of the bare INSERTs
+
+
+@dataclass
+class Figures:
+    admissions: float  # threshold events/s, worker
+    admission_txns: int
+    bare_insert: float  # the same rows/s, bare multi-row INSERT
+    threshold_consumer: float  # messages/s, bare aiokafka consumer
+    samples: float  # samples/s, worker
+    sample_txns: int
+    bare_copy: float  # the same samples/s, bare COPY
+    samples_consumer: float  # samples/s, bare aiokafka consumer
+
+
+async def bare_insert_rate(conn: asyncpg.Connection, events: int, per_txn: int) -> float:
+    """Events/s PostgreSQL takes when each is just its rows (a job, its trigger, its outbox row),
+    written by multi-row INSERTs of `per_txn` events per transaction: the floor under admission."""
+    start = time.perf_counter()
+    for first in range(0, events, per_txn):
+        n = min(per_txn, events - first)
+        ids = [uuid.uuid4() for _ in range(n)]
+        datasets = [f"bare-{uuid.uuid4().hex}" for _ in range(n)]
+        payloads = [json.dumps(threshold_event(d)) for d in datasets]
+        async with conn.transaction():
+            await conn.execute(
+                """INSERT INTO training_jobs (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
+                   SELECT id, d, 'goal', 5, 3, now(), d || '/goal' FROM unnest($1::uuid[], $2::text[]) AS r(id, d)""",
+                ids,
+                datasets,
+            )
+            await conn.execute(
+                """INSERT INTO job_triggers (event_id, job_id, priority, source)
+                   SELECT 'bare-' || id, id, 5, 'bare' FROM unnest($1::uuid[]) AS id""",
+                ids,
+            )
+            await conn.execute(
+                """INSERT INTO outbox (event_id, topic, key, payload)
+                   SELECT gen_random_uuid(), 'bare', id::text, p::jsonb FROM unnest($1::uuid[], $2::text[]) AS r(id, p)""",
+                ids,
+                payloads,
+            )
+    return events / (time.perf_counter() - start)
+
+
+async def bare_copy_rate(conn: asyncpg.Connection, sample_events: int, per_txn: int) -> float:
+    """Samples/s of a bare COPY of the same sample rows, `per_txn` events of 100 per transaction."""
+    await conn.execute(
+        "INSERT INTO datasets (dataset_id, model_type, threshold) VALUES ('bare-copy', 'segmentation', 1000000000) "
+        "ON CONFLICT DO NOTHING"
+    )
+    events = [samples_event("bare-copy", i * 100) for i in range(sample_events)]
+    start = time.perf_counter()
+    for first in range(0, sample_events, per_txn):
+        records = [
+            ("bare-copy", e["event_id"], json.dumps(sample))
+            for e in events[first : first + per_txn]
+            for sample in e["samples"]  # type: ignore[attr-defined]
+        ]
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "training_samples", records=records, columns=["dataset_id", "batch_event_id", "payload"]
+            )
+    return sample_events * 100 / (time.perf_counter() - start)
+
+
 async def throughput(
-    settings: Settings, conn: asyncpg.Connection, worker: Worker, *, events: int, sample_events: int
-) -> None:
+    settings: Settings, conn: asyncpg.Connection, worker: Worker, *, run: int, events: int, sample_events: int
+) -> Figures:
     worker.stop()
     # Threshold events: a backlog of distinct datasets, consumed by a freshly started worker.
     topic = Topic.DATASET_THRESHOLD.full_name(settings.topic_prefix)
-    before = await conn.fetchval("SELECT count(*) FROM job_triggers")
-    items = [(f"tp-{i}".encode(), json.dumps(threshold_event(f"tp-{i}")).encode()) for i in range(events)]
+    before = await conn.fetchval(KAFKA_TRIGGERS)
+    items = [(f"tp-{run}-{i}".encode(), json.dumps(threshold_event(f"tp-{run}-{i}")).encode()) for i in range(events)]
     await produce_all(settings, topic, items)
     since = time.time()
     worker.start()
-    await wait_until(conn, "SELECT count(*) FROM job_triggers", before + events)
+    await wait_until(conn, KAFKA_TRIGGERS, before + events)
     # job_triggers.received_at is clock_timestamp() per trigger, so first to last trigger is exact.
     span = await conn.fetchval(
         "SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM job_triggers "
-        "WHERE received_at >= to_timestamp($1)",
+        "WHERE received_at >= to_timestamp($1) AND source <> 'bare'",
         since,
     )
-    worker_rate = (events - 1) / float(span)
-    batches = await conn.fetchval(
-        "SELECT count(DISTINCT xmin::text) FROM job_triggers WHERE received_at >= to_timestamp($1)", since
+    admissions = (events - 1) / float(span)
+    admission_txns = await conn.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM job_triggers WHERE received_at >= to_timestamp($1) AND source <> 'bare'",
+        since,
     )
-    total_messages = before + events
-    bare = await bare_consumer_rate(settings, topic, total_messages)
-    print(f"threshold events, backlog of {events} (one job each):")
-    print(
-        f"  streams worker, first to last job committed  {worker_rate:10.0f} events/s  "
-        f"({batches} transactions, {events / batches:.0f} events each)"
-    )
-    print(
-        f"  bare aiokafka consumer, same topic           {bare:10.0f} messages/s  "
-        f"(worker/bare = {worker_rate / bare:.3f})"
-    )
+    worker.stop()  # the bare figures get the machine to themselves, as the worker had it
+    bare_insert = await bare_insert_rate(conn, events, max(1, events // admission_txns))
+    threshold_consumer = await bare_consumer_rate(settings, topic, before + events)
 
-    worker.stop()
     topic = Topic.TRAINING_SAMPLES.full_name(settings.topic_prefix)
     before = await conn.fetchval("SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets")
     datasets = 40
@@ -272,20 +336,47 @@ async def throughput(
     since = time.time()
     worker.start()
     await wait_until(conn, "SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets", before + sample_events * 100)
-    samples_rate = await steady_rate(conn, "sample_batches", "sample_count", since)
-    batches = await conn.fetchval(
+    samples = await steady_rate(conn, "sample_batches", "sample_count", since)
+    sample_txns = await conn.fetchval(
         "SELECT count(DISTINCT received_at) FROM sample_batches WHERE received_at >= to_timestamp($1)", since
     )
-    bare = await bare_consumer_rate(settings, topic, sample_events)
-    print(f"samples, backlog of {sample_events} events x 100 samples:")
-    print(
-        f"  streams worker, stored and counted           {samples_rate:10.0f} samples/s  "
-        f"({samples_rate / 100:.0f} events/s; {batches} transactions)"
+    worker.stop()
+    bare_copy = await bare_copy_rate(conn, sample_events, max(1, sample_events // sample_txns))
+    samples_consumer = 100 * await bare_consumer_rate(settings, topic, (run + 1) * sample_events)
+    await conn.execute("VACUUM ANALYZE")
+    return Figures(
+        admissions, admission_txns, bare_insert, threshold_consumer, samples, sample_txns, bare_copy, samples_consumer
     )
-    print(
-        f"  bare aiokafka consumer, same topic           {bare * 100:10.0f} samples/s  "
-        f"({bare:.0f} messages/s; worker/bare = {samples_rate / 100 / bare:.3f})"
-    )
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    """median (min-max) of the runs."""
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
+
+
+def report(runs: list[Figures], events: int, sample_events: int) -> None:
+    def col(name: str) -> list[float]:
+        return [float(getattr(r, name)) for r in runs]
+
+    def ratio(a: str, b: str) -> list[float]:
+        return [getattr(r, a) / getattr(r, b) for r in runs]
+
+    n = len(runs)
+    print(f"threshold events, backlog of {events} (one job each), median (min-max) of {n} runs:")
+    print(f"  streams worker, first to last job committed   {spread(col('admissions'))} events/s")
+    print(f"    transactions per run                        {spread(col('admission_txns'))}")
+    print(f"  bare multi-row INSERT of the same rows        {spread(col('bare_insert'))} events/s")
+    print(f"    worker / bare INSERT                        {spread(ratio('admissions', 'bare_insert'), 3)}")
+    print(f"  bare aiokafka consumer, same topic            {spread(col('threshold_consumer'))} messages/s")
+    print(f"    worker / bare consumer                      {spread(ratio('admissions', 'threshold_consumer'), 3)}")
+    print(f"samples, backlog of {sample_events} events x 100 samples, median (min-max) of {n} runs:")
+    print(f"  streams worker, stored and counted            {spread(col('samples'))} samples/s")
+    print(f"    transactions per run                        {spread(col('sample_txns'))}")
+    print(f"  bare COPY of the same sample rows             {spread(col('bare_copy'))} samples/s")
+    print(f"    worker / bare COPY                          {spread(ratio('samples', 'bare_copy'), 3)}")
+    print(f"  bare aiokafka consumer, same topic            {spread(col('samples_consumer'))} samples/s")
+    print(f"    worker / bare consumer                      {spread(ratio('samples', 'samples_consumer'), 3)}")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -309,8 +400,16 @@ async def run(args: argparse.Namespace) -> None:
         await ensure_topics(settings)
         conn = await asyncpg.connect(dsn(url))
         worker.start()
+        if not await conn.fetchval("SELECT current_setting('track_commit_timestamp') = 'on'"):
+            raise SystemExit(
+                "PostgreSQL runs without track_commit_timestamp: restart it with `fcl stack down; fcl stack up`"
+            )
         await latency(settings, conn, args.latency_events, args.rate)
-        await throughput(settings, conn, worker, events=args.events, sample_events=args.sample_events)
+        runs = [
+            await throughput(settings, conn, worker, run=r, events=args.events, sample_events=args.sample_events)
+            for r in range(args.runs)
+        ]
+        report(runs, args.events, args.sample_events)
     finally:
         worker.stop()
         if conn is not None:
@@ -326,6 +425,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--sample-events", type=int, default=3_000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     asyncio.run(run(args))

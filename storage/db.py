@@ -18,8 +18,16 @@ from storage.errors import DRIVER_ERRORS, wrap
 UnitOfWork = AsyncSession
 
 
-def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping)
+def create_engine(
+    url: str, *, pool_size: int = 10, pre_ping: bool = True, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        connect_args={"server_settings": server_settings} if server_settings else {},
+    )
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -31,11 +39,14 @@ class Database:
     """Owns the engine; `transaction()` yields a session that commits on success.
 
     `pre_ping` tests each pooled connection before use (one round trip); callers that retry
-    retriable errors anyway (the stream agents, the worker) turn it off for latency."""
+    retriable errors anyway (the stream agents, the worker) turn it off for latency.
+    `server_settings` are set on each connection (e.g. the agents' plan_cache_mode)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, pre_ping: bool = True) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, pre_ping: bool = True, server_settings: dict[str, str] | None = None
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, pre_ping=pre_ping)
+        self.engine = create_engine(url, pool_size=pool_size, pre_ping=pre_ping, server_settings=server_settings)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

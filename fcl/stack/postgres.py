@@ -143,6 +143,8 @@ class PostgresServer:
         self.init(bindir)
         options = (
             f"-p {port} -k {self.home} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB"
+            # Commit times of rows (pg_xact_commit_timestamp), for bench/bench_streams.py's latency.
+            " -c track_commit_timestamp=on"
         )
         self._run(
             [
