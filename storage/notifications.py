@@ -3,6 +3,7 @@
 - `fcl_outbox` (migration 0006): outbox rows were committed; the relays publish them now.
 - `fcl_changed` (migration 0005): a watched table changed (the payload names it); cached views of
   it are stale.
+- `fcl_queued` (migration 0010): a job was queued; the trainer workers claim now.
 
 `Notifications` keeps the connection, reconnecting with backoff; while it is down `healthy` is
 False, and every (re)connect calls the `on_connect` callbacks, since a notification may have been
@@ -23,6 +24,7 @@ from storage.db import asyncpg_dsn
 log = logging.getLogger(__name__)
 OUTBOX_CHANNEL = "fcl_outbox"
 CHANGES_CHANNEL = "fcl_changed"
+QUEUED_CHANNEL = "fcl_queued"
 
 
 class Notifications:

@@ -82,6 +82,24 @@ CLAIM_CANDIDATE_SQL = """
     FOR UPDATE SKIP LOCKED
 """
 
+
+def status_event_sql(rows: str, *, status: str, attempt: str, progress: str, message: str) -> str:
+    """An INSERT of the `training-status` event of each job in `rows` (a CTE of training_jobs rows,
+    read as `c`) into the outbox, as `status_event` builds it (tests/integration/test_reads.py
+    checks they are equal); `:status_topic` is its topic. The SQL expressions give the event's
+    status, attempt, progress and message."""
+    return f"""
+        INSERT INTO outbox (event_id, topic, key, payload)
+        SELECT c.event_id, CAST(:status_topic AS text), c.id::text, jsonb_build_object(
+                   'event_id', c.event_id, 'job_id', c.id, 'dataset_id', c.dataset_id, 'model_type', c.model_type,
+                   'status', {status}, 'priority', c.priority, 'attempt', GREATEST(1, {attempt}),
+                   'progress', {progress}, 'message', {message}, 'error', NULL, 'training_event_id', NULL,
+                   'model_version', NULL, 'occurred_at', {ts("clock_timestamp()")})
+        FROM (SELECT *, gen_random_uuid() AS event_id FROM {rows}) AS c
+        ORDER BY c.id
+        RETURNING event_id"""
+
+
 # Admission of a batch of triggers in one statement: the event ids seen before (`known`); the first
 # of each new event id (`fresh`); per dataset and model type the highest priority asked (`pairs`);
 # the job waiting for a pair joined (`joined`: priority raised, rank moved up) or a new one queued
@@ -130,21 +148,36 @@ ADMIT_SQL = """
         FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
         ORDER BY f.ord
         RETURNING event_id),
-    queued_events AS (
-        INSERT INTO outbox (event_id, topic, key, payload)
-        SELECT e.event_id, CAST(:status_topic AS text), c.id::text, jsonb_build_object(
-                   'event_id', e.event_id, 'job_id', c.id, 'dataset_id', c.dataset_id, 'model_type', c.model_type,
-                   'status', 'queued', 'priority', c.priority, 'attempt', c.attempts + 1, 'progress', NULL,
-                   'message', 'queued', 'error', NULL, 'training_event_id', NULL, 'model_version', NULL,
-                   'occurred_at', {occurred_at})
-        FROM (SELECT *, gen_random_uuid() AS event_id FROM created) AS c, LATERAL (SELECT c.event_id) AS e
-        ORDER BY c.dedupe_key
-        RETURNING event_id)
+    queued_events AS ({queued_events})
     SELECT 'known' AS kind, event_id AS ref, id, priority, attempts, NULL AS dataset_id, NULL AS model_type
     FROM known
     UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
     UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
-""".replace("{occurred_at}", ts("clock_timestamp()"))
+""".replace(
+    "{queued_events}",
+    status_event_sql("created", status="'queued'", attempt="c.attempts + 1", progress="NULL", message="'queued'"),
+)
+
+
+# A claim in one statement: the best waiting job leased to `:worker`, with its `in_progress` event.
+CLAIM_SQL = f"""
+    WITH next AS ({CLAIM_CANDIDATE_SQL}),
+    claimed AS (
+        UPDATE training_jobs AS j
+        SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
+            lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
+            updated_at = now(), progress = 0
+        FROM next WHERE j.id = next.id
+        RETURNING j.*),
+    claimed_event AS ({
+    status_event_sql(
+        "claimed", status="'in_progress'", attempt="c.attempts", progress="0.0", message="CAST(:message AS text)"
+    )
+})
+    SELECT j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
+                      ORDER BY t.received_at, t.event_id) AS trigger_event_ids
+    FROM claimed j
+"""
 
 
 def _key(request: TriggerRequest) -> str:
@@ -343,7 +376,7 @@ class JobQueue:
     async def claim(self, *, worker: str, lease: timedelta, caps: Mapping[str, int] | None = None) -> Transition | None:
         """The best waiting job (highest priority, then oldest, with ageing), skipping model types
         at their cap of running jobs across all workers and follow-ups whose dataset still trains,
-        leased to `worker`, with its `in_progress` event."""
+        leased to `worker`, with its `in_progress` event: one statement (`CLAIM_SQL`)."""
         excluded: list[str] = []
         if caps:
             # Claims serialise while caps apply, so two workers cannot both take the last slot.
@@ -363,16 +396,15 @@ class JobQueue:
         row = (
             (
                 await self.session.execute(
-                    text(f"""
-            WITH next AS ({CLAIM_CANDIDATE_SQL})
-            UPDATE training_jobs AS j
-            SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
-                lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
-                updated_at = now(), progress = 0
-            FROM next WHERE j.id = next.id
-            RETURNING {_JOB}
-        """),
-                    {"worker": worker, "token": uuid.uuid4(), "lease": lease, "excluded": excluded},
+                    text(CLAIM_SQL),
+                    {
+                        "worker": worker,
+                        "token": uuid.uuid4(),
+                        "lease": lease,
+                        "excluded": excluded,
+                        "message": f"claimed by {worker}",
+                        "status_topic": Topic.TRAINING_STATUS.value,
+                    },
                 )
             )
             .mappings()
@@ -380,9 +412,7 @@ class JobQueue:
         )
         if row is None:
             return None
-        job = Job.from_mapping(row)
-        await self._publish([status_event(job, JobStatus.IN_PROGRESS, progress=0.0, message=f"claimed by {worker}")])
-        return Transition(job=job, before=JobStatus.QUEUED, events=1)
+        return Transition(job=Job.from_mapping(row), before=JobStatus.QUEUED, events=1)
 
     async def heartbeat(
         self, lease: Lease, *, lease_for: timedelta, progress: float | None = None, publish: bool = False

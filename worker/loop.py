@@ -4,7 +4,9 @@
 While not stopping it announces itself (a heartbeat row), reclaims jobs whose worker stopped
 renewing its lease, queues a job for ready datasets that have none (`retrain_sweep_seconds`),
 and claims the best waiting job whenever it has room (`concurrency`), each claimed job running
-as a `worker.job.JobRun` task; with nothing to claim it waits `poll_seconds`.
+as a `worker.job.JobRun` task; with nothing to claim it waits until `wake()` (PostgreSQL's
+`fcl_queued` notification, or one of its own jobs ending) or at most `poll_seconds`, the safety
+net for a notification missed while the listener reconnects and for retries that come due.
 `stop()` only sets an event. The loop then stops claiming and gives running jobs `drain_seconds`;
 after that they are stopped and put back without counting the attempt. `run()` returns once no
 job runs; a database outage only delays the loop.
@@ -48,10 +50,15 @@ class TrainerWorker:
         self.clock = clock
         self.shutdown = Shutdown()
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
 
     @property
     def worker_id(self) -> str:
         return self.config.worker_id
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (a job was queued; safe from any callback)."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop claiming; running jobs get the drain time (idempotent, safe from a signal handler)."""
@@ -71,16 +78,23 @@ class TrainerWorker:
             if now - last_expiry > min(5.0, self.config.lease.total_seconds() / 2):
                 last_expiry = now
                 await self._expire_leases()
+            self._wake.clear()  # before the claim: a job queued while it runs wakes the wait below
             claimed = await self._claim() if len(self.running) < self.config.concurrency else None
             if claimed is not None:
                 last_beat = -float("inf")  # announce the new job at once
                 continue
-            try:
-                await asyncio.wait_for(self.shutdown.stopping.wait(), self.config.poll_seconds)
-            except TimeoutError:
-                pass
+            await self._wait(self.config.poll_seconds)
         await self._drain()
         await self._announce()
+
+    async def _wait(self, seconds: float) -> None:
+        """Until stopping, woken, or `seconds` passed."""
+        waits = [asyncio.ensure_future(self.shutdown.stopping.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _claim(self) -> Job | None:
         try:
@@ -106,6 +120,7 @@ class TrainerWorker:
 
     def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self.running.pop(job_id, None)
+        self._wake.set()  # room for the next job: claim it now, not at the next poll
         if not task.cancelled() and task.exception() is not None:
             # JobRun records every outcome itself; this is a bug or a storage error that persisted.
             log.error(

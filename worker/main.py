@@ -1,11 +1,12 @@
 """`fcl trainer`: a trainer worker wired to PostgreSQL, Kafka and training children.
 
 Beside the loop run its side tasks: the outbox relay (a Kafka producer that connects in the
-background) and the LISTEN connection that wakes it. They are watched: when one dies the worker
-stops and the process exits non-zero, instead of training on without publishing. SIGTERM and
-SIGINT stop claiming and drain (`worker.loop`). Shutdown always finishes its cleanup: each step
-runs even when an earlier one failed (the outbox is flushed, the relay and producer stopped, the
-heartbeat row removed, the database closed).
+background) and the LISTEN connection that wakes the relay (outbox rows to publish) and the loop
+(jobs to claim). They are watched: when one dies the worker stops and the process exits
+non-zero, instead of training on without publishing. SIGTERM and SIGINT stop claiming and drain
+(`worker.loop`). Shutdown always finishes its cleanup: each step runs even when an earlier one
+failed (the outbox is flushed, the relay and producer stopped, the heartbeat row removed, the
+database closed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
 from storage.errors import StorageError
-from storage.notifications import Notifications
+from storage.notifications import QUEUED_CHANNEL, Notifications
 from storage.outbox import OutboxRelay
 from storage.queue import PostgresQueue
 from storage.retry import RetryPolicy
@@ -74,6 +75,8 @@ async def serve(settings: Settings) -> int:
         settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
     )
     worker = TrainerWorker(queue, runner, config)
+    notifications.subscribe(QUEUED_CHANNEL, lambda _payload: worker.wake())
+    notifications.on_connect(worker.wake)  # a job queued while the listener was down
     relay_stop = asyncio.Event()
     exit_code = 0
     async with contextlib.AsyncExitStack() as cleanup:

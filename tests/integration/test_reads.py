@@ -12,13 +12,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 
 from contract import model_types
 from contract.enums import ChampionReason, JobStatus
 from contract.events import TrainingStatusEvent
-from storage.db import Database
-from storage.entities import TriggerRequest
+from storage.db import Database, asyncpg_dsn
+from storage.entities import EndedAttempt, TriggerRequest
+from storage.notifications import QUEUED_CHANNEL
 from storage.queue import JobQueue, status_event
 from storage.reads import ReadViews
 from storage.repositories import (
@@ -214,3 +216,45 @@ async def test_the_queued_event_admission_builds_in_sql_is_the_one_status_event_
     assert {k: v for k, v in payload.items() if k not in ignore} == {
         k: v for k, v in expected.items() if k not in ignore
     }
+
+
+async def test_the_claim_is_one_statement_and_its_event_is_the_one_status_event_builds(own_db: Database) -> None:
+    await factories.admit(own_db, "ds-c", "goal", 4)
+    async with own_db.transaction() as session:
+        before: int = (await session.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+    claimed = await factories.claim(own_db, "box-9")
+    assert claimed is not None and claimed.attempts == 1 and claimed.trigger_event_ids
+    async with own_db.transaction() as session:
+        rows = (await session.execute(text("SELECT payload FROM outbox ORDER BY id"))).all()
+    assert len(rows) == before + 1
+    payload: dict[str, Any] = rows[-1].payload
+    TrainingStatusEvent.model_validate(payload)
+    _, _, expected = status_event(claimed, JobStatus.IN_PROGRESS, progress=0.0, message="claimed by box-9")
+    ignore = {"event_id", "occurred_at"}
+    assert {k: v for k, v in payload.items() if k not in ignore} == {
+        k: v for k, v in expected.items() if k not in ignore
+    }
+
+
+async def test_queueing_a_job_notifies_the_trainer_workers_and_a_heartbeat_does_not(own_db: Database) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(asyncpg_dsn(own_db.url))
+    await listener.add_listener(QUEUED_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+    try:
+        admitted = await factories.admit(own_db, "ds-n", "goal")
+        assert await asyncio.wait_for(heard.get(), 10) == ""
+        job = await factories.lease(own_db, admitted.job_id)
+        async with own_db.transaction() as session:
+            await JobQueue(session).heartbeat(job.lease, lease_for=timedelta(minutes=5), progress=0.5)
+        await asyncio.sleep(0.5)
+        assert heard.empty()  # the lease and a heartbeat queue nothing
+        async with own_db.transaction() as session:
+            await JobQueue(session).release(
+                job.lease,
+                EndedAttempt(
+                    started_at=datetime.now(UTC), duration_seconds=0.1, error_type="Shutdown", message="stopping"
+                ),
+            )  # back in the queue: the workers hear it
+        assert await asyncio.wait_for(heard.get(), 10) == ""
+    finally:
+        await listener.close()

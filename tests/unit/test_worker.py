@@ -182,3 +182,22 @@ async def test_a_completion_whose_answer_was_lost_is_retried_safely_and_recorded
     await run_until(worker, lambda: finished(queue))
     assert queue.jobs[job.id].status is JobStatus.COMPLETED and queue.versions == 1
     assert queue.recorded("completed_by") == [1] and queue.failures() == []
+
+
+async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_without_a_poll() -> None:
+    queue = FakeQueue()
+    worker = TrainerWorker(queue, FakeRunner(), config(poll_seconds=60.0))  # a poll would never come
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.2)  # it looked, found nothing, and waits for its poll
+        assert queue.recorded("claim") == []
+        first, second = queue.add(new_job("a", priority=9)), queue.add(new_job("b", priority=1))
+        worker.wake()  # what the fcl_queued notification does
+        async with asyncio.timeout(5):
+            while not finished(queue):
+                await asyncio.sleep(0.01)
+        # concurrency 1: the second job was claimed when the first ended, not at a poll 60 s away
+        assert queue.recorded("claim") == [first.id, second.id]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)

@@ -4,7 +4,8 @@ costs five rows however many jobs were ever made; and indexes for the history's 
 Statement-level AFTER triggers with transition tables add each statement's net change per status;
 a statement that changes no status (heartbeats, progress, a trigger joining a waiting job) writes
 nothing and takes no lock. Rows are upserted in status order, so two transactions cannot deadlock
-on them. TRUNCATE zeroes the summary.
+on them. TRUNCATE zeroes the summary. The same triggers NOTIFY `fcl_queued` when a statement queues
+a job, which wakes the trainer workers.
 
 Revision ID: 0010
 Revises: 0009
@@ -31,6 +32,13 @@ _CHANGES = {
     "insert": "SELECT status, 1 FROM new_jobs",
     "update": "SELECT status, 1 FROM new_jobs UNION ALL SELECT status, -1 FROM old_jobs",
     "delete": "SELECT status, -1 FROM old_jobs",
+}
+# Trainer workers LISTEN on fcl_queued and claim at once instead of waiting for their next poll:
+# a job was queued (admitted, or back in the queue by a retry, release or lease expiry).
+_WAKE = {
+    "insert": "EXISTS (SELECT 1 FROM new_jobs WHERE status = 'queued')",
+    "update": "EXISTS (SELECT 1 FROM new_jobs n JOIN old_jobs o ON o.id = n.id "
+    "WHERE n.status = 'queued' AND o.status <> 'queued')",
 }
 _REFERENCING = {
     "insert": "REFERENCING NEW TABLE AS new_jobs",
@@ -60,6 +68,7 @@ def upgrade() -> None:
             CREATE FUNCTION fcl_count_jobs_{op_name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 {_APPLY.format(rows=rows)}
+                {f"IF {_WAKE[op_name]} THEN PERFORM pg_notify('fcl_queued', ''); END IF;" if op_name in _WAKE else ""}
                 RETURN NULL;
             END $$
         """)
