@@ -2,7 +2,8 @@
 
   1. claim latency p50/p99 with 100k waiting jobs (each claim its own transaction, as a worker does);
   2. claim-and-complete throughput of no-op jobs with 1 and 4 workers, and in the same run on the
-     same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio. An fcl
+     same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio; each
+     side's table truncated and vacuumed before each run, the median of --runs (3) runs. An fcl
      job completes with a result (`storage.queue.JobQueue.complete`: attempt row, model version,
      checks, champion move, counter, three outbox events), so "no-op" here is the smallest result;
   3. orchestration overhead per job: a real `fcl trainer` process runs small goal jobs; per job,
@@ -18,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,10 +148,12 @@ async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
         except Exception:  # noqa: BLE001 - the schema is already there from the first run
             pass
         async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
-            await conn.execute("DELETE FROM procrastinate_jobs")
+            await conn.execute("TRUNCATE procrastinate_jobs CASCADE")  # as fcl's fill() truncates its own
         for start in range(0, jobs, 1000):
             batch: list[dict[str, Any]] = [{"i": i} for i in range(start, min(jobs, start + 1000))]
             await noop.batch_defer_async(*batch)
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute("VACUUM ANALYZE")  # as fcl's fill() vacuums its table
         begin = time.perf_counter()
         await app.run_worker_async(
             concurrency=workers,
@@ -220,6 +224,12 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
     return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows]
 
 
+def spread(values: list[float], digits: int = 0) -> str:
+    """median (min-max)."""
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
+
+
 async def run(args: argparse.Namespace) -> None:
     stack = stack_settings()
     dbs = ScratchDatabases(stack)
@@ -239,11 +249,14 @@ async def run(args: argparse.Namespace) -> None:
 
         ref_url = await dbs.create("fcl_bench_procrastinate")
         for workers in (1, 4):
-            ours = await ours_throughput(url, args.jobs, workers)
-            ref = await procrastinate_throughput(ref_url, args.jobs, workers)
+            ours, ref = [], []
+            for _ in range(args.runs):  # alternating, each on a truncated and vacuumed table
+                ours.append(await ours_throughput(url, args.jobs, workers))
+                ref.append(await procrastinate_throughput(ref_url, args.jobs, workers))
+            ratios = [o / r for o, r in zip(ours, ref, strict=True)]
             print(
-                f"claim-and-complete of {args.jobs} no-op jobs, {workers} worker(s): fcl {ours:7.0f} jobs/s  "
-                f"procrastinate {ref:7.0f} jobs/s  ratio {ours / ref:.2f}"
+                f"claim-and-complete of {args.jobs} no-op jobs, {workers} worker(s), median (min-max) of {args.runs} "
+                f"runs: fcl {spread(ours)} jobs/s  procrastinate {spread(ref)} jobs/s  ratio {spread(ratios, 2)}"
             )
 
         run_url = await dbs.create("fcl_bench_overhead")
@@ -274,6 +287,7 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=2_000)
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--overhead-jobs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     asyncio.run(run(args))

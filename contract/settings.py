@@ -25,9 +25,14 @@ STACK_ENV_FILE = Path(".fcl") / "stack.env"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
 
 
+# Per-model-type variables (`FCL_<NAME>_<TYPE>`) and the field each is gathered into.
+_PER_TYPE = {"THRESHOLD": "thresholds", "TRAIN_WINDOW": "train_windows"}
+
+
 class _ThresholdVariables(PydanticBaseSettingsSource):
-    """`FCL_THRESHOLD_<TYPE>` for every registered model type, from the environment or the env
-    file (the environment wins), gathered into the `thresholds` field."""
+    """`FCL_THRESHOLD_<TYPE>` and `FCL_TRAIN_WINDOW_<TYPE>` for every registered model type, from
+    the environment or the env file (the environment wins), gathered into the `thresholds` and
+    `train_windows` fields."""
 
     def __init__(self, settings_cls: type[BaseSettings], env_file: Path | None) -> None:
         super().__init__(settings_cls)
@@ -41,8 +46,16 @@ class _ThresholdVariables(PydanticBaseSettingsSource):
         if self.env_file is not None and Path(self.env_file).is_file():
             found.update({k.upper(): v for k, v in dotenv_values(self.env_file).items() if v is not None})
         found.update({k.upper(): v for k, v in os.environ.items()})
-        thresholds = {s.name: found[s.threshold_variable] for s in model_types.specs() if s.threshold_variable in found}
-        return {"thresholds": thresholds} if thresholds else {}
+        gathered: dict[str, Any] = {}
+        for name, field_name in _PER_TYPE.items():
+            values = {
+                s.name: found[f"FCL_{name}_{s.name.upper()}"]
+                for s in model_types.specs()
+                if f"FCL_{name}_{s.name.upper()}" in found
+            }
+            if values:
+                gathered[field_name] = values
+        return gathered
 
 
 class _EnvFileUnlessTheEnvironmentSaysOtherwise(PydanticBaseSettingsSource):
@@ -125,6 +138,9 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=300.0, gt=0)
     trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model type -> overrides
     trainer_device: str | None = None  # e.g. "cpu"; default: CUDA when present
+    # FCL_TRAIN_WINDOW_<TYPE>: train on the most recent N samples of a dataset (default: all of
+    # them); the window bounds a training's memory, and the manifest records it.
+    train_windows: dict[str, int] = Field(default_factory=dict)
     # Retention of model versions, run by every trainer worker this often (0: off): the champion,
     # the newest N versions of each model type and every version the champion ledger named in the
     # last M days are kept; the others are deleted with their artifacts.
@@ -156,9 +172,9 @@ class Settings(BaseSettings):
         names = {
             f.validation_alias if isinstance(f.validation_alias, str) else f"FCL_{name.upper()}"
             for name, f in cls.model_fields.items()
-            if name != "thresholds"
+            if name not in _PER_TYPE.values()
         }
-        return names | {s.threshold_variable for s in model_types.specs()}
+        return names | {f"FCL_{v}_{s.name.upper()}" for v in _PER_TYPE for s in model_types.specs()}
 
     @property
     def artifact_location(self) -> str:
@@ -174,7 +190,12 @@ class Settings(BaseSettings):
     def default_threshold(self, model_type: str) -> int:
         return int(self.thresholds.get(model_type, model_types.spec(model_type).default_threshold))
 
-    @field_validator("thresholds", "trainer_caps", "trainer_timeouts", "max_attempts", "trainer_hyperparameters")
+    def window_for(self, model_type: str) -> int | None:
+        return self.train_windows.get(model_type)
+
+    @field_validator(
+        "thresholds", "trainer_caps", "trainer_timeouts", "max_attempts", "trainer_hyperparameters", "train_windows"
+    )
     @classmethod
     def _registered_model_types(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(k for k in value if model_types.parse(k) is None)
@@ -182,12 +203,12 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown model type(s) {unknown} (known: {model_types.known()})")
         return value
 
-    @field_validator("thresholds")
+    @field_validator("thresholds", "train_windows")
     @classmethod
     def _positive_thresholds(cls, value: dict[str, int]) -> dict[str, int]:
         bad = sorted(k for k, v in value.items() if v < 1)
         if bad:
-            raise ValueError(f"thresholds must be at least 1: {bad}")
+            raise ValueError(f"thresholds and windows must be at least 1: {bad}")
         return value
 
     @field_validator("api_token")

@@ -13,16 +13,19 @@ from dataclasses import replace
 from typing import Any
 
 from contract.enums import VerdictKind
-from storage.db import Database
 from storage.entities import StoredArtifactRef
-from storage.repositories import SampleRepository
+from storage.samples import load_samples
 from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from trainers.base import Artifact, TrainingError, TrainRequest
 from trainers.gates import Verdict
-from trainers.manifest import build_manifest
+from trainers.manifest import build_manifest, code_version, library_versions
 from trainers.registry import get_trainer
 from trainers.usable import usable_samples
 from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
+
+# Computed once in the fork server (which imports this module), inherited by every child.
+library_versions()
+code_version()
 
 
 def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
@@ -33,15 +36,6 @@ def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
 
 def _stored(ref: StoredArtifactRef) -> StoredArtifact:
     return StoredArtifact(path=ref.path, sha256=ref.sha256, size=ref.size, format=ref.format)
-
-
-async def _load_samples(task: TrainingTask) -> list[dict[str, Any]]:
-    db = Database(task.database_url, pool_size=1)
-    try:
-        async with db.transaction() as s:
-            return await SampleRepository(s).load(task.dataset_id, up_to=task.watermark)
-    finally:
-        await db.close()
 
 
 def judge(gate: Verdict, unreadable: str | None, incomparable: str | None) -> tuple[VerdictKind, str | None]:
@@ -59,7 +53,9 @@ def judge(gate: Verdict, unreadable: str | None, incomparable: str | None) -> tu
 
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
-    samples, skipped = usable_samples(task.model_type, asyncio.run(_load_samples(task)))
+    loaded = asyncio.run(load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window))
+    samples, skipped = usable_samples(task.model_type, loaded)
+    del loaded
     trainer = get_trainer(task.model_type)
     store = ArtifactStore(task.artifact_url, task.s3)
     champion: Artifact | None = None
@@ -98,6 +94,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     metrics = _finite(evaluation.metrics | fit_metrics) or {}
     if skipped:
         metrics["skipped_samples"] = float(skipped)  # recorded with the version (its manifest)
+    if task.window is not None:
+        metrics["train_window"] = float(task.window)  # trained on the most recent N samples only
     baseline = _finite(evaluation.baseline_metrics)
     comparable = unreadable is None and evaluation.incomparable is None
     gate = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics if comparable else None)
@@ -113,7 +111,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         hyperparameters=hyperparameters,
         samples=samples,
         dataset_watermark=task.watermark,
-        info=info | evaluation.info | {"skipped_samples": skipped},
+        info=info | evaluation.info | {"skipped_samples": skipped, "train_window": task.window},
     )
     return Outcome(
         metrics=metrics,

@@ -51,6 +51,7 @@ class WorkerConfig:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     hyperparameters: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     device: str | None = None
+    windows: Mapping[str, int] = field(default_factory=dict)  # model type -> train on the newest N samples
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_seconds: float = 0.5
     # Every this many seconds, queue a job for each ready dataset with none waiting or running
@@ -160,6 +161,7 @@ class JobRun:
             model_type=job.model_type,
             dataset_id=job.dataset_id,
             watermark=inputs.watermark,
+            window=self.config.windows.get(job.model_type),
             seed=stable_bucket(str(job.id), 2**31),
             hyperparameters=dict(self.config.hyperparameters.get(job.model_type, {})),
             device=self.config.device,

@@ -32,6 +32,7 @@ class TrainingTask:
     model_type: str
     dataset_id: str
     watermark: int  # the samples with id <= watermark, the same for every round of one attempt
+    window: int | None = None  # only the most recent N of them (FCL_TRAIN_WINDOW_<TYPE>)
     seed: int
     hyperparameters: dict[str, Any]
     device: str | None

@@ -26,6 +26,7 @@ from storage.repositories import (
     SampleRepository,
     ValidationRepository,
 )
+from storage.samples import load_samples
 from tests import factories
 
 
@@ -411,3 +412,17 @@ async def test_one_event_the_database_refuses_is_dead_lettered_and_the_rest_of_i
         assert await s.scalar(text("SELECT count(*) FROM training_jobs")) == 8
         letters = (await s.execute(text("SELECT payload FROM outbox WHERE topic = 'dead-letter'"))).all()
     assert len(letters) == 1 and letters[0][0]["offset"] == 5
+
+
+async def test_a_training_reads_its_samples_in_chunks_and_only_its_window(db: Database) -> None:
+    dataset_id = _name("window")
+    samples = [{"user_id": f"u{i}", "date": "2026-01-01", "amount": float(i)} for i in range(30)]
+    for start in range(0, 30, 10):
+        await _ingest(db, _name("ev"), dataset_id, samples[start : start + 10], threshold=10**6)
+    async with db.transaction() as s:
+        mark = await SampleRepository(s).watermark(dataset_id)
+    await _ingest(db, _name("ev"), dataset_id, [{"user_id": "later", "date": "2026-01-02", "amount": 1.0}])
+    assert await load_samples(db.url, dataset_id, up_to=mark, chunk_rows=4) == samples  # the watermark holds
+    assert await load_samples(db.url, dataset_id, up_to=mark, window=7, chunk_rows=3) == samples[-7:]
+    assert await load_samples(db.url, dataset_id, up_to=mark, window=1000) == samples
+    assert await load_samples(db.url, "no-such-dataset", up_to=mark, window=5) == []

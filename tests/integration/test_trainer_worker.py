@@ -560,3 +560,23 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
     assert again.baseline_metrics is not None and set(again.baseline_metrics) >= {"roc_auc", "brier"}
     assert {c.kind.value for c in again.checks} == {"value", "change"}
     assert again.artifact.path == first.artifact.path
+
+
+async def test_a_training_window_trains_on_the_most_recent_samples_and_the_version_records_it(env) -> None:
+    workers, db, _ = env
+    samples = FinCoachSimulator(3, 200).goal_samples()
+    window = len(samples) // 2
+    await store(db, "windowed", "goal", samples)
+    job_id = await trigger(db, "windowed", "goal")
+    workers.start(FCL_TRAIN_WINDOW_GOAL=str(window))
+
+    async def ended() -> bool:
+        status = await scalar(db, "SELECT status FROM training_jobs WHERE id = :id", id=job_id)
+        return status in ("completed", "failed")
+
+    await eventually(ended, timeout=120, what="the windowed job ended", logs=workers.logs)
+    [version] = await rows(db, "SELECT metrics, dataset_watermark FROM model_versions")
+    [event] = await rows(db, "SELECT sample_count FROM training_events WHERE job_id = :id", id=job_id)
+    total = await scalar(db, "SELECT count(*) FROM training_samples WHERE dataset_id = 'windowed'")
+    assert version.metrics["train_window"] == window < total and version.dataset_watermark >= total
+    assert 0 < event.sample_count <= window  # the window, less any sample the trainer could not use

@@ -129,3 +129,16 @@ def test_artifact_url_and_its_older_name(clean_env: Path, monkeypatch: pytest.Mo
     assert load_settings().artifact_location == "/srv/models"
     monkeypatch.setenv("FCL_ARTIFACT_URL", "s3://other/prefix")
     assert load_settings().artifact_location == "s3://other/prefix"
+
+
+def test_a_training_window_per_model_type(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "FCL_TRAIN_WINDOW_RECOMMENDATION" in Settings.variables()
+    assert load_settings().window_for("recommendation") is None  # default: every sample
+    (clean_env / ".fcl").mkdir()
+    (clean_env / ".fcl" / "stack.env").write_text("FCL_TRAIN_WINDOW_GOAL=300\n")
+    monkeypatch.setenv("FCL_TRAIN_WINDOW_RECOMMENDATION", "500000")
+    settings = load_settings()
+    assert (settings.window_for("recommendation"), settings.window_for("goal")) == (500000, 300)
+    monkeypatch.setenv("FCL_TRAIN_WINDOW_SPENDING", "0")
+    with pytest.raises(ValidationError, match="train_windows"):
+        load_settings()
