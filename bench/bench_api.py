@@ -118,22 +118,25 @@ async def cursor_deep_in_history(http: aiohttp.ClientSession, base: str, pages: 
     return str(before)
 
 
-async def load(base: str, path: str, *, clients: int, seconds: float, warmup: float) -> tuple[list[float], int, float]:
+async def load(
+    bases: list[str], path: str, *, clients: int, seconds: float, warmup: float
+) -> tuple[list[float], int, float]:
+    """Closed loop: `clients` clients, client i sending to server i mod len(bases)."""
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
-    async with aiohttp.ClientSession(base, connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector) as http:
         start = time.perf_counter()
         measure_from = start + warmup
         stop_at = measure_from + seconds
 
-        async def client() -> None:
+        async def client(url: str) -> None:
             nonlocal errors
             while True:
                 t0 = time.perf_counter()
                 if t0 >= stop_at:
                     return
-                async with http.get(path) as r:
+                async with http.get(url) as r:
                     await r.read()
                     ok = r.status == 200
                 t1 = time.perf_counter()
@@ -141,12 +144,12 @@ async def load(base: str, path: str, *, clients: int, seconds: float, warmup: fl
                     latencies.append(t1 - t0)
                     errors += not ok
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(bases[i % len(bases)] + path) for i in range(clients)))
     return latencies, errors, seconds
 
 
 async def open_loop(
-    base: str, path: str, *, rate: float, connections: int, seconds: float, warmup: float
+    bases: list[str], path: str, *, rate: float, connections: int, seconds: float, warmup: float
 ) -> tuple[list[float], int, float]:
     """Requests due every 1/rate s whatever happened to the earlier ones; each one's latency is
     from when it was due to its last byte. Returns (latencies of those due after the warm-up,
@@ -154,12 +157,12 @@ async def open_loop(
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(base, connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def one(due: float, counted: bool) -> None:
+        async def one(url: str, due: float, counted: bool) -> None:
             nonlocal errors
             try:
-                async with http.get(path) as r:
+                async with http.get(url) as r:
                     await r.read()
                     ok = r.status == 200
             except aiohttp.ClientError:
@@ -178,7 +181,7 @@ async def open_loop(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due, due >= start + warmup)))
+            tasks.append(asyncio.create_task(one(bases[i % len(bases)] + path, due, due >= start + warmup)))
             i += 1
         await asyncio.gather(*tasks)
         answered_in = time.perf_counter() - (start + warmup)
@@ -272,28 +275,34 @@ async def served_requests(http: aiohttp.ClientSession, base: str) -> float:
 
 
 async def run(url: str, settings: Settings, *, cache: bool, args: argparse.Namespace) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "FCL_DATABASE_URL": url,
-        "FCL_HTTP_PORT": str(port),
-        "FCL_API_TOKEN": "bench",
-        "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FCL_TOPIC_PREFIX": "fcl-bench-api.",
-        "FCL_HTTP_CACHE": "true" if cache else "false",
-    }
-    with tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False) as log:
-        web = subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    webs, bases = [], []
+    for _ in range(args.servers):
+        port = free_port()
+        env = {
+            **os.environ,
+            "FCL_DATABASE_URL": url,
+            "FCL_HTTP_PORT": str(port),
+            "FCL_API_TOKEN": "bench",
+            "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "FCL_TOPIC_PREFIX": "fcl-bench-api.",
+            "FCL_HTTP_CACHE": "true" if cache else "false",
+        }
+        with tempfile.NamedTemporaryFile(prefix="fcl-bench-web-", suffix=".log", delete=False) as log:
+            webs.append(
+                subprocess.Popen([FCL, "web"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        bases.append(f"http://127.0.0.1:{port}")
+    base = bases[0]
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                try:
-                    async with http.get(base + "/healthz") as r:
-                        if r.status in (200, 503):
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.2)
+            for server in bases:
+                for _ in range(150):
+                    try:
+                        async with http.get(server + "/healthz") as r:
+                            if r.status in (200, 503):
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.2)
             deep = await cursor_deep_in_history(http, base, 50)
             print(
                 f"\nresponse cache {'ON (the default: views kept until PostgreSQL reports a change)' if cache else 'OFF (every request reads PostgreSQL)'}"
@@ -315,18 +324,19 @@ async def run(url: str, settings: Settings, *, cache: bool, args: argparse.Names
                 ("model-versions (goal)", f"{API}/model-versions?model_type=goal"),
             ):
                 for mode in ("closed", "open"):
-                    before = await served_requests(http, base)
+                    before = sum([await served_requests(http, b) for b in bases])
                     if mode == "closed":
                         latencies, errors, seconds = await load(
-                            base, path, clients=args.clients, seconds=args.seconds, warmup=2.0
+                            bases, path, clients=args.clients, seconds=args.seconds, warmup=2.0
                         )
                         rate, label = len(latencies) / seconds, f"closed {args.clients}"
                     else:
                         latencies, errors, rate = await open_loop(
-                            base, path, rate=args.rate, connections=args.clients, seconds=args.seconds, warmup=2.0
+                            bases, path, rate=args.rate, connections=args.clients, seconds=args.seconds, warmup=2.0
                         )
                         label = f"open {args.rate:.0f}/s"
-                    seen = await served_requests(http, base) - before - 1  # less the /metrics call itself
+                    # less the /metrics calls themselves
+                    seen = sum([await served_requests(http, b) for b in bases]) - before - len(bases)
                     print(
                         f"{name:<52} {label:<11} {len(latencies):>8} {rate:>8.0f} {1000 * pct(latencies, 50):>7.2f} "
                         f"{1000 * pct(latencies, 99):>7.2f} {errors:>6} {seen:>10.0f}"
@@ -334,8 +344,10 @@ async def run(url: str, settings: Settings, *, cache: bool, args: argparse.Names
             stop.set()
             print(f"trainings completed meanwhile (each a write that invalidates the cache): {await writer}")
     finally:
-        web.terminate()
-        web.wait(timeout=30)
+        for web in webs:
+            web.terminate()
+        for web in webs:
+            web.wait(timeout=30)
 
 
 async def main() -> None:
@@ -345,6 +357,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1500.0, help="arrival rate of the open loop, requests/s")
+    parser.add_argument("--servers", type=int, default=1, help="`fcl web` processes, load spread evenly")
     args = parser.parse_args()
     settings = stack_settings()
     scratch = ScratchDatabases(settings)
@@ -354,7 +367,7 @@ async def main() -> None:
         await seed(url, args.events, args.versions_per_type)
         print(
             f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-            f"server: one `fcl web` process; load: this process, {args.clients} concurrent clients, keep-alive; "
+            f"server: {args.servers} `fcl web` process(es); load: this process, {args.clients} concurrent clients, keep-alive; "
             f"{args.seconds:.0f} s per endpoint and load after 2 s of warm-up; a training completes every second"
         )
         print(f"data: {args.events} training events (history rows), {args.versions_per_type} versions per model type")

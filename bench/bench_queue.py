@@ -168,7 +168,9 @@ async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
     return jobs / elapsed
 
 
-async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[list[float], list[float]]:
+async def overhead(
+    url: str, settings_env: dict[str, str], jobs: int, trainers: int = 1
+) -> tuple[list[float], list[float], float]:
     from trainers.simulator import FinCoachSimulator
 
     db = Database(url, pool_size=2)
@@ -189,14 +191,18 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
                 for i in range(jobs)
             ]
         )
-    with tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False) as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("fcl")), "trainer"],
-            env=settings_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    procs = []
+    for _ in range(trainers):
+        with tempfile.NamedTemporaryFile(prefix="fcl-bench-trainer-", suffix=".log", delete=False) as log:
+            procs.append(
+                subprocess.Popen(
+                    [str(Path(sys.executable).with_name("fcl")), "trainer"],
+                    env=settings_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -210,8 +216,10 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
         else:
             raise SystemExit(f"trainer did not finish; log: {log.name}")
     finally:
-        proc.terminate()
-        proc.wait(60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
     async with db.transaction() as s:
         rows = (
             await s.execute(
@@ -220,8 +228,9 @@ async def overhead(url: str, settings_env: dict[str, str], jobs: int) -> tuple[l
             FROM training_jobs j JOIN training_events e ON e.job_id = j.id AND e.status = 'completed'""")
             )
         ).all()
+        span = await s.scalar(text("SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM training_jobs"))
     await db.close()
-    return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows]
+    return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows], jobs / float(span)
 
 
 def spread(values: list[float], digits: int = 0) -> str:
@@ -270,11 +279,12 @@ async def run(args: argparse.Namespace) -> None:
             "FCL_ARTIFACT_DIR": tempfile.mkdtemp(prefix="fcl-bench-artifacts-"),
             "FCL_TRAINER_HYPERPARAMETERS": json.dumps({"goal": {"n_estimators": 10, "n_jobs": 1}}),
         }
-        over, fit = await overhead(run_url, env, args.overhead_jobs)
+        over, fit, rate = await overhead(run_url, env, args.overhead_jobs, args.trainers)
         print(
-            f"orchestration overhead per job ({len(over)} goal jobs through a real `fcl trainer`; claimed to "
-            f"finished, minus the trainer's fit and validation): p50 {pct(over, 50):.0f} ms  p90 {pct(over, 90):.0f} ms "
-            f"(trainer's own time p50 {pct(fit, 50):.0f} ms)"
+            f"orchestration overhead per job ({len(over)} goal jobs through {args.trainers} real `fcl trainer`(s); "
+            f"claimed to finished, minus the trainer's fit and validation): p50 {pct(over, 50):.0f} ms  "
+            f"p90 {pct(over, 90):.0f} ms (trainer's own time p50 {pct(fit, 50):.0f} ms); "
+            f"{rate:.1f} jobs/s first claim to last finish"
         )
     finally:
         await dbs.drop_all()
@@ -288,6 +298,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--overhead-jobs", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--trainers", type=int, default=1, help="`fcl trainer` processes for the overhead run")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     asyncio.run(run(args))

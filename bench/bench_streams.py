@@ -50,12 +50,12 @@ FCL = str(Path(sys.executable).with_name("fcl"))
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir, self.n = env, log_dir, 0
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "worker") -> None:
+        self.env, self.log_dir, self.n, self.name = env, log_dir, 0, name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = self.log_dir / f"worker-{self.n}.log"
+        log = self.log_dir / f"{self.name}-{self.n}.log"
         self.n += 1
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -78,6 +78,21 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class Workers:
+    """N streams workers in one consumer group (the topics' partitions are shared among them)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, n: int) -> None:
+        self.workers = [Worker(env, log_dir, f"worker{i}") for i in range(n)]
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
 
 
 def threshold_event(dataset_id: str) -> dict[str, object]:
@@ -299,7 +314,7 @@ async def bare_copy_rate(conn: asyncpg.Connection, sample_events: int, per_txn: 
 
 
 async def throughput(
-    settings: Settings, conn: asyncpg.Connection, worker: Worker, *, run: int, events: int, sample_events: int
+    settings: Settings, conn: asyncpg.Connection, worker: Workers, *, run: int, events: int, sample_events: int
 ) -> Figures:
     worker.stop()
     # Threshold events: a backlog of distinct datasets, consumed by a freshly started worker.
@@ -393,7 +408,7 @@ async def run(args: argparse.Namespace) -> None:
         "FCL_LOG_LEVEL": "WARNING",
     }
     log_dir = Path(tempfile.mkdtemp(prefix="fcl-bench-streams-"))
-    worker = Worker(env, log_dir)
+    worker = Workers(env, log_dir, args.workers)
     conn = None
     try:
         await asyncio.to_thread(upgrade, url)
@@ -426,8 +441,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--sample-events", type=int, default=3_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="streams workers in the group (docs/scaling.md: 2)")
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.workers} streams worker(s)"
+    )
     asyncio.run(run(args))
 
 
