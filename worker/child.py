@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import joblib
+
 from contract.enums import VerdictKind
 from storage.entities import StoredArtifactRef
 from storage.samples import load_samples
@@ -132,6 +134,14 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     )
 
 
+def parallelism() -> Any:
+    """How a training child runs scikit-learn's parallel loops. The child is a daemon process, and
+    joblib's default backend (loky) then refuses to run in parallel ("setting n_jobs=1"), which
+    left the Random Forest on one core; threads (what scikit-learn's forests use anyway) may use
+    every core the worker has."""
+    return joblib.parallel_config(backend="threading")
+
+
 def child_main(conn: Any, task: TrainingTask) -> None:
     """The child process's entry point: answers on `conn`, then closes it. It leaves SIGTERM and
     SIGINT to its parent (a signal to the whole process group, as systemd and Ctrl-C send, must
@@ -144,7 +154,8 @@ def child_main(conn: Any, task: TrainingTask) -> None:
         conn.send(message)
 
     try:
-        send(train(task, send))
+        with parallelism():
+            send(train(task, send))
     except TrainingError as exc:
         send(Failure(type=type(exc).__name__, message=str(exc), retriable=exc.retriable))
     except BaseException as exc:  # noqa: BLE001 - everything the child hits is reported, never lost
