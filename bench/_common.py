@@ -1,16 +1,22 @@
-"""What the benchmarks share: the local stack's settings, scratch databases, percentiles."""
+"""What the benchmarks share: the local stack's settings, scratch databases, percentiles, the
+median (min-max) of repeated runs, and the smallest completed training a worker records."""
 
 from __future__ import annotations
 
+import statistics
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
+from contract.enums import CheckKind, Direction
+from contract.events import ValidationCheck
 from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
+from storage.entities import CompletedAttempt, StoredArtifactRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +34,44 @@ def dsn(url: str) -> str:
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    """The median of repeated runs with their minimum and maximum: `median (min-max)`."""
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
+
+
+def completed_attempt(*, passed: bool, validated_against: int = 0) -> CompletedAttempt:
+    """The smallest result a job completes with: one check (passing or not) and no real artifact."""
+    return CompletedAttempt(
+        started_at=datetime.now(UTC),
+        duration_seconds=0.0,
+        fit_seconds=0.0,
+        sample_count=0,
+        dataset_watermark=0,
+        metrics={"x": 0.9} if passed else {},
+        baseline_metrics=None,
+        passed=passed,
+        hyperparameters={},
+        dataset_hash="-",
+        seed=0,
+        library_versions={},
+        code_version="bench",
+        validated_against=validated_against,
+        checks=(
+            ValidationCheck(
+                metric="x",
+                kind=CheckKind.VALUE,
+                value=0.9 if passed else None,
+                baseline=None,
+                threshold=0.0,
+                direction=Direction.HIGHER_IS_BETTER,
+                passed=passed,
+            ),
+        ),
+        artifact=StoredArtifactRef(path=f"/bench/{uuid.uuid4()}", sha256="0" * 64, size=0, format="skops"),
+    )
 
 
 class ScratchDatabases:

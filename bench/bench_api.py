@@ -27,19 +27,17 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-from _common import ScratchDatabases, pct, stack_settings
+from _common import ScratchDatabases, completed_attempt, pct, stack_settings
 from sqlalchemy import text
 
-from contract.enums import CheckKind, Direction
-from contract.events import ValidationCheck
 from contract.settings import Settings
 from fcl.stack.common import free_port
 from storage.db import Database
-from storage.entities import CompletedAttempt, NewSampleBatch, StoredArtifactRef, TriggerRequest
+from storage.entities import NewSampleBatch, TriggerRequest
 from storage.migrate import upgrade
 from storage.queue import JobQueue
 from storage.repositories import ChampionRepository, SampleRepository
@@ -220,7 +218,9 @@ async def trainings_complete(url: str, stop: asyncio.Event, every: float = 1.0) 
             assert claimed is not None
             async with db.transaction() as s:
                 current = await ChampionRepository(s).current("goal")
-                await JobQueue(s).complete(claimed.job.lease, _completed(current.seq if current else 0))
+                await JobQueue(s).complete(
+                    claimed.job.lease, completed_attempt(passed=True, validated_against=current.seq if current else 0)
+                )
             done += 1
             try:
                 await asyncio.wait_for(stop.wait(), every)
@@ -229,38 +229,6 @@ async def trainings_complete(url: str, stop: asyncio.Event, every: float = 1.0) 
     finally:
         await db.close()
     return done
-
-
-def _completed(validated_against: int) -> CompletedAttempt:
-    auc = 0.9
-    return CompletedAttempt(
-        started_at=datetime.now(UTC),
-        duration_seconds=1.0,
-        fit_seconds=0.5,
-        sample_count=1,
-        dataset_watermark=1,
-        metrics={"roc_auc": auc},
-        baseline_metrics=None,
-        checks=(
-            ValidationCheck(
-                metric="roc_auc",
-                kind=CheckKind.VALUE,
-                value=auc,
-                baseline=None,
-                threshold=0.6,
-                direction=Direction.HIGHER_IS_BETTER,
-                passed=True,
-            ),
-        ),
-        passed=True,
-        hyperparameters={},
-        dataset_hash="h",
-        seed=1,
-        library_versions={},
-        code_version="bench",
-        artifact=StoredArtifactRef(path=f"/bench/{uuid.uuid4()}", sha256="ab" * 32, size=1, format="skops"),
-        validated_against=validated_against,
-    )
 
 
 async def served_requests(http: aiohttp.ClientSession, base: str) -> float:

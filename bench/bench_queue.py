@@ -19,57 +19,27 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
+from _common import ScratchDatabases, completed_attempt, delete_topics, dsn, pct, spread, stack_settings
 from sqlalchemy import text
 
-from contract.enums import CheckKind, Direction
-from contract.events import ValidationCheck
 from storage.db import Database
-from storage.entities import CompletedAttempt, NewSampleBatch, StoredArtifactRef, TriggerRequest
+from storage.entities import NewSampleBatch, TriggerRequest
 from storage.migrate import upgrade
 from storage.queue import JobQueue
 from storage.repositories import SampleRepository
 
 LEASE = timedelta(minutes=5)
 # The smallest result a job completes with: one failing check, so no champion moves.
-NO_OP = CompletedAttempt(
-    started_at=datetime.now(UTC),
-    duration_seconds=0.0,
-    fit_seconds=0.0,
-    sample_count=0,
-    dataset_watermark=0,
-    metrics={},
-    baseline_metrics=None,
-    passed=False,
-    hyperparameters={},
-    dataset_hash="-",
-    seed=0,
-    library_versions={},
-    code_version="bench",
-    validated_against=0,
-    checks=(
-        ValidationCheck(
-            metric="x",
-            kind=CheckKind.VALUE,
-            value=None,
-            baseline=None,
-            threshold=0.0,
-            direction=Direction.HIGHER_IS_BETTER,
-            passed=False,
-        ),
-    ),
-    artifact=StoredArtifactRef(path="/dev/null", sha256="0" * 64, size=0, format="skops"),
-)
+NO_OP = completed_attempt(passed=False)
 
 
 async def fill(db: Database, n: int) -> None:
@@ -231,12 +201,6 @@ async def overhead(
         span = await s.scalar(text("SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM training_jobs"))
     await db.close()
     return [(float(r.total) - r.fit) * 1000 for r in rows], [r.fit * 1000 for r in rows], jobs / float(span)
-
-
-def spread(values: list[float], digits: int = 0) -> str:
-    """median (min-max)."""
-    f = f"{{:,.{digits}f}}"
-    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from _common import ScratchDatabases, delete_topics, dsn, pct, stack_settings
+from _common import ScratchDatabases, delete_topics, dsn, pct, spread, stack_settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contract.settings import Settings
@@ -362,12 +362,6 @@ async def throughput(
     return Figures(
         admissions, admission_txns, bare_insert, threshold_consumer, samples, sample_txns, bare_copy, samples_consumer
     )
-
-
-def spread(values: list[float], digits: int = 0) -> str:
-    """median (min-max) of the runs."""
-    f = f"{{:,.{digits}f}}"
-    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
 
 
 def report(runs: list[Figures], events: int, sample_events: int) -> None:

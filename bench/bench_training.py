@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 import uuid
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _common import ScratchDatabases, dsn, stack_settings
+from _common import ScratchDatabases, dsn, spread, stack_settings
 from bench_trainers import SEED, run_child, sizes
 
 from storage.migrate import upgrade
@@ -38,11 +37,6 @@ from trainers.artifacts import S3Access
 from trainers.simulator import FinCoachSimulator
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import ProcessRunner
-
-
-def spread(values: list[float], digits: int = 2) -> str:
-    f = f"{{:,.{digits}f}}"
-    return f"{f.format(statistics.median(values))} ({f.format(min(values))}-{f.format(max(values))})"
 
 
 async def store(conn: asyncpg.Connection, dataset_id: str, model_type: str, samples: list[dict[str, Any]]) -> int:
@@ -180,8 +174,8 @@ async def main() -> None:
             f"Random Forest fit (the goal trainer's, {n['goal_users']} users' goals) in a child of the worker's fork "
             f"server, median (min-max) of {args.runs}:"
         )
-        print(f"  n_jobs=1 {spread(one)} s   every core ({os.cpu_count()}) {spread(every)} s")
-        print(f"  speedup {spread([a / b for a, b in zip(one, every, strict=True)])}x")
+        print(f"  n_jobs=1 {spread(one, 2)} s   every core ({os.cpu_count()}) {spread(every, 2)} s")
+        print(f"  speedup {spread([a / b for a, b in zip(one, every, strict=True)], 2)}x")
 
         for label, model_type, mark, kind in (
             ("K-means (segmentation)", "segmentation", seg_mark, "segmentation"),
@@ -194,8 +188,8 @@ async def main() -> None:
                 bares.append(float(run_child(f"{kind}-bare", args.scale)["seconds"]))
             print(
                 f"{label} job, start of the child to its answer (samples loaded, fit, evaluated, artifact written): "
-                f"{spread(jobs)} s; bare scikit-learn fit {spread(bares)} s; "
-                f"ratio {spread([j / b for j, b in zip(jobs, bares, strict=True)])}"
+                f"{spread(jobs, 2)} s; bare scikit-learn fit {spread(bares, 2)} s; "
+                f"ratio {spread([j / b for j, b in zip(jobs, bares, strict=True)], 2)}"
             )
 
         episodes = max(1, args.rec_samples // 20)
