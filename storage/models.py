@@ -442,4 +442,5 @@ class JobStatusCountRow(Base):
     __tablename__ = "job_status_counts"
 
     status: Mapped[str] = mapped_column(primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # the writer's backend pid mod 16
     jobs: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

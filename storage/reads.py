@@ -98,7 +98,8 @@ TRAINING_STATUS_SQL = f"""
     SELECT json_build_object(
         'queue', (SELECT json_object_agg(s.status, coalesce(c.jobs, 0) ORDER BY s.ord)
                   FROM unnest(CAST($5 AS text[])) WITH ORDINALITY AS s(status, ord)
-                  LEFT JOIN job_status_counts c ON c.status = s.status),
+                  LEFT JOIN (SELECT status, sum(jobs) AS jobs FROM job_status_counts GROUP BY status) AS c
+                         ON c.status = s.status),
         'waiting', coalesce((SELECT json_agg({job_json()} ORDER BY j.rank_at, j.id)
                              FROM (SELECT * FROM training_jobs WHERE status = 'queued'
                                    ORDER BY rank_at, id LIMIT 20) AS j), '[]'),

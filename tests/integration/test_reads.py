@@ -159,7 +159,9 @@ async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db:
 
 async def _counted(db: Database) -> tuple[dict[str, int], dict[str, int]]:
     async with db.transaction() as session:
-        rows = (await session.execute(text("SELECT status, jobs FROM job_status_counts"))).all()
+        rows = (
+            await session.execute(text("SELECT status, sum(jobs) AS jobs FROM job_status_counts GROUP BY status"))
+        ).all()
         summary = {r.status: int(r.jobs) for r in rows}
         return summary, await JobRepository(session).counts()
 
@@ -185,7 +187,7 @@ async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_tra
     async with own_db.transaction() as session:
         await session.execute(text("TRUNCATE training_jobs CASCADE"))
     summary, _ = await _counted(own_db)
-    assert set(summary.values()) == {0}
+    assert set(summary.values()) <= {0}
 
 
 async def test_the_queued_event_admission_builds_in_sql_is_the_one_status_event_builds(own_db: Database) -> None:

@@ -1,11 +1,12 @@
-"""Jobs per status as a maintained summary (`job_status_counts`), so reading the queue's figures
-costs five rows however many jobs were ever made; and indexes for the history's status filters.
+"""Jobs per status as a maintained summary (`job_status_counts`), so reading the queue's figures costs
+at most 16 rows per status however many jobs were ever made; and indexes for the history's status filters.
 
-Statement-level AFTER triggers with transition tables add each statement's net change per status;
-a statement that changes no status (heartbeats, progress, a trigger joining a waiting job) writes
-nothing and takes no lock. Rows are upserted in status order, so two transactions cannot deadlock
-on them. TRUNCATE zeroes the summary. The same triggers NOTIFY `fcl_queued` when a statement queues
-a job, which wakes the trainer workers.
+Statement-level AFTER triggers with transition tables add each statement's net change per status; a
+statement that changes no status (heartbeats, progress, a trigger joining a waiting job) writes
+nothing and takes no lock. Each backend adds into its own shard of each status (pid mod 16), so
+concurrent writers rarely wait on one another; a reader sums the shards. Rows are upserted in
+status order, so two transactions cannot deadlock on them. TRUNCATE empties the summary. The same
+triggers NOTIFY `fcl_queued` when a statement queues a job, which wakes the trainer workers.
 
 Revision ID: 0010
 Revises: 0009
@@ -22,11 +23,14 @@ depends_on = None
 _STATUSES = "ARRAY['queued', 'in_progress', 'completed', 'failed', 'cancelled']"
 
 # The net change per status of one statement, from its transition tables, applied in status order.
-_APPLY = """
-    INSERT INTO job_status_counts AS c (status, jobs)
-    SELECT status, sum(n) FROM ({rows}) AS d(status, n)
+# Each backend adds into its own shard (its pid mod SHARDS) of each status: concurrent
+# transactions (admissions, claims, completions) rarely wait on one another's counter rows.
+SHARDS = 16
+_APPLY = f"""
+    INSERT INTO job_status_counts AS c (status, shard, jobs)
+    SELECT status, pg_backend_pid() % {SHARDS}, sum(n) FROM ({{rows}}) AS d(status, n)
     GROUP BY status HAVING sum(n) <> 0 ORDER BY status
-    ON CONFLICT (status) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs;
+    ON CONFLICT (status, shard) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs;
 """
 _CHANGES = {
     "insert": "SELECT status, 1 FROM new_jobs",
@@ -55,13 +59,13 @@ def upgrade() -> None:
         ["model_type", "status", "started_at", "id"],
     )
     op.execute(
-        "CREATE TABLE job_status_counts (status text NOT NULL, jobs bigint DEFAULT 0 NOT NULL, "
-        "CONSTRAINT pk_job_status_counts PRIMARY KEY (status))"
+        "CREATE TABLE job_status_counts (status text NOT NULL, shard smallint NOT NULL, "
+        "jobs bigint DEFAULT 0 NOT NULL, CONSTRAINT pk_job_status_counts PRIMARY KEY (status, shard))"
     )
     op.execute("LOCK TABLE training_jobs IN SHARE MODE")  # no status changes while the summary is seeded
     op.execute(f"""
-        INSERT INTO job_status_counts (status, jobs)
-        SELECT s, (SELECT count(*) FROM training_jobs WHERE status = s) FROM unnest({_STATUSES}) AS s
+        INSERT INTO job_status_counts (status, shard, jobs)
+        SELECT s, 0, (SELECT count(*) FROM training_jobs WHERE status = s) FROM unnest({_STATUSES}) AS s
     """)
     for op_name, rows in _CHANGES.items():
         op.execute(f"""
@@ -79,7 +83,7 @@ def upgrade() -> None:
     op.execute("""
         CREATE FUNCTION fcl_count_jobs_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            UPDATE job_status_counts SET jobs = 0;
+            DELETE FROM job_status_counts;
             RETURN NULL;
         END $$
     """)
