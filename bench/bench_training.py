@@ -142,12 +142,46 @@ def forest_fit_seconds(runner: ProcessRunner, n_jobs: int, users: int) -> float:
     return seconds
 
 
+async def forests_and_jobs(
+    runner: ProcessRunner, url: str, artifacts: str, args: argparse.Namespace, goal_mark: int, seg_mark: int
+) -> None:
+    """1 and 2 of the module's figures."""
+    n = sizes(args.scale)
+    one: list[float] = []
+    every: list[float] = []
+    for _ in range(args.runs):
+        one.append(forest_fit_seconds(runner, 1, n["goal_users"]))
+        every.append(forest_fit_seconds(runner, -1, n["goal_users"]))
+    print(
+        f"Random Forest fit (the goal trainer's, {n['goal_users']} users' goals) in a child of the worker's fork "
+        f"server, median (min-max) of {args.runs}:"
+    )
+    print(f"  n_jobs=1 {spread(one, 2)} s   every core ({os.cpu_count()}) {spread(every, 2)} s")
+    print(f"  speedup {spread([a / b for a, b in zip(one, every, strict=True)], 2)}x")
+
+    for label, model_type, mark, kind in (
+        ("K-means (segmentation)", "segmentation", seg_mark, "segmentation"),
+        ("Random Forest (goal)", "goal", goal_mark, "goal"),
+    ):
+        jobs, bares = [], []
+        for _ in range(args.runs):
+            _, wall, _ = await run_job(runner, url, artifacts, model_type, model_type, mark)
+            jobs.append(wall)
+            bares.append(float(run_child(f"{kind}-bare", args.scale)["seconds"]))
+        print(
+            f"{label} job, start of the child to its answer (samples loaded, fit, evaluated, artifact written): "
+            f"{spread(jobs, 2)} s; bare scikit-learn fit {spread(bares, 2)} s; "
+            f"ratio {spread([j / b for j, b in zip(jobs, bares, strict=True)], 2)}"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.1, help="of bench_trainers.py's sizes (0.1: 5k goal users)")
     parser.add_argument("--rec-samples", type=int, default=2_000_000)
     parser.add_argument("--window", type=int, default=500_000)
+    parser.add_argument("--only-memory", action="store_true", help="just 3 (the recommendation's peak RSS)")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     stack = stack_settings()
@@ -165,34 +199,11 @@ async def main() -> None:
             conn, "segmentation", "segmentation", FinCoachSimulator(SEED, n["seg_users"]).segmentation_samples()
         )
 
-        one: list[float] = []
-        every: list[float] = []
-        for _ in range(args.runs):
-            one.append(forest_fit_seconds(runner, 1, n["goal_users"]))
-            every.append(forest_fit_seconds(runner, -1, n["goal_users"]))
-        print(
-            f"Random Forest fit (the goal trainer's, {n['goal_users']} users' goals) in a child of the worker's fork "
-            f"server, median (min-max) of {args.runs}:"
-        )
-        print(f"  n_jobs=1 {spread(one, 2)} s   every core ({os.cpu_count()}) {spread(every, 2)} s")
-        print(f"  speedup {spread([a / b for a, b in zip(one, every, strict=True)], 2)}x")
+        if not args.only_memory:
+            await forests_and_jobs(runner, url, artifacts, args, goal_mark, seg_mark)
 
-        for label, model_type, mark, kind in (
-            ("K-means (segmentation)", "segmentation", seg_mark, "segmentation"),
-            ("Random Forest (goal)", "goal", goal_mark, "goal"),
-        ):
-            jobs, bares = [], []
-            for _ in range(args.runs):
-                _, wall, _ = await run_job(runner, url, artifacts, model_type, model_type, mark)
-                jobs.append(wall)
-                bares.append(float(run_child(f"{kind}-bare", args.scale)["seconds"]))
-            print(
-                f"{label} job, start of the child to its answer (samples loaded, fit, evaluated, artifact written): "
-                f"{spread(jobs, 2)} s; bare scikit-learn fit {spread(bares, 2)} s; "
-                f"ratio {spread([j / b for j, b in zip(jobs, bares, strict=True)], 2)}"
-            )
-
-        episodes = max(1, args.rec_samples // 20)
+        per_episode = len(FinCoachSimulator(seed=2, n_users=10).recommendation_samples(100)) / 100
+        episodes = max(1, int(args.rec_samples / per_episode) + 1)
         rec = FinCoachSimulator(seed=2, n_users=max(10, episodes // 50)).recommendation_samples(episodes)
         rec_mark = await store(conn, "recommendation", "recommendation", rec[: args.rec_samples])
         stored = len(rec[: args.rec_samples])
