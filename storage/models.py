@@ -169,6 +169,11 @@ class TrainingJobRow(Base):
         Index("ix_training_jobs_claim", "rank_at", "id", postgresql_where=text("status = 'queued'")),
         Index("uq_training_jobs_waiting", "dedupe_key", unique=True, postgresql_where=text("status = 'queued'")),
         Index("ix_training_jobs_lease", "lease_expires_at", postgresql_where=text("status = 'in_progress'")),
+        # The claim's "does this dataset still train?" probe: running jobs only (migration 0010),
+        # not every job the dataset ever had.
+        Index(
+            "ix_training_jobs_running_pair", "dataset_id", "model_type", postgresql_where=text("status = 'in_progress'")
+        ),
         Index(None, "dataset_id", "model_type", "created_at"),
         Index(None, "status", "model_type"),
     )

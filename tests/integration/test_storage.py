@@ -426,3 +426,21 @@ async def test_a_training_reads_its_samples_in_chunks_and_only_its_window(db: Da
     assert await load_samples(db.url, dataset_id, up_to=mark, window=7, chunk_rows=3) == samples[-7:]
     assert await load_samples(db.url, dataset_id, up_to=mark, window=1000) == samples
     assert await load_samples(db.url, "no-such-dataset", up_to=mark, window=5) == []
+
+
+async def test_the_claim_asks_whether_a_dataset_still_trains_of_its_running_jobs_only(own_db: Database) -> None:
+    """One dataset with thousands of finished jobs (a stable dataset id trained for months): the
+    probe for a running job of the candidate's dataset reads the running-jobs index, not them."""
+    async with own_db.transaction() as s:
+        await s.execute(
+            text("""
+            INSERT INTO training_jobs (id, dataset_id, model_type, status, priority, rank_at, dedupe_key)
+            SELECT gen_random_uuid(), 'fincoach-goal', 'goal',
+                   CASE WHEN g = 1 THEN 'queued' ELSE 'completed' END, 5, now(), 'fincoach-goal/goal'
+            FROM generate_series(1, 20000) AS g
+        """)
+        )
+        await s.execute(text("ANALYZE training_jobs"))
+    async with own_db.transaction() as s:
+        plan = "\n".join((await s.execute(text("EXPLAIN " + CLAIM_CANDIDATE_SQL), {"excluded": []})).scalars())
+    assert "ix_training_jobs_running_pair" in plan, plan

@@ -1,5 +1,6 @@
 """Jobs per status as a maintained summary (`job_status_counts`), so reading the queue's figures costs
-at most 16 rows per status however many jobs were ever made; and indexes for the history's status filters.
+at most 16 rows per status however many jobs were ever made; indexes for the history's status
+filters, and for the claim's probe of a dataset's running jobs.
 
 Statement-level AFTER triggers with transition tables add each statement's net change per status; a
 statement that changes no status (heartbeats, progress, a trigger joining a waiting job) writes
@@ -52,6 +53,12 @@ _REFERENCING = {
 
 
 def upgrade() -> None:
+    op.create_index(
+        "ix_training_jobs_running_pair",
+        "training_jobs",
+        ["dataset_id", "model_type"],
+        postgresql_where="status = 'in_progress'",
+    )
     op.create_index(op.f("ix_training_events_status_started_at_id"), "training_events", ["status", "started_at", "id"])
     op.create_index(
         op.f("ix_training_events_model_type_status_started_at_id"),
@@ -100,3 +107,4 @@ def downgrade() -> None:
     op.execute("DROP TABLE job_status_counts")
     op.drop_index(op.f("ix_training_events_model_type_status_started_at_id"), table_name="training_events")
     op.drop_index(op.f("ix_training_events_status_started_at_id"), table_name="training_events")
+    op.drop_index("ix_training_jobs_running_pair", table_name="training_jobs")
