@@ -146,3 +146,65 @@ def test_watch_board_tracks_running_jobs_and_drops_repeats() -> None:
         {**running, "status": "failed", "attempt": 3, "error": {"type": "TrainingTimeout", "message": "too slow"}},
     )
     assert line == "09:30:00 job j1 goal d: failed attempt 3 error TrainingTimeout: too slow"
+
+
+class _Generations:
+    """A change listener whose generations the test moves by hand (None: not healthy)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = 0
+
+    def generation(self, tables: Any) -> tuple[int, ...] | None:
+        return None if self.value is None else (self.value,)
+
+
+async def test_cache_misses_are_single_flight_and_a_write_starts_a_new_read() -> None:
+    import asyncio
+
+    from web.cache import ResponseCache
+
+    listener = _Generations()
+    cache = ResponseCache(listener)  # type: ignore[arg-type]
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def load() -> bytes:
+        reads.append(1)
+        await release.wait()
+        return f"read {len(reads)}".encode()
+
+    first = asyncio.create_task(cache.get_or_load("k", ("t",), load))
+    others = [asyncio.create_task(cache.get_or_load("k", ("t",), load)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    first.cancel()  # the first client goes away: the read goes on for the others
+    release.set()
+    assert [await o for o in others] == [b"read 1"] * 5 and len(reads) == 1 and cache.joined == 5
+    assert await cache.get_or_load("k", ("t",), load) == b"read 1"  # now cached
+    listener.value = 1  # a write: the cached body is stale, and so would be a read in flight
+    assert await cache.get_or_load("k", ("t",), load) == b"read 2" and len(reads) == 2
+    listener.value = None  # no healthy listener: every request reads on its own
+    assert await cache.get_or_load("k", ("t",), load) == b"read 3"
+    assert await cache.get_or_load("k", ("t",), load) == b"read 4"
+
+
+async def test_a_failed_read_fails_every_request_that_joined_it_and_is_not_cached() -> None:
+    import asyncio
+
+    from web.cache import ResponseCache
+
+    cache = ResponseCache(_Generations())  # type: ignore[arg-type]
+    calls = 0
+
+    async def boom() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("database down")
+
+    results = await asyncio.gather(*(cache.get_or_load("k", ("t",), boom) for _ in range(3)), return_exceptions=True)
+    assert calls == 1 and all(isinstance(r, RuntimeError) for r in results)
+
+    async def ok() -> bytes:
+        return b"fine"
+
+    assert await cache.get_or_load("k", ("t",), ok) == b"fine"
