@@ -29,7 +29,7 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
 _PER_TYPE = {"THRESHOLD": "thresholds", "TRAIN_WINDOW": "train_windows"}
 
 
-class _ThresholdVariables(PydanticBaseSettingsSource):
+class _PerModelTypeVariables(PydanticBaseSettingsSource):
     """`FCL_THRESHOLD_<TYPE>` and `FCL_TRAIN_WINDOW_<TYPE>` for every registered model type, from
     the environment or the env file (the environment wins), gathered into the `thresholds` and
     `train_windows` fields."""
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         env_file = getattr(dotenv_settings, "env_file", STACK_ENV_FILE)
         return (
             init_settings,
-            _ThresholdVariables(settings_cls, env_file),
+            _PerModelTypeVariables(settings_cls, env_file),
             env_settings,
             _EnvFileUnlessTheEnvironmentSaysOtherwise(settings_cls, dotenv_settings),
             file_secret_settings,

@@ -53,7 +53,7 @@ from storage.entities import (
     TriggerRequest,
 )
 from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
-from storage.reads import ts
+from storage.reads import trigger_ids, ts
 from storage.repositories import (
     ChampionRepository,
     DatasetRepository,
@@ -67,8 +67,7 @@ from storage.repositories import (
 from storage.retry import RetryDecision
 
 # A job row with its triggering event ids, in the order they arrived.
-_JOB = """j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
-                    ORDER BY t.received_at, t.event_id) AS trigger_event_ids"""
+_JOB = f"j.*, {trigger_ids('j')} AS trigger_event_ids"
 
 # The best waiting job: an index scan of ix_training_jobs_claim (tested with EXPLAIN). A follow-up
 # waits while its dataset still trains.
@@ -174,9 +173,7 @@ CLAIM_SQL = f"""
         "claimed", status="'in_progress'", attempt="c.attempts", progress="0.0", message="CAST(:message AS text)"
     )
 })
-    SELECT j.*, ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = j.id
-                      ORDER BY t.received_at, t.event_id) AS trigger_event_ids
-    FROM claimed j
+    SELECT {_JOB} FROM claimed j
 """
 
 

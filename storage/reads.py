@@ -36,6 +36,11 @@ def ts(column: str) -> str:
     )
 
 
+def trigger_ids(j: str = "j") -> str:
+    """The ids of the triggers of the training_jobs row `j`, in the order they arrived."""
+    return f"ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = {j}.id ORDER BY t.received_at, t.event_id)"
+
+
 def _error(alias: str) -> str:
     return (
         f"CASE WHEN {alias}.error_type IS NOT NULL THEN json_build_object('type', {alias}.error_type, "
@@ -51,8 +56,7 @@ def job_json(j: str = "j") -> str:
         'progress', {j}.progress, 'cancel_requested', {j}.cancel_requested,
         'worker', CASE WHEN {j}.status = 'in_progress' THEN {j}.lease_owner END,
         'error', {_error(j)}, 'model_version', {j}.model_version,
-        'trigger_event_ids', ARRAY(SELECT t.event_id FROM job_triggers t WHERE t.job_id = {j}.id
-                                   ORDER BY t.received_at, t.event_id),
+        'trigger_event_ids', {trigger_ids(j)},
         'created_at', {ts(j + ".created_at")}, 'updated_at', {ts(j + ".updated_at")},
         'run_after', {ts(j + ".run_after")}, 'started_at', {ts(j + ".started_at")},
         'finished_at', {ts(j + ".finished_at")})"""

@@ -271,15 +271,6 @@ class SampleRepository:
         )
         return int(value or 0)
 
-    async def load(self, dataset_id: str, *, up_to: int) -> list[dict[str, Any]]:
-        """The dataset's samples with id <= `up_to`, oldest first."""
-        rows: Iterable[dict[str, Any]] = await self.session.scalars(
-            select(TrainingSampleRow.payload)
-            .where(TrainingSampleRow.dataset_id == dataset_id, TrainingSampleRow.id <= up_to)
-            .order_by(TrainingSampleRow.id)
-        )
-        return [dict(p) for p in rows]
-
 
 class JobRepository:
     """Reads of jobs (their changes are `storage.queue`'s)."""

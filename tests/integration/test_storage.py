@@ -55,10 +55,9 @@ async def test_samples_are_stored_once_and_counted(db: Database) -> None:
     assert again.duplicates == [event_id] and again.stored_samples == 0
 
     async with db.transaction() as s:
-        repo = SampleRepository(s)
-        mark = await repo.watermark(dataset_id)
-        loaded = await repo.load(dataset_id, up_to=mark)
-        assert loaded == samples + samples[:4]
+        mark = await SampleRepository(s).watermark(dataset_id)
+    assert await load_samples(db.url, dataset_id, up_to=mark) == samples + samples[:4]
+    async with db.transaction() as s:
         dataset = await DatasetRepository(s).get(dataset_id)
         assert dataset is not None and dataset.ready and dataset.total_samples == 11
         assert [d.dataset_id for d in await DatasetRepository(s).ready()].count(dataset_id) == 1
