@@ -26,6 +26,8 @@ import numpy as np
 from trainers.gates import Gate
 
 Progress = Callable[[float], None]  # fraction done, 0..1
+# A feature name -> one value per sample, and the outcome (name, one value per sample) or None.
+DataColumns = tuple[dict[str, np.ndarray], tuple[str, np.ndarray] | None]
 
 
 class TrainingError(Exception):
@@ -128,6 +130,11 @@ class Trainer(ABC):
     def evaluate(self, model: Any, request: TrainRequest) -> Evaluation:
         """`model` (from `fit` or `load`) and the request's champion on the held-out part of the
         request's samples. Deterministic for the same samples, seed and hyperparameters."""
+
+    @abstractmethod
+    def data_columns(self, samples: Sequence[dict[str, Any]]) -> DataColumns:
+        """The samples' inputs as one column per feature, and the outcome (name, values) whose mean
+        the verdict's drift compares (`trainers.drift`); samples a training accepted."""
 
     def assess(self, model: Any, request: TrainRequest) -> Evaluation:
         """`evaluate`, its time in the evaluation's info (`evaluation_seconds`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
+    DataColumns,
     Evaluation,
     Fitted,
     InvalidDataError,
@@ -317,6 +319,12 @@ class RecommendationTrainer(Trainer):
                 baseline = self._evaluate(champion.net, holdout, hp, seed=request.seed, device=device)
         request.progress(1.0)
         return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline, incomparable=incomparable)
+
+    def data_columns(self, samples: Sequence[dict[str, Any]]) -> DataColumns:
+        state = np.array([s["state"] for s in samples], dtype=np.float64)
+        columns = {f"state_{i}": state[:, i] for i in range(state.shape[1])}
+        columns["action"] = np.array([s["action"] for s in samples], dtype=np.float64)
+        return columns, ("reward_mean", np.array([s["reward"] for s in samples], dtype=np.float64))
 
     def artifact(self, model: Any) -> Artifact:
         return torch_artifact(model.net.state_dict(), model.config)

@@ -6,6 +6,7 @@ by Hungarian matching, so a segment keeps its id across retrains."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +20,7 @@ from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
 from trainers.base import (
     Artifact,
+    DataColumns,
     Evaluation,
     Fitted,
     InvalidDataError,
@@ -152,6 +154,10 @@ class SegmentationTrainer(Trainer):
             baseline_metrics=baseline,
             incomparable=incomparable,
         )
+
+    def data_columns(self, samples: Sequence[dict[str, Any]]) -> DataColumns:
+        x, names = feature_matrix(latest_per_user(list(samples)))  # the rows the model is fitted on
+        return {n: x[:, i] for i, n in enumerate(names)}, None
 
     def artifact(self, model: Any) -> Artifact:
         return skops_artifact(model)

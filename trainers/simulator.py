@@ -275,6 +275,29 @@ class FinCoachSimulator:
         return act
 
 
+def linear_goal_samples(n_users: int, *, seed: int = 0, goals_per_user: int = 2) -> list[dict[str, Any]]:
+    """Goals whose true log-odds are LINEAR in six features on different scales: the data on which
+    a logistic regression is the right model and a forest loses to it. For tests and benchmarks of
+    the goal trainer's family search; not FinCoach-shaped behaviour."""
+    rng = np.random.default_rng([seed, 7])
+    weights = np.array([1.2, -0.8, 0.6, -0.4, 0.3, 0.0])
+    scales = np.array([1.0, 10.0, 100.0, 0.1, 1000.0, 1.0])
+    out = []
+    for u in range(n_users):
+        for g in range(goals_per_user):
+            z = rng.normal(size=6)
+            p = 1.0 / (1.0 + math.exp(-(0.2 + float(weights @ z))))
+            out.append(
+                {
+                    "user_id": f"linear-{seed}-{u}",
+                    "goal_id": f"linear-{seed}-{u}-{g}",
+                    "achieved": bool(rng.random() < p),
+                    "features": {f"x{i}": float(z[i] * scales[i]) for i in range(6)},
+                }
+            )
+    return out
+
+
 def simulate(
     model_type: str, *, seed: int = 0, users: int = 1000, days: int = 365, episodes: int = 2000
 ) -> Iterator[dict[str, Any]]:

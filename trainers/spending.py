@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from contract.enums import CheckKind
 from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
+    DataColumns,
     Evaluation,
     Fitted,
     InvalidDataError,
@@ -256,6 +258,10 @@ class SpendingTrainer(Trainer):
                 baseline = self._evaluate(champion.net, data, test_users, test_day_idx, lookback)
         request.progress(1.0)
         return Evaluation(model=model, metrics=metrics, baseline_metrics=baseline, incomparable=incomparable)
+
+    def data_columns(self, samples: Sequence[dict[str, Any]]) -> DataColumns:
+        amount = np.array([s["amount"] for s in samples], dtype=np.float64)
+        return {"amount": amount}, ("amount_mean", amount)
 
     def artifact(self, model: Any) -> Artifact:
         return torch_artifact(model.net.state_dict(), model.config)

@@ -78,7 +78,7 @@ def goal_champion():
     return get_trainer("goal").train(TrainRequest(samples=iter(SIM.goal_samples()), seed=1))  # type: ignore[arg-type]
 
 
-def test_the_forest_beats_or_ties_logistic_regression_and_the_prior(goal_champion) -> None:
+def test_the_chosen_family_beats_or_ties_logistic_regression_and_the_prior(goal_champion) -> None:
     m = goal_champion.metrics
     assert m["roc_auc"] >= m["logreg_roc_auc"] - 0.01, m
     assert m["brier_skill"] > 0, m
@@ -94,7 +94,12 @@ def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion
             samples=SIM.goal_samples(),
             seed=2,
             champion=goal_champion.artifact,
-            hyperparameters={"n_estimators": 1, "min_samples_leaf": 400},
+            hyperparameters={
+                "families": ["random_forest"],
+                "calibration": "none",
+                "n_estimators": 1,
+                "min_samples_leaf": 400,
+            },
         )
     )
     # the champion is scored on the candidate's holdout, which it never trained on (same user hash)

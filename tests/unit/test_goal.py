@@ -1,0 +1,147 @@
+"""The goal trainer's family search and calibration: the family is chosen on the training users
+only, by user-grouped cross-validation; calibration is kept only when cross-fitting says it lowers
+the Brier score; every family stores and loads through the trusted artifact; a goal model from
+before the search still serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from trainers.artifacts import skops_artifact
+from trainers.base import InvalidDataError, TrainRequest
+from trainers.goal import (
+    CALIBRATIONS,
+    FAMILIES,
+    GoalTrainer,
+    calibrate,
+    cross_fitted_brier,
+    expected_calibration_error,
+    fit_calibration,
+)
+from trainers.simulator import FinCoachSimulator, linear_goal_samples
+from trainers.tabular import feature_matrix
+
+TRAINER = GoalTrainer()
+SMALL = {"n_estimators": 40, "cv_forest_estimators": 20, "hgb_max_iter": 60}
+
+
+@pytest.fixture(scope="module")
+def linear() -> list[dict[str, Any]]:
+    return linear_goal_samples(1500, seed=5)
+
+
+def test_on_a_linear_truth_logistic_regression_is_chosen_and_passes_where_the_forest_alone_is_refused(linear) -> None:
+    chosen = TRAINER.train(TrainRequest(samples=linear, seed=1, hyperparameters=SMALL))
+    assert chosen.info["family"] == "logistic_regression"
+    scores = chosen.info["cv_roc_auc"]
+    assert set(scores) == set(FAMILIES) and max(scores, key=scores.get) == "logistic_regression"
+    assert {f"cv_roc_auc_{f}" for f in FAMILIES} <= set(chosen.metrics)
+    assert TRAINER.gate.evaluate(chosen.metrics, None).passed, chosen.metrics
+    # the seed's forest on its own loses to the logistic baseline by more than the gate allows
+    forest = TRAINER.train(
+        TrainRequest(
+            samples=linear, seed=1, hyperparameters=SMALL | {"families": ["random_forest"], "calibration": "none"}
+        )
+    )
+    failed = {c.metric for c in TRAINER.gate.evaluate(forest.metrics, None).failed()}
+    assert "roc_auc_gain_over_logreg" in failed, forest.metrics
+    assert forest.info["family"] == "random_forest" and forest.info["selection"] == "only family"
+
+
+def test_the_search_never_looks_at_the_held_out_users(linear) -> None:
+    hp = TRAINER.hyperparameters(SMALL)
+    *_, train_idx, test_idx, _ = TRAINER._split(linear, hp)
+    flipped = [dict(s) for s in linear]
+    for i in test_idx:  # every held-out outcome reversed: the gate sees it, the search must not
+        flipped[i]["achieved"] = not flipped[i]["achieved"]
+    a = TRAINER.fit(TrainRequest(samples=linear, seed=3, hyperparameters=SMALL))
+    b = TRAINER.fit(TrainRequest(samples=flipped, seed=3, hyperparameters=SMALL))
+    for key in ("family", "calibration"):
+        assert a.info[key] == b.info[key], key
+    # the same up to the forest's threads summing its trees' votes in another order
+    for key in ("cv_roc_auc", "cv_brier_uncalibrated", "cv_brier_calibrated"):
+        assert a.info[key] == pytest.approx(b.info[key], rel=1e-4), key
+    assert len(train_idx) > 0 and len(test_idx) > 0
+
+
+def test_calibration_is_kept_only_when_cross_fitting_says_it_lowers_brier(linear) -> None:
+    sim = FinCoachSimulator(seed=4, n_users=1500).goal_samples()
+    for samples in (linear, sim):
+        fitted = TRAINER.fit(TrainRequest(samples=samples, seed=2, hyperparameters=SMALL))
+        info, calibration = fitted.info, fitted.model["calibration"]
+        best = min(info["cv_brier_calibrated"].values())
+        if best < info["cv_brier_uncalibrated"]:
+            assert calibration is not None and calibration["method"] in CALIBRATIONS
+            assert info["cv_brier_calibrated"][calibration["method"]] == best
+        else:
+            assert calibration is None and info["calibration"] == "none"
+    off = TRAINER.fit(TrainRequest(samples=sim, seed=2, hyperparameters=SMALL | {"calibration": "none"}))
+    assert off.model["calibration"] is None and "cv_brier_calibrated" not in off.info
+
+
+def test_calibration_maps_repair_distorted_probabilities_and_ece_measures_the_distortion() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.02, 0.98, 20_000)
+    y = (rng.random(len(truth)) < truth).astype(int)
+    distorted = truth**3  # far too low everywhere but at the ends
+    folds = np.arange(len(y)) % 3
+    raw = float(np.mean((distorted - y) ** 2))
+    for method in CALIBRATIONS:
+        assert cross_fitted_brier(method, distorted, y, folds) < raw - 0.01
+        mapped = calibrate(fit_calibration(method, distorted, y), distorted)
+        assert expected_calibration_error(y, mapped) < 0.03 < expected_calibration_error(y, distorted)
+    assert expected_calibration_error(y, truth) < 0.02
+    # a constant 0.9 where the rate is 0.5: ECE is exactly the gap
+    half = np.array([0, 1] * 500)
+    assert expected_calibration_error(half, np.full(1000, 0.9)) == pytest.approx(0.4)
+    assert calibrate(None, distorted) is distorted
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_stores_and_loads_through_the_trusted_artifact(family: str, linear) -> None:
+    fitted = TRAINER.fit(TrainRequest(samples=linear[:600], seed=1, hyperparameters=SMALL | {"families": [family]}))
+    assert fitted.model["family"] == family
+    loaded = TRAINER.load(TRAINER.artifact(fitted.model))
+    assert loaded["family"] == family and loaded["calibration"] == fitted.model["calibration"]
+    np.testing.assert_allclose(
+        GoalTrainer.probabilities(loaded, linear[600:700]), GoalTrainer.probabilities(fitted.model, linear[600:700])
+    )
+
+
+def test_a_goal_model_from_before_the_family_search_still_loads_and_is_judged_as_champion(linear) -> None:
+    x, names = feature_matrix(linear)
+    y = np.array([s["achieved"] for s in linear], dtype=int)
+    old = skops_artifact(
+        {"model": RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y), "features": names}
+    )
+    loaded = TRAINER.load(old)
+    assert (loaded["family"], loaded["calibration"]) == ("random_forest", None)
+    result = TRAINER.train(TrainRequest(samples=linear, seed=1, hyperparameters=SMALL, champion=old))
+    assert result.baseline_metrics and 0.5 < result.baseline_metrics["roc_auc"] <= 1.0
+    assert "ece" in result.baseline_metrics
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"families": []},
+        {"families": ["xgboost"]},
+        {"families": "random_forest,"},
+        {"calibration": "always"},
+        {"cv_folds": 1},
+    ],
+)
+def test_bad_search_settings_are_refused_clearly(overrides: dict[str, Any]) -> None:
+    with pytest.raises(InvalidDataError, match="goal: "):
+        TRAINER.hyperparameters(overrides)
+
+
+def test_too_few_training_users_for_the_folds_fall_back_to_the_default_family() -> None:
+    samples = linear_goal_samples(40, seed=1, goals_per_user=3)
+    fitted = TRAINER.fit(TrainRequest(samples=samples, seed=1, hyperparameters=SMALL | {"cv_folds": 60}))
+    assert fitted.info["family"] == "random_forest"
+    assert fitted.info["selection"] == "default: fewer training users than folds"
