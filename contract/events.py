@@ -116,6 +116,29 @@ class TrainingStatusEvent(_Output):
     occurred_at: str
 
 
+class OutcomeShift(_Output):
+    """The change of the mean of what the model predicts or earns, champion's data to candidate's."""
+
+    name: str = Field(description="achieved_rate (goal), reward_mean (recommendation), amount_mean (spending)")
+    champion: float
+    candidate: float
+    change: float = Field(description="candidate - champion")
+    relative_change: float | None = Field(description="change / |champion|; null when the champion's mean is 0")
+
+
+class Drift(_Output):
+    """How far the candidate's training data moved from the champion's: informational, not a gate,
+    unless FCL_DRIFT_MAX_PSI sets a limit on `psi_max` (then a `drift_psi_max` check decides too)."""
+
+    reference_version: int = Field(description="the champion whose training data is the reference")
+    psi: dict[str, float] = Field(description="population stability index of every input feature both have")
+    psi_max: float
+    level: Literal["stable", "moderate", "major"] = Field(description="psi_max: < 0.1, 0.1-0.25, > 0.25")
+    features_only_in_champion: list[str] = Field(default_factory=list)
+    features_only_in_candidate: list[str] = Field(default_factory=list)
+    outcome: OutcomeShift | None = None
+
+
 class TrainingValidationEvent(_Output):
     """`training-validation`: one per validated candidate (key: job_id)."""
 
@@ -133,6 +156,9 @@ class TrainingValidationEvent(_Output):
     occurred_at: str
     verdict: VerdictKind | None = None  # None only in events published before verdicts existed
     message: Message | None = None  # why, when the verdict is not `passed`
+    # the candidate's training data against the champion's; None without a champion, or when the
+    # champion's version predates data profiles
+    drift: Drift | None = None
 
 
 class ModelVersionEvent(_Output):

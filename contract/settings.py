@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # FCL_TRAIN_WINDOW_<TYPE>: train on the most recent N samples of a dataset (default: all of
     # them); the window bounds a training's memory, and the manifest records it.
     train_windows: dict[str, int] = Field(default_factory=dict)
+    # The verdict's drift is informational; set, a candidate whose largest feature PSI against the
+    # champion's training data exceeds this fails a `drift_psi_max` check (and is not promoted).
+    drift_max_psi: float | None = Field(default=None, gt=0)
     # Retention of model versions, run by every trainer worker this often (0: off): the champion,
     # the newest N versions of each model type and every version the champion ledger named in the
     # last M days are kept; the others are deleted with their artifacts.

@@ -11,7 +11,7 @@ from typing import Any
 
 from contract import model_types
 from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from contract.events import ValidationCheck
+from contract.events import Drift, ValidationCheck
 from contract.settings import Settings
 
 
@@ -119,6 +119,7 @@ class TrainingEvent:
     promoted: bool | None
     verdict: VerdictKind | None = None
     verdict_message: str | None = None
+    drift: dict[str, Any] | None = None  # contract.events.Drift, when the validation measured it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +140,8 @@ class NewModelVersion:
     seed: int
     library_versions: dict[str, str]
     code_version: str
+    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info: sizes, timings, a search's choice
+    profile: dict[str, Any] | None = None  # its training data's profile (trainers.drift)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +330,9 @@ class CompletedAttempt:
     validated_against: int  # the champion ledger's seq the candidate was judged against (0: none)
     verdict: VerdictKind = VerdictKind.PASSED  # only PASSED promotes; see contract.enums.VerdictKind
     verdict_message: str | None = None  # why, when the verdict is not PASSED
+    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info
+    profile: dict[str, Any] | None = None  # the profile of the samples it was trained from
+    drift: Drift | None = None  # its samples against the champion's
 
     @property
     def promoted(self) -> bool:

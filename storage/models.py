@@ -224,6 +224,7 @@ class TrainingEventRow(Base):
     promoted: Mapped[bool | None] = mapped_column(Boolean)
     verdict: Mapped[str | None]  # contract.enums.VerdictKind, for a completed attempt
     verdict_message: Mapped[str | None]
+    drift: Mapped[dict[str, Any] | None]  # contract.events.Drift of the validation, when measured
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt"),
@@ -258,6 +259,7 @@ class TrainingEventRow(Base):
             promoted=self.promoted,
             verdict=VerdictKind(self.verdict) if self.verdict else None,
             verdict_message=self.verdict_message,
+            drift=self.drift,
         )
 
 
@@ -281,6 +283,10 @@ class ModelVersionRow(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     library_versions: Mapped[dict[str, Any]]
     code_version: Mapped[str]
+    # the manifest's info (sizes, timings, what a search chose) and the profile of the data it was
+    # trained from (trainers.drift), which the next candidate's drift is measured against
+    info: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    profile: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _created()
     deleted_at: Mapped[datetime | None]  # removed by the retention: no longer promotable or downloadable
     artifact_deleted_at: Mapped[datetime | None]  # its artifact is gone from the store
@@ -310,6 +316,8 @@ class ModelVersionRow(Base):
             seed=self.seed,
             library_versions=dict(self.library_versions),
             code_version=self.code_version,
+            info=dict(self.info),
+            profile=self.profile,
             created_at=self.created_at,
             deleted_at=self.deleted_at,
         )

@@ -471,6 +471,7 @@ class JobQueue:
             promoted=attempt.promoted,
             verdict=attempt.verdict,
             verdict_message=attempt.verdict_message,
+            drift=attempt.drift.model_dump(mode="json") if attempt.drift else None,
         )
         baseline_version = current.version if current else None
         await versions.add(
@@ -491,6 +492,8 @@ class JobQueue:
                 seed=attempt.seed,
                 library_versions=attempt.library_versions,
                 code_version=attempt.code_version,
+                info=attempt.info,
+                profile=attempt.profile,
             ),
             version=number,
         )
@@ -516,6 +519,7 @@ class JobQueue:
             occurred_at=rfc3339(),
             verdict=attempt.verdict,
             message=attempt.verdict_message,
+            drift=attempt.drift,
         )
         await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
         row = (
@@ -830,6 +834,7 @@ class JobQueue:
         promoted: bool | None = None,
         verdict: VerdictKind | None = None,
         verdict_message: str | None = None,
+        drift: Mapping[str, Any] | None = None,
         attempt: int | None = None,
         worker: str | None = None,
     ) -> uuid.UUID:
@@ -842,10 +847,10 @@ class JobQueue:
             INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
                                          finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
                                          metrics, error_type, error_message, model_version, validation_passed, promoted,
-                                         verdict, verdict_message)
+                                         verdict, verdict_message, drift)
             VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
                     :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
-                    :model_version, :validation_passed, :promoted, :verdict, :verdict_message)
+                    :model_version, :validation_passed, :promoted, :verdict, :verdict_message, CAST(:drift AS jsonb))
             ON CONFLICT (job_id, attempt) DO UPDATE
             SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
                 finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
@@ -853,7 +858,8 @@ class JobQueue:
                 dataset_watermark = EXCLUDED.dataset_watermark, metrics = EXCLUDED.metrics,
                 error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
                 model_version = EXCLUDED.model_version, validation_passed = EXCLUDED.validation_passed,
-                promoted = EXCLUDED.promoted, verdict = EXCLUDED.verdict, verdict_message = EXCLUDED.verdict_message
+                promoted = EXCLUDED.promoted, verdict = EXCLUDED.verdict, verdict_message = EXCLUDED.verdict_message,
+                drift = EXCLUDED.drift
             WHERE training_events.status = 'abandoned'
             RETURNING id
         """),
@@ -878,6 +884,7 @@ class JobQueue:
                 "promoted": promoted,
                 "verdict": verdict.value if verdict else None,
                 "verdict_message": verdict_message[: limits.MAX_MESSAGE_CHARS] if verdict_message else None,
+                "drift": json.dumps(dict(drift)) if drift is not None else None,
             },
         )
         if stored is None:

@@ -85,7 +85,7 @@ def _version_json(v: str, champion: str) -> str:
                                       'size', {v}.artifact_size, 'format', {v}.artifact_format),
         'metrics', {v}.metrics, 'hyperparameters', {v}.hyperparameters, 'dataset_watermark', {v}.dataset_watermark,
         'dataset_hash', {v}.dataset_hash, 'seed', {v}.seed, 'library_versions', {v}.library_versions,
-        'code_version', {v}.code_version, 'created_at', {ts(v + ".created_at")},
+        'code_version', {v}.code_version, 'info', {v}.info, 'created_at', {ts(v + ".created_at")},
         'deleted_at', {ts(v + ".deleted_at")})"""
 
 

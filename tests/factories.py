@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from contract.enums import CheckKind, Direction
-from contract.events import ValidationCheck
+from contract.events import Drift, ValidationCheck
 from storage.db import Database
 from storage.entities import (
     Admission,
@@ -144,9 +144,11 @@ async def record_version(
     sha256: str = "ab" * 32,
     size: int = 10,
     dataset_id: str | None = None,
+    drift: Drift | None = None,
 ) -> Transition:
     """A trained, validated candidate recorded as a worker records it (`JobQueue.complete`): its
-    version, its one check, and the champion move when it passed."""
+    version, its one check, its manifest info and data profile, and the champion move when it
+    passed."""
     dataset_id = dataset_id or f"ds-{model_type}-{uuid.uuid4().hex[:6]}"
     await store(db, dataset_id, model_type)
     job = await lease(db, (await admit(db, dataset_id, model_type)).job_id)
@@ -173,6 +175,9 @@ async def record_version(
                     path=artifact_path or f"/a/{uuid.uuid4()}", sha256=sha256, size=size, format="skops"
                 ),
                 validated_against=current.seq if current else 0,
+                info={"family": "random_forest", "cv_roc_auc": {"random_forest": auc}, "train_size": 1},
+                profile={"features": {"x": {"edges": [0.0], "shares": [0.0, 1.0], "count": 1, "mean": 1.0}}},
+                drift=drift,
             ),
         )
 

@@ -390,6 +390,7 @@ async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
         promoted=bool(event.promoted),
         verdict=event.verdict,
         message=event.verdict_message,
+        drift=event.drift,
     )
 
 

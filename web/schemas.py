@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from contract.events import ErrorInfo, ValidationCheck
+from contract.events import Drift, ErrorInfo, ValidationCheck
 from contract.model_types import ModelTypeName
 from storage.entities import ChampionMove, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
 
@@ -311,6 +311,11 @@ class ModelVersionView(View):
     seed: int
     library_versions: dict[str, str]
     code_version: str
+    info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the manifest's training info: sizes, timings; for goal the chosen family, every "
+        "family's cross-validated ROC-AUC and the calibration",
+    )
     created_at: datetime
     deleted_at: datetime | None = Field(
         default=None, description="when the retention removed it (its artifact is gone; it cannot serve again)"
@@ -336,6 +341,7 @@ class ModelVersionView(View):
             seed=v.seed,
             library_versions=v.library_versions,
             code_version=v.code_version,
+            info=v.info,
             created_at=v.created_at,
             deleted_at=v.deleted_at,
         )
@@ -409,6 +415,11 @@ class ValidationView(View):
         "only passed promotes by itself"
     )
     message: str | None = Field(description="why, when the verdict is not passed")
+    drift: Drift | None = Field(
+        default=None,
+        description="the candidate's training data against the champion's: PSI per input feature and the "
+        "outcome's change; informational unless FCL_DRIFT_MAX_PSI is set; null without a champion profile",
+    )
 
 
 class ParkedEvent(View):

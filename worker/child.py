@@ -13,13 +13,16 @@ from dataclasses import replace
 from typing import Any
 
 import joblib
+import numpy as np
 
 from contract.enums import VerdictKind
+from contract.events import Drift
 from storage.entities import StoredArtifactRef
 from storage.samples import load_samples
+from trainers import drift
 from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from trainers.base import Artifact, TrainingError, TrainRequest
-from trainers.gates import Verdict
+from trainers.base import Artifact, Trainer, TrainingError, TrainRequest
+from trainers.gates import LOWER, Check, Gate, Verdict
 from trainers.manifest import build_manifest, code_version, library_versions
 from trainers.registry import get_trainer
 from trainers.usable import usable_samples
@@ -34,6 +37,38 @@ def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
     if metrics is None:
         return None
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as JSON PostgreSQL accepts: numpy scalars as numbers, tuples as lists, non-finite
+    numbers as null, anything else unknown as its text."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
+
+
+def measure_drift(
+    trainer: Trainer, samples: list[dict[str, Any]], task: TrainingTask
+) -> tuple[dict[str, Any], Drift | None, str | None]:
+    """The profile of the candidate's training data and, when the champion has one, the drift from
+    it; a champion profile that cannot be read gives no drift and says why."""
+    columns, outcome = trainer.data_columns(samples)
+    profile = drift.profile(columns, outcome)
+    if task.champion_profile is None or task.champion_version is None:
+        return profile, None, None
+    try:
+        measured = drift.drift(columns, outcome, task.champion_profile, reference_version=task.champion_version)
+        return profile, Drift.model_validate(jsonable(measured)), None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return profile, None, f"the champion's data profile cannot be read ({type(exc).__name__}: {exc})"
 
 
 def _stored(ref: StoredArtifactRef) -> StoredArtifact:
@@ -91,7 +126,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     else:
         assert task.candidate is not None
         model = trainer.load(store.read(_stored(task.candidate)))
-        fit_metrics, hyperparameters, info = task.fit_metrics, task.hyperparameters, {}
+        fit_metrics, hyperparameters, info = task.fit_metrics, task.hyperparameters, task.fit_info
     evaluation = trainer.assess(model, replace(request, hyperparameters=hyperparameters))
     metrics = _finite(evaluation.metrics | fit_metrics) or {}
     if skipped:
@@ -100,7 +135,13 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         metrics["train_window"] = float(task.window)  # trained on the most recent N samples only
     baseline = _finite(evaluation.baseline_metrics)
     comparable = unreadable is None and evaluation.incomparable is None
-    gate = trainer.gate.evaluate(evaluation.metrics | fit_metrics, evaluation.baseline_metrics if comparable else None)
+    profile, measured, drift_error = measure_drift(trainer, samples, task)
+    checks, judged = trainer.gate, evaluation.metrics | fit_metrics
+    if task.drift_max_psi is not None:  # drift is a gate only when configured so
+        checks = Gate((*checks.checks, Check("drift_psi_max", LOWER, task.drift_max_psi, needs_champion=True)))
+        if measured is not None:
+            judged = judged | {"drift_psi_max": measured.psi_max}
+    gate = checks.evaluate(judged, evaluation.baseline_metrics if comparable else None)
     verdict, why = judge(gate, unreadable, evaluation.incomparable)
     artifact = trainer.artifact(evaluation.model)
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization
@@ -115,6 +156,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         dataset_watermark=task.watermark,
         info=info | evaluation.info | {"skipped_samples": skipped, "train_window": task.window},
     )
+    if drift_error:
+        manifest.info["drift_error"] = drift_error
     return Outcome(
         metrics=metrics,
         baseline_metrics=baseline,
@@ -131,6 +174,10 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         code_version=manifest.code_version,
         verdict=verdict,
         verdict_message=why,
+        info=jsonable(manifest.info),
+        fit_info=jsonable(info),
+        profile=profile,
+        drift=measured,
     )
 
 

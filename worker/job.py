@@ -52,6 +52,7 @@ class WorkerConfig:
     hyperparameters: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     device: str | None = None
     windows: Mapping[str, int] = field(default_factory=dict)  # model type -> train on the newest N samples
+    drift_max_psi: float | None = None  # a limit on the verdict's drift (FCL_DRIFT_MAX_PSI); None: information only
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_seconds: float = 0.5
     # Every this many seconds, queue a job for each ready dataset with none waiting or running
@@ -167,6 +168,8 @@ class JobRun:
             device=self.config.device,
             champion=champion.artifact if champion else None,
             champion_version=champion.version.version if champion else None,
+            champion_profile=champion.version.profile if champion else None,
+            drift_max_psi=self.config.drift_max_psi,
         )
 
     @staticmethod
@@ -181,8 +184,10 @@ class JobRun:
             hyperparameters=outcome.hyperparameters,
             fit_metrics=outcome.fit_metrics,
             fit_seconds=outcome.fit_seconds,
+            fit_info=outcome.fit_info,
             champion=champion.artifact if champion else None,
             champion_version=champion.version.version if champion else None,
+            champion_profile=champion.version.profile if champion else None,
         )
 
     def _completed(
@@ -207,6 +212,9 @@ class JobRun:
             validated_against=inputs.champion.move.seq if inputs.champion else 0,
             verdict=outcome.verdict,
             verdict_message=outcome.verdict_message,
+            info=outcome.info,
+            profile=outcome.profile,
+            drift=outcome.drift,
         )
 
     async def _supervise(self, task: TrainingTask) -> Outcome:

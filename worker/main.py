@@ -54,6 +54,7 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
         hyperparameters=settings.trainer_hyperparameters,
         device=settings.trainer_device,
         windows=settings.train_windows,
+        drift_max_psi=settings.drift_max_psi,
         retry=RetryPolicy(base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds),
         retrain_sweep_seconds=settings.retrain_sweep_seconds,
         default_priority=settings.default_priority,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.enums import VerdictKind
-from contract.events import ValidationCheck
+from contract.events import Drift, ValidationCheck
 from storage.entities import StoredArtifactRef
 from trainers.artifacts import S3Access
 
@@ -38,9 +38,12 @@ class TrainingTask:
     device: str | None
     champion: StoredArtifactRef | None
     champion_version: int | None
+    champion_profile: dict[str, Any] | None = None  # the champion's training data (trainers.drift)
+    drift_max_psi: float | None = None  # FCL_DRIFT_MAX_PSI: drift becomes a check of the gate
     candidate: StoredArtifactRef | None = None  # EVALUATE: the candidate to judge again
     fit_metrics: dict[str, float] = field(default_factory=dict)  # EVALUATE: what its fit measured
     fit_seconds: float = 0.0  # EVALUATE: how long its fit took
+    fit_info: dict[str, Any] = field(default_factory=dict)  # EVALUATE: what its fit recorded for the manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +70,10 @@ class Outcome:
     code_version: str
     verdict: VerdictKind  # only PASSED promotes
     verdict_message: str | None  # why, when the verdict is not PASSED
+    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info, JSON-ready
+    fit_info: dict[str, Any] = field(default_factory=dict)  # the part of it the fit recorded
+    profile: dict[str, Any] | None = None  # the profile of its training data
+    drift: Drift | None = None  # its training data against the champion's
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 
+from contract.events import Drift, OutcomeShift
 from contract.settings import Settings
 from storage.db import Database
 from storage.entities import EndedAttempt
@@ -80,9 +81,11 @@ async def _dataset(
     await factories.store(db, dataset_id, model_type, count=samples, threshold=threshold)
 
 
-async def _version(db: Database, model_type: str, *, passed: bool, auc: float) -> tuple[int, uuid.UUID]:
+async def _version(
+    db: Database, model_type: str, *, passed: bool, auc: float, drift: Drift | None = None
+) -> tuple[int, uuid.UUID]:
     """A completed training with its version and checks, as a trainer worker records them."""
-    done = await factories.record_version(db, model_type, passed=passed, auc=auc)
+    done = await factories.record_version(db, model_type, passed=passed, auc=auc, drift=drift)
     assert done.model_version is not None and done.training_event_id is not None
     return done.model_version, done.training_event_id
 
@@ -317,7 +320,15 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     v1, _ = await _version(api.db, "goal", passed=True, auc=0.80)
     v2, _ = await _version(api.db, "goal", passed=True, auc=0.85)
     v3, _ = await _version(api.db, "goal", passed=True, auc=0.90)
-    v4, refused = await _version(api.db, "goal", passed=False, auc=0.55)
+    drift = Drift(
+        reference_version=v3,
+        psi={"income": 0.31, "months": 0.02},
+        psi_max=0.31,
+        level="major",
+        features_only_in_candidate=["new_feature"],
+        outcome=OutcomeShift(name="achieved_rate", champion=0.4, candidate=0.3, change=-0.1, relative_change=-0.25),
+    )
+    v4, refused = await _version(api.db, "goal", passed=False, auc=0.55, drift=drift)
     listing = await api.call("GET", f"{API}/model-versions", status=200, params={"model_type": "goal"})
     assert listing["champions"] == {"goal": v3}
     assert [(v["version"], v["is_champion"], v["parent_version"]) for v in listing["versions"]] == [
@@ -327,12 +338,17 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
         (v1, False, None),
     ]
     assert listing["versions"][0]["artifact"]["sha256"] == "ab" * 32
+    assert listing["versions"][0]["info"]["cv_roc_auc"] == {"random_forest": 0.55}  # the manifest's info
     everything = await api.call("GET", f"{API}/model-versions", status=200)
     assert everything["champions"] == {"recommendation": None, "segmentation": None, "spending": None, "goal": v3}
 
     validation = await api.call("GET", f"{API}/validation-results/{refused}", status=200)
     assert (validation["candidate_version"], validation["baseline_version"]) == (v4, v3)
     assert (validation["passed"], validation["promoted"]) == (False, False)
+    assert validation["drift"] == drift.model_dump(mode="json")
+    earlier = await api.call("GET", f"{API}/model-versions", status=200, params={"model_type": "goal"})
+    first_event = earlier["versions"][-1]["training_event_id"]
+    assert (await api.call("GET", f"{API}/validation-results/{first_event}", status=200))["drift"] is None
     assert validation["checks"] == [
         {
             "metric": "roc_auc",

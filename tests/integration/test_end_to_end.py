@@ -244,3 +244,4 @@ def _dashboard_in_chromium(svc: Service, champions: dict[str, int | None]) -> No
     ledger = dom.split('id="ledger">', 1)[1].split("</section>", 1)[0]
     assert ledger.count('<span class="ok">validated</span>') >= moved and ledger.count("job ") >= moved
     assert "judged against" in dom, "the validation of a version is shown check by check"
+    assert 'id="drift"' in dom and "drift" in dom.split('id="drift"', 1)[1][:300], "the verdict's drift is shown"

@@ -580,3 +580,72 @@ async def test_a_training_window_trains_on_the_most_recent_samples_and_the_versi
     total = await scalar(db, "SELECT count(*) FROM training_samples WHERE dataset_id = 'windowed'")
     assert version.metrics["train_window"] == window < total and version.dataset_watermark >= total
     assert 0 < event.sample_count <= window  # the window, less any sample the trainer could not use
+
+
+async def test_the_verdict_carries_drift_from_the_champions_data_and_a_configured_limit_gates_on_it(env) -> None:
+    """Version 1 of goal has no champion and so no drift; version 2 trains on goals whose money
+    amounts tripled and whose outcomes flipped: its validation (the row, the API's source, and the
+    event on the broker) names that drift against version 1's data, and the worker's
+    FCL_DRIFT_MAX_PSI turns it into a failing check. Each version's manifest info says which
+    goal family won the search and every family's score."""
+    workers, db, settings = env
+    first = FinCoachSimulator(3, 200).goal_samples()
+    await store(db, "goals-before", "goal", first)
+    job1 = await trigger(db, "goals-before", "goal")
+    workers.start(FCL_DRIFT_MAX_PSI="0.5")
+
+    async def completed(job_id: uuid.UUID) -> bool:
+        status = await scalar(db, "SELECT status FROM training_jobs WHERE id = :id", id=job_id)
+        assert status != "failed", workers.logs()
+        return status == "completed"
+
+    await eventually(lambda: completed(job1), timeout=180, what="version 1 completed", logs=workers.logs)
+    money = ("target_amount", "monthly_needed", "monthly_income", "monthly_spend")
+    moved = [
+        {
+            **s,
+            "achieved": not s["achieved"],
+            "features": {k: v * 3 if k in money else v for k, v in s["features"].items()},
+        }
+        for s in FinCoachSimulator(4, 200).goal_samples()
+    ]
+    await store(db, "goals-after", "goal", moved)
+    job2 = await trigger(db, "goals-after", "goal")
+    await eventually(lambda: completed(job2), timeout=180, what="version 2 completed", logs=workers.logs)
+
+    [v1, v2] = await rows(
+        db,
+        "SELECT version, info, profile, training_event_id, promoted FROM model_versions v "
+        "JOIN training_events e ON e.id = v.training_event_id ORDER BY version",
+    )
+    for v in (v1, v2):
+        assert v.info["family"] in v.info["cv_roc_auc"] and set(v.info["cv_roc_auc"]) == {
+            "random_forest",
+            "hist_gradient_boosting",
+            "logistic_regression",
+        }
+        assert set(v.profile["features"]) == set(first[0]["features"])
+    assert v1.promoted  # no champion: nothing to drift from, the limit's check is skipped
+    drift1 = await scalar(db, "SELECT drift FROM training_events WHERE id = :id", id=v1.training_event_id)
+    drift2 = await scalar(db, "SELECT drift FROM training_events WHERE id = :id", id=v2.training_event_id)
+    assert drift1 is None
+    assert drift2["reference_version"] == v1.version and set(drift2["psi"]) == set(first[0]["features"])
+    assert min(drift2["psi"][k] for k in money) > 0.5 > max(drift2["psi"]["months"], drift2["psi"]["savings_rate"])
+    assert drift2["psi_max"] == max(drift2["psi"].values()) and drift2["level"] == "major"
+    rate_before = sum(s["achieved"] for s in first) / len(first)
+    assert drift2["outcome"]["name"] == "achieved_rate"
+    assert abs(drift2["outcome"]["champion"] - rate_before) < 1e-9
+    assert abs(drift2["outcome"]["candidate"] - sum(s["achieved"] for s in moved) / len(moved)) < 1e-9
+    [check] = await rows(
+        db,
+        "SELECT value, threshold, passed FROM validation_results WHERE training_event_id = :id "
+        "AND metric = 'drift_psi_max'",
+        id=v2.training_event_id,
+    )
+    assert (check.value, check.threshold, check.passed) == (drift2["psi_max"], 0.5, False) and not v2.promoted
+
+    topic = Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix)
+    events = await read_topic(settings, topic, until=lambda r: len(r) >= 2, timeout=60)
+    published = {e["candidate_version"]: e for e in events}
+    assert published[v1.version]["drift"] is None and published[v2.version]["drift"] == drift2
+    assert published[v2.version]["verdict"] == "failed" and "drift_psi_max" in published[v2.version]["message"]
