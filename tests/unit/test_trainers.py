@@ -242,3 +242,44 @@ def test_the_manifest_names_everything_that_made_the_model(goal_champion) -> Non
     )
     assert {"torch", "scikit-learn", "numpy", "python"} <= set(manifest.library_versions)
     assert "+" in manifest.code_version and manifest.hyperparameters["n_estimators"] == 300
+
+
+def _endless_chain(episodes: int, length: int) -> list[dict[str, Any]]:
+    """Episodes of one state, reward 1 a step, cut by a time limit (never terminal): every policy's
+    discounted value is 1 / (1 - gamma) (up to gamma^length)."""
+    return [
+        {
+            "user_id": "u",
+            "episode_id": f"e{e}",
+            "t": t,
+            "state": [0.0, 1.0],
+            "action": (e + t) % 2,
+            "reward": 1.0,
+            "next_state": [0.0, 1.0],
+            "done": False,
+            "behavior_prob": 0.5,
+        }
+        for e in range(episodes)
+        for t in range(length)
+    ]
+
+
+def test_fqe_runs_as_many_bellman_iterations_as_the_value_reaches() -> None:
+    from trainers.recommendation import Transitions, fitted_q_evaluation, fqe_schedule, make_q_network
+
+    data = Transitions(_endless_chain(20, 60), None)
+    hp = RecommendationTrainer.defaults | {"gamma": 0.9, "fqe_steps": 300, "fqe_hidden": [16], "batch_size": 64}
+    steps, interval = fqe_schedule(data, hp)
+    assert (steps, interval) == (44 * 25, 25)  # 0.9^44 < 1 % <= 0.9^43; 300 steps alone made one iteration
+    truth = (1 - 0.9**60) / (1 - 0.9)
+    import torch
+
+    policy = make_q_network(2, 2, [4])
+    value = fitted_q_evaluation(data, policy, hp, seed=1, device=torch.device("cpu"))
+    assert abs(value - truth) / truth < 0.1, (value, truth)
+    # episodes that all end in a terminal state cap the iterations at the longest one
+    finite = [s | {"done": s["t"] == 9} for s in _endless_chain(20, 10)]
+    assert fqe_schedule(Transitions(finite, None), hp)[0] == 300  # 10 iterations of 30 steps fit the budget
+    # FinCoach's horizon keeps its schedule: 3,000 steps, a target update every 250
+    sim = FinCoachSimulator(seed=1, n_users=100).recommendation_samples(50)
+    assert fqe_schedule(Transitions(sim, None), RecommendationTrainer.defaults) == (3000, 250)
