@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from contract.settings import load_settings
+from fcl.operator import drift_summary
 from fcl.stack.common import choose_ports
 
 FCL = str(Path(sys.executable).with_name("fcl"))
@@ -269,6 +270,10 @@ class Demo:
                 f"  {'pass' if c['passed'] else 'FAIL'}  {c['kind']:<6} {c['metric']:<26} {value}{base}  "
                 f"{'≥' if c['direction'] == 'higher_is_better' else '≤'} {c['threshold']}"
             )
+        info = v["info"]
+        if info.get("family"):
+            print(f"  family chosen by cross-validation: {info['family']} (calibration {info['calibration']})")
+        print(f"  {drift_summary(validation.get('drift'))}")
 
 
 def main(exit_when_done: bool = False) -> int:

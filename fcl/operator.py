@@ -143,6 +143,20 @@ def _uuid(value: str) -> str:
 
 
 # -- fcl versions -----------------------------------------------------------------------------------
+def drift_summary(drift: dict[str, Any] | None) -> str:
+    """One line: how far the candidate's data moved from the champion's."""
+    if not drift:
+        return "drift: not measured (no champion data profile)"
+    top = sorted(drift["psi"].items(), key=lambda kv: -kv[1])[:3]
+    outcome = drift.get("outcome")
+    shift = f"; {outcome['name']} {outcome['champion']:.4f} -> {outcome['candidate']:.4f}" if outcome else ""
+    return (
+        f"drift from v{drift['reference_version']}'s data: {drift['level']} (largest PSI {drift['psi_max']:.3f}: "
+        + ", ".join(f"{k} {p:.3f}" for k, p in top)
+        + f"){shift}"
+    )
+
+
 VERSION_HEADERS = ["model type", "version", "champion", "verdict", "key metrics", "dataset", "created", "artifact"]
 LEDGER_HEADERS = ["when", "model type", "move", "reason", "by", "note"]
 
@@ -199,6 +213,7 @@ def versions(args: argparse.Namespace) -> int:
                 f"verdict: {validation.get('verdict')}  promoted when validated: {validation['promoted']}"
                 + (f"  ({validation['message']})" if validation.get("message") else ""),
                 f"judged against: v{version['parent_version']}" if version["parent_version"] else "judged against: -",
+                drift_summary(validation.get("drift")),
                 f"artifact: {version['artifact']['path']}  sha256 {version['artifact']['sha256']}  "
                 f"{version['artifact']['size']} bytes",
                 f"dataset: {version['dataset_id']} (hash {version['dataset_hash'][:12]})  seed {version['seed']}",

@@ -114,3 +114,14 @@ def test_every_trainer_hands_drift_one_value_per_sample_and_feature(model_type: 
     else:
         assert outcome is not None and len(outcome[1]) == len(samples)
     assert json.dumps(drift.profile(columns, outcome), allow_nan=False)
+
+
+def test_the_cli_sums_a_drift_up_in_one_line() -> None:
+    from fcl.operator import drift_summary
+
+    x = {"a": RNG.normal(size=400), "b": RNG.normal(size=400)}
+    measured = _drift(x, {"a": x["a"], "b": x["b"] + 2.0}, ("reward_mean", np.ones(3)), ("reward_mean", np.zeros(3)))
+    line = drift_summary(measured.model_dump(mode="json"))
+    assert line.startswith("drift from v7's data: major (largest PSI ")
+    assert line.index("b ") < line.index("a ") and line.endswith("reward_mean 0.0000 -> 1.0000")
+    assert drift_summary(None) == "drift: not measured (no champion data profile)"
