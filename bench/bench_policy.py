@@ -25,19 +25,17 @@ Run with `.venv/bin/python bench/bench_policy.py [--seeds 5] [--steps N]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _reference import d3rlpy_cql, greedy
 
 from trainers.base import TrainRequest
-from trainers.recommendation import RecommendationTrainer, Transitions
+from trainers.recommendation import RecommendationTrainer
 from trainers.simulator import FinCoachSimulator
 
 Policy = Callable[[np.ndarray], np.ndarray]  # a batch of states -> a batch of actions
@@ -131,49 +129,9 @@ def train_fcl(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[Pol
 
 
 def train_d3rlpy(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[Policy, float]:
-    """d3rlpy's DiscreteCQL with fcl's defaults, on fcl's training episodes only."""
-    import d3rlpy
-    from d3rlpy.models.encoders import VectorEncoderFactory
-    from d3rlpy.optimizers import AdamFactory
-
-    defaults = RecommendationTrainer.defaults
-    clean = [{k: v for k, v in s.items() if not k.startswith("_")} for s in samples]
-    data = Transitions(clean, None)
-    cut = round(data.n_episodes * (1 - defaults["holdout_fraction"]))
-    keep = data.episode < cut
-    train = data.subset(keep)
-    truncated = np.array([s.get("_truncated", False) for s in samples])[keep]
-    last = np.r_[train.episode[1:] != train.episode[:-1], True]  # the last step of each episode
-    dataset = d3rlpy.dataset.MDPDataset(
-        observations=train.state,
-        actions=train.action,
-        rewards=train.reward,
-        terminals=train.done,
-        timeouts=(last & (train.done == 0)) | truncated,
-        action_size=data.n_actions,
-    )
-    algo = d3rlpy.algos.DiscreteCQLConfig(
-        batch_size=defaults["batch_size"],
-        learning_rate=defaults["learning_rate"],
-        gamma=defaults["gamma"],
-        alpha=defaults["alpha"],
-        target_update_interval=defaults["target_update_interval"],
-        encoder_factory=VectorEncoderFactory(hidden_units=list(defaults["hidden"])),
-        optim_factory=AdamFactory(eps=defaults["adam_eps"]),
-    ).create(device="cpu:0")
-    d3rlpy.seed(seed)
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # its structlog lines about building and each epoch
-        algo.fit(
-            dataset,
-            n_steps=steps,
-            n_steps_per_epoch=steps,
-            show_progress=False,
-            logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
-            save_interval=10**9,
-        )
-    rate = steps / (time.perf_counter() - started)
-    return (lambda s: np.asarray(algo.predict(np.asarray(s, dtype=np.float32)), dtype=np.int64)), rate
+    """d3rlpy's DiscreteCQL with fcl's defaults, on fcl's training episodes only; its steps/s."""
+    algo, seconds = d3rlpy_cql(samples, steps, seed)
+    return greedy(algo), steps / seconds
 
 
 # -- reporting --------------------------------------------------------------------------------------

@@ -79,45 +79,12 @@ def child(name: str, scale: float) -> dict[str, Any]:
             out["fqe_value"] = result.metrics["fqe_value"]
             out["transitions"] = len(samples)
         else:
-            import d3rlpy
-            from d3rlpy.models.encoders import VectorEncoderFactory
-            from d3rlpy.optimizers import AdamFactory
+            from _reference import d3rlpy_cql, greedy
 
-            from trainers.recommendation import Transitions
-
-            defaults = RecommendationTrainer.defaults
-            data = Transitions(samples, None)
-            cut = round(data.n_episodes * (1 - defaults["holdout_fraction"]))
-            train = data.subset(data.episode < cut)  # the same training split as ours
-            dataset = d3rlpy.dataset.MDPDataset(
-                observations=train.state,
-                actions=train.action,
-                rewards=train.reward,
-                terminals=train.done,
-                action_size=data.n_actions,
-            )
-            algo = d3rlpy.algos.DiscreteCQLConfig(
-                batch_size=defaults["batch_size"],
-                learning_rate=defaults["learning_rate"],
-                gamma=defaults["gamma"],
-                alpha=defaults["alpha"],
-                target_update_interval=defaults["target_update_interval"],
-                encoder_factory=VectorEncoderFactory(hidden_units=list(defaults["hidden"])),
-                optim_factory=AdamFactory(eps=defaults["adam_eps"]),
-            ).create(device="cpu:0")
-            d3rlpy.seed(SEED)
-            start = time.perf_counter()
-            algo.fit(
-                dataset,
-                n_steps=n["steps"],
-                n_steps_per_epoch=n["steps"],
-                show_progress=False,
-                logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
-                save_interval=10**9,
-            )
-            out["fit_seconds"] = out["seconds"] = time.perf_counter() - start
+            algo, out["fit_seconds"] = d3rlpy_cql(samples, n["steps"], SEED)
+            out["seconds"] = out["fit_seconds"]
             out["steps_per_second"] = n["steps"] / out["fit_seconds"]
-            out["true_value"] = sim.policy_value(lambda states: algo.predict(np.asarray(states, dtype=np.float32)))
+            out["true_value"] = sim.policy_value(greedy(algo))
     elif name in ("segmentation", "segmentation-bare"):
         sim = FinCoachSimulator(seed=SEED, n_users=n["seg_users"])
         samples = sim.segmentation_samples()

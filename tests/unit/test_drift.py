@@ -125,3 +125,41 @@ def test_the_cli_sums_a_drift_up_in_one_line() -> None:
     assert line.startswith("drift from v7's data: major (largest PSI ")
     assert line.index("b ") < line.index("a ") and line.endswith("reward_mean 0.0000 -> 1.0000")
     assert drift_summary(None) == "drift: not measured (no champion data profile)"
+
+
+def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_broken_champion_profile() -> None:
+    import uuid
+
+    from trainers.artifacts import S3Access
+    from worker.child import jsonable, measure_drift
+    from worker.messages import Mode, TrainingTask
+
+    info = {"n": np.int64(3), "f": np.float32(0.5), "bad": float("nan"), "t": (1, np.inf), "o": object, 4: "k"}
+    clean = jsonable(info)
+    assert json.loads(json.dumps(clean, allow_nan=False)) == clean
+    assert (clean["n"], clean["f"], clean["bad"], clean["t"], clean["4"]) == (3, 0.5, None, [1, None], "k")
+
+    samples = FinCoachSimulator(seed=3, n_users=50).goal_samples()
+    task = TrainingTask(
+        mode=Mode.FIT,
+        database_url="-",
+        artifact_url="-",
+        s3=S3Access(),
+        job_id=uuid.uuid4(),
+        attempt=1,
+        model_type="goal",
+        dataset_id="d",
+        watermark=1,
+        seed=1,
+        hyperparameters={},
+        device=None,
+        champion=None,
+        champion_version=3,
+        champion_profile={"features": {"months": {"edges": "not a list", "shares": [1.0]}}},
+    )
+    profile, measured, error = measure_drift(get_trainer("goal"), samples, task)
+    assert measured is None and error is not None and error.startswith("the champion's data profile cannot be read")
+    assert set(profile["features"]) == set(samples[0]["features"])
+    good = task.__class__(**{**task.__dict__, "champion_profile": profile})
+    _, again, error = measure_drift(get_trainer("goal"), samples, good)
+    assert error is None and again is not None and again.psi_max == pytest.approx(0.0, abs=1e-12)
