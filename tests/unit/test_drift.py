@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from contract.events import Drift
+from contract.limits import MAX_NUMBER
 from trainers import drift
 from trainers.registry import get_trainer
 from trainers.simulator import FinCoachSimulator
@@ -77,7 +78,7 @@ def test_the_outcome_change_is_measured_and_relative_only_to_a_nonzero_mean() ->
     assert other.outcome is None  # different outcomes are not compared
 
 
-finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
+finite = st.floats(min_value=-MAX_NUMBER, max_value=MAX_NUMBER, allow_nan=False, allow_infinity=False)
 
 
 @settings(max_examples=200, deadline=None)

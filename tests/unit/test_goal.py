@@ -145,3 +145,35 @@ def test_too_few_training_users_for_the_folds_fall_back_to_the_default_family() 
     fitted = TRAINER.fit(TrainRequest(samples=samples, seed=1, hyperparameters=SMALL | {"cv_folds": 60}))
     assert fitted.info["family"] == "random_forest"
     assert fitted.info["selection"] == "default: fewer training users than folds"
+
+
+def _hostile(kind: str) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(1)
+    out = []
+    for u in range(300):
+        for g in range(2):
+            achieved = bool(rng.random() < 0.4)
+            if kind == "constant":  # nothing to learn from
+                features = {"a": 1.0, "b": 0.0}
+            elif kind == "extreme":  # the largest numbers the contract lets in, and their opposites
+                features = {"a": float(rng.choice([-1e15, 1e15])), "b": float(rng.normal()) * 1e-300}
+            else:  # the outcome written in one feature
+                features = {"a": float(achieved), "b": float(rng.normal())}
+            out.append({"user_id": f"u{u}", "goal_id": f"g{u}-{g}", "achieved": achieved, "features": features})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["constant", "extreme", "leak"])
+def test_hostile_but_valid_goals_train_or_are_refused_clearly(kind: str) -> None:
+    """Whatever the contract lets in trains to finite metrics, or is refused as bad data."""
+    try:
+        result = TRAINER.train(TrainRequest(samples=_hostile(kind), seed=1, hyperparameters=SMALL))
+    except InvalidDataError as exc:
+        assert str(exc).startswith("goal: "), exc
+        return
+    assert all(np.isfinite(v) for v in result.metrics.values()), result.metrics
+    assert result.info["family"] in FAMILIES
+    loaded = TRAINER.load(result.artifact)
+    assert np.isfinite(GoalTrainer.probabilities(loaded, _hostile(kind)[:10])).all()
+    if kind == "leak":
+        assert result.metrics["roc_auc"] == pytest.approx(1.0)
