@@ -29,14 +29,15 @@ def d3rlpy_cql(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[An
     train = data.subset(keep)  # the same training split as fcl's
     truncated = np.array([bool(s.get("_truncated", False)) for s in samples])[keep]
     last = np.r_[train.episode[1:] != train.episode[:-1], True]  # each episode's last logged step
-    dataset = d3rlpy.dataset.MDPDataset(
-        observations=train.state,
-        actions=train.action,
-        rewards=train.reward,
-        terminals=train.done,
-        timeouts=(last | truncated) & (train.done == 0),  # d3rlpy: never both at once
-        action_size=data.n_actions,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # its structlog lines about the data and each epoch
+        dataset = d3rlpy.dataset.MDPDataset(
+            observations=train.state,
+            actions=train.action,
+            rewards=train.reward,
+            terminals=train.done,
+            timeouts=(last | truncated) & (train.done == 0),  # d3rlpy: never both at once
+            action_size=data.n_actions,
+        )
     algo = d3rlpy.algos.DiscreteCQLConfig(
         batch_size=defaults["batch_size"],
         learning_rate=defaults["learning_rate"],
@@ -48,7 +49,7 @@ def d3rlpy_cql(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[An
     ).create(device="cpu:0")
     d3rlpy.seed(seed)
     started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # its structlog lines about building and each epoch
+    with contextlib.redirect_stdout(io.StringIO()):
         algo.fit(
             dataset,
             n_steps=steps,

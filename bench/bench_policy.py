@@ -145,8 +145,8 @@ def verdicts(rows: dict[str, list[float]], fqe_errors: list[float]) -> list[str]
     fcl, ref, behaviour = (statistics.mean(rows[k]) for k in ("fcl", "d3rlpy", "behaviour"))
     worst = max(fqe_errors)
     return [
-        f"  fcl >= d3rlpy (mean over seeds): {'met' if fcl >= ref else 'MISSED'} ({fcl:.2f} vs {ref:.2f})",
-        f"  fcl > behaviour:                 {'met' if fcl > behaviour else 'MISSED'} ({fcl:.2f} vs {behaviour:.2f})",
+        f"  fcl >= d3rlpy (mean over seeds): {'met' if fcl >= ref else 'MISSED'} ({fcl:.4f} vs {ref:.4f})",
+        f"  fcl > behaviour:                 {'met' if fcl > behaviour else 'MISSED'} ({fcl:.4f} vs {behaviour:.4f})",
         f"  FQE within 25 % of the real discounted return: {'met' if worst <= 0.25 else 'MISSED'} "
         f"(per seed {', '.join(f'{e:.0%}' for e in fqe_errors)})",
     ]
@@ -177,8 +177,8 @@ def cartpole(args: argparse.Namespace) -> None:
         rates["fcl"].append(our_rate)
         rates["d3rlpy"].append(ref_rate)
         print(
-            f"  seed {seed}: {len(samples)} transitions; return fcl {r_ours:.1f}, d3rlpy {r_ref:.1f}, "
-            f"behaviour {r_beh:.1f}; fcl discounted {d_ours:.2f} vs its FQE {fqe:.2f}",
+            f"  seed {seed}: {len(samples)} transitions; return fcl {r_ours:.2f}, d3rlpy {r_ref:.2f}, "
+            f"behaviour {r_beh:.2f}; fcl discounted {d_ours:.2f} vs its FQE {fqe:.2f}",
             flush=True,
         )
     report(rows, rates, disc, "mean return over 100 episodes")
