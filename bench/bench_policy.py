@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,23 +142,53 @@ def ms(values: list[float], digits: int = 1) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def verdicts(rows: dict[str, list[float]], fqe_errors: list[float]) -> list[str]:
-    fcl, ref, behaviour = (statistics.mean(rows[k]) for k in ("fcl", "d3rlpy", "behaviour"))
-    worst = max(fqe_errors)
-    return [
-        f"  fcl >= d3rlpy (mean over seeds): {'met' if fcl >= ref else 'MISSED'} ({fcl:.4f} vs {ref:.4f})",
-        f"  fcl > behaviour:                 {'met' if fcl > behaviour else 'MISSED'} ({fcl:.4f} vs {behaviour:.4f})",
-        f"  FQE within 25 % of the real discounted return: {'met' if worst <= 0.25 else 'MISSED'} "
-        f"(per seed {', '.join(f'{e:.0%}' for e in fqe_errors)})",
-    ]
+@dataclass
+class Seeds:
+    """Per seed: each policy's real return, fcl's real discounted return and FQE estimate, and
+    each learner's steps/s."""
+
+    fcl: list[float] = field(default_factory=list)
+    d3rlpy: list[float] = field(default_factory=list)
+    behaviour: list[float] = field(default_factory=list)
+    fcl_discounted: list[float] = field(default_factory=list)
+    fqe: list[float] = field(default_factory=list)
+    fcl_rate: list[float] = field(default_factory=list)
+    d3rlpy_rate: list[float] = field(default_factory=list)
+
+    def add(
+        self, returns: tuple[float, float, float], fcl_discounted: float, fqe: float, rates: tuple[float, float]
+    ) -> None:
+        for values, value in zip((self.fcl, self.d3rlpy, self.behaviour), returns, strict=True):
+            values.append(value)
+        self.fcl_discounted.append(fcl_discounted)
+        self.fqe.append(fqe)
+        self.fcl_rate.append(rates[0])
+        self.d3rlpy_rate.append(rates[1])
+
+    def report(self, what: str, digits: int = 1) -> None:
+        errors = [
+            abs(f - d) / abs(d) if d else float("inf") for f, d in zip(self.fqe, self.fcl_discounted, strict=True)
+        ]
+        fcl, ref, behaviour = (statistics.mean(v) for v in (self.fcl, self.d3rlpy, self.behaviour))
+        print(f"  {'policy':<10} {what + ', mean ± std over seeds':<48} steps/s")
+        print(f"  {'fcl CQL':<10} {ms(self.fcl, digits):<48} {statistics.mean(self.fcl_rate):.0f}")
+        print(f"  {'d3rlpy':<10} {ms(self.d3rlpy, digits):<48} {statistics.mean(self.d3rlpy_rate):.0f}")
+        print(f"  {'behaviour':<10} {ms(self.behaviour, digits):<48} -")
+        print(f"  fcl FQE estimate {ms(self.fqe, 2)} vs real discounted return {ms(self.fcl_discounted, 2)}")
+        print(f"  fcl >= d3rlpy (mean over seeds): {'met' if fcl >= ref else 'MISSED'} ({fcl:.4f} vs {ref:.4f})")
+        print(
+            f"  fcl > behaviour:                 {'met' if fcl > behaviour else 'MISSED'} ({fcl:.4f} vs {behaviour:.4f})"
+        )
+        print(
+            f"  FQE within 25 % of the real discounted return: {'met' if max(errors) <= 0.25 else 'MISSED'} "
+            f"(per seed {', '.join(f'{e:.0%}' for e in errors)})"
+        )
 
 
 def cartpole(args: argparse.Namespace) -> None:
     gamma = float(RecommendationTrainer.defaults["gamma"])
     base = controller(args.controller)
-    rows: dict[str, list[float]] = {"fcl": [], "d3rlpy": [], "behaviour": []}
-    disc: dict[str, list[float]] = {"fcl": [], "fqe": []}
-    rates: dict[str, list[float]] = {"fcl": [], "d3rlpy": []}
+    seeds = Seeds()
     print(
         f"CartPole-v1: {args.episodes} logged episodes per seed, behaviour epsilon-greedy "
         f"(epsilon {args.epsilon}, controller: {args.controller}), {args.steps} gradient steps, batch 256, "
@@ -169,25 +200,17 @@ def cartpole(args: argparse.Namespace) -> None:
         ref, ref_rate = train_d3rlpy(samples, args.steps, seed)
         behaviour = epsilon_greedy(base, args.epsilon, np.random.default_rng(10_000 + seed))
         (r_ours, d_ours), (r_ref, _), (r_beh, _) = (run_cartpole(p, gamma) for p in (ours, ref, behaviour))
-        rows["fcl"].append(r_ours)
-        rows["d3rlpy"].append(r_ref)
-        rows["behaviour"].append(r_beh)
-        disc["fcl"].append(d_ours)
-        disc["fqe"].append(fqe)
-        rates["fcl"].append(our_rate)
-        rates["d3rlpy"].append(ref_rate)
+        seeds.add((r_ours, r_ref, r_beh), d_ours, fqe, (our_rate, ref_rate))
         print(
             f"  seed {seed}: {len(samples)} transitions; return fcl {r_ours:.2f}, d3rlpy {r_ref:.2f}, "
             f"behaviour {r_beh:.2f}; fcl discounted {d_ours:.2f} vs its FQE {fqe:.2f}",
             flush=True,
         )
-    report(rows, rates, disc, "mean return over 100 episodes")
+    seeds.report("mean return over 100 episodes")
 
 
 def fincoach(args: argparse.Namespace) -> None:
-    rows: dict[str, list[float]] = {"fcl": [], "d3rlpy": [], "behaviour": []}
-    disc: dict[str, list[float]] = {"fcl": [], "fqe": []}
-    rates: dict[str, list[float]] = {"fcl": [], "d3rlpy": []}
+    seeds = Seeds()
     print(
         f"FinCoach simulator: {args.fincoach_episodes} logged episodes per seed, {args.steps} gradient steps; "
         "true discounted value of each policy (20,000 simulated episodes)"
@@ -198,36 +221,13 @@ def fincoach(args: argparse.Namespace) -> None:
         ours, our_rate, fqe = train_fcl(samples, args.steps, seed)
         ref, ref_rate = train_d3rlpy(samples, args.steps, seed)
         v_ours, v_ref, v_beh = sim.policy_value(ours), sim.policy_value(ref), sim.policy_value(None)
-        rows["fcl"].append(v_ours)
-        rows["d3rlpy"].append(v_ref)
-        rows["behaviour"].append(v_beh)
-        disc["fcl"].append(v_ours)
-        disc["fqe"].append(fqe)
-        rates["fcl"].append(our_rate)
-        rates["d3rlpy"].append(ref_rate)
+        seeds.add((v_ours, v_ref, v_beh), v_ours, fqe, (our_rate, ref_rate))  # the true value is discounted
         print(
             f"  seed {seed}: {len(samples)} transitions; true value fcl {v_ours:.3f}, d3rlpy {v_ref:.3f}, "
             f"behaviour {v_beh:.3f}; fcl FQE {fqe:.3f}",
             flush=True,
         )
-    report(rows, rates, disc, "true discounted value", digits=3)
-
-
-def report(
-    rows: dict[str, list[float]],
-    rates: dict[str, list[float]],
-    disc: dict[str, list[float]],
-    what: str,
-    digits: int = 1,
-) -> None:
-    errors = [abs(f - d) / abs(d) if d else float("inf") for f, d in zip(disc["fqe"], disc["fcl"], strict=True)]
-    print(f"  {'policy':<10} {what + ', mean ± std over seeds':<48} steps/s")
-    print(f"  {'fcl CQL':<10} {ms(rows['fcl'], digits):<48} {statistics.mean(rates['fcl']):.0f}")
-    print(f"  {'d3rlpy':<10} {ms(rows['d3rlpy'], digits):<48} {statistics.mean(rates['d3rlpy']):.0f}")
-    print(f"  {'behaviour':<10} {ms(rows['behaviour'], digits):<48} -")
-    print(f"  fcl FQE estimate {ms(disc['fqe'], 2)} vs real discounted return {ms(disc['fcl'], 2)}")
-    for line in verdicts(rows, errors):
-        print(line)
+    seeds.report("true discounted value", digits=3)
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ The family (`FAMILIES`: a Random Forest, the seed's model and the default; histo
 boosting; an L2 logistic regression on scaled features) is chosen by user-grouped
 cross-validation on the TRAINING users only, by mean ROC-AUC, the earlier family winning a tie;
 the held-out users are never looked at until the gate. In the cross-validation the forest grows
-`cv_forest_estimators` trees (50: in cross-validation on the simulator's goals its ROC-AUC
-moved by 0.0005 from 50 to 300 trees), which keeps the whole search
-within twice the time of the forest alone. The chosen family's out-of-fold probabilities then
+`cv_forest_estimators` trees (50: on the simulator's goals its cross-validated ROC-AUC moved by
+less than 0.001 from 50 to 300 trees), which keeps the whole search within twice the time of the
+forest alone (bench/bench_goal.py). The chosen family's out-of-fold probabilities then
 decide calibration: a sigmoid (Platt) and an isotonic map are each cross-fitted on them (fitted on
 the other folds, applied to each fold), and the better one is kept when it lowers the Brier score
 of the uncalibrated probabilities; the map kept is then fitted on every out-of-fold probability,
