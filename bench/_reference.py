@@ -15,6 +15,11 @@ import numpy as np
 from trainers.recommendation import RecommendationTrainer, Transitions
 
 
+def contract_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The samples as the contract has them: a bench's own `_` keys (`_truncated`) dropped."""
+    return [{k: v for k, v in s.items() if not k.startswith("_")} for s in samples]
+
+
 def d3rlpy_cql(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[Any, float]:
     """(the fitted algorithm, its fit seconds). A sample's `_truncated` (a time limit, not a
     terminal state) ends its episode as a timeout; other `_` keys are ignored."""
@@ -23,7 +28,7 @@ def d3rlpy_cql(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[An
     from d3rlpy.optimizers import AdamFactory
 
     defaults = RecommendationTrainer.defaults
-    data = Transitions([{k: v for k, v in s.items() if not k.startswith("_")} for s in samples], None)
+    data = Transitions(contract_samples(samples), None)
     cut = round(data.n_episodes * (1 - defaults["holdout_fraction"]))
     keep = data.episode < cut
     train = data.subset(keep)  # the same training split as fcl's

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from _reference import d3rlpy_cql, greedy
+from _reference import contract_samples, d3rlpy_cql, greedy
 
 from trainers.base import TrainRequest
 from trainers.recommendation import RecommendationTrainer
@@ -124,7 +124,7 @@ def run_cartpole(policy: Policy, gamma: float, episodes: int = EVAL_EPISODES) ->
 def train_fcl(samples: list[dict[str, Any]], steps: int, seed: int) -> tuple[Policy, float, float]:
     """fcl's greedy policy, its steps/s and its own FQE estimate (held-out episodes)."""
     trainer = RecommendationTrainer()
-    clean = [{k: v for k, v in s.items() if not k.startswith("_")} for s in samples]
+    clean = contract_samples(samples)
     result = trainer.train(TrainRequest(samples=clean, seed=seed, hyperparameters={"steps": steps}, device="cpu"))
     return RecommendationTrainer.policy(result.model), result.info["cql_steps_per_second"], result.metrics["fqe_value"]
 

@@ -23,11 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from trainers.drift import Outcome
 from trainers.gates import Gate
 
 Progress = Callable[[float], None]  # fraction done, 0..1
-# A feature name -> one value per sample, and the outcome (name, one value per sample) or None.
-DataColumns = tuple[dict[str, np.ndarray], tuple[str, np.ndarray] | None]
+# A feature name -> one value per sample, and the outcome (name, one value per sample) or None:
+# what `trainers.drift` profiles.
+DataColumns = tuple[dict[str, np.ndarray], Outcome]
 
 
 class TrainingError(Exception):

@@ -66,7 +66,7 @@ def measure_drift(
         return profile, None, None
     try:
         measured = drift.drift(columns, outcome, task.champion_profile, reference_version=task.champion_version)
-        return profile, Drift.model_validate(jsonable(measured)), None
+        return profile, Drift.model_validate(measured), None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         return profile, None, f"the champion's data profile cannot be read ({type(exc).__name__}: {exc})"
 
