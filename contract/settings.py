@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from contract import model_types
 
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     train_windows: dict[str, int] = Field(default_factory=dict)
     # The verdict's drift is informational; set, a candidate whose largest feature PSI against the
     # champion's training data exceeds this fails a `drift_psi_max` check (and is not promoted).
-    drift_max_psi: float | None = Field(default=None, gt=0)
+    drift_max_psi: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # Retention of model versions, run by every trainer worker this often (0: off): the champion,
     # the newest N versions of each model type and every version the champion ledger named in the
     # last M days are kept; the others are deleted with their artifacts.
@@ -238,6 +238,24 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def refusal(exc: ValidationError | SettingsError) -> str:
+    """Why the settings were refused, in one line, each problem under its variable's name
+    (`FCL_THRESHOLD_GOAL`, not the field `thresholds`)."""
+    if isinstance(exc, SettingsError):  # a value that is not even JSON, where JSON is expected
+        return f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+    per_type = {field: name for name, field in _PER_TYPE.items()}
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        field = loc[0] if loc else "?"
+        if field in per_type:
+            variable = f"FCL_{per_type[field]}_{loc[1].upper() if len(loc) > 1 else '<TYPE>'}"
+        else:
+            variable = "FCL_" + field.upper() + "".join(f"[{part}]" for part in loc[1:])
+        problems.append(f"{variable}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def load_settings(env_file: Path | None = STACK_ENV_FILE) -> Settings:

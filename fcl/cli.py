@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from contract.settings import refusal
     from fcl.operator import OperatorError
 
     args = build_parser().parse_args(argv)
@@ -330,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StackError, StorageError, OperatorError) as exc:
         print(f"fcl: error: {exc}", file=sys.stderr)
         return 1
+    except (ValidationError, SettingsError) as exc:  # a setting (FCL_* or .fcl/stack.env) it cannot run with
+        print(f"fcl: error: invalid settings: {refusal(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

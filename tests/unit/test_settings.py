@@ -77,7 +77,16 @@ def test_empty_token_means_unset_and_plain_postgres_urls_use_asyncpg(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("FCL_HTTP_PORT", "0"), ("FCL_HTTP_PORT", "http"), ("FCL_DATABASE_URL", "mysql://x")]
+    ("name", "value"),
+    [
+        ("FCL_HTTP_PORT", "0"),
+        ("FCL_HTTP_PORT", "http"),
+        ("FCL_DATABASE_URL", "mysql://x"),
+        ("FCL_DRIFT_MAX_PSI", "abc"),
+        ("FCL_DRIFT_MAX_PSI", "-1"),
+        ("FCL_DRIFT_MAX_PSI", "1e400"),  # infinity: a limit that never limits
+        ("FCL_DRIFT_MAX_PSI", "nan"),
+    ],
 )
 def test_bad_values_are_refused_with_the_field_named(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -142,3 +151,31 @@ def test_a_training_window_per_model_type(clean_env: Path, monkeypatch: pytest.M
     monkeypatch.setenv("FCL_TRAIN_WINDOW_SPENDING", "0")
     with pytest.raises(ValidationError, match="train_windows"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("FCL_DRIFT_MAX_PSI", "abc", "FCL_DRIFT_MAX_PSI: "),
+        ("FCL_DRIFT_MAX_PSI", "1e400", "FCL_DRIFT_MAX_PSI: "),
+        ("FCL_DRIFT_MAX_PSI", "\udcff\udcfe", "FCL_DRIFT_MAX_PSI: "),
+        ("FCL_THRESHOLD_GOAL", "abc", "FCL_THRESHOLD_GOAL: "),
+        ("FCL_TRAIN_WINDOW_SPENDING", "0", "FCL_TRAIN_WINDOW_<TYPE>: "),
+        ("FCL_TRAINER_HYPERPARAMETERS", "{", 'error parsing value for field "trainer_hyperparameters"'),
+    ],
+)
+def test_a_bad_setting_ends_a_command_in_one_line_naming_it(
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    named: str,
+) -> None:
+    from fcl.cli import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["trainer"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fcl: error: invalid settings: ") and err.count("\n") == 1, err
+    assert named in err and "Traceback" not in err
