@@ -9,9 +9,10 @@ COPY messaging ./messaging
 COPY streams ./streams
 COPY worker ./worker
 COPY web ./web
+COPY serving ./serving
 COPY fcl ./fcl
 RUN pip install --no-cache-dir .
-ENV FCL_ARTIFACT_DIR=/var/lib/fcl/artifacts
+ENV FCL_ARTIFACT_URL=/var/lib/fcl/artifacts
 RUN mkdir -p /var/lib/fcl/artifacts && chown nobody /var/lib/fcl/artifacts
 USER nobody
 CMD ["fcl", "--help"]

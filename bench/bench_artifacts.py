@@ -30,9 +30,9 @@ from contract.settings import Settings
 from fcl.serving import ChampionWatcher, Served
 from fcl.stack.common import free_port
 from messaging.admin import ensure_topics
+from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.migrate import upgrade
-from trainers.artifacts import ArtifactStore
 from trainers.base import Artifact, TrainRequest
 from trainers.registry import get_trainer
 from trainers.simulator import FinCoachSimulator

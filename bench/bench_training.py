@@ -32,8 +32,8 @@ import asyncpg
 from _common import ScratchDatabases, dsn, spread, stack_settings
 from bench_trainers import SEED, run_child, sizes
 
+from storage.artifacts import S3Access
 from storage.migrate import upgrade
-from trainers.artifacts import S3Access
 from trainers.simulator import FinCoachSimulator
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import ProcessRunner

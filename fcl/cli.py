@@ -110,7 +110,7 @@ def _watch(args: argparse.Namespace) -> int:
     import asyncio
 
     from contract.settings import load_settings
-    from streams.watch import watch
+    from fcl.watch import watch
 
     try:
         asyncio.run(
@@ -194,14 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser(
         "stack",
-        help="a local Apache Kafka broker and PostgreSQL server (no Docker)",
-        description="Start, stop or inspect the local broker and database server. "
+        help="a local Apache Kafka broker, PostgreSQL server and SeaweedFS object store (no Docker)",
+        description="Start, stop or inspect the local broker, database server and object store. "
         "`up` writes their addresses to .fcl/stack.env.",
     )
     stack.add_argument(
         "action",
         choices=["up", "down", "status", "fetch"],
-        help="up: start both and wait until each answers; down: stop what up started; "
+        help="up: start all three and wait until each answers; down: stop what up started; "
         "status: what runs, where, which versions; fetch: only cache the Kafka jars",
     )
     stack.add_argument("--state-dir", default=".fcl", help="where the stack keeps data, logs and pids")

@@ -183,7 +183,7 @@ class Demo:
 
     async def _follow(self, settings: Any) -> None:
         """Print this run's status and validation events as they reach the broker."""
-        from streams.watch import watch
+        from fcl.watch import watch
 
         jobs: set[str] = set()
 

@@ -1,13 +1,15 @@
 """List the imports between fcl's top-level packages and fail on any arrow against the layers.
 
     launcher    fcl
-    services    streams   worker   web          (never import each other)
+    services    streams   worker   web   serving   (never import each other)
     middle      storage   trainers   messaging  (never import each other)
     base        contract                         (imports none of them)
 
 A package may import only packages of lower layers. Every import counts, including the ones
-inside functions, so a cycle cannot hide there. Two ownership rules are checked as well: a
-`training-status` event is built only by `storage/queue.py`, and only `storage/` runs SQL.
+inside functions, so a cycle cannot hide there. Ownership rules are checked as well: a
+`training-status` event is built only by `storage/queue.py`; only `storage/` speaks SQL (no other
+package imports sqlalchemy, asyncpg or alembic); `web` loads no model (imports no `trainers`); the
+serving library that FinCoach's servers embed never touches the database (imports no `storage`).
 
     python scripts/check_layers.py [ROOT]     # prints the arrows; exit 1 with the violations
 """
@@ -29,6 +31,7 @@ LAYERS: dict[str, int] = {
     "streams": 2,
     "worker": 2,
     "web": 2,
+    "serving": 2,
     "fcl": 3,
 }
 # Who may build a training-status event, and who may speak SQL.
@@ -36,6 +39,11 @@ STATUS_EVENT_OWNER = "storage/queue.py"
 STATUS_EVENT_NAMES = {"TrainingStatusEvent", "status_event"}
 SQL_MODULES = {"sqlalchemy", "asyncpg", "alembic"}
 SQL_PACKAGES = {"storage"}
+# Arrows the layers allow but ownership does not: (importer, imported) and why.
+FORBIDDEN: dict[tuple[str, str], str] = {
+    ("web", "trainers"): "the API serves bytes and records; it never loads a model",
+    ("serving", "storage"): "the serving library talks to fcl's HTTP API, never to its database",
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ def scan(root: Path) -> tuple[list[Arrow], list[str]]:
                         violations.append(
                             f"{where}: {package} (layer {LAYERS[package]}) imports {module} (layer {LAYERS[top]})"
                         )
+                if (package, top) in FORBIDDEN:
+                    violations.append(f"{where}: {package} imports {module}; {FORBIDDEN[package, top]}")
                 if top in SQL_MODULES and package not in SQL_PACKAGES:
                     violations.append(f"{where}: {package} imports {module}; only storage speaks SQL")
                 if package != "contract" and rel != STATUS_EVENT_OWNER and module.startswith(("contract", "storage")):

@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 
 from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
+from storage.artifacts import ArtifactStore, S3Access
 from storage.db import Database, asyncpg_dsn
 from storage.migrate import upgrade
-from trainers.artifacts import ArtifactStore, S3Access
 
 ROOT = Path(__file__).resolve().parent.parent
 

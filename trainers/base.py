@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from contract.artifacts import Artifact as Artifact  # trainers hand their models over as this
 from trainers.drift import Outcome
 from trainers.gates import Gate
 
@@ -58,14 +59,6 @@ class UnknownModelTypeError(TrainingError):
 def check_finite(value: float, *, what: str, step: int) -> None:
     if not math.isfinite(value):
         raise NonFiniteLossError(f"{what} became {value} at step {step}; training stopped")
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A serialized model: bytes in a format that cannot run code when loaded."""
-
-    data: bytes
-    format: str  # "safetensors" or "skops"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from contract.enums import CheckKind
-from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
 from trainers.base import (
     Artifact,
     DataColumns,
@@ -49,6 +48,7 @@ from trainers.base import (
     require,
     stable_bucket,
 )
+from trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
 from trainers.gates import HIGHER, LOWER, Check, Gate
 from trainers.tabular import feature_matrix
 

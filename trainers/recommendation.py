@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from contract.enums import CheckKind
-from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
     DataColumns,
@@ -41,6 +40,7 @@ from trainers.base import (
     torch_device,
     value_difference,
 )
+from trainers.formats import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.gates import HIGHER, Check, Gate
 
 

@@ -17,7 +17,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from contract.enums import CheckKind
-from trainers.artifacts import ArtifactError, load_skops_artifact, skops_artifact
 from trainers.base import (
     Artifact,
     DataColumns,
@@ -29,6 +28,7 @@ from trainers.base import (
     feature_difference,
     require,
 )
+from trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
 from trainers.gates import HIGHER, LOWER, Check, Gate
 from trainers.tabular import feature_matrix
 

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from contract.enums import CheckKind
-from trainers.artifacts import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.base import (
     Artifact,
     DataColumns,
@@ -37,6 +36,7 @@ from trainers.base import (
     torch_device,
     value_difference,
 )
+from trainers.formats import ArtifactError, load_torch_artifact, torch_artifact
 from trainers.gates import LOWER, Check, Gate
 
 CALENDAR_FEATURES = 11  # weekday one-hot (7), day-of-month sin/cos (2), payday, month start

@@ -22,6 +22,7 @@ from contract import model_types
 from contract.enums import JobStatus
 from contract.settings import Settings
 from messaging.producer import BackgroundProducer
+from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from storage.db import Database
 from storage.entities import AdmissionPolicy, ChampionMove, ModelVersion, TriggerRequest
 from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
@@ -36,7 +37,6 @@ from storage.repositories import (
     TrainingEventRepository,
     ValidationRepository,
 )
-from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
 from web.cache import ResponseCache

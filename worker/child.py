@@ -17,10 +17,10 @@ import numpy as np
 
 from contract.enums import VerdictKind
 from contract.events import Drift
+from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from storage.entities import StoredArtifactRef
 from storage.samples import load_samples
 from trainers import drift
-from trainers.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from trainers.base import Artifact, Trainer, TrainingError, TrainRequest
 from trainers.gates import LOWER, Check, Gate, Verdict
 from trainers.manifest import build_manifest, code_version, library_versions

@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from contract.enums import StopReason
+from storage.artifacts import S3Access
 from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
 from storage.errors import ChampionMoved, LeaseLost, StorageError
 from storage.queue import WorkerQueue
 from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
-from trainers.artifacts import S3Access
 from trainers.base import stable_bucket
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import Runner

@@ -23,13 +23,13 @@ from datetime import timedelta
 from contract.settings import Settings, get_settings
 from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
+from storage.artifacts import ArtifactStore, S3Access
 from storage.db import Database
 from storage.errors import StorageError
 from storage.notifications import QUEUED_CHANNEL, Notifications
 from storage.outbox import OutboxRelay
 from storage.queue import PostgresQueue
 from storage.retry import RetryPolicy
-from trainers.artifacts import ArtifactStore, S3Access
 from worker import retention
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker

@@ -12,8 +12,8 @@ from typing import Any
 
 from contract.enums import VerdictKind
 from contract.events import Drift, ValidationCheck
+from storage.artifacts import S3Access
 from storage.entities import StoredArtifactRef
-from trainers.artifacts import S3Access
 
 
 class Mode(enum.StrEnum):
@@ -25,7 +25,7 @@ class Mode(enum.StrEnum):
 class TrainingTask:
     mode: Mode
     database_url: str
-    artifact_url: str  # the artifact store (trainers.artifacts.ArtifactStore)
+    artifact_url: str  # the artifact store (storage.artifacts.ArtifactStore)
     s3: S3Access
     job_id: uuid.UUID
     attempt: int

@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 
 from contract import model_types
+from storage.artifacts import ArtifactError, ArtifactStore
 from storage.db import Database
 from storage.repositories import RetentionRepository
-from trainers.artifacts import ArtifactError, ArtifactStore
 
 log = logging.getLogger("fcl.trainer")
 

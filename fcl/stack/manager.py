@@ -34,7 +34,7 @@ from fcl.stack.objectstore import (
     weed_version,
 )
 from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir, server_version
-from trainers.artifacts import ArtifactError
+from storage.artifacts import ArtifactError
 
 PREFERRED_KAFKA_PORT = 9092
 PREFERRED_CONTROLLER_PORT = 9093

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcl.stack.common import StackError, log_tail, process_alive, process_start_ticks, spawn_detached, terminate
-from trainers.artifacts import ArtifactError, ArtifactStore, S3Access
+from storage.artifacts import ArtifactError, ArtifactStore, S3Access
 
 BUCKET = "fcl"
 ARTIFACT_PREFIX = "artifacts"

@@ -10,13 +10,13 @@ import uuid
 
 import pytest
 
+from storage.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
 from storage.db import Database
 from storage.errors import VersionDeleted
 from storage.repositories import ChampionRepository
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.streams_support import rows
-from trainers.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
 from trainers.base import Artifact
 from worker import retention
 from worker.retention import RetentionPolicy

@@ -21,8 +21,8 @@ from fcl.stack import LocalStack, StackError
 from fcl.stack.common import free_port, process_alive
 from fcl.stack.kafka import KafkaBroker, KafkaPorts
 from fcl.stack.postgres import server_home
+from storage.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
 from tests.conftest import ROOT, RunStack
-from trainers.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
 from trainers.base import Artifact
 
 FCL = str(Path(sys.executable).with_name("fcl"))

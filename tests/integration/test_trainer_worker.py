@@ -497,8 +497,8 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
     same samples; `fit` is never called, and the candidate's own metrics do not change."""
     from dataclasses import replace
 
+    from storage.artifacts import ArtifactStore, S3Access
     from storage.entities import StoredArtifactRef
-    from trainers.artifacts import ArtifactStore, S3Access
     from trainers.base import TrainRequest
     from trainers.goal import GoalTrainer
     from worker.child import train

@@ -131,7 +131,7 @@ def test_the_cli_sums_a_drift_up_in_one_line() -> None:
 def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_broken_champion_profile() -> None:
     import uuid
 
-    from trainers.artifacts import S3Access
+    from storage.artifacts import S3Access
     from worker.child import jsonable, measure_drift
     from worker.messages import Mode, TrainingTask
 

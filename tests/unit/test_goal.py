@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from trainers.artifacts import skops_artifact
 from trainers.base import InvalidDataError, TrainRequest
+from trainers.formats import skops_artifact
 from trainers.goal import (
     CALIBRATIONS,
     FAMILIES,

@@ -51,6 +51,11 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ({"web/x.py": "from sqlalchemy import text\n"}, "only storage speaks SQL"),
         ({"worker/x.py": "from contract.events import TrainingStatusEvent\n"}, "built only in storage/queue.py"),
         ({"web/x.py": "from storage.queue import status_event\n"}, "built only in storage/queue.py"),
+        ({"streams/x.py": "import asyncpg\n"}, "only storage speaks SQL"),
+        ({"worker/x.py": "def f():\n    from sqlalchemy.ext.asyncio import AsyncSession\n"}, "only storage speaks SQL"),
+        ({"web/x.py": "from trainers.registry import get_trainer\n"}, "web imports trainers.registry; the API"),
+        ({"serving/x.py": "import storage.db\n"}, "serving imports storage.db; the serving library"),
+        ({"serving/x.py": "from web.app import make_app\n"}, "serving (layer 2) imports web.app (layer 2)"),
     ],
 )
 def test_the_checker_finds_each_kind_of_violation(tmp_path: Path, files: dict[str, str], found: str) -> None:

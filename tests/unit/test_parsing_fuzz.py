@@ -100,7 +100,7 @@ def test_any_key_and_value_make_a_bounded_dead_letter_or_an_event(key: bytes, va
 @example(b"\xff\xfe")
 @given(st.binary(max_size=4096) | st.none())
 def test_the_watcher_reads_any_record_as_an_event_or_nothing(value: bytes | None) -> None:
-    from fcl.serving import _event
+    from serving.watcher import _event
 
     event = _event(value)
     assert event is None or isinstance(event, dict)

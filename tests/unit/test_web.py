@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from contract.enums import JobStatus, TrainingEventStatus
+from fcl.watch import JobBoard, describe
 from storage.entities import Job, TrainingEvent
-from streams.watch import JobBoard, describe
 from web import schemas as s
 from web.api import openapi
 from web.routes import ENDPOINTS

@@ -1,0 +1,280 @@
+"""The serving side: keep a model type's champion loaded, and swap in each new one.
+
+`ChampionWatcher` follows the `model-versions` topic. On each event of its model type (and every
+`resync_seconds`, in case an event was missed) it asks the API for the champion. When that is a
+version it does not serve, it downloads the artifact from the API with the token, checks its
+sha256 against the champion's record, loads it with the trainer's safe loader (safetensors, or
+skops with an explicit list of trusted types; never pickle), and only then swaps it in: one
+assignment, so a reader sees the old model or the new one, never a half-loaded one. A download or
+load that fails keeps the old model serving and is retried on the next event or resync.
+
+    async with ChampionWatcher.from_settings("goal", load_settings()) as watcher:
+        model = watcher.served.model if watcher.served else None
+
+`python -m serving MODEL_TYPE` (or `fcl serve MODEL_TYPE`; `python -m fcl.serving` still works) runs one
+and prints a JSON line per swap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
+API = "/coaching/continuous-learning"
+
+
+class WatcherError(Exception):
+    """The champion could not be fetched, checked or loaded (the old one keeps serving)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Served:
+    model_type: str
+    version: int
+    sha256: str
+    model: Any  # what the model type's trainer `load`s: a torch module wrapper or a scikit-learn pipeline
+    loaded_at: datetime
+    cause: dict[str, Any] | None  # the model-versions event that led to it; None at start or on a resync
+
+
+class ChampionWatcher:
+    def __init__(
+        self,
+        model_type: str,
+        *,
+        api_url: str,
+        token: str | None,
+        kafka_bootstrap: str,
+        topic_prefix: str = "fcl.",
+        resync_seconds: float = 60.0,
+        on_swap: Callable[[Served], None] | None = None,
+    ) -> None:
+        from contract import model_types
+
+        if model_types.parse(model_type) is None:
+            raise ValueError(f"unknown model type {model_type!r}; known: {model_types.known()}")
+        self.model_type = model_type
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.kafka_bootstrap = kafka_bootstrap
+        self.topic = f"{topic_prefix}model-versions"
+        self.resync_seconds = resync_seconds
+        self.on_swap = on_swap
+        self.served: Served | None = None
+        self.failures = 0
+        self._http: aiohttp.ClientSession | None = None
+        self._consumer: Any = None
+
+    @classmethod
+    def from_settings(
+        cls, model_type: str, settings: Any, *, api_url: str | None = None, **kwargs: Any
+    ) -> ChampionWatcher:
+        return cls(
+            model_type,
+            api_url=api_url or f"http://{settings.http_host}:{settings.http_port}",
+            token=settings.api_token,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            topic_prefix=settings.topic_prefix,
+            **kwargs,
+        )
+
+    # -- life --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe first (from the end of the topic), then load the current champion: a change
+        between the two is seen as an event, none is lost."""
+        from aiokafka import AIOKafkaConsumer
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120))
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            metadata_max_age_ms=5000,
+        )
+        await self._consumer.start()
+        # The trainer's modules and the artifact loaders (seconds of imports) are loaded now, not
+        # on the first swap.
+        await asyncio.to_thread(_warm_up, self.model_type)
+        # Wait for the assignment and take the current end positions before reading the champion.
+        while not self._consumer.assignment():
+            await self._consumer.getmany(timeout_ms=200)
+        for partition in self._consumer.assignment():
+            await self._consumer.position(partition)
+        await self._refresh_quietly(None)
+
+    async def run(self) -> None:
+        """Follow the topic until cancelled; an error of the consumer itself ends it (raises)."""
+        assert self._consumer is not None, "start() first"
+        next_resync = time.monotonic() + self.resync_seconds
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    event = _event(record.value)
+                    if event is not None and event.get("model_type") == self.model_type:
+                        await self._refresh_quietly(event)
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + self.resync_seconds
+                await self._refresh_quietly(None)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def __aenter__(self) -> ChampionWatcher:
+        await self.start()
+        self._task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.stop()
+
+    # -- the champion ------------------------------------------------------------------------------
+    async def _refresh_quietly(self, cause: dict[str, Any] | None) -> None:
+        try:
+            await self.refresh(cause)
+        except WatcherError as exc:
+            self.failures += 1
+            serving = self.served.version if self.served else None
+            log.warning("%s champion not swapped, v%s keeps serving: %s", self.model_type, serving, exc)
+
+    async def refresh(self, cause: dict[str, Any] | None = None) -> bool:
+        """Serve the API's current champion; True when it was swapped in."""
+        assert self._http is not None, "start() first"
+        base = f"{self.api_url}{API}/model-versions/{self.model_type}"
+        try:
+            async with self._http.get(f"{base}/champion") as r:
+                if r.status == 404:
+                    return False  # no champion yet
+                if r.status != 200:
+                    raise WatcherError(f"GET champion answered {r.status}: {(await r.text())[:300]}")
+                champion = await r.json()
+            version, artifact = int(champion["version"]), champion["model"]["artifact"]
+            if self.served is not None and (version, artifact["sha256"]) == (self.served.version, self.served.sha256):
+                return False
+            async with self._http.get(f"{base}/{version}/artifact") as r:
+                if r.status != 200:
+                    raise WatcherError(f"GET artifact of v{version} answered {r.status}: {(await r.text())[:300]}")
+                data = await r.read()
+        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+            raise WatcherError(f"the API at {self.api_url}: {exc!r}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != artifact["sha256"] or len(data) != artifact["size"]:
+            raise WatcherError(
+                f"v{version}: downloaded {len(data)} bytes with sha256 {digest}, "
+                f"the record says {artifact['size']} bytes with {artifact['sha256']}"
+            )
+        try:
+            model = await asyncio.to_thread(_load, self.model_type, data, artifact["format"])
+        except Exception as exc:  # noqa: BLE001 - any loader error keeps the old model serving
+            raise WatcherError(f"v{version} could not be loaded: {exc}") from None
+        served = Served(
+            model_type=self.model_type,
+            version=version,
+            sha256=digest,
+            model=model,
+            loaded_at=datetime.now(UTC),
+            cause=cause,
+        )
+        self.served = served  # the swap: one assignment
+        log.info("%s: serving v%s (sha256 %s)", self.model_type, version, digest[:12])
+        if self.on_swap is not None:
+            self.on_swap(served)
+        return True
+
+
+def _event(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        event = json.loads(value or b"")
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's depth
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _warm_up(model_type: str) -> None:
+    import importlib
+
+    _trainer(model_type)
+    for module in ("skops.io", "safetensors.torch"):
+        importlib.import_module(module)
+
+
+def _trainer(model_type: str) -> Any:
+    from trainers.registry import get_trainer
+
+    return get_trainer(model_type)
+
+
+def _load(model_type: str, data: bytes, fmt: str) -> Any:
+    from contract.artifacts import Artifact
+
+    return _trainer(model_type).load(Artifact(data=data, format=fmt))
+
+
+# -- python -m serving ----------------------------------------------------------------------------------
+def _print_swap(served: Served) -> None:
+    line = {
+        "model_type": served.model_type,
+        "version": served.version,
+        "sha256": served.sha256,
+        "model": type(served.model).__name__,
+        "loaded_at": served.loaded_at.isoformat(),
+        "event_id": served.cause.get("event_id") if served.cause else None,
+        "event_occurred_at": served.cause.get("occurred_at") if served.cause else None,
+    }
+    print(json.dumps(line), flush=True)
+
+
+async def _main(model_type: str, api_url: str | None) -> int:
+    from contract.settings import load_settings
+
+    settings = load_settings()
+    watcher = ChampionWatcher.from_settings(model_type, settings, api_url=api_url, on_swap=_print_swap)
+    await watcher.start()
+    print(json.dumps({"watching": model_type, "topic": watcher.topic, "api": watcher.api_url}), flush=True)
+    task = asyncio.create_task(watcher.run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        return 0  # stopped by a signal
+    finally:
+        await watcher.stop()
+    return 1  # run() only returns by raising; a consumer error ends the process non-zero
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", description="Keep a model type's champion loaded; print a JSON line per swap."
+    )
+    parser.add_argument("model_type")
+    parser.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return asyncio.run(_main(args.model_type, args.api))
