@@ -11,7 +11,7 @@ in production. For each endpoint, with the cache on and off, two loads:
                (so a server that falls behind shows it, instead of slowing the load down).
 Latency is send to last byte, measured by the client.
 
-Aims (issue 13): training-status uncached p50 <= 5 ms, p99 <= 20 ms at >= 1,500 req/s;
+Aims: training-status uncached p50 <= 5 ms, p99 <= 20 ms at >= 1,500 req/s;
 history and versions with the cache off >= 2,000 req/s, p99 <= 20 ms.
 Run with `make bench` or `.venv/bin/python bench/bench_api.py`.
 """
@@ -36,11 +36,12 @@ from sqlalchemy import text
 
 from contract.settings import Settings
 from fcl.stack.common import free_port
+from storage.datasets import SampleRepository
 from storage.db import Database
 from storage.entities import NewSampleBatch, TriggerRequest
 from storage.migrate import upgrade
 from storage.queue import JobQueue
-from storage.repositories import ChampionRepository, SampleRepository
+from storage.registry import ChampionRepository
 
 API = "/coaching/continuous-learning"
 FCL = str(Path(sys.executable).with_name("fcl"))

@@ -27,9 +27,9 @@ import aiohttp
 from _common import ROOT, ScratchDatabases, stack_settings
 
 from contract.settings import Settings
-from fcl.serving import ChampionWatcher, Served
 from fcl.stack.common import free_port
 from messaging.admin import ensure_topics
+from serving import ChampionWatcher, Served
 from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.migrate import upgrade

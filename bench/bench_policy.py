@@ -15,7 +15,7 @@ policy from the same evaluation episodes.
 FinCoach (`trainers.simulator`): the same two algorithms on the simulator's logged coaching
 episodes; the "real" value is the simulator's exact expected discounted return of each policy.
 
-Targets (issue 14): fcl >= d3rlpy on the mean over seeds, fcl > behaviour, and the FQE estimate
+Targets: fcl >= d3rlpy on the mean over seeds, fcl > behaviour, and the FQE estimate
 within 25 % of the real (discounted) return.
 
 Run with `.venv/bin/python bench/bench_policy.py [--seeds 5] [--steps N]

@@ -31,11 +31,11 @@ from typing import Any
 from _common import ScratchDatabases, completed_attempt, delete_topics, dsn, pct, spread, stack_settings
 from sqlalchemy import text
 
+from storage.datasets import SampleRepository
 from storage.db import Database
 from storage.entities import NewSampleBatch, TriggerRequest
 from storage.migrate import upgrade
 from storage.queue import JobQueue
-from storage.repositories import SampleRepository
 
 LEASE = timedelta(minutes=5)
 # The smallest result a job completes with: one failing check, so no champion moves.

@@ -7,7 +7,7 @@ import enum
 
 
 class JobStatus(enum.StrEnum):
-    """A training job's state (CONTRACT.md, `training-status`)."""
+    """A training job's state (docs/contract.md, `training-status`)."""
 
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
@@ -50,7 +50,7 @@ class CheckKind(enum.StrEnum):
 
 
 class VerdictKind(enum.StrEnum):
-    """What a validation concluded (CONTRACT.md, `training-validation`'s `verdict`). Only PASSED
+    """What a validation concluded (docs/contract.md, `training-validation`'s `verdict`). Only PASSED
     promotes by itself; the others wait for a manual promote."""
 
     PASSED = "passed"  # every check passed against the baselines and the champion
@@ -66,7 +66,7 @@ class ChampionReason(enum.StrEnum):
 
 
 class AdmissionOutcome(enum.StrEnum):
-    """What admitting one trigger did (CONTRACT.md, admission rules)."""
+    """What admitting one trigger did (docs/contract.md, admission rules)."""
 
     CREATED = "created"  # a new waiting job
     JOINED = "joined"  # joined the job already waiting for the same dataset and model type

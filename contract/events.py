@@ -1,4 +1,4 @@
-"""The contract's events as pydantic models (CONTRACT.md, "Kafka topics").
+"""The contract's events as pydantic models (docs/contract.md, "Kafka topics").
 
 Input events are parsed leniently where the contract allows (unknown extra fields are ignored)
 and strictly where it does not. Output events are built through the same models, so what fcl

@@ -1,4 +1,4 @@
-"""The input limits (CONTRACT.md, "Input limits"), each with the name a refusal quotes.
+"""The input limits (docs/contract.md, "Input limits"), each with the name a refusal quotes.
 
 Everything on an input topic is checked against these before anything is stored, so no value,
 however long, deep, large or strange, can reach PostgreSQL, a trainer or the producer in a form

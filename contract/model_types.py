@@ -1,4 +1,4 @@
-"""The model types fcl trains (CONTRACT.md, "Model types"): the one list every part reads.
+"""The model types fcl trains (docs/contract.md, "Model types"): the one list every part reads.
 
 Each model type is one `register(ModelTypeSpec(...))` below: its name, the shape of its samples,
 the trainer that fits it (a `module:Class` path that `trainers.registry` imports), its default

@@ -1,4 +1,4 @@
-"""Settings read from the environment and from `.fcl/stack.env` (see CONTRACT.md).
+"""Settings read from the environment and from `.fcl/stack.env` (see docs/contract.md).
 
 Real environment variables win over `.fcl/stack.env`, so a test or an operator can always point
 a command somewhere else than the local stack. Per-model-type settings are keyed by the names in
@@ -26,7 +26,7 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
 
 
 # Per-model-type variables (`FCL_<NAME>_<TYPE>`) and the field each is gathered into.
-_PER_TYPE = {"THRESHOLD": "thresholds", "TRAIN_WINDOW": "train_windows"}
+PER_MODEL_TYPE = {"THRESHOLD": "thresholds", "TRAIN_WINDOW": "train_windows"}
 
 
 class _PerModelTypeVariables(PydanticBaseSettingsSource):
@@ -47,7 +47,7 @@ class _PerModelTypeVariables(PydanticBaseSettingsSource):
             found.update({k.upper(): v for k, v in dotenv_values(self.env_file).items() if v is not None})
         found.update({k.upper(): v for k, v in os.environ.items()})
         gathered: dict[str, Any] = {}
-        for name, field_name in _PER_TYPE.items():
+        for name, field_name in PER_MODEL_TYPE.items():
             values = {
                 s.name: found[f"FCL_{name}_{s.name.upper()}"]
                 for s in model_types.specs()
@@ -86,70 +86,106 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # Each field's docstring is its description: docs/operations.md's reference is generated
+        # from them (scripts/settings_reference.py).
+        use_attribute_docstrings=True,
     )
 
     kafka_bootstrap: str = "localhost:9092"
+    """Kafka bootstrap servers, comma-separated."""
     database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy URL of PostgreSQL (`postgresql://` is accepted and read as asyncpg's)."""
     topic_prefix: str = "fcl."
+    """Prefix of every topic fcl reads and writes (the tests use a unique one per run)."""
     api_token: str | None = None
-    # Where artifacts are written: a path, file://..., or s3://bucket/prefix (see `artifact_location`).
+    """Bearer token every POST and artifact download needs; unset (or empty) refuses them (401)."""
     artifact_url: str | None = None
-    artifact_dir: Path = Path(".fcl/artifacts")  # the older name of a local artifact_url
-    s3_endpoint_url: str | None = None  # the S3-compatible store of an s3:// artifact URL
+    """Where artifacts are written: a path or `file://...`, or `s3://bucket/prefix` on any
+    S3-compatible store; unset: `FCL_ARTIFACT_DIR`."""
+    artifact_dir: Path = Path(".fcl/artifacts")
+    """The older name of a local `FCL_ARTIFACT_URL`, still honoured (`FCL_ARTIFACT_URL` wins)."""
+    s3_endpoint_url: str | None = None
+    """The S3-compatible store of an `s3://` artifact URL (`fcl stack up` writes its SeaweedFS's)."""
     aws_access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    """The object store's access key."""
     aws_secret_access_key: str | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)
+    """The object store's secret key (never printed)."""
     aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")
+    """The object store's region."""
     http_host: str = "127.0.0.1"
+    """The HTTP API's bind address."""
     http_port: int = Field(default=8000, ge=1, le=65535)
+    """The HTTP API's port."""
 
     # Beyond the contract: service tuning, each with a sensible default.
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # model type -> samples that make a dataset ready; FCL_THRESHOLD_<TYPE>, default from the registry
+    """The largest input event accepted; a larger one is dead-lettered naming this limit."""
     thresholds: dict[str, int] = Field(default_factory=dict)
+    """Samples that make a new dataset of the model type ready to train."""
     default_priority: int = Field(default=5, ge=0, le=9)
+    """Priority (0-9) of the threshold events fcl emits and of `POST /auto-trigger-ready`'s jobs."""
     queue_ageing_seconds: float = Field(default=600.0, gt=0)
+    """A waiting job gains one priority level per this many seconds, so none starves."""
     stream_batch_max: int = Field(default=500, ge=1)
-    # A streams worker that stopped answering (killed, hung) keeps its partitions this long before
-    # the group gives them to the others (Faust's own default is 60 s).
+    """Input events a streams agent commits in one transaction at most."""
     stream_session_timeout: float = Field(default=15.0, ge=6.0, le=300.0)
+    """Seconds a streams worker that stopped answering (killed, hung) keeps its partitions before
+    the group gives them to the others (Faust's own default is 60)."""
     topic_partitions: int = Field(default=4, ge=1)
-    # The outbox relay: a row the broker refuses this many times is parked (kept, skipped, in
-    # /metrics); published rows are deleted after the retention.
+    """Partitions of each topic fcl creates."""
     outbox_max_attempts: int = Field(default=5, ge=1)
+    """An outbox row the broker refuses for what it is (too large, a bad topic) this many times is
+    parked: kept with its error, counted in /metrics, skipped."""
     outbox_retention_seconds: float = Field(default=3600.0, ge=0)
+    """Published outbox rows are deleted after this many seconds."""
 
     # HTTP API.
-    http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # larger bodies get 413
+    http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Request bodies larger than this are refused (413)."""
     http_db_pool: int = Field(default=10, ge=1)
-    http_cache: bool = True  # keep history and versions responses until PostgreSQL reports a change
+    """Database connections of one `fcl web` process (as many again may overflow under load)."""
+    http_cache: bool = True
+    """Keep history and model-versions responses until PostgreSQL reports a change to their tables."""
 
     # Trainer workers.
-    trainer_concurrency: int = Field(default=1, ge=1)  # jobs at a time per worker
-    trainer_caps: dict[str, int] = Field(default_factory=dict)  # model type -> running jobs across workers
+    trainer_concurrency: int = Field(default=1, ge=1)
+    """Jobs one trainer worker runs at a time."""
+    trainer_caps: dict[str, int] = Field(default_factory=dict)
+    """JSON: model type -> running jobs at most across all workers, e.g. `{"recommendation": 1}`."""
     lease_seconds: float = Field(default=60.0, gt=0)
+    """A running job's lease; a job whose worker stops renewing it is reclaimed after it expires."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    """How often a worker renews its leases, publishes progress and writes its heartbeat."""
     drain_seconds: float = Field(default=30.0, ge=0)
-    # Each trainer worker queues, this often, a job for every dataset whose counter is at or above
-    # its threshold with none waiting or running (0: off). A training's end does it at once too.
+    """On SIGTERM, how long running jobs may go on before they are stopped and put back."""
     retrain_sweep_seconds: float = Field(default=60.0, ge=0)
-    trainer_timeouts: dict[str, float] = Field(default_factory=dict)  # model type -> seconds
-    max_attempts: dict[str, int] = Field(default_factory=dict)  # model type -> attempts
+    """How often each trainer queues a job for every dataset at or over its threshold with none
+    waiting or running (0: off; a training's end does it at once too)."""
+    trainer_timeouts: dict[str, float] = Field(default_factory=dict)
+    """JSON: model type -> seconds a training may run before it is killed (default 3600)."""
+    max_attempts: dict[str, int] = Field(default_factory=dict)
+    """JSON: model type -> attempts a job gets (default 3)."""
     retry_base_seconds: float = Field(default=5.0, gt=0)
+    """The first retry's delay; each next one doubles, with jitter."""
     retry_max_seconds: float = Field(default=300.0, gt=0)
-    trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model type -> overrides
-    trainer_device: str | None = None  # e.g. "cpu"; default: CUDA when present
-    # FCL_TRAIN_WINDOW_<TYPE>: train on the most recent N samples of a dataset (default: all of
-    # them); the window bounds a training's memory, and the manifest records it.
+    """The longest delay between two attempts."""
+    trainer_hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """JSON: model type -> hyperparameter overrides of its trainer."""
+    trainer_device: str | None = None
+    """The torch device of the PyTorch trainers, e.g. `cpu`; unset: CUDA when present."""
     train_windows: dict[str, int] = Field(default_factory=dict)
-    # The verdict's drift is informational; set, a candidate whose largest feature PSI against the
-    # champion's training data exceeds this fails a `drift_psi_max` check (and is not promoted).
+    """Train on the most recent N samples of a dataset of the model type (unset: all of them);
+    bounds a training's memory; the version records it."""
     drift_max_psi: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    # Retention of model versions, run by every trainer worker this often (0: off): the champion,
-    # the newest N versions of each model type and every version the champion ledger named in the
-    # last M days are kept; the others are deleted with their artifacts.
+    """Unset, drift is information only; set, a candidate whose largest feature PSI against the
+    champion's training data exceeds it fails the `drift_psi_max` check."""
     retention_sweep_seconds: float = Field(default=3600.0, ge=0)
+    """How often each trainer runs the retention of model versions (0: off)."""
     retention_keep_versions: int = Field(default=10, ge=1)
+    """The retention keeps each model type's champion and its newest N versions..."""
     retention_keep_days: float = Field(default=30.0, ge=0)
+    """...and every version the champion ledger named in the last N days; it deletes the others'
+    artifacts."""
 
     @classmethod
     def settings_customise_sources(
@@ -175,9 +211,9 @@ class Settings(BaseSettings):
         names = {
             f.validation_alias if isinstance(f.validation_alias, str) else f"FCL_{name.upper()}"
             for name, f in cls.model_fields.items()
-            if name not in _PER_TYPE.values()
+            if name not in PER_MODEL_TYPE.values()
         }
-        return names | {f"FCL_{v}_{s.name.upper()}" for v in _PER_TYPE for s in model_types.specs()}
+        return names | {f"FCL_{v}_{s.name.upper()}" for v in PER_MODEL_TYPE for s in model_types.specs()}
 
     @property
     def artifact_location(self) -> str:
@@ -245,7 +281,7 @@ def refusal(exc: ValidationError | SettingsError) -> str:
     (`FCL_THRESHOLD_GOAL`, not the field `thresholds`)."""
     if isinstance(exc, SettingsError):  # a value that is not even JSON, where JSON is expected
         return f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-    per_type = {field: name for name, field in _PER_TYPE.items()}
+    per_type = {field: name for name, field in PER_MODEL_TYPE.items()}
     problems = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"]]

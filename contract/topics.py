@@ -1,4 +1,4 @@
-"""The contract's topic names (CONTRACT.md, "Kafka topics"), without the configured prefix."""
+"""The contract's topic names (docs/contract.md, "Kafka topics"), without the configured prefix."""
 
 from __future__ import annotations
 

@@ -121,6 +121,12 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from serving.watcher import main as serve_main
+
+    return serve_main([args.model_type, *(["--api", args.api] if args.api else [])])
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fcl.demo import main as demo_main
 
@@ -260,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--job-id", help="only this job's events")
     watch.add_argument("--max-events", type=int, help="exit after printing this many events")
     watch.set_defaults(func=_watch)
+
+    serve = sub.add_parser(
+        "serve",
+        help="keep a model type's champion loaded (the serving library); a JSON line per swap",
+        description="Run the serving library's ChampionWatcher: follow model-versions, download each new "
+        "champion's artifact from the API with FCL_API_TOKEN, check its sha256, load it, swap it in, and "
+        "print a JSON line per swap (the same as python -m serving MODEL_TYPE).",
+    )
+    serve.add_argument("model_type", help=f"one of: {model_types.known()}")
+    serve.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
+    serve.set_defaults(func=_serve)
 
     demo = sub.add_parser(
         "demo",

@@ -7,7 +7,7 @@
 
 A package may import only packages of lower layers. Every import counts, including the ones
 inside functions, so a cycle cannot hide there. Ownership rules are checked as well: a
-`training-status` event is built only by `storage/queue.py`; only `storage/` speaks SQL (no other
+`training-status` event is built only in `storage/queue/`; only `storage/` speaks SQL (no other
 package imports sqlalchemy, asyncpg or alembic); `web` loads no model (imports no `trainers`); the
 serving library that FinCoach's servers embed never touches the database (imports no `storage`).
 
@@ -35,10 +35,14 @@ LAYERS: dict[str, int] = {
     "fcl": 3,
 }
 # Who may build a training-status event, and who may speak SQL.
-STATUS_EVENT_OWNER = "storage/queue.py"
+STATUS_EVENT_OWNER = "storage/queue/"  # the package
 STATUS_EVENT_NAMES = {"TrainingStatusEvent", "status_event"}
 SQL_MODULES = {"sqlalchemy", "asyncpg", "alembic"}
 SQL_PACKAGES = {"storage"}
+# The services reach the tables' owners (storage.queue, .registry, .datasets, .jobs) only through
+# their store in storage.stores, whose every method is one transaction.
+SERVICES = {"web", "streams", "worker"}
+STORAGE_OWNERS = {"storage.queue", "storage.registry", "storage.datasets", "storage.jobs"}
 # Arrows the layers allow but ownership does not: (importer, imported) and why.
 FORBIDDEN: dict[tuple[str, str], str] = {
     ("web", "trainers"): "the API serves bytes and records; it never loads a model",
@@ -79,11 +83,17 @@ def scan(root: Path) -> tuple[list[Arrow], list[str]]:
                         violations.append(
                             f"{where}: {package} (layer {LAYERS[package]}) imports {module} (layer {LAYERS[top]})"
                         )
+                if package in SERVICES and ".".join(module.split(".")[:2]) in STORAGE_OWNERS:
+                    violations.append(f"{where}: {package} imports {module}; services use their store (storage.stores)")
                 if (package, top) in FORBIDDEN:
                     violations.append(f"{where}: {package} imports {module}; {FORBIDDEN[package, top]}")
                 if top in SQL_MODULES and package not in SQL_PACKAGES:
                     violations.append(f"{where}: {package} imports {module}; only storage speaks SQL")
-                if package != "contract" and rel != STATUS_EVENT_OWNER and module.startswith(("contract", "storage")):
+                if (
+                    package != "contract"
+                    and not rel.startswith(STATUS_EVENT_OWNER)
+                    and module.startswith(("contract", "storage"))
+                ):
                     names = {
                         a.name
                         for node in ast.walk(tree)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -62,6 +63,16 @@ class Database:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+
+    async def fetchrow(self, sql: str, *args: object) -> Any:
+        """One row of a plain asyncpg statement (`$1` parameters, no ORM, no transaction) on a
+        connection of this engine's pool: the read views share the process's one pool."""
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                return await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
         except DRIVER_ERRORS as exc:
             raise wrap(exc) from exc
 

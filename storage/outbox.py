@@ -18,15 +18,27 @@ rows are deleted once older than `retention` seconds, so the table does not grow
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import CursorResult, func, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from contract import limits
 from contract.settings import Settings
 from storage.db import Database
+from storage.entities import (
+    EncodedOutboxMessage,
+    OutboxFigure,
+    ParkedOutboxRow,
+)
+from storage.models import (
+    OutboxRow,
+)
 from storage.notifications import OUTBOX_CHANNEL, Notifications
-from storage.repositories import OutboxRepository
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +181,132 @@ async def _outcome(delivery: Awaitable[object] | BaseException) -> BaseException
     except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
         return exc
     return None
+
+
+# An outbox row before it is written: (topic without prefix, key, payload).
+OutboxEntry = tuple[str, str | None, dict[str, Any]]
+
+
+class OutboxRepository:
+    """Events to publish, written in the transaction of the change they announce. Every insert
+    NOTIFYs `fcl_outbox` at commit (migration 0006), which wakes the relays."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, messages: Sequence[OutboxEntry]) -> int:
+        """Queue (topic, key, payload) events in ONE statement, in order; each payload's
+        `event_id` (made here when absent) is its outbox key, and an event id already in the
+        outbox is not queued again (a redelivered poison's dead letter, a replayed crossing)."""
+        if not messages:
+            return 0
+        ids, topics, keys, payloads = [], [], [], []
+        for topic, key, payload in messages:
+            ids.append(str(uuid.UUID(str(payload.setdefault("event_id", str(uuid.uuid4()))))))
+            topics.append(topic)
+            keys.append(key)
+            payloads.append(json.dumps(payload, separators=(",", ":")))
+        result = await self.session.execute(
+            text("""
+            INSERT INTO outbox (event_id, topic, key, payload)
+            SELECT m.event_id, m.topic, m.key, CAST(m.payload AS jsonb)
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS text[]),
+                        CAST(:payloads AS text[])) WITH ORDINALITY AS m(event_id, topic, key, payload, ord)
+            ORDER BY m.ord
+            ON CONFLICT (event_id) DO NOTHING
+        """),
+            {"ids": ids, "topics": topics, "keys": keys, "payloads": payloads},
+        )
+        assert isinstance(result, CursorResult)
+        return int(result.rowcount or 0)
+
+    async def pending_encoded(self, limit: int = 500) -> list[EncodedOutboxMessage]:
+        """The oldest unpublished messages, in order, each payload as its stored JSON text (what
+        the relay sends as is); locked so two relays never send one twice at the same time (a
+        crash between send and mark still resends: at-least-once)."""
+        rows = (
+            await self.session.execute(
+                text("""
+            SELECT id, topic, key, CAST(payload AS text) AS payload_json FROM outbox
+            WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+        """),
+                {"limit": limit},
+            )
+        ).all()
+        return [EncodedOutboxMessage(r.id, r.topic, r.key, r.payload_json) for r in rows]
+
+    async def unpublished(self) -> int:
+        """How many rows wait to be published (parked ones not counted)."""
+        return int(
+            await self.session.scalar(
+                text("SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL")
+            )
+            or 0
+        )
+
+    async def figures(self) -> OutboxFigure:
+        row = (
+            await self.session.execute(
+                text("""
+            SELECT count(*) FILTER (WHERE parked_at IS NULL) AS pending,
+                   count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
+            FROM outbox WHERE published_at IS NULL
+        """)
+            )
+        ).one()
+        return OutboxFigure(pending=row.pending, parked=row.parked)
+
+    async def parked(self) -> list[ParkedOutboxRow]:
+        """The rows the relay gave up on, oldest first, with their errors (for an operator)."""
+        rows = (
+            await self.session.execute(
+                text("""
+            SELECT id, event_id, topic, key, attempts, last_error, created_at, parked_at,
+                   octet_length(CAST(payload AS text)) AS payload_bytes
+            FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id
+        """)
+            )
+        ).all()
+        return [ParkedOutboxRow(**r._asdict()) for r in rows]
+
+    async def record_failures(self, failures: Sequence[tuple[int, str]], *, park_at: int) -> int:
+        """Count one refused try of each (row id, error); a row reaching `park_at` tries is
+        parked. The number of rows parked now."""
+        if not failures:
+            return 0
+        result = await self.session.execute(
+            text("""
+            UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = left(f.error, :limit),
+                   parked_at = CASE WHEN o.attempts + 1 >= :park_at THEN now() END
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(id, error)
+            WHERE o.id = f.id
+            RETURNING o.parked_at IS NOT NULL AS parked
+        """),
+            {
+                "ids": [i for i, _ in failures],
+                "errors": [e for _, e in failures],
+                "park_at": park_at,
+                "limit": limits.MAX_MESSAGE_CHARS,
+            },
+        )
+        return sum(1 for r in result.all() if r.parked)
+
+    async def delete_published(self, *, older_than: float) -> int:
+        """Remove rows published more than `older_than` seconds ago."""
+        result = await self.session.execute(
+            text("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => :age)"),
+            {"age": older_than},
+        )
+        assert isinstance(result, CursorResult)
+        return int(result.rowcount or 0)
+
+    async def mark_published(self, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        result = await self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(list(ids)), OutboxRow.published_at.is_(None))
+            .values(published_at=func.now())
+        )
+        assert isinstance(result, CursorResult)
+        return int(result.rowcount or 0)

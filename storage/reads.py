@@ -12,18 +12,15 @@ The queue's figures come from `job_status_counts` (migration 0010), not from cou
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import asyncpg
+from typing import Any
 
 from contract import model_types
 from contract.enums import JobStatus
-from storage.db import asyncpg_dsn
-from storage.errors import DRIVER_ERRORS, wrap
+from storage.db import Database
 
 
 def ts(column: str) -> str:
@@ -189,13 +186,10 @@ class HistoryPage:
 
 
 class ReadViews:
-    """The read views on a pool of plain asyncpg connections."""
+    """The read views, as plain asyncpg statements on connections of the process's one pool."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.dsn = asyncpg_dsn(url)
-        self.pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+    def __init__(self, db: Database) -> None:
+        self.db = db
         specs = model_types.specs()
         self._types = (
             [s.name for s in specs],
@@ -203,21 +197,10 @@ class ReadViews:
             [s.higher_is_better for s in specs],
         )
 
-    async def _fetch(self, sql: str, *args: object) -> asyncpg.Record:
-        try:
-            async with (await self._ready()).acquire() as conn:
-                row = await conn.fetchrow(sql, *args)
-        except DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
+    async def _fetch(self, sql: str, *args: object) -> Any:
+        row = await self.db.fetchrow(sql, *args)
         assert row is not None  # every statement here returns one row
         return row
-
-    async def _ready(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
-        return self._pool
 
     async def training_status(self, *, workers_seen_seconds: float) -> str:
         names, metrics, directions = self._types
@@ -246,8 +229,3 @@ class ReadViews:
         types: Sequence[str] = [model_type] if model_type else list(model_types.names())
         row = await self._fetch(MODEL_VERSIONS_SQL, list(types))
         return str(row[0])
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None

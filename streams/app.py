@@ -28,8 +28,10 @@ from contract.topics import Topic
 from messaging.admin import ensure_topics
 from messaging.producer import is_record_error
 from storage.db import Database
+from storage.entities import AdmissionPolicy
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
+from storage.stores import IngestStore
 from streams.batching import group_commit
 from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
 from streams.parsing import RawMessage
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     db = Database(
         settings.database_url, pool_size=4, pre_ping=False, server_settings={"plan_cache_mode": "force_custom_plan"}
     )
+
+    store = IngestStore(db, AdmissionPolicy.from_settings(settings))
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
         delivery: Awaitable[object] = await app.producer.send(
@@ -115,12 +119,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # An agent or the relay that ends while the app is not stopping ends the process (status 1).
     @app.agent(raw_topic(Topic.DATASET_THRESHOLD), name="admit-threshold-events")
     async def admit_threshold_events(stream: faust.StreamT[Any]) -> None:
-        ingestor = ThresholdIngestor(db, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}")
+        ingestor = ThresholdIngestor(store, settings, source=f"kafka/{socket.gethostname()}:{os.getpid()}")
         await run_or_exit(lambda: consume(stream, ingestor), "dataset-threshold agent", stopping)
 
     @app.agent(raw_topic(Topic.TRAINING_SAMPLES), name="ingest-training-samples")
     async def ingest_training_samples(stream: faust.StreamT[Any]) -> None:
-        ingestor = SampleIngestor(db, settings)
+        ingestor = SampleIngestor(store, settings)
         await run_or_exit(lambda: consume(stream, ingestor), "training-samples agent", stopping)
 
     @app.task

@@ -20,14 +20,12 @@ from typing import Protocol, TypeVar
 
 from contract import model_types
 from contract.enums import AdmissionOutcome
-from contract.events import DatasetThresholdEvent, rfc3339, threshold_event_id
 from contract.settings import Settings
 from contract.topics import Topic
-from storage.db import Database, UnitOfWork
-from storage.entities import AdmissionPolicy, NewSampleBatch, TriggerRequest
+from storage.entities import NewSampleBatch, TriggerRequest
 from storage.errors import SchemaMismatch, wrap
-from storage.queue import JobQueue
-from storage.repositories import OutboxRepository, SampleRepository
+from storage.outbox import OutboxEntry
+from storage.stores import IngestStore
 from streams.parsing import (
     ParsedSamples,
     ParsedThreshold,
@@ -61,27 +59,26 @@ class BatchReport:
         self.dead_letters.extend(other.dead_letters)
 
 
-async def _dead_letters(session: UnitOfWork, rejected: Sequence[Rejected]) -> list[str]:
-    letters = [dead_letter(r) for r in rejected]
-    await OutboxRepository(session).add_many([(Topic.DEAD_LETTER, e.key, e.model_dump(mode="json")) for e in letters])
-    return [r.reason for r in rejected]
+def _letters(rejected: Sequence[Rejected]) -> list[OutboxEntry]:
+    """The dead letters of refused messages, as outbox rows."""
+    return [(Topic.DEAD_LETTER, e.key, e.model_dump(mode="json")) for e in map(dead_letter, rejected)]
 
 
 class ThresholdIngestor:
     """dataset-threshold events become jobs (admission rules in storage), with `queued` events."""
 
-    def __init__(self, db: Database, settings: Settings, *, source: str = "kafka") -> None:
-        self.db = db
+    def __init__(self, store: IngestStore, settings: Settings, *, source: str = "kafka") -> None:
+        self.store = store
         self.settings = settings
-        self.policy = AdmissionPolicy.from_settings(settings)
         self.source = source  # recorded with each trigger: which worker admitted it
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedThreshold | Rejected]:
         return [parse_threshold(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
-    async def write(self, session: UnitOfWork, items: Sequence[ParsedThreshold | Rejected]) -> BatchReport:
+    async def write(self, items: Sequence[ParsedThreshold | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedThreshold)]
-        report = BatchReport(dead_letters=await _dead_letters(session, [i for i in items if isinstance(i, Rejected)]))
+        rejected = [i for i in items if isinstance(i, Rejected)]
+        report = BatchReport(dead_letters=[r.reason for r in rejected])
         requests = [
             TriggerRequest(
                 event_id=p.event.event_id,
@@ -92,7 +89,7 @@ class ThresholdIngestor:
             )
             for p in parsed
         ]
-        for admission in await JobQueue(session, self.policy).admit(requests):
+        for admission in await self.store.admit(requests, dead_letters=_letters(rejected)):
             if admission.outcome is AdmissionOutcome.CREATED:
                 report.jobs_created += 1
             elif admission.outcome is AdmissionOutcome.JOINED:
@@ -106,69 +103,65 @@ class SampleIngestor:
     """training-samples events are stored and counted; a counter reaching its threshold emits
     one dataset-threshold event (through the outbox, in the same transaction)."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
-        self.db = db
+    def __init__(self, store: IngestStore, settings: Settings) -> None:
+        self.store = store
         self.settings = settings
         self.thresholds = {mt: settings.default_threshold(mt) for mt in model_types.names()}
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedSamples | Rejected]:
         return [parse_samples(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
-    async def write(self, session: UnitOfWork, items: Sequence[ParsedSamples | Rejected]) -> BatchReport:
+    async def write(self, items: Sequence[ParsedSamples | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedSamples)]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        report = BatchReport()
-        if parsed:
-            result = await SampleRepository(session).ingest(
-                [
-                    NewSampleBatch(
-                        event_id=p.event.event_id,
-                        dataset_id=p.event.dataset_id,
-                        model_type=p.model_type,
-                        samples=p.samples,
-                        occurred_at=p.event.occurred_at,
-                        shape=p.shape,
-                    )
-                    for p in parsed
-                ],
-                thresholds=self.thresholds,
-            )
-            rejected += [
-                Rejected(message=p.message, reason=result.refused[p.event.event_id])
-                for p in parsed
-                if p.event.event_id in result.refused
-            ]
-            report.samples_stored = result.stored_samples
-            report.duplicates = len(result.duplicates)
-            events = []
-            for c in result.crossings:
-                event = DatasetThresholdEvent(
-                    event_id=threshold_event_id(c.dataset_id, c.crossing),
-                    dataset_id=c.dataset_id,
-                    model_type=c.model_type,
-                    sample_count=c.samples_since_training,
-                    threshold=c.threshold,
-                    priority=self.settings.default_priority,
+        first: dict[str, ParsedSamples] = {}
+        for p in parsed:
+            first.setdefault(p.event.event_id, p)
+
+        def refused(event_id: str, reason: str) -> OutboxEntry:
+            (letter,) = _letters([Rejected(message=first[event_id].message, reason=reason)])
+            return letter
+
+        if not parsed:
+            await self.store.dead_letters(_letters(rejected))
+            return BatchReport(dead_letters=[r.reason for r in rejected])
+        result = await self.store.ingest(
+            [
+                NewSampleBatch(
+                    event_id=p.event.event_id,
+                    dataset_id=p.event.dataset_id,
+                    model_type=p.model_type,
+                    samples=p.samples,
+                    occurred_at=p.event.occurred_at,
+                    shape=p.shape,
                 )
-                payload = event.model_dump(mode="json") | {"occurred_at": rfc3339()}
-                events.append((Topic.DATASET_THRESHOLD, c.dataset_id, payload))
-            await OutboxRepository(session).add_many(events)
-            report.crossings = len(result.crossings)
-        report.dead_letters = await _dead_letters(session, rejected)
-        return report
+                for p in parsed
+            ],
+            thresholds=self.thresholds,
+            priority=self.settings.default_priority,
+            dead_letters=_letters(rejected),
+            letter_for_refused=refused,
+        )
+        return BatchReport(
+            samples_stored=result.stored_samples,
+            duplicates=len(result.duplicates),
+            crossings=len(result.crossings),
+            dead_letters=[r.reason for r in rejected] + list(result.refused.values()),
+        )
 
 
 P = TypeVar("P", ParsedThreshold, ParsedSamples)
 
 
 class Ingestor(Protocol[P]):
-    """Parses raw messages into `P` (or refusals) and writes a batch of them in a unit of work."""
+    """Parses raw messages into `P` (or refusals) and commits a batch of them (one transaction of
+    its store)."""
 
-    db: Database
+    store: IngestStore
 
     def parse(self, messages: Sequence[RawMessage]) -> list[P | Rejected]: ...
 
-    async def write(self, session: UnitOfWork, items: Sequence[P | Rejected]) -> BatchReport: ...
+    async def write(self, items: Sequence[P | Rejected]) -> BatchReport: ...
 
 
 async def commit_batch(
@@ -229,13 +222,12 @@ class _Refused:
 
 
 async def _write(ingestor: Ingestor[P], items: Sequence[P | Rejected]) -> BatchReport:
-    async with ingestor.db.transaction() as session:
-        return await ingestor.write(session, items)
+    return await ingestor.write(items)
 
 
 async def _write_dead_letter(ingestor: Ingestor[P], rejected: Rejected) -> BatchReport:
-    async with ingestor.db.transaction() as session:
-        return BatchReport(dead_letters=await _dead_letters(session, [rejected]))
+    await ingestor.store.dead_letters(_letters([rejected]))
+    return BatchReport(dead_letters=[rejected.reason])
 
 
 async def _with_retries(

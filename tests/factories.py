@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from contract.enums import CheckKind, Direction
 from contract.events import Drift, ValidationCheck
+from storage.datasets import SampleRepository
 from storage.db import Database
 from storage.entities import (
     Admission,
@@ -25,8 +26,9 @@ from storage.entities import (
     Transition,
     TriggerRequest,
 )
+from storage.jobs import JobRepository
 from storage.queue import JobQueue
-from storage.repositories import ChampionRepository, JobRepository, SampleRepository
+from storage.registry import ChampionRepository
 from storage.retry import RetryDecision
 
 SAMPLE: dict[str, dict[str, Any]] = {

@@ -22,8 +22,8 @@ from storage.entities import (
     Transition,
 )
 from storage.errors import ChampionMoved, DatabaseUnavailable, LeaseLost
-from storage.queue import WorkerBeat
 from storage.retry import RetryDecision
+from storage.stores import WorkerBeat
 from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
 
 

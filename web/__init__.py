@@ -1,1 +1,1 @@
-"""The aiohttp API and dashboard, served from PostgreSQL (CONTRACT.md, "HTTP API")."""
+"""The aiohttp API and dashboard, served from PostgreSQL (docs/contract.md, "HTTP API")."""

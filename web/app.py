@@ -19,10 +19,12 @@ from contract.lifeline import exit_when_done
 from contract.settings import Settings, load_settings
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
+from storage.entities import AdmissionPolicy
 from storage.errors import StorageError
 from storage.notifications import ChangeListener, Notifications
 from storage.outbox import OutboxRelay
 from storage.reads import ReadViews
+from storage.stores import ApiStore
 from web.api import ApiError, error_response, openapi, register, request_id
 from web.cache import ResponseCache
 from web.metrics import Metrics
@@ -96,11 +98,11 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     )
     services = Services(
         settings=settings,
-        db=db,
+        db=ApiStore(db, AdmissionPolicy.from_settings(settings)),
         producer=producer,
         metrics=Metrics(),
         cache=ResponseCache(listener),
-        reads=ReadViews(settings.database_url, pool_size=settings.http_db_pool),
+        reads=ReadViews(db),  # the same pool: one connection budget per process
     )
     app[SERVICES] = services
     register(app, ENDPOINTS, token=lambda: settings.api_token)
@@ -109,7 +111,7 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         title="fcl: FinCoach continuous learning",
         version=__version__,
         description="Training status, jobs, history, model versions and validation results "
-        "(see CONTRACT.md). Every POST needs `Authorization: Bearer "
+        "(see docs/contract.md). Every POST needs `Authorization: Bearer "
         '$FCL_API_TOKEN`. Errors: `{"error": {"code", "message", '
         '"request_id"}}`.',
     )
@@ -121,7 +123,6 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         stopping = asyncio.Event()
         async with contextlib.AsyncExitStack() as running:
             running.push_async_callback(db.close)
-            running.push_async_callback(services.reads.close)
             notifications.start()
             running.push_async_callback(notifications.stop)
             if notifications.task is not None:

@@ -1,4 +1,4 @@
-"""The endpoints of CONTRACT.md ("HTTP API"): each handler reads through storage's repositories or
+"""The endpoints of docs/contract.md ("HTTP API"): each handler reads through storage's repositories or
 changes a job through `storage.queue` in one transaction, and answers with a model from
 `web.schemas`. Storage writes the events of a change (a job queued or cancelled, a champion rolled
 back) to the outbox in the same transaction; a relay sends them after the commit."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hashlib
 import json
 import time
 import uuid
@@ -23,20 +22,9 @@ from contract.enums import JobStatus
 from contract.settings import Settings
 from messaging.producer import BackgroundProducer
 from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from storage.db import Database
-from storage.entities import AdmissionPolicy, ChampionMove, ModelVersion, TriggerRequest
 from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
-from storage.queue import JobQueue
 from storage.reads import ReadViews
-from storage.repositories import (
-    ChampionRepository,
-    DatasetRepository,
-    JobRepository,
-    ModelVersionRepository,
-    OutboxRepository,
-    TrainingEventRepository,
-    ValidationRepository,
-)
+from storage.stores import ApiStore, IdempotencyKeyReused, ModelTypeMismatch, UnknownDataset
 from web import schemas as s
 from web.api import ApiError, Call, Endpoint, PathParam
 from web.cache import ResponseCache
@@ -49,17 +37,15 @@ DASHBOARD = Path(__file__).with_name("dashboard.html")
 @dataclass
 class Services:
     settings: Settings
-    db: Database
+    db: ApiStore
     producer: BackgroundProducer | None  # None when this process does not relay its events
     metrics: Metrics
     cache: ResponseCache
     reads: ReadViews
     openapi_bytes: bytes = b""
-    admission: AdmissionPolicy = field(init=False)
     artifacts: ArtifactStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.admission = AdmissionPolicy.from_settings(self.settings)  # once, not per request
         self.artifacts = ArtifactStore.from_settings(self.settings)  # keeps its store clients
 
 
@@ -120,44 +106,19 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
     key = call.request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
         raise ApiError(422, "invalid_header", "Idempotency-Key must be 1-200 printable characters")
-    async with svc.db.transaction() as session:
-        event_id = f"http:{uuid.uuid4()}"
-        if key is not None:
-            # The key's trigger id carries a digest of the request: the same key with another
-            # request is refused instead of answered with the first one's job.
-            digest = hashlib.sha256(f"{model_type}\0{dataset_id}\0{body.priority}".encode()).hexdigest()[:16]
-            event_id = f"http:{key}#{digest}"
-            used = await JobRepository(session).triggers_under(f"http:{key}")
-            if used and event_id not in used:
-                if used == [f"http:{key}"]:
-                    event_id = used[0]  # made before requests were digested: answered as it was
-                else:
-                    raise ApiError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used with another request (model type, dataset or priority)",
-                    )
-        dataset = await DatasetRepository(session).get(dataset_id)
-        if dataset is None:
-            raise ApiError(
-                404,
-                "unknown_dataset",
-                f"no samples have arrived for dataset {dataset_id!r}; "
-                "a dataset exists once its first training-samples event is stored",
-            )
-        if dataset.model_type != model_type:
-            raise ApiError(
-                409,
-                "model_type_mismatch",
-                f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}",
-            )
-        request = TriggerRequest(
-            event_id=event_id, dataset_id=dataset_id, model_type=model_type, priority=body.priority, source="http"
+    try:
+        done = await svc.db.trigger(
+            model_type=model_type, dataset_id=dataset_id, priority=body.priority, idempotency_key=key
         )
-        (admission,) = await JobQueue(session, svc.admission).admit([request])
-        job = await JobRepository(session).get(admission.job_id)
-    assert job is not None
-    return 202, s.TriggerResponse(outcome=admission.outcome, trigger_event_id=event_id, job=s.JobView.of(job))
+    except IdempotencyKeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    except UnknownDataset as exc:
+        raise ApiError(404, "unknown_dataset", str(exc)) from None
+    except ModelTypeMismatch as exc:
+        raise ApiError(409, "model_type_mismatch", str(exc)) from None
+    return 202, s.TriggerResponse(
+        outcome=done.admission.outcome, trigger_event_id=done.event_id, job=s.JobView.of(done.job)
+    )
 
 
 async def training_status(call: Call) -> web.Response:
@@ -169,22 +130,19 @@ async def training_status(call: Call) -> web.Response:
 
 async def training_job(call: Call) -> tuple[int, s.JobDetail]:
     svc = _services(call)
-    async with svc.db.transaction() as session:
-        job = await JobRepository(session).get(call.path["job_id"])
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {call.path['job_id']}")
-        events = await TrainingEventRepository(session).for_job(job.id)
-    return 200, s.JobDetail.of_job(job, events)
+    found = await svc.db.job(call.path["job_id"])
+    if found is None:
+        raise ApiError(404, "not_found", f"no job {call.path['job_id']}")
+    return 200, s.JobDetail.of_job(*found)
 
 
 async def cancel_job(call: Call) -> tuple[int, s.JobView]:
     svc = _services(call)
     job_id = call.path["job_id"]
-    async with svc.db.transaction() as session:
-        try:
-            cancelled = await JobQueue(session).cancel(job_id)
-        except JobStateConflict as exc:
-            raise ApiError(409, "job_finished", str(exc)) from None
+    try:
+        cancelled = await svc.db.cancel(job_id)
+    except JobStateConflict as exc:
+        raise ApiError(409, "job_finished", str(exc)) from None
     if cancelled is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     # A waiting job is cancelled now (200); a running one stops when its worker sees the request (202).
@@ -194,24 +152,18 @@ async def cancel_job(call: Call) -> tuple[int, s.JobView]:
 async def retry_job(call: Call) -> tuple[int, s.JobView]:
     svc = _services(call)
     job_id = call.path["job_id"]
-    async with svc.db.transaction() as session:
-        current = await JobRepository(session).get(job_id)
-        if current is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
-        try:
-            retried = await JobQueue(session).retry(
-                job_id, extra_attempts=svc.settings.attempts_for(current.model_type)
-            )
-        except JobStateConflict as exc:
-            raise ApiError(409, "job_not_retriable", str(exc)) from None
-    assert retried is not None
+    try:
+        retried = await svc.db.retry(job_id, extra_attempts=svc.settings.attempts_for)
+    except JobStateConflict as exc:
+        raise ApiError(409, "job_not_retriable", str(exc)) from None
+    if retried is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
     return 202, s.JobView.of(retried.job)
 
 
-async def auto_trigger(call: Call) -> tuple[int, s.AutoTriggerResponse]:
+async def auto_trigger_ready(call: Call) -> tuple[int, s.AutoTriggerResponse]:
     svc = _services(call)
-    async with svc.db.transaction() as session:
-        admissions = await JobQueue(session, svc.admission).auto_trigger(priority=svc.settings.default_priority)
+    admissions = await svc.db.admit_ready(priority=svc.settings.default_priority)
     return 202, s.AutoTriggerResponse(
         admitted=[
             s.Admitted(
@@ -267,15 +219,14 @@ def _actor(call: Call) -> str:
 async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
     svc = _services(call)
     model_type = call.path["model_type"]
-    async with svc.db.transaction() as session:
-        try:
-            move = await ChampionRepository(session).rollback(model_type, actor=_actor(call))
-        except VersionDeleted as exc:
-            raise ApiError(409, "version_deleted", str(exc)) from None
-        except ChampionMoved:
-            raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
-        if move is None:
-            raise ApiError(409, "no_previous_champion", f"{model_type} has no earlier champion to roll back to")
+    try:
+        move = await svc.db.rollback(model_type, actor=_actor(call))
+    except VersionDeleted as exc:
+        raise ApiError(409, "version_deleted", str(exc)) from None
+    except ChampionMoved:
+        raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
+    if move is None:
+        raise ApiError(409, "no_previous_champion", f"{model_type} has no earlier champion to roll back to")
     return 200, s.ChampionMoveView.of(move)
 
 
@@ -283,30 +234,22 @@ async def promote(call: Call) -> tuple[int, s.ChampionMoveView]:
     svc = _services(call)
     model_type, version = call.path["model_type"], call.path["version"]
     body: s.PromoteBody = call.body
-    async with svc.db.transaction() as session:
-        try:
-            move = await ChampionRepository(session).promote(model_type, version, note=body.reason, actor=_actor(call))
-        except LookupError as exc:
-            raise ApiError(404, "unknown_version", str(exc)) from None
-        except VersionDeleted as exc:
-            raise ApiError(409, "version_deleted", str(exc)) from None
-        except AlreadyChampion as exc:
-            raise ApiError(409, "already_champion", str(exc)) from None
-        except ChampionMoved:
-            raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
+    try:
+        move = await svc.db.promote(model_type, version, note=body.reason, actor=_actor(call))
+    except LookupError as exc:
+        raise ApiError(404, "unknown_version", str(exc)) from None
+    except VersionDeleted as exc:
+        raise ApiError(409, "version_deleted", str(exc)) from None
+    except AlreadyChampion as exc:
+        raise ApiError(409, "already_champion", str(exc)) from None
+    except ChampionMoved:
+        raise ApiError(409, "champion_moved", f"the {model_type} champion moved meanwhile; look again") from None
     return 200, s.ChampionMoveView.of(move)
-
-
-async def _champion(svc: Services, model_type: str) -> tuple[ChampionMove, ModelVersion] | None:
-    async with svc.db.transaction() as session:
-        move = await ChampionRepository(session).current(model_type)
-        version = await ModelVersionRepository(session).get(model_type, move.version) if move else None
-    return (move, version) if move is not None and version is not None else None
 
 
 async def champion(call: Call) -> tuple[int, s.ChampionView]:
     model_type = call.path["model_type"]
-    found = await _champion(_services(call), model_type)
+    found = await _services(call).db.champion(model_type)
     if found is None:
         raise ApiError(404, "no_champion", f"{model_type} has no champion yet")
     move, version = found
@@ -323,8 +266,7 @@ async def artifact(call: Call) -> web.StreamResponse:
     sent (a client never receives bytes that fail the check), then streamed in chunks."""
     svc = _services(call)
     model_type, number = call.path["model_type"], call.path["version"]
-    async with svc.db.transaction() as session:
-        version = await ModelVersionRepository(session).get(model_type, number)
+    version = await svc.db.version(model_type, number)
     if version is None:
         raise ApiError(404, "unknown_version", f"{model_type} has no version {number}")
     if version.deleted_at is not None:
@@ -366,12 +308,10 @@ async def artifact(call: Call) -> web.StreamResponse:
 async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
     svc = _services(call)
     event_id = call.path["training_event_id"]
-    async with svc.db.transaction() as session:
-        event = await TrainingEventRepository(session).get(event_id)
-        if event is None:
-            raise ApiError(404, "not_found", f"no training event {event_id}")
-        checks = await ValidationRepository(session).for_training_event(event_id)
-        version = await ModelVersionRepository(session).for_training_event(event_id)
+    found = await svc.db.validation(event_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no training event {event_id}")
+    event, checks, version = found.event, found.checks, found.version
     if version is None:
         raise ApiError(
             404,
@@ -413,9 +353,7 @@ async def healthz(call: Call) -> tuple[int, s.Health]:
 
 async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
     svc = _services(call)
-    async with svc.db.transaction() as session:
-        outbox = OutboxRepository(session)
-        pending, parked = await outbox.unpublished(), await outbox.parked()
+    pending, parked = await svc.db.outbox()
     return 200, s.OutboxState(
         pending=pending,
         parked=[s.ParkedEvent.model_validate(p) for p in parked],
@@ -425,9 +363,7 @@ async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
 async def metrics(call: Call) -> web.Response:
     svc = _services(call)
     started = time.perf_counter()
-    async with svc.db.transaction() as session:
-        queue, training = await JobRepository(session).figures()
-        outbox = await OutboxRepository(session).figures()
+    queue, training, outbox = await svc.db.figures()
     body = svc.metrics.render(queue, training, outbox, scrape_seconds=time.perf_counter() - started)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -507,7 +443,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST",
         PREFIX + "/auto-trigger-ready",
-        auto_trigger,
+        auto_trigger_ready,
         "Queue a job for every dataset whose counter reached its threshold",
         "jobs",
         _ok(s.AutoTriggerResponse, "what was admitted", 202),

@@ -19,7 +19,7 @@ from contract.enums import VerdictKind
 from contract.events import Drift
 from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from storage.entities import StoredArtifactRef
-from storage.samples import load_samples
+from storage.stores import load_samples
 from trainers import drift
 from trainers.base import Artifact, Trainer, TrainingError, TrainRequest
 from trainers.gates import LOWER, Check, Gate, Verdict

@@ -24,8 +24,8 @@ from contract.enums import StopReason
 from storage.artifacts import S3Access
 from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
 from storage.errors import ChampionMoved, LeaseLost, StorageError
-from storage.queue import WorkerQueue
 from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
+from storage.stores import WorkerQueue
 from trainers.base import stable_bucket
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import Runner

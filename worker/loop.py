@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from storage.entities import Job
 from storage.errors import StorageError
-from storage.queue import WorkerBeat, WorkerQueue
+from storage.stores import WorkerBeat, WorkerQueue
 from worker.job import JobRun, Shutdown, WorkerConfig
 from worker.runner import Runner
 

@@ -28,8 +28,8 @@ from storage.db import Database
 from storage.errors import StorageError
 from storage.notifications import QUEUED_CHANNEL, Notifications
 from storage.outbox import OutboxRelay
-from storage.queue import PostgresQueue
 from storage.retry import RetryPolicy
+from storage.stores import WorkerStore
 from worker import retention
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker
@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> int:
     # No pre-ping round trip per transaction: every database call here is retried or its failure
     # handled, and a broken pooled connection is replaced on its first error.
     db = Database(settings.database_url, pool_size=4, pre_ping=False)
-    queue = PostgresQueue(db)
+    queue = WorkerStore(db)
     notifications = Notifications(settings.database_url)
     producer = BackgroundProducer(settings.kafka_bootstrap)
     relay = OutboxRelay.from_settings(
@@ -99,7 +99,7 @@ async def serve(settings: Settings) -> int:
         worker_task = asyncio.create_task(worker.run(), name="fcl-trainer-loop")
         side = {relay_task: "outbox relay", notifications.task: "notification listener"}
         if settings.retention_sweep_seconds > 0:
-            retention_task = asyncio.create_task(_retain(settings, db), name="fcl-retention")
+            retention_task = asyncio.create_task(_retain(settings, queue), name="fcl-retention")
             cleanup.push_async_callback(_step, "stop the retention sweep", lambda: _cancel(retention_task))
             side[retention_task] = "retention sweep"
         done, _ = await asyncio.wait(
@@ -116,7 +116,7 @@ async def serve(settings: Settings) -> int:
     return exit_code
 
 
-async def _retain(settings: Settings, db: Database) -> None:
+async def _retain(settings: Settings, db: WorkerStore) -> None:
     """The retention sweep, every `retention_sweep_seconds` (the first a minute after start); a
     sweep that fails (database or store unreachable) is logged and tried again next time."""
     store = ArtifactStore.from_settings(settings)
@@ -153,7 +153,7 @@ async def _step(what: str, action: Callable[[], Awaitable[object]]) -> None:
         log.warning("shutdown: could not %s: %s: %s", what, type(exc).__name__, exc)
 
 
-async def _flush(queue: PostgresQueue, relay_task: asyncio.Task[None], seconds: float = 5.0) -> None:
+async def _flush(queue: WorkerStore, relay_task: asyncio.Task[None], seconds: float = 5.0) -> None:
     """Give the relay a moment to publish what the last transactions wrote."""
     deadline = asyncio.get_running_loop().time() + seconds
     while not relay_task.done() and asyncio.get_running_loop().time() < deadline:

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 from contract import model_types
 from storage.artifacts import ArtifactError, ArtifactStore
-from storage.db import Database
-from storage.repositories import RetentionRepository
+from storage.stores import WorkerStore
 
 log = logging.getLogger("fcl.trainer")
 
@@ -37,18 +36,14 @@ class RetentionResult:
     temporaries_removed: int = 0
 
 
-async def sweep(db: Database, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
+async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
     result = RetentionResult()
     for model_type in model_types.names():
-        async with db.transaction() as session:
-            marked = await RetentionRepository(session).mark(
-                model_type, keep_versions=policy.keep_versions, keep_days=policy.keep_days
-            )
+        marked = await db.mark_for_retention(model_type, keep_versions=policy.keep_versions, keep_days=policy.keep_days)
         if marked:
             result.marked[model_type] = marked
     while True:
-        async with db.transaction() as session:
-            pending = await RetentionRepository(session).artifacts_to_remove()
+        pending = await db.artifacts_to_remove()
         pending = [v for v in pending if (v.model_type, v.version) not in result.failed]
         if not pending:
             break
@@ -61,8 +56,7 @@ async def sweep(db: Database, store: ArtifactStore, policy: RetentionPolicy) -> 
                     "retention: the artifact of %s v%s stays for now: %s", version.model_type, version.version, exc
                 )
                 continue
-            async with db.transaction() as session:
-                await RetentionRepository(session).artifact_removed(version.model_type, version.version)
+            await db.artifact_removed(version.model_type, version.version)
             result.artifacts_removed += 1
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)

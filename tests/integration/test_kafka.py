@@ -17,8 +17,7 @@ from contract.topics import Topic
 from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.db import Database
-from storage.outbox import OutboxRelay
-from storage.repositories import OutboxRepository
+from storage.outbox import OutboxRelay, OutboxRepository
 from tests.conftest import RunStack
 
 

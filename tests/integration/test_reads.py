@@ -20,17 +20,11 @@ from contract.enums import ChampionReason, JobStatus
 from contract.events import TrainingStatusEvent
 from storage.db import Database, asyncpg_dsn
 from storage.entities import EndedAttempt, TriggerRequest
+from storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
 from storage.notifications import QUEUED_CHANNEL
 from storage.queue import JobQueue, status_event
 from storage.reads import ReadViews
-from storage.repositories import (
-    ChampionRepository,
-    JobRepository,
-    ModelVersionRepository,
-    RetentionRepository,
-    TrainingEventRepository,
-    WorkerRepository,
-)
+from storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository
 from tests import factories
 from web import schemas as s
 
@@ -109,52 +103,49 @@ async def _status_the_long_way(db: Database) -> dict[str, Any]:
 
 async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db: Database) -> None:
     await _every_kind_of_row(own_db)
-    reads = ReadViews(own_db.url, pool_size=2)
-    try:
-        status = json.loads(await reads.training_status(workers_seen_seconds=SEEN))
-        s.TrainingStatus.model_validate(status)  # the declared schema, field for field
-        generated = datetime.fromisoformat(status.pop("generated_at"))
-        assert abs((datetime.now(UTC) - generated).total_seconds()) < 60
-        expected = await _status_the_long_way(own_db)
-        assert status == expected
-        assert [w["worker_id"] for w in status["workers"]] == ["box-1"]
-        assert status["running"][0]["progress"] == 0.25 and status["running"][0]["worker"] == "box-1"
-        assert len(status["waiting"][0]["trigger_event_ids"]) == 2
+    reads = ReadViews(own_db)
+    status = json.loads(await reads.training_status(workers_seen_seconds=SEEN))
+    s.TrainingStatus.model_validate(status)  # the declared schema, field for field
+    generated = datetime.fromisoformat(status.pop("generated_at"))
+    assert abs((datetime.now(UTC) - generated).total_seconds()) < 60
+    expected = await _status_the_long_way(own_db)
+    assert status == expected
+    assert [w["worker_id"] for w in status["workers"]] == ["box-1"]
+    assert status["running"][0]["progress"] == 0.25 and status["running"][0]["worker"] == "box-1"
+    assert len(status["waiting"][0]["trigger_event_ids"]) == 2
 
-        for model_type in (None, "goal", "recommendation"):
-            document = json.loads(await reads.model_versions(model_type))
+    for model_type in (None, "goal", "recommendation"):
+        document = json.loads(await reads.model_versions(model_type))
+        async with own_db.transaction() as session:
+            versions = await ModelVersionRepository(session).list(model_type)
+            champions = await ChampionRepository(session).all_current()
+            ledger = await ChampionRepository(session).ledger(model_type)
+        served = {m: c.version for m, c in champions.items()}
+        types = [model_type] if model_type else list(model_types.names())
+        assert document == s.ModelVersions(
+            champions={m: served.get(m) for m in types},
+            versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
+            ledger=[s.ChampionMoveView.of(m) for m in ledger],
+        ).model_dump(mode="json")
+    assert any(v["deleted_at"] for v in json.loads(await reads.model_versions("goal"))["versions"])
+
+    for model_type, status_filter in [(None, None), ("goal", None), (None, "failed"), ("goal", "completed")]:
+        before: tuple[datetime, uuid.UUID] | None = None
+        pages = 0
+        while True:
+            page = await reads.history(limit=2, model_type=model_type, status=status_filter, before=before)
             async with own_db.transaction() as session:
-                versions = await ModelVersionRepository(session).list(model_type)
-                champions = await ChampionRepository(session).all_current()
-                ledger = await ChampionRepository(session).ledger(model_type)
-            served = {m: c.version for m, c in champions.items()}
-            types = [model_type] if model_type else list(model_types.names())
-            assert document == s.ModelVersions(
-                champions={m: served.get(m) for m in types},
-                versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
-                ledger=[s.ChampionMoveView.of(m) for m in ledger],
-            ).model_dump(mode="json")
-        assert any(v["deleted_at"] for v in json.loads(await reads.model_versions("goal"))["versions"])
-
-        for model_type, status_filter in [(None, None), ("goal", None), (None, "failed"), ("goal", "completed")]:
-            before: tuple[datetime, uuid.UUID] | None = None
-            pages = 0
-            while True:
-                page = await reads.history(limit=2, model_type=model_type, status=status_filter, before=before)
-                async with own_db.transaction() as session:
-                    events = await TrainingEventRepository(session).page(
-                        limit=3, model_type=model_type, status=status_filter, before=before
-                    )
-                assert json.loads(page.items) == [s.TrainingEventView.of(e).model_dump(mode="json") for e in events[:2]]
-                assert (page.last is not None) == (len(events) > 2)
-                pages += 1
-                if page.last is None:
-                    break
-                assert page.last == (events[1].started_at, events[1].id)
-                before = page.last
-            assert pages >= 1
-    finally:
-        await reads.close()
+                events = await TrainingEventRepository(session).page(
+                    limit=3, model_type=model_type, status=status_filter, before=before
+                )
+            assert json.loads(page.items) == [s.TrainingEventView.of(e).model_dump(mode="json") for e in events[:2]]
+            assert (page.last is not None) == (len(events) > 2)
+            pages += 1
+            if page.last is None:
+                break
+            assert page.last == (events[1].started_at, events[1].id)
+            before = page.last
+        assert pages >= 1
 
 
 async def _counted(db: Database) -> tuple[dict[str, int], dict[str, int]]:

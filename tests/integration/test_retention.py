@@ -13,7 +13,8 @@ import pytest
 from storage.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
 from storage.db import Database
 from storage.errors import VersionDeleted
-from storage.repositories import ChampionRepository
+from storage.registry import ChampionRepository
+from storage.stores import WorkerStore
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.streams_support import rows
@@ -43,12 +44,12 @@ async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempote
         await ChampionRepository(s).promote("goal", 1, note="the old one serves", actor="operator test")
 
     # Every version was named by a champion move of the last 30 days: nothing goes.
-    kept = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=30))
+    kept = await retention.sweep(WorkerStore(own_db), store, RetentionPolicy(keep_versions=2, keep_days=30))
     assert kept.marked == {} and kept.artifacts_removed == 0
 
     # With no ledger window: the champion (v1) and the newest two (v5, v6) stay.
     store.delete(stored[3].path)  # as if a sweep had died after deleting it, before recording it
-    first = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=0))
+    first = await retention.sweep(WorkerStore(own_db), store, RetentionPolicy(keep_versions=2, keep_days=0))
     assert first.marked == {"goal": [2, 3, 4]} and first.artifacts_removed == 3 and not first.failed
     for number, artifact in stored.items():
         if number in (2, 3, 4):
@@ -70,7 +71,7 @@ async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempote
         (6, False, False),
     ]
 
-    again = await retention.sweep(own_db, store, RetentionPolicy(keep_versions=2, keep_days=0))
+    again = await retention.sweep(WorkerStore(own_db), store, RetentionPolicy(keep_versions=2, keep_days=0))
     assert again.marked == {} and again.artifacts_removed == 0  # idempotent
 
     async with own_db.transaction() as s:

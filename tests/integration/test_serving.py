@@ -1,4 +1,4 @@
-"""`fcl.serving.ChampionWatcher` in a process of its own (`python -m fcl.serving goal`), against
+"""`serving.ChampionWatcher` in a process of its own (`fcl serve goal`), against
 real `model-versions` events: it serves each new champion (validated, manual promote, rollback)
 after checking its sha256, and keeps serving the old one when the new one's artifact is bad."""
 
@@ -8,7 +8,6 @@ import asyncio
 import json
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from storage.db import Database
 from tests import factories
 from tests.conftest import RunStack, store_from_env
-from tests.integration.service_support import API, Service, with_object_store
+from tests.integration.service_support import API, FCL, Service, with_object_store
 from tests.integration.streams_support import eventually, produce_raw, scalar
 from trainers.simulator import FinCoachSimulator
 
@@ -34,12 +33,12 @@ def svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
 
 
 class Watcher:
-    """`python -m fcl.serving goal`, its stdout lines collected by a thread."""
+    """`fcl serve goal`, its stdout lines collected by a thread."""
 
     def __init__(self, svc: Service) -> None:
         self.stderr = (svc.workdir / "watcher.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fcl.serving", "goal", "--api", svc.base_url],
+            [FCL, "serve", "goal", "--api", svc.base_url],
             env=svc.env,
             cwd=svc.workdir,
             stdout=subprocess.PIPE,

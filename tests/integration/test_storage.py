@@ -13,20 +13,14 @@ from sqlalchemy import text
 
 from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
 from contract.events import ValidationCheck
+from storage.datasets import DatasetRepository, SampleRepository, load_samples
 from storage.db import Database
 from storage.entities import NewModelVersion, NewSampleBatch
 from storage.errors import ChampionMoved, DatabaseRefused, IntegrityViolation
+from storage.jobs import JobRepository
+from storage.outbox import OutboxRepository
 from storage.queue import CLAIM_CANDIDATE_SQL
-from storage.repositories import (
-    ChampionRepository,
-    DatasetRepository,
-    JobRepository,
-    ModelVersionRepository,
-    OutboxRepository,
-    SampleRepository,
-    ValidationRepository,
-)
-from storage.samples import load_samples
+from storage.registry import ChampionRepository, ModelVersionRepository, ValidationRepository
 from tests import factories
 
 
@@ -365,6 +359,7 @@ async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_
     the process exits 1), and nothing is dead-lettered."""
     from contract.settings import Settings
     from storage.errors import SchemaMismatch
+    from storage.stores import IngestStore
     from streams.ingest import ThresholdIngestor, commit_batch
     from streams.parsing import RawMessage
 
@@ -372,7 +367,7 @@ async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_
         await s.execute(text("DROP TABLE job_triggers"))
     event = {"event_id": "e1", "dataset_id": "d", "model_type": "goal"}
     message = RawMessage(topic="t", partition=0, offset=0, key=b"d", value=json.dumps(event).encode())
-    ingestor = ThresholdIngestor(own_db, Settings(database_url=own_db.url, _env_file=None))
+    ingestor = ThresholdIngestor(IngestStore(own_db), Settings(database_url=own_db.url, _env_file=None))
     with pytest.raises(SchemaMismatch, match="fcl migrate"):
         await commit_batch(ingestor, [message])
     async with own_db.transaction() as s:
@@ -386,6 +381,7 @@ async def test_one_event_the_database_refuses_is_dead_lettered_and_the_rest_of_i
     crash before the acknowledgement) changes nothing and does not get stuck on the dead letter
     already queued."""
     from contract.settings import Settings
+    from storage.stores import IngestStore
     from streams.ingest import ThresholdIngestor, commit_batch
     from streams.parsing import RawMessage
 
@@ -401,7 +397,7 @@ async def test_one_event_the_database_refuses_is_dead_lettered_and_the_rest_of_i
         )
         for i in range(9)
     ]
-    ingestor = ThresholdIngestor(own_db, Settings(database_url=own_db.url, _env_file=None))
+    ingestor = ThresholdIngestor(IngestStore(own_db), Settings(database_url=own_db.url, _env_file=None))
     report = await commit_batch(ingestor, messages)
     assert report is not None and report.jobs_created == 8 and len(report.dead_letters) == 1
     assert report.dead_letters[0].startswith("refused by the database") and "no_e5" in report.dead_letters[0]

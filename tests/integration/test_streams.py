@@ -23,8 +23,9 @@ from contract.schemas import SCHEMA_DIR
 from contract.settings import Settings
 from contract.topics import Topic
 from messaging.client import FclProducer
+from storage.datasets import DatasetRepository, SampleRepository
 from storage.db import Database
-from storage.repositories import DatasetRepository, JobRepository, SampleRepository
+from storage.jobs import JobRepository
 from tests.conftest import ROOT, RunStack, drop_database
 from tests.factories import claim
 from tests.integration.streams_support import (

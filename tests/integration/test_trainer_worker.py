@@ -23,10 +23,11 @@ import pytest
 from contract.settings import Settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
+from storage.datasets import SampleRepository
 from storage.db import Database
 from storage.entities import NewSampleBatch
+from storage.jobs import JobRepository
 from storage.queue import JobQueue
-from storage.repositories import JobRepository, SampleRepository
 from tests import factories
 from tests.conftest import RunStack, drop_database
 from tests.integration.streams_support import eventually, read_topic, rows, scalar
@@ -357,7 +358,7 @@ async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(e
 
     async def auto_trigger_ready(db: Database, settings: Settings) -> list[Any]:
         async with db.transaction() as s:
-            return await JobQueue(s).auto_trigger(priority=settings.default_priority)
+            return await JobQueue(s).admit_ready(priority=settings.default_priority, source="http")
 
     _, db, settings = env
     async with db.transaction() as s:
@@ -382,8 +383,10 @@ async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(e
         )
     first = await auto_trigger_ready(db, settings)
     assert [(a.request.dataset_id, a.outcome) for a in first] == [("ready", AdmissionOutcome.CREATED)]
-    again = await auto_trigger_ready(db, settings)
-    assert [(a.outcome, a.job_id) for a in again] == [(AdmissionOutcome.JOINED, first[0].job_id)]
+    # the dataset has a waiting job now: asking again admits nothing more (the one admission path
+    # is idempotent), and one job with one `queued` event exists
+    assert await auto_trigger_ready(db, settings) == []
+    assert await scalar(db, "SELECT count(*) FROM training_jobs") == 1
     assert await scalar(db, "SELECT count(*) FROM outbox WHERE topic = 'training-status'") == 1
 
 

@@ -14,7 +14,7 @@ from contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FCL_SERVICES = ("migrate", "streams", "trainer", "web")
-CONTRACT_COMMANDS = {"migrate", "streams", "trainer", "web"}  # CONTRACT.md, "Command line"
+CONTRACT_COMMANDS = {"migrate", "streams", "trainer", "web"}  # docs/contract.md, "Command line"
 
 
 @pytest.fixture(scope="module")

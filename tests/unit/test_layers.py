@@ -49,9 +49,11 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ({"worker/x.py": "import streams.app\n"}, "worker (layer 2) imports streams.app (layer 2)"),
         ({"trainers/x.py": "from storage.queue import JobQueue\n"}, "trainers (layer 1) imports storage.queue"),
         ({"web/x.py": "from sqlalchemy import text\n"}, "only storage speaks SQL"),
-        ({"worker/x.py": "from contract.events import TrainingStatusEvent\n"}, "built only in storage/queue.py"),
-        ({"web/x.py": "from storage.queue import status_event\n"}, "built only in storage/queue.py"),
+        ({"worker/x.py": "from contract.events import TrainingStatusEvent\n"}, "built only in storage/queue/"),
+        ({"web/x.py": "from storage.queue import status_event\n"}, "built only in storage/queue/"),
         ({"streams/x.py": "import asyncpg\n"}, "only storage speaks SQL"),
+        ({"web/x.py": "from storage.registry import ChampionRepository\n"}, "use their store (storage.stores)"),
+        ({"streams/x.py": "from storage.queue.transitions import JobQueue\n"}, "use their store (storage.stores)"),
         ({"worker/x.py": "def f():\n    from sqlalchemy.ext.asyncio import AsyncSession\n"}, "only storage speaks SQL"),
         ({"web/x.py": "from trainers.registry import get_trainer\n"}, "web imports trainers.registry; the API"),
         ({"serving/x.py": "import storage.db\n"}, "serving imports storage.db; the serving library"),
@@ -63,3 +65,10 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path: Path, files: dict[st
     _, violations = check_layers.scan(root)
     assert any(found in v for v in violations), violations
     assert check_layers.main([str(root)]) == 1
+
+
+@pytest.mark.parametrize("module", ["serving", "fcl.serving"])
+def test_the_serving_library_runs_under_its_name_and_its_older_one(module: str) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Keep a model type's champion loaded" in done.stdout

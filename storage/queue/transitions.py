@@ -1,241 +1,40 @@
-"""The owner of a training job's life: every transition of a job happens here and nowhere else.
-
-    admit ──▶ queued ──claim──▶ in_progress ──complete──▶ completed
-                ▲  ▲               │  │  │
-                │  └─fail/release──┘  │  └─fail (no attempts left)──▶ failed
-                │    expire (lease)   └─cancel (asked) ──▶ cancelled
-                └─retry (operator) ◀── failed | cancelled         queued ──cancel──▶ cancelled
-
-Each transition is one transaction that writes the job, the attempt row (`training_events`) of an
-attempt that ended, and the outbox rows of the events it announces; it checks the lease where a
-worker holds one (`LeaseLost` otherwise) and returns a frozen `Transition`. The `training-status`
-event of a transition is built here (`_status`) and nowhere else. The relays hear of the outbox
-rows through PostgreSQL (`NOTIFY fcl_outbox`, migration 0006), not through calls from here.
-
-A job that goes back to the queue (retry, lease expiry, release) while another job of the same
-dataset and model type already waits is merged into that one: its triggers move over and the
-waiting job takes the higher priority, so there is still one waiting job per pair and nothing
-that asked for a training is lost.
-
-`JobQueue` works inside the caller's transaction (so admission can share one with the stream's
-dead letters); `PostgresQueue` is the `WorkerQueue` a trainer worker uses, one transaction per
-call. Every statement of the state machine is plain SQL in this module.
-"""
+"""`JobQueue`: every transition of a job, inside the caller's transaction. See `storage.queue`."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contract import limits
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from contract.events import ErrorInfo, TrainingStatusEvent, TrainingValidationEvent, rfc3339
+from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
 from contract.topics import Topic
-from storage.db import Database
+from storage.datasets import DatasetRepository
 from storage.entities import (
     Admission,
     AdmissionPolicy,
-    Champion,
     CompletedAttempt,
     EndedAttempt,
     Job,
     Lease,
-    NewModelVersion,
-    TrainingInputs,
     Transition,
     TriggerRequest,
 )
 from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
-from storage.reads import trigger_ids, ts
-from storage.repositories import (
-    ChampionRepository,
-    DatasetRepository,
-    ModelVersionRepository,
-    OutboxEntry,
-    OutboxRepository,
-    SampleRepository,
-    ValidationRepository,
-    WorkerRepository,
-)
+from storage.jobs import record_attempt
+from storage.outbox import OutboxEntry, OutboxRepository
+from storage.queue.events import back_in_queue, status_event
+from storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB
+from storage.registry import ChampionRepository, ModelVersionRepository, record_candidate
 from storage.retry import RetryDecision
-
-# A job row with its triggering event ids, in the order they arrived.
-_JOB = f"j.*, {trigger_ids('j')} AS trigger_event_ids"
-
-# The best waiting job: an index scan of ix_training_jobs_claim (tested with EXPLAIN). A follow-up
-# waits while its dataset still trains.
-CLAIM_CANDIDATE_SQL = """
-    SELECT id FROM training_jobs
-    WHERE status = 'queued' AND run_after <= now() AND NOT (model_type = ANY(CAST(:excluded AS text[])))
-      AND NOT EXISTS (SELECT 1 FROM training_jobs r WHERE r.dataset_id = training_jobs.dataset_id
-                      AND r.model_type = training_jobs.model_type AND r.status = 'in_progress')
-    ORDER BY rank_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-"""
-
-
-def status_event_sql(rows: str, *, status: str, attempt: str, progress: str, message: str) -> str:
-    """An INSERT of the `training-status` event of each job in `rows` (a CTE of training_jobs rows,
-    read as `c`) into the outbox, as `status_event` builds it (tests/integration/test_reads.py
-    checks they are equal); `:status_topic` is its topic. The SQL expressions give the event's
-    status, attempt, progress and message."""
-    return f"""
-        INSERT INTO outbox (event_id, topic, key, payload)
-        SELECT c.event_id, CAST(:status_topic AS text), c.id::text, jsonb_build_object(
-                   'event_id', c.event_id, 'job_id', c.id, 'dataset_id', c.dataset_id, 'model_type', c.model_type,
-                   'status', {status}, 'priority', c.priority, 'attempt', GREATEST(1, {attempt}),
-                   'progress', {progress}, 'message', {message}, 'error', NULL, 'training_event_id', NULL,
-                   'model_version', NULL, 'occurred_at', {ts("clock_timestamp()")})
-        FROM (SELECT *, gen_random_uuid() AS event_id FROM {rows}) AS c
-        ORDER BY c.id
-        RETURNING event_id"""
-
-
-# Admission of a batch of triggers in one statement: the event ids seen before (`known`); the first
-# of each new event id (`fresh`); per dataset and model type the highest priority asked (`pairs`);
-# the job waiting for a pair joined (`joined`: priority raised, rank moved up) or a new one queued
-# (`created`; a follow-up when one runs) with its `queued` status event, built here as
-# `status_event` builds it (tested equal); and each fresh trigger recorded against its job. A pair
-# whose insert conflicts (another transaction queued it meanwhile) gets neither: the caller admits
-# its triggers again. Waiting jobs are locked in id order, so concurrent batches cannot deadlock.
-ADMIT_SQL = """
-    WITH req AS (
-        SELECT * FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
-                             CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:attempts AS integer[]))
-               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, ord)),
-    known AS (
-        SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
-        WHERE t.event_id = ANY(CAST(:events AS text[]))),
-    fresh AS (
-        SELECT DISTINCT ON (r.event_id) r.*, r.dataset_id || '/' || r.model_type AS key FROM req r
-        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.event_id = r.event_id)
-        ORDER BY r.event_id, r.ord),
-    pairs AS (
-        SELECT key, min(dataset_id) AS dataset_id, min(model_type) AS model_type, max(priority) AS priority,
-               min(max_attempts) AS max_attempts
-        FROM fresh GROUP BY key),
-    waiting AS (
-        SELECT j.id, j.priority, j.dedupe_key FROM training_jobs j
-        WHERE j.dedupe_key IN (SELECT key FROM pairs) AND j.status = 'queued'
-        ORDER BY j.id FOR UPDATE),
-    joined AS (
-        UPDATE training_jobs AS j
-        SET priority = GREATEST(j.priority, p.priority),
-            rank_at = LEAST(j.rank_at, j.created_at - p.priority * CAST(:ageing AS interval)), updated_at = now()
-        FROM waiting w JOIN pairs p ON p.key = w.dedupe_key
-        WHERE j.id = w.id
-        RETURNING j.dedupe_key, j.id, w.priority AS before, j.attempts),
-    created AS (
-        INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
-        SELECT gen_random_uuid(), p.dataset_id, p.model_type, p.priority, p.max_attempts,
-               now() - p.priority * CAST(:ageing AS interval), p.key
-        FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM waiting w WHERE w.dedupe_key = p.key)
-        ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
-        RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type),
-    jobs AS (SELECT dedupe_key, id FROM joined UNION ALL SELECT dedupe_key, id FROM created),
-    triggers AS (
-        INSERT INTO job_triggers (event_id, job_id, priority, source, received_at)
-        SELECT f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
-        FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
-        ORDER BY f.ord
-        RETURNING event_id),
-    queued_events AS ({queued_events})
-    SELECT 'known' AS kind, event_id AS ref, id, priority, attempts, NULL AS dataset_id, NULL AS model_type
-    FROM known
-    UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
-    UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
-""".replace(
-    "{queued_events}",
-    status_event_sql("created", status="'queued'", attempt="c.attempts + 1", progress="NULL", message="'queued'"),
-)
-
-
-# A claim in one statement: the best waiting job leased to `:worker`, with its `in_progress` event.
-CLAIM_SQL = f"""
-    WITH next AS ({CLAIM_CANDIDATE_SQL}),
-    claimed AS (
-        UPDATE training_jobs AS j
-        SET status = 'in_progress', attempts = j.attempts + 1, lease_owner = :worker,
-            lease_token = :token, lease_expires_at = now() + :lease, started_at = now(),
-            updated_at = now(), progress = 0
-        FROM next WHERE j.id = next.id
-        RETURNING j.*),
-    claimed_event AS ({
-    status_event_sql(
-        "claimed", status="'in_progress'", attempt="c.attempts", progress="0.0", message="CAST(:message AS text)"
-    )
-})
-    SELECT {_JOB} FROM claimed j
-"""
 
 
 def _key(request: TriggerRequest) -> str:
     """The pair a trigger asks a job for (training_jobs.dedupe_key)."""
     return f"{request.dataset_id}/{request.model_type}"
-
-
-class JobFields(Protocol):
-    """What a status event says of its job."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def dataset_id(self) -> str: ...
-    @property
-    def model_type(self) -> str: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def attempts(self) -> int: ...
-
-
-def status_event(
-    job: JobFields,
-    status: JobStatus,
-    *,
-    attempt: int | None = None,
-    message: str = "",
-    progress: float | None = None,
-    error: tuple[str, str] | None = None,
-    training_event_id: uuid.UUID | None = None,
-    model_version: int | None = None,
-) -> OutboxEntry:
-    """THE `training-status` event of a transition, as an outbox row. `attempt` defaults to the
-    job's attempts (at least 1)."""
-    event = TrainingStatusEvent(
-        event_id=str(uuid.uuid4()),
-        job_id=str(job.id),
-        dataset_id=job.dataset_id,
-        model_type=job.model_type,
-        status=status,
-        priority=job.priority,
-        attempt=max(1, attempt if attempt is not None else job.attempts),
-        progress=progress,
-        message=message,
-        error=ErrorInfo(type=error[0], message=error[1]) if error else None,
-        training_event_id=str(training_event_id) if training_event_id else None,
-        model_version=model_version,
-        occurred_at=rfc3339(),
-    )
-    return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
-
-
-def _back_in_queue(job: Job, merged: Job | None, message: str, error: tuple[str, str] | None) -> OutboxEntry:
-    """The event of a job that left `in_progress` without a result: queued again (with the next
-    attempt's number), merged into the waiting job (cancelled), or failed for good."""
-    if merged is not None:
-        return status_event(job, JobStatus.CANCELLED, message=f"merged into waiting job {merged.id}", error=error)
-    if job.status is JobStatus.QUEUED:
-        return status_event(job, JobStatus.QUEUED, attempt=job.attempts + 1, message=message, error=error)
-    return status_event(job, job.status, message=message, error=error)
 
 
 class JobQueue:
@@ -315,23 +114,6 @@ class JobQueue:
                 Admission(request=r, job_id=job.id, outcome=outcome, priority=priority_now[key], attempts=job.attempts)
             )
         return outcomes
-
-    async def auto_trigger(self, *, priority: int) -> list[Admission]:
-        """Queue a job for each dataset whose counter reached its threshold, by the admission
-        rules (a waiting job is joined, one follow-up while one runs)."""
-        ready = await DatasetRepository(self.session).ready()
-        return await self.admit(
-            [
-                TriggerRequest(
-                    event_id=f"auto-trigger:{uuid.uuid4()}",
-                    dataset_id=d.dataset_id,
-                    model_type=d.model_type,
-                    priority=priority,
-                    source="auto-trigger",
-                )
-                for d in ready
-            ]
-        )
 
     async def admit_ready(
         self, *, priority: int, dataset_id: str | None = None, source: str = "retrain"
@@ -424,7 +206,7 @@ class JobQueue:
             UPDATE training_jobs AS j
             SET lease_expires_at = now() + :lease_for, updated_at = now(), progress = coalesce(:progress, j.progress)
             WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {"id": lease.job_id, "token": lease.token, "lease_for": lease_for, "progress": progress},
                 )
@@ -454,9 +236,9 @@ class JobQueue:
         current = await champions.current(job.model_type)
         if (current.seq if current else 0) != attempt.validated_against:
             raise ChampionMoved(f"the {job.model_type} champion moved while the candidate was validated")
-        versions = ModelVersionRepository(self.session)
-        number = await versions.next_version(job.model_type)
-        training_event_id = await self._attempt_row(
+        number = await ModelVersionRepository(self.session).next_version(job.model_type)
+        training_event_id = await record_attempt(
+            self.session,
             job,
             lease,
             TrainingEventStatus.COMPLETED,
@@ -473,53 +255,13 @@ class JobQueue:
             verdict_message=attempt.verdict_message,
             drift=attempt.drift.model_dump(mode="json") if attempt.drift else None,
         )
-        baseline_version = current.version if current else None
-        await versions.add(
-            NewModelVersion(
-                model_type=job.model_type,
-                training_event_id=training_event_id,
-                job_id=job.id,
-                dataset_id=job.dataset_id,
-                parent_version=baseline_version,
-                artifact_path=attempt.artifact.path,
-                artifact_sha256=attempt.artifact.sha256,
-                artifact_size=attempt.artifact.size,
-                artifact_format=attempt.artifact.format,
-                metrics=attempt.metrics,
-                hyperparameters=attempt.hyperparameters,
-                dataset_watermark=attempt.dataset_watermark,
-                dataset_hash=attempt.dataset_hash,
-                seed=attempt.seed,
-                library_versions=attempt.library_versions,
-                code_version=attempt.code_version,
-                info=attempt.info,
-                profile=attempt.profile,
-            ),
-            version=number,
-        )
-        await ValidationRepository(self.session).add(
+        validation = await record_candidate(
+            self.session,
+            job=job,
+            number=number,
             training_event_id=training_event_id,
-            model_type=job.model_type,
-            candidate_version=number,
-            baseline_version=baseline_version,
-            checks=attempt.checks,
-        )
-        validation = TrainingValidationEvent(
-            event_id=str(uuid.uuid4()),
-            job_id=str(job.id),
-            training_event_id=str(training_event_id),
-            model_type=job.model_type,
-            candidate_version=number,
-            baseline_version=baseline_version,
-            metrics=attempt.metrics,
-            baseline_metrics=attempt.baseline_metrics,
-            checks=list(attempt.checks),
-            passed=attempt.passed,
-            promoted=attempt.promoted,
-            occurred_at=rfc3339(),
-            verdict=attempt.verdict,
-            message=attempt.verdict_message,
-            drift=attempt.drift,
+            baseline=current,
+            candidate=attempt,
         )
         await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
         row = (
@@ -530,7 +272,7 @@ class JobQueue:
             SET status = 'completed', model_version = :version, progress = 1.0, finished_at = now(),
                 updated_at = now(), lease_token = NULL, lease_expires_at = NULL
             WHERE j.id = :id
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {"id": job.id, "version": number},
                 )
@@ -554,7 +296,7 @@ class JobQueue:
                     training_event_id=training_event_id,
                     model_version=number,
                 ),
-                (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json")),
+                validation,
             ]
         )
         if attempt.promoted:
@@ -584,7 +326,7 @@ class JobQueue:
             (
                 await self.session.execute(
                     text(f"""
-            SELECT {_JOB} FROM training_jobs j
+            SELECT {JOB} FROM training_jobs j
             JOIN training_events e ON e.job_id = j.id AND e.attempt = :attempt
             WHERE j.id = :id AND j.status = 'completed' AND e.status = 'completed' AND e.worker = :owner
         """),
@@ -611,7 +353,7 @@ class JobQueue:
         else:
             after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
             message = "failed"
-        events = await self._publish([_back_in_queue(after, merged, message, error)])
+        events = await self._publish([back_in_queue(after, merged, message, error)])
         await self._retrain_if_ready(after)
         return Transition(
             job=after,
@@ -637,7 +379,7 @@ class JobQueue:
         job = await self._leased(lease)
         training_event_id = await self._ended(job, lease, TrainingEventStatus.ABANDONED, attempt)
         after, merged = await self._requeue(job, delay=timedelta(0), attempts=max(0, job.attempts - 1), error=None)
-        events = await self._publish([_back_in_queue(after, merged, "released: the worker is shutting down", None)])
+        events = await self._publish([back_in_queue(after, merged, "released: the worker is shutting down", None)])
         return Transition(
             job=after,
             before=JobStatus.IN_PROGRESS,
@@ -653,7 +395,7 @@ class JobQueue:
             (
                 await self.session.execute(
                     text(f"""
-            SELECT {_JOB} FROM training_jobs j
+            SELECT {JOB} FROM training_jobs j
             WHERE j.status = 'in_progress' AND j.lease_expires_at < now()
             ORDER BY j.lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED
         """),
@@ -667,7 +409,8 @@ class JobQueue:
         for row in rows:
             job = Job.from_mapping(row)
             error = ("LeaseExpired", f"worker {job.lease_owner} stopped renewing its lease")
-            training_event_id = await self._attempt_row(
+            training_event_id = await record_attempt(
+                self.session,
                 job,
                 None,
                 TrainingEventStatus.ABANDONED,
@@ -681,7 +424,7 @@ class JobQueue:
                 after, merged = await self._requeue(job, delay=timedelta(0), attempts=job.attempts, error=error)
             else:
                 after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
-            events = await self._publish([_back_in_queue(after, merged, "lease expired; back in the queue", error)])
+            events = await self._publish([back_in_queue(after, merged, "lease expired; back in the queue", error)])
             out.append(
                 Transition(
                     job=after,
@@ -711,7 +454,7 @@ class JobQueue:
             (
                 await self.session.execute(
                     text(f"""
-            UPDATE training_jobs AS j SET cancel_requested = true, updated_at = now() WHERE j.id = :id RETURNING {_JOB}
+            UPDATE training_jobs AS j SET cancel_requested = true, updated_at = now() WHERE j.id = :id RETURNING {JOB}
         """),
                     {"id": job_id},
                 )
@@ -749,7 +492,7 @@ class JobQueue:
                 finished_at = NULL, started_at = NULL, cancel_requested = false, progress = NULL,
                 error_type = NULL, error_message = NULL
             WHERE j.id = :id
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {"id": job_id, "extra": max(1, extra_attempts)},
                 )
@@ -777,7 +520,7 @@ class JobQueue:
         row = (
             (
                 await self.session.execute(
-                    text(f"SELECT {_JOB} FROM training_jobs j WHERE j.id = :id FOR UPDATE"), {"id": job_id}
+                    text(f"SELECT {JOB} FROM training_jobs j WHERE j.id = :id FOR UPDATE"), {"id": job_id}
                 )
             )
             .mappings()
@@ -791,7 +534,7 @@ class JobQueue:
             (
                 await self.session.execute(
                     text(f"""
-            SELECT {_JOB} FROM training_jobs j
+            SELECT {JOB} FROM training_jobs j
             WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
             FOR UPDATE
         """),
@@ -807,7 +550,8 @@ class JobQueue:
 
     async def _ended(self, job: Job, lease: Lease, status: TrainingEventStatus, attempt: EndedAttempt) -> uuid.UUID:
         """The attempt row of an attempt that ended without a result, with its error."""
-        return await self._attempt_row(
+        return await record_attempt(
+            self.session,
             job,
             lease,
             status,
@@ -815,81 +559,6 @@ class JobQueue:
             duration=attempt.duration_seconds,
             error=(attempt.error_type, attempt.message),
         )
-
-    async def _attempt_row(
-        self,
-        job: Job,
-        lease: Lease | None,
-        status: TrainingEventStatus,
-        *,
-        started_at: Any,
-        duration: float,
-        error: tuple[str, str] | None = None,
-        fit_seconds: float | None = None,
-        sample_count: int | None = None,
-        watermark: int | None = None,
-        metrics: Mapping[str, float] | None = None,
-        model_version: int | None = None,
-        validation_passed: bool | None = None,
-        promoted: bool | None = None,
-        verdict: VerdictKind | None = None,
-        verdict_message: str | None = None,
-        drift: Mapping[str, Any] | None = None,
-        attempt: int | None = None,
-        worker: str | None = None,
-    ) -> uuid.UUID:
-        """The `training_events` row of the attempt that ended (one per job and attempt number):
-        an attempt released by a draining worker does not count, so the attempt that re-runs
-        under its number replaces its row, and the id returned is the row's."""
-        event_id = uuid.uuid4()
-        stored = await self.session.scalar(
-            text("""
-            INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
-                                         finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
-                                         metrics, error_type, error_message, model_version, validation_passed, promoted,
-                                         verdict, verdict_message, drift)
-            VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
-                    :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
-                    :model_version, :validation_passed, :promoted, :verdict, :verdict_message, CAST(:drift AS jsonb))
-            ON CONFLICT (job_id, attempt) DO UPDATE
-            SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
-                finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
-                fit_seconds = EXCLUDED.fit_seconds, sample_count = EXCLUDED.sample_count,
-                dataset_watermark = EXCLUDED.dataset_watermark, metrics = EXCLUDED.metrics,
-                error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
-                model_version = EXCLUDED.model_version, validation_passed = EXCLUDED.validation_passed,
-                promoted = EXCLUDED.promoted, verdict = EXCLUDED.verdict, verdict_message = EXCLUDED.verdict_message,
-                drift = EXCLUDED.drift
-            WHERE training_events.status = 'abandoned'
-            RETURNING id
-        """),
-            {
-                "id": event_id,
-                "job_id": job.id,
-                "attempt": attempt if attempt is not None else job.attempts,
-                "dataset_id": job.dataset_id,
-                "model_type": job.model_type,
-                "status": status.value,
-                "worker": worker or (lease.owner if lease else None),
-                "started_at": started_at,
-                "duration": duration,
-                "fit_seconds": fit_seconds,
-                "sample_count": sample_count,
-                "watermark": watermark,
-                "metrics": json.dumps(dict(metrics or {})),
-                "error_type": error[0] if error else None,
-                "error_message": (error[1][: limits.MAX_MESSAGE_CHARS] or None) if error else None,
-                "model_version": model_version,
-                "validation_passed": validation_passed,
-                "promoted": promoted,
-                "verdict": verdict.value if verdict else None,
-                "verdict_message": verdict_message[: limits.MAX_MESSAGE_CHARS] if verdict_message else None,
-                "drift": json.dumps(dict(drift)) if drift is not None else None,
-            },
-        )
-        if stored is None:
-            raise JobStateConflict(f"attempt {job.attempts} of job {job.id} already has a recorded outcome")
-        return uuid.UUID(str(stored))
 
     async def _finish(self, job: Job, status: JobStatus, *, error: tuple[str, str] | None) -> Job:
         row = (
@@ -901,7 +570,7 @@ class JobQueue:
                 error_type = coalesce(:error_type, j.error_type),
                 error_message = coalesce(:error_message, j.error_message)
             WHERE j.id = :id
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {
                         "id": job.id,
@@ -951,7 +620,7 @@ class JobQueue:
                     error_type = coalesce(:error_type, j.error_type),
                     error_message = coalesce(:error_message, j.error_message)
                 WHERE j.id = :id
-                RETURNING {_JOB}
+                RETURNING {JOB}
             """),
                         params,
                     )
@@ -971,7 +640,7 @@ class JobQueue:
             UPDATE training_jobs AS j
             SET priority = GREATEST(j.priority, :priority), rank_at = LEAST(j.rank_at, :rank_at), updated_at = now()
             WHERE j.id = :into
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {"into": waiting, "priority": job.priority, "rank_at": job.rank_at},
                 )
@@ -988,7 +657,7 @@ class JobQueue:
             SET status = 'cancelled', finished_at = now(), {common},
                 error_type = 'Merged', error_message = :merged
             WHERE j.id = :id
-            RETURNING {_JOB}
+            RETURNING {JOB}
         """),
                     {**params, "merged": f"merged into waiting job {waiting}"},
                 )
@@ -997,119 +666,3 @@ class JobQueue:
             .one()
         )
         return Job.from_mapping(row), into
-
-
-# -- what a trainer worker needs of storage ---------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class WorkerBeat:
-    """A worker's heartbeat row: who it is and which jobs it runs (`/training-status` shows it)."""
-
-    worker_id: str
-    hostname: str
-    pid: int
-    running: tuple[uuid.UUID, ...]
-    info: Mapping[str, Any]
-
-
-class WorkerQueue(Protocol):
-    """Everything a trainer worker does with storage. `PostgresQueue` is the real one; the worker's
-    unit tests use an in-memory fake of this same interface."""
-
-    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None: ...
-
-    async def inputs(self, job: Job) -> TrainingInputs: ...
-
-    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job: ...
-
-    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition: ...
-
-    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None: ...
-
-    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition: ...
-
-    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
-
-    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
-
-    async def expire_leases(self, worker: str) -> list[Transition]: ...
-
-    async def admit_ready(self, *, priority: int) -> int: ...
-
-    async def announce(self, beat: WorkerBeat) -> None: ...
-
-    async def leave(self, worker: str) -> None: ...
-
-    async def unpublished_events(self) -> int: ...
-
-
-class PostgresQueue:
-    """`WorkerQueue` on PostgreSQL: each call one transaction of `JobQueue`."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None:
-        async with self.db.transaction() as s:
-            claimed = await JobQueue(s).claim(worker=worker, lease=lease, caps=caps or None)
-        return claimed.job if claimed else None
-
-    async def inputs(self, job: Job) -> TrainingInputs:
-        async with self.db.transaction() as s:
-            watermark = await SampleRepository(s).watermark(job.dataset_id)
-            move = await ChampionRepository(s).current(job.model_type)
-            version = await ModelVersionRepository(s).get(job.model_type, move.version) if move else None
-        champion = Champion(move=move, version=version) if move and version else None
-        return TrainingInputs(watermark=watermark, champion=champion)
-
-    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job:
-        async with self.db.transaction() as s:
-            beat = await JobQueue(s).heartbeat(lease, lease_for=lease_for, progress=progress, publish=publish)
-        return beat.job
-
-    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).complete(lease, attempt)
-
-    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).completed_by(lease, attempt)
-
-    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).fail(lease, attempt, decision)
-
-    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).finish_cancelled(lease, attempt)
-
-    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).release(lease, attempt)
-
-    async def expire_leases(self, worker: str) -> list[Transition]:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).expire_leases(reclaimed_by=worker)
-
-    async def admit_ready(self, *, priority: int) -> int:
-        """The retrain sweep; the number of jobs it created."""
-        async with self.db.transaction() as s:
-            admitted = await JobQueue(s).admit_ready(priority=priority, source="retrain-sweep")
-        return sum(1 for a in admitted if a.outcome is AdmissionOutcome.CREATED)
-
-    async def announce(self, beat: WorkerBeat) -> None:
-        async with self.db.transaction() as s:
-            await WorkerRepository(s).beat(
-                worker_id=beat.worker_id,
-                hostname=beat.hostname,
-                pid=beat.pid,
-                current_job_ids=list(beat.running),
-                info=dict(beat.info),
-            )
-
-    async def leave(self, worker: str) -> None:
-        async with self.db.transaction() as s:
-            await WorkerRepository(s).remove(worker)
-
-    async def unpublished_events(self) -> int:
-        async with self.db.transaction() as s:
-            return await OutboxRepository(s).unpublished()

@@ -1,0 +1,312 @@
+"""Datasets and their samples: the ingest of sample batches (stored, counted, and the
+threshold crossed announced through the outbox), the counters' watermarks, and the loader a
+training child reads its samples with.
+
+The repositories work inside the caller's transaction; `load_samples` opens one plain asyncpg
+connection of its own (no engine, no pool: a child reads once and exits) and reads through a
+server-side cursor, a chunk at a time, so the rows are never held twice (raw and decoded). With a
+window only the most recent N samples up to the watermark are read: that bounds a training's
+memory whatever the dataset's size."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contract.events import DatasetThresholdEvent, rfc3339, threshold_event_id
+from contract.topics import Topic
+from storage.db import asyncpg_dsn
+from storage.entities import (
+    Dataset,
+    NewSampleBatch,
+    SampleIngest,
+    ThresholdCrossing,
+)
+from storage.errors import DRIVER_ERRORS, wrap
+from storage.models import (
+    DatasetRow,
+    SampleBatchRow,
+    TrainingSampleRow,
+)
+from storage.outbox import OutboxEntry
+
+
+class DatasetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, dataset_id: str) -> Dataset | None:
+        row = await self.session.get(DatasetRow, dataset_id)
+        return row.to_entity() if row else None
+
+    async def ready(self) -> list[Dataset]:
+        """Datasets whose counter has reached their threshold."""
+        rows = (
+            await self.session.scalars(
+                select(DatasetRow)
+                .where(DatasetRow.samples_since_training >= DatasetRow.threshold)
+                .order_by(DatasetRow.dataset_id)
+            )
+        ).all()
+        return [r.to_entity() for r in rows]
+
+    async def consume_up_to(self, dataset_id: str, watermark: int) -> Dataset:
+        """A training that used every sample with id <= `watermark` finished: take the samples it
+        used and had not been used before off the counter (those that arrived during it still
+        count; never below zero), and remember the watermark."""
+        row = (
+            await self.session.scalars(
+                select(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).one()
+        if watermark <= row.trained_watermark:
+            return row.to_entity()
+        used = await self.session.scalar(
+            select(func.count())
+            .select_from(TrainingSampleRow)
+            .where(
+                TrainingSampleRow.dataset_id == dataset_id,
+                TrainingSampleRow.id > row.trained_watermark,
+                TrainingSampleRow.id <= watermark,
+            )
+        )
+        updated = (
+            await self.session.execute(
+                update(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .values(
+                    samples_since_training=func.greatest(DatasetRow.samples_since_training - int(used or 0), 0),
+                    trained_watermark=watermark,
+                    last_trained_at=func.now(),
+                    updated_at=func.now(),
+                )
+                .returning(DatasetRow)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+        return updated.to_entity()
+
+
+class SampleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def ingest(self, batches: Sequence[NewSampleBatch], *, thresholds: dict[str, int]) -> SampleIngest:
+        """Store many samples events in this transaction: datasets are created on first sight
+        (threshold from `thresholds` by model type), a batch whose event id was stored before is
+        skipped, a batch naming another model type or sample shape than its dataset's is refused
+        (the first shape seen is the dataset's), samples are
+        COPYed, counters raised, and each counter that reaches its threshold is a crossing."""
+        first_type: dict[str, str] = {}
+        for b in batches:
+            first_type.setdefault(b.dataset_id, b.model_type)
+        dataset_ids = sorted(first_type)
+        await self.session.execute(
+            insert(DatasetRow)
+            .values(
+                [
+                    {"dataset_id": d, "model_type": first_type[d], "threshold": thresholds[first_type[d]]}
+                    for d in dataset_ids
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=[DatasetRow.dataset_id])
+        )
+        # Lock the datasets in one order so concurrent ingests cannot deadlock.
+        datasets = {
+            row.dataset_id: row
+            for row in (
+                await self.session.execute(
+                    select(DatasetRow.dataset_id, DatasetRow.model_type, DatasetRow.sample_shape)
+                    .where(DatasetRow.dataset_id.in_(dataset_ids))
+                    .order_by(DatasetRow.dataset_id)
+                    .with_for_update()
+                )
+            ).all()
+        }
+        # A batch of another model type or another sample shape than its dataset's is refused;
+        # the first shape a dataset sees becomes its own.
+        refused: dict[str, str] = {}
+        shapes = {d: row.sample_shape for d, row in datasets.items()}
+        new_shapes: dict[str, dict[str, Any]] = {}
+        for b in batches:
+            own = datasets[b.dataset_id].model_type
+            if own != b.model_type:
+                refused[b.event_id] = f"dataset {b.dataset_id!r} holds {own} samples, not {b.model_type}"
+                continue
+            shape = shapes.get(b.dataset_id)
+            if shape is None and b.shape:
+                shapes[b.dataset_id] = new_shapes[b.dataset_id] = dict(b.shape)
+            elif shape is not None and b.shape and shape != b.shape:
+                refused[b.event_id] = (
+                    f"dataset {b.dataset_id!r} holds samples of shape {json.dumps(shape)[:300]}, "
+                    f"not {json.dumps(b.shape)[:300]} (the samples of a dataset share one shape)"
+                )
+        if new_shapes:
+            await self.session.execute(
+                text("""
+                UPDATE datasets AS d SET sample_shape = CAST(s.shape AS jsonb)
+                FROM unnest(CAST(:ids AS text[]), CAST(:shapes AS text[])) AS s(dataset_id, shape)
+                WHERE d.dataset_id = s.dataset_id
+            """),
+                {"ids": list(new_shapes), "shapes": [json.dumps(v) for v in new_shapes.values()]},
+            )
+        candidates: dict[str, NewSampleBatch] = {}
+        for b in batches:
+            if b.event_id not in refused:
+                candidates.setdefault(b.event_id, b)
+        new_ids: set[str] = set()
+        if candidates:
+            new_ids = set(
+                (
+                    await self.session.scalars(
+                        insert(SampleBatchRow)
+                        .values(
+                            [
+                                {
+                                    "event_id": b.event_id,
+                                    "dataset_id": b.dataset_id,
+                                    "sample_count": len(b.samples),
+                                    "occurred_at": b.occurred_at,
+                                }
+                                for b in candidates.values()
+                            ]
+                        )
+                        .on_conflict_do_nothing(index_elements=[SampleBatchRow.event_id])
+                        .returning(SampleBatchRow.event_id)
+                    )
+                ).all()
+            )
+        fresh = [b for b in candidates.values() if b.event_id in new_ids]
+        duplicates = [b.event_id for b in batches if b.event_id not in refused and b.event_id not in new_ids]
+        records = [
+            (b.dataset_id, b.event_id, sample if isinstance(sample, str) else json.dumps(sample))
+            for b in fresh
+            for sample in b.samples
+        ]
+        if records:
+            raw = await (await self.session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.copy_records_to_table(
+                "training_samples", records=records, columns=["dataset_id", "batch_event_id", "payload"]
+            )
+        added: dict[str, int] = {}
+        for b in fresh:
+            added[b.dataset_id] = added.get(b.dataset_id, 0) + len(b.samples)
+        crossings: list[ThresholdCrossing] = []
+        if added:
+            ids = sorted(added)
+            rows = (
+                await self.session.execute(
+                    text("""
+                UPDATE datasets AS d
+                SET samples_since_training = d.samples_since_training + inc.n,
+                    total_samples = d.total_samples + inc.n,
+                    crossings = d.crossings + CASE WHEN d.samples_since_training < d.threshold
+                        AND d.samples_since_training + inc.n >= d.threshold THEN 1 ELSE 0 END,
+                    updated_at = now()
+                FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS inc(dataset_id, n)
+                WHERE d.dataset_id = inc.dataset_id
+                RETURNING d.dataset_id, d.model_type, d.crossings, d.samples_since_training, d.threshold,
+                          d.samples_since_training - inc.n < d.threshold AND d.samples_since_training >= d.threshold
+                          AS crossed
+            """),
+                    {"ids": ids, "ns": [added[i] for i in ids]},
+                )
+            ).all()
+            crossings = [
+                ThresholdCrossing(
+                    dataset_id=r.dataset_id,
+                    model_type=r.model_type,
+                    crossing=r.crossings,
+                    samples_since_training=r.samples_since_training,
+                    threshold=r.threshold,
+                )
+                for r in rows
+                if r.crossed
+            ]
+        return SampleIngest(
+            stored_batches=len(fresh),
+            stored_samples=len(records),
+            duplicates=duplicates,
+            refused=refused,
+            crossings=sorted(crossings, key=lambda c: c.dataset_id),
+        )
+
+    async def watermark(self, dataset_id: str) -> int:
+        """The id of the newest stored sample (0 for none): a training uses ids up to it."""
+        value = await self.session.scalar(
+            select(func.coalesce(func.max(TrainingSampleRow.id), 0)).where(TrainingSampleRow.dataset_id == dataset_id)
+        )
+        return int(value or 0)
+
+
+CHUNK_ROWS = 5000
+
+
+async def load_samples(
+    url: str, dataset_id: str, *, up_to: int, window: int | None = None, chunk_rows: int = CHUNK_ROWS
+) -> list[dict[str, Any]]:
+    """The dataset's samples with id <= `up_to` (the last `window` of them when given), oldest
+    first, in one read-only snapshot."""
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                after = 0
+                if window is not None:
+                    # The id just before the window: an index scan of (dataset_id, id), backwards.
+                    after = (
+                        await conn.fetchval(
+                            "SELECT id FROM training_samples WHERE dataset_id = $1 AND id <= $2 "
+                            "ORDER BY id DESC OFFSET $3 LIMIT 1",
+                            dataset_id,
+                            up_to,
+                            window,
+                        )
+                        or 0
+                    )
+                return [
+                    json.loads(row[0])
+                    async for row in conn.cursor(
+                        "SELECT payload::text FROM training_samples WHERE dataset_id = $1 AND id > $2 AND id <= $3 "
+                        "ORDER BY id",
+                        dataset_id,
+                        after,
+                        up_to,
+                        prefetch=chunk_rows,
+                    )
+                ]
+        finally:
+            await conn.close()
+    except DRIVER_ERRORS as exc:
+        raise wrap(exc) from exc
+
+
+def threshold_events(crossings: Sequence[ThresholdCrossing], *, priority: int) -> list[OutboxEntry]:
+    """The `dataset-threshold` event of each threshold crossed, as outbox rows (its event id is
+    derived from the dataset and the crossing's number, so a redelivered batch announces nothing
+    twice)."""
+    events: list[OutboxEntry] = []
+    for c in crossings:
+        event = DatasetThresholdEvent(
+            event_id=threshold_event_id(c.dataset_id, c.crossing),
+            dataset_id=c.dataset_id,
+            model_type=c.model_type,
+            sample_count=c.samples_since_training,
+            threshold=c.threshold,
+            priority=priority,
+        )
+        events.append(
+            (Topic.DATASET_THRESHOLD, c.dataset_id, event.model_dump(mode="json") | {"occurred_at": rfc3339()})
+        )
+    return events

@@ -1,0 +1,306 @@
+"""Rows of the queue that are read, not transitioned: jobs, their attempts (`training_events`) and
+the trainer workers' heartbeats. Every transition of a job is `storage.queue`'s; these readers
+serve the API, the worker's heartbeat and the retraining checks, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ARRAY, String, cast, delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contract import limits
+from contract.enums import JobStatus, TrainingEventStatus, VerdictKind
+from storage.entities import (
+    Job,
+    Lease,
+    QueueFigure,
+    TrainingEvent,
+    TrainingFigure,
+    WorkerHeartbeat,
+)
+from storage.errors import JobStateConflict
+from storage.models import (
+    JobTriggerRow,
+    TrainingEventRow,
+    TrainingJobRow,
+    WorkerHeartbeatRow,
+)
+
+
+class JobRepository:
+    """Reads of jobs (their changes are `storage.queue`'s)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def triggers_under(self, prefix: str) -> list[str]:
+        """The ids of the triggers that are `prefix` or start with `prefix` + '#' (the event ids an
+        HTTP Idempotency-Key made), after locking `prefix` for this transaction so that two
+        requests with one key are judged one after the other."""
+        await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"fcl-key:{prefix}"})
+        rows = await self.session.scalars(
+            text("""
+            SELECT event_id FROM job_triggers
+            WHERE event_id = :prefix OR left(event_id, length(:prefix) + 1) = :prefix || '#'
+        """),
+            {"prefix": prefix},
+        )
+        return list(rows)
+
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
+        if row is None:
+            return None
+        triggers = (
+            await self.session.scalars(
+                select(JobTriggerRow.event_id)
+                .where(JobTriggerRow.job_id == job_id)
+                .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
+            )
+        ).all()
+        return row.to_entity(tuple(triggers))
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per status (every status present, zero when none)."""
+        rows = (
+            await self.session.execute(select(TrainingJobRow.status, func.count()).group_by(TrainingJobRow.status))
+        ).all()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({status: int(n) for status, n in rows})
+        return counts
+
+    async def running(self) -> list[Job]:
+        rows = (
+            await self.session.scalars(
+                select(TrainingJobRow)
+                .where(TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
+                .order_by(TrainingJobRow.started_at, TrainingJobRow.id)
+            )
+        ).all()
+        return [r.to_entity() for r in rows]
+
+    async def waiting(self, *, limit: int = 20) -> list[Job]:
+        """The waiting jobs in the order workers will claim them."""
+        rows = (
+            await self.session.scalars(
+                select(TrainingJobRow)
+                .where(TrainingJobRow.status == JobStatus.QUEUED.value)
+                .order_by(TrainingJobRow.rank_at, TrainingJobRow.id)
+                .limit(limit)
+            )
+        ).all()
+        return [r.to_entity() for r in rows]
+
+    async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
+        """For /metrics: jobs per model type and status with the age of the oldest in that state,
+        and training attempts per model type and outcome with their total seconds."""
+        queue = [
+            QueueFigure(
+                model_type=r.model_type,
+                status=r.status,
+                jobs=int(r.jobs),
+                oldest_age_seconds=float(r.oldest) if r.oldest is not None else None,
+            )
+            for r in (
+                await self.session.execute(
+                    text("""
+                    SELECT model_type, status, count(*) AS jobs,
+                           extract(epoch FROM now() - min(CASE WHEN status = 'queued' THEN created_at
+                                                               WHEN status = 'in_progress' THEN started_at
+                                                               ELSE finished_at END)) AS oldest
+                    FROM training_jobs GROUP BY model_type, status ORDER BY model_type, status
+                 """)
+                )
+            ).all()
+        ]
+        training = [
+            TrainingFigure(
+                model_type=r.model_type,
+                outcome=r.status,
+                attempts=int(r.attempts),
+                seconds_total=float(r.seconds or 0.0),
+            )
+            for r in (
+                await self.session.execute(
+                    text("""
+                        SELECT model_type, status, count(*) AS attempts, sum(duration_seconds) AS seconds
+                        FROM training_events GROUP BY model_type, status ORDER BY model_type, status
+                    """)
+                )
+            ).all()
+        ]
+        return queue, training
+
+
+class TrainingEventRepository:
+    """Reads of the training history: one row per attempt that ended (written by storage.queue)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, event_id: uuid.UUID) -> TrainingEvent | None:
+        row = await self.session.get(TrainingEventRow, event_id)
+        return row.to_entity() if row else None
+
+    async def for_job(self, job_id: uuid.UUID) -> list[TrainingEvent]:
+        rows = (
+            await self.session.scalars(
+                select(TrainingEventRow).where(TrainingEventRow.job_id == job_id).order_by(TrainingEventRow.attempt)
+            )
+        ).all()
+        return [r.to_entity() for r in rows]
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        model_type: str | None = None,
+        status: str | None = None,
+        before: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[TrainingEvent]:
+        """Newest first by (started_at, id); `before` is the last row of the previous page."""
+        query = select(TrainingEventRow)
+        if model_type is not None:
+            query = query.where(TrainingEventRow.model_type == model_type)
+        if status is not None:
+            query = query.where(TrainingEventRow.status == status)
+        if before is not None:
+            query = query.where(
+                func.row(TrainingEventRow.started_at, TrainingEventRow.id) < func.row(before[0], before[1])
+            )
+        query = query.order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(limit)
+        return [r.to_entity() for r in (await self.session.scalars(query)).all()]
+
+    async def latest_per_model_type(self, model_types: Iterable[str]) -> dict[str, TrainingEvent]:
+        """Each model type's newest training event: one statement, an index lookup per type."""
+        newest = (
+            select(TrainingEventRow.id)
+            .where(TrainingEventRow.model_type == text("t.model_type"))
+            .order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        types = select(func.unnest(cast(list(model_types), ARRAY(String))).label("model_type")).subquery("t")
+        rows = (
+            await self.session.scalars(
+                select(TrainingEventRow).where(TrainingEventRow.id.in_(select(newest).select_from(types)))
+            )
+        ).all()
+        return {r.model_type: r.to_entity() for r in rows}
+
+
+class WorkerRepository:
+    """Trainer workers announce themselves; `/training-status` lists them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def beat(
+        self, *, worker_id: str, hostname: str, pid: int, current_job_ids: Sequence[uuid.UUID], info: dict[str, Any]
+    ) -> None:
+        current = current_job_ids[0] if current_job_ids else None
+        info = {**info, "running_jobs": [str(j) for j in current_job_ids]}
+        stmt = insert(WorkerHeartbeatRow).values(
+            worker_id=worker_id, hostname=hostname, pid=pid, current_job_id=current, info=info
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["worker_id"],
+                set_={"last_seen_at": func.now(), "current_job_id": current, "info": info, "pid": pid},
+            )
+        )
+
+    async def remove(self, worker_id: str) -> None:
+        await self.session.execute(delete(WorkerHeartbeatRow).where(WorkerHeartbeatRow.worker_id == worker_id))
+
+    async def seen_since(self, seconds: float) -> list[WorkerHeartbeat]:
+        rows = (
+            await self.session.scalars(
+                select(WorkerHeartbeatRow)
+                .where(WorkerHeartbeatRow.last_seen_at > func.now() - timedelta(seconds=seconds))
+                .order_by(WorkerHeartbeatRow.worker_id)
+            )
+        ).all()
+        return [r.to_entity() for r in rows]
+
+
+async def record_attempt(
+    session: AsyncSession,
+    job: Job,
+    lease: Lease | None,
+    status: TrainingEventStatus,
+    *,
+    started_at: Any,
+    duration: float,
+    error: tuple[str, str] | None = None,
+    fit_seconds: float | None = None,
+    sample_count: int | None = None,
+    watermark: int | None = None,
+    metrics: Mapping[str, float] | None = None,
+    model_version: int | None = None,
+    validation_passed: bool | None = None,
+    promoted: bool | None = None,
+    verdict: VerdictKind | None = None,
+    verdict_message: str | None = None,
+    drift: Mapping[str, Any] | None = None,
+    attempt: int | None = None,
+    worker: str | None = None,
+) -> uuid.UUID:
+    """The `training_events` row of the attempt that ended (one per job and attempt number):
+    an attempt released by a draining worker does not count, so the attempt that re-runs
+    under its number replaces its row, and the id returned is the row's."""
+    event_id = uuid.uuid4()
+    stored = await session.scalar(
+        text("""
+        INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
+                                     finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
+                                     metrics, error_type, error_message, model_version, validation_passed, promoted,
+                                     verdict, verdict_message, drift)
+        VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
+                :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
+                :model_version, :validation_passed, :promoted, :verdict, :verdict_message, CAST(:drift AS jsonb))
+        ON CONFLICT (job_id, attempt) DO UPDATE
+        SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
+            finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
+            fit_seconds = EXCLUDED.fit_seconds, sample_count = EXCLUDED.sample_count,
+            dataset_watermark = EXCLUDED.dataset_watermark, metrics = EXCLUDED.metrics,
+            error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
+            model_version = EXCLUDED.model_version, validation_passed = EXCLUDED.validation_passed,
+            promoted = EXCLUDED.promoted, verdict = EXCLUDED.verdict, verdict_message = EXCLUDED.verdict_message,
+            drift = EXCLUDED.drift
+        WHERE training_events.status = 'abandoned'
+        RETURNING id
+    """),
+        {
+            "id": event_id,
+            "job_id": job.id,
+            "attempt": attempt if attempt is not None else job.attempts,
+            "dataset_id": job.dataset_id,
+            "model_type": job.model_type,
+            "status": status.value,
+            "worker": worker or (lease.owner if lease else None),
+            "started_at": started_at,
+            "duration": duration,
+            "fit_seconds": fit_seconds,
+            "sample_count": sample_count,
+            "watermark": watermark,
+            "metrics": json.dumps(dict(metrics or {})),
+            "error_type": error[0] if error else None,
+            "error_message": (error[1][: limits.MAX_MESSAGE_CHARS] or None) if error else None,
+            "model_version": model_version,
+            "validation_passed": validation_passed,
+            "promoted": promoted,
+            "verdict": verdict.value if verdict else None,
+            "verdict_message": verdict_message[: limits.MAX_MESSAGE_CHARS] if verdict_message else None,
+            "drift": json.dumps(dict(drift)) if drift is not None else None,
+        },
+    )
+    if stored is None:
+        raise JobStateConflict(f"attempt {job.attempts} of job {job.id} already has a recorded outcome")
+    return uuid.UUID(str(stored))

@@ -1,0 +1,358 @@
+"""One store per service: everything a service does with the database, each method one
+transaction. The services never open a session, never write SQL and never import SQLAlchemy or
+asyncpg (scripts/check_layers.py holds them to it); what a method does is the owners' work:
+
+- `IngestStore` (streams): a batch of triggers admitted (`storage.queue`) or of samples stored and
+  counted (`storage.datasets`), with the batch's dead letters (`storage.outbox`), in one commit;
+- `WorkerStore` (a trainer worker): claim, heartbeat, complete (the candidate recorded by
+  `storage.registry`), fail, release, lease expiry, the retrain sweep, retention;
+- `ApiStore` (web): the operator's transitions (trigger, cancel, retry, promote, rollback) and the
+  reads that are not built as JSON by PostgreSQL (`storage.reads` serves those).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from contract.enums import AdmissionOutcome
+from contract.events import ValidationCheck
+from storage.datasets import DatasetRepository, SampleRepository, threshold_events
+from storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
+from storage.db import Database
+from storage.entities import (
+    Admission,
+    AdmissionPolicy,
+    Champion,
+    ChampionMove,
+    CompletedAttempt,
+    EndedAttempt,
+    Job,
+    Lease,
+    ModelVersion,
+    NewSampleBatch,
+    OutboxFigure,
+    ParkedOutboxRow,
+    QueueFigure,
+    SampleIngest,
+    TrainingEvent,
+    TrainingFigure,
+    TrainingInputs,
+    Transition,
+    TriggerRequest,
+)
+from storage.errors import StorageError
+from storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
+from storage.outbox import OutboxEntry, OutboxRepository
+from storage.queue import JobQueue
+from storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository, ValidationRepository
+from storage.retry import RetryDecision
+
+
+# -- streams ----------------------------------------------------------------------------------------
+class IngestStore:
+    """What the streams agents commit: each method one transaction, dead letters included."""
+
+    def __init__(self, db: Database, policy: AdmissionPolicy | None = None) -> None:
+        self.db = db
+        self.policy = policy or AdmissionPolicy()
+
+    async def admit(
+        self, requests: Sequence[TriggerRequest], *, dead_letters: Sequence[OutboxEntry]
+    ) -> list[Admission]:
+        """Admit a batch of triggers by the admission rules and write the batch's dead letters."""
+        async with self.db.transaction() as s:
+            await OutboxRepository(s).add_many(dead_letters)
+            return await JobQueue(s, self.policy).admit(requests)
+
+    async def ingest(
+        self,
+        batches: Sequence[NewSampleBatch],
+        *,
+        thresholds: dict[str, int],
+        priority: int,
+        dead_letters: Sequence[OutboxEntry],
+        letter_for_refused: Callable[[str, str], OutboxEntry],
+    ) -> SampleIngest:
+        """Store and count sample batches, announce each threshold crossed (a `dataset-threshold`
+        event in the outbox), and write the batch's dead letters and one for each batch the
+        dataset refused (`letter_for_refused(event_id, reason)`)."""
+        async with self.db.transaction() as s:
+            result = await SampleRepository(s).ingest(batches, thresholds=thresholds)
+            outbox = OutboxRepository(s)
+            await outbox.add_many(threshold_events(result.crossings, priority=priority))
+            await outbox.add_many(
+                [*dead_letters, *(letter_for_refused(event, reason) for event, reason in result.refused.items())]
+            )
+            return result
+
+    async def dead_letters(self, letters: Sequence[OutboxEntry]) -> None:
+        async with self.db.transaction() as s:
+            await OutboxRepository(s).add_many(letters)
+
+
+# -- a trainer worker -------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class WorkerBeat:
+    """A worker's heartbeat row: who it is and which jobs it runs (`/training-status` shows it)."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    running: tuple[uuid.UUID, ...]
+    info: Mapping[str, Any]
+
+
+class WorkerQueue(Protocol):
+    """Everything a trainer worker does with storage. `WorkerStore` is the real one; the worker's
+    unit tests use an in-memory fake of this same interface."""
+
+    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None: ...
+
+    async def inputs(self, job: Job) -> TrainingInputs: ...
+
+    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job: ...
+
+    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition: ...
+
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None: ...
+
+    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition: ...
+
+    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
+
+    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition: ...
+
+    async def expire_leases(self, worker: str) -> list[Transition]: ...
+
+    async def admit_ready(self, *, priority: int) -> int: ...
+
+    async def announce(self, beat: WorkerBeat) -> None: ...
+
+    async def leave(self, worker: str) -> None: ...
+
+    async def unpublished_events(self) -> int: ...
+
+
+class WorkerStore:
+    """`WorkerQueue` on PostgreSQL: each call one transaction of `JobQueue`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None:
+        async with self.db.transaction() as s:
+            claimed = await JobQueue(s).claim(worker=worker, lease=lease, caps=caps or None)
+        return claimed.job if claimed else None
+
+    async def inputs(self, job: Job) -> TrainingInputs:
+        async with self.db.transaction() as s:
+            watermark = await SampleRepository(s).watermark(job.dataset_id)
+            move = await ChampionRepository(s).current(job.model_type)
+            version = await ModelVersionRepository(s).get(job.model_type, move.version) if move else None
+        champion = Champion(move=move, version=version) if move and version else None
+        return TrainingInputs(watermark=watermark, champion=champion)
+
+    async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job:
+        async with self.db.transaction() as s:
+            beat = await JobQueue(s).heartbeat(lease, lease_for=lease_for, progress=progress, publish=publish)
+        return beat.job
+
+    async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).complete(lease, attempt)
+
+    async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).completed_by(lease, attempt)
+
+    async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).fail(lease, attempt, decision)
+
+    async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).finish_cancelled(lease, attempt)
+
+    async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).release(lease, attempt)
+
+    async def expire_leases(self, worker: str) -> list[Transition]:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).expire_leases(reclaimed_by=worker)
+
+    async def admit_ready(self, *, priority: int) -> int:
+        """The retrain sweep; the number of jobs it created."""
+        async with self.db.transaction() as s:
+            admitted = await JobQueue(s).admit_ready(priority=priority, source="retrain-sweep")
+        return sum(1 for a in admitted if a.outcome is AdmissionOutcome.CREATED)
+
+    async def announce(self, beat: WorkerBeat) -> None:
+        async with self.db.transaction() as s:
+            await WorkerRepository(s).beat(
+                worker_id=beat.worker_id,
+                hostname=beat.hostname,
+                pid=beat.pid,
+                current_job_ids=list(beat.running),
+                info=dict(beat.info),
+            )
+
+    async def leave(self, worker: str) -> None:
+        async with self.db.transaction() as s:
+            await WorkerRepository(s).remove(worker)
+
+    async def unpublished_events(self) -> int:
+        async with self.db.transaction() as s:
+            return await OutboxRepository(s).unpublished()
+
+    # -- retention (worker.retention) --
+    async def mark_for_retention(self, model_type: str, *, keep_versions: int, keep_days: float) -> list[int]:
+        """Mark the versions the retention no longer keeps as deleted; their numbers."""
+        async with self.db.transaction() as s:
+            return await RetentionRepository(s).mark(model_type, keep_versions=keep_versions, keep_days=keep_days)
+
+    async def artifacts_to_remove(self) -> list[ModelVersion]:
+        async with self.db.transaction() as s:
+            return await RetentionRepository(s).artifacts_to_remove()
+
+    async def artifact_removed(self, model_type: str, version: int) -> None:
+        async with self.db.transaction() as s:
+            await RetentionRepository(s).artifact_removed(model_type, version)
+
+
+# -- web --------------------------------------------------------------------------------------------
+class UnknownDataset(StorageError, LookupError):
+    """No samples have arrived for the dataset a trigger names."""
+
+
+class ModelTypeMismatch(StorageError):
+    """The dataset holds samples of another model type."""
+
+
+class IdempotencyKeyReused(StorageError):
+    """An Idempotency-Key came back with another request."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Triggered:
+    admission: Admission
+    job: Job
+    event_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Validation:
+    event: TrainingEvent
+    checks: list[ValidationCheck]
+    version: ModelVersion | None
+
+
+class ApiStore:
+    """What the HTTP API does with the database, each method one transaction."""
+
+    def __init__(self, db: Database, policy: AdmissionPolicy | None = None) -> None:
+        self.db = db
+        self.policy = policy or AdmissionPolicy()
+
+    async def trigger(
+        self, *, model_type: str, dataset_id: str, priority: int, idempotency_key: str | None
+    ) -> Triggered:
+        """Queue a job for a dataset by the admission rules. With a key, the trigger's id carries a
+        digest of the request: the same key and request answer the first job again, the same key
+        with another request is refused (`IdempotencyKeyReused`)."""
+        async with self.db.transaction() as s:
+            event_id = f"http:{uuid.uuid4()}"
+            if idempotency_key is not None:
+                digest = hashlib.sha256(f"{model_type}\0{dataset_id}\0{priority}".encode()).hexdigest()[:16]
+                event_id = f"http:{idempotency_key}#{digest}"
+                used = await JobRepository(s).triggers_under(f"http:{idempotency_key}")
+                if used and event_id not in used:
+                    if used != [f"http:{idempotency_key}"]:
+                        raise IdempotencyKeyReused(
+                            "this Idempotency-Key was used with another request (model type, dataset or priority)"
+                        )
+                    event_id = used[0]  # made before requests were digested: answered as it was
+            dataset = await DatasetRepository(s).get(dataset_id)
+            if dataset is None:
+                raise UnknownDataset(
+                    f"no samples have arrived for dataset {dataset_id!r}; "
+                    "a dataset exists once its first training-samples event is stored"
+                )
+            if dataset.model_type != model_type:
+                raise ModelTypeMismatch(f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}")
+            request = TriggerRequest(
+                event_id=event_id, dataset_id=dataset_id, model_type=model_type, priority=priority, source="http"
+            )
+            (admission,) = await JobQueue(s, self.policy).admit([request])
+            job = await JobRepository(s).get(admission.job_id)
+        assert job is not None  # admitted in this transaction
+        return Triggered(admission=admission, job=job, event_id=event_id)
+
+    async def admit_ready(self, *, priority: int) -> list[Admission]:
+        """A job for each dataset at its threshold with none waiting or running (idempotent: the
+        same state of a dataset makes one job however often it is asked)."""
+        async with self.db.transaction() as s:
+            return await JobQueue(s, self.policy).admit_ready(priority=priority, source="http")
+
+    async def job(self, job_id: uuid.UUID) -> tuple[Job, list[TrainingEvent]] | None:
+        async with self.db.transaction() as s:
+            job = await JobRepository(s).get(job_id)
+            return (job, await TrainingEventRepository(s).for_job(job.id)) if job else None
+
+    async def cancel(self, job_id: uuid.UUID) -> Transition | None:
+        async with self.db.transaction() as s:
+            return await JobQueue(s).cancel(job_id)
+
+    async def retry(self, job_id: uuid.UUID, *, extra_attempts: Callable[[str], int]) -> Transition | None:
+        """Re-queue a failed or cancelled job with `extra_attempts(model_type)` more attempts."""
+        async with self.db.transaction() as s:
+            current = await JobRepository(s).get(job_id)
+            if current is None:
+                return None
+            return await JobQueue(s).retry(job_id, extra_attempts=extra_attempts(current.model_type))
+
+    async def rollback(self, model_type: str, *, actor: str) -> ChampionMove | None:
+        async with self.db.transaction() as s:
+            return await ChampionRepository(s).rollback(model_type, actor=actor)
+
+    async def promote(self, model_type: str, version: int, *, note: str, actor: str) -> ChampionMove:
+        async with self.db.transaction() as s:
+            return await ChampionRepository(s).promote(model_type, version, note=note, actor=actor)
+
+    async def champion(self, model_type: str) -> tuple[ChampionMove, ModelVersion] | None:
+        async with self.db.transaction() as s:
+            move = await ChampionRepository(s).current(model_type)
+            version = await ModelVersionRepository(s).get(model_type, move.version) if move else None
+        return (move, version) if move is not None and version is not None else None
+
+    async def version(self, model_type: str, version: int) -> ModelVersion | None:
+        async with self.db.transaction() as s:
+            return await ModelVersionRepository(s).get(model_type, version)
+
+    async def validation(self, training_event_id: uuid.UUID) -> Validation | None:
+        async with self.db.transaction() as s:
+            event = await TrainingEventRepository(s).get(training_event_id)
+            if event is None:
+                return None
+            checks = await ValidationRepository(s).for_training_event(training_event_id)
+            version = await ModelVersionRepository(s).for_training_event(training_event_id)
+        return Validation(event=event, checks=checks, version=version)
+
+    async def outbox(self) -> tuple[int, list[ParkedOutboxRow]]:
+        """Rows not yet published, and the parked ones."""
+        async with self.db.transaction() as s:
+            outbox = OutboxRepository(s)
+            return await outbox.unpublished(), await outbox.parked()
+
+    async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure]:
+        async with self.db.transaction() as s:
+            queue, training = await JobRepository(s).figures()
+            return queue, training, await OutboxRepository(s).figures()
+
+    async def ping(self) -> None:
+        await self.db.ping()
