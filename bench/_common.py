@@ -16,7 +16,7 @@ from contract.enums import CheckKind, Direction
 from contract.events import ValidationCheck
 from contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
-from storage.entities import CompletedAttempt, StoredArtifactRef
+from storage.entities import Candidate, CompletedAttempt, StoredArtifactRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,30 +47,32 @@ def completed_attempt(*, passed: bool, validated_against: int = 0) -> CompletedA
     return CompletedAttempt(
         started_at=datetime.now(UTC),
         duration_seconds=0.0,
-        fit_seconds=0.0,
-        sample_count=0,
         dataset_watermark=0,
-        metrics={"x": 0.9} if passed else {},
-        baseline_metrics=None,
-        passed=passed,
-        hyperparameters={},
-        dataset_hash="-",
-        seed=0,
-        library_versions={},
-        code_version="bench",
         validated_against=validated_against,
-        checks=(
-            ValidationCheck(
-                metric="x",
-                kind=CheckKind.VALUE,
-                value=0.9 if passed else None,
-                baseline=None,
-                threshold=0.0,
-                direction=Direction.HIGHER_IS_BETTER,
-                passed=passed,
+        candidate=Candidate(
+            fit_seconds=0.0,
+            sample_count=0,
+            metrics={"x": 0.9} if passed else {},
+            baseline_metrics=None,
+            passed=passed,
+            hyperparameters={},
+            dataset_hash="-",
+            seed=0,
+            library_versions={},
+            code_version="bench",
+            checks=(
+                ValidationCheck(
+                    metric="x",
+                    kind=CheckKind.VALUE,
+                    value=0.9 if passed else None,
+                    baseline=None,
+                    threshold=0.0,
+                    direction=Direction.HIGHER_IS_BETTER,
+                    passed=passed,
+                ),
             ),
+            artifact=StoredArtifactRef(path=f"/bench/{uuid.uuid4()}", sha256="0" * 64, size=0, format="skops"),
         ),
-        artifact=StoredArtifactRef(path=f"/bench/{uuid.uuid4()}", sha256="0" * 64, size=0, format="skops"),
     )
 
 

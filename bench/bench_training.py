@@ -222,7 +222,7 @@ async def main() -> None:
             )
             print(
                 f"recommendation on a dataset of {stored:,} samples, window {window:,}: child peak RSS {peak:,.0f} MiB "
-                f"({outcome.sample_count:,} samples trained on, {wall:.0f} s, 500 gradient steps)"
+                f"({outcome.candidate.sample_count:,} samples trained on, {wall:.0f} s, 500 gradient steps)"
             )
         await conn.close()
     finally:

@@ -309,34 +309,43 @@ class TrainingInputs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompletedAttempt:
-    """A trained and validated candidate, as a worker hands it to `complete`."""
+class Candidate:
+    """A trained and judged candidate whose artifact is written. The training child makes it and
+    it reaches `storage.registry.record_candidate` unchanged: a new field of a version is added
+    here, set by the child, written by the registry (with its column) and shown by the view."""
 
-    started_at: datetime
-    duration_seconds: float
-    fit_seconds: float
-    sample_count: int
-    dataset_watermark: int
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # finite values only
     baseline_metrics: dict[str, float] | None
     checks: tuple[ValidationCheck, ...]
     passed: bool
     hyperparameters: dict[str, Any]
+    artifact: StoredArtifactRef
+    fit_seconds: float
+    sample_count: int
     dataset_hash: str
     seed: int
     library_versions: dict[str, str]
     code_version: str
-    artifact: StoredArtifactRef
-    validated_against: int  # the champion ledger's seq the candidate was judged against (0: none)
     verdict: VerdictKind = VerdictKind.PASSED  # only PASSED promotes; see contract.enums.VerdictKind
     verdict_message: str | None = None  # why, when the verdict is not PASSED
-    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info
+    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info, JSON-ready
     profile: dict[str, Any] | None = None  # the profile of the samples it was trained from
     drift: Drift | None = None  # its samples against the champion's
 
     @property
     def promoted(self) -> bool:
         return self.verdict is VerdictKind.PASSED and self.passed
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletedAttempt:
+    """An attempt that produced a candidate, as a worker hands it to `complete`."""
+
+    started_at: datetime
+    duration_seconds: float
+    dataset_watermark: int  # the samples it trained on: the dataset's counter up to here
+    validated_against: int  # the champion ledger's seq the candidate was judged against (0: none)
+    candidate: Candidate
 
 
 @dataclass(frozen=True, kw_only=True)

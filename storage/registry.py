@@ -20,8 +20,8 @@ from contract.enums import ChampionReason
 from contract.events import ModelVersionEvent, TrainingValidationEvent, ValidationCheck, rfc3339
 from contract.topics import Topic
 from storage.entities import (
+    Candidate,
     ChampionMove,
-    CompletedAttempt,
     Job,
     ModelVersion,
     NewModelVersion,
@@ -338,7 +338,8 @@ async def record_candidate(
     number: int,
     training_event_id: uuid.UUID,
     baseline: ChampionMove | None,
-    candidate: CompletedAttempt,
+    candidate: Candidate,
+    dataset_watermark: int,
 ) -> OutboxEntry:
     """Record a judged candidate as version `number` of its model type: the version (with its
     artifact, lineage, manifest info and data profile), its checks, and its `training-validation`
@@ -358,7 +359,7 @@ async def record_candidate(
             artifact_format=candidate.artifact.format,
             metrics=candidate.metrics,
             hyperparameters=candidate.hyperparameters,
-            dataset_watermark=candidate.dataset_watermark,
+            dataset_watermark=dataset_watermark,
             dataset_hash=candidate.dataset_hash,
             seed=candidate.seed,
             library_versions=candidate.library_versions,

@@ -18,6 +18,7 @@ from storage.datasets import SampleRepository
 from storage.db import Database
 from storage.entities import (
     Admission,
+    Candidate,
     CompletedAttempt,
     EndedAttempt,
     Job,
@@ -161,25 +162,27 @@ async def record_version(
             CompletedAttempt(
                 started_at=datetime.now(UTC),
                 duration_seconds=1.0,
-                fit_seconds=0.5,
-                sample_count=1,
                 dataset_watermark=1,
-                metrics={"roc_auc": auc, "brier": 0.1},
-                baseline_metrics=None,
-                checks=(check("roc_auc", auc, 0.6, passed),),
-                passed=passed,
-                hyperparameters={"n": 1},
-                dataset_hash="h",
-                seed=1,
-                library_versions={"x": "1"},
-                code_version="c",
-                artifact=StoredArtifactRef(
-                    path=artifact_path or f"/a/{uuid.uuid4()}", sha256=sha256, size=size, format="skops"
-                ),
                 validated_against=current.seq if current else 0,
-                info={"family": "random_forest", "cv_roc_auc": {"random_forest": auc}, "train_size": 1},
-                profile={"features": {"x": {"edges": [0.0], "shares": [0.0, 1.0], "count": 1, "mean": 1.0}}},
-                drift=drift,
+                candidate=Candidate(
+                    fit_seconds=0.5,
+                    sample_count=1,
+                    metrics={"roc_auc": auc, "brier": 0.1},
+                    baseline_metrics=None,
+                    checks=(check("roc_auc", auc, 0.6, passed),),
+                    passed=passed,
+                    hyperparameters={"n": 1},
+                    dataset_hash="h",
+                    seed=1,
+                    library_versions={"x": "1"},
+                    code_version="c",
+                    artifact=StoredArtifactRef(
+                        path=artifact_path or f"/a/{uuid.uuid4()}", sha256=sha256, size=size, format="skops"
+                    ),
+                    info={"family": "random_forest", "cv_roc_auc": {"random_forest": auc}, "train_size": 1},
+                    profile={"features": {"x": {"edges": [0.0], "shares": [0.0, 1.0], "count": 1, "mean": 1.0}}},
+                    drift=drift,
+                ),
             ),
         )
 

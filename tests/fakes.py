@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from contract.enums import CheckKind, Direction, JobStatus, VerdictKind
 from contract.events import ValidationCheck
 from storage.entities import (
+    Candidate,
     CompletedAttempt,
     EndedAttempt,
     Job,
@@ -138,7 +139,9 @@ class FakeQueue:
         if self.lost_answers > 0:
             self.lost_answers -= 1
             raise DatabaseUnavailable("complete: the connection dropped after the commit")
-        return Transition(job=done, before=JobStatus.IN_PROGRESS, model_version=self.versions, promoted=attempt.passed)
+        return Transition(
+            job=done, before=JobStatus.IN_PROGRESS, model_version=self.versions, promoted=attempt.candidate.passed
+        )
 
     async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
         self.calls.append(("completed_by", attempt))
@@ -196,33 +199,35 @@ class FakeQueue:
 
 def outcome(task: TrainingTask, *, passed: bool = True) -> Outcome:
     return Outcome(
-        metrics={"roc_auc": 0.8},
-        baseline_metrics=None,
-        passed=passed,
-        hyperparameters={"n_estimators": 5},
-        checks=(
-            ValidationCheck(
-                metric="roc_auc",
-                kind=CheckKind.VALUE,
-                value=0.8,
-                baseline=None,
-                threshold=0.6,
-                direction=Direction.HIGHER_IS_BETTER,
-                passed=passed,
-            ),
-        ),
-        artifact=StoredArtifactRef(
-            path=f"/artifacts/{task.job_id}-a{task.attempt}.skops", sha256="ab" * 32, size=3, format="skops"
-        ),
         fit_metrics={"loss": 0.1},
-        fit_seconds=1.5,
-        sample_count=10,
-        dataset_hash="h",
-        seed=task.seed,
-        library_versions={},
-        code_version="c",
-        verdict=VerdictKind.PASSED if passed else VerdictKind.FAILED,
-        verdict_message=None if passed else "failed: roc_auc (value)",
+        candidate=Candidate(
+            metrics={"roc_auc": 0.8},
+            baseline_metrics=None,
+            passed=passed,
+            hyperparameters={"n_estimators": 5},
+            checks=(
+                ValidationCheck(
+                    metric="roc_auc",
+                    kind=CheckKind.VALUE,
+                    value=0.8,
+                    baseline=None,
+                    threshold=0.6,
+                    direction=Direction.HIGHER_IS_BETTER,
+                    passed=passed,
+                ),
+            ),
+            artifact=StoredArtifactRef(
+                path=f"/artifacts/{task.job_id}-a{task.attempt}.skops", sha256="ab" * 32, size=3, format="skops"
+            ),
+            fit_seconds=1.5,
+            sample_count=10,
+            dataset_hash="h",
+            seed=task.seed,
+            library_versions={},
+            code_version="c",
+            verdict=VerdictKind.PASSED if passed else VerdictKind.FAILED,
+            verdict_message=None if passed else "failed: roc_auc (value)",
+        ),
     )
 
 

@@ -15,14 +15,11 @@ from typing import Any
 import joblib
 import numpy as np
 
-from contract.enums import VerdictKind
-from contract.events import Drift
 from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from storage.entities import StoredArtifactRef
+from storage.entities import Candidate, StoredArtifactRef
 from storage.stores import load_samples
-from trainers import drift
-from trainers.base import Artifact, Trainer, TrainingError, TrainRequest
-from trainers.gates import LOWER, Check, Gate, Verdict
+from trainers import judging
+from trainers.base import Artifact, TrainingError, TrainRequest
 from trainers.manifest import build_manifest, code_version, library_versions
 from trainers.registry import get_trainer
 from trainers.usable import usable_samples
@@ -55,37 +52,8 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def measure_drift(
-    trainer: Trainer, samples: list[dict[str, Any]], task: TrainingTask
-) -> tuple[dict[str, Any], Drift | None, str | None]:
-    """The profile of the candidate's training data and, when the champion has one, the drift from
-    it; a champion profile that cannot be read gives no drift and says why."""
-    columns, outcome = trainer.data_columns(samples)
-    profile = drift.profile(columns, outcome)
-    if task.champion_profile is None or task.champion_version is None:
-        return profile, None, None
-    try:
-        measured = drift.drift(columns, outcome, task.champion_profile, reference_version=task.champion_version)
-        return profile, Drift.model_validate(measured), None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        return profile, None, f"the champion's data profile cannot be read ({type(exc).__name__}: {exc})"
-
-
 def _stored(ref: StoredArtifactRef) -> StoredArtifact:
     return StoredArtifact(path=ref.path, sha256=ref.sha256, size=ref.size, format=ref.format)
-
-
-def judge(gate: Verdict, unreadable: str | None, incomparable: str | None) -> tuple[VerdictKind, str | None]:
-    """The validation's verdict and why: a champion that could not be read or compared is never
-    replaced without a person deciding (a manual promote), whatever the fixed bounds said."""
-    if unreadable is not None:
-        return VerdictKind.CHAMPION_UNREADABLE, unreadable
-    if incomparable is not None:
-        return VerdictKind.INCOMPARABLE, f"not comparable with the champion: {incomparable}"
-    if gate.passed:
-        return VerdictKind.PASSED, None
-    failed = ", ".join(f"{c.metric} ({c.kind.value})" for c in gate.failed()) or "no checks"
-    return VerdictKind.FAILED, f"failed: {failed}"
 
 
 def train(task: TrainingTask, send: Any) -> Outcome:
@@ -134,15 +102,16 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     if task.window is not None:
         metrics["train_window"] = float(task.window)  # trained on the most recent N samples only
     baseline = _finite(evaluation.baseline_metrics)
-    comparable = unreadable is None and evaluation.incomparable is None
-    profile, measured, drift_error = measure_drift(trainer, samples, task)
-    checks, judged = trainer.gate, evaluation.metrics | fit_metrics
-    if task.drift_max_psi is not None:  # drift is a gate only when configured so
-        checks = Gate((*checks.checks, Check("drift_psi_max", LOWER, task.drift_max_psi, needs_champion=True)))
-        if measured is not None:
-            judged = judged | {"drift_psi_max": measured.psi_max}
-    gate = checks.evaluate(judged, evaluation.baseline_metrics if comparable else None)
-    verdict, why = judge(gate, unreadable, evaluation.incomparable)
+    judged = judging.judge(
+        trainer,
+        samples,
+        evaluation,
+        fit_metrics,
+        champion_profile=task.champion_profile,
+        champion_version=task.champion_version,
+        champion_unreadable=unreadable,
+        drift_max_psi=task.drift_max_psi,
+    )
     artifact = trainer.artifact(evaluation.model)
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization
     # (`Trainer.train`); a candidate judged again keeps the time of the training that made it.
@@ -156,28 +125,30 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         dataset_watermark=task.watermark,
         info=info | evaluation.info | {"skipped_samples": skipped, "train_window": task.window},
     )
-    if drift_error:
-        manifest.info["drift_error"] = drift_error
+    if judged.drift_error:
+        manifest.info["drift_error"] = judged.drift_error
     return Outcome(
-        metrics=metrics,
-        baseline_metrics=baseline,
-        checks=tuple(gate.checks),
-        passed=gate.passed,
-        hyperparameters=hyperparameters,
-        artifact=StoredArtifactRef(path=stored.path, sha256=stored.sha256, size=stored.size, format=stored.format),
         fit_metrics=_finite(fit_metrics) or {},
-        fit_seconds=fit_seconds,
-        sample_count=len(samples),
-        dataset_hash=manifest.dataset_hash,
-        seed=manifest.seed,
-        library_versions=manifest.library_versions,
-        code_version=manifest.code_version,
-        verdict=verdict,
-        verdict_message=why,
-        info=jsonable(manifest.info),
         fit_info=jsonable(info),
-        profile=profile,
-        drift=measured,
+        candidate=Candidate(
+            metrics=metrics,
+            baseline_metrics=baseline,
+            checks=tuple(judged.gate.checks),
+            passed=judged.gate.passed,
+            hyperparameters=hyperparameters,
+            artifact=StoredArtifactRef(path=stored.path, sha256=stored.sha256, size=stored.size, format=stored.format),
+            fit_seconds=fit_seconds,
+            sample_count=len(samples),
+            dataset_hash=manifest.dataset_hash,
+            seed=manifest.seed,
+            library_versions=manifest.library_versions,
+            code_version=manifest.code_version,
+            verdict=judged.verdict,
+            verdict_message=judged.message,
+            info=jsonable(manifest.info),
+            profile=judged.profile,
+            drift=judged.drift,
+        ),
     )
 
 

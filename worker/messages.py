@@ -10,10 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.enums import VerdictKind
-from contract.events import Drift, ValidationCheck
 from storage.artifacts import S3Access
-from storage.entities import StoredArtifactRef
+from storage.entities import Candidate, StoredArtifactRef
 
 
 class Mode(enum.StrEnum):
@@ -53,27 +51,12 @@ class Progress:
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """A judged candidate whose artifact is written."""
+    """The child's answer: the judged candidate, and what its fit recorded (kept by the worker in
+    case the candidate has to be judged again against a champion that moved)."""
 
-    metrics: dict[str, float]  # finite values only
-    baseline_metrics: dict[str, float] | None
-    checks: tuple[ValidationCheck, ...]
-    passed: bool
-    hyperparameters: dict[str, Any]
-    artifact: StoredArtifactRef
+    candidate: Candidate
     fit_metrics: dict[str, float]
-    fit_seconds: float
-    sample_count: int
-    dataset_hash: str
-    seed: int
-    library_versions: dict[str, str]
-    code_version: str
-    verdict: VerdictKind  # only PASSED promotes
-    verdict_message: str | None  # why, when the verdict is not PASSED
-    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info, JSON-ready
-    fit_info: dict[str, Any] = field(default_factory=dict)  # the part of it the fit recorded
-    profile: dict[str, Any] | None = None  # the profile of its training data
-    drift: Drift | None = None  # its training data against the champion's
+    fit_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -244,16 +244,16 @@ class JobQueue:
             TrainingEventStatus.COMPLETED,
             started_at=attempt.started_at,
             duration=attempt.duration_seconds,
-            fit_seconds=attempt.fit_seconds,
-            sample_count=attempt.sample_count,
+            fit_seconds=attempt.candidate.fit_seconds,
+            sample_count=attempt.candidate.sample_count,
             watermark=attempt.dataset_watermark,
-            metrics=attempt.metrics,
+            metrics=attempt.candidate.metrics,
             model_version=number,
-            validation_passed=attempt.passed,
-            promoted=attempt.promoted,
-            verdict=attempt.verdict,
-            verdict_message=attempt.verdict_message,
-            drift=attempt.drift.model_dump(mode="json") if attempt.drift else None,
+            validation_passed=attempt.candidate.passed,
+            promoted=attempt.candidate.promoted,
+            verdict=attempt.candidate.verdict,
+            verdict_message=attempt.candidate.verdict_message,
+            drift=attempt.candidate.drift.model_dump(mode="json") if attempt.candidate.drift else None,
         )
         validation = await record_candidate(
             self.session,
@@ -261,7 +261,8 @@ class JobQueue:
             number=number,
             training_event_id=training_event_id,
             baseline=current,
-            candidate=attempt,
+            candidate=attempt.candidate,
+            dataset_watermark=attempt.dataset_watermark,
         )
         await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
         row = (
@@ -281,10 +282,11 @@ class JobQueue:
             .one()
         )
         done = Job.from_mapping(row)
-        if attempt.promoted:
+        candidate = attempt.candidate
+        if candidate.promoted:
             verdict = "promoted to champion"
         else:
-            verdict = f"not promoted ({attempt.verdict.value}): {attempt.verdict_message or 'checks failed'}"
+            verdict = f"not promoted ({candidate.verdict.value}): {candidate.verdict_message or 'checks failed'}"
         # The champion's move comes last: its event follows the job's in the outbox.
         events = await self._publish(
             [
@@ -299,7 +301,7 @@ class JobQueue:
                 validation,
             ]
         )
-        if attempt.promoted:
+        if attempt.candidate.promoted:
             await champions.move(
                 model_type=job.model_type,
                 version=number,
@@ -314,7 +316,7 @@ class JobQueue:
             before=JobStatus.IN_PROGRESS,
             training_event_id=training_event_id,
             model_version=number,
-            promoted=attempt.promoted,
+            promoted=attempt.candidate.promoted,
             events=events,
         )
 

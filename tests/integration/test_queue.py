@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from contract.enums import JobStatus
 from storage.db import Database
-from storage.entities import Admission, EndedAttempt, Job
+from storage.entities import Admission, Candidate, EndedAttempt, Job
 from storage.errors import LeaseLost
 from storage.queue import JobQueue
 from storage.retry import RetryDecision
@@ -84,20 +84,22 @@ async def _completed(db: Database, job: Job):
     return CompletedAttempt(
         started_at=datetime.now(UTC),
         duration_seconds=1.0,
-        fit_seconds=1.0,
-        sample_count=1,
         dataset_watermark=1,
-        metrics={"roc_auc": 0.7},
-        baseline_metrics=None,
-        checks=(factories.check("roc_auc", 0.7, 0.6, True),),
-        passed=True,
-        hyperparameters={},
-        dataset_hash="h",
-        seed=1,
-        library_versions={},
-        code_version="c",
-        artifact=StoredArtifactRef(path="/a", sha256="ab" * 32, size=1, format="skops"),
         validated_against=0,
+        candidate=Candidate(
+            fit_seconds=1.0,
+            sample_count=1,
+            metrics={"roc_auc": 0.7},
+            baseline_metrics=None,
+            checks=(factories.check("roc_auc", 0.7, 0.6, True),),
+            passed=True,
+            hyperparameters={},
+            dataset_hash="h",
+            seed=1,
+            library_versions={},
+            code_version="c",
+            artifact=StoredArtifactRef(path="/a", sha256="ab" * 32, size=1, format="skops"),
+        ),
     )
 
 

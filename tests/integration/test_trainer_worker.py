@@ -527,7 +527,8 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
         champion=None,
         champion_version=None,
     )
-    first = await asyncio.to_thread(train, task, lambda message: None)
+    first_outcome = await asyncio.to_thread(train, task, lambda message: None)
+    first = first_outcome.candidate
     assert first.baseline_metrics is None and {c.kind.value for c in first.checks} == {"value"}
 
     # Meanwhile another candidate became the champion.
@@ -544,20 +545,21 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
         raise AssertionError("a candidate judged again must not be fitted again")
 
     monkeypatch.setattr(GoalTrainer, "fit", no_second_fit)
-    again = await asyncio.to_thread(
+    again_outcome = await asyncio.to_thread(
         train,
         replace(
             task,
             mode=Mode.EVALUATE,
             candidate=first.artifact,
             hyperparameters=first.hyperparameters,
-            fit_metrics=first.fit_metrics,
+            fit_metrics=first_outcome.fit_metrics,
             fit_seconds=first.fit_seconds,
             champion=champion,
             champion_version=1,
         ),
         lambda message: None,
     )
+    again = again_outcome.candidate
     # (the same to the last bits a parallel forest's summation order leaves open)
     assert again.metrics == pytest.approx(first.metrics, rel=1e-12) and again.fit_seconds == first.fit_seconds
     assert again.baseline_metrics is not None and set(again.baseline_metrics) >= {"roc_auc", "brier"}

@@ -132,7 +132,8 @@ def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_b
     import uuid
 
     from storage.artifacts import S3Access
-    from worker.child import jsonable, measure_drift
+    from trainers.judging import measure_drift
+    from worker.child import jsonable
     from worker.messages import Mode, TrainingTask
 
     info = {"n": np.int64(3), "f": np.float32(0.5), "bad": float("nan"), "t": (1, np.inf), "o": object, 4: "k"}
@@ -158,9 +159,13 @@ def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_b
         champion_version=3,
         champion_profile={"features": {"months": {"edges": "not a list", "shares": [1.0]}}},
     )
-    profile, measured, error = measure_drift(get_trainer("goal"), samples, task)
+    profile, measured, error = measure_drift(
+        get_trainer("goal"), samples, champion_profile=task.champion_profile, champion_version=task.champion_version
+    )
     assert measured is None and error is not None and error.startswith("the champion's data profile cannot be read")
     assert set(profile["features"]) == set(samples[0]["features"])
     good = task.__class__(**{**task.__dict__, "champion_profile": profile})
-    _, again, error = measure_drift(get_trainer("goal"), samples, good)
+    _, again, error = measure_drift(
+        get_trainer("goal"), samples, champion_profile=good.champion_profile, champion_version=good.champion_version
+    )
     assert error is None and again is not None and again.psi_max == pytest.approx(0.0, abs=1e-12)

@@ -112,7 +112,7 @@ def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion
 
 def test_a_candidate_with_other_features_is_incomparable_and_never_promotes_by_itself(goal_champion) -> None:
     from contract.enums import VerdictKind
-    from worker.child import judge
+    from trainers.judging import verdict as judge
 
     trainer = get_trainer("goal")
     renamed = next(iter(SIM.goal_samples()[0]["features"]))

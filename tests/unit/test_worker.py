@@ -61,8 +61,8 @@ async def test_jobs_are_claimed_by_rank_trained_and_completed_with_their_outcome
     assert len(completed) == 2 and all(isinstance(c, CompletedAttempt) for c in completed)
     first = completed[0]
     assert isinstance(first, CompletedAttempt)
-    assert (first.dataset_watermark, first.validated_against, first.sample_count) == (42, 0, 10)
-    assert first.metrics == {"roc_auc": 0.8} and first.passed
+    assert (first.dataset_watermark, first.validated_against, first.candidate.sample_count) == (42, 0, 10)
+    assert first.candidate.metrics == {"roc_auc": 0.8} and first.candidate.passed
     assert [t.mode for t in runner.started] == [Mode.FIT, Mode.FIT]
     assert all(child.stopped for child in runner.children)  # no child outlives its job
     assert queue.beats and queue.beats[-1].info["stopping"] is True
