@@ -55,25 +55,24 @@ def _schema_at_head() -> bool:
     says so in one line and exits (2), instead of warning forever or dead-lettering valid events.
     While the database cannot be reached it waits and retries."""
     import asyncio
-    import time
+    import logging
 
+    from contract.backoff import retrying_blocking
     from contract.settings import load_settings
     from storage.errors import StorageError
     from storage.migrate import schema_problem
 
     url = load_settings().database_url
-    delay = 0.5
-    while True:
-        try:
-            problem = asyncio.run(schema_problem(url))
-            break
-        except StorageError as exc:
-            if not exc.retriable:
-                print(f"fcl: {exc}", file=sys.stderr)
-                return False
-            print(f"fcl: database not reachable ({exc}); retrying in {delay:.0f}s", file=sys.stderr)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    try:
+        problem = retrying_blocking(
+            what="fcl: database not reachable",
+            log=logging.getLogger("fcl"),
+            retry_on=lambda exc: isinstance(exc, StorageError) and exc.retriable,
+            initial=0.5,
+        )(lambda: asyncio.run(schema_problem(url)))
+    except StorageError as exc:
+        print(f"fcl: {exc}", file=sys.stderr)
+        return False
     if problem is not None:
         print(f"fcl: {problem}", file=sys.stderr)
         return False

@@ -12,6 +12,8 @@ from collections.abc import Awaitable
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as aiokafka_errors
 
+from contract.backoff import retrying
+
 log = logging.getLogger(__name__)
 
 
@@ -53,22 +55,35 @@ class BackgroundProducer:
         return "ok"
 
     async def _connect(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
+        """Start a producer, retrying with backoff until the broker answers or `stop()` is called;
+        the process works without the broker meanwhile (its outbox keeps the events)."""
+
+        async def start() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
             try:
                 await producer.start()
-            except Exception as exc:  # noqa: BLE001 - keep trying; the process works without the broker meanwhile
-                log.warning("kafka producer: broker not reachable (%s); retrying in %.1fs", exc, delay)
+            except BaseException:
                 await producer.stop()
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, 5.0)
-                continue
-            self._producer = producer
-            return
+                raise
+            return producer
+
+        async def wait(delay: float) -> None:  # a stop ends the wait at once
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+        try:
+            self._producer = await retrying(
+                what="kafka producer: broker not reachable",
+                log=log,
+                should_stop=self._stop.is_set,
+                initial=0.5,
+                sleep=wait,
+            )(start)
+        except Exception:
+            if not self._stop.is_set():
+                raise
 
     async def stop(self) -> None:
         self._stop.set()

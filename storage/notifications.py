@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
+from contract.backoff import retrying
 from storage.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -55,33 +56,37 @@ class Notifications:
         """The listening task (it only ends when stopped, or by a bug)."""
         return self._task
 
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for channel in self._channels:
+                await conn.add_listener(channel, self._deliver)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
     async def _run(self) -> None:
-        delay = 0.5
+        # Reconnect with backoff; until then readers poll or bypass caches.
+        connect = retrying(what="notifications", log=log, initial=0.5)
         while True:
-            conn = None
+            conn = await connect(self._connect)
+            self.healthy = True
+            for callback in self._on_connect:
+                callback()
             try:
-                conn = await asyncpg.connect(self.dsn)
-                for channel in self._channels:
-                    await conn.add_listener(channel, self._deliver)
-                self.healthy = True
-                delay = 0.5
-                for callback in self._on_connect:
-                    callback()
                 while not conn.is_closed():
                     await asyncio.sleep(1.0)
                     await conn.execute("SELECT 1")  # notice a dead connection within a second
             except asyncio.CancelledError:
                 self.healthy = False
-                if conn is not None:
-                    await conn.close()
+                await conn.close()
                 raise
-            except Exception as exc:  # noqa: BLE001 - reconnect; until then readers poll or bypass caches
-                log.warning("notifications: %s: %s; reconnecting in %.1fs", type(exc).__name__, exc, delay)
+            except Exception as exc:  # noqa: BLE001 - reconnect below
+                log.warning("notifications: %s: %s; reconnecting", type(exc).__name__, exc)
             self.healthy = False
-            if conn is not None and not conn.is_closed():
+            if not conn.is_closed():
                 conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         if self._task is not None:

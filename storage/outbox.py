@@ -28,6 +28,7 @@ from sqlalchemy import CursorResult, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contract import limits
+from contract.backoff import retrying
 from contract.settings import Settings
 from storage.db import Database
 from storage.entities import (
@@ -147,19 +148,16 @@ class OutboxRelay:
             await outbox.delete_published(older_than=self.retention)
 
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        delay = 0.1
+        # The relay outlives broker and database outages: each error is waited out with backoff.
+        publish = retrying(what="outbox relay", log=log, should_stop=should_stop)
         while not should_stop():
             self._wake.clear()
             try:
-                sent = await self.publish_once()
-                delay = 0.1
-            except asyncio.CancelledError:
+                sent = await publish(self.publish_once)
+            except Exception:
+                if should_stop():
+                    return  # gave up waiting because the process is stopping
                 raise
-            except Exception as exc:  # noqa: BLE001 - the relay outlives broker and database outages
-                log.warning("outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
             if sent < self.batch:
                 listening = self.notifications is not None and self.notifications.healthy
                 try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from contract import model_types
+from contract.backoff import retrying
 from contract.enums import AdmissionOutcome
 from contract.settings import Settings
 from contract.topics import Topic
@@ -235,21 +235,23 @@ async def _with_retries(
     should_stop: Callable[[], bool],
     sleep: Callable[[float], Awaitable[None]],
 ) -> BatchReport | _Refused | None:
-    delay = 0.1
-    while True:
-        try:
-            return await work()
-        except Exception as exc:  # classified below; only a schema mismatch leaves the agent
-            error = wrap(exc)  # a StorageError as it is, a driver error wrapped
-            if isinstance(error, SchemaMismatch):
-                # Not the events' fault: dead-lettering them would lose valid events. The agent
-                # stops, the process exits 1 (contract.lifeline) and its start names `fcl migrate`.
-                raise error from exc
-            if not error.retriable:
-                log.warning("database refused a batch: %s", error)
-                return _Refused(str(error)[:500])
-            if should_stop():
-                return None
-            log.warning("database unavailable (%s); retrying in %.1fs", error, delay)
-            await sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+    """`work` committed, waiting out an unreachable database; `_Refused` when the database refuses
+    it for a reason of its data; None when asked to stop before it could commit."""
+    try:
+        return await retrying(
+            what="database unavailable",
+            log=log,
+            retry_on=lambda exc: wrap(exc).retriable and not isinstance(wrap(exc), SchemaMismatch),
+            should_stop=should_stop,
+            sleep=sleep,
+        )(work)
+    except Exception as exc:  # classified below; only a schema mismatch leaves the agent
+        error = wrap(exc)  # a StorageError as it is, a driver error wrapped
+        if isinstance(error, SchemaMismatch):
+            # Not the events' fault: dead-lettering them would lose valid events. The agent
+            # stops, the process exits 1 (contract.lifeline) and its start names `fcl migrate`.
+            raise error from exc
+        if not error.retriable:
+            log.warning("database refused a batch: %s", error)
+            return _Refused(str(error)[:500])
+        return None  # stopping while the database was unreachable: not acknowledged, redelivered
