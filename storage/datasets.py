@@ -45,17 +45,6 @@ class DatasetRepository:
         row = await self.session.get(DatasetRow, dataset_id)
         return row.to_entity() if row else None
 
-    async def ready(self) -> list[Dataset]:
-        """Datasets whose counter has reached their threshold."""
-        rows = (
-            await self.session.scalars(
-                select(DatasetRow)
-                .where(DatasetRow.samples_since_training >= DatasetRow.threshold)
-                .order_by(DatasetRow.dataset_id)
-            )
-        ).all()
-        return [r.to_entity() for r in rows]
-
     async def consume_up_to(self, dataset_id: str, watermark: int) -> Dataset:
         """A training that used every sample with id <= `watermark` finished: take the samples it
         used and had not been used before off the counter (those that arrived during it still

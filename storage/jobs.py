@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, String, cast, delete, func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contract import limits
-from contract.enums import JobStatus, TrainingEventStatus, VerdictKind
+from contract.enums import TrainingEventStatus, VerdictKind
 from storage.entities import (
     Job,
     Lease,
     QueueFigure,
     TrainingEvent,
     TrainingFigure,
-    WorkerHeartbeat,
 )
 from storage.errors import JobStateConflict
 from storage.models import (
@@ -65,37 +63,6 @@ class JobRepository:
             )
         ).all()
         return row.to_entity(tuple(triggers))
-
-    async def counts(self) -> dict[str, int]:
-        """Jobs per status (every status present, zero when none)."""
-        rows = (
-            await self.session.execute(select(TrainingJobRow.status, func.count()).group_by(TrainingJobRow.status))
-        ).all()
-        counts = {status.value: 0 for status in JobStatus}
-        counts.update({status: int(n) for status, n in rows})
-        return counts
-
-    async def running(self) -> list[Job]:
-        rows = (
-            await self.session.scalars(
-                select(TrainingJobRow)
-                .where(TrainingJobRow.status == JobStatus.IN_PROGRESS.value)
-                .order_by(TrainingJobRow.started_at, TrainingJobRow.id)
-            )
-        ).all()
-        return [r.to_entity() for r in rows]
-
-    async def waiting(self, *, limit: int = 20) -> list[Job]:
-        """The waiting jobs in the order workers will claim them."""
-        rows = (
-            await self.session.scalars(
-                select(TrainingJobRow)
-                .where(TrainingJobRow.status == JobStatus.QUEUED.value)
-                .order_by(TrainingJobRow.rank_at, TrainingJobRow.id)
-                .limit(limit)
-            )
-        ).all()
-        return [r.to_entity() for r in rows]
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
         """For /metrics: jobs per model type and status with the age of the oldest in that state,
@@ -156,44 +123,6 @@ class TrainingEventRepository:
         ).all()
         return [r.to_entity() for r in rows]
 
-    async def page(
-        self,
-        *,
-        limit: int,
-        model_type: str | None = None,
-        status: str | None = None,
-        before: tuple[datetime, uuid.UUID] | None = None,
-    ) -> list[TrainingEvent]:
-        """Newest first by (started_at, id); `before` is the last row of the previous page."""
-        query = select(TrainingEventRow)
-        if model_type is not None:
-            query = query.where(TrainingEventRow.model_type == model_type)
-        if status is not None:
-            query = query.where(TrainingEventRow.status == status)
-        if before is not None:
-            query = query.where(
-                func.row(TrainingEventRow.started_at, TrainingEventRow.id) < func.row(before[0], before[1])
-            )
-        query = query.order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc()).limit(limit)
-        return [r.to_entity() for r in (await self.session.scalars(query)).all()]
-
-    async def latest_per_model_type(self, model_types: Iterable[str]) -> dict[str, TrainingEvent]:
-        """Each model type's newest training event: one statement, an index lookup per type."""
-        newest = (
-            select(TrainingEventRow.id)
-            .where(TrainingEventRow.model_type == text("t.model_type"))
-            .order_by(TrainingEventRow.started_at.desc(), TrainingEventRow.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        types = select(func.unnest(cast(list(model_types), ARRAY(String))).label("model_type")).subquery("t")
-        rows = (
-            await self.session.scalars(
-                select(TrainingEventRow).where(TrainingEventRow.id.in_(select(newest).select_from(types)))
-            )
-        ).all()
-        return {r.model_type: r.to_entity() for r in rows}
-
 
 class WorkerRepository:
     """Trainer workers announce themselves; `/training-status` lists them."""
@@ -218,16 +147,6 @@ class WorkerRepository:
 
     async def remove(self, worker_id: str) -> None:
         await self.session.execute(delete(WorkerHeartbeatRow).where(WorkerHeartbeatRow.worker_id == worker_id))
-
-    async def seen_since(self, seconds: float) -> list[WorkerHeartbeat]:
-        rows = (
-            await self.session.scalars(
-                select(WorkerHeartbeatRow)
-                .where(WorkerHeartbeatRow.last_seen_at > func.now() - timedelta(seconds=seconds))
-                .order_by(WorkerHeartbeatRow.worker_id)
-            )
-        ).all()
-        return [r.to_entity() for r in rows]
 
 
 async def record_attempt(

@@ -106,22 +106,6 @@ class ChampionRepository:
         ).all()
         return [r.to_entity() for r in rows]
 
-    async def all_current(self) -> dict[str, ChampionMove]:
-        newest = (
-            select(ChampionLedgerRow.model_type, func.max(ChampionLedgerRow.seq).label("seq"))
-            .group_by(ChampionLedgerRow.model_type)
-            .subquery()
-        )
-        rows = (
-            await self.session.scalars(
-                select(ChampionLedgerRow).join(
-                    newest,
-                    (ChampionLedgerRow.model_type == newest.c.model_type) & (ChampionLedgerRow.seq == newest.c.seq),
-                )
-            )
-        ).all()
-        return {r.model_type: r.to_entity() for r in rows}
-
     async def move(
         self,
         *,
@@ -217,13 +201,6 @@ class ChampionRepository:
             note=note,
             actor=actor,
         )
-
-    async def ledger(self, model_type: str | None = None, limit: int = 100) -> list[ChampionMove]:
-        """The newest moves first, of one model type or of all."""
-        query = select(ChampionLedgerRow).order_by(ChampionLedgerRow.created_at.desc(), ChampionLedgerRow.id.desc())
-        if model_type is not None:
-            query = query.where(ChampionLedgerRow.model_type == model_type)
-        return [r.to_entity() for r in (await self.session.scalars(query.limit(limit))).all()]
 
 
 async def lock_champion(session: AsyncSession, model_type: str) -> None:

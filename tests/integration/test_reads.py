@@ -1,5 +1,5 @@
 """The read views PostgreSQL builds (storage.reads) against the same views built the long way, from
-the repositories' domain objects through web.schemas' pydantic models, on one database state with
+the ORM readers of tests/oracle.py through web.schemas' pydantic models, on one database state with
 every kind of row: waiting, running, completed, failed and cancelled jobs, passed and refused
 versions, a manual promote, a version the retention removed, and live and stale workers. And the
 maintained job counts against a full count, after transitions made by many transactions at once."""
@@ -20,12 +20,12 @@ from contract.enums import ChampionReason, JobStatus
 from contract.events import TrainingStatusEvent
 from storage.db import Database, asyncpg_dsn
 from storage.entities import EndedAttempt, TriggerRequest
-from storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
+from storage.jobs import JobRepository, WorkerRepository
 from storage.notifications import QUEUED_CHANNEL
 from storage.queue import JobQueue, status_event
 from storage.reads import ReadViews
 from storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository
-from tests import factories
+from tests import factories, oracle
 from web import schemas as s
 
 SEEN = 45.0
@@ -75,13 +75,12 @@ async def _job_views(db: Database, jobs: list[Any]) -> list[dict[str, Any]]:
 
 async def _status_the_long_way(db: Database) -> dict[str, Any]:
     async with db.transaction() as session:
-        jobs = JobRepository(session)
-        counts = await jobs.counts()
-        waiting = await jobs.waiting(limit=20)
-        running = await jobs.running()
-        workers = await WorkerRepository(session).seen_since(SEEN)
-        champions = await ChampionRepository(session).all_current()
-        last = await TrainingEventRepository(session).latest_per_model_type(model_types.names())
+        counts = await oracle.job_counts(session)
+        waiting = await oracle.job_waiting(session, limit=20)
+        running = await oracle.job_running(session)
+        workers = await oracle.worker_seen_since(session, SEEN)
+        champions = await oracle.champion_all_current(session)
+        last = await oracle.trainingevent_latest_per_model_type(session, model_types.names())
     per_type = {}
     for spec in model_types.specs():
         champion = champions.get(spec.name)
@@ -118,8 +117,8 @@ async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db:
         document = json.loads(await reads.model_versions(model_type))
         async with own_db.transaction() as session:
             versions = await ModelVersionRepository(session).list(model_type)
-            champions = await ChampionRepository(session).all_current()
-            ledger = await ChampionRepository(session).ledger(model_type)
+            champions = await oracle.champion_all_current(session)
+            ledger = await oracle.champion_ledger(session, model_type)
         served = {m: c.version for m, c in champions.items()}
         types = [model_type] if model_type else list(model_types.names())
         assert document == s.ModelVersions(
@@ -135,8 +134,8 @@ async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db:
         while True:
             page = await reads.history(limit=2, model_type=model_type, status=status_filter, before=before)
             async with own_db.transaction() as session:
-                events = await TrainingEventRepository(session).page(
-                    limit=3, model_type=model_type, status=status_filter, before=before
+                events = await oracle.trainingevent_page(
+                    session, limit=3, model_type=model_type, status=status_filter, before=before
                 )
             assert json.loads(page.items) == [s.TrainingEventView.of(e).model_dump(mode="json") for e in events[:2]]
             assert (page.last is not None) == (len(events) > 2)
@@ -154,7 +153,7 @@ async def _counted(db: Database) -> tuple[dict[str, int], dict[str, int]]:
             await session.execute(text("SELECT status, sum(jobs) AS jobs FROM job_status_counts GROUP BY status"))
         ).all()
         summary = {r.status: int(r.jobs) for r in rows}
-        return summary, await JobRepository(session).counts()
+        return summary, await oracle.job_counts(session)
 
 
 async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_transitions(own_db: Database) -> None:

@@ -15,7 +15,7 @@ from storage.db import Database
 from storage.errors import VersionDeleted
 from storage.registry import ChampionRepository
 from storage.stores import WorkerStore
-from tests import factories
+from tests import factories, oracle
 from tests.conftest import RunStack
 from tests.integration.streams_support import rows
 from trainers.base import Artifact
@@ -78,6 +78,6 @@ async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempote
         with pytest.raises(VersionDeleted):
             await ChampionRepository(s).promote("goal", 3, note="bring it back", actor="operator test")
     async with own_db.transaction() as s:
-        ledger = await ChampionRepository(s).ledger("goal")
+        ledger = await oracle.champion_ledger(s, "goal")
     assert ledger[0].version == 1 and ledger[0].actor == "operator test" and ledger[0].note == "the old one serves"
     assert all(m.actor and m.actor.startswith("job ") for m in ledger[1:])  # the validated moves name their job

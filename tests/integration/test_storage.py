@@ -21,7 +21,7 @@ from storage.jobs import JobRepository
 from storage.outbox import OutboxRepository
 from storage.queue import CLAIM_CANDIDATE_SQL
 from storage.registry import ChampionRepository, ModelVersionRepository, ValidationRepository
-from tests import factories
+from tests import factories, oracle
 
 
 def _name(prefix: str) -> str:
@@ -54,7 +54,7 @@ async def test_samples_are_stored_once_and_counted(db: Database) -> None:
     async with db.transaction() as s:
         dataset = await DatasetRepository(s).get(dataset_id)
         assert dataset is not None and dataset.ready and dataset.total_samples == 11
-        assert [d.dataset_id for d in await DatasetRepository(s).ready()].count(dataset_id) == 1
+        assert [d.dataset_id for d in await oracle.dataset_ready(s)].count(dataset_id) == 1
         first_seven: int = (
             (
                 await s.execute(
