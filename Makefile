@@ -2,6 +2,9 @@
 VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist): the suite mostly waits on processes, the broker and the
+# database, so more workers than the 2 cores still pay (measured in docs/operations.md, Tests).
+TEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean
@@ -28,7 +31,7 @@ check: bootstrap
 	@$(VENV)/bin/mypy
 
 test: check
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # `make demo DEMO_ARGS=--exit-when-done` stops by itself once it has shown its results.
 demo: bootstrap

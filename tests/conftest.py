@@ -5,6 +5,11 @@ when it is not running (or uses FCL_KAFKA_BOOTSTRAP and FCL_DATABASE_URL when bo
 migrates a template database once, and clones it (`CREATE DATABASE ... TEMPLATE`) for the run's
 database and for every test that needs a database of its own; it picks a unique topic prefix.
 What the session started, it stops; what it created, it drops.
+
+`make test` runs the tests in parallel (pytest-xdist, `-n`): the controlling process starts the
+stack before the workers start and stops it after they end; each worker is a session of its own,
+with its own database and topic prefix, on that one stack. Tests that share an expensive
+module fixture stay on one worker (`xdist_group`, with `--dist loadgroup`).
 """
 
 from __future__ import annotations
@@ -101,6 +106,31 @@ def create_database(server_url: str, name: str, *, template: str | None = None) 
 
 def drop_database(server_url: str, name: str) -> None:
     asyncio.run(_drop_database(server_url, name))
+
+
+_STARTED: list[LocalStack] = []  # the stack the controlling process started for its workers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist the controlling process starts the stack once, before any worker runs (each
+    worker would otherwise race to start it, and the first to finish would stop it under the
+    others)."""
+    parallel = getattr(config.option, "numprocesses", None) not in (None, 0)
+    if hasattr(config, "workerinput") or not parallel:
+        return
+    if os.environ.get("FCL_KAFKA_BOOTSTRAP") and os.environ.get("FCL_DATABASE_URL"):
+        return
+    local = LocalStack(ROOT / ".fcl")
+    if not local.status().up:
+        local.up()
+        _STARTED.append(local)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for local in _STARTED:
+        if not os.environ.get("FCL_KEEP_STACK"):
+            local.down()
+    _STARTED.clear()
 
 
 @pytest.fixture(scope="session")

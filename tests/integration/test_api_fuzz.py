@@ -30,6 +30,9 @@ from tests.conftest import RunStack
 from tests.integration.service_support import Service
 from web.routes import ENDPOINTS
 
+# Its module fixtures are expensive: under xdist the whole module runs on one worker.
+pytestmark = pytest.mark.xdist_group("test_api_fuzz")
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

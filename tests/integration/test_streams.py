@@ -26,7 +26,7 @@ from messaging.client import FclProducer
 from storage.datasets import DatasetRepository, SampleRepository
 from storage.db import Database
 from storage.jobs import JobRepository
-from tests.conftest import ROOT, RunStack, drop_database
+from tests.conftest import RunStack, drop_database
 from tests.factories import claim
 from tests.integration.streams_support import (
     StreamsEnv,
@@ -306,28 +306,50 @@ async def test_sigkill_in_a_burst_loses_nothing_and_duplicates_nothing(streams) 
     await _burst_with_interruption(senv, db, kill_and_restart)
 
 
-async def test_postgres_outage_in_a_burst_loses_nothing(streams) -> None:
-    from fcl.stack import LocalStack
-    from fcl.stack.postgres import find_bindir
+async def test_postgres_outage_in_a_burst_loses_nothing(stack: RunStack, tmp_path: Path) -> None:
+    """On a PostgreSQL server of the test's own, which it stops and starts: the other tests,
+    running meanwhile on the stack's server, are not disturbed."""
+    import shutil
 
-    local = LocalStack(ROOT / ".fcl")
-    state = local._load()
-    if not state.get("postgres", {}).get("port") or not (await asyncio.to_thread(local.status)).postgres.answering:
-        pytest.skip("needs the local stack's PostgreSQL, which this test stops and starts")
-    senv, db = streams
-    worker = senv.start_worker()
-    await asyncio.to_thread(senv.wait_ready, worker)
+    from fcl.stack.common import free_port
+    from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir
+    from storage.migrate import upgrade
 
-    async def outage(produce_middle) -> None:
-        bindir = find_bindir()
-        await asyncio.to_thread(local.postgres.stop, bindir)
-        await produce_middle()  # events keep arriving while the database is down
-        await asyncio.sleep(4)
-        assert worker.poll() is None, "the worker must wait for the database, not exit"
-        await asyncio.to_thread(local.postgres.start, bindir, state["postgres"]["port"], 60)
+    bindir, port = find_bindir(), free_port()
+    server = PostgresServer(tmp_path / "pg")
+    await asyncio.to_thread(server.start, bindir, port, 60)
+    url = f"postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{port}/{DATABASE}"
+    prefix = new_prefix()
+    settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, database_url=url, topic_prefix=prefix, _env_file=None)
+    env = {
+        **os.environ,
+        "FCL_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "FCL_DATABASE_URL": url,
+        "FCL_TOPIC_PREFIX": prefix,
+    }
+    senv = StreamsEnv(settings=settings, env=env, workdir=tmp_path)
+    db = Database(url, pool_size=2)
+    try:
+        await asyncio.to_thread(upgrade, url)
+        await create_topics(settings)
+        worker = senv.start_worker()
+        await asyncio.to_thread(senv.wait_ready, worker)
 
-    await _burst_with_interruption(senv, db, outage)
-    assert "database unavailable" in senv.logs()
+        async def outage(produce_middle) -> None:
+            await asyncio.to_thread(server.stop, bindir)
+            await produce_middle()  # events keep arriving while the database is down
+            await asyncio.sleep(4)
+            assert worker.poll() is None, "the worker must wait for the database, not exit"
+            await asyncio.to_thread(server.start, bindir, port, 60)
+
+        await _burst_with_interruption(senv, db, outage)
+        assert "database unavailable" in senv.logs()
+    finally:
+        senv.stop_all()
+        await db.close()
+        await asyncio.to_thread(server.stop, bindir)
+        home = server.home.parent if server.home.parent.name.startswith("fcl-") else server.home
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def test_two_workers_split_partitions_and_make_one_job_per_trigger(streams) -> None:

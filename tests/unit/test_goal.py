@@ -25,6 +25,9 @@ from trainers.goal import (
 from trainers.simulator import FinCoachSimulator, linear_goal_samples
 from trainers.tabular import feature_matrix
 
+# Its module fixtures are expensive: under xdist the whole module runs on one worker.
+pytestmark = pytest.mark.xdist_group("test_goal")
+
 TRAINER = GoalTrainer()
 SMALL = {"n_estimators": 40, "cv_forest_estimators": 20, "hgb_max_iter": 60}
 

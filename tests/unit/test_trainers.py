@@ -18,6 +18,9 @@ from trainers.registry import get_trainer
 from trainers.segmentation import SegmentationTrainer
 from trainers.simulator import FinCoachSimulator
 
+# Its module fixtures are expensive: under xdist the whole module runs on one worker.
+pytestmark = pytest.mark.xdist_group("test_trainers")
+
 SIM = FinCoachSimulator(seed=11, n_users=3000)
 
 
