@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+
+from contract import logs
 
 log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
 API = "/coaching/continuous-learning"
@@ -276,5 +277,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_type")
     parser.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logs.configure()
     return asyncio.run(_main(args.model_type, args.api))

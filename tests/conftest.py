@@ -16,6 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share 2 cores: one math thread per process (and per service it starts),
+    # or the BLAS, OpenMP and torch thread pools of every worker spin against each other.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass

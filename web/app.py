@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from contract import __version__
+from contract import __version__, logs
 from contract.lifeline import exit_when_done
 from contract.settings import Settings, load_settings
 from messaging.producer import BackgroundProducer, is_record_error
@@ -146,8 +146,7 @@ async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
 
 
 def main(host: str | None = None, port: int | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logs.configure(quiet=["aiohttp.access"])
     settings = load_settings()
     host, port = host or settings.http_host, port or settings.http_port
     if settings.api_token is None:

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from contract import logs
 from contract.settings import Settings, get_settings
 from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
@@ -170,5 +171,5 @@ async def _stop_relay(task: asyncio.Task[None], stop: asyncio.Event, relay: Outb
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    logs.configure()
     return asyncio.run(serve(get_settings()))

@@ -26,6 +26,7 @@ from storage.entities import (
 from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
 from storage.jobs import record_attempt
 from storage.outbox import OutboxEntry, OutboxRepository
+from storage.queue import rows
 from storage.queue.events import back_in_queue, status_event
 from storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB
 from storage.registry import ChampionRepository, ModelVersionRepository, record_candidate
@@ -231,7 +232,7 @@ class JobQueue:
         `ChampionMoved` when it moved meanwhile, and nothing is written), the samples it used
         taken off the dataset's counter, the job completed, and the `completed`,
         `training-validation` and (on promotion) `model-versions` events."""
-        job = await self._leased(lease)
+        job = await rows.leased(self.session, lease)
         champions = ChampionRepository(self.session)
         current = await champions.current(job.model_type)
         if (current.seq if current else 0) != attempt.validated_against:
@@ -346,14 +347,16 @@ class JobQueue:
     async def fail(self, lease: Lease, attempt: EndedAttempt, decision: RetryDecision) -> Transition:
         """Record a failed attempt: back to the queue after the decision's delay when it says
         retry and attempts remain, else failed for good."""
-        job = await self._leased(lease)
+        job = await rows.leased(self.session, lease)
         error = (attempt.error_type, attempt.message[: limits.MAX_MESSAGE_CHARS])
         training_event_id = await self._ended(job, lease, TrainingEventStatus.FAILED, attempt)
         if decision.retry and job.attempts < job.max_attempts:
-            after, merged = await self._requeue(job, delay=decision.delay, attempts=job.attempts, error=error)
+            after, merged = await rows.requeue(
+                self.session, job, delay=decision.delay, attempts=job.attempts, error=error
+            )
             message = f"attempt {job.attempts} failed; retrying in {decision.delay.total_seconds():.0f}s"
         else:
-            after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
+            after, merged = await rows.finish(self.session, job, JobStatus.FAILED, error=error), None
             message = "failed"
         events = await self._publish([back_in_queue(after, merged, message, error)])
         await self._retrain_if_ready(after)
@@ -367,9 +370,9 @@ class JobQueue:
 
     async def finish_cancelled(self, lease: Lease, attempt: EndedAttempt) -> Transition:
         """A running job whose cancellation its worker carried out: cancelled, no version."""
-        job = await self._leased(lease)
+        job = await rows.leased(self.session, lease)
         training_event_id = await self._ended(job, lease, TrainingEventStatus.CANCELLED, attempt)
-        done = await self._finish(job, JobStatus.CANCELLED, error=None)
+        done = await rows.finish(self.session, job, JobStatus.CANCELLED, error=None)
         events = await self._publish(
             [status_event(done, JobStatus.CANCELLED, message="cancelled while training; no version recorded")]
         )
@@ -378,9 +381,11 @@ class JobQueue:
 
     async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
         """Put a job back without counting the attempt: its worker is shutting down."""
-        job = await self._leased(lease)
+        job = await rows.leased(self.session, lease)
         training_event_id = await self._ended(job, lease, TrainingEventStatus.ABANDONED, attempt)
-        after, merged = await self._requeue(job, delay=timedelta(0), attempts=max(0, job.attempts - 1), error=None)
+        after, merged = await rows.requeue(
+            self.session, job, delay=timedelta(0), attempts=max(0, job.attempts - 1), error=None
+        )
         events = await self._publish([back_in_queue(after, merged, "released: the worker is shutting down", None)])
         return Transition(
             job=after,
@@ -393,7 +398,7 @@ class JobQueue:
     async def expire_leases(self, *, reclaimed_by: str, limit: int = 100) -> list[Transition]:
         """Jobs whose worker stopped renewing its lease: back to the queue (the lost attempt
         counts) or failed when no attempt is left, each with an `abandoned` attempt row."""
-        rows = (
+        expired = (
             (
                 await self.session.execute(
                     text(f"""
@@ -408,7 +413,7 @@ class JobQueue:
             .all()
         )
         out = []
-        for row in rows:
+        for row in expired:
             job = Job.from_mapping(row)
             error = ("LeaseExpired", f"worker {job.lease_owner} stopped renewing its lease")
             training_event_id = await record_attempt(
@@ -423,9 +428,11 @@ class JobQueue:
                 worker=reclaimed_by,
             )
             if job.attempts < job.max_attempts:
-                after, merged = await self._requeue(job, delay=timedelta(0), attempts=job.attempts, error=error)
+                after, merged = await rows.requeue(
+                    self.session, job, delay=timedelta(0), attempts=job.attempts, error=error
+                )
             else:
-                after, merged = await self._finish(job, JobStatus.FAILED, error=error), None
+                after, merged = await rows.finish(self.session, job, JobStatus.FAILED, error=error), None
             events = await self._publish([back_in_queue(after, merged, "lease expired; back in the queue", error)])
             out.append(
                 Transition(
@@ -443,13 +450,13 @@ class JobQueue:
         """A waiting job is cancelled at once (with its event); a running one is asked to stop
         (its worker stops the training and records the cancellation). `JobStateConflict` for a
         finished job; None for an unknown one."""
-        job = await self._locked(job_id)
+        job = await rows.locked(self.session, job_id)
         if job is None:
             return None
         if job.status.is_final:
             raise JobStateConflict(f"job {job_id} is already {job.status.value}; nothing to cancel")
         if job.status is JobStatus.QUEUED:
-            done = await self._finish(job, JobStatus.CANCELLED, error=None)
+            done = await rows.finish(self.session, job, JobStatus.CANCELLED, error=None)
             events = await self._publish([status_event(done, JobStatus.CANCELLED, message="cancelled by an operator")])
             return Transition(job=done, before=JobStatus.QUEUED, events=events)
         row = (
@@ -471,7 +478,7 @@ class JobQueue:
         its `queued` event. `JobStateConflict` when the job is not failed or cancelled, or when
         another job already waits for its dataset and model type (that one will train the same
         data); None for an unknown job."""
-        job = await self._locked(job_id)
+        job = await rows.locked(self.session, job_id)
         if job is None:
             return None
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
@@ -518,38 +525,6 @@ class JobQueue:
     async def _publish(self, events: Sequence[OutboxEntry]) -> int:
         return await OutboxRepository(self.session).add_many(events)
 
-    async def _locked(self, job_id: uuid.UUID) -> Job | None:
-        row = (
-            (
-                await self.session.execute(
-                    text(f"SELECT {JOB} FROM training_jobs j WHERE j.id = :id FOR UPDATE"), {"id": job_id}
-                )
-            )
-            .mappings()
-            .first()
-        )
-        return Job.from_mapping(row) if row else None
-
-    async def _leased(self, lease: Lease) -> Job:
-        """The job, locked for this transaction, only while `lease` still holds it."""
-        row = (
-            (
-                await self.session.execute(
-                    text(f"""
-            SELECT {JOB} FROM training_jobs j
-            WHERE j.id = :id AND j.lease_token = :token AND j.status = 'in_progress'
-            FOR UPDATE
-        """),
-                    {"id": lease.job_id, "token": lease.token},
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise LeaseLost(f"the lease of job {lease.job_id} is not held by {lease.owner}")
-        return Job.from_mapping(row)
-
     async def _ended(self, job: Job, lease: Lease, status: TrainingEventStatus, attempt: EndedAttempt) -> uuid.UUID:
         """The attempt row of an attempt that ended without a result, with its error."""
         return await record_attempt(
@@ -561,110 +536,3 @@ class JobQueue:
             duration=attempt.duration_seconds,
             error=(attempt.error_type, attempt.message),
         )
-
-    async def _finish(self, job: Job, status: JobStatus, *, error: tuple[str, str] | None) -> Job:
-        row = (
-            (
-                await self.session.execute(
-                    text(f"""
-            UPDATE training_jobs AS j
-            SET status = :status, finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL,
-                error_type = coalesce(:error_type, j.error_type),
-                error_message = coalesce(:error_message, j.error_message)
-            WHERE j.id = :id
-            RETURNING {JOB}
-        """),
-                    {
-                        "id": job.id,
-                        "status": status.value,
-                        "error_type": error[0] if error else None,
-                        "error_message": error[1] if error else None,
-                    },
-                )
-            )
-            .mappings()
-            .one()
-        )
-        return Job.from_mapping(row)
-
-    async def _requeue(
-        self, job: Job, *, delay: timedelta, attempts: int, error: tuple[str, str] | None
-    ) -> tuple[Job, Job | None]:
-        """Back to the queue after `delay` with `attempts` counted, or merged into the job already
-        waiting for the same dataset and model type (the returned pair's second). A job an
-        operator asked to cancel is cancelled instead: the request survives a release or a retry."""
-        if job.cancel_requested:
-            return await self._finish(job, JobStatus.CANCELLED, error=error), None
-        waiting = (
-            await self.session.execute(
-                text("""
-            SELECT id FROM training_jobs WHERE dedupe_key = :key AND status = 'queued' AND id <> :id FOR UPDATE
-        """),
-                {"key": f"{job.dataset_id}/{job.model_type}", "id": job.id},
-            )
-        ).scalar()
-        common = """lease_token = NULL, lease_expires_at = NULL, lease_owner = NULL, attempts = :attempts,
-                    updated_at = now(), progress = NULL"""
-        params = {
-            "id": job.id,
-            "attempts": attempts,
-            "delay": delay,
-            "error_type": error[0] if error else None,
-            "error_message": error[1] if error else None,
-        }
-        if waiting is None:
-            row = (
-                (
-                    await self.session.execute(
-                        text(f"""
-                UPDATE training_jobs AS j
-                SET status = 'queued', run_after = now() + :delay, {common},
-                    error_type = coalesce(:error_type, j.error_type),
-                    error_message = coalesce(:error_message, j.error_message)
-                WHERE j.id = :id
-                RETURNING {JOB}
-            """),
-                        params,
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            return Job.from_mapping(row), None
-        # Merge into the waiting job: it inherits the triggers and the higher priority.
-        await self.session.execute(
-            text("UPDATE job_triggers SET job_id = :into WHERE job_id = :id"), {"into": waiting, "id": job.id}
-        )
-        merged = (
-            (
-                await self.session.execute(
-                    text(f"""
-            UPDATE training_jobs AS j
-            SET priority = GREATEST(j.priority, :priority), rank_at = LEAST(j.rank_at, :rank_at), updated_at = now()
-            WHERE j.id = :into
-            RETURNING {JOB}
-        """),
-                    {"into": waiting, "priority": job.priority, "rank_at": job.rank_at},
-                )
-            )
-            .mappings()
-            .one()
-        )
-        into = Job.from_mapping(merged)
-        row = (
-            (
-                await self.session.execute(
-                    text(f"""
-            UPDATE training_jobs AS j
-            SET status = 'cancelled', finished_at = now(), {common},
-                error_type = 'Merged', error_message = :merged
-            WHERE j.id = :id
-            RETURNING {JOB}
-        """),
-                    {**params, "merged": f"merged into waiting job {waiting}"},
-                )
-            )
-            .mappings()
-            .one()
-        )
-        return Job.from_mapping(row), into
