@@ -4,7 +4,7 @@ FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist): the suite mostly waits on processes, the broker and the
 # database, so more workers than the 2 cores still pay (measured in docs/operations.md, Tests).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean

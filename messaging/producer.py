@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as aiokafka_errors
 
 from contract.backoff import retrying
+from contract.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +22,15 @@ class BrokerUnavailable(Exception):
     """The producer is not connected to the broker (yet)."""
 
 
-class BackgroundProducer:
+class BackgroundProducer(Service):
+    """Connects in `run()`, retrying until the broker answers; `stop()` closes the producer."""
+
+    name = "kafka-producer"
+
     def __init__(self, bootstrap: str) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._connect(), name="fcl-kafka-producer")
 
     @property
     def connected(self) -> bool:
@@ -54,7 +54,7 @@ class BackgroundProducer:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return "ok"
 
-    async def _connect(self) -> None:
+    async def run(self) -> None:
         """Start a producer, retrying with backoff until the broker answers or `stop()` is called;
         the process works without the broker meanwhile (its outbox keeps the events)."""
 
@@ -68,30 +68,21 @@ class BackgroundProducer:
             return producer
 
         async def wait(delay: float) -> None:  # a stop ends the wait at once
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await self.sleep(delay)
 
         try:
             self._producer = await retrying(
                 what="kafka producer: broker not reachable",
                 log=log,
-                should_stop=self._stop.is_set,
+                should_stop=lambda: self.stopping,
                 initial=0.5,
                 sleep=wait,
             )(start)
         except Exception:
-            if not self._stop.is_set():
+            if not self.stopping:
                 raise
 
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 15)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
+    async def stopped(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
 from contract import logs
+from contract.service import Service
 
 log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
 API = "/coaching/continuous-learning"
@@ -52,7 +52,10 @@ class Served:
     cause: dict[str, Any] | None  # the model-versions event that led to it; None at start or on a resync
 
 
-class ChampionWatcher:
+class ChampionWatcher(Service):
+    name = "champion-watcher"
+    grace = 3.0  # a poll of the topic takes at most a second
+
     def __init__(
         self,
         model_type: str,
@@ -68,6 +71,7 @@ class ChampionWatcher:
 
         if model_types.parse(model_type) is None:
             raise ValueError(f"unknown model type {model_type!r}; known: {model_types.known()}")
+        super().__init__()
         self.model_type = model_type
         self.api_url = api_url.rstrip("/")
         self.token = token
@@ -93,8 +97,8 @@ class ChampionWatcher:
             **kwargs,
         )
 
-    # -- life --------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    # -- life (contract.service.Service: `open()`, then `start()` runs `run()`; `stop()`) ----------
+    async def open(self) -> None:
         """Subscribe first (from the end of the topic), then load the current champion: a change
         between the two is seen as an event, none is lost."""
         from aiokafka import AIOKafkaConsumer
@@ -121,10 +125,10 @@ class ChampionWatcher:
         await self._refresh_quietly(None)
 
     async def run(self) -> None:
-        """Follow the topic until cancelled; an error of the consumer itself ends it (raises)."""
-        assert self._consumer is not None, "start() first"
+        """Follow the topic until stopped; an error of the consumer itself ends it (raises)."""
+        assert self._consumer is not None, "open() first"
         next_resync = time.monotonic() + self.resync_seconds
-        while True:
+        while not self.stopping:
             batches = await self._consumer.getmany(timeout_ms=1000)
             for records in batches.values():
                 for record in records:
@@ -135,7 +139,7 @@ class ChampionWatcher:
                 next_resync = time.monotonic() + self.resync_seconds
                 await self._refresh_quietly(None)
 
-    async def stop(self) -> None:
+    async def stopped(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -143,16 +147,10 @@ class ChampionWatcher:
             await self._http.close()
             self._http = None
 
-    async def __aenter__(self) -> ChampionWatcher:
-        await self.start()
-        self._task = asyncio.create_task(self.run())
+    async def __aenter__(self) -> Self:
+        await self.open()
+        self.start()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self.stop()
 
     # -- the champion ------------------------------------------------------------------------------
     async def _refresh_quietly(self, cause: dict[str, Any] | None) -> None:
@@ -255,19 +253,23 @@ async def _main(model_type: str, api_url: str | None) -> int:
 
     settings = load_settings()
     watcher = ChampionWatcher.from_settings(model_type, settings, api_url=api_url, on_swap=_print_swap)
-    await watcher.start()
+    await watcher.open()
     print(json.dumps({"watching": model_type, "topic": watcher.topic, "api": watcher.api_url}), flush=True)
-    task = asyncio.create_task(watcher.run())
+    task = watcher.start()
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, signalled.set)
+    waiting = asyncio.create_task(signalled.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
     try:
-        await task
-    except asyncio.CancelledError:
-        return 0  # stopped by a signal
-    finally:
-        await watcher.stop()
-    return 1  # run() only returns by raising; a consumer error ends the process non-zero
+        await watcher.stop()  # raises what ended the watcher's task, if anything did
+    except Exception:
+        log.exception("the champion watcher died")
+        return 1
+    # stopped by a signal (0); a watcher that ended by itself is a consumer that died (1)
+    return 0 if signalled.is_set() else 1
 
 
 def main(argv: list[str] | None = None) -> int:

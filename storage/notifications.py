@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from contract.backoff import retrying
+from contract.service import Service
 from storage.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,18 @@ CHANGES_CHANNEL = "fcl_changed"
 QUEUED_CHANNEL = "fcl_queued"
 
 
-class Notifications:
+class Notifications(Service):
+    """A LISTEN connection of its own, kept up for ever (stopping cancels it: `grace` 0)."""
+
+    name = "notifications"
+    grace = 0.0
+
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.dsn = asyncpg_dsn(url)
         self.healthy = False
         self._channels: dict[str, list[Callable[[str], None]]] = defaultdict(list)
         self._on_connect: list[Callable[[], None]] = []
-        self._task: asyncio.Task[None] | None = None
 
     def subscribe(self, channel: str, callback: Callable[[str], None]) -> None:
         """Call `callback(payload)` on each notification of `channel` (subscribe before `start`)."""
@@ -47,15 +53,6 @@ class Notifications:
         for callback in self._channels.get(channel, ()):
             callback(payload)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="fcl-notifications")
-
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The listening task (it only ends when stopped, or by a bug)."""
-        return self._task
-
     async def _connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -66,7 +63,7 @@ class Notifications:
             raise
         return conn
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         # Reconnect with backoff; until then readers poll or bypass caches.
         connect = retrying(what="notifications", log=log, initial=0.5)
         while True:
@@ -87,15 +84,6 @@ class Notifications:
             self.healthy = False
             if not conn.is_closed():
                 conn.terminate()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
 
 class ChangeListener:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contract import limits
 from contract.backoff import retrying
+from contract.service import Service
 from contract.settings import Settings
 from storage.db import Database
 from storage.entities import (
@@ -48,7 +49,13 @@ Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 RELAY_LOCK = "fcl-outbox-relay"
 
 
-class OutboxRelay:
+class OutboxRelay(Service):
+    """A `contract.service.Service`: `start()` relays until `stop()`; a Faust task may instead
+    await `run(should_stop=...)` with the app's own stop condition."""
+
+    name = "outbox-relay"
+    grace = 10.0
+
     def __init__(
         self,
         db: Database,
@@ -62,6 +69,7 @@ class OutboxRelay:
         max_attempts: int = 5,
         retention: float = 3600.0,
     ) -> None:
+        super().__init__()
         self.db = db
         self.send = send
         self.topic_prefix = topic_prefix
@@ -148,14 +156,17 @@ class OutboxRelay:
             await outbox.delete_published(older_than=self.retention)
 
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        def done() -> bool:
+            return self.stopping or should_stop()
+
         # The relay outlives broker and database outages: each error is waited out with backoff.
-        publish = retrying(what="outbox relay", log=log, should_stop=should_stop)
-        while not should_stop():
+        publish = retrying(what="outbox relay", log=log, should_stop=done)
+        while not done():
             self._wake.clear()
             try:
                 sent = await publish(self.publish_once)
             except Exception:
-                if should_stop():
+                if done():
                     return  # gave up waiting because the process is stopping
                 raise
             if sent < self.batch:
@@ -164,6 +175,10 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self.idle_interval if listening else 0.2)
                 except TimeoutError:
                     pass
+
+    async def stop(self) -> None:
+        self._wake.set()  # out of its idle wait at once
+        await super().stop()
 
     def stop_soon(self) -> None:
         """Wake the loop so that it sees its stop condition now."""

@@ -214,8 +214,25 @@ async def own_db(stack: RunStack) -> AsyncIterator[Database]:
         await asyncio.to_thread(drop_database, stack.server_url, name)
 
 
+# The longest tests (about 15 s and more alone, measured with --durations) start first, so that
+# parallel workers do not end on one of them while the others wait.
+LONGEST = (
+    "test_end_to_end.py",
+    "test_trainers.py",
+    "test_multi_machine.py",
+    "rolling_restart",
+    "sigkill",
+    "test_second_stack",
+    "test_serving.py",
+    "test_operator_cli.py",
+    "postgres_outage",
+    "test_goal.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Everything under tests/integration talks to the real broker or database.
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: not any(part in item.nodeid for part in LONGEST))

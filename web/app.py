@@ -130,19 +130,13 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
             if producer is not None and relay is not None:
                 producer.start()
                 running.push_async_callback(producer.stop)
-                relay_task = asyncio.create_task(relay.run(should_stop=stopping.is_set), name="fcl-outbox-relay")
-                exit_when_done(relay_task, "outbox relay", stopping.is_set)
-                running.push_async_callback(_stop_relay, relay, relay_task)
+                exit_when_done(relay.start(), "outbox relay", stopping.is_set)
+                running.push_async_callback(relay.stop)
             running.callback(stopping.set)
             yield
 
     app.cleanup_ctx.append(lifecycle)
     return app
-
-
-async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
-    relay.stop_soon()
-    await asyncio.wait_for(task, 15)
 
 
 def main(host: str | None = None, port: int | None = None) -> None:

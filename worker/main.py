@@ -80,7 +80,6 @@ async def serve(settings: Settings) -> int:
     worker = TrainerWorker(queue, runner, config)
     notifications.subscribe(QUEUED_CHANNEL, lambda _payload: worker.wake())
     notifications.on_connect(worker.wake)  # a job queued while the listener was down
-    relay_stop = asyncio.Event()
     exit_code = 0
     async with contextlib.AsyncExitStack() as cleanup:
         cleanup.push_async_callback(_step, "close the database", db.close)
@@ -90,8 +89,8 @@ async def serve(settings: Settings) -> int:
         cleanup.push_async_callback(_step, "stop the notification listener", notifications.stop)
         # a stale heartbeat row would only age out of /training-status
         cleanup.push_async_callback(_step, "remove this worker's heartbeat", lambda: queue.leave(config.worker_id))
-        relay_task = asyncio.create_task(relay.run(should_stop=relay_stop.is_set), name="fcl-outbox-relay")
-        cleanup.push_async_callback(_step, "stop the outbox relay", lambda: _stop_relay(relay_task, relay_stop, relay))
+        relay_task = relay.start()
+        cleanup.push_async_callback(_step, "stop the outbox relay", relay.stop)
         cleanup.push_async_callback(_step, "flush the outbox", lambda: _flush(queue, relay_task))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,13 +160,6 @@ async def _flush(queue: WorkerStore, relay_task: asyncio.Task[None], seconds: fl
         if await queue.unpublished_events() == 0:
             return
         await asyncio.sleep(0.1)
-
-
-async def _stop_relay(task: asyncio.Task[None], stop: asyncio.Event, relay: OutboxRelay) -> None:
-    stop.set()
-    relay.stop_soon()
-    if not task.done():
-        await asyncio.wait_for(task, 10)
 
 
 def main() -> int:
