@@ -18,8 +18,10 @@ from trainers.registry import get_trainer
 from trainers.segmentation import SegmentationTrainer
 from trainers.simulator import FinCoachSimulator
 
-# Its module fixtures are expensive: under xdist the whole module runs on one worker.
-pytestmark = pytest.mark.xdist_group("test_trainers")
+# The tests that share an expensive module fixture run on one worker under xdist (the fixture is
+# made once); the others spread over the workers.
+GOAL_CHAMPION = pytest.mark.xdist_group("goal_champion")
+CQL_CHAMPION = pytest.mark.xdist_group("cql_champion")
 
 SIM = FinCoachSimulator(seed=11, n_users=3000)
 
@@ -81,6 +83,7 @@ def goal_champion():
     return get_trainer("goal").train(TrainRequest(samples=iter(SIM.goal_samples()), seed=1))  # type: ignore[arg-type]
 
 
+@GOAL_CHAMPION
 def test_the_chosen_family_beats_or_ties_logistic_regression_and_the_prior(goal_champion) -> None:
     m = goal_champion.metrics
     assert m["roc_auc"] >= m["logreg_roc_auc"] - 0.01, m
@@ -90,6 +93,7 @@ def test_the_chosen_family_beats_or_ties_logistic_regression_and_the_prior(goal_
     assert abs(info["positive_rate_train"] - info["positive_rate_holdout"]) < 0.05
 
 
+@GOAL_CHAMPION
 def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion) -> None:
     trainer = get_trainer("goal")
     weak = trainer.train(
@@ -113,6 +117,7 @@ def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion
     assert {(c.metric, c.kind) for c in verdict.failed()} >= {("roc_auc", "change")}
 
 
+@GOAL_CHAMPION
 def test_a_candidate_with_other_features_is_incomparable_and_never_promotes_by_itself(goal_champion) -> None:
     from contract.enums import VerdictKind
     from trainers.judging import verdict as judge
@@ -192,6 +197,7 @@ def cql_champion():
     return get_trainer("recommendation").train(TrainRequest(samples=samples, seed=1, device="cpu"))
 
 
+@CQL_CHAMPION
 def test_cql_beats_the_behaviour_policy_and_fqe_estimates_its_true_value(cql_champion) -> None:
     trainer = get_trainer("recommendation")
     true_value = SIM.policy_value(RecommendationTrainer.policy(cql_champion.model))
@@ -204,6 +210,7 @@ def test_cql_beats_the_behaviour_policy_and_fqe_estimates_its_true_value(cql_cha
     assert trainer.gate.evaluate(cql_champion.metrics, None).passed
 
 
+@CQL_CHAMPION
 def test_a_worse_policy_is_refused_against_the_champion(cql_champion) -> None:
     trainer = get_trainer("recommendation")
     weak = trainer.train(
@@ -221,6 +228,7 @@ def test_a_worse_policy_is_refused_against_the_champion(cql_champion) -> None:
     assert weak.baseline_metrics is not None and weak.baseline_metrics["fqe_value"] > weak.metrics["fqe_value"]
 
 
+@GOAL_CHAMPION
 def test_the_manifest_names_everything_that_made_the_model(goal_champion) -> None:
     samples = SIM.goal_samples()
     manifest = build_manifest(
