@@ -83,10 +83,10 @@ class IngestStore:
         dataset refused (`letter_for_refused(event_id, reason)`)."""
         async with self.db.transaction() as s:
             result = await SampleRepository(s).ingest(batches, thresholds=thresholds)
-            outbox = OutboxRepository(s)
-            await outbox.add_many(threshold_events(result.crossings, priority=priority))
-            await outbox.add_many(
-                [*dead_letters, *(letter_for_refused(event, reason) for event, reason in result.refused.items())]
+            refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
+            # one statement for the crossings' events and the letters, in that order
+            await OutboxRepository(s).add_many(
+                [*threshold_events(result.crossings, priority=priority), *dead_letters, *refused]
             )
             return result
 

@@ -241,7 +241,7 @@ async def _with_retries(
         return await retrying(
             what="database unavailable",
             log=log,
-            retry_on=lambda exc: wrap(exc).retriable and not isinstance(wrap(exc), SchemaMismatch),
+            retry_on=lambda exc: (error := wrap(exc)).retriable and not isinstance(error, SchemaMismatch),
             should_stop=should_stop,
             sleep=sleep,
         )(work)
