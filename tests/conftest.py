@@ -20,7 +20,8 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers share 2 cores: one math thread per process (and per service it starts),
     # or the BLAS, OpenMP and torch thread pools of every worker spin against each other.
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    # (LOKY_MAX_CPU_COUNT is joblib's: scikit-learn's n_jobs=-1 then means one.)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LOKY_MAX_CPU_COUNT"):
         os.environ.setdefault(_var, "1")
 import uuid
 from collections.abc import AsyncIterator, Iterator

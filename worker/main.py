@@ -35,7 +35,7 @@ from worker import retention
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker
 from worker.retention import RetentionPolicy
-from worker.runner import ProcessRunner
+from worker.runner import ProcessRunner, math_threads
 
 log = logging.getLogger("fcl.trainer")
 
@@ -66,7 +66,7 @@ async def serve(settings: Settings) -> int:
     """Run a worker until SIGTERM/SIGINT (0) or until a side task dies (1)."""
     config = config_from(settings)
     await ensure_topics(settings)
-    runner = ProcessRunner()
+    runner = ProcessRunner(threads=math_threads(config.concurrency))
     await asyncio.to_thread(runner.warm_up)
     # No pre-ping round trip per transaction: every database call here is retried or its failure
     # handled, and a broken pooled connection is replaced on its first error.

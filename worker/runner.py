@@ -99,14 +99,30 @@ class _Child:
         self.process.join(1)
 
 
-class ProcessRunner:
-    """Starts training children from the fork server (`warm_up` starts it ahead of the first job)."""
+def math_threads(concurrency: int, cores: int | None = None) -> int:
+    """Math threads per training child: the cores shared among the `concurrency` children that
+    may train at once, 1 to 4 each. (Each child taking every core made concurrent trainings spin
+    their OpenMP threads against each other: 4 to 10 times slower on 2 cores.)"""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, min(4, cores // max(1, concurrency)))
 
-    def __init__(self) -> None:
+
+class ProcessRunner:
+    """Starts training children from the fork server (`warm_up` starts it ahead of the first job).
+    The fork server, and so every child, runs `threads` math threads (OpenMP, MKL, OpenBLAS,
+    torch, and scikit-learn's n_jobs=-1 through joblib's LOKY_MAX_CPU_COUNT), unless the process
+    was started with `OMP_NUM_THREADS` set."""
+
+    def __init__(self, threads: int | None = None) -> None:
         self._context: ForkServerContext | None = None
+        self.threads = threads
 
     def _ctx(self) -> ForkServerContext:
         if self._context is None:
+            if self.threads is not None and not os.environ.get("OMP_NUM_THREADS"):
+                # read by the fork server's imports of torch and numpy, which it inherits
+                for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LOKY_MAX_CPU_COUNT"):
+                    os.environ[var] = str(self.threads)
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             self._context = ctx

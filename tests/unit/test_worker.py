@@ -18,6 +18,7 @@ from tests.fakes import FakeQueue, FakeRunner, fails, hangs, new_job
 from worker.job import WorkerConfig
 from worker.loop import TrainerWorker
 from worker.messages import Mode
+from worker.runner import math_threads
 
 
 def config(**overrides: Any) -> WorkerConfig:
@@ -201,3 +202,8 @@ async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_w
     finally:
         worker.stop()
         await asyncio.wait_for(task, 10)
+
+
+def test_concurrent_trainings_share_the_cores_instead_of_each_taking_all() -> None:
+    assert [math_threads(c, cores=2) for c in (1, 2, 3)] == [2, 1, 1]
+    assert [math_threads(c, cores=16) for c in (1, 2, 4, 8)] == [4, 4, 4, 2]
