@@ -7,6 +7,9 @@ tenacity rather than stamina (which wraps it): each loop here needs its own stop
 process is stopping), its own log line and, in the streams agents, its own sleep; tenacity takes
 all three per call, stamina only globally.
 
+`poll_until` is the other kind of wait, for something to become true (a server answers, a process
+is gone): the same check at a fixed interval until a deadline, also from tenacity.
+
     result = await retrying(what="outbox relay", log=log, should_stop=stopping)(publish_once)
 """
 
@@ -16,7 +19,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_delay,
+    stop_never,
+    wait_exponential_jitter,
+    wait_fixed,
+)
 
 T = TypeVar("T")
 INITIAL = 0.1
@@ -85,3 +98,15 @@ def retrying_blocking(
 ) -> Retrying:
     """`retrying` for code outside an event loop (the CLI before a service starts)."""
     return Retrying(**_settings(what, log, retry_on, None, initial, maximum))
+
+
+def poll_until(check: Callable[[], bool], *, timeout: float, interval: float) -> bool:
+    """Call `check()` every `interval` seconds until it returns true (then True) or `timeout`
+    seconds have passed (then False); an error `check()` raises ends the wait with that error."""
+    policy = Retrying(
+        wait=wait_fixed(interval),
+        stop=stop_after_delay(timeout),
+        retry=retry_if_result(lambda done: not done),
+        retry_error_callback=lambda _state: False,
+    )
+    return bool(policy(check))

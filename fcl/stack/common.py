@@ -7,9 +7,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from contract.backoff import poll_until
 
 
 class StackError(Exception):
@@ -84,20 +85,16 @@ def terminate(pid: int, start_ticks: int | None, timeout: float) -> bool:
     """SIGTERM, wait up to `timeout`, then SIGKILL. True when the process is gone."""
     if not process_alive(pid, start_ticks):
         return True
+
+    def gone() -> bool:
+        _reap(pid)
+        return not process_alive(pid, start_ticks)
+
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not process_alive(pid, start_ticks):
-            return True
-        time.sleep(0.1)
+    if poll_until(gone, timeout=timeout, interval=0.1):
+        return True
     os.kill(pid, signal.SIGKILL)
-    for _ in range(50):
-        _reap(pid)
-        if not process_alive(pid, start_ticks):
-            return True
-        time.sleep(0.1)
-    return False
+    return poll_until(gone, timeout=5.0, interval=0.1)
 
 
 def _reap(pid: int) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from contract.backoff import poll_until
 from fcl.stack.common import (
     StackError,
     log_tail,
@@ -244,22 +245,22 @@ class KafkaBroker:
     def wait_ready(self, proc: KafkaProcess, timeout: float) -> None:
         """Until a real client lists topics; the log's tail when it exits or takes too long."""
         deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             if not process_alive(proc.pid, proc.start_ticks):
                 raise StackError(
                     f"the Kafka broker exited while starting; the end of {self.server_log}:\n"
                     f"{log_tail(self.server_log)}\n--- {self.stdout_log}:\n{log_tail(self.stdout_log, 15)}"
                 )
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                terminate(proc.pid, proc.start_ticks, timeout=10)
-                raise StackError(
-                    f"the Kafka broker did not answer on 127.0.0.1:{proc.ports.broker} within "
-                    f"{timeout:.0f}s and was stopped; the end of {self.server_log}:\n{log_tail(self.server_log)}"
-                )
-            if asyncio.run(broker_answers(f"127.0.0.1:{proc.ports.broker}", min(remaining, 5.0))):
-                return
-            time.sleep(0.3)
+            return remaining > 0 and asyncio.run(broker_answers(f"127.0.0.1:{proc.ports.broker}", min(remaining, 5.0)))
+
+        if not poll_until(answers, timeout=timeout, interval=0.3):
+            terminate(proc.pid, proc.start_ticks, timeout=10)
+            raise StackError(
+                f"the Kafka broker did not answer on 127.0.0.1:{proc.ports.broker} within "
+                f"{timeout:.0f}s and was stopped; the end of {self.server_log}:\n{log_tail(self.server_log)}"
+            )
 
 
 async def broker_answers(bootstrap: str, timeout: float) -> bool:

@@ -9,10 +9,10 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.backoff import poll_until
 from fcl.stack.common import StackError, log_tail, process_alive, process_start_ticks, spawn_detached, terminate
 from storage.artifacts import ArtifactError, ArtifactStore, S3Access
 
@@ -162,23 +162,25 @@ class SeaweedServer:
         """Until the bucket exists and a real S3 client (the service's own) writes, reads back
         and deletes an object in it with the stack's keys."""
         store = artifact_store(self.endpoint(proc.ports), credentials)
-        deadline = time.monotonic() + timeout
         bucket, last = False, ""
-        while True:
+
+        def answers() -> bool:
+            nonlocal bucket, last
             if not process_alive(proc.pid, proc.start_ticks):
                 raise StackError(f"SeaweedFS exited while starting; the end of {self.log}:\n{log_tail(self.log)}")
-            if time.monotonic() > deadline:
-                terminate(proc.pid, proc.start_ticks, timeout=10)
-                raise StackError(
-                    f"SeaweedFS did not answer S3 on 127.0.0.1:{proc.ports.s3} within {timeout:.0f}s and was "
-                    f"stopped ({last}); the end of {self.log}:\n{log_tail(self.log)}"
-                )
             try:
                 bucket = bucket or self._create_bucket(proc.ports)
                 if bucket:
                     store.probe()
-                    return
+                    return True
                 last = "the bucket could not be created yet"
             except (ArtifactError, subprocess.TimeoutExpired) as exc:
                 last = str(exc)
-            time.sleep(0.5)
+            return False
+
+        if not poll_until(answers, timeout=timeout, interval=0.5):
+            terminate(proc.pid, proc.start_ticks, timeout=10)
+            raise StackError(
+                f"SeaweedFS did not answer S3 on 127.0.0.1:{proc.ports.s3} within {timeout:.0f}s and was "
+                f"stopped ({last}); the end of {self.log}:\n{log_tail(self.log)}"
+            )

@@ -5,11 +5,13 @@ retries a cancellation."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 
 import pytest
 
-from contract.backoff import retrying, retrying_blocking
+from contract.backoff import poll_until, retrying, retrying_blocking
 
 log = logging.getLogger("test")
 
@@ -80,3 +82,23 @@ def test_the_blocking_form_retries_too() -> None:
         return len(attempts)
 
     assert retrying_blocking(what="w", log=log, initial=0.001, maximum=0.002)(work) == 3
+
+
+def test_poll_until_checks_at_its_interval_until_true_or_the_deadline_and_raises_what_the_check_raises() -> None:
+    calls: list[float] = []
+
+    def third_time() -> bool:
+        calls.append(time.monotonic())
+        return len(calls) == 3
+
+    assert poll_until(third_time, timeout=5.0, interval=0.05)
+    assert len(calls) == 3 and all(b - a >= 0.04 for a, b in itertools.pairwise(calls))
+    start = time.monotonic()
+    assert not poll_until(lambda: False, timeout=0.3, interval=0.05)
+    assert 0.3 <= time.monotonic() - start < 2.0
+
+    def broken() -> bool:
+        raise RuntimeError("the server exited")
+
+    with pytest.raises(RuntimeError, match="exited"):
+        poll_until(broken, timeout=5.0, interval=0.05)
