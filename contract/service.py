@@ -1,12 +1,14 @@
 """One start/stop contract for fcl's long-running parts (the notification listener, the background
-producer, the outbox relay, the champion watcher), after mode.Service's but small enough to read
-in a minute:
+producer, the outbox relay, the champion watcher, the trainer worker's loop), after mode.Service's
+but small enough to read in a minute:
 
 - `start()` runs `run()` in a task of its own, once (a second call returns the same task);
 - `stop()` asks it to end (`stopping` turns true and `sleep()` returns at once), waits up to
   `grace` seconds for `run()` to return, cancels it otherwise, then calls `stopped()` to release
   what the service holds (even when the task ended with an error, which `stop()` then raises); a
   service that was never started only runs `stopped()`;
+- `request_stop()` only asks (safe from a signal handler or any callback); `run()` ends in its
+  own time;
 - `async with service:` is `start()` and `stop()`;
 - `task` is the running task, for `contract.lifeline.exit_when_done`: a service whose task ends
   while the process is not stopping ends the process.
@@ -23,7 +25,7 @@ from typing import ClassVar, Self
 
 class Service(abc.ABC):
     name: ClassVar[str] = "service"  # the task's name is fcl-<name>
-    grace: ClassVar[float] = 15.0  # seconds `stop()` lets `run()` end by itself; 0 cancels at once
+    grace: float = 15.0  # seconds `stop()` lets `run()` end by itself; 0 cancels at once
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
@@ -49,6 +51,14 @@ class Service(abc.ABC):
             self._stopping.clear()
             self._task = asyncio.create_task(self.run(), name=f"fcl-{self.name}")
         return self._task
+
+    def request_stop(self) -> None:
+        """Ask `run()` to end (`stopping` turns true), without waiting for it."""
+        self._stopping.set()
+
+    async def wait_stopping(self) -> None:
+        """Until `stopping` turns true."""
+        await self._stopping.wait()
 
     async def sleep(self, seconds: float) -> bool:
         """Wait `seconds`, or less when `stop()` is called meanwhile; whether it was."""

@@ -149,7 +149,8 @@ class Settings(BaseSettings):
 
     # Trainer workers.
     trainer_concurrency: int = Field(default=1, ge=1)
-    """Jobs one trainer worker runs at a time."""
+    """Jobs one trainer worker runs at a time. They share the machine's cores: each training runs
+    cores / concurrency math threads (1 to 4), unless the worker is started with `OMP_NUM_THREADS`."""
     trainer_caps: dict[str, int] = Field(default_factory=dict)
     """JSON: model type -> running jobs at most across all workers, e.g. `{"recommendation": 1}`."""
     lease_seconds: float = Field(default=60.0, gt=0)

@@ -7,9 +7,10 @@ and claims the best waiting job whenever it has room (`concurrency`), each claim
 as a `worker.job.JobRun` task; with nothing to claim it waits until `wake()` (PostgreSQL's
 `fcl_queued` notification, or one of its own jobs ending) or at most `poll_seconds`, the safety
 net for a notification missed while the listener reconnects and for retries that come due.
-`stop()` only sets an event. The loop then stops claiming and gives running jobs `drain_seconds`;
-after that they are stopped and put back without counting the attempt. `run()` returns once no
-job runs; a database outage only delays the loop.
+It is a `contract.service.Service`: `request_stop()` (a signal) only sets an event. The loop then
+stops claiming and gives running jobs `drain_seconds`; after that they are stopped and put back
+without counting the attempt. `run()` returns once no job runs (`stop()` waits for that); a
+database outage only delays the loop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from contract.service import Service
 from storage.entities import Job
 from storage.errors import StorageError
 from storage.stores import WorkerBeat, WorkerQueue
@@ -31,9 +33,12 @@ from worker.job import JobRun, Shutdown, WorkerConfig
 from worker.runner import Runner
 
 log = logging.getLogger("fcl.trainer")
+RELEASE_SECONDS = 60.0  # after the drain: for running trainings to be stopped and their jobs put back
 
 
-class TrainerWorker:
+class TrainerWorker(Service):
+    name = "trainer-loop"
+
     def __init__(
         self,
         queue: WorkerQueue,
@@ -43,12 +48,15 @@ class TrainerWorker:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.queue = queue
         self.runner = runner
         self.config = config
         self.rng = rng or random.Random()
         self.clock = clock
-        self.shutdown = Shutdown()
+        self.shutdown = Shutdown(stopping=self._stopping)  # what running jobs see of the stop
+        # `stop()` waits for the drain, and then for the release of what is still running
+        self.grace = config.drain_seconds + RELEASE_SECONDS + 15.0
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
 
@@ -60,14 +68,10 @@ class TrainerWorker:
         """Claim now instead of at the next poll (a job was queued; safe from any callback)."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Stop claiming; running jobs get the drain time (idempotent, safe from a signal handler)."""
-        self.shutdown.stopping.set()
-
     async def run(self) -> None:
         log.info("trainer worker %s ready (concurrency %d)", self.worker_id, self.config.concurrency)
         last_expiry = last_beat = last_sweep = -float("inf")
-        while not self.shutdown.stopping.is_set():
+        while not self.stopping:
             now = self.clock()
             if self.config.retrain_sweep_seconds > 0 and now - last_sweep >= self.config.retrain_sweep_seconds:
                 last_sweep = now
@@ -89,7 +93,7 @@ class TrainerWorker:
 
     async def _wait(self, seconds: float) -> None:
         """Until stopping, woken, or `seconds` passed."""
-        waits = [asyncio.ensure_future(self.shutdown.stopping.wait()), asyncio.ensure_future(self._wake.wait())]
+        waits = [asyncio.ensure_future(self.wait_stopping()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -141,7 +145,7 @@ class TrainerWorker:
                     info={
                         "concurrency": self.config.concurrency,
                         "heartbeat_seconds": self.config.heartbeat_seconds,
-                        "stopping": self.shutdown.stopping.is_set(),
+                        "stopping": self.stopping,
                     },
                 )
             )
@@ -175,4 +179,4 @@ class TrainerWorker:
         await asyncio.wait(list(self.running.values()), timeout=self.config.drain_seconds)
         if self.running:
             self.shutdown.releasing = True
-            await asyncio.wait(list(self.running.values()), timeout=60)
+            await asyncio.wait(list(self.running.values()), timeout=RELEASE_SECONDS)

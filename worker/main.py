@@ -94,9 +94,9 @@ async def serve(settings: Settings) -> int:
         cleanup.push_async_callback(_step, "flush the outbox", lambda: _flush(queue, relay_task))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+            loop.add_signal_handler(sig, worker.request_stop)
         print(f"trainer worker {config.worker_id} ready", flush=True)
-        worker_task = asyncio.create_task(worker.run(), name="fcl-trainer-loop")
+        worker_task = worker.start()
         side = {relay_task: "outbox relay", notifications.task: "notification listener"}
         if settings.retention_sweep_seconds > 0:
             retention_task = asyncio.create_task(_retain(settings, queue), name="fcl-retention")
@@ -110,9 +110,7 @@ async def serve(settings: Settings) -> int:
             reason = dead.exception() if not dead.cancelled() else "cancelled"
             log.error("the %s died (%r): stopping this worker", side[dead], reason)
             exit_code = 1
-            worker.stop()
-            await worker_task
-        worker_task.result()
+        await worker.stop()  # the drain; raises what ended the loop, if an error did
     return exit_code
 
 

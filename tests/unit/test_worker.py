@@ -37,14 +37,13 @@ def config(**overrides: Any) -> WorkerConfig:
 
 async def run_until(worker: TrainerWorker, done: Any, timeout: float = 10.0) -> None:
     """Run the loop until `done()`, then stop it and wait for it to return."""
-    task = asyncio.create_task(worker.run())
+    worker.start()
     try:
         async with asyncio.timeout(timeout):
             while not done():
                 await asyncio.sleep(0.01)
     finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(worker.stop(), 10)
 
 
 def finished(queue: FakeQueue) -> bool:
@@ -155,10 +154,10 @@ async def test_stop_drains_then_releases_a_running_job_without_counting_it() -> 
     job = queue.add(new_job())
     runner = FakeRunner(hangs)
     worker = TrainerWorker(queue, runner, config(drain_seconds=0.2))
-    task = asyncio.create_task(worker.run())
+    task = worker.start()
     while not runner.started:
         await asyncio.sleep(0.01)
-    worker.stop()
+    worker.request_stop()  # what SIGTERM does
     await asyncio.wait_for(task, 10)  # run() returns once the job is back
     [released] = queue.recorded("release")
     assert isinstance(released, EndedAttempt) and released.error_type == "Released"
@@ -188,7 +187,7 @@ async def test_a_completion_whose_answer_was_lost_is_retried_safely_and_recorded
 async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_without_a_poll() -> None:
     queue = FakeQueue()
     worker = TrainerWorker(queue, FakeRunner(), config(poll_seconds=60.0))  # a poll would never come
-    task = asyncio.create_task(worker.run())
+    worker.start()
     try:
         await asyncio.sleep(0.2)  # it looked, found nothing, and waits for its poll
         assert queue.recorded("claim") == []
@@ -200,8 +199,7 @@ async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_w
         # concurrency 1: the second job was claimed when the first ended, not at a poll 60 s away
         assert queue.recorded("claim") == [first.id, second.id]
     finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(worker.stop(), 10)
 
 
 def test_concurrent_trainings_share_the_cores_instead_of_each_taking_all() -> None:
