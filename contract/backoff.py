@@ -110,3 +110,14 @@ def poll_until(check: Callable[[], bool], *, timeout: float, interval: float) ->
         retry_error_callback=lambda _state: False,
     )
     return bool(policy(check))
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float, interval: float) -> bool:
+    """`poll_until` for a coroutine function, on the event loop."""
+    policy = AsyncRetrying(
+        wait=wait_fixed(interval),
+        stop=stop_after_delay(timeout),
+        retry=retry_if_result(lambda done: not done),
+        retry_error_callback=lambda _state: False,
+    )
+    return bool(await policy(check))

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from contract.backoff import wait_until
 from contract.settings import load_settings
 from fcl.operator import drift_summary
 from fcl.stack.common import choose_ports
@@ -78,11 +79,13 @@ class Demo:
 
     async def _ready(self, name: str, marker: str, timeout: float = 120) -> None:
         log = self.log_dir / f"{name}.log"
-        deadline = time.monotonic() + timeout
-        while marker not in log.read_text(errors="replace"):
-            if self.procs[name].poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fcl {name} did not start; the end of {log}:\n{log.read_text()[-3000:]}")
-            await asyncio.sleep(0.2)
+
+        async def started() -> bool:
+            return marker in log.read_text(errors="replace") or self.procs[name].poll() is not None
+
+        await wait_until(started, timeout=timeout, interval=0.2)
+        if marker not in log.read_text(errors="replace"):
+            raise SystemExit(f"fcl {name} did not start; the end of {log}:\n{log.read_text()[-3000:]}")
 
     def shutdown(self) -> None:
         for proc in self.procs.values():
@@ -211,12 +214,15 @@ class Demo:
         return [v for v in body["versions"] if (v["model_type"], v["version"]) not in self.earlier]
 
     async def _wait(self, http: aiohttp.ClientSession, done: Any, timeout: float) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
+        versions: list[dict[str, Any]] = []
+
+        async def finished() -> bool:
+            nonlocal versions
             versions = await self._versions(http)
-            if done(versions) or time.monotonic() > deadline or self.stop.is_set():
-                return versions
-            await asyncio.sleep(1.0)
+            return bool(done(versions)) or self.stop.is_set()
+
+        await wait_until(finished, timeout=timeout, interval=1.0)
+        return versions
 
     async def _round_one(self, settings: Any, http: aiohttp.ClientSession) -> None:
         for model_type, size in PLAN.items():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from contract.backoff import poll_until, retrying, retrying_blocking
+from contract.backoff import poll_until, retrying, retrying_blocking, wait_until
 
 log = logging.getLogger("test")
 
@@ -102,3 +102,19 @@ def test_poll_until_checks_at_its_interval_until_true_or_the_deadline_and_raises
 
     with pytest.raises(RuntimeError, match="exited"):
         poll_until(broken, timeout=5.0, interval=0.05)
+
+
+async def test_wait_until_is_poll_until_on_the_event_loop() -> None:
+    calls = 0
+
+    async def second_time() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == 2
+
+    assert await wait_until(second_time, timeout=5.0, interval=0.05) and calls == 2
+
+    async def never() -> bool:
+        return False
+
+    assert not await wait_until(never, timeout=0.2, interval=0.05)
