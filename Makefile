@@ -3,7 +3,7 @@ VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone's pytest took
-# 398-403 s with 2 workers, 662 s with 3: more workers only fight over the cores (docs/operations.md).
+# 280 s with 2 workers; 3 only fight over the cores (docs/operations.md).
 TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
