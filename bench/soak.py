@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -142,21 +143,33 @@ async def produce(settings: Settings, sent: Sent, until: float, rate: float, hos
     cursor = dict.fromkeys(DATASETS, 0)
     poisons = [(Topic.DATASET_THRESHOLD, p) for p in [*COMMON, *THRESHOLD]]
     poisons += [(Topic.TRAINING_SAMPLES, p) for p in [*COMMON, *SAMPLES]]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=8 * 1024 * 1024,
-        request_timeout_ms=10_000,
-    )
+    def new_producer() -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=8 * 1024 * 1024,
+            request_timeout_ms=10_000,
+        )
+
+    producer = new_producer()
     await producer.start()
 
     async def send(topic: Topic, key: bytes | None, value: bytes | None) -> tuple[int, int] | None:
+        nonlocal producer
         try:
             meta = await asyncio.wait_for(
                 producer.send_and_wait(topic.full_name(settings.topic_prefix), value, key=key), 30
             )
         except Exception:  # noqa: BLE001 - the broker restarts during the soak
+            # A new producer for the next try: after a broker restart one soak's aiokafka producer
+            # kept a partition's batch stuck behind NotLeaderForPartition for good, while a new
+            # producer wrote to the same partition at once.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+            producer = new_producer()
+            with contextlib.suppress(Exception):
+                await producer.start()
             return None
         return meta.partition, meta.offset
 
