@@ -143,6 +143,7 @@ async def produce(settings: Settings, sent: Sent, until: float, rate: float, hos
     cursor = dict.fromkeys(DATASETS, 0)
     poisons = [(Topic.DATASET_THRESHOLD, p) for p in [*COMMON, *THRESHOLD]]
     poisons += [(Topic.TRAINING_SAMPLES, p) for p in [*COMMON, *SAMPLES]]
+
     def new_producer() -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -93,6 +93,26 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "localhost:9092"
     """Kafka bootstrap servers, comma-separated."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How every Kafka client of fcl connects: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); required by the SASL protocols."""
+    kafka_sasl_username: str | None = None
+    """SASL user name; required by the SASL protocols."""
+    kafka_sasl_password: SecretStr | None = None
+    """SASL password; required by the SASL protocols (never logged or shown)."""
+    kafka_ssl_cafile: Path | None = None
+    """PEM file of the CA the brokers' certificates are checked against (TLS protocols); unset:
+    the system's trust store."""
+    kafka_ssl_certfile: Path | None = None
+    """PEM file of this client's certificate, for mutual TLS (with `FCL_KAFKA_SSL_KEYFILE`)."""
+    kafka_ssl_keyfile: Path | None = None
+    """PEM file of this client's private key, for mutual TLS (with `FCL_KAFKA_SSL_CERTFILE`)."""
+    topic_replication_factor: int = Field(default=1, ge=1)
+    """Replicas of each topic fcl creates (3 on a production cluster)."""
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    """`min.insync.replicas` of each topic fcl creates: with `acks=all`, a write is acknowledged
+    once this many replicas have it (2 with 3 replicas); at most the replication factor."""
     database_url: str = DEFAULT_DATABASE_URL
     """SQLAlchemy URL of PostgreSQL (`postgresql://` is accepted and read as asyncpg's)."""
     topic_prefix: str = "fcl."
@@ -267,6 +287,36 @@ class Settings(BaseSettings):
             value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        problems = []
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                f"FCL_KAFKA_SASL_{name.upper()}"
+                for name, value in (
+                    ("mechanism", self.kafka_sasl_mechanism),
+                    ("username", self.kafka_sasl_username),
+                    ("password", self.kafka_sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                problems.append(f"{self.kafka_security_protocol} needs {', '.join(missing)}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            problems.append("FCL_KAFKA_SSL_CERTFILE and FCL_KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"FCL_{name.upper()} {path} is not a readable file")
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            problems.append(
+                f"FCL_TOPIC_MIN_INSYNC_REPLICAS {self.topic_min_insync_replicas} is more than "
+                f"FCL_TOPIC_REPLICATION_FACTOR {self.topic_replication_factor}: no write could be acknowledged"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def topic(self, name: str) -> str:
         """The full name of one of the contract's topics, e.g. `topic("dead-letter")`."""
         return f"{self.topic_prefix}{name}"
@@ -286,7 +336,10 @@ def refusal(exc: ValidationError | SettingsError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"]]
-        field = loc[0] if loc else "?"
+        if not loc:  # a check across settings names its variables itself
+            problems.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = loc[0]
         if field in per_type:
             variable = f"FCL_{per_type[field]}_{loc[1].upper() if len(loc) > 1 else '<TYPE>'}"
         else:

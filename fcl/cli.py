@@ -343,11 +343,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from contract.settings import refusal
     from fcl.operator import OperatorError
+    from messaging.security import KafkaRefused
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (StackError, StorageError, OperatorError) as exc:
+    except (StackError, StorageError, OperatorError, KafkaRefused) as exc:
         print(f"fcl: error: {exc}", file=sys.stderr)
         return 1
     except (ValidationError, SettingsError) as exc:  # a setting (FCL_* or .fcl/stack.env) it cannot run with

@@ -105,11 +105,14 @@ async def watch(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
+    from messaging.security import client_options
+
     console = Console(highlight=False)
     topics = {settings.topic(t.value): t for t in WATCHED}
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,

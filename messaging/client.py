@@ -20,17 +20,29 @@ from contract import model_types
 from contract.events import DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
 from contract.settings import Settings
 from contract.topics import Topic
+from messaging.security import KafkaRefused, client_options, why_refused
 
 
 class FclProducer:
     def __init__(self, settings: Settings, *, linger_ms: int = 0) -> None:
         self.settings = settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=linger_ms, enable_idempotence=True
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            enable_idempotence=True,
+            **client_options(settings),
         )
 
     async def __aenter__(self) -> FclProducer:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except Exception as exc:
+            await self._producer.stop()
+            why = await why_refused(self.settings, exc)
+            if why is not None:
+                raise KafkaRefused(why) from None
+            raise
         return self
 
     async def __aexit__(

@@ -14,6 +14,8 @@ from aiokafka import errors as aiokafka_errors
 
 from contract.backoff import retrying
 from contract.service import Service
+from contract.settings import Settings
+from messaging.security import KafkaRefused, client_options, why_refused
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,16 @@ class BrokerUnavailable(Exception):
 
 
 class BackgroundProducer(Service):
-    """Connects in `run()`, retrying until the broker answers; `stop()` closes the producer."""
+    """Connects in `run()`, retrying until the broker answers (but not when it refuses fcl's
+    credentials or fcl its certificate: `KafkaRefused` ends the task); `stop()` closes the
+    producer."""
 
     name = "kafka-producer"
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self.bootstrap = bootstrap
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -59,11 +64,16 @@ class BackgroundProducer(Service):
         the process works without the broker meanwhile (its outbox keeps the events)."""
 
         async def start() -> AIOKafkaProducer:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, **client_options(self.settings)
+            )
             try:
                 await producer.start()
-            except BaseException:
+            except BaseException as exc:
                 await producer.stop()
+                why = await why_refused(self.settings, exc)
+                if why is not None:  # credentials or trust: trying again cannot help
+                    raise KafkaRefused(why) from None
                 raise
             return producer
 
@@ -74,6 +84,7 @@ class BackgroundProducer(Service):
             self._producer = await retrying(
                 what="kafka producer: broker not reachable",
                 log=log,
+                retry_on=lambda exc: not isinstance(exc, KafkaRefused),
                 should_stop=lambda: self.stopping,
                 initial=0.5,
                 sleep=wait,
@@ -81,6 +92,10 @@ class BackgroundProducer(Service):
         except Exception:
             if not self.stopping:
                 raise
+            return
+        # The task lives as long as the producer (a lifeline watches it: a producer refused by the
+        # broker ends the process instead of a relay retrying for ever).
+        await self.wait_stopping()
 
     async def stopped(self) -> None:
         if self._producer is not None:

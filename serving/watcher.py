@@ -63,6 +63,7 @@ class ChampionWatcher(Service):
         api_url: str,
         token: str | None,
         kafka_bootstrap: str,
+        kafka_options: dict[str, Any] | None = None,
         topic_prefix: str = "fcl.",
         resync_seconds: float = 60.0,
         on_swap: Callable[[Served], None] | None = None,
@@ -76,6 +77,7 @@ class ChampionWatcher(Service):
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.kafka_bootstrap = kafka_bootstrap
+        self.kafka_options = kafka_options or {}  # security: messaging.security.client_options
         self.topic = f"{topic_prefix}model-versions"
         self.resync_seconds = resync_seconds
         self.on_swap = on_swap
@@ -88,11 +90,14 @@ class ChampionWatcher(Service):
     def from_settings(
         cls, model_type: str, settings: Any, *, api_url: str | None = None, **kwargs: Any
     ) -> ChampionWatcher:
+        from messaging.security import client_options
+
         return cls(
             model_type,
             api_url=api_url or f"http://{settings.http_host}:{settings.http_port}",
             token=settings.api_token,
             kafka_bootstrap=settings.kafka_bootstrap,
+            kafka_options=client_options(settings),
             topic_prefix=settings.topic_prefix,
             **kwargs,
         )
@@ -108,6 +113,7 @@ class ChampionWatcher(Service):
         self._consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.kafka_bootstrap,
+            **self.kafka_options,
             group_id=None,
             auto_offset_reset="latest",
             enable_auto_commit=False,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from contract.lifeline import exit_when_done, run_or_exit
 from contract.settings import Settings, get_settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
-from messaging.producer import is_record_error
+from messaging.producer import BackgroundProducer, is_record_error
+from messaging.security import faust_credentials
 from storage.db import Database
 from storage.entities import AdmissionPolicy
 from storage.notifications import Notifications
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         value_serializer="raw",
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_credentials=faust_credentials(settings),
+        producer_acks=-1,  # all in-sync replicas
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         broker_session_timeout=settings.stream_session_timeout,
@@ -68,14 +71,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     store = IngestStore(db, AdmissionPolicy.from_settings(settings))
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
-        delivery: Awaitable[object] = await app.producer.send(
-            topic, key, value, partition=None, timestamp=None, headers=None
-        )
-        return delivery
-
+    # The relay publishes through a producer of its own, idempotent with acks=all like every
+    # producer of fcl (Faust's own is idempotent only inside transactions).
+    producer = BackgroundProducer(settings)
     notifications = Notifications(settings.database_url)
-    relay = OutboxRelay.from_settings(settings, db, send, notifications=notifications, is_record_error=is_record_error)
+    relay = OutboxRelay.from_settings(
+        settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
+    )
 
     def raw_topic(name: Topic) -> faust.TopicT:
         return app.topic(
@@ -129,6 +131,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.task
     async def relay_outbox() -> None:
+        exit_when_done(producer.start(), "Kafka producer", stopping)
         notifications.start()
         if notifications.task is not None:
             exit_when_done(notifications.task, "notification listener", stopping)
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await run_or_exit(lambda: relay.run(should_stop=stopping), "outbox relay", stopping)
         finally:
             await notifications.stop()
+            await producer.stop()
 
     return app
 

@@ -88,7 +88,7 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     db = Database(settings.database_url, pool_size=settings.http_db_pool, pre_ping=False)
     notifications = Notifications(settings.database_url)
     listener = ChangeListener(notifications) if settings.http_cache else None
-    producer = BackgroundProducer(settings.kafka_bootstrap) if relay_events else None
+    producer = BackgroundProducer(settings) if relay_events else None
     relay = (
         OutboxRelay.from_settings(
             settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
@@ -128,7 +128,7 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
             if notifications.task is not None:
                 exit_when_done(notifications.task, "notification listener", stopping.is_set)
             if producer is not None and relay is not None:
-                producer.start()
+                exit_when_done(producer.start(), "Kafka producer", stopping.is_set)
                 running.push_async_callback(producer.stop)
                 exit_when_done(relay.start(), "outbox relay", stopping.is_set)
                 running.push_async_callback(relay.stop)

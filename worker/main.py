@@ -73,7 +73,7 @@ async def serve(settings: Settings) -> int:
     db = Database(settings.database_url, pool_size=4, pre_ping=False)
     queue = WorkerStore(db)
     notifications = Notifications(settings.database_url)
-    producer = BackgroundProducer(settings.kafka_bootstrap)
+    producer = BackgroundProducer(settings)
     relay = OutboxRelay.from_settings(
         settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
     )
@@ -83,7 +83,7 @@ async def serve(settings: Settings) -> int:
     exit_code = 0
     async with contextlib.AsyncExitStack() as cleanup:
         cleanup.push_async_callback(_step, "close the database", db.close)
-        producer.start()
+        producer_task = producer.start()
         cleanup.push_async_callback(_step, "stop the Kafka producer", producer.stop)
         notifications.start()
         cleanup.push_async_callback(_step, "stop the notification listener", notifications.stop)
@@ -97,7 +97,11 @@ async def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, worker.request_stop)
         print(f"trainer worker {config.worker_id} ready", flush=True)
         worker_task = worker.start()
-        side = {relay_task: "outbox relay", notifications.task: "notification listener"}
+        side = {
+            relay_task: "outbox relay",
+            notifications.task: "notification listener",
+            producer_task: "Kafka producer",
+        }
         if settings.retention_sweep_seconds > 0:
             retention_task = asyncio.create_task(_retain(settings, queue), name="fcl-retention")
             cleanup.push_async_callback(_step, "stop the retention sweep", lambda: _cancel(retention_task))

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from contract.backoff import poll_until
 from fcl.stack.common import (
@@ -126,7 +127,32 @@ class KafkaPorts:
     controller: int
 
 
-def server_properties(data_dir: Path, ports: KafkaPorts) -> str:
+@dataclass(frozen=True, kw_only=True)
+class BrokerSecurity:
+    """A secured listener: SASL_SSL with SCRAM-SHA-512, the broker's certificate signed by the
+    stack's own CA (`fcl.stack.tls`). `users` (name -> password) are created when the data folder
+    is formatted; the broker itself logs in as `broker_user`."""
+
+    ca: Path  # PEM: the CA clients trust
+    keystore: Path  # PEM: the broker's key and certificate (mode 0600)
+    users: dict[str, str]
+    broker_user: str = "fcl-broker"
+    mechanism: str = "SCRAM-SHA-512"
+
+    def client_options(self, user: str) -> dict[str, Any]:
+        """aiokafka options of a client that logs in as `user`."""
+        from aiokafka.helpers import create_ssl_context
+
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": create_ssl_context(cafile=str(self.ca)),
+            "sasl_mechanism": self.mechanism,
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.users[user],
+        }
+
+
+def server_properties(data_dir: Path, ports: KafkaPorts, security: BrokerSecurity | None = None) -> str:
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -149,6 +175,25 @@ def server_properties(data_dir: Path, ports: KafkaPorts) -> str:
         "auto.create.topics.enable": "true",
         "delete.topic.enable": "true",
     }
+    if security is not None:
+        password = security.users[security.broker_user]
+        lines |= {
+            "listeners": f"SASL_SSL://127.0.0.1:{ports.broker},CONTROLLER://127.0.0.1:{ports.controller}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{ports.broker}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": security.mechanism,
+            "sasl.mechanism.inter.broker.protocol": security.mechanism,
+            f"listener.name.sasl_ssl.{security.mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{security.broker_user}" password="{password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(security.keystore.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(security.ca.resolve()),
+            "ssl.endpoint.identification.algorithm": "https",
+        }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -164,9 +209,10 @@ class KafkaProcess:
 class KafkaBroker:
     """Files of one broker under `root` (config, data, logs) and the process that serves them."""
 
-    def __init__(self, root: Path, *, version: str = KAFKA_VERSION) -> None:
+    def __init__(self, root: Path, *, version: str = KAFKA_VERSION, security: BrokerSecurity | None = None) -> None:
         self.root = root
         self.version = version
+        self.security = security
         self.data_dir = root / "data"
         self.log_dir = root / "logs"
         self.config = root / "server.properties"
@@ -198,7 +244,10 @@ class KafkaBroker:
         libs = ensure_jars(self.version)
         for folder in (self.data_dir, self.log_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(server_properties(self.data_dir, ports))
+        # the config holds the broker's own password when secured: mode 0600 from the start
+        self.config.unlink(missing_ok=True)
+        self.config.touch(mode=0o600)
+        self.config.write_text(server_properties(self.data_dir, ports, self.security))
         self.log4j.write_text(LOG4J2_XML)
         if (self.data_dir / "meta.properties").exists() and cluster_id:
             return cluster_id
@@ -222,6 +271,7 @@ class KafkaBroker:
                 "-c",
                 str(self.config.resolve()),
                 "--ignore-formatted",
+                *self._scram_users(),
             ),
             capture_output=True,
             text=True,
@@ -230,6 +280,16 @@ class KafkaBroker:
         if fmt.returncode != 0:
             raise StackError(f"formatting Kafka's data folder failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
         return cluster_id
+
+    def _scram_users(self) -> list[str]:
+        if self.security is None:
+            return []
+        mechanism = self.security.mechanism
+        return [
+            arg
+            for name, password in self.security.users.items()
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
     def start(self, ports: KafkaPorts, cluster_id: str | None, timeout: float) -> KafkaProcess:
         cluster_id = self.prepare(ports, cluster_id)
@@ -253,7 +313,9 @@ class KafkaBroker:
                     f"{log_tail(self.server_log)}\n--- {self.stdout_log}:\n{log_tail(self.stdout_log, 15)}"
                 )
             remaining = deadline - time.monotonic()
-            return remaining > 0 and asyncio.run(broker_answers(f"127.0.0.1:{proc.ports.broker}", min(remaining, 5.0)))
+            options = self.security.client_options(self.security.broker_user) if self.security else {}
+            bootstrap = f"127.0.0.1:{proc.ports.broker}"
+            return remaining > 0 and asyncio.run(broker_answers(bootstrap, min(remaining, 5.0), options))
 
         if not poll_until(answers, timeout=timeout, interval=0.3):
             terminate(proc.pid, proc.start_ticks, timeout=10)
@@ -263,15 +325,17 @@ class KafkaBroker:
             )
 
 
-async def broker_answers(bootstrap: str, timeout: float) -> bool:
-    """True when the broker at `bootstrap` lists its topics to an aiokafka admin client."""
+async def broker_answers(bootstrap: str, timeout: float, options: dict[str, Any] | None = None) -> bool:
+    """True when the broker at `bootstrap` lists its topics to an aiokafka admin client (with the
+    client `options` of a secured listener)."""
+    options = options or {}
     from aiokafka.admin import AIOKafkaAdminClient
 
     # While the broker starts, every refused connection is expected: keep aiokafka quiet.
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **options)
     try:
         await asyncio.wait_for(client.start(), timeout)
         await asyncio.wait_for(client.list_topics(), timeout)

@@ -107,7 +107,7 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rows_after_it_are_publ
                 ("training-status", "after", {"n": 2}),
             ]
         )
-    producer = BackgroundProducer(stack.kafka_bootstrap)
+    producer = BackgroundProducer(settings)
     producer.start()
     relay = OutboxRelay.from_settings(
         settings, own_db, producer.send, notifications=None, is_record_error=is_record_error
