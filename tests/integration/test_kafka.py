@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
+from contract.backoff import wait_until
 from contract.settings import Settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
@@ -27,7 +28,11 @@ async def test_create_topic_produce_and_consume(stack: RunStack) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name=topic, num_partitions=3, replication_factor=1)])
-        assert topic in await admin.list_topics()
+
+        async def listed() -> bool:  # the controller accepted it; the broker's metadata follows
+            return topic in await admin.list_topics()
+
+        assert await wait_until(listed, timeout=30, interval=0.2)
         described = await admin.describe_topics([topic])
         assert len(described[0]["partitions"]) == 3
     finally:

@@ -2,7 +2,7 @@
 its own, made with openssl): with the right settings they create topics, produce and consume;
 a wrong password or a wrong CA ends a client, and a service at its start, in one line that names
 what was refused and never holds the password; a client without credentials gets nothing.
-The broker is started once for the module (about 15 s)."""
+The broker is started once (about 11 s)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Secured:
         return Settings(_env_file=None, topic_prefix=prefix, **(fields | overrides))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even if the scheduler interleaves other modules
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("secure-kafka")
     ca = make_ca(root / "tls")
