@@ -12,6 +12,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -114,7 +115,12 @@ class Settings(BaseSettings):
     """`min.insync.replicas` of each topic fcl creates: with `acks=all`, a write is acknowledged
     once this many replicas have it (2 with 3 replicas); at most the replication factor."""
     database_url: str = DEFAULT_DATABASE_URL
-    """SQLAlchemy URL of PostgreSQL (`postgresql://` is accepted and read as asyncpg's)."""
+    """SQLAlchemy URL of PostgreSQL (`postgresql://` is accepted and read as asyncpg's). libpq's
+    TLS parameters in it (`?sslmode=verify-full&sslrootcert=/path/ca.pem`, `sslcert`, `sslkey`)
+    hold for every connection of fcl."""
+    database_password_file: Path | None = None
+    """A file that holds the database password (a mounted secret), used instead of a password in
+    `FCL_DATABASE_URL`, so that neither the URL nor the environment carries it."""
     topic_prefix: str = "fcl."
     """Prefix of every topic fcl reads and writes (the tests use a unique one per run)."""
     api_token: str | None = None
@@ -315,6 +321,23 @@ class Settings(BaseSettings):
             )
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.database_password_file is None:
+            return self
+        try:
+            password = self.database_password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"FCL_DATABASE_PASSWORD_FILE {self.database_password_file}: {exc.strerror}") from None
+        if not password:
+            raise ValueError(f"FCL_DATABASE_PASSWORD_FILE {self.database_password_file} is empty")
+        parts = urlsplit(self.database_url)
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(password, safe='')}@{host}"
+        object.__setattr__(self, "database_url", urlunsplit(parts._replace(netloc=netloc)))  # frozen: set once
         return self
 
     def topic(self, name: str) -> str:

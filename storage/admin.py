@@ -28,3 +28,13 @@ async def server_version(*, host: str, port: int, user: str, timeout: float = 5.
         return str(await conn.fetchval("SELECT version()"))
     finally:
         await conn.close()
+
+
+async def set_password(*, host: str, port: int, user: str, password: str) -> None:
+    """Give `user` a password (stored as scram-sha-256, the server's default)."""
+    conn = await asyncpg.connect(host=host, port=port, user=user, database="postgres")
+    try:
+        quoted = await conn.fetchval("SELECT quote_literal($1)", password)
+        await conn.execute(f'ALTER ROLE "{user}" PASSWORD {quoted}')
+    finally:
+        await conn.close()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -22,17 +23,27 @@ UnitOfWork = AsyncSession
 def create_engine(
     url: str, *, pool_size: int = 10, pre_ping: bool = True, server_settings: dict[str, str] | None = None
 ) -> AsyncEngine:
+    """An engine whose every connection asyncpg opens from the URL's libpq form, as the plain
+    asyncpg connections do: `sslmode`, `sslrootcert`, `sslcert`, `sslkey` and the rest of libpq's
+    parameters in `FCL_DATABASE_URL` mean the same to every connection of fcl (SQLAlchemy's own
+    asyncpg dialect would pass them on as keyword arguments asyncpg does not take)."""
+    dsn = asyncpg_dsn(url)
+
+    async def connect() -> Any:
+        return await asyncpg.connect(dsn, server_settings=server_settings)
+
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
-        connect_args={"server_settings": server_settings} if server_settings else {},
+        async_creator=connect,
     )
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The libpq form of a SQLAlchemy URL, for plain asyncpg connections (LISTEN)."""
+    """The libpq form of a SQLAlchemy URL, for plain asyncpg connections (LISTEN, the sample
+    loader) and the engine's: the same host, credentials and TLS parameters."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 

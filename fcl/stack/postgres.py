@@ -91,11 +91,22 @@ class PostgresProcess:
     version: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerSecurity:
+    """TLS on, and a scram-sha-256 password for the role over TCP: `hostssl` only, a plaintext TCP
+    connection is rejected (the unix socket, the stack's own administration, stays trusted)."""
+
+    cert: Path  # PEM certificate signed by the stack's CA (`fcl.stack.tls`)
+    key: Path  # its private key
+    password: str
+
+
 class PostgresServer:
-    def __init__(self, stack_root: Path) -> None:
+    def __init__(self, stack_root: Path, *, security: ServerSecurity | None = None) -> None:
         self.home = server_home(stack_root)
         self.data_dir = self.home / "data"
         self.log_file = self.home / "server.log"
+        self.security = security
 
     def _as_service_user(self, cmd: list[str]) -> list[str]:
         if not running_as_root():
@@ -139,6 +150,25 @@ class PostgresServer:
             "initdb",
         )
 
+    def _secure(self) -> str:
+        """Install the certificate, the password and the host rules; the server options for TLS."""
+        assert self.security is not None
+        tls = self.home / "tls"
+        tls.mkdir(exist_ok=True)
+        for source, name in ((self.security.cert, "server.pem"), (self.security.key, "server.key")):
+            target = tls / name
+            target.unlink(missing_ok=True)
+            target.touch(mode=0o600)
+            target.write_bytes(source.read_bytes())
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 reject\n"
+        )
+        if running_as_root():
+            pw = pwd.getpwnam(SERVICE_USER)
+            for path in (tls, tls / "server.pem", tls / "server.key", self.data_dir / "pg_hba.conf"):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        return f" -c ssl=on -c ssl_cert_file={tls / 'server.pem'} -c ssl_key_file={tls / 'server.key'}"
+
     def start(self, bindir: Path, port: int, timeout: float) -> PostgresProcess:
         self.init(bindir)
         options = (
@@ -146,6 +176,8 @@ class PostgresServer:
             # Commit times of rows (pg_xact_commit_timestamp), for bench/bench_streams.py's latency.
             " -c track_commit_timestamp=on"
         )
+        if self.security is not None:
+            options += self._secure()
         self._run(
             [
                 str(bindir / "pg_ctl"),
@@ -176,9 +208,13 @@ class PostgresServer:
         return int(first) if first.strip().isdigit() else None
 
     async def _ensure_database(self, port: int) -> str:
-        from storage.admin import ensure_database
+        from storage.admin import ensure_database, set_password
 
-        return await ensure_database(host="127.0.0.1", port=port, user=ROLE, database=DATABASE)
+        if self.security is None:
+            return await ensure_database(host="127.0.0.1", port=port, user=ROLE, database=DATABASE)
+        # over the unix socket (trusted): TCP needs TLS and the password this sets
+        await set_password(host=str(self.home), port=port, user=ROLE, password=self.security.password)
+        return await ensure_database(host=str(self.home), port=port, user=ROLE, database=DATABASE)
 
     def stop(self, bindir: Path) -> None:
         if self.postmaster_pid() is None:

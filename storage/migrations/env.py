@@ -6,8 +6,8 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from storage.db import create_engine
 from storage.models import Base
 
 target_metadata = Base.metadata
@@ -20,7 +20,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _online() -> None:
-    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    # the service's own engine: the URL's TLS parameters mean the same here
+    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "", pool_size=1)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from contract.settings import Settings, load_settings
+from contract.settings import Settings, load_settings, refusal
 
 CONTRACT_VARIABLES = {
     "FCL_KAFKA_BOOTSTRAP",
@@ -179,3 +179,26 @@ def test_a_bad_setting_ends_a_command_in_one_line_naming_it(
     err = capsys.readouterr().err
     assert err.startswith("fcl: error: invalid settings: ") and err.count("\n") == 1, err
     assert named in err and "Traceback" not in err
+
+
+def test_the_database_password_comes_from_its_file_and_any_character_survives(tmp_path: Path) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    secret = tmp_path / "password"
+    secret.write_text("p@ss:w/rd%?#\n")
+    settings = Settings(
+        _env_file=None,
+        database_url="postgresql://fcl:ignored@db.internal:5432/fcl?sslmode=verify-full",
+        database_password_file=secret,
+    )
+    parts = urlsplit(settings.database_url)
+    assert unquote(parts.password or "") == "p@ss:w/rd%?#" and parts.hostname == "db.internal"
+    assert parts.query == "sslmode=verify-full" and parts.username == "fcl"
+    for content, said in (("", "is empty"), (None, "No such file")):
+        missing = tmp_path / "absent"
+        if content is not None:
+            missing.write_text(content)
+        with pytest.raises(ValidationError) as refused:
+            Settings(_env_file=None, database_password_file=missing)
+        assert said in refusal(refused.value)
+        missing.unlink(missing_ok=True)
