@@ -4,7 +4,7 @@ FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone's pytest took
 # 280 s with 2 workers; 3 only fight over the cores (docs/operations.md).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     database_password_file: Path | None = None
     """A file that holds the database password (a mounted secret), used instead of a password in
     `FCL_DATABASE_URL`, so that neither the URL nor the environment carries it."""
+    log_format: Literal["text", "json"] = "text"
+    """How the processes log to stderr: `text` lines, or one JSON object per line (`json`), with a
+    job's `job_id`, `dataset_id` and `model_type` on every line about it."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """The least severe level logged."""
     topic_prefix: str = "fcl."
     """Prefix of every topic fcl reads and writes (the tests use a unique one per run)."""
     api_token: str | None = None
@@ -276,6 +281,13 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"thresholds and windows must be at least 1: {bad}")
         return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if value.lower() in {"debug", "info", "warning", "error", "critical"} else value.lower()
 
     @field_validator("api_token")
     @classmethod

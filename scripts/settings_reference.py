@@ -8,6 +8,7 @@ per environment variable with its type, default and meaning (the field's docstri
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ BEGIN, END = "<!-- settings-reference:begin -->", "<!-- settings-reference:end -
 
 
 def _type(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    choices = [a for a in args if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal or (
+        len(choices) == 1 and typing.get_origin(choices[0]) is typing.Literal
+    ):  # one of a few words: name them
+        values = typing.get_args(annotation if typing.get_origin(annotation) is typing.Literal else choices[0])
+        return " or ".join(f"`{v}`" for v in values) + (" or None" if len(choices) < len(args) else "")
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
     return text.replace("NoneType", "None").replace(" | ", " or ")
 

@@ -285,5 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_type")
     parser.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
     args = parser.parse_args(argv)
-    logs.configure()
+    from contract.settings import load_settings
+
+    settings = load_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
     return asyncio.run(_main(args.model_type, args.api))

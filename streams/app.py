@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from contract import logs
 from contract.lifeline import exit_when_done, run_or_exit
 from contract.settings import Settings, get_settings
 from contract.topics import Topic
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         broker_session_timeout=settings.stream_session_timeout,
+        # Faust sets up logging itself: with fcl's format and level (contract.logs)
+        logging_config=logs.dict_config(settings.log_format, settings.log_level),
         store="memory://",
         # Faust's own folder (no tables are kept there: the state is in PostgreSQL) goes under the
         # ignored .fcl/ of the folder the worker runs in, not next to the code.
@@ -154,5 +157,5 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust wants one
-    sys.argv = ["fcl streams", "worker", "--loglevel", "info", "--without-web", *(argv or [])]
+    sys.argv = ["fcl streams", "worker", "--loglevel", settings.log_level.lower(), "--without-web", *(argv or [])]
     app.main()

@@ -140,8 +140,8 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
 
 
 def main(host: str | None = None, port: int | None = None) -> None:
-    logs.configure(quiet=["aiohttp.access"])
     settings = load_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level, quiet=["aiohttp.access"])
     host, port = host or settings.http_host, port or settings.http_port
     if settings.api_token is None:
         log.warning("FCL_API_TOKEN is not set: every POST will be refused with 401")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from contract import logs
 from contract.enums import StopReason
 from storage.artifacts import S3Access
 from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
@@ -112,6 +113,7 @@ class JobRun:
     async def run(self) -> None:
         started_at, started = datetime.now(UTC), self.clock()
         job = self.job
+        logs.bind_job(job.id, job.dataset_id, job.model_type)  # this task's records name the job
         try:
             inputs = await self.queue.inputs(job)
             task = self._task(inputs)

@@ -165,5 +165,6 @@ async def _flush(queue: WorkerStore, relay_task: asyncio.Task[None], seconds: fl
 
 
 def main() -> int:
-    logs.configure()
-    return asyncio.run(serve(get_settings()))
+    settings = get_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
+    return asyncio.run(serve(settings))

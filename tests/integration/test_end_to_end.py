@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import shutil
@@ -63,7 +64,7 @@ def _completed(events: EventLog, job_id: str) -> dict[str, Any] | None:
 
 
 async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: Path) -> None:
-    svc = await asyncio.to_thread(Service, stack, tmp_path, dict(DEMO_ENV))
+    svc = await asyncio.to_thread(Service, stack, tmp_path, dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json"})
     events = EventLog(svc.settings)
     try:
         await asyncio.to_thread(svc.start, "streams", "trainer", "web")
@@ -186,10 +187,27 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             ] == champion
 
             served = (await _get(http, f"{API}/model-versions"))["champions"]
+
+        # FCL_LOG_FORMAT=json: every log record of the three processes is one JSON object, and
+        # the trainer's records about the triggered job name it, its dataset and its model type
+        records = {name: _json_records(svc.workdir / f"{name}.log") for name in ("streams", "trainer", "web")}
+        assert records["streams"] and records["trainer"], {n: len(r) for n, r in records.items()}
+        about = [r for r in records["trainer"] if r.get("job_id") == triggered["job_id"]]
+        assert about, records["trainer"][-5:]
+        assert all((r["dataset_id"], r["model_type"]) == (datasets["goal"], "goal") for r in about)
         await asyncio.to_thread(_dashboard_in_chromium, svc, served)
     finally:
         await events.stop()
         await asyncio.to_thread(svc.stop)
+
+
+def _json_records(log: Path) -> list[dict[str, Any]]:
+    """The JSON log records of a process's output (its stdout prints are not records); a record
+    in the text format fails the test."""
+    lines = log.read_text(errors="replace").splitlines()
+    texts = [line for line in lines if re.match(r"\[\d{4}-\d\d-\d\d ", line)]
+    assert not texts, texts[:3]
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 def _chromium() -> str:
