@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     database_password_file: Path | None = None
     """A file that holds the database password (a mounted secret), used instead of a password in
     `FCL_DATABASE_URL`, so that neither the URL nor the environment carries it."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where `fcl streams` and `fcl trainer` serve `/metrics`, `/livez` and `/readyz` (each process
+    its own; 0: any free port, printed at start); unset: not served. `fcl web` serves them on
+    `FCL_HTTP_PORT`."""
+    metrics_host: str = "127.0.0.1"
+    """The address the `FCL_METRICS_PORT` server binds (`0.0.0.0` in a container)."""
     log_format: Literal["text", "json"] = "text"
     """How the processes log to stderr: `text` lines, or one JSON object per line (`json`), with a
     job's `job_id`, `dataset_id` and `model_type` on every line about it."""

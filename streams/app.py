@@ -24,6 +24,7 @@ from faust.types import EventT
 
 from contract import logs
 from contract.lifeline import exit_when_done, run_or_exit
+from contract.probes import Probes
 from contract.settings import Settings, get_settings
 from contract.topics import Topic
 from messaging.admin import ensure_topics
@@ -31,9 +32,11 @@ from messaging.producer import BackgroundProducer, is_record_error
 from messaging.security import faust_credentials
 from storage.db import Database
 from storage.entities import AdmissionPolicy
+from storage.migrate import schema_problem
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from storage.stores import IngestStore
+from streams import metrics
 from streams.batching import group_commit
 from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
 from streams.parsing import RawMessage
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 return False  # stopping before the batch committed: not acknowledged, redelivered later
             for reason in report.dead_letters:
                 log.info("dead-lettered: %s", reason)
+                metrics.DEAD_LETTERS.labels(metrics.refusal_kind(reason)).inc()
+            metrics.SAMPLES_STORED.inc(report.samples_stored)
+            metrics.ADMISSIONS.inc(report.jobs_created)
             for event, _ in batch:
                 await stream.ack(event)
             return True
@@ -143,6 +149,26 @@ def create_app(settings: Settings | None = None) -> faust.App:
         finally:
             await notifications.stop()
             await producer.stop()
+
+    if settings.metrics_port is not None:
+
+        async def database_at_head() -> bool:
+            return await schema_problem(settings.database_url) is None
+
+        async def broker_answers() -> bool:
+            return await producer.broker_ok() == "ok"
+
+        probes = Probes(
+            settings.metrics_host,
+            settings.metrics_port,
+            checks={"database": database_at_head, "broker": broker_answers},
+        )
+
+        @app.task
+        async def serve_probes() -> None:
+            port = await probes.open()
+            print(f"fcl streams: /metrics, /livez, /readyz on http://{settings.metrics_host}:{port}", flush=True)
+            await run_or_exit(probes.run, "probe server", stopping)
 
     return app
 

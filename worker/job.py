@@ -28,6 +28,7 @@ from storage.errors import ChampionMoved, LeaseLost, StorageError
 from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
 from storage.stores import WorkerQueue
 from trainers.base import stable_bucket
+from worker import metrics
 from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
 from worker.runner import Runner
 
@@ -131,6 +132,8 @@ class JobRun:
                     continue
                 verdict = "promoted" if transition.promoted else "not promoted"
                 log.info("job %s: %s version %s, %s", job.id, job.model_type, transition.model_version, verdict)
+                metrics.VERDICTS.labels(job.model_type, verdict).inc()
+                metrics.JOB_SECONDS.labels(job.model_type, "completed").observe(self.clock() - started)
                 return
             raise TrainingFailed(
                 AttemptError(
@@ -139,8 +142,10 @@ class JobRun:
             )
         except JobStopped as stop:
             await self._record_stop(stop, started_at, self.clock() - started)
+            metrics.JOB_SECONDS.labels(job.model_type, "stopped").observe(self.clock() - started)
         except TrainingFailed as failure:
             await self._record_failure(failure.error, started_at, self.clock() - started)
+            metrics.JOB_SECONDS.labels(job.model_type, "failed").observe(self.clock() - started)
         except LeaseLost:
             log.warning("job %s: the lease was lost to another worker; nothing recorded", job.id)
         except Exception as exc:

@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from contract import logs
+from contract.probes import Probes
 from contract.settings import Settings, get_settings
 from messaging.admin import ensure_topics
 from messaging.producer import BackgroundProducer, is_record_error
 from storage.artifacts import ArtifactStore, S3Access
 from storage.db import Database
 from storage.errors import StorageError
+from storage.migrate import schema_problem
 from storage.notifications import QUEUED_CHANNEL, Notifications
 from storage.outbox import OutboxRelay
 from storage.retry import RetryPolicy
@@ -95,6 +97,12 @@ async def serve(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
+        if settings.metrics_port is not None:
+            probes = _probes(settings, producer)
+            port = await probes.open()
+            probes.start()
+            cleanup.push_async_callback(_step, "stop the probe server", probes.stop)
+            print(f"fcl trainer: /metrics, /livez, /readyz on http://{settings.metrics_host}:{port}", flush=True)
         print(f"trainer worker {config.worker_id} ready", flush=True)
         worker_task = worker.start()
         side = {
@@ -116,6 +124,26 @@ async def serve(settings: Settings) -> int:
             exit_code = 1
         await worker.stop()  # the drain; raises what ended the loop, if an error did
     return exit_code
+
+
+def _probes(settings: Settings, producer: BackgroundProducer) -> Probes:
+    store = ArtifactStore.from_settings(settings)
+
+    async def database_at_head() -> bool:
+        return await schema_problem(settings.database_url) is None
+
+    async def broker_answers() -> bool:
+        return await producer.broker_ok() == "ok"
+
+    async def store_answers() -> bool:
+        await asyncio.to_thread(store.probe)
+        return True
+
+    return Probes(
+        settings.metrics_host,
+        settings.metrics_port or 0,
+        checks={"database": database_at_head, "broker": broker_answers, "artifact store": store_answers},
+    )
 
 
 async def _retain(settings: Settings, db: WorkerStore) -> None:

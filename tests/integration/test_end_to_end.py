@@ -64,7 +64,9 @@ def _completed(events: EventLog, job_id: str) -> dict[str, Any] | None:
 
 
 async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: Path) -> None:
-    svc = await asyncio.to_thread(Service, stack, tmp_path, dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json"})
+    svc = await asyncio.to_thread(
+        Service, stack, tmp_path, dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json", "FCL_METRICS_PORT": "0"}
+    )
     events = EventLog(svc.settings)
     try:
         await asyncio.to_thread(svc.start, "streams", "trainer", "web")
@@ -188,6 +190,26 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
 
             served = (await _get(http, f"{API}/model-versions"))["champions"]
 
+            # every process observable: streams and trainer on their FCL_METRICS_PORT, web on its own
+            figures = {}
+            for name in ("streams", "trainer"):
+                # (Faust logs what the streams worker prints: the line is inside a JSON record there)
+                found = re.search(rf"fcl {name}: /metrics, /livez, /readyz on (http://[\d.]+:\d+)", svc.logs())
+                assert found, svc.logs()
+                async with aiohttp.ClientSession(found.group(1)) as probe:
+                    assert (await _get(probe, "/livez"))["status"] == "ok"
+                    ready = await _get(probe, "/readyz")
+                    assert ready["status"] == "ready" and "database" in ready["checked"], ready
+                    async with probe.get("/metrics") as r:
+                        figures[name] = _samples(await r.text())
+            sent = sum(len(list(simulate(t, seed=1, **size))) for t, size in PLAN.items())
+            sent += len(list(simulate("goal", seed=2, users=300)))
+            assert figures["streams"]["fcl_samples_stored_total"] == sent  # each stored once
+            assert figures["streams"]["fcl_admissions_total"] >= len(PLAN)
+            assert figures["trainer"]["fcl_job_duration_seconds_count"] >= len(validations) + 1  # and the trigger
+            assert figures["trainer"]["fcl_verdicts_total"] >= len(validations) + 1
+            assert figures["trainer"]["process_resident_memory_bytes"] > 0
+
         # FCL_LOG_FORMAT=json: every log record of the three processes is one JSON object, and
         # the trainer's records about the triggered job name it, its dataset and its model type
         records = {name: _json_records(svc.workdir / f"{name}.log") for name in ("streams", "trainer", "web")}
@@ -199,6 +221,16 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
     finally:
         await events.stop()
         await asyncio.to_thread(svc.stop)
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text: the sum over labels of each sample name."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("{")[0].split(" ")[0], float(line.rsplit(" ", 1)[1])
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
 
 
 def _json_records(log: Path) -> list[dict[str, Any]]:
