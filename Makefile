@@ -2,8 +2,8 @@
 VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
-# Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone's pytest took
-# 280 s with 2 workers; 3 only fight over the cores (docs/operations.md).
+# Parallel test workers (pytest-xdist). On the 2-CPU development VM the same code's pytest took
+# 315 s with 2 workers and 282 s with 3: the third fills the waits at the end (docs/operations.md).
 TEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
