@@ -15,7 +15,7 @@ from storage.errors import StorageError
 def _stack(args: argparse.Namespace) -> int:
     from fcl.stack import LocalStack
 
-    stack = LocalStack(Path(args.state_dir))
+    stack = LocalStack(Path(args.state_dir), secure=True if getattr(args, "secure", False) else None)
     if args.action == "fetch":
         from fcl.stack.kafka import ensure_jars
 
@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stack.add_argument("--state-dir", default=".fcl", help="where the stack keeps data, logs and pids")
     stack.add_argument("--json", action="store_true", help="print the status as JSON")
+    stack.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: Kafka on SASL_SSL (SCRAM-SHA-512) and PostgreSQL on TLS with a password, under a CA the "
+        "stack makes; stack.env carries the client settings (until `down`)",
+    )
     stack.set_defaults(func=_stack)
 
     migrate = sub.add_parser(

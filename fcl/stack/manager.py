@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 import json
 import os
+import secrets
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -20,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from fcl.stack.common import StackError, choose_ports, process_alive, terminate
-from fcl.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaPorts, broker_answers, jars_dir, require_java
+from fcl.stack.kafka import (
+    KAFKA_VERSION,
+    BrokerSecurity,
+    KafkaBroker,
+    KafkaPorts,
+    broker_answers,
+    jars_dir,
+    require_java,
+)
 from fcl.stack.objectstore import (
     ARTIFACT_PREFIX,
     BUCKET,
@@ -33,7 +42,9 @@ from fcl.stack.objectstore import (
     artifact_store,
     weed_version,
 )
-from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir, server_version
+from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, ServerSecurity, find_bindir, server_version
+from fcl.stack.tls import Certificate, make_ca
+from fcl.stack.tls import issue as issue_certificate
 from storage.artifacts import ArtifactError
 
 PREFERRED_KAFKA_PORT = 9092
@@ -112,18 +123,62 @@ class LocalStack:
         kafka_port: int = PREFERRED_KAFKA_PORT,
         controller_port: int = PREFERRED_CONTROLLER_PORT,
         postgres_port: int = PREFERRED_POSTGRES_PORT,
+        secure: bool | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.preferred = {"kafka": kafka_port, "controller": controller_port, "postgres": postgres_port}
         self.stack_dir = state_dir / "stack"
         self.state_file = self.stack_dir / "state.json"
         self.env_file = state_dir / "stack.env"
-        self.kafka = KafkaBroker(self.stack_dir / "kafka")
-        self.postgres = PostgresServer(self.stack_dir)
+        self.tls_dir = self.stack_dir / "tls"
+        # `up --secure` once, and the stack stays secured (its state says so) until `down`
+        saved: dict[str, str] | None = self._load().get("secrets")
+        self.secrets = (saved or Secrets.new()) if secure else saved
+        self.kafka = KafkaBroker(self.stack_dir / "kafka", security=self._broker_security())
+        self.postgres = PostgresServer(self.stack_dir, security=self._server_security())
         self.objects = SeaweedServer(self.stack_dir / "seaweedfs")
         self.up_seconds: dict[str, float] = {}  # what each server took in the last `up`
         timeout = start_timeout or float(os.environ.get("FCL_STACK_START_TIMEOUT", "90"))
         self.start_timeout = timeout
+
+    # -- security (`fcl stack up --secure`) -----------------------------------------------------
+    @property
+    def secure(self) -> bool:
+        return self.secrets is not None
+
+    def _certificates(self) -> tuple[Certificate, Certificate]:
+        """The stack's CA and the servers' certificate (made once)."""
+        ca = Certificate(self.tls_dir / "ca.pem", self.tls_dir / "ca.key")
+        server = Certificate(self.tls_dir / "server.pem", self.tls_dir / "server.key")
+        if not (ca.cert.exists() and server.cert.exists()):
+            ca = make_ca(self.tls_dir)
+            server = issue_certificate(ca, self.tls_dir, "server")
+        return ca, server
+
+    def _broker_security(self) -> BrokerSecurity | None:
+        if self.secrets is None:
+            return None
+        _, server = self._certificates()
+        return BrokerSecurity(
+            ca=self.tls_dir / "ca.pem",
+            keystore=server.bundle(self.tls_dir / "broker-keystore.pem"),
+            users={"fcl-broker": self.secrets["broker"], KAFKA_USER: self.secrets["kafka"]},
+        )
+
+    def _server_security(self) -> ServerSecurity | None:
+        if self.secrets is None:
+            return None
+        _, server = self._certificates()
+        return ServerSecurity(cert=server.cert, key=server.key, password=self.secrets["database"])
+
+    def _kafka_options(self) -> dict[str, Any]:
+        security = self.kafka.security
+        return security.client_options(KAFKA_USER) if security is not None else {}
+
+    def _pg_version(self, port: int) -> str | None:
+        # secured, TCP takes TLS and a password: the stack asks over its unix socket
+        host = str(self.postgres.home) if self.secure else "127.0.0.1"
+        return asyncio.run(server_version(port, host=host))
 
     # -- state ---------------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
@@ -134,8 +189,10 @@ class LocalStack:
 
     def _save(self, state: dict[str, Any]) -> None:
         self.stack_dir.mkdir(parents=True, exist_ok=True)
+        if self.secrets is not None:
+            state["secrets"] = self.secrets
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        _private_text(tmp, json.dumps(state, indent=2, sort_keys=True))  # it holds passwords and keys
         tmp.replace(self.state_file)
 
     @contextmanager
@@ -168,7 +225,7 @@ class LocalStack:
 
     def _up_postgres(self, state: dict[str, Any], bindir: Path) -> None:
         pg = state.get("postgres", {})
-        if pg.get("port") and self.postgres.postmaster_pid() and asyncio.run(server_version(pg["port"])):
+        if pg.get("port") and self.postgres.postmaster_pid() and self._pg_version(pg["port"]):
             return
         if self.postgres.postmaster_pid() and not process_alive(self.postgres.postmaster_pid()):
             (self.postgres.data_dir / "postmaster.pid").unlink(missing_ok=True)
@@ -182,7 +239,7 @@ class LocalStack:
     def _up_kafka(self, state: dict[str, Any]) -> None:
         kf = state.get("kafka", {})
         if process_alive(kf.get("pid"), kf.get("start_ticks")):
-            if asyncio.run(broker_answers(f"127.0.0.1:{kf['broker_port']}", 10)):
+            if asyncio.run(broker_answers(f"127.0.0.1:{kf['broker_port']}", 10, self._kafka_options())):
                 return
             terminate(kf["pid"], kf.get("start_ticks"), timeout=30)
         broker, controller = choose_ports(
@@ -237,17 +294,35 @@ class LocalStack:
         pg_port = state["postgres"]["port"]
         objects = state["objects"]
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
-        self.env_file.write_text(
+        database = f"postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{pg_port}/{DATABASE}"
+        secured = ""
+        if self.secrets is not None:
+            ca = (self.tls_dir / "ca.pem").resolve()
+            password_file = self.stack_dir / "database-password"
+            _private_text(password_file, self.secrets["database"] + "\n")
+            database = (
+                f"postgresql+asyncpg://{ROLE}@127.0.0.1:{pg_port}/{DATABASE}?sslmode=verify-full&sslrootcert={ca}"
+            )
+            secured = (
+                "FCL_KAFKA_SECURITY_PROTOCOL=SASL_SSL\n"
+                "FCL_KAFKA_SASL_MECHANISM=SCRAM-SHA-512\n"
+                f"FCL_KAFKA_SASL_USERNAME={KAFKA_USER}\n"
+                f"FCL_KAFKA_SASL_PASSWORD={self.secrets['kafka']}\n"
+                f"FCL_KAFKA_SSL_CAFILE={ca}\n"
+                f"FCL_DATABASE_PASSWORD_FILE={password_file.resolve()}\n"
+            )
+        _private_text(
+            self.env_file,
             "# written by `fcl stack up`; removed by `fcl stack down`\n"
             f"FCL_KAFKA_BOOTSTRAP=127.0.0.1:{kafka_port}\n"
-            f"FCL_DATABASE_URL=postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{pg_port}/{DATABASE}\n"
+            f"FCL_DATABASE_URL={database}\n"
+            f"{secured}"
             f"FCL_ARTIFACT_URL=s3://{BUCKET}/{ARTIFACT_PREFIX}\n"
             f"FCL_S3_ENDPOINT_URL={self.objects.endpoint(SeaweedPorts(**objects['ports']))}\n"
             f"AWS_ACCESS_KEY_ID={objects['credentials']['access_key_id']}\n"
             f"AWS_SECRET_ACCESS_KEY={objects['credentials']['secret_access_key']}\n"
-            f"AWS_REGION={REGION}\n"
+            f"AWS_REGION={REGION}\n",
         )
-        self.env_file.chmod(0o600)
 
     def down(self) -> StackStatus:
         with self._locked():
@@ -265,6 +340,10 @@ class LocalStack:
             state.get("postgres", {})["pid"] = None
             self._save(state)
             self.env_file.unlink(missing_ok=True)
+            (self.stack_dir / "database-password").unlink(missing_ok=True)
+            state.pop("secrets", None)  # the next plain `up` is the plain stack again
+            self.secrets = None
+            self._save(state)
         return self.status()
 
     def status(self) -> StackStatus:
@@ -272,7 +351,9 @@ class LocalStack:
         kf = state.get("kafka", {})
         kafka_running = process_alive(kf.get("pid"), kf.get("start_ticks"))
         kafka_addr = f"127.0.0.1:{kf['broker_port']}" if kf.get("broker_port") else None
-        kafka_answers = bool(kafka_running and kafka_addr and asyncio.run(broker_answers(kafka_addr, 5)))
+        kafka_answers = bool(
+            kafka_running and kafka_addr and asyncio.run(broker_answers(kafka_addr, 5, self._kafka_options()))
+        )
         kafka = ComponentStatus(
             name="kafka",
             running=kafka_running,
@@ -280,12 +361,16 @@ class LocalStack:
             pid=kf.get("pid") if kafka_running else None,
             address=kafka_addr,
             version=f"Apache Kafka {kafka_release(kf.get('version', KAFKA_VERSION))}",
-            detail=f"KRaft single node, cluster {kf['cluster_id']}" if kf.get("cluster_id") else "",
+            detail=(
+                f"KRaft single node{', SASL_SSL' if self.secure else ''}, cluster {kf['cluster_id']}"
+                if kf.get("cluster_id")
+                else ""
+            ),
         )
         pg = state.get("postgres", {})
         pg_pid = self.postgres.postmaster_pid()
         pg_running = process_alive(pg_pid)
-        pg_version = asyncio.run(server_version(pg["port"])) if pg_running and pg.get("port") else None
+        pg_version = self._pg_version(pg["port"]) if pg_running and pg.get("port") else None
         postgres = ComponentStatus(
             name="postgres",
             running=pg_running,
@@ -297,7 +382,7 @@ class LocalStack:
                 if pg_version
                 else (f"PostgreSQL {pg['version']}" if pg.get("version") else None)
             ),
-            detail=f"data {self.postgres.data_dir}",
+            detail=f"{'TLS, scram-sha-256, ' if self.secure else ''}data {self.postgres.data_dir}",
         )
         return StackStatus(
             kafka=kafka, postgres=postgres, objects=self._objects_status(state), env_file=str(self.env_file)
@@ -324,3 +409,22 @@ class LocalStack:
             version=ob.get("version") or (weed_version() if running else None),
             detail=f"S3 bucket s3://{BUCKET}/{ARTIFACT_PREFIX}, data {self.objects.data_dir}",
         )
+
+
+KAFKA_USER = "fcl"
+
+
+class Secrets(dict[str, str]):
+    """The secured stack's passwords: the broker's own, fcl's on Kafka, and the database's."""
+
+    @classmethod
+    def new(cls) -> dict[str, str]:
+        return {name: secrets.token_urlsafe(18) for name in ("broker", "kafka", "database")}
+
+
+def _private_text(path: Path, text: str) -> None:
+    """Write `text` to a file that is mode 0600 from the moment it exists."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)

@@ -25,6 +25,7 @@ POSTGRES_HINT = "apt-get install -y postgresql (Debian's server package)"
 SERVICE_USER = "postgres"
 DATABASE = "fcl"
 ROLE = "fcl"
+TRUST_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
 
 
 def find_bindir() -> Path:
@@ -178,6 +179,11 @@ class PostgresServer:
         )
         if self.security is not None:
             options += self._secure()
+        else:  # initdb's rules (a stack secured before and brought up plain again trusts again)
+            (self.data_dir / "pg_hba.conf").write_text(TRUST_HBA)
+            if running_as_root():
+                pw = pwd.getpwnam(SERVICE_USER)
+                os.chown(self.data_dir / "pg_hba.conf", pw.pw_uid, pw.pw_gid)
         self._run(
             [
                 str(bindir / "pg_ctl"),
@@ -225,8 +231,9 @@ class PostgresServer:
         )
 
 
-async def server_version(port: int, timeout: float = 5.0) -> str | None:
-    """The server's version string when it answers a real client, else None."""
+async def server_version(port: int, timeout: float = 5.0, *, host: str = "127.0.0.1") -> str | None:
+    """The server's version string when it answers a real client (at `host`: an address, or the
+    folder of its unix socket), else None."""
     from storage.admin import server_version as answering_version
 
-    return await answering_version(host="127.0.0.1", port=port, user=ROLE, timeout=timeout)
+    return await answering_version(host=host, port=port, user=ROLE, timeout=timeout)
