@@ -9,7 +9,9 @@ What the session started, it stops; what it created, it drops.
 `make test` runs the tests in parallel (pytest-xdist, `-n`): the controlling process starts the
 stack before the workers start and stops it after they end; each worker is a session of its own,
 with its own database and topic prefix, on that one stack. Tests that share an expensive
-module fixture stay on one worker (`xdist_group`, with `--dist loadgroup`).
+fixture stay on one worker (`xdist_group`, with `--dist loadgroup`), and such fixtures are
+session-scoped: the worker may run other modules between their tests, which would tear down and
+rebuild a module-scoped one (the CQL champion was trained twice that way).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ async def _seed(url: str) -> None:
         await db.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def fuzzed(stack: RunStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = Service(stack, tmp_path_factory.mktemp("fuzz"))
     try:
@@ -65,7 +65,7 @@ def fuzzed(stack: RunStack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         svc.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def web_schema(fuzzed: Service) -> schemathesis.BaseSchema:
     """The document the running service serves (not one built in this process)."""
     return schemathesis.openapi.from_url(fuzzed.base_url + "/openapi.json")

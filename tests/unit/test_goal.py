@@ -32,7 +32,7 @@ TRAINER = GoalTrainer()
 SMALL = {"n_estimators": 40, "cv_forest_estimators": 20, "hgb_max_iter": 60}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def linear() -> list[dict[str, Any]]:
     return linear_goal_samples(1500, seed=5)
 

@@ -16,7 +16,7 @@ from messaging.admin import short_topics
 from messaging.security import client_options, faust_credentials
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_ca(tmp_path_factory.mktemp("ca")).cert
 

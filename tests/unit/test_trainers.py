@@ -77,7 +77,7 @@ def test_segmentation_refuses_samples_with_different_features() -> None:
 
 
 # -- goal -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def goal_champion():
     # any iterable of samples will do, a generator here (materialized: the field's type is what trainers see)
     return get_trainer("goal").train(TrainRequest(samples=iter(SIM.goal_samples()), seed=1))  # type: ignore[arg-type]
@@ -191,7 +191,7 @@ def test_spending_refuses_too_short_a_history() -> None:
 
 
 # -- recommendation ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between
 def cql_champion():
     samples = SIM.recommendation_samples(4000)
     return get_trainer("recommendation").train(TrainRequest(samples=samples, seed=1, device="cpu"))
