@@ -2,9 +2,10 @@
 VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
-# Parallel test workers (pytest-xdist). On the 2-CPU development VM the same code's pytest took
-# 315 s with 2 workers and 282 s with 3: the third fills the waits at the end (docs/operations.md).
-TEST_WORKERS ?= 3
+# Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone of the same
+# code took 5 min 56 s with 2 workers (4 min 49 s of CPU) and 6 min 12 s with 3 (5 min 53 s of
+# CPU: the third worker's trainings slow the others' down more than it fills the waits).
+TEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean
