@@ -12,24 +12,17 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from contract.settings import Settings
 from contract.topics import Topic
-from messaging.security import KafkaRefused, client_options, quiet_kafka_client, why_refused
+from messaging.security import client_options, start_or_refuse
 
 log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create whichever of the contract's topics is missing; returns the names created. Raises
-    `KafkaRefused` (one line) when the broker refuses fcl's credentials or fcl its certificate."""
+    `messaging.security.KafkaRefused` (one line) when the broker refuses fcl's credentials or fcl
+    its certificate."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **client_options(settings))
-    try:
-        with quiet_kafka_client():
-            await admin.start()
-    except Exception as exc:
-        await admin.close()
-        why = await why_refused(settings, exc)
-        if why is not None:
-            raise KafkaRefused(why) from None
-        raise
+    await start_or_refuse(settings, admin.start, admin.close)
     try:
         names = [t.full_name(settings.topic_prefix) for t in Topic]
         existing = set(await admin.list_topics())

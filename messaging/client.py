@@ -20,7 +20,7 @@ from contract import model_types
 from contract.events import DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
 from contract.settings import Settings
 from contract.topics import Topic
-from messaging.security import KafkaRefused, client_options, why_refused
+from messaging.security import client_options, start_or_refuse
 
 
 class FclProducer:
@@ -35,14 +35,7 @@ class FclProducer:
         )
 
     async def __aenter__(self) -> FclProducer:
-        try:
-            await self._producer.start()
-        except Exception as exc:
-            await self._producer.stop()
-            why = await why_refused(self.settings, exc)
-            if why is not None:
-                raise KafkaRefused(why) from None
-            raise
+        await start_or_refuse(self.settings, self._producer.start, self._producer.stop)
         return self
 
     async def __aexit__(

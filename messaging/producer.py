@@ -15,7 +15,7 @@ from aiokafka import errors as aiokafka_errors
 from contract.backoff import retrying
 from contract.service import Service
 from contract.settings import Settings
-from messaging.security import KafkaRefused, client_options, why_refused
+from messaging.security import KafkaRefused, client_options, start_or_refuse
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class BackgroundProducer(Service):
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return "ok"
 
+    async def answers(self) -> bool:
+        """Whether the broker answers now (a readiness check)."""
+        return await self.broker_ok() == "ok"
+
     async def run(self) -> None:
         """Start a producer, retrying with backoff until the broker answers or `stop()` is called;
         the process works without the broker meanwhile (its outbox keeps the events)."""
@@ -67,14 +71,7 @@ class BackgroundProducer(Service):
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, **client_options(self.settings)
             )
-            try:
-                await producer.start()
-            except BaseException as exc:
-                await producer.stop()
-                why = await why_refused(self.settings, exc)
-                if why is not None:  # credentials or trust: trying again cannot help
-                    raise KafkaRefused(why) from None
-                raise
+            await start_or_refuse(self.settings, producer.start, producer.stop)  # a refusal is not retried
             return producer
 
         async def wait(delay: float) -> None:  # a stop ends the wait at once

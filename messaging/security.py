@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -115,6 +115,22 @@ def quiet_kafka_client() -> Iterator[None]:
         yield
     finally:
         quiet.setLevel(level)
+
+
+async def start_or_refuse(
+    settings: Settings, start: Callable[[], Awaitable[Any]], close: Callable[[], Awaitable[Any]]
+) -> None:
+    """Start a client (`start()`, aiokafka's per-connection log lines silenced); when that fails,
+    `close()` it and raise `KafkaRefused` (one line) for a refusal, the failure itself otherwise."""
+    try:
+        with quiet_kafka_client():
+            await start()
+    except BaseException as exc:
+        await close()
+        why = await why_refused(settings, exc) if isinstance(exc, Exception) else None
+        if why is not None:
+            raise KafkaRefused(why) from None
+        raise
 
 
 async def why_refused(settings: Settings, exc: BaseException, timeout: float = 10.0) -> str | None:

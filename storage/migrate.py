@@ -67,3 +67,8 @@ async def schema_problem(url: str) -> str | None:
     where = make_url(url).render_as_string(hide_password=True)
     at = f"at revision {current}" if current else "not migrated (no schema)"
     return f"the database at {where} is {at}, not {expected}: run `fcl migrate` first"
+
+
+async def at_head(url: str) -> bool:
+    """Whether the database answers and its schema is at head (a readiness check)."""
+    return await schema_problem(url) is None

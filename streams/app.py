@@ -12,6 +12,7 @@ soon as PostgreSQL notifies it of their commit, through the app's own producer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -32,7 +33,7 @@ from messaging.producer import BackgroundProducer, is_record_error
 from messaging.security import faust_credentials
 from storage.db import Database
 from storage.entities import AdmissionPolicy
-from storage.migrate import schema_problem
+from storage.migrate import at_head
 from storage.notifications import Notifications
 from storage.outbox import OutboxRelay
 from storage.stores import IngestStore
@@ -151,17 +152,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await producer.stop()
 
     if settings.metrics_port is not None:
-
-        async def database_at_head() -> bool:
-            return await schema_problem(settings.database_url) is None
-
-        async def broker_answers() -> bool:
-            return await producer.broker_ok() == "ok"
-
         probes = Probes(
             settings.metrics_host,
             settings.metrics_port,
-            checks={"database": database_at_head, "broker": broker_answers},
+            checks={"database": functools.partial(at_head, settings.database_url), "broker": producer.answers},
         )
 
         @app.task

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from messaging.producer import BackgroundProducer, is_record_error
 from storage.artifacts import ArtifactStore, S3Access
 from storage.db import Database
 from storage.errors import StorageError
-from storage.migrate import schema_problem
+from storage.migrate import at_head
 from storage.notifications import QUEUED_CHANNEL, Notifications
 from storage.outbox import OutboxRelay
 from storage.retry import RetryPolicy
@@ -129,12 +130,6 @@ async def serve(settings: Settings) -> int:
 def _probes(settings: Settings, producer: BackgroundProducer) -> Probes:
     store = ArtifactStore.from_settings(settings)
 
-    async def database_at_head() -> bool:
-        return await schema_problem(settings.database_url) is None
-
-    async def broker_answers() -> bool:
-        return await producer.broker_ok() == "ok"
-
     async def store_answers() -> bool:
         await asyncio.to_thread(store.probe)
         return True
@@ -142,7 +137,11 @@ def _probes(settings: Settings, producer: BackgroundProducer) -> Probes:
     return Probes(
         settings.metrics_host,
         settings.metrics_port or 0,
-        checks={"database": database_at_head, "broker": broker_answers, "artifact store": store_answers},
+        checks={
+            "database": functools.partial(at_head, settings.database_url),
+            "broker": producer.answers,
+            "artifact store": store_answers,
+        },
     )
 
 

@@ -135,3 +135,12 @@ def log_tail(path: Path, lines: int = 30) -> str:
     errors = [line for line in all_lines[:-lines] if " ERROR " in line or " FATAL " in line][:5]
     head = ["errors logged:", *errors, "...", "last lines:"] if errors else []
     return "\n".join([*head, *all_lines[-lines:]])
+
+
+def write_private(path: Path, content: str | bytes) -> None:
+    """Write `content` to a new file that is mode 0600 from the moment it exists (never wider and
+    then narrowed): passwords, keys, configs that hold them."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content.encode() if isinstance(content, str) else content)

@@ -29,6 +29,7 @@ from fcl.stack.common import (
     require_tool,
     spawn_detached,
     terminate,
+    write_private,
 )
 
 KAFKA_VERSION = "4.1.1"
@@ -245,9 +246,7 @@ class KafkaBroker:
         for folder in (self.data_dir, self.log_dir):
             folder.mkdir(parents=True, exist_ok=True)
         # the config holds the broker's own password when secured: mode 0600 from the start
-        self.config.unlink(missing_ok=True)
-        self.config.touch(mode=0o600)
-        self.config.write_text(server_properties(self.data_dir, ports, self.security))
+        write_private(self.config, server_properties(self.data_dir, ports, self.security))
         self.log4j.write_text(LOG4J2_XML)
         if (self.data_dir / "meta.properties").exists() and cluster_id:
             return cluster_id

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fcl.stack.common import StackError, choose_ports, process_alive, terminate
+from fcl.stack.common import StackError, choose_ports, process_alive, terminate, write_private
 from fcl.stack.kafka import (
     KAFKA_VERSION,
     BrokerSecurity,
@@ -133,7 +133,7 @@ class LocalStack:
         self.tls_dir = self.stack_dir / "tls"
         # `up --secure` once, and the stack stays secured (its state says so) until `down`
         saved: dict[str, str] | None = self._load().get("secrets")
-        self.secrets = (saved or Secrets.new()) if secure else saved
+        self.secrets = (saved or new_secrets()) if secure else saved
         self.kafka = KafkaBroker(self.stack_dir / "kafka", security=self._broker_security())
         self.postgres = PostgresServer(self.stack_dir, security=self._server_security())
         self.objects = SeaweedServer(self.stack_dir / "seaweedfs")
@@ -192,7 +192,7 @@ class LocalStack:
         if self.secrets is not None:
             state["secrets"] = self.secrets
         tmp = self.state_file.with_suffix(".tmp")
-        _private_text(tmp, json.dumps(state, indent=2, sort_keys=True))  # it holds passwords and keys
+        write_private(tmp, json.dumps(state, indent=2, sort_keys=True))  # it holds passwords and keys
         tmp.replace(self.state_file)
 
     @contextmanager
@@ -299,7 +299,7 @@ class LocalStack:
         if self.secrets is not None:
             ca = (self.tls_dir / "ca.pem").resolve()
             password_file = self.stack_dir / "database-password"
-            _private_text(password_file, self.secrets["database"] + "\n")
+            write_private(password_file, self.secrets["database"] + "\n")
             database = (
                 f"postgresql+asyncpg://{ROLE}@127.0.0.1:{pg_port}/{DATABASE}?sslmode=verify-full&sslrootcert={ca}"
             )
@@ -311,7 +311,7 @@ class LocalStack:
                 f"FCL_KAFKA_SSL_CAFILE={ca}\n"
                 f"FCL_DATABASE_PASSWORD_FILE={password_file.resolve()}\n"
             )
-        _private_text(
+        write_private(
             self.env_file,
             "# written by `fcl stack up`; removed by `fcl stack down`\n"
             f"FCL_KAFKA_BOOTSTRAP=127.0.0.1:{kafka_port}\n"
@@ -414,17 +414,6 @@ class LocalStack:
 KAFKA_USER = "fcl"
 
 
-class Secrets(dict[str, str]):
+def new_secrets() -> dict[str, str]:
     """The secured stack's passwords: the broker's own, fcl's on Kafka, and the database's."""
-
-    @classmethod
-    def new(cls) -> dict[str, str]:
-        return {name: secrets.token_urlsafe(18) for name in ("broker", "kafka", "database")}
-
-
-def _private_text(path: Path, text: str) -> None:
-    """Write `text` to a file that is mode 0600 from the moment it exists."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    return {name: secrets.token_urlsafe(18) for name in ("broker", "kafka", "database")}

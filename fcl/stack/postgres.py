@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcl.stack.common import StackError, log_tail
+from fcl.stack.common import StackError, log_tail, write_private
 
 POSTGRES_HINT = "apt-get install -y postgresql (Debian's server package)"
 SERVICE_USER = "postgres"
@@ -157,10 +157,7 @@ class PostgresServer:
         tls = self.home / "tls"
         tls.mkdir(exist_ok=True)
         for source, name in ((self.security.cert, "server.pem"), (self.security.key, "server.key")):
-            target = tls / name
-            target.unlink(missing_ok=True)
-            target.touch(mode=0o600)
-            target.write_bytes(source.read_bytes())
+            write_private(tls / name, source.read_bytes())
         (self.data_dir / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 reject\n"
         )

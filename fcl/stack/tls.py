@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcl.stack.common import StackError
+from fcl.stack.common import StackError, write_private
 
 DAYS = "825"
 
@@ -22,7 +22,7 @@ class Certificate:
 
     def bundle(self, path: Path) -> Path:
         """Key and certificate in one PEM file (mode 0600): Kafka's PEM keystore."""
-        _private(path, self.key.read_text() + self.cert.read_text())
+        write_private(path, self.key.read_text() + self.cert.read_text())
         return path
 
 
@@ -39,12 +39,6 @@ def _openssl(*args: str, cwd: Path) -> None:
     )
     if done.returncode != 0:
         raise StackError(f"openssl {args[0]} failed: {(done.stderr or done.stdout).strip()[-1000:]}")
-
-
-def _private(path: Path, text: str) -> None:
-    path.unlink(missing_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(text)
 
 
 def make_ca(folder: Path, name: str = "fcl local CA") -> Certificate:
