@@ -349,6 +349,8 @@ class Settings(BaseSettings):
             password = self.database_password_file.read_text().rstrip("\r\n")
         except OSError as exc:
             raise ValueError(f"FCL_DATABASE_PASSWORD_FILE {self.database_password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"FCL_DATABASE_PASSWORD_FILE {self.database_password_file} is not UTF-8 text") from None
         if not password:
             raise ValueError(f"FCL_DATABASE_PASSWORD_FILE {self.database_password_file} is empty")
         parts = urlsplit(self.database_url)

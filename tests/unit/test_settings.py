@@ -194,10 +194,10 @@ def test_the_database_password_comes_from_its_file_and_any_character_survives(tm
     parts = urlsplit(settings.database_url)
     assert unquote(parts.password or "") == "p@ss:w/rd%?#" and parts.hostname == "db.internal"
     assert parts.query == "sslmode=verify-full" and parts.username == "fcl"
-    for content, said in (("", "is empty"), (None, "No such file")):
+    for content, said in ((b"", "is empty"), (None, "No such file"), (b"\xd1\xff\x00", "is not UTF-8 text")):
         missing = tmp_path / "absent"
         if content is not None:
-            missing.write_text(content)
+            missing.write_bytes(content)
         with pytest.raises(ValidationError) as refused:
             Settings(_env_file=None, database_password_file=missing)
         assert said in refusal(refused.value)
