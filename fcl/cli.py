@@ -15,7 +15,11 @@ from storage.errors import StorageError
 def _stack(args: argparse.Namespace) -> int:
     from fcl.stack import LocalStack
 
-    stack = LocalStack(Path(args.state_dir), secure=True if getattr(args, "secure", False) else None)
+    stack = LocalStack(
+        Path(args.state_dir),
+        secure=True if getattr(args, "secure", False) else None,
+        kafka_brokers=getattr(args, "kafka_brokers", None),
+    )
     if args.action == "fetch":
         from fcl.stack.kafka import ensure_jars
 
@@ -199,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser(
         "stack",
-        help="a local Apache Kafka broker, PostgreSQL server and SeaweedFS object store (no Docker)",
+        help="a local Apache Kafka broker (or cluster), PostgreSQL server and SeaweedFS object store (no Docker)",
         description="Start, stop or inspect the local broker, database server and object store. "
         "`up` writes their addresses to .fcl/stack.env.",
     )
@@ -216,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="up: Kafka on SASL_SSL (SCRAM-SHA-512) and PostgreSQL on TLS with a password, under a CA the "
         "stack makes; stack.env carries the client settings (until `down`)",
+    )
+    stack.add_argument(
+        "--kafka-brokers",
+        type=int,
+        metavar="N",
+        help="up: a KRaft cluster of N nodes (each broker and controller; default 1). With 3 or more, "
+        "stack.env asks for topics with 3 replicas and 2 in sync. The stack keeps N, its data is formatted for it",
     )
     stack.set_defaults(func=_stack)
 

@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka broker (KRaft, combined broker and controller) from Maven Central.
+"""Apache Kafka brokers (KRaft, each node a combined broker and controller) from Maven Central:
+one node, or a cluster of several whose controllers form one quorum.
 
 The jars are resolved once with Maven and cached per Kafka version under
 `$XDG_CACHE_HOME/fcl/kafka/<version>` (default `~/.cache`), so every checkout on a machine
@@ -128,6 +129,11 @@ class KafkaPorts:
     controller: int
 
 
+def quorum_voters(controllers: dict[int, int]) -> str:
+    """`controller.quorum.voters` of a cluster whose node ids map to their controller ports."""
+    return ",".join(f"{node}@127.0.0.1:{port}" for node, port in sorted(controllers.items()))
+
+
 @dataclass(frozen=True, kw_only=True)
 class BrokerSecurity:
     """A secured listener: SASL_SSL with SCRAM-SHA-512, the broker's certificate signed by the
@@ -153,11 +159,24 @@ class BrokerSecurity:
         }
 
 
-def server_properties(data_dir: Path, ports: KafkaPorts, security: BrokerSecurity | None = None) -> str:
+def server_properties(
+    data_dir: Path,
+    ports: KafkaPorts,
+    security: BrokerSecurity | None = None,
+    *,
+    node_id: int = 1,
+    controllers: dict[int, int] | None = None,
+) -> str:
+    """One node's configuration. `controllers` (node id -> controller port) names every node of
+    the cluster; alone, the node is its own quorum. Kafka's internal topics are replicated to up
+    to three nodes and need two in sync when there are three or more."""
+    controllers = controllers or {node_id: ports.controller}
+    replicas = str(min(3, len(controllers)))
+    in_sync = "2" if len(controllers) >= 3 else "1"
     lines = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{ports.controller}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": quorum_voters(controllers),
         "listeners": f"PLAINTEXT://127.0.0.1:{ports.broker},CONTROLLER://127.0.0.1:{ports.controller}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{ports.broker}",
         "controller.listener.names": "CONTROLLER",
@@ -165,13 +184,15 @@ def server_properties(data_dir: Path, ports: KafkaPorts, security: BrokerSecurit
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir.resolve()),
         "num.partitions": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": in_sync,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": in_sync,
         "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": in_sync,
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
         "delete.topic.enable": "true",
@@ -205,15 +226,28 @@ class KafkaProcess:
     ports: KafkaPorts
     cluster_id: str
     version: str
+    node_id: int = 1
 
 
 class KafkaBroker:
-    """Files of one broker under `root` (config, data, logs) and the process that serves them."""
+    """Files of one broker under `root` (config, data, logs) and the process that serves them.
+    In a cluster, `node_id` is its id and `controllers` maps every node's id to its controller
+    port (`start_cluster`)."""
 
-    def __init__(self, root: Path, *, version: str = KAFKA_VERSION, security: BrokerSecurity | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        version: str = KAFKA_VERSION,
+        security: BrokerSecurity | None = None,
+        node_id: int = 1,
+        heap: str = "1g",
+    ) -> None:
         self.root = root
         self.version = version
         self.security = security
+        self.node_id = node_id
+        self.heap = heap
         self.data_dir = root / "data"
         self.log_dir = root / "logs"
         self.config = root / "server.properties"
@@ -240,13 +274,16 @@ class KafkaBroker:
             *args,
         ]
 
-    def prepare(self, ports: KafkaPorts, cluster_id: str | None) -> str:
+    def prepare(self, ports: KafkaPorts, cluster_id: str | None, controllers: dict[int, int] | None = None) -> str:
         """Write the config and format the data folder once; returns the cluster id."""
         libs = ensure_jars(self.version)
         for folder in (self.data_dir, self.log_dir):
             folder.mkdir(parents=True, exist_ok=True)
         # the config holds the broker's own password when secured: mode 0600 from the start
-        write_private(self.config, server_properties(self.data_dir, ports, self.security))
+        write_private(
+            self.config,
+            server_properties(self.data_dir, ports, self.security, node_id=self.node_id, controllers=controllers),
+        )
         self.log4j.write_text(LOG4J2_XML)
         if (self.data_dir / "meta.properties").exists() and cluster_id:
             return cluster_id
@@ -291,15 +328,22 @@ class KafkaBroker:
         ]
 
     def start(self, ports: KafkaPorts, cluster_id: str | None, timeout: float) -> KafkaProcess:
-        cluster_id = self.prepare(ports, cluster_id)
-        libs = jars_dir(self.version)
-        cmd = self._java_cmd(libs, "kafka.Kafka", str(self.config.resolve()), heap="1g")
-        pid = spawn_detached(cmd, self.stdout_log)
-        started = KafkaProcess(
-            pid=pid, start_ticks=process_start_ticks(pid), ports=ports, cluster_id=cluster_id, version=self.version
-        )
+        started = self.spawn(ports, self.prepare(ports, cluster_id))
         self.wait_ready(started, timeout)
         return started
+
+    def spawn(self, ports: KafkaPorts, cluster_id: str) -> KafkaProcess:
+        """Start the prepared node without waiting for it to answer."""
+        cmd = self._java_cmd(jars_dir(self.version), "kafka.Kafka", str(self.config.resolve()), heap=self.heap)
+        pid = spawn_detached(cmd, self.stdout_log)
+        return KafkaProcess(
+            pid=pid,
+            start_ticks=process_start_ticks(pid),
+            ports=ports,
+            cluster_id=cluster_id,
+            version=self.version,
+            node_id=self.node_id,
+        )
 
     def wait_ready(self, proc: KafkaProcess, timeout: float) -> None:
         """Until a real client lists topics; the log's tail when it exits or takes too long."""
@@ -322,6 +366,27 @@ class KafkaBroker:
                 f"the Kafka broker did not answer on 127.0.0.1:{proc.ports.broker} within "
                 f"{timeout:.0f}s and was stopped; the end of {self.server_log}:\n{log_tail(self.server_log)}"
             )
+
+
+def start_cluster(
+    nodes: list[KafkaBroker], ports: list[KafkaPorts], cluster_id: str | None, timeout: float
+) -> list[KafkaProcess]:
+    """Format every node with one cluster id and the whole quorum, start them all, then wait until
+    each answers: a node answers only once a majority of the controllers has elected a leader, so
+    they cannot be started one after the other. A node that exits or does not answer stops all."""
+    controllers = {node.node_id: p.controller for node, p in zip(nodes, ports, strict=True)}
+    for node, p in zip(nodes, ports, strict=True):
+        cluster_id = node.prepare(p, cluster_id, controllers)
+    assert cluster_id is not None
+    started = [node.spawn(p, cluster_id) for node, p in zip(nodes, ports, strict=True)]
+    try:
+        for node, proc in zip(nodes, started, strict=True):
+            node.wait_ready(proc, timeout)
+    except StackError:
+        for proc in started:
+            terminate(proc.pid, proc.start_ticks, timeout=20)
+        raise
+    return started
 
 
 async def broker_answers(bootstrap: str, timeout: float, options: dict[str, Any] | None = None) -> bool:

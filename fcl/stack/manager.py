@@ -26,9 +26,11 @@ from fcl.stack.kafka import (
     BrokerSecurity,
     KafkaBroker,
     KafkaPorts,
+    KafkaProcess,
     broker_answers,
     jars_dir,
     require_java,
+    start_cluster,
 )
 from fcl.stack.objectstore import (
     ARTIFACT_PREFIX,
@@ -61,6 +63,7 @@ class ComponentStatus:
     address: str | None
     version: str | None
     detail: str = ""
+    node_id: int | None = None  # a Kafka node's id in its cluster
 
     def line(self) -> str:
         state = "answering" if self.answering else ("running, not answering" if self.running else "stopped")
@@ -78,21 +81,41 @@ class ComponentStatus:
 
 @dataclass(frozen=True, kw_only=True)
 class StackStatus:
-    kafka: ComponentStatus
+    kafka_nodes: list[ComponentStatus]
     postgres: ComponentStatus
     objects: ComponentStatus
     env_file: str
+
+    @property
+    def kafka(self) -> ComponentStatus:
+        """The broker, or the cluster as one: running and answering when every node is, its
+        address the bootstrap list clients are given."""
+        if len(self.kafka_nodes) == 1:
+            return self.kafka_nodes[0]
+        first = self.kafka_nodes[0]
+        return ComponentStatus(
+            name="kafka",
+            running=all(n.running for n in self.kafka_nodes),
+            answering=all(n.answering for n in self.kafka_nodes),
+            pid=None,
+            address=",".join(n.address for n in self.kafka_nodes if n.address) or None,
+            version=first.version,
+            detail=f"KRaft cluster of {len(self.kafka_nodes)} nodes",
+        )
 
     @property
     def up(self) -> bool:
         return self.kafka.answering and self.postgres.answering and self.objects.answering
 
     def components(self) -> list[ComponentStatus]:
-        return [self.kafka, self.postgres, self.objects]
+        """Every server: each Kafka node, PostgreSQL, the object store."""
+        return [*self.kafka_nodes, self.postgres, self.objects]
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "servers": [asdict(c) for c in self.components()],
             "kafka": asdict(self.kafka),
+            "kafka_nodes": [asdict(n) for n in self.kafka_nodes],
             "postgres": asdict(self.postgres),
             "objects": asdict(self.objects),
             "env_file": self.env_file,
@@ -124,6 +147,7 @@ class LocalStack:
         controller_port: int = PREFERRED_CONTROLLER_PORT,
         postgres_port: int = PREFERRED_POSTGRES_PORT,
         secure: bool | None = None,
+        kafka_brokers: int | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.preferred = {"kafka": kafka_port, "controller": controller_port, "postgres": postgres_port}
@@ -134,12 +158,37 @@ class LocalStack:
         # `up --secure` once, and the stack stays secured (its state says so) until `down`
         saved: dict[str, str] | None = self._load().get("secrets")
         self.secrets = (saved or new_secrets()) if secure else saved
-        self.kafka = KafkaBroker(self.stack_dir / "kafka", security=self._broker_security())
+        # `up --kafka-brokers N` once, and the stack keeps N nodes: their data is formatted for N
+        saved_nodes = len(kafka_state(self._load()).get("nodes", [])) or None
+        self.kafka_brokers = kafka_brokers or saved_nodes or 1
+        if self.kafka_brokers < 1:
+            raise StackError(f"--kafka-brokers must be at least 1, got {self.kafka_brokers}")
+        if saved_nodes and saved_nodes != self.kafka_brokers:
+            folders = ", ".join(str(self._kafka_root(i)) for i in range(1, saved_nodes + 1))
+            raise StackError(
+                f"this stack's Kafka data is formatted for {saved_nodes} node(s), not {self.kafka_brokers}: "
+                f"use another --state-dir, or `fcl stack down` and delete {folders} and "
+                f"{self.state_file} (their topics go with them)"
+            )
+        security = self._broker_security()
+        heap = "1g" if self.kafka_brokers == 1 else "512m"
+        self.kafka_nodes = [
+            KafkaBroker(self._kafka_root(i), security=security, node_id=i, heap=heap)
+            for i in range(1, self.kafka_brokers + 1)
+        ]
         self.postgres = PostgresServer(self.stack_dir, security=self._server_security())
         self.objects = SeaweedServer(self.stack_dir / "seaweedfs")
         self.up_seconds: dict[str, float] = {}  # what each server took in the last `up`
         timeout = start_timeout or float(os.environ.get("FCL_STACK_START_TIMEOUT", "90"))
         self.start_timeout = timeout
+
+    @property
+    def kafka(self) -> KafkaBroker:
+        """The first Kafka node (the only one of the default stack)."""
+        return self.kafka_nodes[0]
+
+    def _kafka_root(self, node_id: int) -> Path:
+        return self.stack_dir / ("kafka" if node_id == 1 else f"kafka-{node_id}")
 
     # -- security (`fcl stack up --secure`) -----------------------------------------------------
     @property
@@ -237,29 +286,45 @@ class LocalStack:
         self._save(state)
 
     def _up_kafka(self, state: dict[str, Any]) -> None:
-        kf = state.get("kafka", {})
-        if process_alive(kf.get("pid"), kf.get("start_ticks")):
-            if asyncio.run(broker_answers(f"127.0.0.1:{kf['broker_port']}", 10, self._kafka_options())):
-                return
-            terminate(kf["pid"], kf.get("start_ticks"), timeout=30)
-        broker, controller = choose_ports(
-            [
-                kf.get("broker_port") or self.preferred["kafka"],
-                kf.get("controller_port") or self.preferred["controller"],
-            ]
-        )
-        started = self.kafka.start(
-            KafkaPorts(broker=broker, controller=controller), kf.get("cluster_id"), self.start_timeout
-        )
+        kf = kafka_state(state)
+        nodes = kf.get("nodes", [])
+        alive = bool(nodes) and all(process_alive(n.get("pid"), n.get("start_ticks")) for n in nodes)
+        if alive and all(self._node_answers(n, 10) for n in nodes):
+            return
+        for n in nodes:  # some node is gone or mute: the cluster restarts as one
+            if process_alive(n.get("pid"), n.get("start_ticks")):
+                terminate(n["pid"], n.get("start_ticks"), timeout=30)
+        # each node its old ports (its peers know them), the first a fresh stack's preferred ones
+        wished: list[int | None] = [self.preferred["kafka"], self.preferred["controller"]]
+        wished += [None, None] * (self.kafka_brokers - 1)
+        for i, n in enumerate(nodes):
+            wished[2 * i : 2 * i + 2] = [n["broker_port"], n["controller_port"]]
+        chosen = choose_ports(wished)
+        ports = [KafkaPorts(broker=chosen[2 * i], controller=chosen[2 * i + 1]) for i in range(self.kafka_brokers)]
+        cluster_id = kf.get("cluster_id")
+        started: list[KafkaProcess]
+        if self.kafka_brokers == 1:
+            started = [self.kafka.start(ports[0], cluster_id, self.start_timeout)]
+        else:
+            started = start_cluster(self.kafka_nodes, ports, cluster_id, self.start_timeout)
         state["kafka"] = {
-            "pid": started.pid,
-            "start_ticks": started.start_ticks,
-            "broker_port": broker,
-            "controller_port": controller,
-            "cluster_id": started.cluster_id,
-            "version": started.version,
+            "cluster_id": started[0].cluster_id,
+            "version": started[0].version,
+            "nodes": [
+                {
+                    "node_id": p.node_id,
+                    "pid": p.pid,
+                    "start_ticks": p.start_ticks,
+                    "broker_port": p.ports.broker,
+                    "controller_port": p.ports.controller,
+                }
+                for p in started
+            ],
         }
         self._save(state)
+
+    def _node_answers(self, node: dict[str, Any], timeout: float) -> bool:
+        return asyncio.run(broker_answers(f"127.0.0.1:{node['broker_port']}", timeout, self._kafka_options()))
 
     def _up_objects(self, state: dict[str, Any]) -> None:
         ob = state.get("objects", {})
@@ -290,7 +355,14 @@ class LocalStack:
         )
 
     def _write_env(self, state: dict[str, Any]) -> None:
-        kafka_port = state["kafka"]["broker_port"]
+        nodes = kafka_state(state)["nodes"]
+        bootstrap = ",".join(f"127.0.0.1:{n['broker_port']}" for n in nodes)
+        replication = ""
+        if len(nodes) > 1:  # fcl's topics as durable as the cluster allows: three copies, two in sync
+            replication = (
+                f"FCL_TOPIC_REPLICATION_FACTOR={min(3, len(nodes))}\n"
+                f"FCL_TOPIC_MIN_INSYNC_REPLICAS={2 if len(nodes) >= 3 else 1}\n"
+            )
         pg_port = state["postgres"]["port"]
         objects = state["objects"]
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -314,7 +386,8 @@ class LocalStack:
         write_private(
             self.env_file,
             "# written by `fcl stack up`; removed by `fcl stack down`\n"
-            f"FCL_KAFKA_BOOTSTRAP=127.0.0.1:{kafka_port}\n"
+            f"FCL_KAFKA_BOOTSTRAP={bootstrap}\n"
+            f"{replication}"
             f"FCL_DATABASE_URL={database}\n"
             f"{secured}"
             f"FCL_ARTIFACT_URL=s3://{BUCKET}/{ARTIFACT_PREFIX}\n"
@@ -327,10 +400,11 @@ class LocalStack:
     def down(self) -> StackStatus:
         with self._locked():
             state = self._load()
-            kf = state.get("kafka", {})
-            if kf.get("pid") and not terminate(kf["pid"], kf.get("start_ticks"), timeout=60):
-                raise StackError(f"the Kafka broker (pid {kf['pid']}) did not stop")
-            kf["pid"] = None
+            kf = state["kafka"] = kafka_state(state)
+            for node in kf.get("nodes", []):
+                if node.get("pid") and not terminate(node["pid"], node.get("start_ticks"), timeout=60):
+                    raise StackError(f"Kafka node {node['node_id']} (pid {node['pid']}) did not stop")
+                node["pid"] = None
             ob = state.get("objects", {})
             if ob.get("pid") and not terminate(ob["pid"], ob.get("start_ticks"), timeout=STOP_SECONDS):
                 raise StackError(f"SeaweedFS (pid {ob['pid']}) did not stop")
@@ -348,25 +422,30 @@ class LocalStack:
 
     def status(self) -> StackStatus:
         state = self._load()
-        kf = state.get("kafka", {})
-        kafka_running = process_alive(kf.get("pid"), kf.get("start_ticks"))
-        kafka_addr = f"127.0.0.1:{kf['broker_port']}" if kf.get("broker_port") else None
-        kafka_answers = bool(
-            kafka_running and kafka_addr and asyncio.run(broker_answers(kafka_addr, 5, self._kafka_options()))
-        )
-        kafka = ComponentStatus(
-            name="kafka",
-            running=kafka_running,
-            answering=kafka_answers,
-            pid=kf.get("pid") if kafka_running else None,
-            address=kafka_addr,
-            version=f"Apache Kafka {kafka_release(kf.get('version', KAFKA_VERSION))}",
-            detail=(
-                f"KRaft single node{', SASL_SSL' if self.secure else ''}, cluster {kf['cluster_id']}"
-                if kf.get("cluster_id")
-                else ""
-            ),
-        )
+        kf = kafka_state(state)
+        release = f"Apache Kafka {kafka_release(kf.get('version', KAFKA_VERSION))}"
+        nodes = kf.get("nodes") or [{"node_id": 1}]
+        kafka_nodes = []
+        for node in nodes:
+            running = process_alive(node.get("pid"), node.get("start_ticks"))
+            address = f"127.0.0.1:{node['broker_port']}" if node.get("broker_port") else None
+            shape = "KRaft single node" if len(nodes) == 1 else f"KRaft node {node['node_id']} of {len(nodes)}"
+            kafka_nodes.append(
+                ComponentStatus(
+                    name="kafka" if len(nodes) == 1 else f"kafka-{node['node_id']}",
+                    running=running,
+                    answering=bool(running and address and self._node_answers(node, 5)),
+                    pid=node.get("pid") if running else None,
+                    address=address,
+                    version=release,
+                    detail=(
+                        f"{shape}{', SASL_SSL' if self.secure else ''}, cluster {kf['cluster_id']}"
+                        if kf.get("cluster_id")
+                        else ""
+                    ),
+                    node_id=node["node_id"],
+                )
+            )
         pg = state.get("postgres", {})
         pg_pid = self.postgres.postmaster_pid()
         pg_running = process_alive(pg_pid)
@@ -385,7 +464,7 @@ class LocalStack:
             detail=f"{'TLS, scram-sha-256, ' if self.secure else ''}data {self.postgres.data_dir}",
         )
         return StackStatus(
-            kafka=kafka, postgres=postgres, objects=self._objects_status(state), env_file=str(self.env_file)
+            kafka_nodes=kafka_nodes, postgres=postgres, objects=self._objects_status(state), env_file=str(self.env_file)
         )
 
     def _objects_status(self, state: dict[str, Any]) -> ComponentStatus:
@@ -412,6 +491,23 @@ class LocalStack:
 
 
 KAFKA_USER = "fcl"
+
+
+def kafka_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The Kafka part of a stack's state as a list of nodes; a state written before clusters (one
+    broker's pid and ports at the top) reads as its one node."""
+    kf = dict(state.get("kafka", {}))
+    if "nodes" not in kf and kf.get("broker_port"):
+        kf["nodes"] = [
+            {
+                "node_id": 1,
+                "pid": kf.pop("pid", None),
+                "start_ticks": kf.pop("start_ticks", None),
+                "broker_port": kf.pop("broker_port"),
+                "controller_port": kf.pop("controller_port", None),
+            }
+        ]
+    return kf
 
 
 def new_secrets() -> dict[str, str]:
