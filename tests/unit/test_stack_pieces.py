@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
 from fcl.cli import build_parser
-from fcl.stack.common import choose_ports, log_tail, port_is_free
+from fcl.stack.common import StackError, choose_ports, log_tail, port_is_free
 from fcl.stack.kafka import KafkaPorts, _java_major, server_properties
+from fcl.stack.manager import LocalStack, kafka_state
 
 
 def test_a_taken_port_is_replaced_by_a_free_one() -> None:
@@ -97,3 +99,32 @@ def test_a_checkout_that_ran_its_stack_before_instance_ids_keeps_its_database(tm
     (root / "kafka").mkdir(parents=True)
     assert postgres.server_home(root) == legacy
     assert postgres.server_home(root) == legacy
+
+
+def test_server_properties_of_a_three_node_cluster(tmp_path: Path) -> None:
+    controllers = {1: 4101, 2: 4201, 3: 4301}
+    props = dict(
+        line.split("=", 1)
+        for line in server_properties(
+            tmp_path / "data", KafkaPorts(broker=4200, controller=4201), node_id=2, controllers=controllers
+        ).splitlines()
+    )
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:4101,2@127.0.0.1:4201,3@127.0.0.1:4301"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:4200,CONTROLLER://127.0.0.1:4201"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor"):
+        assert props[key] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+
+
+def test_a_stack_state_from_before_clusters_reads_as_one_node_and_a_new_count_is_refused(tmp_path: Path) -> None:
+    old = {"kafka": {"pid": 7, "start_ticks": 9, "broker_port": 9092, "controller_port": 9093, "cluster_id": "c"}}
+    assert kafka_state(old) == {
+        "cluster_id": "c",
+        "nodes": [{"node_id": 1, "pid": 7, "start_ticks": 9, "broker_port": 9092, "controller_port": 9093}],
+    }
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "state.json").write_text(json.dumps(old))
+    assert LocalStack(tmp_path).kafka_brokers == 1  # the stack keeps the count its data was formatted for
+    with pytest.raises(StackError, match="formatted for 1 node"):
+        LocalStack(tmp_path, kafka_brokers=3)
