@@ -218,6 +218,17 @@ class NewSampleBatch:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelFigure:
+    """For /metrics, per model type: the champion and how old its model is, and the largest PSI
+    the latest candidate judged against a champion's data measured."""
+
+    model_type: str
+    champion_version: int | None
+    champion_age_seconds: float | None  # since the champion version was recorded
+    drift_psi_max: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutboxFigure:
     pending: int  # committed, not yet published
     parked: int  # given up on after the broker refused them

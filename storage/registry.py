@@ -23,6 +23,7 @@ from storage.entities import (
     Candidate,
     ChampionMove,
     Job,
+    ModelFigure,
     ModelVersion,
     NewModelVersion,
 )
@@ -76,6 +77,41 @@ class ModelVersionRepository:
         if model_type is not None:
             query = query.where(ModelVersionRow.model_type == model_type)
         return [r.to_entity() for r in (await self.session.scalars(query)).all()]
+
+
+class ModelFigures:
+    """The registry's figures for /metrics, one index lookup per model type (not a scan)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def read(self, model_types: Sequence[str]) -> list[ModelFigure]:
+        result = await self.session.execute(
+            text("""
+            SELECT t.model_type, c.version, extract(epoch FROM now() - v.created_at) AS age, d.psi
+            FROM unnest(CAST(:types AS text[])) AS t(model_type)
+            LEFT JOIN LATERAL (
+                SELECT version FROM champion_ledger l WHERE l.model_type = t.model_type ORDER BY seq DESC LIMIT 1
+            ) c ON true
+            LEFT JOIN model_versions v ON v.model_type = t.model_type AND v.version = c.version
+            LEFT JOIN LATERAL (
+                SELECT (e.drift->>'psi_max')::float8 AS psi FROM training_events e
+                WHERE e.model_type = t.model_type AND e.drift IS NOT NULL
+                ORDER BY e.started_at DESC, e.id DESC LIMIT 1
+            ) d ON true
+            ORDER BY t.model_type
+            """),
+            {"types": list(model_types)},
+        )
+        return [
+            ModelFigure(
+                model_type=r.model_type,
+                champion_version=r.version,
+                champion_age_seconds=float(r.age) if r.age is not None else None,
+                drift_psi_max=float(r.psi) if r.psi is not None else None,
+            )
+            for r in result.all()
+        ]
 
 
 class ChampionRepository:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from contract import model_types
 from contract.enums import AdmissionOutcome
 from contract.events import ValidationCheck
 from storage.datasets import DatasetRepository, SampleRepository, threshold_events
@@ -33,6 +34,7 @@ from storage.entities import (
     EndedAttempt,
     Job,
     Lease,
+    ModelFigure,
     ModelVersion,
     NewSampleBatch,
     OutboxFigure,
@@ -49,7 +51,13 @@ from storage.errors import StorageError
 from storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
 from storage.outbox import OutboxEntry, OutboxRepository
 from storage.queue import JobQueue
-from storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository, ValidationRepository
+from storage.registry import (
+    ChampionRepository,
+    ModelFigures,
+    ModelVersionRepository,
+    RetentionRepository,
+    ValidationRepository,
+)
 from storage.retry import RetryDecision
 
 
@@ -349,10 +357,11 @@ class ApiStore:
             outbox = OutboxRepository(s)
             return await outbox.unpublished(), await outbox.parked()
 
-    async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure]:
+    async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure, list[ModelFigure]]:
         async with self.db.transaction() as s:
             queue, training = await JobRepository(s).figures()
-            return queue, training, await OutboxRepository(s).figures()
+            models = await ModelFigures(s).read(model_types.names())
+            return queue, training, await OutboxRepository(s).figures(), models
 
     async def ping(self) -> None:
         await self.db.ping()

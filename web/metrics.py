@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from storage.entities import OutboxFigure, QueueFigure, TrainingFigure
+from storage.entities import ModelFigure, OutboxFigure, QueueFigure, TrainingFigure
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -20,6 +20,7 @@ class _Snapshot:
         self.queue: Sequence[QueueFigure] = ()
         self.training: Sequence[TrainingFigure] = ()
         self.outbox = OutboxFigure(pending=0, parked=0)
+        self.models: Sequence[ModelFigure] = ()
         self.scrape_seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -48,9 +49,27 @@ class _Snapshot:
             "fcl_outbox_parked", "events the relay parked after the broker refused them (GET .../outbox)"
         )
         parked.add_metric([], self.outbox.parked)
+        champion = GaugeMetricFamily(
+            "fcl_champion_version", "the serving version, per model type", labels=["model_type"]
+        )
+        champion_age = GaugeMetricFamily(
+            "fcl_champion_age_seconds", "how long ago the serving version was recorded", labels=["model_type"]
+        )
+        psi = GaugeMetricFamily(
+            "fcl_drift_psi_max",
+            "the largest population stability index the latest candidate measured against the champion's data",
+            labels=["model_type"],
+        )
+        for m in self.models:
+            if m.champion_version is not None:
+                champion.add_metric([m.model_type], m.champion_version)
+            if m.champion_age_seconds is not None:
+                champion_age.add_metric([m.model_type], m.champion_age_seconds)
+            if m.drift_psi_max is not None:
+                psi.add_metric([m.model_type], m.drift_psi_max)
         scrape = GaugeMetricFamily("fcl_metrics_query_seconds", "time the database queries of this scrape took")
         scrape.add_metric([], self.scrape_seconds)
-        yield from (jobs, age, attempts, seconds, pending, parked, scrape)
+        yield from (jobs, age, attempts, seconds, pending, parked, champion, champion_age, psi, scrape)
 
 
 class Metrics:
@@ -74,9 +93,11 @@ class Metrics:
         queue: Sequence[QueueFigure],
         training: Sequence[TrainingFigure],
         outbox: OutboxFigure,
+        models: Sequence[ModelFigure] = (),
         *,
         scrape_seconds: float,
     ) -> bytes:
         self._snapshot.queue, self._snapshot.training, self._snapshot.outbox = queue, training, outbox
+        self._snapshot.models = models
         self._snapshot.scrape_seconds = scrape_seconds
         return generate_latest(self.registry)

@@ -9,20 +9,23 @@ import asyncio
 import base64
 import functools
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from contract import model_types
 from contract.enums import JobStatus
+from contract.probes import Check, readiness
 from contract.settings import Settings
 from messaging.producer import BackgroundProducer
 from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
+from storage.migrate import at_head
 from storage.reads import ReadViews
 from storage.stores import ApiStore, IdempotencyKeyReused, ModelTypeMismatch, UnknownDataset
 from web import schemas as s
@@ -49,6 +52,7 @@ class Services:
         self.artifacts = ArtifactStore.from_settings(self.settings)  # keeps its store clients
 
 
+log = logging.getLogger("fcl.web")
 SERVICES = web.AppKey("services", Services)
 ARTIFACT_CHUNK = 1024 * 1024
 ACTOR_HEADER = "X-FCL-Actor"
@@ -335,20 +339,52 @@ async def validation_results(call: Call) -> tuple[int, s.ValidationView]:
 
 
 async def healthz(call: Call) -> tuple[int, s.Health]:
+    """Database and broker reachable, without internals (the process log has the errors)."""
     svc = _services(call)
 
-    async def database() -> str:
+    async def database() -> Literal["ok", "unreachable"]:
         try:
             async with asyncio.timeout(2.0):
                 await svc.db.ping()
-        except Exception as exc:  # noqa: BLE001 - reported
-            return f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported as unreachable, logged
+            log.warning("/healthz: the database did not answer: %s", exc)
+            return "unreachable"
         return "ok"
 
-    broker = svc.producer.broker_ok() if svc.producer is not None else asyncio.sleep(0, "not configured")
-    db_state, broker_state = await asyncio.gather(database(), broker)
+    async def broker() -> Literal["ok", "unreachable", "not configured"]:
+        if svc.producer is None:
+            return "not configured"
+        state = await svc.producer.broker_ok()
+        if state != "ok":
+            log.warning("/healthz: the broker did not answer: %s", state)
+            return "unreachable"
+        return "ok"
+
+    db_state, broker_state = await asyncio.gather(database(), broker())
     ok = db_state == "ok" and broker_state == "ok"
     return (200 if ok else 503), s.Health(status="ok" if ok else "degraded", database=db_state, broker=broker_state)
+
+
+async def livez(call: Call) -> tuple[int, s.Liveness]:
+    """The event loop answers (a relay or listener that ends ends the process)."""
+    return 200, s.Liveness(status="ok")
+
+
+async def readyz(call: Call) -> tuple[int, s.Readiness]:
+    """The database is at head, the broker answers (when this process relays events) and the
+    artifact store answers; a 503 names what is not ready and nothing more."""
+    svc = _services(call)
+
+    async def store_answers() -> bool:
+        await asyncio.to_thread(svc.artifacts.probe)
+        return True
+
+    checks: dict[str, Check] = {"database": functools.partial(at_head, svc.settings.database_url)}
+    if svc.producer is not None:
+        checks["broker"] = svc.producer.answers
+    checks["artifact store"] = store_answers
+    status, body = await readiness(checks)
+    return status, s.Readiness.model_validate(body)
 
 
 async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
@@ -363,8 +399,8 @@ async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
 async def metrics(call: Call) -> web.Response:
     svc = _services(call)
     started = time.perf_counter()
-    queue, training, outbox = await svc.db.figures()
-    body = svc.metrics.render(queue, training, outbox, scrape_seconds=time.perf_counter() - started)
+    queue, training, outbox, models = await svc.db.figures()
+    body = svc.metrics.render(queue, training, outbox, models, scrape_seconds=time.perf_counter() - started)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -540,6 +576,15 @@ ENDPOINTS: list[Endpoint] = [
         "Database and broker reachable",
         "operations",
         {200: (s.Health, "both reachable"), 503: (s.Health, "one is not")},
+    ),
+    Endpoint("GET", "/livez", livez, "The process answers", "operations", {200: (s.Liveness, "alive")}),
+    Endpoint(
+        "GET",
+        "/readyz",
+        readyz,
+        "Ready to serve: the database at head, the broker and the artifact store answer",
+        "operations",
+        {200: (s.Readiness, "ready"), 503: (s.Readiness, "the names of what is not ready")},
     ),
     Endpoint(
         "GET",

@@ -445,5 +445,15 @@ class OutboxState(View):
 
 class Health(View):
     status: Literal["ok", "degraded"]
-    database: str = Field(description="ok or the error")
-    broker: str = Field(description="ok or the error")
+    database: Literal["ok", "unreachable"]
+    broker: Literal["ok", "unreachable", "not configured"]
+
+
+class Liveness(View):
+    status: Literal["ok"]
+
+
+class Readiness(View):
+    status: Literal["ready", "not ready"]
+    checked: list[str] | None = Field(default=None, description="the checks that passed, when all did")
+    not_ready: list[str] | None = Field(default=None, description="the names of the checks that failed")

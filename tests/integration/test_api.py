@@ -342,6 +342,16 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     assert listing["versions"][0]["info"]["cv_roc_auc"] == {"random_forest": 0.55}  # the manifest's info
     everything = await api.call("GET", f"{API}/model-versions", status=200)
     assert everything["champions"] == {"recommendation": None, "segmentation": None, "spending": None, "goal": v3}
+    # /metrics: the champion, how old it is, and the largest PSI the latest candidate measured
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in (await api.call("GET", "/metrics", status=200)).splitlines()
+        if line.startswith(("fcl_champion", "fcl_drift"))
+    }
+    assert figures.get('fcl_champion_version{model_type="goal"}') == v3, figures
+    assert 0 <= figures['fcl_champion_age_seconds{model_type="goal"}'] < 600
+    assert figures['fcl_drift_psi_max{model_type="goal"}'] == drift.psi_max
+    assert not [k for k in figures if 'model_type="spending"' in k]  # no champion, no candidate: no series
 
     validation = await api.call("GET", f"{API}/validation-results/{refused}", status=200)
     assert (validation["candidate_version"], validation["baseline_version"]) == (v4, v3)
@@ -413,6 +423,9 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
 
     health = await api.call("GET", "/healthz", status=200)
     assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert await api.call("GET", "/livez", status=200) == {"status": "ok"}
+    ready = await api.call("GET", "/readyz", status=200)
+    assert ready == {"status": "ready", "checked": ["database", "broker", "artifact store"], "not_ready": None}
     metrics = await api.call("GET", "/metrics", status=200)
     assert 'fcl_queue_jobs{model_type="goal",status="queued"} 1.0' in metrics
     assert 'fcl_queue_oldest_age_seconds{model_type="goal",status="queued"}' in metrics
@@ -442,6 +455,8 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     }
     assert {(m, API + p) for m, p in contract} | {
         ("GET", "/healthz"),
+        ("GET", "/livez"),
+        ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
         ("GET", "/"),
