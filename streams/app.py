@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await producer.stop()
 
     if settings.metrics_port is not None:
+        metrics.CONSUMER_LAG.watch(lambda: app.consumer)
         probes = Probes(
             settings.metrics_host,
             settings.metrics_port,

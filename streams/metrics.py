@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 SAMPLES_STORED = Counter("fcl_samples_stored", "training samples stored (each once)")
 ADMISSIONS = Counter("fcl_admissions", "training jobs created from threshold events")
@@ -20,3 +24,38 @@ def refusal_kind(reason: str) -> str:
     if reason.startswith("empty value"):
         return "tombstone"
     return "schema"
+
+
+class ConsumerLag:
+    """`fcl_consumer_lag{topic, partition}` on each scrape: for every partition assigned to this
+    worker, the records after the offset its group last committed (the partition's high
+    watermark, as the last fetch saw it, less the committed offset). A partition this worker has
+    not committed on yet is left out, not reported as zero."""
+
+    def __init__(self) -> None:
+        self._consumer: Callable[[], Any] | None = None  # the Faust app's consumer, looked up at scrape time
+
+    def watch(self, consumer: Callable[[], Any]) -> None:
+        self._consumer = consumer
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "fcl_consumer_lag",
+            "records on an assigned partition after the offset this worker's group last committed",
+            labels=["topic", "partition"],
+        )
+        try:
+            assert self._consumer is not None
+            consumer = self._consumer()
+            committed = dict(consumer._committed_offset)  # Faust's: the next offset to read, per TP
+            for tp in sorted(consumer.assignment()):
+                done = committed.get(tp)
+                if done is not None:
+                    lag.add_metric([tp.topic, str(tp.partition)], max(0, consumer.highwater(tp) - done))
+        except Exception:  # noqa: BLE001 - not started, or rebalancing: no figures this scrape
+            pass
+        yield lag
+
+
+CONSUMER_LAG = ConsumerLag()
+REGISTRY.register(CONSUMER_LAG)

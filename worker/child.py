@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import resource
 import signal
 import time
 from dataclasses import replace
@@ -160,6 +161,11 @@ def parallelism() -> Any:
     return joblib.parallel_config(backend="threading")
 
 
+def peak_rss_bytes() -> int:
+    """This process's largest resident set so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_main(conn: Any, task: TrainingTask) -> None:
     """The child process's entry point: answers on `conn`, then closes it. It leaves SIGTERM and
     SIGINT to its parent (a signal to the whole process group, as systemd and Ctrl-C send, must
@@ -173,7 +179,8 @@ def child_main(conn: Any, task: TrainingTask) -> None:
 
     try:
         with parallelism():
-            send(train(task, send))
+            outcome = train(task, send)
+        send(replace(outcome, peak_rss_bytes=peak_rss_bytes()))
     except TrainingError as exc:
         send(Failure(type=type(exc).__name__, message=str(exc), retriable=exc.retriable))
     except BaseException as exc:  # noqa: BLE001 - everything the child hits is reported, never lost

@@ -222,6 +222,8 @@ class JobRun:
                 if isinstance(message, Progress):
                     self.progress = message.fraction
                 elif isinstance(message, Outcome):
+                    if message.peak_rss_bytes is not None:
+                        metrics.CHILD_PEAK_RSS.labels(task.model_type).set(message.peak_rss_bytes)
                     return message
                 elif isinstance(message, Failure):
                     raise TrainingFailed(

@@ -57,6 +57,7 @@ class Outcome:
     candidate: Candidate
     fit_metrics: dict[str, float]
     fit_info: dict[str, Any] = field(default_factory=dict)
+    peak_rss_bytes: int | None = None  # the child's largest resident set, when it answered
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 JOB_SECONDS = Histogram(
     "fcl_job_duration_seconds",
@@ -11,3 +11,8 @@ JOB_SECONDS = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
 VERDICTS = Counter("fcl_verdicts", "candidates judged, by model type and verdict", ["model_type", "verdict"])
+CHILD_PEAK_RSS = Gauge(
+    "fcl_training_child_peak_rss_bytes",
+    "the largest resident set of the training child of the last job that answered, by model type",
+    ["model_type"],
+)

@@ -209,6 +209,15 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             assert figures["trainer"]["fcl_job_duration_seconds_count"] >= len(validations) + 1  # and the trigger
             assert figures["trainer"]["fcl_verdicts_total"] >= len(validations) + 1
             assert figures["trainer"]["process_resident_memory_bytes"] > 0
+            # the training child's peak memory (one series per model type that trained), and the
+            # streams worker's consumer lag per assigned partition it has committed on
+            assert figures["trainer"]["fcl_training_child_peak_rss_bytes"] > 50 * 2**20
+            assert 0 <= figures["streams"]["fcl_consumer_lag"] < sent, figures["streams"]
+            async with http.get("/metrics") as r:
+                web_metrics = await r.text()
+            for model_type, version in served.items():
+                line = f'fcl_champion_version{{model_type="{model_type}"}} {float(version)}' if version else None
+                assert line is None or line in web_metrics.splitlines(), (model_type, version)
 
         # FCL_LOG_FORMAT=json: every log record of the three processes is one JSON object, and
         # the trainer's records about the triggered job name it, its dataset and its model type
