@@ -46,6 +46,19 @@ if ! command -v chromium >/dev/null && [ -z "${FCL_CHROMIUM:-}" ]; then
   fi
 fi
 
+# Debian's prometheus package brings promtool (the alert rules are checked with it) and the
+# Prometheus server one integration test scrapes fcl's three processes with.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing Prometheus from Debian's packages (promtool and a server for the tests) ..."
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || die "apt-get install prometheus failed"
+  else
+    say "warning: promtool or prometheus not found (apt-get install -y prometheus): the deploy checks will fail"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv ..."
   "$PY" -m venv .venv || die "could not create .venv (apt-get install -y python3-venv)"

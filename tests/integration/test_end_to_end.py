@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from fcl.demo import DEMO_ENV, PLAN
 from tests.conftest import ROOT, RunStack
+from tests.integration.prometheus_support import Prometheus
 from tests.integration.service_support import API, EventLog, Service, dumps
 from trainers.simulator import simulate
 
@@ -68,8 +69,15 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
         Service, stack, tmp_path, dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json", "FCL_METRICS_PORT": "0"}
     )
     events = EventLog(svc.settings)
+    prometheus: Prometheus | None = None
     try:
         await asyncio.to_thread(svc.start, "streams", "trainer", "web")
+        # a real Prometheus scrapes the three processes from now on, with deploy/'s alert rules
+        probes = {name: await _probe_url(svc, name) for name in ("streams", "trainer")}
+        targets = {f"fcl-{n}": url.removeprefix("http://") for n, url in probes.items()}
+        targets["fcl-web"] = svc.base_url.removeprefix("http://")
+        prometheus = Prometheus(tmp_path, targets)
+        await asyncio.to_thread(prometheus.start)
         await events.start()
         datasets = {t: f"e2e-{t}" for t in PLAN}
         for model_type, size in PLAN.items():
@@ -193,10 +201,7 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             # every process observable: streams and trainer on their FCL_METRICS_PORT, web on its own
             figures = {}
             for name in ("streams", "trainer"):
-                # (Faust logs what the streams worker prints: the line is inside a JSON record there)
-                found = re.search(rf"fcl {name}: /metrics, /livez, /readyz on (http://[\d.]+:\d+)", svc.logs())
-                assert found, svc.logs()
-                async with aiohttp.ClientSession(found.group(1)) as probe:
+                async with aiohttp.ClientSession(probes[name]) as probe:
                     assert (await _get(probe, "/livez"))["status"] == "ok"
                     ready = await _get(probe, "/readyz")
                     assert ready["status"] == "ready" and "database" in ready["checked"], ready
@@ -218,6 +223,7 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             for model_type, version in served.items():
                 line = f'fcl_champion_version{{model_type="{model_type}"}} {float(version)}' if version else None
                 assert line is None or line in web_metrics.splitlines(), (model_type, version)
+            await _prometheus_saw_the_run(prometheus, served)
 
         # FCL_LOG_FORMAT=json: every log record of the three processes is one JSON object, and
         # the trainer's records about the triggered job name it, its dataset and its model type
@@ -229,7 +235,56 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
         await asyncio.to_thread(_dashboard_in_chromium, svc, served)
     finally:
         await events.stop()
+        if prometheus is not None:
+            await asyncio.to_thread(prometheus.stop)
         await asyncio.to_thread(svc.stop)
+
+
+async def _probe_url(svc: Service, name: str) -> str:
+    """Where `fcl streams` or `fcl trainer` serves its probes (FCL_METRICS_PORT=0: it prints it)."""
+    for _ in range(100):
+        # (Faust logs what the streams worker prints: the line is inside a JSON record there)
+        found = re.search(rf"fcl {name}: /metrics, /livez, /readyz on (http://[\d.]+:\d+)", svc.logs())
+        if found:
+            return found.group(1)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fcl {name} did not say where its probes are:\n{svc.logs()}")
+
+
+# Dashboard panels with nothing to show after a clean run: no dead letter, no failed attempt, and
+# no job left waiting.
+QUIET_PANELS = {"Dead letters per second, by kind", "Failed attempts in the last hour", "Oldest waiting job (s)"}
+
+
+async def _prometheus_saw_the_run(prometheus: Prometheus, served: dict[str, int | None]) -> None:
+    """Prometheus scraped all three processes; every dashboard panel that should have data has it;
+    the champions it saw are the served ones; the alert rules load and evaluate, and the ones a
+    healthy run must not trip are quiet. The figures each panel plots are printed."""
+    for _ in range(50):  # the last scrape of each target within a few seconds
+        up = {r["metric"]["job"]: r["value"][1] for r in await prometheus.query('up{job=~"fcl-.*"}')}
+        if up == {"fcl-streams": "1", "fcl-trainer": "1", "fcl-web": "1"}:
+            break
+        await asyncio.sleep(0.5)
+    assert up == {"fcl-streams": "1", "fcl-trainer": "1", "fcl-web": "1"}, (up, prometheus.log())
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "fcl-dashboard.json").read_text())
+    empty = []
+    for panel in dashboard["panels"]:
+        [target] = panel["targets"]
+        result = await prometheus.query(target["expr"])
+        labels = ["/".join(v for k, v in sorted(r["metric"].items()) if k != "__name__") or "-" for r in result]
+        shown = ", ".join(f"{label}={float(r['value'][1]):.4g}" for label, r in zip(labels, result, strict=True))
+        print(f"panel {panel['title']!r}: {shown or 'no data'}")
+        if not result:
+            empty.append(panel["title"])
+    assert set(empty) <= QUIET_PANELS, empty
+    champions = {
+        r["metric"]["model_type"]: int(float(r["value"][1])) for r in await prometheus.query("fcl_champion_version")
+    }
+    assert champions == {t: v for t, v in served.items() if v is not None}
+    rules = {r["name"]: r for r in await prometheus.rules()}
+    assert len(rules) == 6 and all(r["health"] == "ok" for r in rules.values()), rules
+    for quiet in ("FclNoTrainer", "FclOutboxParked", "FclJobsFailing", "FclChampionStale"):
+        assert rules[quiet]["state"] == "inactive", rules[quiet]
 
 
 def _samples(text: str) -> dict[str, float]:
