@@ -12,11 +12,11 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
-from contract.enums import CheckKind, Direction
-from contract.events import ValidationCheck
-from contract.settings import Settings, load_settings
+from fcl.contract.enums import CheckKind, Direction
+from fcl.contract.events import ValidationCheck
+from fcl.contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
-from storage.entities import Candidate, CompletedAttempt, StoredArtifactRef
+from fcl.storage.entities import Candidate, CompletedAttempt, StoredArtifactRef
 
 ROOT = Path(__file__).resolve().parent.parent
 

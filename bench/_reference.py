@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.recommendation import RecommendationTrainer, Transitions
+from fcl.trainers.recommendation import RecommendationTrainer, Transitions
 
 
 def contract_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,14 +34,14 @@ import aiohttp
 from _common import ScratchDatabases, completed_attempt, pct, stack_settings
 from sqlalchemy import text
 
-from contract.settings import Settings
+from fcl.contract.settings import Settings
 from fcl.stack.common import free_port
-from storage.datasets import SampleRepository
-from storage.db import Database
-from storage.entities import NewSampleBatch, TriggerRequest
-from storage.migrate import upgrade
-from storage.queue import JobQueue
-from storage.registry import ChampionRepository
+from fcl.storage.datasets import SampleRepository
+from fcl.storage.db import Database
+from fcl.storage.entities import NewSampleBatch, TriggerRequest
+from fcl.storage.migrate import upgrade
+from fcl.storage.queue import JobQueue
+from fcl.storage.registry import ChampionRepository
 
 API = "/coaching/continuous-learning"
 FCL = str(Path(sys.executable).with_name("fcl"))

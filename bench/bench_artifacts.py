@@ -26,16 +26,16 @@ from pathlib import Path
 import aiohttp
 from _common import ROOT, ScratchDatabases, stack_settings
 
-from contract.settings import Settings
+from fcl.contract.settings import Settings
+from fcl.messaging.admin import ensure_topics
+from fcl.serving import ChampionWatcher, Served
 from fcl.stack.common import free_port
-from messaging.admin import ensure_topics
-from serving import ChampionWatcher, Served
-from storage.artifacts import ArtifactStore
-from storage.db import Database
-from storage.migrate import upgrade
-from trainers.base import Artifact, TrainRequest
-from trainers.registry import get_trainer
-from trainers.simulator import FinCoachSimulator
+from fcl.storage.artifacts import ArtifactStore
+from fcl.storage.db import Database
+from fcl.storage.migrate import upgrade
+from fcl.trainers.base import Artifact, TrainRequest
+from fcl.trainers.registry import get_trainer
+from fcl.trainers.simulator import FinCoachSimulator
 
 sys.path.insert(0, str(ROOT))
 from tests import factories  # the test suite's way of recording a version as a worker does

@@ -20,9 +20,9 @@ from typing import Any
 
 from _common import spread
 
-from trainers.base import TrainRequest
-from trainers.goal import GoalTrainer
-from trainers.simulator import FinCoachSimulator, linear_goal_samples
+from fcl.trainers.base import TrainRequest
+from fcl.trainers.goal import GoalTrainer
+from fcl.trainers.simulator import FinCoachSimulator, linear_goal_samples
 
 FOREST_ALONE = {"families": ["random_forest"], "calibration": "none"}
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 from _reference import contract_samples, d3rlpy_cql, greedy
 
-from trainers.base import TrainRequest
-from trainers.recommendation import RecommendationTrainer
-from trainers.simulator import FinCoachSimulator
+from fcl.trainers.base import TrainRequest
+from fcl.trainers.recommendation import RecommendationTrainer
+from fcl.trainers.simulator import FinCoachSimulator
 
 Policy = Callable[[np.ndarray], np.ndarray]  # a batch of states -> a batch of actions
 EVAL_EPISODES = 100

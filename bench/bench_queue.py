@@ -31,11 +31,11 @@ from typing import Any
 from _common import ScratchDatabases, completed_attempt, delete_topics, dsn, pct, spread, stack_settings
 from sqlalchemy import text
 
-from storage.datasets import SampleRepository
-from storage.db import Database
-from storage.entities import NewSampleBatch, TriggerRequest
-from storage.migrate import upgrade
-from storage.queue import JobQueue
+from fcl.storage.datasets import SampleRepository
+from fcl.storage.db import Database
+from fcl.storage.entities import NewSampleBatch, TriggerRequest
+from fcl.storage.migrate import upgrade
+from fcl.storage.queue import JobQueue
 
 LEASE = timedelta(minutes=5)
 # The smallest result a job completes with: one failing check, so no champion moves.
@@ -141,7 +141,7 @@ async def procrastinate_throughput(url: str, jobs: int, workers: int) -> float:
 async def overhead(
     url: str, settings_env: dict[str, str], jobs: int, trainers: int = 1
 ) -> tuple[list[float], list[float], float]:
-    from trainers.simulator import FinCoachSimulator
+    from fcl.trainers.simulator import FinCoachSimulator
 
     db = Database(url, pool_size=2)
     samples = FinCoachSimulator(seed=1, n_users=60).goal_samples()

@@ -41,10 +41,10 @@ import asyncpg
 from _common import ScratchDatabases, delete_topics, dsn, pct, spread, stack_settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.admin import ensure_topics
-from storage.migrate import upgrade
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.storage.migrate import upgrade
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 

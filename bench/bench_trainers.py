@@ -54,11 +54,11 @@ def child(name: str, scale: float) -> dict[str, Any]:
     import skops.io  # noqa: F401 - imported before any timing, as in a running trainer worker
     import torch  # noqa: F401
 
-    from trainers.base import TrainRequest
-    from trainers.recommendation import RecommendationTrainer
-    from trainers.registry import get_trainer
-    from trainers.segmentation import SegmentationTrainer
-    from trainers.simulator import FinCoachSimulator
+    from fcl.trainers.base import TrainRequest
+    from fcl.trainers.recommendation import RecommendationTrainer
+    from fcl.trainers.registry import get_trainer
+    from fcl.trainers.segmentation import SegmentationTrainer
+    from fcl.trainers.simulator import FinCoachSimulator
 
     n = sizes(scale)
     out: dict[str, Any] = {"name": name}
@@ -108,7 +108,7 @@ def child(name: str, scale: float) -> dict[str, Any]:
             from sklearn.metrics import silhouette_score
             from sklearn.preprocessing import StandardScaler
 
-            from trainers.tabular import feature_matrix
+            from fcl.trainers.tabular import feature_matrix
 
             hp = trainer.defaults
             x, _ = feature_matrix(samples)  # outside the timing: the bare fit gets its array for free
@@ -149,8 +149,8 @@ def child(name: str, scale: float) -> dict[str, Any]:
         else:
             from sklearn.ensemble import RandomForestClassifier
 
-            from trainers.base import stable_bucket
-            from trainers.tabular import feature_matrix
+            from fcl.trainers.base import stable_bucket
+            from fcl.trainers.tabular import feature_matrix
 
             hp = trainer.defaults
             x, _ = feature_matrix(samples)

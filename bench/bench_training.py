@@ -32,11 +32,11 @@ import asyncpg
 from _common import ScratchDatabases, dsn, spread, stack_settings
 from bench_trainers import SEED, run_child, sizes
 
-from storage.artifacts import S3Access
-from storage.migrate import upgrade
-from trainers.simulator import FinCoachSimulator
-from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
-from worker.runner import ProcessRunner
+from fcl.storage.artifacts import S3Access
+from fcl.storage.migrate import upgrade
+from fcl.trainers.simulator import FinCoachSimulator
+from fcl.worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
+from fcl.worker.runner import ProcessRunner
 
 
 async def store(conn: asyncpg.Connection, dataset_id: str, model_type: str, samples: list[dict[str, Any]]) -> int:
@@ -110,9 +110,9 @@ def _forest_fit(conn: Any, n_jobs: int, users: int) -> None:
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier
 
-    from trainers.goal import GoalTrainer
-    from trainers.tabular import feature_matrix
-    from worker.child import parallelism
+    from fcl.trainers.goal import GoalTrainer
+    from fcl.trainers.tabular import feature_matrix
+    from fcl.worker.child import parallelism
 
     samples = FinCoachSimulator(SEED, users).goal_samples()
     x, _ = feature_matrix(samples)

@@ -46,14 +46,14 @@ import asyncpg
 from _common import ROOT, ScratchDatabases, delete_topics, dsn, stack_settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from contract.settings import Settings
-from contract.topics import Topic
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
 from fcl.stack import LocalStack
 from fcl.stack.common import terminate
 from fcl.stack.postgres import find_bindir
-from messaging.admin import ensure_topics
-from storage.migrate import upgrade
-from trainers.simulator import simulate
+from fcl.storage.migrate import upgrade
+from fcl.trainers.simulator import simulate
 
 sys.path.insert(0, str(ROOT))
 from tests.poison import COMMON, SAMPLES, THRESHOLD  # the corpus the tests use

@@ -3,7 +3,7 @@
 Input events are parsed leniently where the contract allows (unknown extra fields are ignored)
 and strictly where it does not. Output events are built through the same models, so what fcl
 publishes always has the documented shape. `docs/schemas/` holds the JSON Schema of each
-(generated from these models by `python -m contract.schemas`).
+(generated from these models by `python -m fcl.contract.schemas`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from contract import limits
-from contract.enums import ChampionReason, CheckKind, Direction, JobStatus, VerdictKind
+from fcl.contract import limits
+from fcl.contract.enums import ChampionReason, CheckKind, Direction, JobStatus, VerdictKind
 
 # The namespace of ids fcl derives (threshold events from a dataset's crossing, dead letters).
 FCL_NAMESPACE = uuid.UUID("5b0b8a0e-7f0e-4c55-9f55-2f6c1e0f1c11")

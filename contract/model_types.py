@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from contract import limits
+from fcl.contract import limits
 
 
 class SampleShape(BaseModel):
@@ -154,7 +154,7 @@ RECOMMENDATION = register(
         name="recommendation",
         summary="discrete-action Conservative Q-Learning recommender (PyTorch)",
         sample=RecommendationSample,
-        trainer="trainers.recommendation:RecommendationTrainer",
+        trainer="fcl.trainers.recommendation:RecommendationTrainer",
         default_threshold=5000,
         key_metric="fqe_value",
         higher_is_better=True,
@@ -165,7 +165,7 @@ SEGMENTATION = register(
         name="segmentation",
         summary="K-means user segmentation (scikit-learn)",
         sample=SegmentationSample,
-        trainer="trainers.segmentation:SegmentationTrainer",
+        trainer="fcl.trainers.segmentation:SegmentationTrainer",
         default_threshold=2000,
         key_metric="silhouette",
         higher_is_better=True,
@@ -176,7 +176,7 @@ SPENDING = register(
         name="spending",
         summary="LSTM daily spending forecaster (PyTorch)",
         sample=SpendingSample,
-        trainer="trainers.spending:SpendingTrainer",
+        trainer="fcl.trainers.spending:SpendingTrainer",
         default_threshold=5000,
         key_metric="mae",
         higher_is_better=False,
@@ -187,7 +187,7 @@ GOAL = register(
         name="goal",
         summary="Random Forest savings-goal classifier (scikit-learn)",
         sample=GoalSample,
-        trainer="trainers.goal:GoalTrainer",
+        trainer="fcl.trainers.goal:GoalTrainer",
         default_threshold=2000,
         key_metric="roc_auc",
         higher_is_better=True,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 
-from contract.service import Service
+from fcl.contract.service import Service
 
 Check = Callable[[], Awaitable[bool]]
 CHECK_SECONDS = 3.0

@@ -1,6 +1,6 @@
 """JSON Schemas of every contract event, generated from contract.events and the model-type
-registry, for producers and consumers in other languages. `python -m contract.schemas` rewrites
-docs/schemas/; `python -m contract.schemas --check` fails when the files are out of date (a test
+registry, for producers and consumers in other languages. `python -m fcl.contract.schemas` rewrites
+docs/schemas/; `python -m fcl.contract.schemas --check` fails when the files are out of date (a test
 runs it)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from contract import model_types
-from contract.events import (
+from fcl.contract import model_types
+from fcl.contract.events import (
     DatasetThresholdEvent,
     DeadLetterEvent,
     ModelVersionEvent,
@@ -22,7 +22,7 @@ from contract.events import (
     TrainingStatusEvent,
     TrainingValidationEvent,
 )
-from contract.topics import Topic
+from fcl.contract.topics import Topic
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 MODELS: dict[Topic, type[BaseModel]] = {
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
     if stale:
-        print(f"out of date: {', '.join(stale)}; run python -m contract.schemas", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run python -m fcl.contract.schemas", file=sys.stderr)
         return 1
     return 0
 

@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from contract import model_types
+from fcl.contract import model_types
 
 STACK_ENV_FILE = Path(".fcl") / "stack.env"
 

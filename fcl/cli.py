@@ -7,9 +7,29 @@ import json
 import sys
 from pathlib import Path
 
-from contract import model_types
+from fcl.contract import model_types
 from fcl.stack.common import StackError
-from storage.errors import StorageError
+
+# The extra that brings each module a command may need (pyproject.toml): an install without it
+# gets one line saying what to install, not a traceback.
+EXTRA_OF = {
+    **dict.fromkeys(("numpy", "scipy", "sklearn", "skops", "safetensors"), "serving"),
+    "torch": "torch",
+    **dict.fromkeys(("faust", "mode", "sqlalchemy", "asyncpg", "alembic", "obstore", "prometheus_client"), "service"),
+}
+
+
+def _storage_error() -> type[Exception]:
+    """The database's error tree, when this install has the database code (the service extra)."""
+    try:
+        from fcl.storage.errors import StorageError
+    except ModuleNotFoundError:
+
+        class NoStorage(Exception):
+            pass
+
+        return NoStorage
+    return StorageError
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -41,8 +61,8 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from contract.settings import load_settings
-    from storage.migrate import downgrade, upgrade
+    from fcl.contract.settings import load_settings
+    from fcl.storage.migrate import downgrade, upgrade
 
     url = args.database_url or load_settings().database_url
     if args.downgrade:
@@ -61,10 +81,10 @@ def _schema_at_head() -> bool:
     import asyncio
     import logging
 
-    from contract.backoff import retrying_blocking
-    from contract.settings import load_settings
-    from storage.errors import StorageError
-    from storage.migrate import schema_problem
+    from fcl.contract.backoff import retrying_blocking
+    from fcl.contract.settings import load_settings
+    from fcl.storage.errors import StorageError
+    from fcl.storage.migrate import schema_problem
 
     url = load_settings().database_url
     try:
@@ -86,7 +106,7 @@ def _schema_at_head() -> bool:
 def _streams(args: argparse.Namespace) -> int:
     if not _schema_at_head():
         return 2
-    from streams.app import main as streams_main
+    from fcl.streams.app import main as streams_main
 
     streams_main(args.faust_args)
     return 0
@@ -95,7 +115,7 @@ def _streams(args: argparse.Namespace) -> int:
 def _trainer(args: argparse.Namespace) -> int:
     if not _schema_at_head():
         return 2
-    from worker.main import main as trainer_main
+    from fcl.worker.main import main as trainer_main
 
     return trainer_main()
 
@@ -103,7 +123,7 @@ def _trainer(args: argparse.Namespace) -> int:
 def _web(args: argparse.Namespace) -> int:
     if not _schema_at_head():
         return 2
-    from web.app import main as web_main
+    from fcl.web.app import main as web_main
 
     web_main(host=args.host, port=args.port)
     return 0
@@ -112,7 +132,7 @@ def _web(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     import asyncio
 
-    from contract.settings import load_settings
+    from fcl.contract.settings import load_settings
     from fcl.watch import watch
 
     try:
@@ -125,7 +145,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.watcher import main as serve_main
+    from fcl.serving.watcher import main as serve_main
 
     return serve_main([args.model_type, *(["--api", args.api] if args.api else [])])
 
@@ -139,8 +159,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     import asyncio
 
-    from contract.settings import load_settings
-    from messaging.client import FclProducer
+    from fcl.contract.settings import load_settings
+    from fcl.messaging.client import FclProducer
 
     async def send() -> dict[str, object]:
         async with FclProducer(load_settings()) as producer:
@@ -166,7 +186,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import asyncio
     import itertools
 
-    from trainers.simulator import simulate
+    from fcl.trainers.simulator import simulate
 
     samples = simulate(args.model_type, seed=args.seed, users=args.users, days=args.days, episodes=args.episodes)
     if args.out:
@@ -178,8 +198,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote {count} {args.model_type} samples to {args.out}", file=sys.stderr)
         return 0
 
-    from contract.settings import load_settings
-    from messaging.client import FclProducer
+    from fcl.contract.settings import load_settings
+    from fcl.messaging.client import FclProducer
 
     dataset_id = args.dataset_id or f"fincoach-{args.model_type}"
 
@@ -288,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a model type's champion loaded (the serving library); a JSON line per swap",
         description="Run the serving library's ChampionWatcher: follow model-versions, download each new "
         "champion's artifact from the API with FCL_API_TOKEN, check its sha256, load it, swap it in, and "
-        "print a JSON line per swap (the same as python -m serving MODEL_TYPE).",
+        "print a JSON line per swap (the same as python -m fcl.serving MODEL_TYPE).",
     )
     serve.add_argument("model_type", help=f"one of: {model_types.known()}")
     serve.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
@@ -358,16 +378,28 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from contract.settings import refusal
+    from fcl.contract.settings import refusal
+    from fcl.messaging.security import KafkaRefused
     from fcl.operator import OperatorError
-    from messaging.security import KafkaRefused
 
     args = build_parser().parse_args(argv)
+    storage_error = _storage_error()
     try:
         return int(args.func(args))
-    except (StackError, StorageError, OperatorError, KafkaRefused) as exc:
+    except (StackError, storage_error, OperatorError, KafkaRefused) as exc:
         print(f"fcl: error: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        extra = EXTRA_OF[top]
+        print(
+            f"fcl: error: `fcl {args.command}` needs {top}, which comes with fcl's {extra!r} extra: "
+            f"pip install 'fcl[{extra}]' (or 'fcl[all]')",
+            file=sys.stderr,
+        )
+        return 2
     except (ValidationError, SettingsError) as exc:  # a setting (FCL_* or .fcl/stack.env) it cannot run with
         print(f"fcl: error: invalid settings: {refusal(exc)}", file=sys.stderr)
         return 2

@@ -23,8 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from contract.backoff import wait_until
-from contract.settings import load_settings
+from fcl.contract.backoff import wait_until
+from fcl.contract.settings import load_settings
 from fcl.operator import drift_summary
 from fcl.stack.common import choose_ports
 
@@ -129,7 +129,7 @@ class Demo:
 
     async def _body(self) -> None:
         from fcl.stack import LocalStack
-        from storage.migrate import upgrade
+        from fcl.storage.migrate import upgrade
 
         began = time.monotonic()
         stack = LocalStack(self.state_dir)
@@ -199,8 +199,8 @@ class Demo:
         await watch(settings, out=lambda line: print("  event: " + line, flush=True), keep=keep)
 
     async def _send(self, settings: Any, model_type: str, seed: int, **size: int) -> int:
-        from messaging.client import FclProducer
-        from trainers.simulator import simulate
+        from fcl.messaging.client import FclProducer
+        from fcl.trainers.simulator import simulate
 
         samples = list(simulate(model_type, seed=seed, **size))
         async with FclProducer(settings, linger_ms=5) as producer:

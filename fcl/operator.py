@@ -31,7 +31,7 @@ class Client:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Client:
-        from contract.settings import load_settings
+        from fcl.contract.settings import load_settings
 
         settings = load_settings()
         return cls(args.api or f"http://{settings.http_host}:{settings.http_port}", settings.api_token)

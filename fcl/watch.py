@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.settings import Settings
-from contract.topics import Topic
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
 
 WATCHED = (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS)
 FINAL = ("completed", "failed", "cancelled")
@@ -105,7 +105,7 @@ async def watch(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from messaging.security import client_options
+    from fcl.messaging.security import client_options
 
     console = Console(highlight=False)
     topics = {settings.topic(t.value): t for t in WATCHED}

@@ -10,9 +10,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.security import client_options, start_or_refuse
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.security import client_options, start_or_refuse
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from contract import model_types
-from contract.events import DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.security import client_options, start_or_refuse
+from fcl.contract import model_types
+from fcl.contract.events import DatasetThresholdEvent, TrainingSamplesEvent, rfc3339
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.security import client_options, start_or_refuse
 
 
 class FclProducer:

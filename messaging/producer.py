@@ -12,10 +12,10 @@ from collections.abc import Awaitable
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as aiokafka_errors
 
-from contract.backoff import retrying
-from contract.service import Service
-from contract.settings import Settings
-from messaging.security import KafkaRefused, client_options, start_or_refuse
+from fcl.contract.backoff import retrying
+from fcl.contract.service import Service
+from fcl.contract.settings import Settings
+from fcl.messaging.security import KafkaRefused, client_options, start_or_refuse
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from contract.settings import Settings
+    from fcl.contract.settings import Settings
 
 TLS_PROTOCOLS = {"SSL", "SASL_SSL"}
 SASL_PROTOCOLS = {"SASL_PLAINTEXT", "SASL_SSL"}

@@ -72,11 +72,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # pip stays the fallback.
   if .venv/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5,<1" >/dev/null 2>&1; then
     # --compile-bytecode as pip does: the first import of torch then costs seconds, not minutes
-    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e '.[dev,bench,stack]'
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e '.[all,dev,bench,stack]'
   else
     say "uv could not be installed; installing with pip (a few minutes) ..."
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev,bench,stack]'
+    .venv/bin/python -m pip install -q -e '.[all,dev,bench,stack]'
   fi
   echo "$want" > "$stamp"
 fi

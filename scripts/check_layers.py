@@ -1,11 +1,13 @@
 """List the imports between fcl's top-level packages and fail on any arrow against the layers.
 
-    launcher    fcl
+    launcher    fcl        (its own modules: cli, stack, demo, ...)
     services    streams   worker   web   serving   (never import each other)
     middle      storage   trainers   messaging  (never import each other)
     base        contract                         (imports none of them)
 
-A package may import only packages of lower layers. Every import counts, including the ones
+Every package is imported as `fcl.<package>` (`fcl/<package>` links to the folder at the top; the
+wheel has only those names); a bare `import storage` is a violation. A package may import only
+packages of lower layers. Every import counts, including the ones
 inside functions, so a cycle cannot hide there. Ownership rules are checked as well: a
 `training-status` event is built only in `storage/queue/`; only `storage/` speaks SQL (no other
 package imports sqlalchemy, asyncpg or alembic); `web` loads no model (imports no `trainers`); the
@@ -17,6 +19,7 @@ serving library that FinCoach's servers embed never touches the database (import
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -66,17 +69,38 @@ def _imports(tree: ast.AST) -> Iterator[tuple[str, int]]:
             yield node.module, node.lineno
 
 
+def _sources(folder: Path) -> list[Path]:
+    """The package's own .py files (not through fcl/'s links to the other packages)."""
+    found = []
+    for here, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not (Path(here) / d).is_symlink()]
+        found += [Path(here) / f for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
+def normalize(module: str) -> tuple[str, bool]:
+    """`fcl.storage.db` -> (`storage.db`, True): the package-relative name, and whether it was
+    imported through `fcl.` as it must be (installed, the packages exist only under fcl)."""
+    parts = module.split(".")
+    if parts[0] == "fcl" and len(parts) > 1 and parts[1] in LAYERS:
+        return ".".join(parts[1:]), True
+    return module, parts[0] == "fcl"
+
+
 def scan(root: Path) -> tuple[list[Arrow], list[str]]:
     """The arrows between packages, and the violations of the layers and ownership rules."""
     arrows: list[Arrow] = []
     violations: list[str] = []
     for package in LAYERS:
-        for path in sorted((root / package).rglob("*.py")):
+        for path in _sources(root / package):
             rel = path.relative_to(root).as_posix()
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
-            for module, line in _imports(tree):
+            for imported, line in _imports(tree):
+                module, through_fcl = normalize(imported)
                 top = module.split(".")[0]
                 where = f"{rel}:{line}"
+                if top in LAYERS and top != "fcl" and not through_fcl:
+                    violations.append(f"{where}: imports {imported}; write fcl.{imported} (installed, only it exists)")
                 if top in LAYERS and top != package:
                     arrows.append(Arrow(package, top, where))
                     if LAYERS[top] >= LAYERS[package]:
@@ -97,7 +121,7 @@ def scan(root: Path) -> tuple[list[Arrow], list[str]]:
                     names = {
                         a.name
                         for node in ast.walk(tree)
-                        if isinstance(node, ast.ImportFrom) and node.module == module and node.lineno == line
+                        if isinstance(node, ast.ImportFrom) and node.module == imported and node.lineno == line
                         for a in node.names
                     }
                     for name in sorted(names & STATUS_EVENT_NAMES):

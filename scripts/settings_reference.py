@@ -15,8 +15,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contract import model_types  # noqa: E402 - after the path is set
-from contract.settings import PER_MODEL_TYPE, Settings  # noqa: E402
+from fcl.contract import model_types  # noqa: E402 - after the path is set
+from fcl.contract.settings import PER_MODEL_TYPE, Settings  # noqa: E402
 
 DOC = ROOT / "docs" / "operations.md"
 BEGIN, END = "<!-- settings-reference:begin -->", "<!-- settings-reference:end -->"

@@ -1,7 +1,7 @@
-"""`python -m serving MODEL_TYPE`: run one champion watcher, print a JSON line per swap."""
+"""`python -m fcl.serving MODEL_TYPE`: run one champion watcher, print a JSON line per swap."""
 
 import sys
 
-from serving.watcher import main
+from fcl.serving.watcher import main
 
 sys.exit(main())

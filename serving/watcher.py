@@ -11,7 +11,7 @@ load that fails keeps the old model serving and is retried on the next event or 
     async with ChampionWatcher.from_settings("goal", load_settings()) as watcher:
         model = watcher.served.model if watcher.served else None
 
-`python -m serving MODEL_TYPE` (or `fcl serve MODEL_TYPE`; `python -m fcl.serving` still works) runs one
+`python -m fcl.serving MODEL_TYPE` (or `fcl serve MODEL_TYPE`) runs one
 and prints a JSON line per swap.
 """
 
@@ -31,8 +31,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from contract import logs
-from contract.service import Service
+from fcl.contract import logs
+from fcl.contract.service import Service
 
 log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
 API = "/coaching/continuous-learning"
@@ -68,7 +68,7 @@ class ChampionWatcher(Service):
         resync_seconds: float = 60.0,
         on_swap: Callable[[Served], None] | None = None,
     ) -> None:
-        from contract import model_types
+        from fcl.contract import model_types
 
         if model_types.parse(model_type) is None:
             raise ValueError(f"unknown model type {model_type!r}; known: {model_types.known()}")
@@ -90,7 +90,7 @@ class ChampionWatcher(Service):
     def from_settings(
         cls, model_type: str, settings: Any, *, api_url: str | None = None, **kwargs: Any
     ) -> ChampionWatcher:
-        from messaging.security import client_options
+        from fcl.messaging.security import client_options
 
         return cls(
             model_type,
@@ -229,18 +229,18 @@ def _warm_up(model_type: str) -> None:
 
 
 def _trainer(model_type: str) -> Any:
-    from trainers.registry import get_trainer
+    from fcl.trainers.registry import get_trainer
 
     return get_trainer(model_type)
 
 
 def _load(model_type: str, data: bytes, fmt: str) -> Any:
-    from contract.artifacts import Artifact
+    from fcl.contract.artifacts import Artifact
 
     return _trainer(model_type).load(Artifact(data=data, format=fmt))
 
 
-# -- python -m serving ----------------------------------------------------------------------------------
+# -- python -m fcl.serving ----------------------------------------------------------------------------------
 def _print_swap(served: Served) -> None:
     line = {
         "model_type": served.model_type,
@@ -255,7 +255,7 @@ def _print_swap(served: Served) -> None:
 
 
 async def _main(model_type: str, api_url: str | None) -> int:
-    from contract.settings import load_settings
+    from fcl.contract.settings import load_settings
 
     settings = load_settings()
     watcher = ChampionWatcher.from_settings(model_type, settings, api_url=api_url, on_swap=_print_swap)
@@ -280,12 +280,12 @@ async def _main(model_type: str, api_url: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving", description="Keep a model type's champion loaded; print a JSON line per swap."
+        prog="python -m fcl.serving", description="Keep a model type's champion loaded; print a JSON line per swap."
     )
     parser.add_argument("model_type")
     parser.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
     args = parser.parse_args(argv)
-    from contract.settings import load_settings
+    from fcl.contract.settings import load_settings
 
     settings = load_settings()
     logs.configure(log_format=settings.log_format, level=settings.log_level)

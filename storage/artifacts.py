@@ -30,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 from obstore.exceptions import BaseError as _ObstoreError
 
-from contract.artifacts import Artifact
-from contract.artifacts import ArtifactError as ArtifactError  # the one root: callers catch it here
+from fcl.contract.artifacts import Artifact
+from fcl.contract.artifacts import ArtifactError as ArtifactError  # the one root: callers catch it here
 
 if TYPE_CHECKING:
     from obstore.store import S3Config  # in the type stubs only

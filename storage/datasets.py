@@ -19,22 +19,22 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract.events import DatasetThresholdEvent, rfc3339, threshold_event_id
-from contract.topics import Topic
-from storage.db import asyncpg_dsn
-from storage.entities import (
+from fcl.contract.events import DatasetThresholdEvent, rfc3339, threshold_event_id
+from fcl.contract.topics import Topic
+from fcl.storage.db import asyncpg_dsn
+from fcl.storage.entities import (
     Dataset,
     NewSampleBatch,
     SampleIngest,
     ThresholdCrossing,
 )
-from storage.errors import DRIVER_ERRORS, wrap
-from storage.models import (
+from fcl.storage.errors import DRIVER_ERRORS, wrap
+from fcl.storage.models import (
     DatasetRow,
     SampleBatchRow,
     TrainingSampleRow,
 )
-from storage.outbox import OutboxEntry
+from fcl.storage.outbox import OutboxEntry
 
 
 class DatasetRepository:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.errors import DRIVER_ERRORS, wrap
+from fcl.storage.errors import DRIVER_ERRORS, wrap
 
 # The unit of work a `Database.transaction()` yields, which repositories and the queue work in.
 UnitOfWork = AsyncSession

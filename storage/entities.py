@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from contract import model_types
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from contract.events import Drift, ValidationCheck
-from contract.settings import Settings
+from fcl.contract import model_types
+from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
+from fcl.contract.events import Drift, ValidationCheck
+from fcl.contract.settings import Settings
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,17 +13,17 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract import limits
-from contract.enums import TrainingEventStatus, VerdictKind
-from storage.entities import (
+from fcl.contract import limits
+from fcl.contract.enums import TrainingEventStatus, VerdictKind
+from fcl.storage.entities import (
     Job,
     Lease,
     QueueFigure,
     TrainingEvent,
     TrainingFigure,
 )
-from storage.errors import JobStateConflict
-from storage.models import (
+from fcl.storage.errors import JobStateConflict
+from fcl.storage.models import (
     JobTriggerRow,
     TrainingEventRow,
     TrainingJobRow,

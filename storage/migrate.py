@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.errors import StorageError
+from fcl.storage.errors import StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -52,7 +52,7 @@ def head() -> str:
 async def schema_problem(url: str) -> str | None:
     """None when the database's schema is at head; otherwise one line saying what it is at and
     that `fcl migrate` is needed. StorageError (retriable) when the database cannot be reached."""
-    from storage.db import Database
+    from fcl.storage.db import Database
 
     db = Database(url, pool_size=1)
     try:

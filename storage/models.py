@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contract.enums import (
+from fcl.contract.enums import (
     ChampionReason,
     CheckKind,
     Direction,
@@ -39,8 +39,8 @@ from contract.enums import (
     TrainingEventStatus,
     VerdictKind,
 )
-from contract.events import ValidationCheck
-from storage.entities import ChampionMove, Dataset, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
+from fcl.contract.events import ValidationCheck
+from fcl.storage.entities import ChampionMove, Dataset, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

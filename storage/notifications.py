@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from contract.backoff import retrying
-from contract.service import Service
-from storage.db import asyncpg_dsn
+from fcl.contract.backoff import retrying
+from fcl.contract.service import Service
+from fcl.storage.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
 OUTBOX_CHANNEL = "fcl_outbox"

@@ -27,20 +27,20 @@ from typing import Any
 from sqlalchemy import CursorResult, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract import limits
-from contract.backoff import retrying
-from contract.service import Service
-from contract.settings import Settings
-from storage.db import Database
-from storage.entities import (
+from fcl.contract import limits
+from fcl.contract.backoff import retrying
+from fcl.contract.service import Service
+from fcl.contract.settings import Settings
+from fcl.storage.db import Database
+from fcl.storage.entities import (
     EncodedOutboxMessage,
     OutboxFigure,
     ParkedOutboxRow,
 )
-from storage.models import (
+from fcl.storage.models import (
     OutboxRow,
 )
-from storage.notifications import OUTBOX_CHANNEL, Notifications
+from fcl.storage.notifications import OUTBOX_CHANNEL, Notifications
 
 log = logging.getLogger(__name__)
 

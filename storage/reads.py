@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contract import model_types
-from contract.enums import JobStatus
-from storage.db import Database
+from fcl.contract import model_types
+from fcl.contract.enums import JobStatus
+from fcl.storage.db import Database
 
 
 def ts(column: str) -> str:

@@ -15,11 +15,11 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract import limits
-from contract.enums import ChampionReason
-from contract.events import ModelVersionEvent, TrainingValidationEvent, ValidationCheck, rfc3339
-from contract.topics import Topic
-from storage.entities import (
+from fcl.contract import limits
+from fcl.contract.enums import ChampionReason
+from fcl.contract.events import ModelVersionEvent, TrainingValidationEvent, ValidationCheck, rfc3339
+from fcl.contract.topics import Topic
+from fcl.storage.entities import (
     Candidate,
     ChampionMove,
     Job,
@@ -27,13 +27,13 @@ from storage.entities import (
     ModelVersion,
     NewModelVersion,
 )
-from storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, VersionDeleted, wrap
-from storage.models import (
+from fcl.storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, VersionDeleted, wrap
+from fcl.storage.models import (
     ChampionLedgerRow,
     ModelVersionRow,
     ValidationResultRow,
 )
-from storage.outbox import OutboxEntry, OutboxRepository
+from fcl.storage.outbox import OutboxEntry, OutboxRepository
 
 
 class ModelVersionRepository:

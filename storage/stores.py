@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from contract import model_types
-from contract.enums import AdmissionOutcome
-from contract.events import ValidationCheck
-from storage.datasets import DatasetRepository, SampleRepository, threshold_events
-from storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
-from storage.db import Database
-from storage.entities import (
+from fcl.contract import model_types
+from fcl.contract.enums import AdmissionOutcome
+from fcl.contract.events import ValidationCheck
+from fcl.storage.datasets import DatasetRepository, SampleRepository, threshold_events
+from fcl.storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
+from fcl.storage.db import Database
+from fcl.storage.entities import (
     Admission,
     AdmissionPolicy,
     Champion,
@@ -47,18 +47,18 @@ from storage.entities import (
     Transition,
     TriggerRequest,
 )
-from storage.errors import StorageError
-from storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
-from storage.outbox import OutboxEntry, OutboxRepository
-from storage.queue import JobQueue
-from storage.registry import (
+from fcl.storage.errors import StorageError
+from fcl.storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
+from fcl.storage.outbox import OutboxEntry, OutboxRepository
+from fcl.storage.queue import JobQueue
+from fcl.storage.registry import (
     ChampionRepository,
     ModelFigures,
     ModelVersionRepository,
     RetentionRepository,
     ValidationRepository,
 )
-from storage.retry import RetryDecision
+from fcl.storage.retry import RetryDecision
 
 
 # -- streams ----------------------------------------------------------------------------------------

@@ -23,24 +23,24 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from contract import logs
-from contract.lifeline import exit_when_done, run_or_exit
-from contract.probes import Probes
-from contract.settings import Settings, get_settings
-from contract.topics import Topic
-from messaging.admin import ensure_topics
-from messaging.producer import BackgroundProducer, is_record_error
-from messaging.security import faust_credentials
-from storage.db import Database
-from storage.entities import AdmissionPolicy
-from storage.migrate import at_head
-from storage.notifications import Notifications
-from storage.outbox import OutboxRelay
-from storage.stores import IngestStore
-from streams import metrics
-from streams.batching import group_commit
-from streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
-from streams.parsing import RawMessage
+from fcl.contract import logs
+from fcl.contract.lifeline import exit_when_done, run_or_exit
+from fcl.contract.probes import Probes
+from fcl.contract.settings import Settings, get_settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.messaging.producer import BackgroundProducer, is_record_error
+from fcl.messaging.security import faust_credentials
+from fcl.storage.db import Database
+from fcl.storage.entities import AdmissionPolicy
+from fcl.storage.migrate import at_head
+from fcl.storage.notifications import Notifications
+from fcl.storage.outbox import OutboxRelay
+from fcl.storage.stores import IngestStore
+from fcl.streams import metrics
+from fcl.streams.batching import group_commit
+from fcl.streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
+from fcl.streams.parsing import RawMessage
 
 log = logging.getLogger(__name__)
 

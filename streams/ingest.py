@@ -17,16 +17,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from contract import model_types
-from contract.backoff import retrying
-from contract.enums import AdmissionOutcome
-from contract.settings import Settings
-from contract.topics import Topic
-from storage.entities import NewSampleBatch, TriggerRequest
-from storage.errors import SchemaMismatch, wrap
-from storage.outbox import OutboxEntry
-from storage.stores import IngestStore
-from streams.parsing import (
+from fcl.contract import model_types
+from fcl.contract.backoff import retrying
+from fcl.contract.enums import AdmissionOutcome
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.storage.entities import NewSampleBatch, TriggerRequest
+from fcl.storage.errors import SchemaMismatch, wrap
+from fcl.storage.outbox import OutboxEntry
+from fcl.storage.stores import IngestStore
+from fcl.streams.parsing import (
     ParsedSamples,
     ParsedThreshold,
     RawMessage,

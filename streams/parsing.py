@@ -15,8 +15,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from contract import limits, model_types
-from contract.events import FCL_NAMESPACE, DatasetThresholdEvent, DeadLetterEvent, TrainingSamplesEvent, rfc3339
+from fcl.contract import limits, model_types
+from fcl.contract.events import FCL_NAMESPACE, DatasetThresholdEvent, DeadLetterEvent, TrainingSamplesEvent, rfc3339
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", "ParsedThreshold", "ParsedSamples")

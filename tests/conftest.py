@@ -34,11 +34,11 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from contract.settings import Settings, load_settings
+from fcl.contract.settings import Settings, load_settings
 from fcl.stack import LocalStack
-from storage.artifacts import ArtifactStore, S3Access
-from storage.db import Database, asyncpg_dsn
-from storage.migrate import upgrade
+from fcl.storage.artifacts import ArtifactStore, S3Access
+from fcl.storage.db import Database, asyncpg_dsn
+from fcl.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from contract.enums import CheckKind, Direction
-from contract.events import Drift, ValidationCheck
-from storage.datasets import SampleRepository
-from storage.db import Database
-from storage.entities import (
+from fcl.contract.enums import CheckKind, Direction
+from fcl.contract.events import Drift, ValidationCheck
+from fcl.storage.datasets import SampleRepository
+from fcl.storage.db import Database
+from fcl.storage.entities import (
     Admission,
     Candidate,
     CompletedAttempt,
@@ -27,10 +27,10 @@ from storage.entities import (
     Transition,
     TriggerRequest,
 )
-from storage.jobs import JobRepository
-from storage.queue import JobQueue
-from storage.registry import ChampionRepository
-from storage.retry import RetryDecision
+from fcl.storage.jobs import JobRepository
+from fcl.storage.queue import JobQueue
+from fcl.storage.registry import ChampionRepository
+from fcl.storage.retry import RetryDecision
 
 SAMPLE: dict[str, dict[str, Any]] = {
     "recommendation": {
@@ -85,7 +85,7 @@ async def admit(
     *,
     ageing: timedelta = timedelta(minutes=10),
 ) -> Admission:
-    from storage.entities import AdmissionPolicy
+    from fcl.storage.entities import AdmissionPolicy
 
     async with db.transaction() as s:
         [admission] = await JobQueue(s, AdmissionPolicy(ageing_step=ageing)).admit(

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from contract.enums import CheckKind, Direction, JobStatus, VerdictKind
-from contract.events import ValidationCheck
-from storage.entities import (
+from fcl.contract.enums import CheckKind, Direction, JobStatus, VerdictKind
+from fcl.contract.events import ValidationCheck
+from fcl.storage.entities import (
     Candidate,
     CompletedAttempt,
     EndedAttempt,
@@ -22,10 +22,10 @@ from storage.entities import (
     TrainingInputs,
     Transition,
 )
-from storage.errors import ChampionMoved, DatabaseUnavailable, LeaseLost
-from storage.retry import RetryDecision
-from storage.stores import WorkerBeat
-from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
+from fcl.storage.errors import ChampionMoved, DatabaseUnavailable, LeaseLost
+from fcl.storage.retry import RetryDecision
+from fcl.storage.stores import WorkerBeat
+from fcl.worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
 
 
 def new_job(dataset_id: str = "ds", model_type: str = "goal", priority: int = 5, max_attempts: int = 3) -> Job:

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ARRAY, String, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract.enums import JobStatus
-from storage.entities import ChampionMove, Dataset, Job, TrainingEvent, WorkerHeartbeat
-from storage.models import ChampionLedgerRow, DatasetRow, TrainingEventRow, TrainingJobRow, WorkerHeartbeatRow
+from fcl.contract.enums import JobStatus
+from fcl.storage.entities import ChampionMove, Dataset, Job, TrainingEvent, WorkerHeartbeat
+from fcl.storage.models import ChampionLedgerRow, DatasetRow, TrainingEventRow, TrainingJobRow, WorkerHeartbeatRow
 
 
 async def job_counts(session: AsyncSession) -> dict[str, int]:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from contract import limits
+from fcl.contract import limits
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from contract.artifacts import Artifact as Artifact  # trainers hand their models over as this
-from trainers.drift import Outcome
-from trainers.gates import Gate
+from fcl.contract.artifacts import Artifact as Artifact  # trainers hand their models over as this
+from fcl.trainers.drift import Outcome
+from fcl.trainers.gates import Gate
 
 Progress = Callable[[float], None]  # fraction done, 0..1
 # A feature name -> one value per sample, and the outcome (name, one value per sample) or None:

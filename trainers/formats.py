@@ -9,7 +9,7 @@ import json
 import zipfile
 from typing import Any
 
-from contract.artifacts import Artifact, ArtifactError
+from fcl.contract.artifacts import Artifact, ArtifactError
 
 __all__ = [
     "ArtifactError",

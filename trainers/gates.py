@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from contract.enums import CheckKind, Direction
-from contract.events import ValidationCheck
+from fcl.contract.enums import CheckKind, Direction
+from fcl.contract.events import ValidationCheck
 
 HIGHER = Direction.HIGHER_IS_BETTER
 LOWER = Direction.LOWER_IS_BETTER

@@ -40,8 +40,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from contract.enums import CheckKind
-from trainers.base import (
+from fcl.contract.enums import CheckKind
+from fcl.trainers.base import (
     Artifact,
     DataColumns,
     Evaluation,
@@ -53,9 +53,9 @@ from trainers.base import (
     require,
     stable_bucket,
 )
-from trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.gates import HIGHER, LOWER, Check, Gate
-from trainers.tabular import feature_matrix
+from fcl.trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
+from fcl.trainers.gates import HIGHER, LOWER, Check, Gate
+from fcl.trainers.tabular import feature_matrix
 
 # A family: (hyperparameters, seed, cross-validating?) -> an unfitted classifier with predict_proba.
 # Adding a family is one line here (and its types in TRUSTED, which a test checks).

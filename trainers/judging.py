@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contract.enums import VerdictKind
-from contract.events import Drift
-from trainers import drift
-from trainers.base import Evaluation, Trainer
-from trainers.gates import LOWER, Check, Gate, Verdict
+from fcl.contract.enums import VerdictKind
+from fcl.contract.events import Drift
+from fcl.trainers import drift
+from fcl.trainers.base import Evaluation, Trainer
+from fcl.trainers.gates import LOWER, Check, Gate, Verdict
 
 
 @dataclass(frozen=True, kw_only=True)

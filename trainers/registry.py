@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from contract import model_types
-from trainers.base import Trainer, UnknownModelTypeError
+from fcl.contract import model_types
+from fcl.trainers.base import Trainer, UnknownModelTypeError
 
 
 @cache

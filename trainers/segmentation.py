@@ -16,8 +16,8 @@ from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from contract.enums import CheckKind
-from trainers.base import (
+from fcl.contract.enums import CheckKind
+from fcl.trainers.base import (
     Artifact,
     DataColumns,
     Evaluation,
@@ -28,9 +28,9 @@ from trainers.base import (
     feature_difference,
     require,
 )
-from trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
-from trainers.gates import HIGHER, LOWER, Check, Gate
-from trainers.tabular import feature_matrix
+from fcl.trainers.formats import ArtifactError, load_skops_artifact, skops_artifact
+from fcl.trainers.gates import HIGHER, LOWER, Check, Gate
+from fcl.trainers.tabular import feature_matrix
 
 TRUSTED = [
     "sklearn.cluster._kmeans.KMeans",

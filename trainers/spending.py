@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from contract.enums import CheckKind
-from trainers.base import (
+from fcl.contract.enums import CheckKind
+from fcl.trainers.base import (
     Artifact,
     DataColumns,
     Evaluation,
@@ -36,8 +36,8 @@ from trainers.base import (
     torch_device,
     value_difference,
 )
-from trainers.formats import ArtifactError, load_torch_artifact, torch_artifact
-from trainers.gates import LOWER, Check, Gate
+from fcl.trainers.formats import ArtifactError, load_torch_artifact, torch_artifact
+from fcl.trainers.gates import LOWER, Check, Gate
 
 CALENDAR_FEATURES = 11  # weekday one-hot (7), day-of-month sin/cos (2), payday, month start
 

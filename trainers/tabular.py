@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.base import InvalidDataError
+from fcl.trainers.base import InvalidDataError
 
 
 def feature_matrix(

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from contract import model_types
+from fcl.contract import model_types
 
 
 def usable_samples(model_type: str, samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

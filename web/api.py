@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 
-from web.schemas import ErrorBody, ErrorDetail
+from fcl.web.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger("fcl.web")
 

@@ -14,21 +14,21 @@ from typing import Any
 
 from aiohttp import web
 
-from contract import __version__, logs
-from contract.lifeline import exit_when_done
-from contract.settings import Settings, load_settings
-from messaging.producer import BackgroundProducer, is_record_error
-from storage.db import Database
-from storage.entities import AdmissionPolicy
-from storage.errors import StorageError
-from storage.notifications import ChangeListener, Notifications
-from storage.outbox import OutboxRelay
-from storage.reads import ReadViews
-from storage.stores import ApiStore
-from web.api import ApiError, error_response, openapi, register, request_id
-from web.cache import ResponseCache
-from web.metrics import Metrics
-from web.routes import ENDPOINTS, SERVICES, Services
+from fcl.contract import __version__, logs
+from fcl.contract.lifeline import exit_when_done
+from fcl.contract.settings import Settings, load_settings
+from fcl.messaging.producer import BackgroundProducer, is_record_error
+from fcl.storage.db import Database
+from fcl.storage.entities import AdmissionPolicy
+from fcl.storage.errors import StorageError
+from fcl.storage.notifications import ChangeListener, Notifications
+from fcl.storage.outbox import OutboxRelay
+from fcl.storage.reads import ReadViews
+from fcl.storage.stores import ApiStore
+from fcl.web.api import ApiError, error_response, openapi, register, request_id
+from fcl.web.cache import ResponseCache
+from fcl.web.metrics import Metrics
+from fcl.web.routes import ENDPOINTS, SERVICES, Services
 
 log = logging.getLogger("fcl.web")
 

@@ -14,7 +14,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 
-from storage.notifications import ChangeListener
+from fcl.storage.notifications import ChangeListener
 
 
 class ResponseCache:

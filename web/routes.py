@@ -18,20 +18,20 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from contract import model_types
-from contract.enums import JobStatus
-from contract.probes import Check, readiness
-from contract.settings import Settings
-from messaging.producer import BackgroundProducer
-from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
-from storage.migrate import at_head
-from storage.reads import ReadViews
-from storage.stores import ApiStore, IdempotencyKeyReused, ModelTypeMismatch, UnknownDataset
-from web import schemas as s
-from web.api import ApiError, Call, Endpoint, PathParam
-from web.cache import ResponseCache
-from web.metrics import Metrics
+from fcl.contract import model_types
+from fcl.contract.enums import JobStatus
+from fcl.contract.probes import Check, readiness
+from fcl.contract.settings import Settings
+from fcl.messaging.producer import BackgroundProducer
+from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
+from fcl.storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
+from fcl.storage.migrate import at_head
+from fcl.storage.reads import ReadViews
+from fcl.storage.stores import ApiStore, IdempotencyKeyReused, ModelTypeMismatch, UnknownDataset
+from fcl.web import schemas as s
+from fcl.web.api import ApiError, Call, Endpoint, PathParam
+from fcl.web.cache import ResponseCache
+from fcl.web.metrics import Metrics
 
 PREFIX = "/coaching/continuous-learning"
 DASHBOARD = Path(__file__).with_name("dashboard.html")

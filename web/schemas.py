@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from contract.events import Drift, ErrorInfo, ValidationCheck
-from contract.model_types import ModelTypeName
-from storage.entities import ChampionMove, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
+from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
+from fcl.contract.events import Drift, ErrorInfo, ValidationCheck
+from fcl.contract.model_types import ModelTypeName
+from fcl.storage.entities import ChampionMove, Job, ModelVersion, TrainingEvent, WorkerHeartbeat
 
 
 class View(BaseModel):

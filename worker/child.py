@@ -16,15 +16,15 @@ from typing import Any
 import joblib
 import numpy as np
 
-from storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from storage.entities import Candidate, StoredArtifactRef
-from storage.stores import load_samples
-from trainers import judging
-from trainers.base import Artifact, TrainingError, TrainRequest
-from trainers.manifest import build_manifest, code_version, library_versions
-from trainers.registry import get_trainer
-from trainers.usable import usable_samples
-from worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
+from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
+from fcl.storage.entities import Candidate, StoredArtifactRef
+from fcl.storage.stores import load_samples
+from fcl.trainers import judging
+from fcl.trainers.base import Artifact, TrainingError, TrainRequest
+from fcl.trainers.manifest import build_manifest, code_version, library_versions
+from fcl.trainers.registry import get_trainer
+from fcl.trainers.usable import usable_samples
+from fcl.worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, TrainingTask
 
 # Computed once in the fork server (which imports this module), inherited by every child.
 library_versions()

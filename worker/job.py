@@ -20,17 +20,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from contract import logs
-from contract.enums import StopReason
-from storage.artifacts import S3Access
-from storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
-from storage.errors import ChampionMoved, LeaseLost, StorageError
-from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
-from storage.stores import WorkerQueue
-from trainers.base import stable_bucket
-from worker import metrics
-from worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
-from worker.runner import Runner
+from fcl.contract import logs
+from fcl.contract.enums import StopReason
+from fcl.storage.artifacts import S3Access
+from fcl.storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
+from fcl.storage.errors import ChampionMoved, LeaseLost, StorageError
+from fcl.storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
+from fcl.storage.stores import WorkerQueue
+from fcl.trainers.base import stable_bucket
+from fcl.worker import metrics
+from fcl.worker.messages import Failure, Mode, Outcome, Progress, TrainingTask
+from fcl.worker.runner import Runner
 
 log = logging.getLogger("fcl.trainer")
 MAX_ROUNDS = 10  # judgements of one candidate against a champion that keeps moving

@@ -25,12 +25,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-from contract.service import Service
-from storage.entities import Job
-from storage.errors import StorageError
-from storage.stores import WorkerBeat, WorkerQueue
-from worker.job import JobRun, Shutdown, WorkerConfig
-from worker.runner import Runner
+from fcl.contract.service import Service
+from fcl.storage.entities import Job
+from fcl.storage.errors import StorageError
+from fcl.storage.stores import WorkerBeat, WorkerQueue
+from fcl.worker.job import JobRun, Shutdown, WorkerConfig
+from fcl.worker.runner import Runner
 
 log = logging.getLogger("fcl.trainer")
 RELEASE_SECONDS = 60.0  # after the drain: for running trainings to be stopped and their jobs put back

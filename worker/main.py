@@ -21,24 +21,24 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from contract import logs
-from contract.probes import Probes
-from contract.settings import Settings, get_settings
-from messaging.admin import ensure_topics
-from messaging.producer import BackgroundProducer, is_record_error
-from storage.artifacts import ArtifactStore, S3Access
-from storage.db import Database
-from storage.errors import StorageError
-from storage.migrate import at_head
-from storage.notifications import QUEUED_CHANNEL, Notifications
-from storage.outbox import OutboxRelay
-from storage.retry import RetryPolicy
-from storage.stores import WorkerStore
-from worker import retention
-from worker.job import WorkerConfig
-from worker.loop import TrainerWorker
-from worker.retention import RetentionPolicy
-from worker.runner import ProcessRunner, math_threads
+from fcl.contract import logs
+from fcl.contract.probes import Probes
+from fcl.contract.settings import Settings, get_settings
+from fcl.messaging.admin import ensure_topics
+from fcl.messaging.producer import BackgroundProducer, is_record_error
+from fcl.storage.artifacts import ArtifactStore, S3Access
+from fcl.storage.db import Database
+from fcl.storage.errors import StorageError
+from fcl.storage.migrate import at_head
+from fcl.storage.notifications import QUEUED_CHANNEL, Notifications
+from fcl.storage.outbox import OutboxRelay
+from fcl.storage.retry import RetryPolicy
+from fcl.storage.stores import WorkerStore
+from fcl.worker import retention
+from fcl.worker.job import WorkerConfig
+from fcl.worker.loop import TrainerWorker
+from fcl.worker.retention import RetentionPolicy
+from fcl.worker.runner import ProcessRunner, math_threads
 
 log = logging.getLogger("fcl.trainer")
 

@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.artifacts import S3Access
-from storage.entities import Candidate, StoredArtifactRef
+from fcl.storage.artifacts import S3Access
+from fcl.storage.entities import Candidate, StoredArtifactRef
 
 
 class Mode(enum.StrEnum):

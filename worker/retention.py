@@ -15,9 +15,9 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from contract import model_types
-from storage.artifacts import ArtifactError, ArtifactStore
-from storage.stores import WorkerStore
+from fcl.contract import model_types
+from fcl.storage.artifacts import ArtifactError, ArtifactStore
+from fcl.storage.stores import WorkerStore
 
 log = logging.getLogger("fcl.trainer")
 

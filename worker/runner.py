@@ -17,11 +17,11 @@ from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from typing import Any, Protocol
 
-from trainers.registry import trainer_modules
-from worker.child import child_main
-from worker.messages import ChildMessage, Failure, TrainingTask
+from fcl.trainers.registry import trainer_modules
+from fcl.worker.child import child_main
+from fcl.worker.messages import ChildMessage, Failure, TrainingTask
 
-_PRELOAD = ["worker.child", *trainer_modules(), "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
+_PRELOAD = ["fcl.worker.child", *trainer_modules(), "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
 
 
 class TrainingProcess(Protocol):

@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from contract.backoff import poll_until
+from fcl.contract.backoff import poll_until
 
 
 class StackError(Exception):

@@ -9,6 +9,7 @@ shares them and a second bootstrap needs no network.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -16,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from contract.backoff import poll_until
+from fcl.contract.backoff import poll_until
 from fcl.stack.common import (
     StackError,
     log_tail,
@@ -395,6 +397,13 @@ async def broker_answers(bootstrap: str, timeout: float, options: dict[str, Any]
     options = options or {}
     from aiokafka.admin import AIOKafkaAdminClient
 
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:  # a port that takes no connection yet: no Kafka client (and no half-open socket) at all
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        writer.close()
+        await writer.wait_closed()
+    except (OSError, TimeoutError):
+        return False
     # While the broker starts, every refused connection is expected: keep aiokafka quiet.
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
@@ -412,3 +421,8 @@ async def broker_answers(bootstrap: str, timeout: float, options: dict[str, Any]
         except Exception:  # noqa: BLE001
             pass
         quiet.setLevel(level)
+        # A connect that the timeout cancelled leaves its socket to the garbage collector: collect
+        # it here, where its ResourceWarning is expected, not in whatever code runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()

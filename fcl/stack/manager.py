@@ -47,7 +47,7 @@ from fcl.stack.objectstore import (
 from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, ServerSecurity, find_bindir, server_version
 from fcl.stack.tls import Certificate, make_ca
 from fcl.stack.tls import issue as issue_certificate
-from storage.artifacts import ArtifactError
+from fcl.storage.artifacts import ArtifactError
 
 PREFERRED_KAFKA_PORT = 9092
 PREFERRED_CONTROLLER_PORT = 9093

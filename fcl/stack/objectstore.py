@@ -12,9 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.backoff import poll_until
+from fcl.contract.backoff import poll_until
 from fcl.stack.common import StackError, log_tail, process_alive, process_start_ticks, spawn_detached, terminate
-from storage.artifacts import ArtifactError, ArtifactStore, S3Access
+from fcl.storage.artifacts import ArtifactError, ArtifactStore, S3Access
 
 BUCKET = "fcl"
 ARTIFACT_PREFIX = "artifacts"

@@ -211,7 +211,7 @@ class PostgresServer:
         return int(first) if first.strip().isdigit() else None
 
     async def _ensure_database(self, port: int) -> str:
-        from storage.admin import ensure_database, set_password
+        from fcl.storage.admin import ensure_database, set_password
 
         if self.security is None:
             return await ensure_database(host="127.0.0.1", port=port, user=ROLE, database=DATABASE)
@@ -231,6 +231,6 @@ class PostgresServer:
 async def server_version(port: int, timeout: float = 5.0, *, host: str = "127.0.0.1") -> str | None:
     """The server's version string when it answers a real client (at `host`: an address, or the
     folder of its unix socket), else None."""
-    from storage.admin import server_version as answering_version
+    from fcl.storage.admin import server_version as answering_version
 
     return await answering_version(host=host, port=port, user=ROLE, timeout=timeout)

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from storage.db import create_engine
-from storage.models import Base
+from fcl.storage.db import create_engine
+from fcl.storage.models import Base
 
 target_metadata = Base.metadata
 

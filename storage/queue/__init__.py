@@ -24,8 +24,8 @@ and claim in `statements.py`, the status event in `events.py`, the transitions i
 `transitions.py`.
 """
 
-from storage.queue.events import status_event, status_event_sql
-from storage.queue.statements import ADMIT_SQL, CLAIM_CANDIDATE_SQL, CLAIM_SQL
-from storage.queue.transitions import JobQueue
+from fcl.storage.queue.events import status_event, status_event_sql
+from fcl.storage.queue.statements import ADMIT_SQL, CLAIM_CANDIDATE_SQL, CLAIM_SQL
+from fcl.storage.queue.transitions import JobQueue
 
 __all__ = ["ADMIT_SQL", "CLAIM_CANDIDATE_SQL", "CLAIM_SQL", "JobQueue", "status_event", "status_event_sql"]

@@ -7,14 +7,14 @@ from __future__ import annotations
 import uuid
 from typing import Protocol
 
-from contract.enums import JobStatus
-from contract.events import ErrorInfo, TrainingStatusEvent, rfc3339
-from contract.topics import Topic
-from storage.entities import (
+from fcl.contract.enums import JobStatus
+from fcl.contract.events import ErrorInfo, TrainingStatusEvent, rfc3339
+from fcl.contract.topics import Topic
+from fcl.storage.entities import (
     Job,
 )
-from storage.outbox import OutboxEntry
-from storage.reads import ts
+from fcl.storage.outbox import OutboxEntry
+from fcl.storage.reads import ts
 
 
 class JobFields(Protocol):

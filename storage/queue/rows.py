@@ -10,10 +10,10 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract.enums import JobStatus
-from storage.entities import Job, Lease
-from storage.errors import LeaseLost
-from storage.queue.statements import JOB
+from fcl.contract.enums import JobStatus
+from fcl.storage.entities import Job, Lease
+from fcl.storage.errors import LeaseLost
+from fcl.storage.queue.statements import JOB
 
 
 async def locked(session: AsyncSession, job_id: uuid.UUID) -> Job | None:

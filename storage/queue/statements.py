@@ -4,8 +4,8 @@ events. The smaller statements of each transition stay beside it in `storage.que
 
 from __future__ import annotations
 
-from storage.queue.events import status_event_sql
-from storage.reads import trigger_ids
+from fcl.storage.queue.events import status_event_sql
+from fcl.storage.reads import trigger_ids
 
 # A job row with its triggering event ids, in the order they arrived.
 JOB = f"j.*, {trigger_ids('j')} AS trigger_event_ids"

@@ -9,11 +9,11 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contract import limits
-from contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
-from contract.topics import Topic
-from storage.datasets import DatasetRepository
-from storage.entities import (
+from fcl.contract import limits
+from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from fcl.contract.topics import Topic
+from fcl.storage.datasets import DatasetRepository
+from fcl.storage.entities import (
     Admission,
     AdmissionPolicy,
     CompletedAttempt,
@@ -23,14 +23,14 @@ from storage.entities import (
     Transition,
     TriggerRequest,
 )
-from storage.errors import ChampionMoved, JobStateConflict, LeaseLost
-from storage.jobs import record_attempt
-from storage.outbox import OutboxEntry, OutboxRepository
-from storage.queue import rows
-from storage.queue.events import back_in_queue, status_event
-from storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB
-from storage.registry import ChampionRepository, ModelVersionRepository, record_candidate
-from storage.retry import RetryDecision
+from fcl.storage.errors import ChampionMoved, JobStateConflict, LeaseLost
+from fcl.storage.jobs import record_attempt
+from fcl.storage.outbox import OutboxEntry, OutboxRepository
+from fcl.storage.queue import rows
+from fcl.storage.queue.events import back_in_queue, status_event
+from fcl.storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB
+from fcl.storage.registry import ChampionRepository, ModelVersionRepository, record_candidate
+from fcl.storage.retry import RetryDecision
 
 
 def _key(request: TriggerRequest) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from contract.settings import Settings
+from fcl.contract.settings import Settings
 from fcl.stack.common import free_port
 from tests.conftest import RunStack, drop_database
 
@@ -157,7 +157,7 @@ class EventLog:
     collected in the background (a consumer without a group, as any outside reader)."""
 
     def __init__(self, settings: Settings) -> None:
-        from contract.topics import Topic
+        from fcl.contract.topics import Topic
 
         self.settings = settings
         self.names = {

@@ -19,10 +19,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.admin import ensure_topics
-from storage.db import Database
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.storage.db import Database
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 

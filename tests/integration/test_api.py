@@ -20,17 +20,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 
-from contract.events import Drift, OutcomeShift
-from contract.settings import Settings
-from storage.db import Database
-from storage.entities import EndedAttempt
-from storage.jobs import WorkerRepository
-from storage.queue import JobQueue
-from storage.registry import RetentionRepository
+from fcl.contract.events import Drift, OutcomeShift
+from fcl.contract.settings import Settings
+from fcl.storage.db import Database
+from fcl.storage.entities import EndedAttempt
+from fcl.storage.jobs import WorkerRepository
+from fcl.storage.queue import JobQueue
+from fcl.storage.registry import RetentionRepository
+from fcl.web.app import make_app
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.streams_support import create_topics, new_prefix, read_topic
-from web.app import make_app
 
 API = "/coaching/continuous-learning"
 TOKEN = "test-token-" + uuid.uuid4().hex[:6]
@@ -476,7 +476,7 @@ async def test_cached_views_follow_every_committed_change(api: Api) -> None:
     """History and versions are served from memory until PostgreSQL reports a change (NOTIFY
     from migration 0005): a repeated read is a cache hit, and a commit from another connection
     (a trainer worker, a rollback) is seen by the next reads."""
-    from web.routes import SERVICES
+    from fcl.web.routes import SERVICES
 
     cache = api.client.app[SERVICES].cache
     assert cache.listener is not None

@@ -23,12 +23,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from contract import model_types
-from storage.db import Database
+from fcl.contract import model_types
+from fcl.storage.db import Database
+from fcl.web.routes import ENDPOINTS
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.service_support import Service
-from web.routes import ENDPOINTS
 
 # Its module fixtures are expensive: under xdist the whole module runs on one worker.
 pytestmark = pytest.mark.xdist_group("test_api_fuzz")

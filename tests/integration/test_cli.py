@@ -150,7 +150,7 @@ def test_every_service_refuses_a_database_not_at_head_in_one_line(stack: RunStac
     """Unmigrated, or one migration behind: `fcl streams`, `fcl trainer` and `fcl web` each exit
     at once with one line naming `fcl migrate` (once they warned forever, and the streams worker
     dead-lettered valid events)."""
-    from storage.migrate import head, upgrade
+    from fcl.storage.migrate import head, upgrade
 
     name = "fcl_cli_behind"
     url = create_database(stack.server_url, name)

@@ -21,10 +21,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from fcl.demo import DEMO_ENV, PLAN
+from fcl.trainers.simulator import simulate
 from tests.conftest import ROOT, RunStack
 from tests.integration.prometheus_support import Prometheus
 from tests.integration.service_support import API, EventLog, Service, dumps
-from trainers.simulator import simulate
 
 SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard.png"
 CHECK_FIELDS = ("metric", "value", "baseline", "threshold", "direction", "passed")

@@ -12,13 +12,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
-from contract.backoff import wait_until
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.admin import ensure_topics
-from messaging.producer import BackgroundProducer, is_record_error
-from storage.db import Database
-from storage.outbox import OutboxRelay, OutboxRepository
+from fcl.contract.backoff import wait_until
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.messaging.producer import BackgroundProducer, is_record_error
+from fcl.storage.db import Database
+from fcl.storage.outbox import OutboxRelay, OutboxRepository
 from tests.conftest import RunStack
 
 

@@ -26,18 +26,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from contract.settings import Settings
-from contract.topics import Topic
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.messaging.client import FclProducer
+from fcl.messaging.security import KafkaRefused, client_options
 from fcl.stack.common import free_port, process_alive, terminate
 from fcl.stack.kafka import BrokerSecurity, KafkaBroker, KafkaPorts, KafkaProcess, start_cluster
 from fcl.stack.tls import issue as issue_certificate
 from fcl.stack.tls import make_ca
-from messaging.admin import ensure_topics
-from messaging.client import FclProducer
-from messaging.security import KafkaRefused, client_options
-from storage.db import Database
+from fcl.storage.db import Database
+from fcl.trainers.simulator import FinCoachSimulator
 from tests.conftest import ROOT, RunStack
-from trainers.simulator import FinCoachSimulator
 
 FCL = str(ROOT / ".venv" / "bin" / "fcl")
 pytestmark = pytest.mark.xdist_group("kafka_cluster")

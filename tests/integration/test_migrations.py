@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.migrate import alembic_config, downgrade, upgrade
-from storage.models import Base
+from fcl.storage.migrate import alembic_config, downgrade, upgrade
+from fcl.storage.models import Base
 from tests.conftest import RunStack, create_database, drop_database
 
 

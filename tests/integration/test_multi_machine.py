@@ -18,12 +18,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from storage.db import Database
+from fcl.storage.db import Database
+from fcl.trainers.simulator import FinCoachSimulator
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.service_support import API, FCL, Service, with_object_store
 from tests.integration.streams_support import eventually, rows, scalar
-from trainers.simulator import FinCoachSimulator
 
 
 def start_trainer(svc: Service, machine: Path) -> subprocess.Popen[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from storage.db import Database
+from fcl.storage.db import Database
 from tests import factories
 from tests.conftest import RunStack
 from tests.integration.service_support import FCL, Service

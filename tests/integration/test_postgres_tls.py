@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from contract.settings import Settings
+from fcl.contract.settings import Settings
 from fcl.stack.common import free_port
 from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, ServerSecurity, find_bindir
 from fcl.stack.tls import issue, make_ca
-from storage.datasets import load_samples
-from storage.db import Database
-from storage.errors import StorageError
-from storage.migrate import head, upgrade
-from storage.notifications import Notifications
+from fcl.storage.datasets import load_samples
+from fcl.storage.db import Database
+from fcl.storage.errors import StorageError
+from fcl.storage.migrate import head, upgrade
+from fcl.storage.notifications import Notifications
 from tests.conftest import ROOT
 
 FCL = str(ROOT / ".venv" / "bin" / "fcl")

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from contract.enums import JobStatus
-from storage.db import Database
-from storage.entities import Admission, Candidate, EndedAttempt, Job
-from storage.errors import LeaseLost
-from storage.queue import JobQueue
-from storage.retry import RetryDecision
+from fcl.contract.enums import JobStatus
+from fcl.storage.db import Database
+from fcl.storage.entities import Admission, Candidate, EndedAttempt, Job
+from fcl.storage.errors import LeaseLost
+from fcl.storage.queue import JobQueue
+from fcl.storage.retry import RetryDecision
 from tests import factories
 
 LEASE = timedelta(minutes=5)
@@ -78,7 +78,7 @@ async def test_a_lost_lease_records_nothing(own_db: Database) -> None:
 
 
 async def _completed(db: Database, job: Job):
-    from storage.entities import CompletedAttempt, StoredArtifactRef
+    from fcl.storage.entities import CompletedAttempt, StoredArtifactRef
 
     await factories.store(db, job.dataset_id, job.model_type)
     return CompletedAttempt(
@@ -169,7 +169,7 @@ async def test_cancel_a_waiting_job_at_once_and_a_running_one_through_its_worker
     assert stopped.job.status is JobStatus.CANCELLED and stopped.job.model_version is None
     assert (await _statuses(own_db, waiting.job_id))[-1] == ("cancelled", 1)
     assert (await _statuses(own_db, running.id))[-1] == ("cancelled", 1)
-    from storage.errors import JobStateConflict
+    from fcl.storage.errors import JobStateConflict
 
     with pytest.raises(JobStateConflict, match="already cancelled"):
         async with own_db.transaction() as s:
@@ -206,8 +206,8 @@ async def test_a_job_going_back_merges_into_the_follow_up_already_waiting(own_db
 async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Database) -> None:
     """One batch holding a new pair twice, a repeat inside the batch, a repeat of an earlier
     batch and a trigger for a pair whose job runs: the same outcomes, in order, as one by one."""
-    from contract.enums import AdmissionOutcome
-    from storage.entities import TriggerRequest
+    from fcl.contract.enums import AdmissionOutcome
+    from fcl.storage.entities import TriggerRequest
 
     earlier = await admit(own_db, "old", priority=3, event="old-1")
     running = await admit(own_db, "busy", priority=9, event="busy-1")
@@ -268,8 +268,8 @@ async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: D
     then joins the job that transaction queued: one job, both triggers on it."""
     import asyncio
 
-    from contract.enums import AdmissionOutcome
-    from storage.entities import TriggerRequest
+    from fcl.contract.enums import AdmissionOutcome
+    from fcl.storage.entities import TriggerRequest
 
     def batch(*events: tuple[str, str, int]) -> list[TriggerRequest]:
         return [TriggerRequest(event_id=e, dataset_id=d, model_type="goal", priority=p) for e, d, p in events]

@@ -15,18 +15,18 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 
-from contract import model_types
-from contract.enums import ChampionReason, JobStatus
-from contract.events import TrainingStatusEvent
-from storage.db import Database, asyncpg_dsn
-from storage.entities import EndedAttempt, TriggerRequest
-from storage.jobs import JobRepository, WorkerRepository
-from storage.notifications import QUEUED_CHANNEL
-from storage.queue import JobQueue, status_event
-from storage.reads import ReadViews
-from storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository
+from fcl.contract import model_types
+from fcl.contract.enums import ChampionReason, JobStatus
+from fcl.contract.events import TrainingStatusEvent
+from fcl.storage.db import Database, asyncpg_dsn
+from fcl.storage.entities import EndedAttempt, TriggerRequest
+from fcl.storage.jobs import JobRepository, WorkerRepository
+from fcl.storage.notifications import QUEUED_CHANNEL
+from fcl.storage.queue import JobQueue, status_event
+from fcl.storage.reads import ReadViews
+from fcl.storage.registry import ChampionRepository, ModelVersionRepository, RetentionRepository
+from fcl.web import schemas as s
 from tests import factories, oracle
-from web import schemas as s
 
 SEEN = 45.0
 

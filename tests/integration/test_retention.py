@@ -10,17 +10,17 @@ import uuid
 
 import pytest
 
-from storage.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
-from storage.db import Database
-from storage.errors import VersionDeleted
-from storage.registry import ChampionRepository
-from storage.stores import WorkerStore
+from fcl.storage.artifacts import ArtifactStore, ArtifactUnavailable, StoredArtifact
+from fcl.storage.db import Database
+from fcl.storage.errors import VersionDeleted
+from fcl.storage.registry import ChampionRepository
+from fcl.storage.stores import WorkerStore
+from fcl.trainers.base import Artifact
+from fcl.worker import retention
+from fcl.worker.retention import RetentionPolicy
 from tests import factories, oracle
 from tests.conftest import RunStack
 from tests.integration.streams_support import rows
-from trainers.base import Artifact
-from worker import retention
-from worker.retention import RetentionPolicy
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from storage.db import Database
+from fcl.storage.db import Database
+from fcl.trainers.simulator import FinCoachSimulator
 from tests import factories
 from tests.conftest import RunStack, store_from_env
 from tests.integration.service_support import API, FCL, Service, with_object_store
 from tests.integration.streams_support import eventually, produce_raw, scalar
-from trainers.simulator import FinCoachSimulator
 
 
 @pytest.fixture

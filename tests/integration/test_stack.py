@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import load_settings
+from fcl.contract.settings import load_settings
 from fcl.stack import LocalStack, StackError
 from fcl.stack.common import free_port, process_alive
 from fcl.stack.kafka import KafkaBroker, KafkaPorts
 from fcl.stack.postgres import server_home
-from storage.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
+from fcl.storage.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
+from fcl.trainers.base import Artifact
 from tests.conftest import ROOT, RunStack
-from trainers.base import Artifact
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from contract.enums import ChampionReason, CheckKind, Direction, JobStatus
-from contract.events import ValidationCheck
-from storage.datasets import DatasetRepository, SampleRepository, load_samples
-from storage.db import Database
-from storage.entities import NewModelVersion, NewSampleBatch
-from storage.errors import ChampionMoved, DatabaseRefused, IntegrityViolation
-from storage.jobs import JobRepository
-from storage.outbox import OutboxRepository
-from storage.queue import CLAIM_CANDIDATE_SQL
-from storage.registry import ChampionRepository, ModelVersionRepository, ValidationRepository
+from fcl.contract.enums import ChampionReason, CheckKind, Direction, JobStatus
+from fcl.contract.events import ValidationCheck
+from fcl.storage.datasets import DatasetRepository, SampleRepository, load_samples
+from fcl.storage.db import Database
+from fcl.storage.entities import NewModelVersion, NewSampleBatch
+from fcl.storage.errors import ChampionMoved, DatabaseRefused, IntegrityViolation
+from fcl.storage.jobs import JobRepository
+from fcl.storage.outbox import OutboxRepository
+from fcl.storage.queue import CLAIM_CANDIDATE_SQL
+from fcl.storage.registry import ChampionRepository, ModelVersionRepository, ValidationRepository
 from tests import factories, oracle
 
 
@@ -289,7 +289,7 @@ async def test_outbox_hands_out_pending_messages_in_order_once_marked(own_db: Da
 async def test_an_outbox_insert_notifies_the_relays_at_commit(own_db: Database) -> None:
     """Migration 0006: whoever writes the outbox, the relays hear of it when it commits (and
     not before, nor for a rolled-back write)."""
-    from storage.notifications import OUTBOX_CHANNEL, Notifications
+    from fcl.storage.notifications import OUTBOX_CHANNEL, Notifications
 
     heard: list[str] = []
     notifications = Notifications(own_db.url)
@@ -357,11 +357,11 @@ async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_
     """Once, on an unmigrated database the streams worker dead-lettered valid events ("function
     does not exist"). A missing table is no event's fault: the batch raises (the agent dies and
     the process exits 1), and nothing is dead-lettered."""
-    from contract.settings import Settings
-    from storage.errors import SchemaMismatch
-    from storage.stores import IngestStore
-    from streams.ingest import ThresholdIngestor, commit_batch
-    from streams.parsing import RawMessage
+    from fcl.contract.settings import Settings
+    from fcl.storage.errors import SchemaMismatch
+    from fcl.storage.stores import IngestStore
+    from fcl.streams.ingest import ThresholdIngestor, commit_batch
+    from fcl.streams.parsing import RawMessage
 
     async with own_db.transaction() as s:
         await s.execute(text("DROP TABLE job_triggers"))
@@ -380,10 +380,10 @@ async def test_one_event_the_database_refuses_is_dead_lettered_and_the_rest_of_i
     """The batch is split in halves down to the event at fault; redelivering the whole batch (a
     crash before the acknowledgement) changes nothing and does not get stuck on the dead letter
     already queued."""
-    from contract.settings import Settings
-    from storage.stores import IngestStore
-    from streams.ingest import ThresholdIngestor, commit_batch
-    from streams.parsing import RawMessage
+    from fcl.contract.settings import Settings
+    from fcl.storage.stores import IngestStore
+    from fcl.streams.ingest import ThresholdIngestor, commit_batch
+    from fcl.streams.parsing import RawMessage
 
     async with own_db.transaction() as s:  # a refusal that depends on one event's data
         await s.execute(text("ALTER TABLE job_triggers ADD CONSTRAINT no_e5 CHECK (event_id <> 'e5')"))

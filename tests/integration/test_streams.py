@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from contract.events import threshold_event_id
-from contract.schemas import SCHEMA_DIR
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.client import FclProducer
-from storage.datasets import DatasetRepository, SampleRepository
-from storage.db import Database
-from storage.jobs import JobRepository
+from fcl.contract.events import threshold_event_id
+from fcl.contract.schemas import SCHEMA_DIR
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.client import FclProducer
+from fcl.storage.datasets import DatasetRepository, SampleRepository
+from fcl.storage.db import Database
+from fcl.storage.jobs import JobRepository
 from tests.conftest import RunStack, drop_database
 from tests.factories import claim
 from tests.integration.streams_support import (
@@ -313,7 +313,7 @@ async def test_postgres_outage_in_a_burst_loses_nothing(stack: RunStack, tmp_pat
 
     from fcl.stack.common import free_port
     from fcl.stack.postgres import DATABASE, ROLE, PostgresServer, find_bindir
-    from storage.migrate import upgrade
+    from fcl.storage.migrate import upgrade
 
     bindir, port = find_bindir(), free_port()
     server = PostgresServer(tmp_path / "pg")
@@ -438,9 +438,9 @@ async def test_fcl_produce_threshold_makes_a_job(streams) -> None:
 
 
 async def test_fcl_simulate_feeds_samples_the_worker_stores_and_a_trainer_can_learn_from(streams) -> None:
-    from trainers.base import TrainRequest
-    from trainers.registry import get_trainer
-    from trainers.simulator import FinCoachSimulator
+    from fcl.trainers.base import TrainRequest
+    from fcl.trainers.registry import get_trainer
+    from fcl.trainers.simulator import FinCoachSimulator
 
     senv, db = streams
     worker = senv.start_worker()

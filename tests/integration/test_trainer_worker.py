@@ -20,18 +20,18 @@ from typing import Any
 
 import pytest
 
-from contract.settings import Settings
-from contract.topics import Topic
-from messaging.admin import ensure_topics
-from storage.datasets import SampleRepository
-from storage.db import Database
-from storage.entities import NewSampleBatch
-from storage.jobs import JobRepository
-from storage.queue import JobQueue
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.messaging.admin import ensure_topics
+from fcl.storage.datasets import SampleRepository
+from fcl.storage.db import Database
+from fcl.storage.entities import NewSampleBatch
+from fcl.storage.jobs import JobRepository
+from fcl.storage.queue import JobQueue
+from fcl.trainers.simulator import FinCoachSimulator
 from tests import factories
 from tests.conftest import RunStack, drop_database
 from tests.integration.streams_support import eventually, read_topic, rows, scalar
-from trainers.simulator import FinCoachSimulator
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 
@@ -354,7 +354,7 @@ async def test_a_rolling_restart_loses_no_training_and_counts_no_attempt(env, ta
 
 
 async def test_auto_trigger_ready_queues_ready_datasets_by_the_admission_rules(env) -> None:
-    from contract.enums import AdmissionOutcome
+    from fcl.contract.enums import AdmissionOutcome
 
     async def auto_trigger_ready(db: Database, settings: Settings) -> list[Any]:
         async with db.transaction() as s:
@@ -500,12 +500,12 @@ async def test_a_candidate_judged_again_is_evaluated_from_its_artifact_not_fitte
     same samples; `fit` is never called, and the candidate's own metrics do not change."""
     from dataclasses import replace
 
-    from storage.artifacts import ArtifactStore, S3Access
-    from storage.entities import StoredArtifactRef
-    from trainers.base import TrainRequest
-    from trainers.goal import GoalTrainer
-    from worker.child import train
-    from worker.messages import Mode, TrainingTask
+    from fcl.storage.artifacts import ArtifactStore, S3Access
+    from fcl.storage.entities import StoredArtifactRef
+    from fcl.trainers.base import TrainRequest
+    from fcl.trainers.goal import GoalTrainer
+    from fcl.worker.child import train
+    from fcl.worker.messages import Mode, TrainingTask
 
     _, db, settings = env
     sim = FinCoachSimulator(seed=31, n_users=300)

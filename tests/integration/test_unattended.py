@@ -13,10 +13,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
-from storage.db import Database
+from fcl.storage.db import Database
+from fcl.trainers.simulator import simulate
 from tests.conftest import RunStack
 from tests.integration.service_support import Service, dumps
-from trainers.simulator import simulate
 
 ENV = {
     "FCL_THRESHOLD_GOAL": "300",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from contract.artifacts import Artifact, ArtifactError
-from storage.artifacts import ArtifactChecksumError, ArtifactStore, ArtifactUnavailable
-from trainers.formats import load_skops_artifact, load_torch_artifact, skops_artifact, torch_artifact
+from fcl.contract.artifacts import Artifact, ArtifactError
+from fcl.storage.artifacts import ArtifactChecksumError, ArtifactStore, ArtifactUnavailable
+from fcl.trainers.formats import load_skops_artifact, load_torch_artifact, skops_artifact, torch_artifact
 
 
 def test_a_written_artifact_reads_back_and_leaves_no_temporary_file(tmp_path: Path) -> None:

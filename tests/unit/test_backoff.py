@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from contract.backoff import poll_until, retrying, retrying_blocking, wait_until
+from fcl.contract.backoff import poll_until, retrying, retrying_blocking, wait_until
 
 log = logging.getLogger("test")
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from streams.batching import group_commit
+from fcl.streams.batching import group_commit
 
 
 async def items(n: int, *, gap: float = 0.0) -> AsyncIterator[int]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from contract.settings import Settings
+from fcl.contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FCL_SERVICES = ("migrate", "streams", "trainer", "web")

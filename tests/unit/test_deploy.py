@@ -18,10 +18,10 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from contract.settings import Settings
-from storage.entities import ModelFigure, OutboxFigure, QueueFigure, TrainingFigure
+from fcl.contract.settings import Settings
+from fcl.storage.entities import ModelFigure, OutboxFigure, QueueFigure, TrainingFigure
+from fcl.web.metrics import Metrics
 from tests.conftest import ROOT
-from web.metrics import Metrics
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -112,8 +112,8 @@ def test_the_alert_rules_pass_promtool() -> None:
 
 def _exported() -> set[str]:
     """Every sample name fcl's three processes can export (Prometheus text of their collectors)."""
-    import streams.metrics  # noqa: F401 - registers the streams worker's metrics
-    import worker.metrics  # noqa: F401 - registers the trainer's metrics
+    import fcl.streams.metrics
+    import fcl.worker.metrics  # noqa: F401 - registers the trainer's metrics
 
     web = Metrics()
     web.observe("GET", "/metrics", 200, 0.01)

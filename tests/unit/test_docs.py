@@ -14,12 +14,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from contract import model_types
-from contract.settings import Settings
-from contract.topics import Topic
 from fcl.cli import build_parser
+from fcl.contract import model_types
+from fcl.contract.settings import Settings
+from fcl.contract.topics import Topic
+from fcl.web.routes import ENDPOINTS, PREFIX
 from tests.conftest import ROOT
-from web.routes import ENDPOINTS, PREFIX
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import settings_reference

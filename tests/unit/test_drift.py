@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from contract.events import Drift
-from contract.limits import MAX_NUMBER
-from trainers import drift
-from trainers.registry import get_trainer
-from trainers.simulator import FinCoachSimulator
+from fcl.contract.events import Drift
+from fcl.contract.limits import MAX_NUMBER
+from fcl.trainers import drift
+from fcl.trainers.registry import get_trainer
+from fcl.trainers.simulator import FinCoachSimulator
 
 RNG = np.random.default_rng(0)
 
@@ -131,10 +131,10 @@ def test_the_cli_sums_a_drift_up_in_one_line() -> None:
 def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_broken_champion_profile() -> None:
     import uuid
 
-    from storage.artifacts import S3Access
-    from trainers.judging import measure_drift
-    from worker.child import jsonable
-    from worker.messages import Mode, TrainingTask
+    from fcl.storage.artifacts import S3Access
+    from fcl.trainers.judging import measure_drift
+    from fcl.worker.child import jsonable
+    from fcl.worker.messages import Mode, TrainingTask
 
     info = {"n": np.int64(3), "f": np.float32(0.5), "bad": float("nan"), "t": (1, np.inf), "o": object, 4: "k"}
     clean = jsonable(info)

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from contract.enums import JobStatus
-from contract.events import threshold_event_id
-from contract.schemas import SCHEMA_DIR
-from contract.schemas import main as schemas_main
-from contract.topics import Topic
-from storage.queue import status_event
-from streams.parsing import RawMessage, Rejected, dead_letter, parse_samples, parse_threshold
+from fcl.contract.enums import JobStatus
+from fcl.contract.events import threshold_event_id
+from fcl.contract.schemas import SCHEMA_DIR
+from fcl.contract.schemas import main as schemas_main
+from fcl.contract.topics import Topic
+from fcl.storage.queue import status_event
+from fcl.streams.parsing import RawMessage, Rejected, dead_letter, parse_samples, parse_threshold
 from tests.fakes import new_job
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from contract.enums import CheckKind
-from trainers.gates import HIGHER, LOWER, Check, Gate, relative_change
+from fcl.contract.enums import CheckKind
+from fcl.trainers.gates import HIGHER, LOWER, Check, Gate, relative_change
 
 GATE = Gate(
     (

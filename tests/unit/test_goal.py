@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from trainers.base import InvalidDataError, TrainRequest
-from trainers.formats import skops_artifact
-from trainers.goal import (
+from fcl.trainers.base import InvalidDataError, TrainRequest
+from fcl.trainers.formats import skops_artifact
+from fcl.trainers.goal import (
     CALIBRATIONS,
     FAMILIES,
     GoalTrainer,
@@ -23,8 +23,8 @@ from trainers.goal import (
     fit_calibration,
     one_standard_error_choice,
 )
-from trainers.simulator import FinCoachSimulator, linear_goal_samples
-from trainers.tabular import feature_matrix
+from fcl.trainers.simulator import FinCoachSimulator, linear_goal_samples
+from fcl.trainers.tabular import feature_matrix
 
 # Its module fixtures are expensive: under xdist the whole module runs on one worker.
 pytestmark = pytest.mark.xdist_group("test_goal")

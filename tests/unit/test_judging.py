@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from contract.enums import VerdictKind
-from trainers.base import TrainRequest
-from trainers.judging import Judgement, judge, measure_drift
-from trainers.registry import get_trainer
-from trainers.simulator import FinCoachSimulator
+from fcl.contract.enums import VerdictKind
+from fcl.trainers.base import TrainRequest
+from fcl.trainers.judging import Judgement, judge, measure_drift
+from fcl.trainers.registry import get_trainer
+from fcl.trainers.simulator import FinCoachSimulator
 
 
 def test_drift_is_a_check_only_when_configured_and_an_unreadable_champion_never_passes() -> None:

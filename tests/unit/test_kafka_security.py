@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from contract.settings import Settings, refusal
+from fcl.contract.settings import Settings, refusal
+from fcl.messaging.admin import short_topics
+from fcl.messaging.security import client_options, faust_credentials
 from fcl.stack.tls import issue, make_ca
-from messaging.admin import short_topics
-from messaging.security import client_options, faust_credentials
 
 
 @pytest.fixture(scope="session")  # once per worker: xdist may run other modules in between

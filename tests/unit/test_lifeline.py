@@ -10,7 +10,7 @@ import pytest
 
 SCRIPT = """
 import asyncio, sys
-from contract.lifeline import exit_when_done, run_or_exit
+from fcl.contract.lifeline import exit_when_done, run_or_exit
 
 async def boom():
     await asyncio.sleep(0.01)

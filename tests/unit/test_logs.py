@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from contract import logs
+from fcl.contract import logs
 
 
 @pytest.fixture

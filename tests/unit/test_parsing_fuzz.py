@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from contract import limits
-from streams.parsing import (
+from fcl.contract import limits
+from fcl.streams.parsing import (
     ParsedSamples,
     ParsedThreshold,
     RawMessage,
@@ -100,7 +100,7 @@ def test_any_key_and_value_make_a_bounded_dead_letter_or_an_event(key: bytes, va
 @example(b"\xff\xfe")
 @given(st.binary(max_size=4096) | st.none())
 def test_the_watcher_reads_any_record_as_an_event_or_nothing(value: bytes | None) -> None:
-    from serving.watcher import _event
+    from fcl.serving.watcher import _event
 
     event = _event(value)
     assert event is None or isinstance(event, dict)

@@ -7,7 +7,7 @@ import asyncio
 
 import aiohttp
 
-from contract.probes import Probes
+from fcl.contract.probes import Probes
 
 
 async def test_readiness_names_what_is_not_ready_and_hides_why() -> None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
+from fcl.storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
 
 POLICY = RetryPolicy(base_seconds=5.0, max_seconds=300.0)
 RETRIABLE = AttemptError(type="NonFiniteLossError", message="loss became nan", retriable=True)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from contract.service import Service
+from fcl.contract.service import Service
 
 
 class Polite(Service):

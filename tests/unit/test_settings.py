@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from contract.settings import Settings, load_settings, refusal
+from fcl.contract.settings import Settings, load_settings, refusal
 
 CONTRACT_VARIABLES = {
     "FCL_KAFKA_BOOTSTRAP",
@@ -97,7 +97,7 @@ def test_bad_values_are_refused_with_the_field_named(
 
 
 def test_per_model_type_settings_follow_the_registry(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from contract import model_types
+    from fcl.contract import model_types
 
     assert {s.threshold_variable for s in model_types.specs()} <= Settings.variables()
     defaults = load_settings()

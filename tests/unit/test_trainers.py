@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from contract import model_types
-from trainers.base import InvalidDataError, NonFiniteLossError, TrainRequest, UnknownModelTypeError
-from trainers.manifest import build_manifest
-from trainers.recommendation import RecommendationTrainer
-from trainers.registry import get_trainer
-from trainers.segmentation import SegmentationTrainer
-from trainers.simulator import FinCoachSimulator
+from fcl.contract import model_types
+from fcl.trainers.base import InvalidDataError, NonFiniteLossError, TrainRequest, UnknownModelTypeError
+from fcl.trainers.manifest import build_manifest
+from fcl.trainers.recommendation import RecommendationTrainer
+from fcl.trainers.registry import get_trainer
+from fcl.trainers.segmentation import SegmentationTrainer
+from fcl.trainers.simulator import FinCoachSimulator
 
 # The tests that share an expensive module fixture run on one worker under xdist (the fixture is
 # made once); the others spread over the workers.
@@ -119,8 +119,8 @@ def test_a_worse_goal_candidate_is_refused_with_the_failing_checks(goal_champion
 
 @GOAL_CHAMPION
 def test_a_candidate_with_other_features_is_incomparable_and_never_promotes_by_itself(goal_champion) -> None:
-    from contract.enums import VerdictKind
-    from trainers.judging import verdict as judge
+    from fcl.contract.enums import VerdictKind
+    from fcl.trainers.judging import verdict as judge
 
     trainer = get_trainer("goal")
     renamed = next(iter(SIM.goal_samples()[0]["features"]))
@@ -276,7 +276,7 @@ def _endless_chain(episodes: int, length: int) -> list[dict[str, Any]]:
 
 
 def test_fqe_runs_as_many_bellman_iterations_as_the_value_reaches() -> None:
-    from trainers.recommendation import Transitions, fitted_q_evaluation, fqe_schedule, make_q_network
+    from fcl.trainers.recommendation import Transitions, fitted_q_evaluation, fqe_schedule, make_q_network
 
     data = Transitions(_endless_chain(20, 60), None)
     hp = RecommendationTrainer.defaults | {"gamma": 0.9, "fqe_steps": 300, "fqe_hidden": [16], "batch_size": 64}

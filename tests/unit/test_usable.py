@@ -3,7 +3,7 @@ and the rest still train."""
 
 from __future__ import annotations
 
-from trainers.usable import usable_samples
+from fcl.trainers.usable import usable_samples
 
 
 def _goal(i: int, **features: float) -> dict[str, object]:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from contract.enums import JobStatus, TrainingEventStatus
+from fcl.contract.enums import JobStatus, TrainingEventStatus
+from fcl.storage.entities import Job, TrainingEvent
 from fcl.watch import JobBoard, describe
-from storage.entities import Job, TrainingEvent
-from web import schemas as s
-from web.api import openapi
-from web.routes import ENDPOINTS
+from fcl.web import schemas as s
+from fcl.web.api import openapi
+from fcl.web.routes import ENDPOINTS
 
 T0 = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 
@@ -161,7 +161,7 @@ class _Generations:
 async def test_cache_misses_are_single_flight_and_a_write_starts_a_new_read() -> None:
     import asyncio
 
-    from web.cache import ResponseCache
+    from fcl.web.cache import ResponseCache
 
     listener = _Generations()
     cache = ResponseCache(listener)  # type: ignore[arg-type]
@@ -190,7 +190,7 @@ async def test_cache_misses_are_single_flight_and_a_write_starts_a_new_read() ->
 async def test_a_failed_read_fails_every_request_that_joined_it_and_is_not_cached() -> None:
     import asyncio
 
-    from web.cache import ResponseCache
+    from fcl.web.cache import ResponseCache
 
     cache = ResponseCache(_Generations())  # type: ignore[arg-type]
     calls = 0

@@ -11,14 +11,14 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from contract.enums import JobStatus
-from storage.entities import CompletedAttempt, EndedAttempt
-from storage.retry import RetryDecision, RetryPolicy
+from fcl.contract.enums import JobStatus
+from fcl.storage.entities import CompletedAttempt, EndedAttempt
+from fcl.storage.retry import RetryDecision, RetryPolicy
+from fcl.worker.job import WorkerConfig
+from fcl.worker.loop import TrainerWorker
+from fcl.worker.messages import Mode
+from fcl.worker.runner import math_threads
 from tests.fakes import FakeQueue, FakeRunner, fails, hangs, new_job
-from worker.job import WorkerConfig
-from worker.loop import TrainerWorker
-from worker.messages import Mode
-from worker.runner import math_threads
 
 
 def config(**overrides: Any) -> WorkerConfig:
