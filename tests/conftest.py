@@ -221,6 +221,7 @@ async def own_db(stack: RunStack) -> AsyncIterator[Database]:
 # parallel workers do not end on one of them while the others wait.
 LONGEST = (
     "test_end_to_end.py",
+    "test_kafka_cluster.py",
     "test_trainers.py",
     "test_multi_machine.py",
     "rolling_restart",

@@ -5,7 +5,7 @@ consume; a wrong password or a wrong CA ends a client, and a service at its star
 that names what was refused and never holds the password; a client without credentials gets
 nothing. Triggers and samples streamed into `fcl streams` while the leader of their partitions is
 SIGKILLed each become exactly one job or stored batch, and every job's `queued` event reaches the
-broker. The cluster is started once for the module (about 25 s on two cores)."""
+broker. One test runs every check on one cluster (about 25 s to start on two cores)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ from fcl.trainers.simulator import FinCoachSimulator
 from tests.conftest import ROOT, RunStack
 
 FCL = str(ROOT / ".venv" / "bin" / "fcl")
-pytestmark = pytest.mark.xdist_group("kafka_cluster")
 NODES = 3
 
 
@@ -83,7 +82,7 @@ class Secured:
         return Settings(_env_file=None, topic_prefix=prefix, **(fields | overrides))
 
 
-@pytest.fixture(scope="session")  # once per worker, even if the scheduler interleaves other modules
+@pytest.fixture
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("secure-kafka")
     ca = make_ca(root / "tls")
@@ -106,14 +105,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             terminate(proc.pid, proc.start_ticks, timeout=20)
 
 
-def test_secrets_are_private_from_the_moment_they_are_written(secured: Secured) -> None:
+def _secrets_are_private_from_the_moment_they_are_written(secured: Secured) -> None:
     for path in [secured.security.keystore, secured.root / "tls" / "broker.key", secured.root / "tls" / "ca.key"]:
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
     config = secured.root / "kafka-1" / "server.properties"
     assert secured.security.users["fcl-broker"] in config.read_text() and config.stat().st_mode & 0o077 == 0
 
 
-async def test_with_the_right_settings_topics_are_created_and_events_go_through(secured: Secured) -> None:
+async def _with_the_right_settings_topics_are_created_and_events_go_through(secured: Secured) -> None:
     prefix = f"sec-{uuid.uuid4().hex[:8]}."
     settings = secured.settings(prefix)
     created = await ensure_topics(settings)
@@ -141,7 +140,7 @@ async def test_with_the_right_settings_topics_are_created_and_events_go_through(
     assert [e["event_id"] for e in got] == [event_id]
 
 
-async def test_topics_are_created_with_the_configured_durability(secured: Secured) -> None:
+async def _topics_are_created_with_the_configured_durability(secured: Secured) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     prefix = f"sec-{uuid.uuid4().hex[:8]}."
@@ -162,7 +161,7 @@ async def test_topics_are_created_with_the_configured_durability(secured: Secure
     assert configs["min.insync.replicas"] == "2"
 
 
-async def test_a_wrong_password_or_a_wrong_ca_is_one_line_without_the_password(secured: Secured) -> None:
+async def _a_wrong_password_or_a_wrong_ca_is_one_line_without_the_password(secured: Secured) -> None:
     prefix = f"sec-{uuid.uuid4().hex[:8]}."
     wrong = "not-" + secrets.token_urlsafe(12)
     with pytest.raises(KafkaRefused) as refused:
@@ -176,7 +175,7 @@ async def test_a_wrong_password_or_a_wrong_ca_is_one_line_without_the_password(s
     assert "certificate is not trusted" in str(untrusted.value) and str(secured.other_ca) in str(untrusted.value)
 
 
-async def test_a_client_without_credentials_gets_nothing(secured: Secured) -> None:
+async def _a_client_without_credentials_gets_nothing(secured: Secured) -> None:
     prefix = f"sec-{uuid.uuid4().hex[:8]}."
     for protocol in ("SSL", "PLAINTEXT"):
         settings = secured.settings(prefix, kafka_security_protocol=protocol)
@@ -195,8 +194,7 @@ async def test_a_client_without_credentials_gets_nothing(secured: Secured) -> No
         await admin.close()
 
 
-@pytest.mark.parametrize("service", ["streams", "trainer"])
-def test_a_service_with_a_wrong_password_ends_at_start_in_one_line(
+def _a_service_with_a_wrong_password_ends_at_start_in_one_line(
     secured: Secured, stack: RunStack, tmp_path: Path, service: str
 ) -> None:
     wrong = "not-" + secrets.token_urlsafe(12)
@@ -258,7 +256,7 @@ async def _queued_jobs(settings: Settings, expected: int, timeout: float) -> set
     return jobs
 
 
-async def test_a_leader_sigkilled_mid_stream_loses_no_trigger_sample_or_status_event(
+async def _a_leader_sigkilled_mid_stream_loses_no_trigger_sample_or_status_event(
     secured: Secured, stack: RunStack, tmp_path: Path
 ) -> None:
     """300 triggers and 100 sample batches go to `fcl streams` through the cluster; a third of the
@@ -351,3 +349,21 @@ async def test_a_leader_sigkilled_mid_stream_loses_no_trigger_sample_or_status_e
         f"failed and were sent again); on the topics {on_topics} records ({on_topics - len(events)} duplicated); "
         f"stored {jobs} jobs, {stored} samples in {n_batches} batches; {len(queued)} queued events on the broker"
     )
+
+
+async def test_fcl_on_a_three_node_sasl_ssl_cluster(secured: Secured, stack: RunStack, tmp_path: Path) -> None:
+    """Every check on one cluster, started for this test and stopped after it: a scheduler that
+    spread the checks over parallel workers started one cluster per worker, and each stayed up
+    (three JVMs) for the rest of the suite."""
+    _secrets_are_private_from_the_moment_they_are_written(secured)
+    await _with_the_right_settings_topics_are_created_and_events_go_through(secured)
+    await _topics_are_created_with_the_configured_durability(secured)
+    await _a_wrong_password_or_a_wrong_ca_is_one_line_without_the_password(secured)
+    await _a_client_without_credentials_gets_nothing(secured)
+    for folder in ("streams", "trainer", "leader"):
+        (tmp_path / folder).mkdir()
+    for service in ("streams", "trainer"):
+        await asyncio.to_thread(
+            _a_service_with_a_wrong_password_ends_at_start_in_one_line, secured, stack, tmp_path / service, service
+        )
+    await _a_leader_sigkilled_mid_stream_loses_no_trigger_sample_or_status_event(secured, stack, tmp_path / "leader")
