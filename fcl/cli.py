@@ -15,7 +15,10 @@ from fcl.stack.common import StackError
 EXTRA_OF = {
     **dict.fromkeys(("numpy", "scipy", "sklearn", "skops", "safetensors"), "serving"),
     "torch": "torch",
-    **dict.fromkeys(("faust", "mode", "sqlalchemy", "asyncpg", "alembic", "obstore", "prometheus_client"), "service"),
+    **dict.fromkeys(
+        ("faust", "mode", "sqlalchemy", "asyncpg", "alembic", "obstore", "prometheus_client", "opentelemetry"),
+        "service",
+    ),
 }
 
 

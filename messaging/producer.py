@@ -41,11 +41,13 @@ class BackgroundProducer(Service):
     def connected(self) -> bool:
         return self._producer is not None
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Awaitable[object]:
         """Schedule a record; returns the awaitable of its delivery (what `OutboxRelay` expects)."""
         if self._producer is None:
             raise BrokerUnavailable(f"not connected to the broker at {self.bootstrap} yet")
-        delivery: Awaitable[object] = await self._producer.send(topic, value, key=key)
+        delivery: Awaitable[object] = await self._producer.send(topic, value, key=key, headers=headers)
         return delivery
 
     async def broker_ok(self, timeout: float = 2.0) -> str:

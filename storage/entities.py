@@ -56,6 +56,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     trigger_event_ids: tuple[str, ...] = ()
+    trace_context: str | None = None  # the admitting span's W3C traceparent (fcl.contract.tracing)
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> Job:
@@ -172,6 +173,7 @@ class EncodedOutboxMessage:
     topic: str
     key: str | None
     payload_json: str
+    trace_context: str | None = None  # its job's W3C traceparent: sent as the record's header
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +196,7 @@ class TriggerRequest:
     model_type: str
     priority: int
     source: str = "kafka"
+    trace_context: str | None = None  # W3C traceparent of the span admitting it, kept with a new job
 
 
 @dataclass(frozen=True, kw_only=True)

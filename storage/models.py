@@ -161,6 +161,8 @@ class TrainingJobRow(Base):
     updated_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # W3C traceparent of the span that admitted the job (fcl.contract.tracing), when traced
+    trace_context: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status_known"),

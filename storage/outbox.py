@@ -1,7 +1,8 @@
 """The outbox relay: publishes committed outbox rows to their topics, in order, then marks them.
 
-It knows nothing of Kafka: it is given `send(topic, key, value)`, which schedules a record and
-returns an awaitable of its delivery. It is woken by PostgreSQL: every outbox insert NOTIFYs
+It knows nothing of Kafka: it is given `send(topic, key, value, headers)`, which schedules a
+record and returns an awaitable of its delivery; a job's events carry the job's `traceparent` as a
+header (fcl.contract.tracing). It is woken by PostgreSQL: every outbox insert NOTIFYs
 `fcl_outbox` at commit (migration 0006), whichever process wrote it; a poll every
 `idle_interval` is the safety net (every 0.2 s while the notification connection is down).
 
@@ -31,6 +32,7 @@ from fcl.contract import limits
 from fcl.contract.backoff import retrying
 from fcl.contract.service import Service
 from fcl.contract.settings import Settings
+from fcl.contract.tracing import headers_for
 from fcl.storage.db import Database
 from fcl.storage.entities import (
     EncodedOutboxMessage,
@@ -44,8 +46,8 @@ from fcl.storage.notifications import OUTBOX_CHANNEL, Notifications
 
 log = logging.getLogger(__name__)
 
-# send(topic, key, value) schedules a record and returns an awaitable of its delivery.
-Send = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
+# send(topic, key, value, headers) schedules a record and returns an awaitable of its delivery.
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[object]]]
 RELAY_LOCK = "fcl-outbox-relay"
 
 
@@ -127,7 +129,12 @@ class OutboxRelay(Service):
                 key = message.key.encode() if message.key is not None else None
                 try:
                     deliveries.append(
-                        await self.send(self.topic_prefix + message.topic, key, message.payload_json.encode())
+                        await self.send(
+                            self.topic_prefix + message.topic,
+                            key,
+                            message.payload_json.encode(),
+                            headers_for(message.trace_context),
+                        )
                     )
                 except Exception as exc:  # noqa: BLE001 - judged below, row by row
                     deliveries.append(exc)
@@ -240,13 +247,16 @@ class OutboxRepository:
         rows = (
             await self.session.execute(
                 text("""
-            SELECT id, topic, key, CAST(payload AS text) AS payload_json FROM outbox
-            WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+            SELECT o.id, o.topic, o.key, CAST(o.payload AS text) AS payload_json, j.trace_context
+            FROM outbox o
+            LEFT JOIN training_jobs j ON j.id = CASE WHEN o.payload->>'job_id' ~ '^[0-9a-fA-F-]{36}$'
+                                                     THEN CAST(o.payload->>'job_id' AS uuid) END
+            WHERE o.published_at IS NULL AND o.parked_at IS NULL ORDER BY o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED
         """),
                 {"limit": limit},
             )
         ).all()
-        return [EncodedOutboxMessage(r.id, r.topic, r.key, r.payload_json) for r in rows]
+        return [EncodedOutboxMessage(r.id, r.topic, r.key, r.payload_json, r.trace_context) for r in rows]
 
     async def unpublished(self) -> int:
         """How many rows wait to be published (parked ones not counted)."""

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from fcl.contract import logs
+from fcl.contract import logs, tracing
 from fcl.contract.lifeline import exit_when_done, run_or_exit
 from fcl.contract.probes import Probes
 from fcl.contract.settings import Settings, get_settings
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     offset=e.message.offset,
                     key=e.message.key,
                     value=e.message.value,
+                    traceparent=tracing.from_headers(e.message.headers),
                 )
                 yield e, ingestor.parse([message])[0]
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     settings = get_settings()
+    tracing.setup("streams")
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust wants one
     sys.argv = ["fcl streams", "worker", "--loglevel", settings.log_level.lower(), "--without-web", *(argv or [])]

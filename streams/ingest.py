@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from fcl.contract import model_types
+from opentelemetry.trace import SpanKind, StatusCode
+
+from fcl.contract import model_types, tracing
 from fcl.contract.backoff import retrying
 from fcl.contract.enums import AdmissionOutcome
 from fcl.contract.settings import Settings
@@ -79,6 +81,24 @@ class ThresholdIngestor:
         parsed = [i for i in items if isinstance(i, ParsedThreshold)]
         rejected = [i for i in items if isinstance(i, Rejected)]
         report = BatchReport(dead_letters=[r.reason for r in rejected])
+        # One `fcl.admit` span per trigger (a child of the producer's span when the record had a
+        # traceparent); a new job keeps its context, and the trainer continues the trace.
+        tracer = tracing.tracer()
+        spans = [
+            tracer.start_span(
+                "fcl.admit",
+                context=tracing.context_of(p.message.traceparent),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "fcl.event_id": p.event.event_id,
+                    "fcl.dataset_id": p.event.dataset_id,
+                    "fcl.model_type": p.model_type,
+                    "messaging.destination.name": p.message.topic,
+                    "messaging.kafka.offset": p.message.offset,
+                },
+            )
+            for p in parsed
+        ]
         requests = [
             TriggerRequest(
                 event_id=p.event.event_id,
@@ -86,16 +106,28 @@ class ThresholdIngestor:
                 model_type=p.model_type,
                 priority=p.event.priority,
                 source=self.source,
+                trace_context=tracing.traceparent(span) or p.message.traceparent,
             )
-            for p in parsed
+            for p, span in zip(parsed, spans, strict=True)
         ]
-        for admission in await self.store.admit(requests, dead_letters=_letters(rejected)):
+        try:
+            admissions = await self.store.admit(requests, dead_letters=_letters(rejected))
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.end()
+            raise
+        for admission in admissions:
             if admission.outcome is AdmissionOutcome.CREATED:
                 report.jobs_created += 1
             elif admission.outcome is AdmissionOutcome.JOINED:
                 report.triggers_joined += 1
             else:
                 report.duplicates += 1
+        for span, admission in zip(spans, admissions, strict=True):
+            span.set_attributes({"fcl.job_id": str(admission.job_id), "fcl.admission": admission.outcome.value})
+            span.end()
         return report
 
 

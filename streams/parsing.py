@@ -36,6 +36,7 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    traceparent: str | None = None  # the record's W3C trace context header, when it has one
 
 
 @dataclass(frozen=True, kw_only=True)

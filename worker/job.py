@@ -20,7 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from fcl.contract import logs
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+from fcl.contract import logs, tracing
 from fcl.contract.enums import StopReason
 from fcl.storage.artifacts import S3Access
 from fcl.storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
@@ -100,8 +103,10 @@ class JobRun:
         shutdown: Shutdown,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        claimed_ns: tuple[int, int] | None = None,
     ) -> None:
         self.job = job
+        self.claimed_ns = claimed_ns  # when the claim statement began and ended (time.time_ns)
         self.lease: Lease = job.lease
         self.queue = queue
         self.runner = runner
@@ -112,24 +117,53 @@ class JobRun:
         self.progress = 0.0
 
     async def run(self) -> None:
+        """The attempt, as the `fcl.job` span of the trace its admission started (the job's
+        trace context), with `fcl.claim`, `fcl.train` (its `fcl.fit` and `fcl.validate`) and
+        `fcl.record` (the version, its checks and its events) inside."""
+        job = self.job
+        span = tracing.tracer().start_span(
+            "fcl.job",
+            context=tracing.context_of(job.trace_context),
+            start_time=self.claimed_ns[0] if self.claimed_ns else None,
+            attributes={
+                "fcl.job_id": str(job.id),
+                "fcl.dataset_id": job.dataset_id,
+                "fcl.model_type": job.model_type,
+                "fcl.attempt": job.attempts,
+            },
+        )
+        if self.claimed_ns:
+            claim = tracing.tracer().start_span(
+                "fcl.claim", context=trace.set_span_in_context(span), start_time=self.claimed_ns[0]
+            )
+            claim.end(end_time=self.claimed_ns[1])
+        with trace.use_span(span, end_on_exit=True):
+            await self._run()
+
+    async def _run(self) -> None:
         started_at, started = datetime.now(UTC), self.clock()
         job = self.job
         logs.bind_job(job.id, job.dataset_id, job.model_type)  # this task's records name the job
+        span = trace.get_current_span()
         try:
             inputs = await self.queue.inputs(job)
             task = self._task(inputs)
-            outcome = await self._supervise(task)
+            outcome = await self._traced_supervise(task)
             for _ in range(MAX_ROUNDS):
                 try:
-                    transition = await self._complete(
-                        self._completed(outcome, task, inputs, started_at, self.clock() - started)
-                    )
+                    with tracing.tracer().start_as_current_span("fcl.record"):
+                        transition = await self._complete(
+                            self._completed(outcome, task, inputs, started_at, self.clock() - started)
+                        )
                 except ChampionMoved:
                     log.info("job %s: the champion moved during validation; judging the candidate again", job.id)
                     inputs = await self.queue.inputs(job)
                     task = self._reevaluate(task, outcome, inputs)
-                    outcome = await self._supervise(task)
+                    outcome = await self._traced_supervise(task)
                     continue
+                span.set_attributes(
+                    {"fcl.model_version": transition.model_version or 0, "fcl.promoted": bool(transition.promoted)}
+                )
                 verdict = "promoted" if transition.promoted else "not promoted"
                 log.info("job %s: %s version %s, %s", job.id, job.model_type, transition.model_version, verdict)
                 metrics.VERDICTS.labels(job.model_type, verdict).inc()
@@ -141,9 +175,11 @@ class JobRun:
                 )
             )
         except JobStopped as stop:
+            span.set_attribute("fcl.stopped", stop.reason.value)
             await self._record_stop(stop, started_at, self.clock() - started)
             metrics.JOB_SECONDS.labels(job.model_type, "stopped").observe(self.clock() - started)
         except TrainingFailed as failure:
+            span.set_status(StatusCode.ERROR, f"{failure.error.type}: {failure.error.message}"[:200])
             await self._record_failure(failure.error, started_at, self.clock() - started)
             metrics.JOB_SECONDS.labels(job.model_type, "failed").observe(self.clock() - started)
         except LeaseLost:
@@ -157,6 +193,25 @@ class JobRun:
             )
 
     # -- the training ------------------------------------------------------------------------------
+    async def _traced_supervise(self, task: TrainingTask) -> Outcome:
+        """`_supervise` as the `fcl.train` span; the child's fit and validation as its `fcl.fit`
+        and `fcl.validate` spans, timed by what the child measured."""
+        tracer = tracing.tracer()
+        with tracer.start_as_current_span("fcl.train", attributes={"fcl.mode": task.mode.value}) as train:
+            began = time.time_ns()
+            outcome = await self._supervise(task)
+            ended = time.time_ns()
+            if task.mode is Mode.FIT:
+                fitted = min(ended, began + int(outcome.candidate.fit_seconds * 1e9))
+                tracer.start_span("fcl.fit", start_time=began).end(end_time=fitted)
+                validate = tracer.start_span("fcl.validate", start_time=fitted)
+            else:
+                validate = tracer.start_span("fcl.validate", start_time=began)
+            validate.set_attribute("fcl.verdict", str(outcome.candidate.verdict))
+            validate.end(end_time=ended)
+            train.set_attribute("fcl.sample_count", outcome.candidate.sample_count)
+            return outcome
+
     def _task(self, inputs: TrainingInputs) -> TrainingTask:
         job, champion = self.job, inputs.champion
         return TrainingTask(

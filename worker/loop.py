@@ -101,6 +101,7 @@ class TrainerWorker(Service):
                 w.cancel()
 
     async def _claim(self) -> Job | None:
+        began = time.time_ns()
         try:
             job = await self.queue.claim(self.worker_id, lease=self.config.lease, caps=self.config.caps)
         except StorageError as exc:  # the loop outlives database outages
@@ -116,6 +117,7 @@ class TrainerWorker(Service):
                 shutdown=self.shutdown,
                 rng=self.rng,
                 clock=self.clock,
+                claimed_ns=(began, time.time_ns()),
             )
             task = asyncio.create_task(run.run(), name=f"fcl-job-{job.id}")
             self.running[job.id] = task

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from fcl.contract import logs
+from fcl.contract import logs, tracing
 from fcl.contract.probes import Probes
 from fcl.contract.settings import Settings, get_settings
 from fcl.messaging.admin import ensure_topics
@@ -194,4 +194,8 @@ async def _flush(queue: WorkerStore, relay_task: asyncio.Task[None], seconds: fl
 def main() -> int:
     settings = get_settings()
     logs.configure(log_format=settings.log_format, level=settings.log_level)
-    return asyncio.run(serve(settings))
+    tracing.setup("trainer")
+    try:
+        return asyncio.run(serve(settings))
+    finally:
+        tracing.shutdown()

@@ -31,11 +31,13 @@ CLAIM_CANDIDATE_SQL = """
 # `status_event` builds it (tested equal); and each fresh trigger recorded against its job. A pair
 # whose insert conflicts (another transaction queued it meanwhile) gets neither: the caller admits
 # its triggers again. Waiting jobs are locked in id order, so concurrent batches cannot deadlock.
+# A new job keeps the trace context of the first trigger of its pair that has one.
 ADMIT_SQL = """
     WITH req AS (
         SELECT * FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
-                             CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:attempts AS integer[]))
-               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, ord)),
+                             CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:attempts AS integer[]),
+                             CAST(:traces AS text[]))
+               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, trace, ord)),
     known AS (
         SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
         WHERE t.event_id = ANY(CAST(:events AS text[]))),
@@ -45,7 +47,8 @@ ADMIT_SQL = """
         ORDER BY r.event_id, r.ord),
     pairs AS (
         SELECT key, min(dataset_id) AS dataset_id, min(model_type) AS model_type, max(priority) AS priority,
-               min(max_attempts) AS max_attempts
+               min(max_attempts) AS max_attempts,
+               (array_agg(trace ORDER BY ord) FILTER (WHERE trace IS NOT NULL))[1] AS trace
         FROM fresh GROUP BY key),
     waiting AS (
         SELECT j.id, j.priority, j.dedupe_key FROM training_jobs j
@@ -59,9 +62,10 @@ ADMIT_SQL = """
         WHERE j.id = w.id
         RETURNING j.dedupe_key, j.id, w.priority AS before, j.attempts),
     created AS (
-        INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key)
+        INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key,
+                                        trace_context)
         SELECT gen_random_uuid(), p.dataset_id, p.model_type, p.priority, p.max_attempts,
-               now() - p.priority * CAST(:ageing AS interval), p.key
+               now() - p.priority * CAST(:ageing AS interval), p.key, p.trace
         FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM waiting w WHERE w.dedupe_key = p.key)
         ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
         RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type),

@@ -64,6 +64,7 @@ class JobQueue:
                     "priorities": [r.priority for r in requests],
                     "sources": [r.source for r in requests],
                     "attempts": [self.policy.attempts_for(r.model_type) for r in requests],
+                    "traces": [r.trace_context for r in requests],
                     "ageing": self.policy.ageing_step,
                     "status_topic": Topic.TRAINING_STATUS.value,
                 },

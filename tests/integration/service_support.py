@@ -165,6 +165,7 @@ class EventLog:
             for t in (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS)
         }
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.headers: dict[str, dict[str, bytes]] = {}  # event_id -> the record's headers
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -185,7 +186,9 @@ class EventLog:
         while True:
             for records in (await self.consumer.getmany(timeout_ms=300)).values():
                 for r in records:
-                    self.events.append((self.names[r.topic], json.loads(r.value)))
+                    event = json.loads(r.value)
+                    self.events.append((self.names[r.topic], event))
+                    self.headers[event["event_id"]] = dict(r.headers or ())
 
     def of(self, topic: str) -> list[dict[str, Any]]:
         seen: set[str] = set()

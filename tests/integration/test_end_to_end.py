@@ -66,7 +66,10 @@ def _completed(events: EventLog, job_id: str) -> dict[str, Any] | None:
 
 async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: Path) -> None:
     svc = await asyncio.to_thread(
-        Service, stack, tmp_path, dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json", "FCL_METRICS_PORT": "0"}
+        Service,
+        stack,
+        tmp_path,
+        dict(DEMO_ENV) | {"FCL_LOG_FORMAT": "json", "FCL_METRICS_PORT": "0", "OTEL_TRACES_EXPORTER": "console"},
     )
     events = EventLog(svc.settings)
     prometheus: Prometheus | None = None
@@ -223,7 +226,7 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
             for model_type, version in served.items():
                 line = f'fcl_champion_version{{model_type="{model_type}"}} {float(version)}' if version else None
                 assert line is None or line in web_metrics.splitlines(), (model_type, version)
-            await _prometheus_saw_the_run(prometheus, served)
+            await _prometheus_saw_the_run(prometheus, http)
 
         # FCL_LOG_FORMAT=json: every log record of the three processes is one JSON object, and
         # the trainer's records about the triggered job name it, its dataset and its model type
@@ -232,6 +235,7 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
         about = [r for r in records["trainer"] if r.get("job_id") == triggered["job_id"]]
         assert about, records["trainer"][-5:]
         assert all((r["dataset_id"], r["model_type"]) == (datasets["goal"], "goal") for r in about)
+        _one_trace_per_job(records, events)
         await asyncio.to_thread(_dashboard_in_chromium, svc, served)
     finally:
         await events.stop()
@@ -256,7 +260,7 @@ async def _probe_url(svc: Service, name: str) -> str:
 QUIET_PANELS = {"Dead letters per second, by kind", "Failed attempts in the last hour", "Oldest waiting job (s)"}
 
 
-async def _prometheus_saw_the_run(prometheus: Prometheus, served: dict[str, int | None]) -> None:
+async def _prometheus_saw_the_run(prometheus: Prometheus, http: aiohttp.ClientSession) -> None:
     """Prometheus scraped all three processes; every dashboard panel that should have data has it;
     the champions it saw are the served ones; the alert rules load and evaluate, and the ones a
     healthy run must not trip are quiet. The figures each panel plots are printed."""
@@ -277,10 +281,15 @@ async def _prometheus_saw_the_run(prometheus: Prometheus, served: dict[str, int 
         if not result:
             empty.append(panel["title"])
     assert set(empty) <= QUIET_PANELS, empty
-    champions = {
-        r["metric"]["model_type"]: int(float(r["value"][1])) for r in await prometheus.query("fcl_champion_version")
-    }
-    assert champions == {t: v for t, v in served.items() if v is not None}
+    # the champions Prometheus saw are the API's (a retrain may promote meanwhile: its next scrapes)
+    for _ in range(40):
+        seen = await prometheus.query("fcl_champion_version")
+        champions = {r["metric"]["model_type"]: int(float(r["value"][1])) for r in seen}
+        serving = {t: v for t, v in (await _get(http, f"{API}/model-versions"))["champions"].items() if v is not None}
+        if champions == serving:
+            break
+        await asyncio.sleep(0.5)
+    assert champions == serving
     rules = {r["name"]: r for r in await prometheus.rules()}
     assert len(rules) == 6 and all(r["health"] == "ok" for r in rules.values()), rules
     for quiet in ("FclNoTrainer", "FclOutboxParked", "FclJobsFailing", "FclChampionStale"):
@@ -295,6 +304,30 @@ def _samples(text: str) -> dict[str, float]:
             name, value = line.split("{")[0].split(" ")[0], float(line.rsplit(" ", 1)[1])
             totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+def _one_trace_per_job(records: dict[str, list[dict[str, Any]]], events: EventLog) -> None:
+    """OTEL_TRACES_EXPORTER=console: both processes print their spans (one JSON object a line).
+    The first goal job's spans are one trace across them: fcl streams' `fcl.admit` is the parent
+    of fcl trainer's `fcl.job`, whose children are the claim, the training (fit, validation) and
+    the record; and every event of the job on Kafka carries that trace in its `traceparent`."""
+    spans = [r for name in ("streams", "trainer") for r in records[name] if "context" in r and "name" in r]
+    job_id = next(e["job_id"] for e in events.of("training-validation") if e["model_type"] == "goal")
+    admit = [s for s in spans if s["name"] == "fcl.admit" and s["attributes"].get("fcl.job_id") == job_id]
+    run = [s for s in spans if s["name"] == "fcl.job" and s["attributes"].get("fcl.job_id") == job_id]
+    assert len(admit) == 1 and len(run) == 1, ([s["name"] for s in spans], job_id)
+    trace_id = admit[0]["context"]["trace_id"]
+    assert run[0]["context"]["trace_id"] == trace_id and run[0]["parent_id"] == admit[0]["context"]["span_id"]
+    assert admit[0]["resource"]["attributes"]["service.name"] == "fcl-streams"
+    assert run[0]["resource"]["attributes"]["service.name"] == "fcl-trainer"
+    inside = {s["name"]: s for s in spans if s["parent_id"] == run[0]["context"]["span_id"]}
+    assert {"fcl.claim", "fcl.train", "fcl.record"} <= set(inside), sorted(inside)
+    train = inside["fcl.train"]["context"]["span_id"]
+    assert {s["name"] for s in spans if s["parent_id"] == train} >= {"fcl.fit", "fcl.validate"}
+    assert all(s["context"]["trace_id"] == trace_id for s in inside.values())
+    of_job = [e for t in ("training-status", "training-validation") for e in events.of(t) if e["job_id"] == job_id]
+    carried = {events.headers[e["event_id"]].get("traceparent", b"").decode() for e in of_job}
+    assert len(of_job) >= 4 and {c.split("-")[1] for c in carried} == {trace_id.removeprefix("0x")}, carried
 
 
 def _json_records(log: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from jsonschema import Draft202012Validator
 
 from fcl.contract.events import threshold_event_id
@@ -584,3 +585,54 @@ async def test_sigterm_stops_the_worker_cleanly_with_status_0(streams) -> None:
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 60) == 0, senv.logs()
     assert "died" not in senv.logs()
+
+
+async def test_a_producers_traceparent_is_continued_by_the_job_and_carried_by_its_queued_event(streams) -> None:
+    """A threshold event sent with a W3C `traceparent` header (a producer's span): with traces on
+    (OTEL_TRACES_EXPORTER=console) the worker's `fcl.admit` span is its child, the new job keeps
+    that span's context, and the job's `queued` event on Kafka carries the producer's trace id. A
+    hostile header value (not a traceparent) starts a new trace instead, and the job is made."""
+    senv, db = streams
+    senv.env["OTEL_TRACES_EXPORTER"] = "console"
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traced, hostile = threshold("ds-traced"), threshold("ds-hostile")
+    producer = AIOKafkaProducer(bootstrap_servers=senv.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = senv.topic(Topic.DATASET_THRESHOLD)
+        await producer.send_and_wait(
+            topic, encode(traced), key=b"ds-traced", headers=[("traceparent", f"00-{trace_id}-{parent}-01".encode())]
+        )
+        await producer.send_and_wait(
+            topic, encode(hostile), key=b"ds-hostile", headers=[("traceparent", b"\xff" * 300)]
+        )
+    finally:
+        await producer.stop()
+    await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs"), logs=senv.logs, what="2 jobs")
+    stored = {
+        r.dataset_id: r.trace_context for r in await rows(db, "SELECT dataset_id, trace_context FROM training_jobs")
+    }
+    assert stored["ds-traced"].split("-")[1] == trace_id and stored["ds-traced"].split("-")[2] != parent
+    assert stored["ds-hostile"] is not None and stored["ds-hostile"].split("-")[1] != trace_id
+    consumer = AIOKafkaConsumer(
+        senv.topic(Topic.TRAINING_STATUS),
+        bootstrap_servers=senv.settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    headers: dict[str, dict[str, bytes]] = {}
+    try:
+        async with asyncio.timeout(30):
+            while len(headers) < 2:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    headers |= {json.loads(r.value)["dataset_id"]: dict(r.headers or ()) for r in records}
+    finally:
+        await consumer.stop()
+    assert headers["ds-traced"]["traceparent"].decode() == stored["ds-traced"]
+    output = (senv.workdir / "worker-0.log").read_text(errors="replace").splitlines()
+    spans = [json.loads(line) for line in output if line.startswith("{") and '"context"' in line]
+    admit = next(s for s in spans if s["name"] == "fcl.admit" and s["attributes"]["fcl.dataset_id"] == "ds-traced")
+    assert admit["context"]["trace_id"] == f"0x{trace_id}" and admit["parent_id"] == f"0x{parent}"
