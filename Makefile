@@ -2,10 +2,10 @@
 VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
-# Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone of the same
-# code took 5 min 56 s with 2 workers (4 min 49 s of CPU) and 6 min 12 s with 3 (5 min 53 s of
-# CPU: the third worker's trainings slow the others' down more than it fills the waits).
-TEST_WORKERS ?= 2
+# Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone took 7 min 20 s
+# with 2 workers and 6 min 49 s with 3 (the three-node Kafka cluster, the real Prometheus and the
+# install test wait more than they compute; the CPU was 44 % idle with 2).
+TEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
 .PHONY: bootstrap stack-up stack-down stack-status migrate check test demo bench soak clean

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -264,9 +265,12 @@ class KafkaBroker:
         return self.log_dir / "stdout.log"
 
     def _java_cmd(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+        # KAFKA_OPTS: more JVM options, as Kafka's own scripts take them (the tests' throwaway
+        # brokers start with the C1 compiler only: half the CPU to start, for a slower broker)
         return [
             require_java(),
             f"-Xmx{heap}",
+            *shlex.split(os.environ.get("KAFKA_OPTS", "")),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j.resolve()}",
             f"-Dkafka.logs.dir={self.log_dir.resolve()}",

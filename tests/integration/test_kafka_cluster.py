@@ -37,7 +37,7 @@ from fcl.stack.tls import issue as issue_certificate
 from fcl.stack.tls import make_ca
 from fcl.storage.db import Database
 from fcl.trainers.simulator import FinCoachSimulator
-from tests.conftest import ROOT, RunStack
+from tests.conftest import QUICK_KAFKA, ROOT, RunStack
 
 FCL = str(ROOT / ".venv" / "bin" / "fcl")
 NODES = 3
@@ -83,7 +83,8 @@ class Secured:
 
 
 @pytest.fixture
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+def secured(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secured]:
+    monkeypatch.setenv("KAFKA_OPTS", QUICK_KAFKA)
     root = tmp_path_factory.mktemp("secure-kafka")
     ca = make_ca(root / "tls")
     broker_cert = issue_certificate(ca, root / "tls", "broker")

@@ -23,7 +23,7 @@ from fcl.stack.kafka import KafkaBroker, KafkaPorts
 from fcl.stack.postgres import server_home
 from fcl.storage.artifacts import ArtifactStore, ArtifactUnavailable, S3Access
 from fcl.trainers.base import Artifact
-from tests.conftest import ROOT, RunStack
+from tests.conftest import QUICK_KAFKA, ROOT, RunStack
 
 FCL = str(Path(sys.executable).with_name("fcl"))
 
@@ -53,7 +53,10 @@ def held_ports() -> Iterator[list[int]]:
         sock.close()
 
 
-def test_second_stack_up_twice_then_down_leaves_nothing(tmp_path: Path, held_ports: list[int]) -> None:
+def test_second_stack_up_twice_then_down_leaves_nothing(
+    tmp_path: Path, held_ports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_OPTS", QUICK_KAFKA)
     kafka_port, controller_port, pg_port = held_ports
     local = LocalStack(
         tmp_path / "state", kafka_port=kafka_port, controller_port=controller_port, postgres_port=pg_port
@@ -110,7 +113,8 @@ def _cmdline_mentions(proc: Path, folder: Path) -> bool:
         return False
 
 
-def test_broker_that_cannot_start_reports_its_log_quickly(tmp_path: Path) -> None:
+def test_broker_that_cannot_start_reports_its_log_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_OPTS", QUICK_KAFKA)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
