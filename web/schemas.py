@@ -40,7 +40,8 @@ class TriggerBody(BaseModel):
     """Unknown extra fields are ignored, as in events."""
 
     model_config = ConfigDict(extra="ignore")
-    priority: int = Field(default=5, ge=0, le=9, description="0-9, higher runs first")
+    # strict: a JSON true or 5.0 is not a priority (the schema says integer; lax mode read true as 1)
+    priority: int = Field(default=5, ge=0, le=9, strict=True, description="0-9, higher runs first")
     dataset_id: str | None = Field(
         default=None,
         min_length=1,

@@ -196,6 +196,8 @@ async def test_bad_requests_get_json_errors_with_request_ids(api: Api) -> None:
         (b"[1, 2]", 422, "invalid_body"),
         (b'{"priority": 10}', 422, "invalid_body"),
         (b'{"priority": "high"}', 422, "invalid_body"),
+        (b'{"priority": false}', 422, "invalid_body"),  # the fuzzer's find: lax mode read it as 0
+        (b'{"priority": "5"}', 422, "invalid_body"),
         (b'{"dataset_id": ""}', 422, "invalid_body"),
     ):
         error = (
