@@ -106,6 +106,18 @@ def secured(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
             terminate(proc.pid, proc.start_ticks, timeout=20)
 
 
+def _from_the_start(settings: Settings, topic: str) -> AIOKafkaConsumer:
+    """A reader of `topic` (the contract's name) from its first record, logged in as fcl."""
+    return AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **client_options(settings),
+    )
+
+
 def _secrets_are_private_from_the_moment_they_are_written(secured: Secured) -> None:
     for path in [secured.security.keystore, secured.root / "tls" / "broker.key", secured.root / "tls" / "ca.key"]:
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
@@ -121,14 +133,7 @@ async def _with_the_right_settings_topics_are_created_and_events_go_through(secu
     event_id = str(uuid.uuid4())
     async with FclProducer(settings) as producer:
         await producer.send_threshold("secure-ds", "goal", event_id=event_id)
-    consumer = AIOKafkaConsumer(
-        settings.topic("dataset-threshold"),
-        bootstrap_servers=secured.bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **client_options(settings),
-    )
+    consumer = _from_the_start(settings, "dataset-threshold")
     await consumer.start()
     try:
         got: list[dict[str, Any]] = []
@@ -237,14 +242,7 @@ async def _end_offsets(settings: Settings, topic: str) -> int:
 
 async def _queued_jobs(settings: Settings, expected: int, timeout: float) -> set[str]:
     """The job ids of the `queued` status events on the broker, read until `expected` or timeout."""
-    consumer = AIOKafkaConsumer(
-        settings.topic("training-status"),
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **client_options(settings),
-    )
+    consumer = _from_the_start(settings, "training-status")
     await consumer.start()
     jobs: set[str] = set()
     try:
