@@ -3,8 +3,8 @@ VENV := .venv
 FCL := $(VENV)/bin/fcl
 PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist). On the 2-CPU development VM a fresh clone took 7 min 20 s
-# with 2 workers and 6 min 49 s with 3 (the three-node Kafka cluster, the real Prometheus and the
-# install test wait more than they compute; the CPU was 44 % idle with 2).
+# with 2 workers (the CPU 44 % idle: the three-node Kafka cluster, the real Prometheus and the
+# install test wait more than they compute), 6 min 17 s to 6 min 22 s with 3, and 4 were slower.
 TEST_WORKERS ?= 3
 DEMO_ARGS ?=
 
