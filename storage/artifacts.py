@@ -16,6 +16,7 @@ the training children come from a fork server, a fresh interpreter, so they are 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -291,6 +292,11 @@ class ArtifactStore:
             except FileNotFoundError:
                 pass
         return removed
+
+    async def answers(self) -> bool:
+        """`probe` off the event loop, as a readiness check (raises what `probe` raises)."""
+        await asyncio.to_thread(self.probe)
+        return True
 
     def probe(self) -> None:
         """Write, read back and delete a small object: the store answers and takes writes."""

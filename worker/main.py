@@ -129,18 +129,13 @@ async def serve(settings: Settings) -> int:
 
 def _probes(settings: Settings, producer: BackgroundProducer) -> Probes:
     store = ArtifactStore.from_settings(settings)
-
-    async def store_answers() -> bool:
-        await asyncio.to_thread(store.probe)
-        return True
-
     return Probes(
         settings.metrics_host,
         settings.metrics_port or 0,
         checks={
             "database": functools.partial(at_head, settings.database_url),
             "broker": producer.answers,
-            "artifact store": store_answers,
+            "artifact store": store.answers,
         },
     )
 
