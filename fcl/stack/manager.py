@@ -160,7 +160,7 @@ class LocalStack:
         self.secrets = (saved or new_secrets()) if secure else saved
         # `up --kafka-brokers N` once, and the stack keeps N nodes: their data is formatted for N
         saved_nodes = len(kafka_state(self._load()).get("nodes", [])) or None
-        self.kafka_brokers = kafka_brokers or saved_nodes or 1
+        self.kafka_brokers = kafka_brokers if kafka_brokers is not None else saved_nodes or 1
         if self.kafka_brokers < 1:
             raise StackError(f"--kafka-brokers must be at least 1, got {self.kafka_brokers}")
         if saved_nodes and saved_nodes != self.kafka_brokers:

@@ -128,3 +128,9 @@ def test_a_stack_state_from_before_clusters_reads_as_one_node_and_a_new_count_is
     assert LocalStack(tmp_path).kafka_brokers == 1  # the stack keeps the count its data was formatted for
     with pytest.raises(StackError, match="formatted for 1 node"):
         LocalStack(tmp_path, kafka_brokers=3)
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_a_cluster_of_no_node_is_refused(tmp_path: Path, count: int) -> None:
+    with pytest.raises(StackError, match="at least 1"):
+        LocalStack(tmp_path, kafka_brokers=count)
