@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
+from fcl.contract.backoff import poll_until
 from fcl.stack.common import free_port
 from tests.conftest import ROOT
 
@@ -58,19 +59,18 @@ class Prometheus:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                import urllib.request
 
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return bool(r.status == 200)
             except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"Prometheus not ready within {timeout}s:\n{self.log()}")
+                return False
+
+        assert poll_until(ready, timeout=timeout, interval=0.3), (
+            f"Prometheus not ready within {timeout}s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         return (self.workdir / "prometheus.log").read_text(errors="replace")[-3000:]

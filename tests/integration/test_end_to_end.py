@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from fcl.contract.backoff import wait_until
 from fcl.demo import DEMO_ENV, PLAN
 from fcl.trainers.simulator import simulate
 from tests.conftest import ROOT, RunStack
@@ -246,13 +247,16 @@ async def test_samples_in_events_out_and_http_agree(stack: RunStack, tmp_path: P
 
 async def _probe_url(svc: Service, name: str) -> str:
     """Where `fcl streams` or `fcl trainer` serves its probes (FCL_METRICS_PORT=0: it prints it)."""
-    for _ in range(100):
-        # (Faust logs what the streams worker prints: the line is inside a JSON record there)
-        found = re.search(rf"fcl {name}: /metrics, /livez, /readyz on (http://[\d.]+:\d+)", svc.logs())
-        if found:
-            return found.group(1)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"fcl {name} did not say where its probes are:\n{svc.logs()}")
+    # (Faust logs what the streams worker prints: the line is inside a JSON record there)
+    pattern = re.compile(rf"fcl {name}: /metrics, /livez, /readyz on (http://[\d.]+:\d+)")
+
+    async def said() -> bool:
+        return pattern.search(svc.logs()) is not None
+
+    assert await wait_until(said, timeout=20, interval=0.2), f"fcl {name} did not say where its probes are"
+    found = pattern.search(svc.logs())
+    assert found is not None
+    return found.group(1)
 
 
 # Dashboard panels with nothing to show after a clean run: no dead letter, no failed attempt, and
@@ -264,12 +268,12 @@ async def _prometheus_saw_the_run(prometheus: Prometheus, http: aiohttp.ClientSe
     """Prometheus scraped all three processes; every dashboard panel that should have data has it;
     the champions it saw are the served ones; the alert rules load and evaluate, and the ones a
     healthy run must not trip are quiet. The figures each panel plots are printed."""
-    for _ in range(50):  # the last scrape of each target within a few seconds
-        up = {r["metric"]["job"]: r["value"][1] for r in await prometheus.query('up{job=~"fcl-.*"}')}
-        if up == {"fcl-streams": "1", "fcl-trainer": "1", "fcl-web": "1"}:
-            break
-        await asyncio.sleep(0.5)
-    assert up == {"fcl-streams": "1", "fcl-trainer": "1", "fcl-web": "1"}, (up, prometheus.log())
+    everyone = {"fcl-streams": "1", "fcl-trainer": "1", "fcl-web": "1"}
+
+    async def all_up() -> bool:  # the last scrape of each target within a few seconds
+        return {r["metric"]["job"]: r["value"][1] for r in await prometheus.query('up{job=~"fcl-.*"}')} == everyone
+
+    assert await wait_until(all_up, timeout=25, interval=0.5), prometheus.log()
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "fcl-dashboard.json").read_text())
     empty = []
     for panel in dashboard["panels"]:
@@ -281,15 +285,15 @@ async def _prometheus_saw_the_run(prometheus: Prometheus, http: aiohttp.ClientSe
         if not result:
             empty.append(panel["title"])
     assert set(empty) <= QUIET_PANELS, empty
+
     # the champions Prometheus saw are the API's (a retrain may promote meanwhile: its next scrapes)
-    for _ in range(40):
+    async def same_champions() -> bool:
         seen = await prometheus.query("fcl_champion_version")
         champions = {r["metric"]["model_type"]: int(float(r["value"][1])) for r in seen}
-        serving = {t: v for t, v in (await _get(http, f"{API}/model-versions"))["champions"].items() if v is not None}
-        if champions == serving:
-            break
-        await asyncio.sleep(0.5)
-    assert champions == serving
+        serving = (await _get(http, f"{API}/model-versions"))["champions"]
+        return champions == {t: v for t, v in serving.items() if v is not None}
+
+    assert await wait_until(same_champions, timeout=20, interval=0.5)
     rules = {r["name"]: r for r in await prometheus.rules()}
     assert len(rules) == 6 and all(r["health"] == "ok" for r in rules.values()), rules
     for quiet in ("FclNoTrainer", "FclOutboxParked", "FclJobsFailing", "FclChampionStale"):
