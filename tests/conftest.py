@@ -118,9 +118,9 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 # JVM options of the Kafka brokers a test starts and throws away (a second stack, a cluster): the
-# C1 compiler only and the serial collector halve the CPU a broker takes to start (5.2 s to 2.9 s
-# for one node, 19.1 s to 9.2 s for three, measured on the 2-CPU VM). The suite's own stack keeps
-# the default JIT: it carries every test's traffic.
+# C1 compiler only and the serial collector cut the CPU a broker takes to answer (bench/bench_stack.py
+# on the 2-CPU VM: 4.3 s to 2.6 s for one node, 14.5 s to 8.8 s for three). The suite's own stack
+# keeps the default JIT: it carries every test's traffic.
 QUICK_KAFKA = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 _STARTED: list[LocalStack] = []  # the stack the controlling process started for its workers
