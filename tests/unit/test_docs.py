@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import settings_reference
 
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-PAGES = [ROOT / "README.md", *DOCS]
+PAGES = [ROOT / "README.md", ROOT / "deploy" / "README.md", *DOCS]
 CONTRACT = ROOT / "docs" / "contract.md"
 SKIP = {".venv", ".git", ".fcl", ".mypy_cache", ".ruff_cache", "__pycache__", "node_modules"}
 
