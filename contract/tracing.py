@@ -63,6 +63,11 @@ def setup(process: str) -> bool:
     return True
 
 
+def enabled() -> bool:
+    """Whether `setup` installed a tracer provider in this process."""
+    return _configured
+
+
 def shutdown() -> None:
     """Flush and stop the exporters (at the process's end)."""
     provider: Any = trace.get_tracer_provider()

@@ -83,6 +83,8 @@ class ThresholdIngestor:
         report = BatchReport(dead_letters=[r.reason for r in rejected])
         # One `fcl.admit` span per trigger (a child of the producer's span when the record had a
         # traceparent); a new job keeps its context, and the trainer continues the trace.
+        # Traces off (the default): no span at all on this hot path; a producer's traceparent is
+        # still kept with the job and carried by its events.
         tracer = tracing.tracer()
         spans = [
             tracer.start_span(
@@ -97,8 +99,9 @@ class ThresholdIngestor:
                     "messaging.kafka.offset": p.message.offset,
                 },
             )
-            for p in parsed
+            for p in (parsed if tracing.enabled() else ())
         ]
+        traces = [tracing.traceparent(span) for span in spans] or [None] * len(parsed)
         requests = [
             TriggerRequest(
                 event_id=p.event.event_id,
@@ -106,9 +109,9 @@ class ThresholdIngestor:
                 model_type=p.model_type,
                 priority=p.event.priority,
                 source=self.source,
-                trace_context=tracing.traceparent(span) or p.message.traceparent,
+                trace_context=trace or p.message.traceparent,
             )
-            for p, span in zip(parsed, spans, strict=True)
+            for p, trace in zip(parsed, traces, strict=True)
         ]
         try:
             admissions = await self.store.admit(requests, dead_letters=_letters(rejected))
@@ -125,7 +128,7 @@ class ThresholdIngestor:
                 report.triggers_joined += 1
             else:
                 report.duplicates += 1
-        for span, admission in zip(spans, admissions, strict=True):
+        for span, admission in zip(spans, admissions if spans else (), strict=True):
             span.set_attributes({"fcl.job_id": str(admission.job_id), "fcl.admission": admission.outcome.value})
             span.end()
         return report
