@@ -81,8 +81,11 @@ async def test_the_contracts_topics_can_be_created_under_the_run_prefix(stack: R
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name=n, num_partitions=4, replication_factor=1) for n in names])
-        listed = set(await admin.list_topics())
-        assert set(names) <= listed
+
+        async def listed() -> bool:  # the broker's metadata follows the controller's a moment later
+            return set(names) <= set(await admin.list_topics())
+
+        assert await wait_until(listed, timeout=15, interval=0.2), names
         assert names[0].endswith(".training-samples") and names[-1].endswith(".dead-letter")
     finally:
         await admin.close()
