@@ -81,6 +81,10 @@ class ChampionMoved(StorageError):
 # deadlock), insufficient resources, operator intervention (shutdown, cannot connect now), system
 # error.
 _RETRIABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+# Single states of other classes that a failover, a held lock or a server fault raises and that
+# say nothing about the data: read-only during a failover (25006), lock timeout (55P03), the idle
+# in transaction timeout (25P03), an internal error of the server (XX000).
+_RETRIABLE_SQLSTATES = frozenset({"25006", "55P03", "25P03", "XX000"})
 _DRIVER_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -122,7 +126,7 @@ def wrap(exc: BaseException) -> StorageError:
     sqlstate = next((s for s in (getattr(e, "sqlstate", None) for e in chain) if isinstance(s, str)), None)
     reason = _first_line(next((e for e in chain if isinstance(e, asyncpg.PostgresError)), chain[-1]))
     if sqlstate is not None:
-        if sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES:
+        if sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES or sqlstate in _RETRIABLE_SQLSTATES:
             return DatabaseUnavailable(reason, sqlstate=sqlstate)
         if sqlstate[:2] == "23":
             return IntegrityViolation(reason, sqlstate=sqlstate)
