@@ -39,10 +39,12 @@ def rfc3339(value: datetime | None = None) -> str:
     return (value or now()).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def threshold_event_id(dataset_id: str, crossing: int) -> str:
+def threshold_event_id(dataset_id: str, crossing: int, namespace: uuid.UUID = FCL_NAMESPACE) -> str:
     """The id of the dataset-threshold event for a dataset's `crossing`-th crossing: the same
-    on every replay, so a crash and reprocessing emit the same event, not a second one."""
-    return str(uuid.uuid5(FCL_NAMESPACE, f"threshold:{dataset_id}:{crossing}"))
+    on every replay, so a crash and reprocessing emit the same event, not a second one. fcl passes
+    its database's own random namespace (`installation.trigger_namespace`), so no producer can
+    compute a future crossing's id and send it first."""
+    return str(uuid.uuid5(namespace, f"threshold:{dataset_id}:{crossing}"))
 
 
 class _Input(BaseModel):

@@ -11,6 +11,7 @@ memory whatever the dataset's size."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from fcl.storage.entities import (
     SampleIngest,
     ThresholdCrossing,
 )
-from fcl.storage.errors import DRIVER_ERRORS, wrap
+from fcl.storage.errors import DRIVER_ERRORS, SchemaMismatch, wrap
 from fcl.storage.models import (
     DatasetRow,
     SampleBatchRow,
@@ -44,6 +45,13 @@ class DatasetRepository:
     async def get(self, dataset_id: str) -> Dataset | None:
         row = await self.session.get(DatasetRow, dataset_id)
         return row.to_entity() if row else None
+
+    async def model_types(self, dataset_ids: Sequence[str]) -> dict[str, str]:
+        """The model type of each of these datasets that exists."""
+        rows = await self.session.execute(
+            select(DatasetRow.dataset_id, DatasetRow.model_type).where(DatasetRow.dataset_id.in_(set(dataset_ids)))
+        )
+        return {r.dataset_id: r.model_type for r in rows}
 
     async def consume_up_to(self, dataset_id: str, watermark: int) -> Dataset:
         """A training that used every sample with id <= `watermark` finished: take the samples it
@@ -281,14 +289,24 @@ async def load_samples(
         raise wrap(exc) from exc
 
 
-def threshold_events(crossings: Sequence[ThresholdCrossing], *, priority: int) -> list[OutboxEntry]:
+async def trigger_namespace(session: AsyncSession) -> uuid.UUID:
+    """The installation's namespace of the threshold event ids fcl makes (migration 0014)."""
+    value = await session.scalar(text("SELECT trigger_namespace FROM installation"))
+    if value is None:
+        raise SchemaMismatch("the installation row is missing (is the database migrated? run `fcl migrate`)")
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def threshold_events(
+    crossings: Sequence[ThresholdCrossing], *, priority: int, namespace: uuid.UUID
+) -> list[OutboxEntry]:
     """The `dataset-threshold` event of each threshold crossed, as outbox rows (its event id is
-    derived from the dataset and the crossing's number, so a redelivered batch announces nothing
-    twice)."""
+    derived from the installation's namespace, the dataset and the crossing's number, so a
+    redelivered batch announces nothing twice and no producer can send it first)."""
     events: list[OutboxEntry] = []
     for c in crossings:
         event = DatasetThresholdEvent(
-            event_id=threshold_event_id(c.dataset_id, c.crossing),
+            event_id=threshold_event_id(c.dataset_id, c.crossing, namespace),
             dataset_id=c.dataset_id,
             model_type=c.model_type,
             sample_count=c.samples_since_training,

@@ -33,6 +33,16 @@ class Dataset:
 
 
 @dataclass(frozen=True, kw_only=True)
+class JobTrigger:
+    """One event that asked for a job (a row of job_triggers)."""
+
+    event_id: str
+    priority: int
+    source: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class Job:
     id: uuid.UUID
     dataset_id: str
@@ -55,7 +65,10 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # the first and last TRIGGER_IDS_SHOWN of the job's trigger ids, in arrival order; all of them
+    # are counted in trigger_count and paged by `JobRepository.triggers`
     trigger_event_ids: tuple[str, ...] = ()
+    trigger_count: int = 0
     trace_context: str | None = None  # the admitting span's W3C traceparent (fcl.contract.tracing)
 
     @classmethod

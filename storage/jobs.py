@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,7 @@ from fcl.contract import limits
 from fcl.contract.enums import TrainingEventStatus, VerdictKind
 from fcl.storage.entities import (
     Job,
+    JobTrigger,
     Lease,
     QueueFigure,
     TrainingEvent,
@@ -29,6 +31,7 @@ from fcl.storage.models import (
     TrainingJobRow,
     WorkerHeartbeatRow,
 )
+from fcl.storage.reads import trigger_ids
 
 
 class JobRepository:
@@ -55,14 +58,28 @@ class JobRepository:
         row = await self.session.get(TrainingJobRow, job_id, populate_existing=True)
         if row is None:
             return None
-        triggers = (
-            await self.session.scalars(
-                select(JobTriggerRow.event_id)
-                .where(JobTriggerRow.job_id == job_id)
-                .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
-            )
-        ).all()
-        return row.to_entity(tuple(triggers))
+        triggers = await self.session.scalar(
+            text(f"SELECT {trigger_ids('j')} FROM training_jobs j WHERE j.id = :id"), {"id": job_id}
+        )
+        return row.to_entity(tuple(triggers or ()))
+
+    async def triggers(
+        self, job_id: uuid.UUID, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[JobTrigger]:
+        """A page of the job's triggers in the order they arrived, after the cursor `after`
+        (received_at, event_id of the last one of the previous page)."""
+        query = (
+            select(JobTriggerRow)
+            .where(JobTriggerRow.job_id == job_id)
+            .order_by(JobTriggerRow.received_at, JobTriggerRow.event_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(JobTriggerRow.received_at, JobTriggerRow.event_id) > tuple_(*after))
+        return [
+            JobTrigger(event_id=r.event_id, priority=r.priority, source=r.source, received_at=r.received_at)
+            for r in (await self.session.scalars(query)).all()
+        ]
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
         """For /metrics: jobs per model type and status with the age of the oldest in that state,

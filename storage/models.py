@@ -163,6 +163,8 @@ class TrainingJobRow(Base):
     finished_at: Mapped[datetime | None]
     # W3C traceparent of the span that admitted the job (fcl.contract.tracing), when traced
     trace_context: Mapped[str | None] = mapped_column(Text)
+    # how many triggers the job has (job_triggers), kept by admission and merges (migration 0014)
+    trigger_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status_known"),
@@ -186,18 +188,35 @@ class TrainingJobRow(Base):
         )
 
 
+class InstallationRow(Base):
+    """One row per database: what is drawn once for an installation (migration 0014)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    # the namespace of the threshold event ids fcl emits: unknowable outside, so unforgeable
+    trigger_namespace: Mapped[uuid.UUID] = mapped_column(server_default=text("gen_random_uuid()"))
+
+    __table_args__ = (CheckConstraint("id", name="singleton"),)
+
+
 class JobTriggerRow(Base):
-    """Every event that asked for a job: its id is the idempotency key of admission."""
+    """Every event that asked for a job: its id, within the pair it asked for (`scope`, the job's
+    `dedupe_key`), is the idempotency key of admission (migration 0014)."""
 
     __tablename__ = "job_triggers"
 
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
     event_id: Mapped[str] = mapped_column(primary_key=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"))
     priority: Mapped[int] = mapped_column(SmallInteger)
     source: Mapped[str] = mapped_column(server_default=text("'kafka'"))
     received_at: Mapped[datetime] = _created()
 
-    __table_args__ = (Index(None, "job_id"),)
+    __table_args__ = (
+        Index("ix_job_triggers_job_order", "job_id", "received_at", "event_id"),
+        Index("ix_job_triggers_event_id", "event_id"),
+    )
 
 
 class TrainingEventRow(Base):

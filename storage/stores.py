@@ -16,13 +16,13 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fcl.contract import model_types
 from fcl.contract.enums import AdmissionOutcome
 from fcl.contract.events import ValidationCheck
-from fcl.storage.datasets import DatasetRepository, SampleRepository, threshold_events
+from fcl.storage.datasets import DatasetRepository, SampleRepository, threshold_events, trigger_namespace
 from fcl.storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
 from fcl.storage.db import Database
 from fcl.storage.entities import (
@@ -33,6 +33,7 @@ from fcl.storage.entities import (
     CompletedAttempt,
     EndedAttempt,
     Job,
+    JobTrigger,
     Lease,
     ModelFigure,
     ModelVersion,
@@ -70,12 +71,30 @@ class IngestStore:
         self.policy = policy or AdmissionPolicy()
 
     async def admit(
-        self, requests: Sequence[TriggerRequest], *, dead_letters: Sequence[OutboxEntry]
-    ) -> list[Admission]:
-        """Admit a batch of triggers by the admission rules and write the batch's dead letters."""
+        self,
+        requests: Sequence[TriggerRequest],
+        *,
+        dead_letters: Sequence[OutboxEntry],
+        letter_for_refused: Callable[[int, str], OutboxEntry],
+    ) -> list[Admission | None]:
+        """Admit a batch of triggers by the admission rules and write the batch's dead letters.
+        A trigger for a dataset that holds samples of another model type is refused (None in its
+        place) and dead-lettered with the reason (`letter_for_refused(index, reason)`): its job
+        would load the whole other dataset only to fail."""
         async with self.db.transaction() as s:
-            await OutboxRepository(s).add_many(dead_letters)
-            return await JobQueue(s, self.policy).admit(requests)
+            kinds = await DatasetRepository(s).model_types([r.dataset_id for r in requests]) if requests else {}
+            refused = {
+                i: f"dataset {r.dataset_id!r} holds {kinds[r.dataset_id]} samples, not {r.model_type}"
+                for i, r in enumerate(requests)
+                if kinds.get(r.dataset_id, r.model_type) != r.model_type
+            }
+            await OutboxRepository(s).add_many(
+                [*dead_letters, *(letter_for_refused(i, reason) for i, reason in refused.items())]
+            )
+            admitted = iter(
+                await JobQueue(s, self.policy).admit([r for i, r in enumerate(requests) if i not in refused])
+            )
+            return [None if i in refused else next(admitted) for i in range(len(requests))]
 
     async def ingest(
         self,
@@ -93,9 +112,12 @@ class IngestStore:
             result = await SampleRepository(s).ingest(batches, thresholds=thresholds)
             refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
             # one statement for the crossings' events and the letters, in that order
-            await OutboxRepository(s).add_many(
-                [*threshold_events(result.crossings, priority=priority), *dead_letters, *refused]
+            crossed = (
+                threshold_events(result.crossings, priority=priority, namespace=await trigger_namespace(s))
+                if result.crossings
+                else []
             )
+            await OutboxRepository(s).add_many([*crossed, *dead_letters, *refused])
             return result
 
     async def dead_letters(self, letters: Sequence[OutboxEntry]) -> None:
@@ -306,6 +328,17 @@ class ApiStore:
         same state of a dataset makes one job however often it is asked)."""
         async with self.db.transaction() as s:
             return await JobQueue(s, self.policy).admit_ready(priority=priority, source="http")
+
+    async def triggers(
+        self, job_id: uuid.UUID, *, limit: int, after: tuple[datetime, str] | None
+    ) -> list[JobTrigger] | None:
+        """A page of the job's triggers in arrival order; None when there is no such job."""
+        async with self.db.transaction() as s:
+            jobs = JobRepository(s)
+            page = await jobs.triggers(job_id, limit=limit, after=after)
+            if not page and await jobs.get(job_id) is None:
+                return None
+            return page
 
     async def job(self, job_id: uuid.UUID) -> tuple[Job, list[TrainingEvent]] | None:
         async with self.db.transaction() as s:

@@ -113,15 +113,26 @@ class ThresholdIngestor:
             )
             for p, trace in zip(parsed, traces, strict=True)
         ]
+
+        reasons: dict[int, str] = {}  # the triggers the store refused (a retried commit asks again)
+
+        def refused(index: int, reason: str) -> OutboxEntry:
+            (letter,) = _letters([Rejected(message=parsed[index].message, reason=reason)])
+            reasons[index] = reason
+            return letter
+
         try:
-            admissions = await self.store.admit(requests, dead_letters=_letters(rejected))
+            admissions = await self.store.admit(requests, dead_letters=_letters(rejected), letter_for_refused=refused)
         except BaseException as exc:
             for span in spans:
                 span.record_exception(exc)
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 span.end()
             raise
+        report.dead_letters.extend(reasons.values())
         for admission in admissions:
+            if admission is None:
+                continue
             if admission.outcome is AdmissionOutcome.CREATED:
                 report.jobs_created += 1
             elif admission.outcome is AdmissionOutcome.JOINED:
@@ -129,7 +140,10 @@ class ThresholdIngestor:
             else:
                 report.duplicates += 1
         for span, admission in zip(spans, admissions if spans else (), strict=True):
-            span.set_attributes({"fcl.job_id": str(admission.job_id), "fcl.admission": admission.outcome.value})
+            if admission is None:
+                span.set_status(StatusCode.ERROR, "refused")
+            else:
+                span.set_attributes({"fcl.job_id": str(admission.job_id), "fcl.admission": admission.outcome.value})
             span.end()
         return report
 

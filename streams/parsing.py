@@ -103,6 +103,11 @@ def _model_type(message: RawMessage, data: dict[str, Any]) -> str | Rejected:
     return model_type
 
 
+# The prefixes of the trigger ids fcl makes itself (`ready:` by the retraining sweep, `http:` by
+# the API): a producer's event may not use them, so it cannot pre-empt one.
+RESERVED_TRIGGER_PREFIXES = ("ready:", "http:")
+
+
 def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold | Rejected:
     """The event, or a refusal with its reason; never raises."""
     return _never_raising(_parse_threshold, message, max_bytes)
@@ -134,6 +139,12 @@ def _parse_threshold(message: RawMessage, max_bytes: int) -> ParsedThreshold | R
         event = DatasetThresholdEvent.model_validate(data)
     except ValidationError as exc:
         return Rejected(message=message, reason=f"schema: {_describe(exc)}")
+    if event.event_id.startswith(RESERVED_TRIGGER_PREFIXES):
+        return Rejected(
+            message=message,
+            reason=f"event_id may not start with {' or '.join(map(repr, RESERVED_TRIGGER_PREFIXES))}: "
+            "those ids are made by fcl itself",
+        )
     model_type = _model_type(message, data)
     if isinstance(model_type, Rejected):
         return model_type

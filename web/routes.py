@@ -140,6 +140,28 @@ async def training_job(call: Call) -> tuple[int, s.JobDetail]:
     return 200, s.JobDetail.of_job(*found)
 
 
+async def job_triggers(call: Call) -> tuple[int, s.TriggerPage]:
+    svc = _services(call)
+    q: s.PageQuery = call.query
+    try:
+        after = None
+        if q.after:
+            at, event_id = s.decode_key(q.after, 2)
+            after = (s.decode_time(at), event_id)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    page = await svc.db.triggers(call.path["job_id"], limit=q.limit, after=after)
+    if page is None:
+        raise ApiError(404, "not_found", f"no job {call.path['job_id']}")
+    items = [
+        s.TriggerView(event_id=t.event_id, priority=t.priority, source=t.source, received_at=t.received_at)
+        for t in page
+    ]
+    last = page[-1] if len(page) == q.limit else None
+    cursor = s.encode_key(last.received_at.isoformat(), last.event_id) if last else None
+    return 200, s.TriggerPage(items=items, next_after=cursor)
+
+
 async def cancel_job(call: Call) -> tuple[int, s.JobView]:
     svc = _services(call)
     job_id = call.path["job_id"]
@@ -448,6 +470,17 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.JobDetail, "the job"),
         (JOB_ID,),
         errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/training-job/{job_id}/triggers",
+        job_triggers,
+        "Every event that asked for a job, in the order they arrived, with cursor paging",
+        "jobs",
+        _ok(s.TriggerPage, "a page"),
+        (JOB_ID,),
+        query=s.PageQuery,
+        errors=(404, 422),
     ),
     Endpoint(
         "POST",

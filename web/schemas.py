@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -85,6 +86,39 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ValueError("`before` is not a cursor from a previous page") from exc
 
 
+class PageQuery(BaseModel):
+    """A page of a list that grows without bound (cursor paging, oldest first)."""
+
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(default=50, ge=1, le=500)
+    after: str | None = Field(
+        default=None, max_length=600, description="the `next_after` of the previous page (opaque cursor)"
+    )
+
+
+def encode_key(*parts: str) -> str:
+    """An opaque cursor of a row's sort key (strings; a timestamp in isoformat)."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def decode_key(cursor: str, arity: int) -> list[str]:
+    """The parts of a cursor `encode_key` made; ValueError for anything else."""
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("`after` is not a cursor from a previous page") from exc
+    if not (isinstance(parts, list) and len(parts) == arity and all(isinstance(p, str) for p in parts)):
+        raise ValueError("`after` is not a cursor from a previous page")
+    return parts
+
+
+def decode_time(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError("`after` is not a cursor from a previous page")
+    return at
+
+
 # -- views ------------------------------------------------------------------------------------------
 class JobView(View):
     job_id: uuid.UUID
@@ -99,7 +133,11 @@ class JobView(View):
     worker: str | None = Field(description="the worker holding the job while it runs")
     error: ErrorInfo | None
     model_version: int | None = Field(description="the version this job recorded")
-    trigger_event_ids: list[str]
+    trigger_event_ids: list[str] = Field(
+        description="the first and last 20 ids of the events that asked for this job, in arrival order; "
+        "`GET /training-job/{job_id}/triggers` pages them all"
+    )
+    trigger_count: int = Field(description="how many events asked for this job")
     created_at: datetime
     updated_at: datetime
     run_after: datetime
@@ -122,6 +160,7 @@ class JobView(View):
             error=ErrorInfo(type=job.error_type, message=job.error_message or "") if job.error_type else None,
             model_version=job.model_version,
             trigger_event_ids=list(job.trigger_event_ids),
+            trigger_count=job.trigger_count,
             created_at=job.created_at,
             updated_at=job.updated_at,
             run_after=job.run_after,
@@ -282,6 +321,18 @@ class TrainingStatus(View):
     workers: list[WorkerView] = Field(description="trainer workers seen in the last three heartbeats")
     model_types: dict[str, ModelTypeStatus]
     generated_at: datetime
+
+
+class TriggerView(View):
+    event_id: str
+    priority: int
+    source: str = Field(description="where the trigger came from: kafka, http, retrain-sweep, …")
+    received_at: datetime
+
+
+class TriggerPage(View):
+    items: list[TriggerView] = Field(description="in the order they arrived")
+    next_after: str | None = Field(description="pass as `after` for the next page; null at the end")
 
 
 class HistoryPage(View):

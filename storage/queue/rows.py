@@ -116,7 +116,9 @@ async def requeue(
             .one()
         )
         return Job.from_mapping(row), None
-    # Merge into the waiting job: it inherits the triggers and the higher priority.
+    # Merge into the waiting job: it inherits the triggers, the higher priority, and the attempts
+    # spent and the backoff of the job that failed (a store outage must not turn into trainings
+    # back to back, each with a fresh count of attempts).
     await session.execute(
         text("UPDATE job_triggers SET job_id = :into WHERE job_id = :id"), {"into": waiting, "id": job.id}
     )
@@ -125,11 +127,20 @@ async def requeue(
             await session.execute(
                 text(f"""
         UPDATE training_jobs AS j
-        SET priority = GREATEST(j.priority, :priority), rank_at = LEAST(j.rank_at, :rank_at), updated_at = now()
+        SET priority = GREATEST(j.priority, :priority), rank_at = LEAST(j.rank_at, :rank_at), updated_at = now(),
+            trigger_count = j.trigger_count + :triggers, attempts = GREATEST(j.attempts, :attempts),
+            run_after = GREATEST(j.run_after, now() + :delay)
         WHERE j.id = :into
         RETURNING {JOB}
     """),
-                {"into": waiting, "priority": job.priority, "rank_at": job.rank_at},
+                {
+                    "into": waiting,
+                    "priority": job.priority,
+                    "rank_at": job.rank_at,
+                    "triggers": job.trigger_count,
+                    "attempts": attempts,
+                    "delay": delay,
+                },
             )
         )
         .mappings()

@@ -24,8 +24,9 @@ CLAIM_CANDIDATE_SQL = """
 """
 
 
-# Admission of a batch of triggers in one statement: the event ids seen before (`known`); the first
-# of each new event id (`fresh`); per dataset and model type the highest priority asked (`pairs`);
+# Admission of a batch of triggers in one statement: the event ids seen before for the same pair
+# (`known`: an id is scoped by its dataset and model type, migration 0014); the first of each new
+# (event id, pair) (`fresh`); per dataset and model type the highest priority asked (`pairs`);
 # the job waiting for a pair joined (`joined`: priority raised, rank moved up) or a new one queued
 # (`created`; a follow-up when one runs) with its `queued` status event, built here as
 # `status_event` builds it (tested equal); and each fresh trigger recorded against its job. A pair
@@ -39,15 +40,18 @@ ADMIT_SQL = """
                              CAST(:traces AS text[]))
                WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, trace, ord)),
     known AS (
-        SELECT t.event_id, j.id, j.priority, j.attempts FROM job_triggers t JOIN training_jobs j ON j.id = t.job_id
-        WHERE t.event_id = ANY(CAST(:events AS text[]))),
+        SELECT DISTINCT t.scope, t.event_id, j.id, j.priority, j.attempts
+        FROM req r JOIN job_triggers t ON t.scope = r.dataset_id || '/' || r.model_type AND t.event_id = r.event_id
+        JOIN training_jobs j ON j.id = t.job_id),
     fresh AS (
-        SELECT DISTINCT ON (r.event_id) r.*, r.dataset_id || '/' || r.model_type AS key FROM req r
-        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.event_id = r.event_id)
-        ORDER BY r.event_id, r.ord),
+        SELECT DISTINCT ON (r.event_id, r.dataset_id || '/' || r.model_type)
+               r.*, r.dataset_id || '/' || r.model_type AS key FROM req r
+        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.event_id = r.event_id
+                          AND k.scope = r.dataset_id || '/' || r.model_type)
+        ORDER BY r.event_id, r.dataset_id || '/' || r.model_type, r.ord),
     pairs AS (
         SELECT key, min(dataset_id) AS dataset_id, min(model_type) AS model_type, max(priority) AS priority,
-               min(max_attempts) AS max_attempts,
+               min(max_attempts) AS max_attempts, count(*) AS n,
                (array_agg(trace ORDER BY ord) FILTER (WHERE trace IS NOT NULL))[1] AS trace
         FROM fresh GROUP BY key),
     waiting AS (
@@ -56,31 +60,30 @@ ADMIT_SQL = """
         ORDER BY j.id FOR UPDATE),
     joined AS (
         UPDATE training_jobs AS j
-        SET priority = GREATEST(j.priority, p.priority),
+        SET priority = GREATEST(j.priority, p.priority), trigger_count = j.trigger_count + p.n,
             rank_at = LEAST(j.rank_at, j.created_at - p.priority * CAST(:ageing AS interval)), updated_at = now()
         FROM waiting w JOIN pairs p ON p.key = w.dedupe_key
         WHERE j.id = w.id
         RETURNING j.dedupe_key, j.id, w.priority AS before, j.attempts),
     created AS (
         INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key,
-                                        trace_context)
+                                        trace_context, trigger_count)
         SELECT gen_random_uuid(), p.dataset_id, p.model_type, p.priority, p.max_attempts,
-               now() - p.priority * CAST(:ageing AS interval), p.key, p.trace
+               now() - p.priority * CAST(:ageing AS interval), p.key, p.trace, p.n
         FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM waiting w WHERE w.dedupe_key = p.key)
         ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
         RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type),
     jobs AS (SELECT dedupe_key, id FROM joined UNION ALL SELECT dedupe_key, id FROM created),
     triggers AS (
-        INSERT INTO job_triggers (event_id, job_id, priority, source, received_at)
-        SELECT f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
+        INSERT INTO job_triggers (scope, event_id, job_id, priority, source, received_at)
+        SELECT f.key, f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
         FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
         ORDER BY f.ord
         RETURNING event_id),
     queued_events AS ({queued_events})
-    SELECT 'known' AS kind, event_id AS ref, id, priority, attempts, NULL AS dataset_id, NULL AS model_type
-    FROM known
-    UNION ALL SELECT 'joined', dedupe_key, id, before, attempts, NULL, NULL FROM joined
-    UNION ALL SELECT 'created', dedupe_key, id, priority, attempts, dataset_id, model_type FROM created
+    SELECT 'known' AS kind, scope, event_id, id, priority, attempts FROM known
+    UNION ALL SELECT 'joined', dedupe_key, NULL, id, before, attempts FROM joined
+    UNION ALL SELECT 'created', dedupe_key, NULL, id, priority, attempts FROM created
 """.replace(
     "{queued_events}",
     status_event_sql("created", status="'queued'", attempt="c.attempts + 1", progress="NULL", message="'queued'"),

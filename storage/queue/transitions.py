@@ -47,10 +47,12 @@ class JobQueue:
 
     # -- admission ---------------------------------------------------------------------------------
     async def admit(self, requests: Sequence[TriggerRequest]) -> list[Admission]:
-        """Admit triggers in order by the contract's rules: the same event id twice makes one job
-        (`duplicate`); a trigger for a dataset and model type with a waiting job joins it (its
-        priority becomes the higher of the two, `joined`); otherwise a new waiting job is queued
-        (`created`; the follow-up when one runs) with its `queued` event. One statement
+        """Admit triggers in order by the contract's rules: the same event id twice for the same
+        dataset and model type makes one job (`duplicate`; an id is scoped by its pair, so no
+        producer's id can pre-empt another dataset's trigger); a trigger for a dataset and model
+        type with a waiting job joins it (its priority becomes the higher of the two, `joined`);
+        otherwise a new waiting job is queued (`created`; the follow-up when one runs) with its
+        `queued` event. One statement
         (`ADMIT_SQL`) for the whole batch, whatever its size, events included."""
         if not requests:
             return []
@@ -70,29 +72,24 @@ class JobQueue:
                 },
             )
         ).all()
-        known = {r.ref: r for r in rows if r.kind == "known"}
-        jobs = {r.ref: r for r in rows if r.kind != "known"}  # pair -> the job it joined or created
-        created = [r for r in rows if r.kind == "created"]
-        created_pairs = {r.ref for r in created}
-        # The pair a new event id asks for is that of its first occurrence (ADMIT_SQL's `fresh`).
-        pair_of: dict[str, str] = {}
-        for r in requests:
-            if r.event_id not in known:
-                pair_of.setdefault(r.event_id, _key(r))
+        known = {(r.event_id, r.scope): r for r in rows if r.kind == "known"}
+        jobs = {r.scope: r for r in rows if r.kind != "known"}  # pair -> the job it joined or created
+        created_pairs = {r.scope for r in rows if r.kind == "created"}
         # A pair another transaction queued while this statement ran (its insert conflicted): its
         # triggers were not written; admitted again, they join that job.
-        raced = [i for i, r in enumerate(requests) if r.event_id in pair_of and pair_of[r.event_id] not in jobs]
+        raced = [i for i, r in enumerate(requests) if (r.event_id, _key(r)) not in known and _key(r) not in jobs]
         again = dict(zip(raced, await self.admit([requests[i] for i in raced]), strict=True)) if raced else {}
         # Outcomes in request order, each with the job's priority once that request was applied.
-        priority_now = {r.ref: r.priority for r in rows if r.kind == "joined"}
-        applied: set[str] = set()  # event ids whose trigger this batch has applied
+        priority_now = {r.scope: r.priority for r in rows if r.kind == "joined"}
+        applied: set[tuple[str, str]] = set()  # (event id, pair) whose trigger this batch has applied
         outcomes: list[Admission] = []
         for i, r in enumerate(requests):
             if i in again:
                 outcomes.append(again[i])
                 continue
-            if r.event_id in known:
-                seen = known[r.event_id]
+            key = _key(r)
+            if (r.event_id, key) in known:
+                seen = known[(r.event_id, key)]
                 outcomes.append(
                     Admission(
                         request=r,
@@ -103,14 +100,13 @@ class JobQueue:
                     )
                 )
                 continue
-            key = pair_of[r.event_id]
-            if r.event_id in applied:
+            if (r.event_id, key) in applied:
                 outcome = AdmissionOutcome.DUPLICATE
             else:
                 new_job = key in created_pairs and key not in priority_now
                 outcome = AdmissionOutcome.CREATED if new_job else AdmissionOutcome.JOINED
                 priority_now[key] = max(priority_now.get(key, r.priority), r.priority)
-                applied.add(r.event_id)
+                applied.add((r.event_id, key))
             job = jobs[key]
             outcomes.append(
                 Admission(request=r, job_id=job.id, outcome=outcome, priority=priority_now[key], attempts=job.attempts)

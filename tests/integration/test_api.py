@@ -180,6 +180,18 @@ async def test_trigger_follows_the_admission_rules_and_publishes_queued(api: Api
     assert other["error"]["code"] == "idempotency_key_reused"
     assert await api.scalar("SELECT count(*) FROM training_jobs") == 1
 
+    # Every trigger of the job, paged in arrival order.
+    job_path = f"{API}/training-job/{first['job']['job_id']}"
+    assert (await api.call("GET", job_path, status=200))["trigger_count"] == 3
+    page = await api.call("GET", f"{job_path}/triggers?limit=2", status=200)
+    assert [t["event_id"] for t in page["items"]][1] == joined["trigger_event_id"]
+    assert page["items"][0]["source"] == "http" and page["next_after"]
+    rest = await api.call("GET", f"{job_path}/triggers?limit=2&after={page['next_after']}", status=200)
+    assert [t["event_id"] for t in rest["items"]] == [again["trigger_event_id"]] and rest["next_after"] is None
+    bad = await api.call("GET", f"{job_path}/triggers?after=bm90LWEtY3Vyc29y", status=422)
+    assert bad["error"]["code"] == "invalid_cursor"
+    await api.call("GET", f"{API}/training-job/{uuid.uuid4()}/triggers", status=404)
+
     topic = api.settings.topic("training-status")
     events = await read_topic(
         api.settings, topic, until=lambda r: any(e["job_id"] == first["job"]["job_id"] for e in r)
@@ -454,6 +466,7 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions/{model_type}/champion"),
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
+        ("GET", "/training-job/{job_id}/triggers"),  # beyond the contract: every trigger, paged
     }
     assert {(m, API + p) for m, p in contract} | {
         ("GET", "/healthz"),

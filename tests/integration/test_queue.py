@@ -203,6 +203,60 @@ async def test_a_job_going_back_merges_into_the_follow_up_already_waiting(own_db
     assert (await _statuses(own_db, running.id))[-1] == ("cancelled", 1)
 
 
+async def test_a_retriable_failure_merged_into_the_waiting_job_keeps_its_backoff_and_attempts(
+    own_db: Database,
+) -> None:
+    """A store outage fails a training; its follow-up was already waiting. The merged job must
+    wait out the backoff and count the attempt spent, or an outage turns into trainings back to
+    back, each with fresh attempts."""
+    from fcl.storage.retry import RetryDecision
+
+    first = await admit(own_db, "outage", event="o1")
+    running = await claim(own_db)
+    assert running is not None and running.id == first.job_id
+    follow_up = await admit(own_db, "outage", event="o2")
+    async with own_db.transaction() as s:
+        failed = await JobQueue(s).fail(
+            running.lease,
+            ended("StoreUnavailable", "the store is down"),
+            RetryDecision(retry=True, delay=timedelta(minutes=5)),
+        )
+    into = failed.merged_into
+    assert into is not None and into.id == follow_up.job_id
+    assert into.attempts == 1 and into.trigger_count == 2
+    assert into.run_after >= datetime.now(UTC) + timedelta(minutes=4)
+    assert await claim(own_db) is None  # nothing to run until the backoff is over
+
+
+async def test_a_job_carries_its_trigger_count_and_the_ends_of_its_trigger_list(own_db: Database) -> None:
+    """200k repeated triggers must not make every read of the job 50 MB: a job's reads carry the
+    count and the first and last 20 ids; the API pages the rest."""
+    from fcl.storage.entities import TriggerRequest
+    from fcl.storage.jobs import JobRepository
+
+    ids = [f"t-{i:03d}" for i in range(75)]
+    for chunk in (ids[:30], ids[30:]):  # joined in two batches, so the order spans commits
+        async with own_db.transaction() as s:
+            await JobQueue(s).admit(
+                [TriggerRequest(event_id=e, dataset_id="busy", model_type="goal", priority=1) for e in chunk]
+            )
+    async with own_db.transaction() as s:
+        (job_id,) = (await s.execute(text("SELECT id FROM training_jobs"))).scalars().all()
+        job = await JobRepository(s).get(job_id)
+        assert job is not None
+        assert job.trigger_count == 75
+        assert list(job.trigger_event_ids) == ids[:20] + ids[-20:]
+        pages, after = [], None
+        while True:
+            page = await JobRepository(s).triggers(job_id, limit=30, after=after)
+            pages.append([t.event_id for t in page])
+            if len(page) < 30:
+                break
+            after = (page[-1].received_at, page[-1].event_id)
+    assert [len(p) for p in pages] == [30, 30, 15]
+    assert [e for p in pages for e in p] == ids
+
+
 async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Database) -> None:
     """One batch holding a new pair twice, a repeat inside the batch, a repeat of an earlier
     batch and a trigger for a pair whose job runs: the same outcomes, in order, as one by one."""
@@ -280,7 +334,9 @@ async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: D
 
         async def second() -> list[Admission]:
             async with own_db.transaction() as s:
-                return await JobQueue(s).admit(batch(("r2", "raced", 8), ("r2", "other", 1), ("c1", "calm", 2)))
+                return await JobQueue(s).admit(
+                    batch(("r2", "raced", 8), ("r2", "raced", 1), ("r2", "other", 1), ("c1", "calm", 2))
+                )
 
         later = asyncio.create_task(second())
         await asyncio.sleep(1.0)  # the second batch is now waiting on the first one's insert
@@ -289,9 +345,10 @@ async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: D
     assert [(a.request.event_id, a.outcome.value, a.priority) for a in admissions] == [
         ("r2", "joined", 8),
         ("r2", "duplicate", 8),
+        ("r2", "created", 1),  # the same id for another dataset is another trigger
         ("c1", "created", 2),
     ]
-    assert admissions[0].job_id == admissions[1].job_id == a1.job_id
+    assert admissions[0].job_id == admissions[1].job_id == a1.job_id != admissions[2].job_id
     async with own_db.transaction() as s:
         rows = (
             await s.execute(
@@ -303,6 +360,7 @@ async def test_two_batches_queueing_the_same_pair_at_once_make_one_job(own_db: D
         ).all()
     assert sorted((r.dataset_id, r.priority, r.events) for r in rows) == [
         ("calm", 2, ["c1"]),
+        ("other", 1, ["r2"]),
         ("raced", 8, ["r1", "r2"]),
     ]
 

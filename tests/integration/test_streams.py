@@ -27,6 +27,7 @@ from fcl.messaging.client import FclProducer
 from fcl.storage.datasets import DatasetRepository, SampleRepository
 from fcl.storage.db import Database
 from fcl.storage.jobs import JobRepository
+from tests import factories
 from tests.conftest import RunStack, drop_database
 from tests.factories import claim
 from tests.integration.streams_support import (
@@ -123,7 +124,12 @@ async def test_triggers_become_one_job_each_and_bad_events_dead_letters(streams)
         "priority 12 outside 0-9": encode(threshold("ds-bad-priority", priority=12)),
         "exceeds FCL_MAX_EVENT_BYTES": encode(threshold("ds-big", padding="x" * (MAX_EVENT_BYTES + 10))),
         "expected a JSON object": b"[1, 2, 3]",
+        # an id of the kind fcl makes for its retraining sweep, sent ahead of time
+        "made by fcl itself": encode(threshold("ds-0", event_id="ready:ds-0:1000")),
+        # a dataset that holds goal samples asked to train as a spending model
+        "holds goal samples, not spending": encode(threshold("ds-goal-data", model_type="spending")),
     }
+    await factories.store(db, "ds-goal-data", "goal", count=3)
     items = [(e["dataset_id"].encode(), encode(e)) for e in valid + duplicates + [no_priority]]
     items += [(b"bad", value) for value in bad.values()]
     await produce_raw(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), items)
@@ -246,7 +252,11 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
     await eventually(lambda: scalar(db, "SELECT count(*) = 2 FROM training_jobs"), logs=senv.logs)
 
     events = await read_topic(senv.settings, senv.topic(Topic.DATASET_THRESHOLD), until=lambda r: len(r) >= 2)
-    assert [e["event_id"] for e in events] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
+    # the ids are in this database's own namespace: not the public one a producer could compute
+    (ns,) = await rows(db, "SELECT trigger_namespace FROM installation")
+    ids = [threshold_event_id("seg", 1, ns.trigger_namespace), threshold_event_id("seg", 2, ns.trigger_namespace)]
+    assert [e["event_id"] for e in events] == ids
+    assert threshold_event_id("seg", 1) not in ids
     # sample_count is the counter when the crossing was seen: at least the threshold (a batch of
     # events may carry it past 50 at once).
     assert all(
@@ -255,7 +265,7 @@ async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_cross
     )
     assert_schema(Topic.DATASET_THRESHOLD, events)
     triggers = await rows(db, "SELECT event_id FROM job_triggers ORDER BY received_at")
-    assert [t.event_id for t in triggers] == [threshold_event_id("seg", 1), threshold_event_id("seg", 2)]
+    assert [t.event_id for t in triggers] == ids
 
 
 async def _burst_with_interruption(senv: StreamsEnv, db: Database, interrupt, n: int = 300) -> None:
