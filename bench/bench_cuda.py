@@ -84,14 +84,16 @@ def main() -> int:
         for device in args.devices:
             result, seconds = _train(model_type, samples, device, args.scale)
             trained[device] = result
-            print(f"  {device:>4}: {seconds:.2f} s wall, on {result.info.get('device', device)}; "
-                  f"{_figures(model_type, result)}")
+            print(
+                f"  {device:>4}: {seconds:.2f} s wall, on {result.info.get('device', device)}; "
+                f"{_figures(model_type, result)}"
+            )
         for made_on, judged_on in (("cuda", "cpu"), ("cpu", "cuda")):
             if made_on not in trained or judged_on not in trained:
                 continue
             try:
                 judged, _ = _train(model_type, samples, judged_on, args.scale, champion=trained[made_on].artifact)
-            except Exception as exc:  # the failure is the finding: printed, and the run fails
+            except Exception as exc:  # noqa: BLE001 - the failure is the finding: printed, and the run fails
                 failures += 1
                 print(f"  the {made_on}-trained artifact did not load on {judged_on}: {type(exc).__name__}: {exc}")
                 continue
