@@ -9,6 +9,7 @@ import argparse
 import getpass
 import json
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,7 +37,10 @@ class Client:
         settings = load_settings()
         return cls(args.api or f"http://{settings.http_host}:{settings.http_port}", settings.api_token)
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, tries: int = 3, **query: Any) -> Any:
+        """One request; a POST carries one Idempotency-Key for all its tries, so a try whose
+        answer was lost (a timeout, a dropped connection, a 502/503/504 on the way) is sent again
+        and answered with the first result, never carried out twice."""
         params = {k: v for k, v in query.items() if v is not None}
         url = self.base_url + API + path + (("?" + urllib.parse.urlencode(params)) if params else "")
         headers = {"Accept": "application/json"}
@@ -45,24 +49,32 @@ class Client:
         data = None
         if method == "POST":
             headers["Content-Type"] = "application/json"
-            headers["Idempotency-Key"] = str(uuid.uuid4())  # a retried POST is answered, not repeated
+            headers["Idempotency-Key"] = str(uuid.uuid4())  # one per command, kept across its tries
             headers["X-FCL-Actor"] = f"{_user()}@{socket.gethostname()} (fcl cli)"
             data = json.dumps(body or {}).encode()
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
+        for attempt in range(1, tries + 1):
             try:
-                error = json.loads(exc.read())["error"]
-                raise OperatorError(f"{exc.code} {error['code']}: {error['message']}") from None
-            except (ValueError, KeyError, TypeError):
-                raise OperatorError(f"{method} {url} answered {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise OperatorError(
-                f"the API at {self.base_url} cannot be reached ({reason}); is `fcl web` running?"
-            ) from None
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code in (502, 503, 504) and attempt < tries:
+                    time.sleep(0.5 * 2**attempt)
+                    continue
+                try:
+                    error = json.loads(exc.read())["error"]
+                    raise OperatorError(f"{exc.code} {error['code']}: {error['message']}") from None
+                except (ValueError, KeyError, TypeError):
+                    raise OperatorError(f"{method} {url} answered {exc.code}") from None
+            except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                if attempt < tries:
+                    time.sleep(0.5 * 2**attempt)
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise OperatorError(
+                    f"the API at {self.base_url} cannot be reached ({reason}); is `fcl web` running?"
+                ) from None
+        raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _user() -> str:
@@ -184,11 +196,15 @@ def versions(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
     if args.action == "promote":
         move = client.call(
-            "POST", f"/model-versions/{args.model_type}/{args.version}/promote", body={"reason": args.reason}
+            "POST",
+            f"/model-versions/{args.model_type}/{args.version}/promote",
+            body={"reason": args.reason, "expected_version": args.expected_version},
         )
         return _out(args, move, table(LEDGER_HEADERS, _ledger_rows([move])))
     if args.action == "rollback":
-        move = client.call("POST", f"/model-versions/{args.model_type}/rollback")
+        move = client.call(
+            "POST", f"/model-versions/{args.model_type}/rollback", body={"expected_version": args.expected_version}
+        )
         return _out(args, move, table(LEDGER_HEADERS, _ledger_rows([move])))
     listing = client.call("GET", "/model-versions", model_type=args.model_type)
     if args.action == "show":
@@ -338,9 +354,12 @@ def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
     promote.add_argument("model_type", choices=model_type_names)
     promote.add_argument("version", type=int)
     promote.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    expected = "refused unless this version is the champion now (what you looked at)"
+    promote.add_argument("--expected-version", type=int, metavar="N", help=expected)
     common(promote)
     rollback = versions_sub.add_parser("rollback", help="make the previous champion the champion again")
     rollback.add_argument("model_type", choices=model_type_names)
+    rollback.add_argument("--expected-version", type=int, metavar="N", help=expected)
     common(rollback)
     versions_parser.set_defaults(func=versions)
 

@@ -71,6 +71,18 @@ class VersionDeleted(StorageError):
     retriable = False
 
 
+class IdempotencyKeyReused(StorageError):
+    """An Idempotency-Key came back with another request."""
+
+    retriable = False
+
+
+class ChampionNotExpected(StorageError):
+    """The caller said which version it expects to serve, and another one serves."""
+
+    retriable = False
+
+
 class ChampionMoved(StorageError):
     """The champion changed since the caller read it: judge the candidate against the new one."""
 

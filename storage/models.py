@@ -344,6 +344,21 @@ class ModelVersionRow(Base):
         )
 
 
+class OperatorRequestRow(Base):
+    """A champion move an operator asked for with an `Idempotency-Key` (migration 0015): the same
+    key and request answer this ledger row again; the same key with another request is refused."""
+
+    __tablename__ = "operator_requests"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    digest: Mapped[str] = mapped_column(Text)
+    model_type: Mapped[str] = mapped_column(Text)
+    ledger_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (Index("ix_operator_requests_created_at", "created_at"),)
+
+
 class ChampionLedgerRow(Base):
     """Append-only: each row makes `version` the champion of `model_type`. A trigger in the
     migration refuses UPDATE and DELETE. `seq` numbers the moves per model type; the unique

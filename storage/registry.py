@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,10 +28,19 @@ from fcl.storage.entities import (
     ModelVersion,
     NewModelVersion,
 )
-from fcl.storage.errors import AlreadyChampion, ChampionMoved, IntegrityViolation, VersionDeleted, wrap
+from fcl.storage.errors import (
+    AlreadyChampion,
+    ChampionMoved,
+    ChampionNotExpected,
+    IdempotencyKeyReused,
+    IntegrityViolation,
+    VersionDeleted,
+    wrap,
+)
 from fcl.storage.models import (
     ChampionLedgerRow,
     ModelVersionRow,
+    OperatorRequestRow,
     ValidationResultRow,
 )
 from fcl.storage.outbox import OutboxEntry, OutboxRepository
@@ -202,11 +212,22 @@ class ChampionRepository:
         )
         return move
 
-    async def rollback(self, model_type: str, *, actor: str | None = None) -> ChampionMove | None:
+    async def at(self, model_type: str, seq: int) -> ChampionMove | None:
+        row = await self.session.scalar(
+            select(ChampionLedgerRow).where(ChampionLedgerRow.model_type == model_type, ChampionLedgerRow.seq == seq)
+        )
+        return row.to_entity() if row else None
+
+    async def rollback(
+        self, model_type: str, *, actor: str | None = None, expected_version: int | None = None
+    ) -> ChampionMove | None:
         """Make the champion before the current one the champion again. Rollbacks stack: after
         v1, v2, v3 were promoted, one rollback serves v2, a second v1. Returns None when there is
-        no earlier champion to go back to; raises `ChampionMoved` when another move won."""
+        no earlier champion to go back to; raises `ChampionMoved` when another move won, and
+        `ChampionNotExpected` when `expected_version` is given and does not serve."""
+        await lock_champion(self.session, model_type)
         moves = await self.history(model_type)
+        _check_expected(model_type, moves[-1] if moves else None, expected_version)
         served: list[int] = []
         for move in moves:
             if move.reason is ChampionReason.ROLLBACK and move.version in served:
@@ -220,13 +241,24 @@ class ChampionRepository:
             model_type=model_type, version=served[-2], expected=moves[-1], reason=ChampionReason.ROLLBACK, actor=actor
         )
 
-    async def promote(self, model_type: str, version: int, *, note: str, actor: str | None = None) -> ChampionMove:
+    async def promote(
+        self,
+        model_type: str,
+        version: int,
+        *,
+        note: str,
+        actor: str | None = None,
+        expected_version: int | None = None,
+    ) -> ChampionMove:
         """Make a recorded version the champion by hand (reason `manual`, the operator's `note`
         kept in the ledger). `LookupError` for a version that was never recorded,
-        `AlreadyChampion` when it serves already, `ChampionMoved` when another move won."""
+        `AlreadyChampion` when it serves already, `ChampionMoved` when another move won,
+        `ChampionNotExpected` when `expected_version` is given and does not serve."""
         if await ModelVersionRepository(self.session).get(model_type, version) is None:
             raise LookupError(f"{model_type} has no version {version}")
+        await lock_champion(self.session, model_type)
         current = await self.current(model_type)
+        _check_expected(model_type, current, expected_version)
         if current is not None and current.version == version:
             raise AlreadyChampion(f"{model_type} version {version} is already the champion")
         return await self.move(
@@ -237,6 +269,41 @@ class ChampionRepository:
             note=note,
             actor=actor,
         )
+
+
+class OperatorRequests:
+    """The champion moves operators asked for with an Idempotency-Key (operator_requests)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def answered(self, model_type: str, key: str, digest: str) -> ChampionMove | None:
+        """The move a request with this key made before (None: none yet), after locking the key
+        for this transaction so that two requests with one key are judged one after the other;
+        `IdempotencyKeyReused` when the key came with another request."""
+        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("fcl-operator-key:" + key))))
+        row = await self.session.get(OperatorRequestRow, key, populate_existing=True)
+        if row is None:
+            return None
+        if row.digest != digest or row.model_type != model_type:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with another request (path or body)")
+        return await ChampionRepository(self.session).at(row.model_type, row.ledger_seq)
+
+    async def remember(self, model_type: str, move: ChampionMove, key: str, digest: str) -> None:
+        await self.session.execute(
+            insert(OperatorRequestRow).values(key=key, digest=digest, model_type=model_type, ledger_seq=move.seq)
+        )
+
+    async def forget_before(self, horizon: datetime) -> int:
+        """Delete the keys older than `horizon` (the retention sweep); how many went."""
+        result = await self.session.execute(delete(OperatorRequestRow).where(OperatorRequestRow.created_at < horizon))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _check_expected(model_type: str, current: ChampionMove | None, expected_version: int | None) -> None:
+    if expected_version is not None and (current is None or current.version != expected_version):
+        serving = f"version {current.version}" if current else "no version"
+        raise ChampionNotExpected(f"the {model_type} champion is {serving}, not version {expected_version}")
 
 
 async def lock_champion(session: AsyncSession, model_type: str) -> None:

@@ -16,7 +16,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from fcl.contract import model_types
@@ -48,6 +48,7 @@ from fcl.storage.entities import (
     Transition,
     TriggerRequest,
 )
+from fcl.storage.errors import IdempotencyKeyReused as IdempotencyKeyReused
 from fcl.storage.errors import StorageError
 from fcl.storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
 from fcl.storage.outbox import OutboxEntry, OutboxRepository
@@ -56,6 +57,7 @@ from fcl.storage.registry import (
     ChampionRepository,
     ModelFigures,
     ModelVersionRepository,
+    OperatorRequests,
     RetentionRepository,
     ValidationRepository,
 )
@@ -241,6 +243,11 @@ class WorkerStore:
             return await OutboxRepository(s).unpublished()
 
     # -- retention (worker.retention) --
+    async def forget_operator_keys(self, *, older_than: timedelta) -> int:
+        """Forget the Idempotency-Keys of champion moves older than `older_than`."""
+        async with self.db.transaction() as s:
+            return await OperatorRequests(s).forget_before(datetime.now(UTC) - older_than)
+
     async def mark_for_retention(self, model_type: str, *, keep_versions: int, keep_days: float) -> list[int]:
         """Mark the versions the retention no longer keeps as deleted; their numbers."""
         async with self.db.transaction() as s:
@@ -262,10 +269,6 @@ class UnknownDataset(StorageError, LookupError):
 
 class ModelTypeMismatch(StorageError):
     """The dataset holds samples of another model type."""
-
-
-class IdempotencyKeyReused(StorageError):
-    """An Idempotency-Key came back with another request."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,13 +360,47 @@ class ApiStore:
                 return None
             return await JobQueue(s).retry(job_id, extra_attempts=extra_attempts(current.model_type))
 
-    async def rollback(self, model_type: str, *, actor: str) -> ChampionMove | None:
+    async def rollback(
+        self,
+        model_type: str,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> ChampionMove | None:
+        """Roll the champion back (see `ChampionRepository.rollback`). With `idempotency` (the
+        request's Idempotency-Key and a digest of the request), a repeat answers the first move
+        again and the same key with another request is refused (`IdempotencyKeyReused`)."""
         async with self.db.transaction() as s:
-            return await ChampionRepository(s).rollback(model_type, actor=actor)
+            champions = ChampionRepository(s)
+            if idempotency is not None and (done := await OperatorRequests(s).answered(model_type, *idempotency)):
+                return done
+            move = await champions.rollback(model_type, actor=actor, expected_version=expected_version)
+            if move is not None and idempotency is not None:
+                await OperatorRequests(s).remember(model_type, move, *idempotency)
+            return move
 
-    async def promote(self, model_type: str, version: int, *, note: str, actor: str) -> ChampionMove:
+    async def promote(
+        self,
+        model_type: str,
+        version: int,
+        *,
+        note: str,
+        actor: str,
+        expected_version: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> ChampionMove:
+        """Promote by hand (see `ChampionRepository.promote`), idempotent as `rollback`."""
         async with self.db.transaction() as s:
-            return await ChampionRepository(s).promote(model_type, version, note=note, actor=actor)
+            champions = ChampionRepository(s)
+            if idempotency is not None and (done := await OperatorRequests(s).answered(model_type, *idempotency)):
+                return done
+            move = await champions.promote(
+                model_type, version, note=note, actor=actor, expected_version=expected_version
+            )
+            if idempotency is not None:
+                await OperatorRequests(s).remember(model_type, move, *idempotency)
+            return move
 
     async def champion(self, model_type: str) -> tuple[ChampionMove, ModelVersion] | None:
         async with self.db.transaction() as s:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from fcl.contract import model_types
 from fcl.contract.enums import JobStatus
@@ -24,7 +26,7 @@ from fcl.contract.probes import Check, readiness
 from fcl.contract.settings import Settings
 from fcl.messaging.producer import BackgroundProducer
 from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
-from fcl.storage.errors import AlreadyChampion, ChampionMoved, JobStateConflict, VersionDeleted
+from fcl.storage.errors import AlreadyChampion, ChampionMoved, ChampionNotExpected, JobStateConflict, VersionDeleted
 from fcl.storage.migrate import at_head
 from fcl.storage.reads import ReadViews
 from fcl.storage.stores import ApiStore, IdempotencyKeyReused, ModelTypeMismatch, UnknownDataset
@@ -102,14 +104,28 @@ TRAINING_EVENT_ID = PathParam(
 
 
 # -- handlers ---------------------------------------------------------------------------------------
+def _idempotency_key(call: Call) -> str | None:
+    key = call.request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+        raise ApiError(422, "invalid_header", "Idempotency-Key must be 1-200 printable characters")
+    return key
+
+
+def _idempotency(call: Call, body: BaseModel) -> tuple[str, str] | None:
+    """The request's Idempotency-Key with a digest of what it asks (path and parsed body)."""
+    key = _idempotency_key(call)
+    if key is None:
+        return None
+    asked = f"{call.request.method} {call.request.path}\0{body.model_dump_json()}"
+    return key, hashlib.sha256(asked.encode()).hexdigest()
+
+
 async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
     svc = _services(call)
     model_type: str = call.path["model_type"]
     body: s.TriggerBody = call.body
     dataset_id = body.dataset_id or f"fincoach-{model_type}"
-    key = call.request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
-        raise ApiError(422, "invalid_header", "Idempotency-Key must be 1-200 printable characters")
+    key = _idempotency_key(call)
     try:
         done = await svc.db.trigger(
             model_type=model_type, dataset_id=dataset_id, priority=body.priority, idempotency_key=key
@@ -245,8 +261,15 @@ def _actor(call: Call) -> str:
 async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
     svc = _services(call)
     model_type = call.path["model_type"]
+    body: s.RollbackBody = call.body
     try:
-        move = await svc.db.rollback(model_type, actor=_actor(call))
+        move = await svc.db.rollback(
+            model_type, actor=_actor(call), expected_version=body.expected_version, idempotency=_idempotency(call, body)
+        )
+    except IdempotencyKeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    except ChampionNotExpected as exc:
+        raise ApiError(409, "champion_not_expected", str(exc)) from None
     except VersionDeleted as exc:
         raise ApiError(409, "version_deleted", str(exc)) from None
     except ChampionMoved:
@@ -261,7 +284,18 @@ async def promote(call: Call) -> tuple[int, s.ChampionMoveView]:
     model_type, version = call.path["model_type"], call.path["version"]
     body: s.PromoteBody = call.body
     try:
-        move = await svc.db.promote(model_type, version, note=body.reason, actor=_actor(call))
+        move = await svc.db.promote(
+            model_type,
+            version,
+            note=body.reason,
+            actor=_actor(call),
+            expected_version=body.expected_version,
+            idempotency=_idempotency(call, body),
+        )
+    except IdempotencyKeyReused as exc:
+        raise ApiError(422, "idempotency_key_reused", str(exc)) from None
+    except ChampionNotExpected as exc:
+        raise ApiError(409, "champion_not_expected", str(exc)) from None
     except LookupError as exc:
         raise ApiError(404, "unknown_version", str(exc)) from None
     except VersionDeleted as exc:
@@ -539,8 +573,12 @@ ENDPOINTS: list[Endpoint] = [
         "versions",
         _ok(s.ChampionMoveView, "the new champion"),
         (MODEL_TYPE,),
+        body=s.RollbackBody,
         auth=True,
-        errors=(404, 409),
+        errors=(404, 409, 422),
+        description="The body is optional: `expected_version` refuses the rollback (409) unless that version "
+        "serves. An `Idempotency-Key` header makes a repeated request answer the first move again; the same "
+        "key with another request is refused (422).",
     ),
     Endpoint(
         "POST",
@@ -553,6 +591,8 @@ ENDPOINTS: list[Endpoint] = [
         body=s.PromoteBody,
         auth=True,
         errors=(404, 409, 422),
+        description="`expected_version` refuses the promote (409) unless that version serves; "
+        "`Idempotency-Key` as for rollback.",
     ),
     Endpoint(
         "GET",

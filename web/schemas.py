@@ -440,6 +440,18 @@ class PromoteBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     reason: str = Field(min_length=1, max_length=500, description="why, kept in the champion ledger")
+    expected_version: int | None = Field(
+        default=None, ge=1, strict=True, description="refused (409) unless this version serves now"
+    )
+
+
+class RollbackBody(BaseModel):
+    """Optional; unknown extra fields are ignored, as in events."""
+
+    model_config = ConfigDict(extra="ignore")
+    expected_version: int | None = Field(
+        default=None, ge=1, strict=True, description="refused (409) unless this version serves now"
+    )
 
 
 class ChampionView(View):

@@ -6,7 +6,8 @@ rollback may need). The others are removed in three steps that can stop anywhere
 again, by any number of workers at once: the version is marked deleted (it can no longer serve,
 and its download answers 410), its artifact is deleted from the store, and that is recorded. The
 version's row stays, for lineage, the history and the ledger. Upload leftovers (temporary
-objects older than a day) are removed too.
+objects older than a day) are removed too, and the Idempotency-Keys of champion moves older
+than a week.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from fcl.contract import model_types
 from fcl.storage.artifacts import ArtifactError, ArtifactStore
 from fcl.storage.stores import WorkerStore
 
 log = logging.getLogger("fcl.trainer")
+OPERATOR_KEYS_KEPT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class RetentionResult:
     artifacts_removed: int = 0
     failed: set[tuple[str, int]] = field(default_factory=set)  # artifacts the store did not delete this time
     temporaries_removed: int = 0
+    operator_keys_forgotten: int = 0
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -58,6 +62,8 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
                 continue
             await db.artifact_removed(version.model_type, version.version)
             result.artifacts_removed += 1
+    # An operator's retry comes within minutes; a week keeps every real one answered.
+    result.operator_keys_forgotten = await db.forget_operator_keys(older_than=OPERATOR_KEYS_KEPT)
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)
     except ArtifactError as exc:

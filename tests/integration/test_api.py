@@ -395,9 +395,18 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     assert last_runs["goal"]["last_run"]["error"]["type"] == "InvalidDataError"
     assert last_runs["spending"]["last_run"] is None
 
-    back = await api.call("POST", f"{API}/model-versions/goal/rollback", status=200)
+    rollback = f"{API}/model-versions/goal/rollback"
+    stale = await api.call("POST", rollback, status=409, json={"expected_version": v2})
+    assert stale["error"]["code"] == "champion_not_expected" and f"version {v3}" in stale["error"]["message"]
+    key = {"Idempotency-Key": "rb-1"}
+    back = await api.call("POST", rollback, status=200, json={"expected_version": v3}, headers=key)
     assert (back["version"], back["previous_version"], back["reason"]) == (v2, v3, "rollback")
-    back = await api.call("POST", f"{API}/model-versions/goal/rollback", status=200)
+    # a retried or doubled call answers the first move again: it does not roll back twice
+    again = await api.call("POST", rollback, status=200, json={"expected_version": v3}, headers=key)
+    assert again == back
+    reused = await api.call("POST", rollback, status=422, headers=key)  # the same key, another body
+    assert reused["error"]["code"] == "idempotency_key_reused"
+    back = await api.call("POST", rollback, status=200)
     assert (back["version"], back["previous_version"]) == (v1, v2)  # rollbacks stack
     none = await api.call("POST", f"{API}/model-versions/goal/rollback", status=409)
     assert none["error"]["code"] == "no_previous_champion"
@@ -554,13 +563,32 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
     await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=422, json={})
     await api.call("POST", f"{API}/model-versions/goal/99/promote", status=404, json=body)
     await api.call("POST", f"{API}/model-versions/goal/x/promote", status=422, json=body)
-    moved = await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=200, json=body)
+    stale = await api.call(
+        "POST", f"{API}/model-versions/goal/{v2}/promote", status=409, json={**body, "expected_version": v2}
+    )
+    assert stale["error"]["code"] == "champion_not_expected"
+    key = {"Idempotency-Key": "promote-v2"}
+    moved = await api.call(
+        "POST",
+        f"{API}/model-versions/goal/{v2}/promote",
+        status=200,
+        json={**body, "expected_version": v1},
+        headers=key,
+    )
     assert (moved["version"], moved["previous_version"], moved["reason"], moved["note"]) == (
         v2,
         v1,
         "manual",
         body["reason"],
     )
+    repeated = await api.call(
+        "POST",
+        f"{API}/model-versions/goal/{v2}/promote",
+        status=200,
+        json={**body, "expected_version": v1},
+        headers=key,
+    )
+    assert repeated == moved  # the first answer again, not `already_champion`
     again = await api.call("POST", f"{API}/model-versions/goal/{v2}/promote", status=409, json=body)
     assert again["error"]["code"] == "already_champion"
     served = await api.call("GET", f"{API}/model-versions/goal/champion", status=200)

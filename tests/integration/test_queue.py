@@ -241,7 +241,7 @@ async def test_a_job_carries_its_trigger_count_and_the_ends_of_its_trigger_list(
                 [TriggerRequest(event_id=e, dataset_id="busy", model_type="goal", priority=1) for e in chunk]
             )
     async with own_db.transaction() as s:
-        (job_id,) = (await s.execute(text("SELECT id FROM training_jobs"))).scalars().all()
+        job_id: uuid.UUID = (await s.execute(text("SELECT id FROM training_jobs"))).scalar_one()
         job = await JobRepository(s).get(job_id)
         assert job is not None
         assert job.trigger_count == 75
