@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     train_windows: dict[str, int] = Field(default_factory=dict)
     """Train on the most recent N samples of a dataset of the model type (unset: all of them);
     bounds a training's memory; the version records it."""
+    champion_datasets: dict[str, list[str]] = Field(default_factory=dict)
+    """JSON: model type -> the datasets whose candidates may become its champion (a type not
+    named: any dataset). A candidate from another dataset is recorded and judged, never promoted
+    by itself."""
     drift_max_psi: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Unset, drift is information only; set, a candidate whose largest feature PSI against the
     champion's training data exceeds it fails the `drift_psi_max` check."""
@@ -271,7 +275,13 @@ class Settings(BaseSettings):
         return self.train_windows.get(model_type)
 
     @field_validator(
-        "thresholds", "trainer_caps", "trainer_timeouts", "max_attempts", "trainer_hyperparameters", "train_windows"
+        "thresholds",
+        "trainer_caps",
+        "trainer_timeouts",
+        "max_attempts",
+        "trainer_hyperparameters",
+        "train_windows",
+        "champion_datasets",
     )
     @classmethod
     def _registered_model_types(cls, value: dict[str, Any]) -> dict[str, Any]:

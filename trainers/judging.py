@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fcl.contract.enums import VerdictKind
+from fcl.contract.enums import CheckKind, VerdictKind
 from fcl.contract.events import Drift
 from fcl.trainers import drift
 from fcl.trainers.base import Evaluation, Trainer
-from fcl.trainers.gates import LOWER, Check, Gate, Verdict
+from fcl.trainers.gates import HIGHER, LOWER, Check, Gate, Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +60,30 @@ def verdict(gate: Verdict, unreadable: str | None, incomparable: str | None) -> 
     return VerdictKind.FAILED, f"failed: {failed}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """The candidate and the champion on the champion's reference set: the held-out part of the
+    data the champion was judged on, when that is another dataset than the candidate's."""
+
+    where: str  # which data, in words ("dataset 'x' up to sample 123")
+    evaluation: Evaluation
+
+
+# The prefix of the checks made on the champion's reference set (`reference.mae`).
+REFERENCE = "reference."
+# The check that says whether the candidate's dataset may make a champion (FCL_CHAMPION_DATASETS).
+MAY_PROMOTE = "champion_dataset_allowed"
+
+
+def reference_checks(trainer: Trainer, reference: Reference) -> list[Check]:
+    """The model type's change limits, applied on the champion's reference set."""
+    return [
+        Check(REFERENCE + c.metric, c.direction, c.threshold, c.kind)
+        for c in trainer.gate.checks
+        if c.kind is CheckKind.CHANGE
+    ]
+
+
 def judge(
     trainer: Trainer,
     samples: Sequence[dict[str, Any]],
@@ -70,19 +94,55 @@ def judge(
     champion_version: int | None,
     champion_unreadable: str | None,
     drift_max_psi: float | None,
+    reference: Reference | None = None,
+    reference_error: str | None = None,
+    may_promote: bool = True,
+    dataset_id: str | None = None,
 ) -> Judgement:
     """The candidate judged against the champion (its metrics are in `evaluation`): the model
     type's gate, with a `drift_psi_max` check when `drift_max_psi` is set; change checks only when
-    the champion could be read and compared."""
-    comparable = champion_unreadable is None and evaluation.incomparable is None
+    the champion could be read and compared. A champion judged on another dataset answers for
+    the whole model type: the same change limits apply on its reference set (`reference.*`
+    checks), and a reference set that cannot be judged makes the pair incomparable. A dataset
+    that may not make a champion (`may_promote`) fails the `champion_dataset_allowed` check."""
+    incomparable = evaluation.incomparable
+    if reference_error is not None:
+        incomparable = reference_error
+    elif reference is not None and reference.evaluation.incomparable is not None:
+        incomparable = f"on the champion's reference set ({reference.where}): {reference.evaluation.incomparable}"
+    comparable = champion_unreadable is None and incomparable is None
     profile, measured, drift_error = measure_drift(
         trainer, samples, champion_profile=champion_profile, champion_version=champion_version
     )
     checks, judged = trainer.gate, evaluation.metrics | dict(fit_metrics)
+    baseline = dict(evaluation.baseline_metrics) if comparable and evaluation.baseline_metrics is not None else None
     if drift_max_psi is not None:  # drift is a gate only when configured so
         checks = Gate((*checks.checks, Check("drift_psi_max", LOWER, drift_max_psi, needs_champion=True)))
         if measured is not None:
             judged = judged | {"drift_psi_max": measured.psi_max}
-    gate = checks.evaluate(judged, evaluation.baseline_metrics if comparable else None)
-    kind, why = verdict(gate, champion_unreadable, evaluation.incomparable)
+    if reference is not None and comparable and baseline is not None:
+        checks = Gate((*checks.checks, *reference_checks(trainer, reference)))
+        judged = judged | {REFERENCE + k: v for k, v in reference.evaluation.metrics.items()}
+        baseline |= {REFERENCE + k: v for k, v in (reference.evaluation.baseline_metrics or {}).items()}
+    if not may_promote:
+        checks = Gate((*checks.checks, Check(MAY_PROMOTE, HIGHER, 1.0)))
+        judged = judged | {MAY_PROMOTE: 0.0}
+    gate = checks.evaluate(judged, baseline)
+    kind, why = verdict(gate, champion_unreadable, incomparable)
+    if kind is VerdictKind.FAILED:
+        why = _why_failed(gate, reference, may_promote, dataset_id) or why
     return Judgement(gate=gate, verdict=kind, message=why, profile=profile, drift=measured, drift_error=drift_error)
+
+
+def _why_failed(gate: Verdict, reference: Reference | None, may_promote: bool, dataset_id: str | None) -> str | None:
+    """The failure in words, naming the reference set and the dataset rule when they are why."""
+    failed = gate.failed()
+    parts = [
+        f"{c.metric} ({c.kind.value})" for c in failed if not c.metric.startswith(REFERENCE) and c.metric != MAY_PROMOTE
+    ]
+    on_reference = [c.metric.removeprefix(REFERENCE) for c in failed if c.metric.startswith(REFERENCE)]
+    if on_reference and reference is not None:
+        parts.append(f"regresses on the champion's reference set ({reference.where}): {', '.join(on_reference)}")
+    if not may_promote:
+        parts.append(f"dataset {dataset_id!r} may not make a champion of this model type (FCL_CHAMPION_DATASETS)")
+    return "failed: " + "; ".join(parts) if parts else None

@@ -20,7 +20,7 @@ from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from fcl.storage.entities import Candidate, StoredArtifactRef
 from fcl.storage.stores import load_samples
 from fcl.trainers import judging
-from fcl.trainers.base import Artifact, TrainingError, TrainRequest
+from fcl.trainers.base import Artifact, Trainer, TrainingError, TrainRequest
 from fcl.trainers.manifest import build_manifest, code_version, library_versions
 from fcl.trainers.registry import get_trainer
 from fcl.trainers.usable import usable_samples
@@ -55,6 +55,30 @@ def jsonable(value: Any) -> Any:
 
 def _stored(ref: StoredArtifactRef) -> StoredArtifact:
     return StoredArtifact(path=ref.path, sha256=ref.sha256, size=ref.size, format=ref.format)
+
+
+def _on_the_champions_reference(
+    task: TrainingTask, trainer: Trainer, model: Any, request: TrainRequest, hyperparameters: dict[str, Any]
+) -> tuple[judging.Reference | None, str | None]:
+    """The candidate and the champion on the champion's reference set, when the champion was
+    judged on another dataset (None, None when there is nothing to do); the error when the
+    reference set cannot be read or judged (the candidate then is not promoted by itself)."""
+    if request.champion is None or task.champion_dataset_id in (None, task.dataset_id):
+        return None, None
+    assert task.champion_dataset_id is not None and task.champion_watermark is not None
+    where = f"dataset {task.champion_dataset_id!r} up to sample {task.champion_watermark}"
+    try:
+        loaded = asyncio.run(
+            load_samples(
+                task.database_url, task.champion_dataset_id, up_to=task.champion_watermark, window=task.champion_window
+            )
+        )
+        samples, _ = usable_samples(task.model_type, loaded)
+        del loaded
+        evaluation = trainer.assess(model, replace(request, samples=samples, hyperparameters=hyperparameters))
+    except TrainingError as exc:
+        return None, f"the champion's reference set ({where}) cannot be judged: {exc}"
+    return judging.Reference(where=where, evaluation=evaluation), None
 
 
 def train(task: TrainingTask, send: Any) -> Outcome:
@@ -103,6 +127,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     if task.window is not None:
         metrics["train_window"] = float(task.window)  # trained on the most recent N samples only
     baseline = _finite(evaluation.baseline_metrics)
+    reference, reference_error = _on_the_champions_reference(task, trainer, model, request, hyperparameters)
     judged = judging.judge(
         trainer,
         samples,
@@ -112,6 +137,10 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         champion_version=task.champion_version,
         champion_unreadable=unreadable,
         drift_max_psi=task.drift_max_psi,
+        reference=reference,
+        reference_error=reference_error,
+        may_promote=task.may_promote,
+        dataset_id=task.dataset_id,
     )
     artifact = trainer.artifact(evaluation.model)
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -58,6 +58,7 @@ class WorkerConfig:
     device: str | None = None
     windows: Mapping[str, int] = field(default_factory=dict)  # model type -> train on the newest N samples
     drift_max_psi: float | None = None  # a limit on the verdict's drift (FCL_DRIFT_MAX_PSI); None: information only
+    champion_datasets: Mapping[str, Sequence[str]] = field(default_factory=dict)  # FCL_CHAMPION_DATASETS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_seconds: float = 0.5
     # Every this many seconds, queue a job for each ready dataset with none waiting or running
@@ -232,6 +233,10 @@ class JobRun:
             champion_version=champion.version.version if champion else None,
             champion_profile=champion.version.profile if champion else None,
             drift_max_psi=self.config.drift_max_psi,
+            champion_dataset_id=champion.version.dataset_id if champion else None,
+            champion_watermark=champion.version.dataset_watermark if champion else None,
+            champion_window=_window_of(champion.version.info) if champion else None,
+            may_promote=job.dataset_id in self.config.champion_datasets.get(job.model_type, [job.dataset_id]),
         )
 
     @staticmethod
@@ -250,6 +255,9 @@ class JobRun:
             champion=champion.artifact if champion else None,
             champion_version=champion.version.version if champion else None,
             champion_profile=champion.version.profile if champion else None,
+            champion_dataset_id=champion.version.dataset_id if champion else None,
+            champion_watermark=champion.version.dataset_watermark if champion else None,
+            champion_window=_window_of(champion.version.info) if champion else None,
         )
 
     def _completed(
@@ -386,3 +394,9 @@ class JobRun:
                 log.warning("recording the outcome of job %s: %s; retrying", self.job.id, exc)
                 await asyncio.sleep(1.0)
         return None
+
+
+def _window_of(info: Mapping[str, Any]) -> int | None:
+    """The window a version was trained with (its manifest's `train_window`), when it had one."""
+    window = info.get("train_window")
+    return int(window) if isinstance(window, (int, float)) and not isinstance(window, bool) and window >= 1 else None

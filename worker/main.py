@@ -59,6 +59,7 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
         device=settings.trainer_device,
         windows=settings.train_windows,
         drift_max_psi=settings.drift_max_psi,
+        champion_datasets=settings.champion_datasets,
         retry=RetryPolicy(base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds),
         retrain_sweep_seconds=settings.retrain_sweep_seconds,
         default_priority=settings.default_priority,

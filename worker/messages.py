@@ -38,6 +38,14 @@ class TrainingTask:
     champion_version: int | None
     champion_profile: dict[str, Any] | None = None  # the champion's training data (trainers.drift)
     drift_max_psi: float | None = None  # FCL_DRIFT_MAX_PSI: drift becomes a check of the gate
+    # The champion's reference set: the held-out part of the samples the champion was judged on
+    # (its dataset up to its watermark, within its window). A candidate of another dataset is
+    # judged there too, so no dataset can take the champion of the whole model type by itself.
+    champion_dataset_id: str | None = None
+    champion_watermark: int | None = None
+    champion_window: int | None = None
+    # FCL_CHAMPION_DATASETS: False when this dataset may not make a champion of its type
+    may_promote: bool = True
     candidate: StoredArtifactRef | None = None  # EVALUATE: the candidate to judge again
     fit_metrics: dict[str, float] = field(default_factory=dict)  # EVALUATE: what its fit measured
     fit_seconds: float = 0.0  # EVALUATE: how long its fit took

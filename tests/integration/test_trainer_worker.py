@@ -654,3 +654,71 @@ async def test_the_verdict_carries_drift_from_the_champions_data_and_a_configure
     published = {e["candidate_version"]: e for e in events}
     assert published[v1.version]["drift"] is None and published[v2.version]["drift"] == drift2
     assert published[v2.version]["verdict"] == "failed" and "drift_psi_max" in published[v2.version]["message"]
+
+
+async def test_no_dataset_can_take_the_champion_of_its_model_type(env) -> None:
+    """The champion of goal answers for the whole model type. A second goal dataset whose outcomes
+    are inverted scores well on its own held-out data (and the champion badly there), but it is
+    also judged on the champion's reference set, where it regresses: refused, the reason named.
+    A third, honest dataset that FCL_CHAMPION_DATASETS does not name is judged, never promoted."""
+    workers, db, settings = env
+    honest = FinCoachSimulator(3, 300).goal_samples()
+    await store(db, "goals-main", "goal", honest)
+    job1 = await trigger(db, "goals-main", "goal")
+    workers.start(FCL_CHAMPION_DATASETS=json.dumps({"goal": ["goals-main", "goals-hostile"]}))
+
+    async def completed(job_id: uuid.UUID) -> bool:
+        status = await scalar(db, "SELECT status FROM training_jobs WHERE id = :id", id=job_id)
+        assert status != "failed", workers.logs()
+        return status == "completed"
+
+    await eventually(lambda: completed(job1), timeout=180, what="version 1 completed", logs=workers.logs)
+    inverted = [{**s, "achieved": not s["achieved"]} for s in FinCoachSimulator(4, 300).goal_samples()]
+    await store(db, "goals-hostile", "goal", inverted)
+    job2 = await trigger(db, "goals-hostile", "goal")
+    await eventually(lambda: completed(job2), timeout=180, what="version 2 completed", logs=workers.logs)
+    await store(db, "goals-outside", "goal", FinCoachSimulator(5, 300).goal_samples())
+    job3 = await trigger(db, "goals-outside", "goal")
+    await eventually(lambda: completed(job3), timeout=180, what="version 3 completed", logs=workers.logs)
+
+    v1, v2, v3 = await rows(
+        db,
+        "SELECT v.version, v.dataset_id, e.id AS event_id, e.promoted, e.verdict, e.verdict_message "
+        "FROM model_versions v JOIN training_events e ON e.id = v.training_event_id ORDER BY version",
+    )
+    assert (v1.dataset_id, v1.promoted) == ("goals-main", True)
+    champion = await scalar(
+        db, "SELECT version FROM champion_ledger WHERE model_type = 'goal' ORDER BY seq DESC LIMIT 1"
+    )
+    assert champion == v1.version
+
+    checks2 = {
+        r.metric: r
+        for r in await rows(
+            db,
+            "SELECT metric, value, baseline, passed FROM validation_results WHERE training_event_id = :id",
+            id=v2.event_id,
+        )
+    }
+    # On its own held-out data the inverted candidate beats the champion: that alone would promote it.
+    assert checks2["roc_auc"].passed and checks2["roc_auc"].value > 0.8
+    # On the champion's reference set it falls far behind: refused, the reason named.
+    reference = checks2["reference.roc_auc"]
+    assert not reference.passed and reference.value < -0.5
+    assert (v2.promoted, v2.verdict) == (False, "failed")
+    assert "reference set" in v2.verdict_message and "goals-main" in v2.verdict_message
+
+    checks3 = {
+        r.metric: r
+        for r in await rows(
+            db, "SELECT metric, passed FROM validation_results WHERE training_event_id = :id", id=v3.event_id
+        )
+    }
+    assert checks3["reference.roc_auc"].passed  # honest data: no regression on the reference set
+    assert not checks3["champion_dataset_allowed"].passed
+    assert (v3.promoted, v3.verdict) == (False, "failed") and "FCL_CHAMPION_DATASETS" in v3.verdict_message
+
+    topic = Topic.TRAINING_VALIDATION.full_name(settings.topic_prefix)
+    events = await read_topic(settings, topic, until=lambda r: len(r) >= 3, timeout=60)
+    published = {e["candidate_version"]: e for e in events}
+    assert not published[v2.version]["promoted"] and "reference set" in published[v2.version]["message"]
