@@ -66,6 +66,7 @@ class FakeQueue:
     lost: set[uuid.UUID] = field(default_factory=set)  # jobs whose lease another worker took
     outage: int = 0  # how many calls fail with DatabaseUnavailable first
     lost_answers: int = 0  # how many completions commit, then fail as if the connection dropped
+    completion_outage: int = 0  # how many completions fail with DatabaseUnavailable first (a failover)
     beats: list[WorkerBeat] = field(default_factory=list)
     versions: int = 0
 
@@ -128,6 +129,9 @@ class FakeQueue:
 
     async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
         self._down("complete")
+        if self.completion_outage > 0:
+            self.completion_outage -= 1
+            raise DatabaseUnavailable("complete: the server is read-only during a failover")
         job = self._leased(lease)
         self.calls.append(("complete", attempt))
         if self.champion_moves > 0:

@@ -81,6 +81,24 @@ def _on_the_champions_reference(
     return judging.Reference(where=where, evaluation=evaluation), None
 
 
+# The waits between reads of the champion's artifact: a store that blinks (a restart, a timeout)
+# must not cost the candidate its comparison, and so its promotion.
+CHAMPION_READ_WAITS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _read_with_retries(
+    store: ArtifactStore, stored: StoredArtifact, waits: tuple[float, ...] = CHAMPION_READ_WAITS
+) -> Artifact:
+    """The artifact, read again after each wait while reading fails; the last error when it never
+    could be read."""
+    for wait in waits:
+        try:
+            return store.read(stored)
+        except (ArtifactError, OSError):
+            time.sleep(wait)
+    return store.read(stored)
+
+
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
     loaded = asyncio.run(load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window))
@@ -92,7 +110,7 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     unreadable = None
     if task.champion is not None:
         try:
-            champion = store.read(_stored(task.champion))
+            champion = _read_with_retries(store, _stored(task.champion))
         except (ArtifactError, OSError) as exc:
             # A champion that cannot be loaded cannot be compared: the candidate is recorded and
             # judged on its fixed bounds for information, but is not promoted (fail closed).

@@ -356,33 +356,38 @@ class JobRun:
             await self._keep_trying(lambda: self.queue.release(self.lease, attempt))
         log.info("job %s: %s", self.job.id, stop)
 
-    async def _complete(self, attempt: CompletedAttempt, tries: int = 10) -> Transition:
-        """The success transaction, retried on a transient database error. Safe: a retry after a
-        commit whose answer was lost finds the lease gone and the job completed by this worker's
-        attempt (`completed_by`), and takes that as done; nothing is written twice."""
-        for n in range(tries):
+    async def _complete(self, attempt: CompletedAttempt) -> Transition:
+        """The success transaction, retried on a transient database error for up to
+        RECORD_PATIENCE seconds (a failover takes a minute or two; the training must not be thrown
+        away for it). Safe: a retry after a commit whose answer was lost finds the lease gone and
+        the job completed by this worker's attempt (`completed_by`), and takes that as done;
+        nothing is written twice. The lease stays ours meanwhile: it is checked by its token, and
+        no other worker can take it while the database is away."""
+        deadline, first = self.clock() + RECORD_PATIENCE, True
+        while True:
             try:
                 return await self.queue.complete(self.lease, attempt)
             except ChampionMoved:
                 raise
             except LeaseLost:
-                done = await self.queue.completed_by(self.lease, self.job.attempts) if n else None
+                done = None if first else await self.queue.completed_by(self.lease, self.job.attempts)
                 if done is None:
                     raise
                 log.info("job %s: its completion had committed before the connection was lost", self.job.id)
                 return done
             except StorageError as exc:
-                if not exc.retriable or n == tries - 1:
+                if not exc.retriable or self.clock() >= deadline:
                     raise
                 log.warning("recording the result of job %s: %s; retrying", self.job.id, exc)
-                await asyncio.sleep(1.0)
-        raise AssertionError("unreachable")
+                await asyncio.sleep(_pause(deadline - self.clock()))
+            first = False
 
-    async def _keep_trying(self, record: Callable[[], Awaitable[T]], tries: int = 10) -> T | None:
-        """Record an outcome, waiting out a database outage (up to `tries` seconds); None when the
-        lease is no longer ours or the database stayed away (the lease then expires and another
-        worker takes the job)."""
-        for _ in range(tries):
+    async def _keep_trying(self, record: Callable[[], Awaitable[T]]) -> T | None:
+        """Record an outcome, waiting out a database outage (up to RECORD_PATIENCE seconds); None
+        when the lease is no longer ours or the database stayed away (the lease then expires and
+        another worker takes the job)."""
+        deadline = self.clock() + RECORD_PATIENCE
+        while True:
             try:
                 return await record()
             except LeaseLost:
@@ -391,9 +396,21 @@ class JobRun:
             except StorageError as exc:
                 if not exc.retriable:
                     raise
+                if self.clock() >= deadline:
+                    return None
                 log.warning("recording the outcome of job %s: %s; retrying", self.job.id, exc)
-                await asyncio.sleep(1.0)
-        return None
+                await asyncio.sleep(_pause(deadline - self.clock()))
+
+
+# How long a worker keeps trying to record what a training came to while the database is away:
+# longer than a PostgreSQL failover (about a minute with Patroni's defaults), so that a finished
+# training is not thrown away, nor a last attempt failed for good, because of one.
+RECORD_PATIENCE = 180.0
+
+
+def _pause(left: float) -> float:
+    """The wait before the next try: two seconds, never past the deadline."""
+    return max(0.0, min(2.0, left))
 
 
 def _window_of(info: Mapping[str, Any]) -> int | None:

@@ -184,6 +184,25 @@ async def test_a_completion_whose_answer_was_lost_is_retried_safely_and_recorded
     assert queue.recorded("completed_by") == [1] and queue.failures() == []
 
 
+async def test_a_failover_at_completion_is_waited_out_and_the_training_kept(monkeypatch: Any) -> None:
+    """A failover while the result is recorded: 60 failed tries (two minutes at the real pace of
+    one every two seconds) and the training is still recorded, once, with no attempt counted."""
+    from fcl.worker import job as job_module
+
+    waits: list[float] = []
+
+    def pause(left: float) -> float:
+        waits.append(min(2.0, left))
+        return 0.001
+
+    monkeypatch.setattr(job_module, "_pause", pause)
+    queue = FakeQueue(completion_outage=60)
+    job = queue.add(new_job("failover"))
+    await run_until(TrainerWorker(queue, FakeRunner(), config()), lambda: finished(queue), timeout=20)
+    assert queue.jobs[job.id].status is JobStatus.COMPLETED and queue.versions == 1
+    assert queue.failures() == [] and len(waits) == 60 and sum(waits) == 120.0
+
+
 async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_without_a_poll() -> None:
     queue = FakeQueue()
     worker = TrainerWorker(queue, FakeRunner(), config(poll_seconds=60.0))  # a poll would never come
@@ -205,3 +224,31 @@ async def test_a_woken_worker_claims_at_once_and_the_next_job_follows_the_last_w
 def test_concurrent_trainings_share_the_cores_instead_of_each_taking_all() -> None:
     assert [math_threads(c, cores=2) for c in (1, 2, 3)] == [2, 1, 1]
     assert [math_threads(c, cores=16) for c in (1, 2, 4, 8)] == [4, 4, 4, 2]
+
+
+def test_a_store_blip_at_the_champion_read_is_retried_before_any_verdict() -> None:
+    from fcl.storage.artifacts import ArtifactError, StoredArtifact
+    from fcl.trainers.base import Artifact
+    from fcl.worker.child import _read_with_retries
+
+    class BlinkingStore:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.reads = failures, 0
+
+        def read(self, stored: StoredArtifact) -> Artifact:
+            self.reads += 1
+            if self.reads <= self.failures:
+                raise ArtifactError("the store timed out")
+            return Artifact(format="safetensors", data=b"x")
+
+    stored = StoredArtifact(path="p", sha256="0" * 64, size=1, format="safetensors")
+    store = BlinkingStore(failures=2)
+    assert _read_with_retries(store, stored, waits=(0.0, 0.0, 0.0)).data == b"x"  # type: ignore[arg-type]
+    assert store.reads == 3
+    gone = BlinkingStore(failures=10)
+    try:
+        _read_with_retries(gone, stored, waits=(0.0, 0.0))  # type: ignore[arg-type]
+    except ArtifactError:
+        assert gone.reads == 3  # every wait, then the last error
+    else:
+        raise AssertionError("an artifact that never reads must raise")
