@@ -313,6 +313,24 @@ def history(args: argparse.Namespace) -> int:
     return _out(args, page, human)
 
 
+def outbox(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    if args.action == "unpark":
+        if not args.ids and not args.all:
+            raise OperatorError("name the parked rows to put back (ID ...) or say --all")
+        done = client.call("POST", "/outbox/unpark", body={"ids": None if args.all else args.ids})
+        return _out(args, done, f"{done['unparked']} parked event(s) back in line")
+    page = client.call("GET", "/outbox", limit=args.limit, after=args.after)
+    rows = [
+        [p["id"], p["topic"], p["key"], p["attempts"], _when(p["parked_at"]), p["last_error"]] for p in page["parked"]
+    ]
+    human = f"pending: {page['pending']}   parked (this page): {len(rows)}\n"
+    human += table(["id", "topic", "key", "tries", "parked", "last error"], rows)
+    if page.get("next_after"):
+        human += f"\nmore: --after {page['next_after']}"
+    return _out(args, page, human)
+
+
 # -- the parsers ------------------------------------------------------------------------------------
 def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
     def common(parser: argparse.ArgumentParser) -> None:
@@ -333,6 +351,24 @@ def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
         p.add_argument("job_id")
         common(p)
     jobs_parser.set_defaults(func=jobs)
+
+    outbox_parser = sub.add_parser(
+        "outbox",
+        help="events waiting to be published, and the parked ones (over the HTTP API)",
+        description="The outbox through the HTTP API. list: how many events wait and a page of "
+        "the parked ones with their errors; unpark ID ... | --all: put parked events back in line "
+        "once their cause is put right (needs FCL_API_TOKEN).",
+    )
+    outbox_sub = outbox_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = outbox_sub.add_parser("list", help="pending count and parked events")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--after", help="the cursor the previous page printed")
+    common(listing)
+    unparking = outbox_sub.add_parser("unpark", help="put parked events back in line")
+    unparking.add_argument("ids", nargs="*", type=int, metavar="ID")
+    unparking.add_argument("--all", action="store_true", help="every parked event")
+    common(unparking)
+    outbox_parser.set_defaults(func=outbox)
 
     versions_parser = sub.add_parser(
         "versions",

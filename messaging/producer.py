@@ -103,12 +103,13 @@ class BackgroundProducer(Service):
 
 
 # The broker refuses these for the record itself: sending the same record again cannot succeed.
-# Anything else (no connection, timeouts, leader changes) is an outage that passes.
+# Anything else (no connection, timeouts, leader changes) is an outage that passes; so is an
+# authorization error: an ACL that is being changed, or a credential being rotated, is put right
+# by an operator, and the rows must then go, not be parked for good.
 _RECORD_ERRORS: tuple[type[BaseException], ...] = (
     aiokafka_errors.MessageSizeTooLargeError,
     aiokafka_errors.RecordTooLargeError,
     aiokafka_errors.InvalidTopicError,
-    aiokafka_errors.TopicAuthorizationFailedError,
     aiokafka_errors.CorruptRecordException,
     aiokafka_errors.UnsupportedForMessageFormatError,
     TypeError,

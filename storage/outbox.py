@@ -279,18 +279,36 @@ class OutboxRepository:
         ).one()
         return OutboxFigure(pending=row.pending, parked=row.parked)
 
-    async def parked(self) -> list[ParkedOutboxRow]:
-        """The rows the relay gave up on, oldest first, with their errors (for an operator)."""
+    async def parked(self, *, limit: int = 50, after: int = 0) -> list[ParkedOutboxRow]:
+        """A page of the rows the relay gave up on, oldest first, with their errors (for an
+        operator): the first `limit` with an id above `after`."""
         rows = (
             await self.session.execute(
                 text("""
             SELECT id, event_id, topic, key, attempts, last_error, created_at, parked_at,
                    octet_length(CAST(payload AS text)) AS payload_bytes
-            FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id
-        """)
+            FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL AND id > :after ORDER BY id
+            LIMIT :limit
+        """),
+                {"limit": limit, "after": after},
             )
         ).all()
         return [ParkedOutboxRow(**r._asdict()) for r in rows]
+
+    async def unpark(self, ids: Sequence[int] | None) -> int:
+        """Put parked rows (these, or all when None) back in line with a fresh count of tries,
+        once the cause is put right; how many went back. Each keeps its place: rows leave in id
+        order, so an unparked row goes before every later row still pending."""
+        result = await self.session.execute(
+            text("""
+            UPDATE outbox SET parked_at = NULL, attempts = 0
+            WHERE parked_at IS NOT NULL AND published_at IS NULL
+              AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))
+        """),
+            {"ids": list(ids) if ids is not None else None},
+        )
+        assert isinstance(result, CursorResult)
+        return int(result.rowcount or 0)
 
     async def record_failures(self, failures: Sequence[tuple[int, str]], *, park_at: int) -> int:
         """Count one refused try of each (row id, error); a row reaching `park_at` tries is

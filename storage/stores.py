@@ -421,11 +421,16 @@ class ApiStore:
             version = await ModelVersionRepository(s).for_training_event(training_event_id)
         return Validation(event=event, checks=checks, version=version)
 
-    async def outbox(self) -> tuple[int, list[ParkedOutboxRow]]:
-        """Rows not yet published, and the parked ones."""
+    async def outbox(self, *, limit: int = 50, after: int = 0) -> tuple[int, list[ParkedOutboxRow]]:
+        """How many rows are not yet published, and a page of the parked ones."""
         async with self.db.transaction() as s:
             outbox = OutboxRepository(s)
-            return await outbox.unpublished(), await outbox.parked()
+            return await outbox.unpublished(), await outbox.parked(limit=limit, after=after)
+
+    async def unpark(self, ids: Sequence[int] | None) -> int:
+        """Parked outbox rows back in line (these, or all); how many."""
+        async with self.db.transaction() as s:
+            return await OutboxRepository(s).unpark(ids)
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure, list[ModelFigure]]:
         async with self.db.transaction() as s:

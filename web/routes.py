@@ -440,11 +440,22 @@ async def readyz(call: Call) -> tuple[int, s.Readiness]:
 
 async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
     svc = _services(call)
-    pending, parked = await svc.db.outbox()
+    q: s.PageQuery = call.query
+    try:
+        after = int(s.decode_key(q.after, 1)[0]) if q.after else 0
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    pending, parked = await svc.db.outbox(limit=q.limit, after=after)
     return 200, s.OutboxState(
         pending=pending,
         parked=[s.ParkedEvent.model_validate(p) for p in parked],
+        next_after=s.encode_key(str(parked[-1].id)) if len(parked) == q.limit else None,
     )
+
+
+async def unpark(call: Call) -> tuple[int, s.Unparked]:
+    body: s.UnparkBody = call.body
+    return 200, s.Unparked(unparked=await _services(call).db.unpark(body.ids))
 
 
 async def metrics(call: Call) -> web.Response:
@@ -633,9 +644,21 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         PREFIX + "/outbox",
         outbox_state,
-        "Events waiting to be published, and those the relay parked after the broker refused them",
+        "Events waiting to be published, and those the relay parked after the broker refused them (paged)",
         "operations",
         _ok(s.OutboxState, "the outbox"),
+        query=s.PageQuery,
+        errors=(422,),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/outbox/unpark",
+        unpark,
+        "Put parked events back in line once their cause is put right (all, or the `ids` given)",
+        "operations",
+        _ok(s.Unparked, "how many went back"),
+        body=s.UnparkBody,
+        auth=True,
     ),
     Endpoint(
         "GET",

@@ -504,7 +504,19 @@ class ParkedEvent(View):
 
 class OutboxState(View):
     pending: int = Field(description="events committed and not yet published")
-    parked: list[ParkedEvent] = Field(description="events the relay gave up on, with their errors")
+    parked: list[ParkedEvent] = Field(description="a page of the events the relay gave up on, with their errors")
+    next_after: str | None = Field(description="pass as `after` for the next page of parked events; null at the end")
+
+
+class UnparkBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ids: list[int] | None = Field(
+        default=None, max_length=10_000, description="the parked rows to put back in line; omitted: all of them"
+    )
+
+
+class Unparked(View):
+    unparked: int = Field(description="how many parked events went back in line")
 
 
 class Health(View):

@@ -456,7 +456,34 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     assert "fcl_http_request_duration_seconds_bucket" in metrics
     assert "fcl_outbox_parked 0.0" in metrics and "fcl_outbox_pending" in metrics
     outbox = await api.call("GET", f"{API}/outbox", status=200)
-    assert outbox["parked"] == [] and isinstance(outbox["pending"], int)
+    assert outbox["parked"] == [] and isinstance(outbox["pending"], int) and outbox["next_after"] is None
+
+    # Parked rows (as the relay leaves them after the broker refused them 5 times: an ACL being
+    # changed, say) are listed a page at a time and go out once unparked.
+    async with api.db.transaction() as s:
+        await s.execute(
+            text(
+                "INSERT INTO outbox (event_id, topic, key, payload, attempts, last_error, parked_at) "
+                "SELECT gen_random_uuid(), 'model-versions', 'parked-' || i, "
+                "jsonb_build_object('parked', i), 5, 'TopicAuthorizationFailedError', now() "
+                "FROM generate_series(1, 3) AS i"
+            )
+        )
+    first = await api.call("GET", f"{API}/outbox?limit=2", status=200)
+    assert [p["key"] for p in first["parked"]] == ["parked-1", "parked-2"] and first["next_after"]
+    rest = await api.call("GET", f"{API}/outbox?limit=2&after={first['next_after']}", status=200)
+    assert [p["key"] for p in rest["parked"]] == ["parked-3"] and rest["next_after"] is None
+    await api.call("POST", f"{API}/outbox/unpark", token=None, status=401, json={})
+    one = await api.call("POST", f"{API}/outbox/unpark", status=200, json={"ids": [first["parked"][0]["id"]]})
+    assert one == {"unparked": 1}
+    assert (await api.call("POST", f"{API}/outbox/unpark", status=200))["unparked"] == 2  # no body: all
+    published = await read_topic(
+        api.settings,
+        api.settings.topic("model-versions"),
+        until=lambda r: {e["_key"] for e in r} >= {"parked-1", "parked-2", "parked-3"},
+    )
+    assert {e["_key"] for e in published} >= {"parked-1", "parked-2", "parked-3"}
+    assert (await api.call("GET", f"{API}/outbox", status=200))["parked"] == []
 
     spec = await api.call("GET", "/openapi.json", status=200)
     operations = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
@@ -475,6 +502,7 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions/{model_type}/champion"),
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
+        ("POST", "/outbox/unpark"),
         ("GET", "/training-job/{job_id}/triggers"),  # beyond the contract: every trigger, paged
     }
     assert {(m, API + p) for m, p in contract} | {

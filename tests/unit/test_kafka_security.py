@@ -100,3 +100,13 @@ def test_topics_with_fewer_partitions_or_replicas_than_configured_are_named() ->
         "topic fcl.narrow exists with only 2 partitions (FCL_TOPIC_PARTITIONS 4); fcl does not change it",
         "topic fcl.single exists with only 1 replicas (FCL_TOPIC_REPLICATION_FACTOR 3); fcl does not change it",
     ]
+
+
+def test_an_authorization_error_is_an_outage_the_relay_waits_out_not_a_record_to_park() -> None:
+    from aiokafka import errors
+
+    from fcl.messaging.producer import is_record_error
+
+    assert not is_record_error(errors.TopicAuthorizationFailedError())  # an ACL being changed
+    assert not is_record_error(errors.KafkaConnectionError())
+    assert is_record_error(errors.MessageSizeTooLargeError())  # the record itself: parked
