@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import CursorResult, func, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from fcl.contract import limits
 from fcl.contract.backoff import retrying
@@ -39,6 +39,7 @@ from fcl.storage.entities import (
     OutboxFigure,
     ParkedOutboxRow,
 )
+from fcl.storage.errors import DRIVER_ERRORS, wrap
 from fcl.storage.models import (
     OutboxRow,
 )
@@ -112,16 +113,35 @@ class OutboxRelay(Service):
     async def publish_once(self) -> int:
         """Publish up to one batch; the number of rows published (0: none pending or another
         relay holds the turn). Rows the broker refused for what they are are counted (and
-        parked at `max_attempts`); an outage is raised after the rows that did go are marked."""
-        async with self.db.transaction() as session:
-            got_turn = await session.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtext(:lock))"), {"lock": RELAY_LOCK}
-            )
-            if not got_turn:
-                return 0
+        parked at `max_attempts`); an outage is raised after the rows that did go are marked.
+
+        No transaction is open while the records are sent: the turn is a session-level advisory
+        lock on one connection, the batch is read in one short transaction and marked in another.
+        A broker that is slow (an offline partition waits out the producer's timeout) therefore
+        holds no row locks and no snapshot that keeps PostgreSQL's vacuum from cleaning up."""
+        try:
+            async with self.db.engine.connect() as conn:
+                got_turn = await conn.scalar(text("SELECT pg_try_advisory_lock(hashtext(:lock))"), {"lock": RELAY_LOCK})
+                await conn.commit()
+                if not got_turn:
+                    return 0
+                try:
+                    return await self._publish_batch(conn)
+                finally:
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:lock))"), {"lock": RELAY_LOCK})
+                        await conn.commit()
+                    except DRIVER_ERRORS:
+                        await conn.invalidate()  # the server releases the turn with the connection
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+
+    async def _publish_batch(self, conn: AsyncConnection) -> int:
+        async with AsyncSession(bind=conn, expire_on_commit=False) as session:
             outbox = OutboxRepository(session)
             await self._purge(outbox)
             pending = await outbox.pending_encoded(limit=self.batch)
+            await session.commit()  # nothing held while the broker answers
             if not pending:
                 return 0
             deliveries: list[Awaitable[object] | BaseException] = []
@@ -150,6 +170,7 @@ class OutboxRelay(Service):
                 self.parked += parked
                 for row_id, error in refused:
                     log.warning("outbox row %s refused by the broker: %s: %s", row_id, type(error).__name__, error)
+            await session.commit()
         self.published += len(sent)
         if outage is not None:
             raise outage

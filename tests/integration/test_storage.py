@@ -439,3 +439,43 @@ async def test_the_claim_asks_whether_a_dataset_still_trains_of_its_running_jobs
     async with own_db.transaction() as s:
         plan = "\n".join((await s.execute(text("EXPLAIN " + CLAIM_CANDIDATE_SQL), {"excluded": []})).scalars())
     assert "ix_training_jobs_running_pair" in plan, plan
+
+
+async def test_the_relay_holds_no_transaction_while_the_broker_answers(own_db: Database) -> None:
+    """A slow broker (an offline partition makes every send wait out the producer's timeout) must
+    not hold a database transaction open: while the records are out, the relay's connection is
+    idle, not idle in transaction, and a second relay finds the turn taken and sends nothing."""
+    import asyncio
+
+    from fcl.storage.outbox import OutboxRelay
+
+    async with own_db.transaction() as s:
+        await OutboxRepository(s).add_many([("training-status", f"k{i}", {"n": i}) for i in range(3)])
+    seen: list[tuple[str, ...]] = []
+    sent: list[bytes | None] = []
+
+    async def slow_send(topic: str, key: bytes | None, value: bytes, headers: object) -> asyncio.Future[None]:
+        async with own_db.transaction() as s:
+            states = (
+                await s.execute(
+                    text(
+                        "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND state IS NOT NULL"
+                    )
+                )
+            ).scalars()
+            seen.append(tuple(states))
+        # meanwhile another relay has nothing to do: the turn is taken
+        assert await OutboxRelay(own_db, slow_send, topic_prefix="x.").publish_once() == 0
+        sent.append(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    relay = OutboxRelay(own_db, slow_send, topic_prefix="x.")
+    assert await relay.publish_once() == 3
+    assert sent == [b"k0", b"k1", b"k2"] and len(seen) == 3
+    assert all("idle in transaction" not in states for states in seen), seen
+    async with own_db.transaction() as s:
+        assert await OutboxRepository(s).unpublished() == 0
+    assert await relay.publish_once() == 0  # the turn was given back: the next batch is this relay's
