@@ -456,14 +456,16 @@ async def test_the_relay_holds_no_transaction_while_the_broker_answers(own_db: D
 
     async def slow_send(topic: str, key: bytes | None, value: bytes, headers: object) -> asyncio.Future[None]:
         async with own_db.transaction() as s:
-            states = (
-                await s.execute(
-                    text(
-                        "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid() AND state IS NOT NULL"
+            states: list[str] = list(
+                (
+                    await s.execute(
+                        text(
+                            "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid() AND state IS NOT NULL"
+                        )
                     )
-                )
-            ).scalars()
+                ).scalars()
+            )
             seen.append(tuple(states))
         # meanwhile another relay has nothing to do: the turn is taken
         assert await OutboxRelay(own_db, slow_send, topic_prefix="x.").publish_once() == 0
