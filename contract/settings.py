@@ -225,6 +225,9 @@ class Settings(BaseSettings):
     """How often each trainer runs the retention of model versions (0: off)."""
     retention_keep_versions: int = Field(default=10, ge=1)
     """The retention keeps each model type's champion and its newest N versions..."""
+    dead_letter_retention_days: float = Field(default=30.0, gt=0)
+    """How long a refused input is kept whole (up to FCL_MAX_EVENT_BYTES) for `fcl dead-letters
+    replay`; the dead-letter topic's bounded letters follow the topic's own retention."""
     retention_keep_days: float = Field(default=30.0, ge=0)
     """...and every version the champion ledger named in the last N days; it deletes the others'
     artifacts."""

@@ -313,6 +313,56 @@ def history(args: argparse.Namespace) -> int:
     return _out(args, page, human)
 
 
+def datasets(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    path = f"/datasets/{urllib.parse.quote(args.dataset_id, safe='')}"
+    found = client.call("POST", path + "/reset-shape") if args.action == "reset-shape" else client.call("GET", path)
+    human = "\n".join(
+        [
+            f"dataset {found['dataset_id']} ({found['model_type']}): {found['samples_since_training']} of "
+            f"{found['threshold']} samples since the last training, {found['total_samples']} in all",
+            f"shape version {found['shape_version']} (trainings read the samples after id {found['shape_from_id']}): "
+            + (
+                json.dumps(found["sample_shape"]) if found["sample_shape"] is not None else "none yet: the next event's"
+            ),
+            f"last trained {_when(found['last_trained_at'])}",
+        ]
+    )
+    return _out(args, found, human)
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    if args.action == "show":
+        letter = client.call("GET", f"/dead-letters/{args.id}")
+        human = "\n".join(
+            [
+                f"dead letter {letter['id']}: {letter['source_topic']} partition {letter['partition']} "
+                f"offset {letter['offset']}, key {letter['key']!r}",
+                f"kept {_when(letter['created_at'])}; replayed {letter['replays']} time(s)",
+                f"reason: {letter['reason']}",
+                f"value ({letter['value_bytes']} bytes, {letter['kept_bytes']} kept, {letter['value_encoding']}):",
+                letter["value"] if letter["value"] is not None else "-",
+            ]
+        )
+        return _out(args, letter, human)
+    if args.action == "replay":
+        if not (args.ids or args.reason or args.since):
+            raise OperatorError("say which letters to replay: ID ..., --reason or --since")
+        body = {"ids": args.ids or None, "reason": args.reason, "since": args.since, "limit": args.limit}
+        done = client.call("POST", "/dead-letters/replay", body=body)
+        return _out(args, done, f"{done['replayed']} input(s) sent back to their topic: {done['ids']}")
+    page = client.call("GET", "/dead-letters", limit=args.limit, after=args.after, reason=args.reason, since=args.since)
+    rows = [
+        [d["id"], d["source_topic"], d["key"], d["value_bytes"], _when(d["created_at"]), d["replays"], d["reason"]]
+        for d in page["items"]
+    ]
+    human = table(["id", "topic", "key", "bytes", "kept", "replays", "reason"], rows)
+    if page.get("next_after"):
+        human += f"\nmore: --after {page['next_after']}"
+    return _out(args, page, human)
+
+
 def outbox(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
     if args.action == "unpark":
@@ -351,6 +401,45 @@ def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
         p.add_argument("job_id")
         common(p)
     jobs_parser.set_defaults(func=jobs)
+
+    datasets_parser = sub.add_parser(
+        "datasets",
+        help="a dataset's counter and sample shape; reset its shape (over the HTTP API)",
+        description="show DATASET_ID: its counter, threshold and sample shape with its version; "
+        "reset-shape DATASET_ID: forget the shape, so that the next event's shape starts the next "
+        "version (then replay what was refused: `fcl dead-letters replay --reason shape`). "
+        "reset-shape needs FCL_API_TOKEN.",
+    )
+    datasets_sub = datasets_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("show", "reset-shape"):
+        p = datasets_sub.add_parser(action, help=f"{action} a dataset")
+        p.add_argument("dataset_id")
+        common(p)
+    datasets_parser.set_defaults(func=datasets)
+
+    letters_parser = sub.add_parser(
+        "dead-letters",
+        help="refused inputs, kept whole; replay them once the cause is fixed (over the HTTP API)",
+        description="Every refused input is kept whole (up to FCL_MAX_EVENT_BYTES) for "
+        "FCL_DEAD_LETTER_RETENTION_DAYS. list [--reason R] [--since T]: a page of them; show ID: one "
+        "with its value; replay ID ... | --reason R | --since T: send them back to the topic they came "
+        "from, as they arrived (the same idempotency). All need FCL_API_TOKEN.",
+    )
+    letters_sub = letters_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("list", "replay"):
+        p = letters_sub.add_parser(action, help=f"{action} kept inputs")
+        if action == "replay":
+            p.add_argument("ids", nargs="*", type=int, metavar="ID")
+        p.add_argument("--reason", help="only those whose reason contains this text")
+        p.add_argument("--since", help="only those kept since this time (RFC 3339)")
+        p.add_argument("--limit", type=int, default=50 if action == "list" else 100)
+        if action == "list":
+            p.add_argument("--after", help="the cursor the previous page printed")
+        common(p)
+    show_letter = letters_sub.add_parser("show", help="one kept input with its value")
+    show_letter.add_argument("id", type=int)
+    common(show_letter)
+    letters_parser.set_defaults(func=dead_letters)
 
     outbox_parser = sub.add_parser(
         "outbox",

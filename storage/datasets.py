@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,20 @@ class DatasetRepository:
 
     async def get(self, dataset_id: str) -> Dataset | None:
         row = await self.session.get(DatasetRow, dataset_id)
+        return row.to_entity() if row else None
+
+    async def reset_shape(self, dataset_id: str) -> Dataset | None:
+        """Forget the dataset's shape: the next event's shape becomes its next shape version
+        (and trainings read the samples from that event on). None for an unknown dataset."""
+        row = (
+            await self.session.scalars(
+                update(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .values(sample_shape=null(), updated_at=func.now())
+                .returning(DatasetRow)
+                .execution_options(populate_existing=True)
+            )
+        ).first()
         return row.to_entity() if row else None
 
     async def model_types(self, dataset_ids: Sequence[str]) -> dict[str, str]:
@@ -129,11 +143,14 @@ class SampleRepository:
                 )
             ).all()
         }
-        # A batch of another model type or another sample shape than its dataset's is refused;
-        # the first shape a dataset sees becomes its own.
+        # A batch of another model type is refused. The first shape a dataset sees becomes its
+        # own; a batch that adds features to it starts the next shape version (trainings then read
+        # the samples from that batch on), as does the first batch after an operator's reset;
+        # any other shape is refused.
         refused: dict[str, str] = {}
         shapes = {d: row.sample_shape for d, row in datasets.items()}
         new_shapes: dict[str, dict[str, Any]] = {}
+        evolved: dict[str, str] = {}  # dataset -> the event whose samples start its new shape version
         for b in batches:
             own = datasets[b.dataset_id].model_type
             if own != b.model_type:
@@ -142,11 +159,18 @@ class SampleRepository:
             shape = shapes.get(b.dataset_id)
             if shape is None and b.shape:
                 shapes[b.dataset_id] = new_shapes[b.dataset_id] = dict(b.shape)
+                evolved.setdefault(b.dataset_id, b.event_id)
             elif shape is not None and b.shape and shape != b.shape:
+                if adds_features(shape, b.shape):
+                    shapes[b.dataset_id] = new_shapes[b.dataset_id] = dict(b.shape)
+                    evolved[b.dataset_id] = b.event_id
+                    continue
                 refused[b.event_id] = (
                     f"dataset {b.dataset_id!r} holds samples of shape {json.dumps(shape)[:300]}, "
-                    f"not {json.dumps(b.shape)[:300]} (the samples of a dataset share one shape)"
+                    f"not {json.dumps(b.shape)[:300]} (a dataset's samples share one shape; one that adds "
+                    "features starts a new shape version; `fcl datasets reset-shape` resets it)"
                 )
+        before = {d: await self.watermark(d) for d in evolved} if evolved else {}
         if new_shapes:
             await self.session.execute(
                 text("""
@@ -196,6 +220,8 @@ class SampleRepository:
             await driver.copy_records_to_table(
                 "training_samples", records=records, columns=["dataset_id", "batch_event_id", "payload"]
             )
+        if evolved:
+            await self._start_shape_versions(evolved, before, fresh)
         added: dict[str, int] = {}
         for b in fresh:
             added[b.dataset_id] = added.get(b.dataset_id, 0) + len(b.samples)
@@ -239,6 +265,31 @@ class SampleRepository:
             crossings=sorted(crossings, key=lambda c: c.dataset_id),
         )
 
+    async def _start_shape_versions(
+        self, evolved: dict[str, str], before: dict[str, int], fresh: Sequence[NewSampleBatch]
+    ) -> None:
+        """Each dataset in `evolved` starts its next shape version at the first sample of the
+        event named (stored just now): the samples before it are of the older shape. A dataset
+        seen for the first time keeps version 1 from the start."""
+        stored = {b.event_id for b in fresh}
+        for dataset_id, event_id in evolved.items():
+            if event_id not in stored:
+                continue  # a duplicate: its samples were stored, and its shape counted, before
+            first = await self.session.scalar(
+                select(func.min(TrainingSampleRow.id)).where(
+                    TrainingSampleRow.dataset_id == dataset_id,
+                    TrainingSampleRow.id > before[dataset_id],
+                    TrainingSampleRow.batch_event_id == event_id,
+                )
+            )
+            if before[dataset_id] == 0 or first is None:
+                continue  # the dataset's first samples: version 1 from the start
+            await self.session.execute(
+                update(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .values(shape_version=DatasetRow.shape_version + 1, shape_from_id=first - 1)
+            )
+
     async def watermark(self, dataset_id: str) -> int:
         """The id of the newest stored sample (0 for none): a training uses ids up to it."""
         value = await self.session.scalar(
@@ -250,16 +301,31 @@ class SampleRepository:
 CHUNK_ROWS = 5000
 
 
+def adds_features(shape: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the shape `new` is `shape` with more features (and nothing else changed)."""
+    old_features, new_features = shape.get("features"), new.get("features")
+    if not isinstance(old_features, list) or not isinstance(new_features, list):
+        return False
+    same_rest = {k: v for k, v in shape.items() if k != "features"} == {k: v for k, v in new.items() if k != "features"}
+    return same_rest and set(old_features) < set(new_features)
+
+
 async def load_samples(
-    url: str, dataset_id: str, *, up_to: int, window: int | None = None, chunk_rows: int = CHUNK_ROWS
+    url: str,
+    dataset_id: str,
+    *,
+    up_to: int,
+    window: int | None = None,
+    after: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> list[dict[str, Any]]:
-    """The dataset's samples with id <= `up_to` (the last `window` of them when given), oldest
-    first, in one read-only snapshot."""
+    """The dataset's samples with `after` < id <= `up_to` (the last `window` of them when given),
+    oldest first, in one read-only snapshot."""
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             async with conn.transaction(readonly=True, isolation="repeatable_read"):
-                after = 0
+                start = after
                 if window is not None:
                     # The id just before the window: an index scan of (dataset_id, id), backwards.
                     after = (
@@ -272,6 +338,7 @@ async def load_samples(
                         )
                         or 0
                     )
+                after = max(after, start)
                 return [
                     json.loads(row[0])
                     async for row in conn.cursor(

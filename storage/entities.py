@@ -26,6 +26,9 @@ class Dataset:
     last_trained_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    sample_shape: dict[str, Any] | None = None
+    shape_version: int = 1
+    shape_from_id: int = 0  # trainings read the samples after this id (those of the newest shape)
 
     @property
     def ready(self) -> bool:
@@ -251,6 +254,38 @@ class OutboxFigure:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KeptInput:
+    """A refused input as it arrived (its value up to FCL_MAX_EVENT_BYTES), kept for replay."""
+
+    letter_id: uuid.UUID  # the id of its dead-letter event
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    value_bytes: int  # the value's size as it arrived
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """A refused input: its dead-letter event (bounded, for the topic) and the input kept whole."""
+
+    event: tuple[str, str | None, dict[str, Any]]  # an outbox entry: (topic, key, payload)
+    kept: KeptInput
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredDeadLetter(KeptInput):
+    """A kept input as an operator sees it."""
+
+    id: int
+    created_at: datetime
+    replayed_at: datetime | None
+    replays: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ParkedOutboxRow:
     """An outbox row the relay gave up on: kept, with its error, for an operator."""
 
@@ -333,6 +368,8 @@ class TrainingInputs:
 
     watermark: int
     champion: Champion | None
+    shape_from_id: int = 0  # the samples after this id are of the dataset's newest shape
+    shape_version: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fcl.contract.enums import (
@@ -87,6 +87,10 @@ class DatasetRow(Base):
     sample_shape: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
+    # The shape's version (an event that adds features, or an operator's reset, starts the next)
+    # and the id after which the samples are of that shape: trainings read only those.
+    shape_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    shape_from_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint("threshold > 0", name="threshold_positive"),
@@ -104,6 +108,9 @@ class DatasetRow(Base):
             last_trained_at=self.last_trained_at,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            sample_shape=self.sample_shape,
+            shape_version=self.shape_version,
+            shape_from_id=self.shape_from_id,
         )
 
 
@@ -458,6 +465,27 @@ class OutboxRow(Base):
         Index("ix_outbox_pending", "id", postgresql_where=text("published_at IS NULL AND parked_at IS NULL")),
         Index("ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
     )
+
+
+class DeadLetterRow(Base):
+    """A refused input kept whole (up to FCL_MAX_EVENT_BYTES) for replay (migration 0016)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    letter_id: Mapped[uuid.UUID] = mapped_column(unique=True)  # the dead-letter event's id
+    source_topic: Mapped[str] = mapped_column(Text)
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[bytes | None] = mapped_column(BYTEA)
+    value: Mapped[bytes | None] = mapped_column(BYTEA)
+    value_bytes: Mapped[int] = mapped_column(Integer)  # the value's size as it arrived
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    replayed_at: Mapped[datetime | None]
+    replays: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (Index("ix_dead_letters_created_at", "created_at"),)
 
 
 class WorkerHeartbeatRow(Base):

@@ -25,12 +25,15 @@ from fcl.contract.events import ValidationCheck
 from fcl.storage.datasets import DatasetRepository, SampleRepository, threshold_events, trigger_namespace
 from fcl.storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
 from fcl.storage.db import Database
+from fcl.storage.deadletters import DeadLetterRepository, write_dead_letters
 from fcl.storage.entities import (
     Admission,
     AdmissionPolicy,
     Champion,
     ChampionMove,
     CompletedAttempt,
+    Dataset,
+    DeadLetter,
     EndedAttempt,
     Job,
     JobTrigger,
@@ -42,6 +45,7 @@ from fcl.storage.entities import (
     ParkedOutboxRow,
     QueueFigure,
     SampleIngest,
+    StoredDeadLetter,
     TrainingEvent,
     TrainingFigure,
     TrainingInputs,
@@ -51,7 +55,7 @@ from fcl.storage.entities import (
 from fcl.storage.errors import IdempotencyKeyReused as IdempotencyKeyReused
 from fcl.storage.errors import StorageError
 from fcl.storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
-from fcl.storage.outbox import OutboxEntry, OutboxRepository
+from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
 from fcl.storage.registry import (
     ChampionRepository,
@@ -76,8 +80,8 @@ class IngestStore:
         self,
         requests: Sequence[TriggerRequest],
         *,
-        dead_letters: Sequence[OutboxEntry],
-        letter_for_refused: Callable[[int, str], OutboxEntry],
+        dead_letters: Sequence[DeadLetter],
+        letter_for_refused: Callable[[int, str], DeadLetter],
     ) -> list[Admission | None]:
         """Admit a batch of triggers by the admission rules and write the batch's dead letters.
         A trigger for a dataset that holds samples of another model type is refused (None in its
@@ -90,8 +94,8 @@ class IngestStore:
                 for i, r in enumerate(requests)
                 if kinds.get(r.dataset_id, r.model_type) != r.model_type
             }
-            await OutboxRepository(s).add_many(
-                [*dead_letters, *(letter_for_refused(i, reason) for i, reason in refused.items())]
+            await write_dead_letters(
+                s, [*dead_letters, *(letter_for_refused(i, reason) for i, reason in refused.items())]
             )
             admitted = iter(
                 await JobQueue(s, self.policy).admit([r for i, r in enumerate(requests) if i not in refused])
@@ -104,8 +108,8 @@ class IngestStore:
         *,
         thresholds: dict[str, int],
         priority: int,
-        dead_letters: Sequence[OutboxEntry],
-        letter_for_refused: Callable[[str, str], OutboxEntry],
+        dead_letters: Sequence[DeadLetter],
+        letter_for_refused: Callable[[str, str], DeadLetter],
     ) -> SampleIngest:
         """Store and count sample batches, announce each threshold crossed (a `dataset-threshold`
         event in the outbox), and write the batch's dead letters and one for each batch the
@@ -119,12 +123,13 @@ class IngestStore:
                 if result.crossings
                 else []
             )
-            await OutboxRepository(s).add_many([*crossed, *dead_letters, *refused])
+            await OutboxRepository(s).add_many(crossed)
+            await write_dead_letters(s, [*dead_letters, *refused])
             return result
 
-    async def dead_letters(self, letters: Sequence[OutboxEntry]) -> None:
+    async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         async with self.db.transaction() as s:
-            await OutboxRepository(s).add_many(letters)
+            await write_dead_letters(s, letters)
 
 
 # -- a trainer worker -------------------------------------------------------------------------------
@@ -184,10 +189,16 @@ class WorkerStore:
     async def inputs(self, job: Job) -> TrainingInputs:
         async with self.db.transaction() as s:
             watermark = await SampleRepository(s).watermark(job.dataset_id)
+            dataset = await DatasetRepository(s).get(job.dataset_id)
             move = await ChampionRepository(s).current(job.model_type)
             version = await ModelVersionRepository(s).get(job.model_type, move.version) if move else None
         champion = Champion(move=move, version=version) if move and version else None
-        return TrainingInputs(watermark=watermark, champion=champion)
+        return TrainingInputs(
+            watermark=watermark,
+            champion=champion,
+            shape_from_id=dataset.shape_from_id if dataset else 0,
+            shape_version=dataset.shape_version if dataset else 1,
+        )
 
     async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job:
         async with self.db.transaction() as s:
@@ -243,6 +254,11 @@ class WorkerStore:
             return await OutboxRepository(s).unpublished()
 
     # -- retention (worker.retention) --
+    async def forget_dead_letters(self, *, older_than: timedelta) -> int:
+        """Delete the kept refused inputs older than `older_than`."""
+        async with self.db.transaction() as s:
+            return await DeadLetterRepository(s).forget_before(datetime.now(UTC) - older_than)
+
     async def forget_operator_keys(self, *, older_than: timedelta) -> int:
         """Forget the Idempotency-Keys of champion moves older than `older_than`."""
         async with self.db.transaction() as s:
@@ -426,6 +442,38 @@ class ApiStore:
         async with self.db.transaction() as s:
             outbox = OutboxRepository(s)
             return await outbox.unpublished(), await outbox.parked(limit=limit, after=after)
+
+    async def dataset(self, dataset_id: str) -> Dataset | None:
+        async with self.db.transaction() as s:
+            return await DatasetRepository(s).get(dataset_id)
+
+    async def reset_shape(self, dataset_id: str) -> Dataset | None:
+        """Forget a dataset's shape (see `DatasetRepository.reset_shape`)."""
+        async with self.db.transaction() as s:
+            return await DatasetRepository(s).reset_shape(dataset_id)
+
+    async def dead_letters(
+        self, *, limit: int, after: int, reason: str | None, since: datetime | None
+    ) -> list[StoredDeadLetter]:
+        """A page of the kept refused inputs, oldest first."""
+        async with self.db.transaction() as s:
+            return await DeadLetterRepository(s).page(limit=limit, after=after, reason=reason, since=since)
+
+    async def dead_letter(self, letter: int) -> StoredDeadLetter | None:
+        async with self.db.transaction() as s:
+            return await DeadLetterRepository(s).get(letter)
+
+    async def for_replay(
+        self, *, ids: Sequence[int] | None, reason: str | None, since: datetime | None, limit: int
+    ) -> list[StoredDeadLetter]:
+        """The kept inputs a replay asked for, oldest first (read; nothing is held while they
+        are sent)."""
+        async with self.db.transaction() as s:
+            return await DeadLetterRepository(s).for_replay(ids=ids, reason=reason, since=since, limit=limit)
+
+    async def replayed(self, ids: Sequence[int]) -> None:
+        async with self.db.transaction() as s:
+            await DeadLetterRepository(s).replayed(ids)
 
     async def unpark(self, ids: Sequence[int] | None) -> int:
         """Parked outbox rows back in line (these, or all); how many."""

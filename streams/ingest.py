@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -24,9 +25,8 @@ from fcl.contract.backoff import retrying
 from fcl.contract.enums import AdmissionOutcome
 from fcl.contract.settings import Settings
 from fcl.contract.topics import Topic
-from fcl.storage.entities import NewSampleBatch, TriggerRequest
+from fcl.storage.entities import DeadLetter, KeptInput, NewSampleBatch, TriggerRequest
 from fcl.storage.errors import SchemaMismatch, wrap
-from fcl.storage.outbox import OutboxEntry
 from fcl.storage.stores import IngestStore
 from fcl.streams.parsing import (
     ParsedSamples,
@@ -61,9 +61,25 @@ class BatchReport:
         self.dead_letters.extend(other.dead_letters)
 
 
-def _letters(rejected: Sequence[Rejected]) -> list[OutboxEntry]:
-    """The dead letters of refused messages, as outbox rows."""
-    return [(Topic.DEAD_LETTER, e.key, e.model_dump(mode="json")) for e in map(dead_letter, rejected)]
+def _letters(rejected: Sequence[Rejected], max_bytes: int) -> list[DeadLetter]:
+    """The dead letters of refused messages: the bounded letter for the topic, and the input as it
+    arrived (its value up to `max_bytes`, FCL_MAX_EVENT_BYTES) kept for replay."""
+    letters = []
+    for r in rejected:
+        event = dead_letter(r)
+        value = r.message.value
+        kept = KeptInput(
+            letter_id=uuid.UUID(event.event_id),
+            source_topic=r.message.topic,
+            partition=r.message.partition,
+            offset=r.message.offset,
+            key=r.message.key,
+            value=value[:max_bytes] if value is not None else None,
+            value_bytes=len(value) if value is not None else 0,
+            reason=r.reason,
+        )
+        letters.append(DeadLetter(event=(Topic.DEAD_LETTER, event.key, event.model_dump(mode="json")), kept=kept))
+    return letters
 
 
 class ThresholdIngestor:
@@ -73,6 +89,9 @@ class ThresholdIngestor:
         self.store = store
         self.settings = settings
         self.source = source  # recorded with each trigger: which worker admitted it
+
+    def _letters(self, rejected: Sequence[Rejected]) -> list[DeadLetter]:
+        return _letters(rejected, self.settings.max_event_bytes)
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedThreshold | Rejected]:
         return [parse_threshold(m, max_bytes=self.settings.max_event_bytes) for m in messages]
@@ -116,13 +135,17 @@ class ThresholdIngestor:
 
         reasons: dict[int, str] = {}  # the triggers the store refused (a retried commit asks again)
 
-        def refused(index: int, reason: str) -> OutboxEntry:
-            (letter,) = _letters([Rejected(message=parsed[index].message, reason=reason)])
+        def refused(index: int, reason: str) -> DeadLetter:
+            (letter,) = _letters(
+                [Rejected(message=parsed[index].message, reason=reason)], self.settings.max_event_bytes
+            )
             reasons[index] = reason
             return letter
 
         try:
-            admissions = await self.store.admit(requests, dead_letters=_letters(rejected), letter_for_refused=refused)
+            admissions = await self.store.admit(
+                requests, dead_letters=self._letters(rejected), letter_for_refused=refused
+            )
         except BaseException as exc:
             for span in spans:
                 span.record_exception(exc)
@@ -157,6 +180,9 @@ class SampleIngestor:
         self.settings = settings
         self.thresholds = {mt: settings.default_threshold(mt) for mt in model_types.names()}
 
+    def _letters(self, rejected: Sequence[Rejected]) -> list[DeadLetter]:
+        return _letters(rejected, self.settings.max_event_bytes)
+
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedSamples | Rejected]:
         return [parse_samples(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
@@ -167,12 +193,14 @@ class SampleIngestor:
         for p in parsed:
             first.setdefault(p.event.event_id, p)
 
-        def refused(event_id: str, reason: str) -> OutboxEntry:
-            (letter,) = _letters([Rejected(message=first[event_id].message, reason=reason)])
+        def refused(event_id: str, reason: str) -> DeadLetter:
+            (letter,) = _letters(
+                [Rejected(message=first[event_id].message, reason=reason)], self.settings.max_event_bytes
+            )
             return letter
 
         if not parsed:
-            await self.store.dead_letters(_letters(rejected))
+            await self.store.dead_letters(self._letters(rejected))
             return BatchReport(dead_letters=[r.reason for r in rejected])
         result = await self.store.ingest(
             [
@@ -188,7 +216,7 @@ class SampleIngestor:
             ],
             thresholds=self.thresholds,
             priority=self.settings.default_priority,
-            dead_letters=_letters(rejected),
+            dead_letters=self._letters(rejected),
             letter_for_refused=refused,
         )
         return BatchReport(
@@ -207,6 +235,7 @@ class Ingestor(Protocol[P]):
     its store)."""
 
     store: IngestStore
+    settings: Settings
 
     def parse(self, messages: Sequence[RawMessage]) -> list[P | Rejected]: ...
 
@@ -275,7 +304,7 @@ async def _write(ingestor: Ingestor[P], items: Sequence[P | Rejected]) -> BatchR
 
 
 async def _write_dead_letter(ingestor: Ingestor[P], rejected: Rejected) -> BatchReport:
-    await ingestor.store.dead_letters(_letters([rejected]))
+    await ingestor.store.dead_letters(_letters([rejected], ingestor.settings.max_event_bytes))
     return BatchReport(dead_letters=[rejected.reason])
 
 

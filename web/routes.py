@@ -95,6 +95,24 @@ def _version(value: str) -> int:
 
 
 VERSION = PathParam("version", {"type": "integer", "minimum": 1}, "a version number of the model type", _version)
+
+
+def _dataset_id(value: str) -> str:
+    if not (0 < len(value) <= 256 and value.isprintable()):
+        raise ApiError(422, "invalid_parameter", "a dataset id is 1-256 printable characters")
+    return value
+
+
+DATASET_ID = PathParam("dataset_id", {"type": "string", "maxLength": 256}, "a dataset's id", _dataset_id)
+
+
+def _letter(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 18):
+        raise ApiError(422, "invalid_parameter", f"a dead letter's id is a positive integer, not {value[:100]!r}")
+    return int(value)
+
+
+LETTER = PathParam("letter", {"type": "integer", "minimum": 1}, "a kept input's id", _letter)
 TRAINING_EVENT_ID = PathParam(
     "training_event_id",
     {"type": "string", "format": "uuid"},
@@ -453,6 +471,60 @@ async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
     )
 
 
+async def dataset(call: Call) -> tuple[int, s.DatasetView]:
+    found = await _services(call).db.dataset(call.path["dataset_id"])
+    if found is None:
+        raise ApiError(404, "unknown_dataset", f"no samples have arrived for dataset {call.path['dataset_id']!r}")
+    return 200, s.DatasetView.of(found)
+
+
+async def reset_shape(call: Call) -> tuple[int, s.DatasetView]:
+    found = await _services(call).db.reset_shape(call.path["dataset_id"])
+    if found is None:
+        raise ApiError(404, "unknown_dataset", f"no samples have arrived for dataset {call.path['dataset_id']!r}")
+    return 200, s.DatasetView.of(found)
+
+
+async def dead_letters(call: Call) -> tuple[int, s.DeadLetterPage]:
+    q: s.DeadLetterQuery = call.query
+    try:
+        after = int(s.decode_key(q.after, 1)[0]) if q.after else 0
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    page = await _services(call).db.dead_letters(limit=q.limit, after=after, reason=q.reason, since=q.since)
+    cursor = s.encode_key(str(page[-1].id)) if len(page) == q.limit else None
+    return 200, s.DeadLetterPage(items=[s.DeadLetterView.of(d) for d in page], next_after=cursor)
+
+
+async def dead_letter(call: Call) -> tuple[int, s.DeadLetterDetail]:
+    found = await _services(call).db.dead_letter(call.path["letter"])
+    if found is None:
+        raise ApiError(404, "not_found", f"no dead letter {call.path['letter']}")
+    return 200, s.DeadLetterDetail.of_letter(found)
+
+
+async def replay_dead_letters(call: Call) -> tuple[int, s.Replayed]:
+    """Each kept input back to its topic, as it arrived: the same key and bytes, so the same
+    idempotency (an input that was in fact stored meanwhile is a duplicate, not stored twice)."""
+    svc = _services(call)
+    body: s.ReplayBody = call.body
+    if body.ids is None and body.reason is None and body.since is None:
+        raise ApiError(422, "invalid_body", "say which letters to replay: `ids`, `reason` or `since`")
+    if svc.producer is None:
+        raise ApiError(503, "no_producer", "this fcl web process does not publish to Kafka")
+    letters = await svc.db.for_replay(ids=body.ids, reason=body.reason, since=body.since, limit=body.limit)
+    sent: list[int] = []
+    try:
+        for letter in letters:
+            await (await svc.producer.send(letter.source_topic, letter.key, letter.value or b""))
+            sent.append(letter.id)
+    except Exception as exc:  # noqa: BLE001 - the broker's answer, reported; what went is recorded
+        await svc.db.replayed(sent)
+        raise ApiError(503, "broker_unavailable", f"replayed {len(sent)}, then the broker refused: {exc}") from None
+    await svc.db.replayed(sent)
+    return 200, s.Replayed(replayed=len(sent), ids=sent)
+
+
 async def unpark(call: Call) -> tuple[int, s.Unparked]:
     body: s.UnparkBody = call.body
     return 200, s.Unparked(unparked=await _services(call).db.unpark(body.ids))
@@ -649,6 +721,60 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.OutboxState, "the outbox"),
         query=s.PageQuery,
         errors=(422,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/datasets/{dataset_id}",
+        dataset,
+        "A dataset: its counter, threshold and sample shape with its version",
+        "datasets",
+        _ok(s.DatasetView, "the dataset"),
+        (DATASET_ID,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/datasets/{dataset_id}/reset-shape",
+        reset_shape,
+        "Forget a dataset's sample shape: the next event's shape starts its next shape version",
+        "datasets",
+        _ok(s.DatasetView, "the dataset, its shape forgotten"),
+        (DATASET_ID,),
+        auth=True,
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/dead-letters",
+        dead_letters,
+        "Refused inputs kept whole for replay, oldest first (paged; `reason` and `since` filter)",
+        "operations",
+        _ok(s.DeadLetterPage, "a page"),
+        query=s.DeadLetterQuery,
+        auth=True,
+        errors=(422,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/dead-letters/{letter}",
+        dead_letter,
+        "One refused input with its value as it arrived",
+        "operations",
+        _ok(s.DeadLetterDetail, "the letter"),
+        (LETTER,),
+        auth=True,
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/dead-letters/replay",
+        replay_dead_letters,
+        "Send kept inputs back to the topic they came from, as they arrived, once their cause is fixed",
+        "operations",
+        _ok(s.Replayed, "what was sent"),
+        body=s.ReplayBody,
+        auth=True,
+        errors=(422, 503),
     ),
     Endpoint(
         "POST",

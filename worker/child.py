@@ -70,7 +70,11 @@ def _on_the_champions_reference(
     try:
         loaded = asyncio.run(
             load_samples(
-                task.database_url, task.champion_dataset_id, up_to=task.champion_watermark, window=task.champion_window
+                task.database_url,
+                task.champion_dataset_id,
+                up_to=task.champion_watermark,
+                window=task.champion_window,
+                after=task.champion_after,
             )
         )
         samples, _ = usable_samples(task.model_type, loaded)
@@ -101,7 +105,9 @@ def _read_with_retries(
 
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
-    loaded = asyncio.run(load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window))
+    loaded = asyncio.run(
+        load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window, after=task.after)
+    )
     samples, skipped = usable_samples(task.model_type, loaded)
     del loaded
     trainer = get_trainer(task.model_type)
@@ -171,7 +177,14 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         hyperparameters=hyperparameters,
         samples=samples,
         dataset_watermark=task.watermark,
-        info=info | evaluation.info | {"skipped_samples": skipped, "train_window": task.window},
+        info=info
+        | evaluation.info
+        | {
+            "skipped_samples": skipped,
+            "train_window": task.window,
+            "shape_version": task.shape_version,
+            "shape_from_id": task.after,
+        },
     )
     if judged.drift_error:
         manifest.info["drift_error"] = judged.drift_error

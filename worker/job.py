@@ -226,6 +226,8 @@ class JobRun:
             dataset_id=job.dataset_id,
             watermark=inputs.watermark,
             window=self.config.windows.get(job.model_type),
+            after=inputs.shape_from_id,
+            shape_version=inputs.shape_version,
             seed=stable_bucket(str(job.id), 2**31),
             hyperparameters=dict(self.config.hyperparameters.get(job.model_type, {})),
             device=self.config.device,
@@ -236,6 +238,7 @@ class JobRun:
             champion_dataset_id=champion.version.dataset_id if champion else None,
             champion_watermark=champion.version.dataset_watermark if champion else None,
             champion_window=_window_of(champion.version.info) if champion else None,
+            champion_after=_shape_start_of(champion.version.info) if champion else 0,
             may_promote=job.dataset_id in self.config.champion_datasets.get(job.model_type, [job.dataset_id]),
         )
 
@@ -258,6 +261,7 @@ class JobRun:
             champion_dataset_id=champion.version.dataset_id if champion else None,
             champion_watermark=champion.version.dataset_watermark if champion else None,
             champion_window=_window_of(champion.version.info) if champion else None,
+            champion_after=_shape_start_of(champion.version.info) if champion else 0,
         )
 
     def _completed(
@@ -417,3 +421,9 @@ def _window_of(info: Mapping[str, Any]) -> int | None:
     """The window a version was trained with (its manifest's `train_window`), when it had one."""
     window = info.get("train_window")
     return int(window) if isinstance(window, (int, float)) and not isinstance(window, bool) and window >= 1 else None
+
+
+def _shape_start_of(info: Mapping[str, Any]) -> int:
+    """The id after which a version's samples were (its manifest's `shape_from_id`; 0: all)."""
+    start = info.get("shape_from_id")
+    return int(start) if isinstance(start, int) and not isinstance(start, bool) and start > 0 else 0

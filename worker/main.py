@@ -145,7 +145,11 @@ async def _retain(settings: Settings, db: WorkerStore) -> None:
     """The retention sweep, every `retention_sweep_seconds` (the first a minute after start); a
     sweep that fails (database or store unreachable) is logged and tried again next time."""
     store = ArtifactStore.from_settings(settings)
-    policy = RetentionPolicy(keep_versions=settings.retention_keep_versions, keep_days=settings.retention_keep_days)
+    policy = RetentionPolicy(
+        keep_versions=settings.retention_keep_versions,
+        keep_days=settings.retention_keep_days,
+        dead_letter_days=settings.dead_letter_retention_days,
+    )
     await asyncio.sleep(min(60.0, settings.retention_sweep_seconds))
     while True:
         try:

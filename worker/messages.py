@@ -31,6 +31,8 @@ class TrainingTask:
     dataset_id: str
     watermark: int  # the samples with id <= watermark, the same for every round of one attempt
     window: int | None = None  # only the most recent N of them (FCL_TRAIN_WINDOW_<TYPE>)
+    after: int = 0  # only those after this id: the samples of the dataset's newest shape
+    shape_version: int = 1
     seed: int
     hyperparameters: dict[str, Any]
     device: str | None
@@ -44,6 +46,7 @@ class TrainingTask:
     champion_dataset_id: str | None = None
     champion_watermark: int | None = None
     champion_window: int | None = None
+    champion_after: int = 0
     # FCL_CHAMPION_DATASETS: False when this dataset may not make a champion of its type
     may_promote: bool = True
     candidate: StoredArtifactRef | None = None  # EVALUATE: the candidate to judge again

@@ -7,7 +7,7 @@ again, by any number of workers at once: the version is marked deleted (it can n
 and its download answers 410), its artifact is deleted from the store, and that is recorded. The
 version's row stays, for lineage, the history and the ledger. Upload leftovers (temporary
 objects older than a day) are removed too, and the Idempotency-Keys of champion moves older
-than a week.
+than a week, and the refused inputs kept longer than FCL_DEAD_LETTER_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ OPERATOR_KEYS_KEPT = timedelta(days=7)
 class RetentionPolicy:
     keep_versions: int = 10
     keep_days: float = 30.0
+    dead_letter_days: float = 30.0  # FCL_DEAD_LETTER_RETENTION_DAYS
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RetentionResult:
     failed: set[tuple[str, int]] = field(default_factory=set)  # artifacts the store did not delete this time
     temporaries_removed: int = 0
     operator_keys_forgotten: int = 0
+    dead_letters_forgotten: int = 0
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -64,6 +66,7 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
             result.artifacts_removed += 1
     # An operator's retry comes within minutes; a week keeps every real one answered.
     result.operator_keys_forgotten = await db.forget_operator_keys(older_than=OPERATOR_KEYS_KEPT)
+    result.dead_letters_forgotten = await db.forget_dead_letters(older_than=timedelta(days=policy.dead_letter_days))
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)
     except ArtifactError as exc:
