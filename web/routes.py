@@ -730,7 +730,7 @@ ENDPOINTS: list[Endpoint] = [
         "datasets",
         _ok(s.DatasetView, "the dataset"),
         (DATASET_ID,),
-        errors=(404,),
+        errors=(404, 422),
     ),
     Endpoint(
         "POST",
@@ -741,7 +741,7 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.DatasetView, "the dataset, its shape forgotten"),
         (DATASET_ID,),
         auth=True,
-        errors=(404,),
+        errors=(404, 422),
     ),
     Endpoint(
         "GET",
@@ -763,7 +763,7 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.DeadLetterDetail, "the letter"),
         (LETTER,),
         auth=True,
-        errors=(404,),
+        errors=(404, 422),
     ),
     Endpoint(
         "POST",

@@ -200,6 +200,60 @@ async def test_trigger_follows_the_admission_rules_and_publishes_queued(api: Api
     assert [e["status"] for e in queued] == ["queued"] and queued[0]["dataset_id"] == "ds-trigger"
 
 
+async def test_kept_dead_letters_are_listed_shown_and_replayed_and_a_datasets_shape_reset(api: Api) -> None:
+    from fcl.storage.deadletters import DeadLetterRepository
+    from fcl.storage.entities import KeptInput
+
+    topic = api.settings.topic("training-samples")
+    replayable = json.dumps({"event_id": str(uuid.uuid4()), "replayed": True}).encode()
+    binary = b"\xff\x00 not text"
+    async with api.db.transaction() as s:
+        await DeadLetterRepository(s).keep(
+            [
+                KeptInput(
+                    letter_id=uuid.uuid4(),
+                    source_topic=topic,
+                    partition=0,
+                    offset=offset,
+                    key=b"ds-dl",
+                    value=value,
+                    value_bytes=len(value),
+                    reason=reason,
+                )
+                for offset, value, reason in ((7, replayable, "shape differs"), (8, binary, "not valid JSON"))
+            ]
+        )
+    await api.call("GET", f"{API}/dead-letters", token=None, status=401)  # their contents are the producers' data
+    listed = await api.call("GET", f"{API}/dead-letters?limit=1", status=200)
+    [first] = listed["items"]
+    assert (first["offset"], first["key"], first["value_bytes"]) == (7, "ds-dl", len(replayable))
+    assert listed["next_after"]
+    rest = await api.call("GET", f"{API}/dead-letters?limit=1&after={listed['next_after']}", status=200)
+    [second] = rest["items"]
+    only = await api.call("GET", f"{API}/dead-letters?reason=JSON", status=200)
+    assert [d["id"] for d in only["items"]] == [second["id"]]
+    shown = await api.call("GET", f"{API}/dead-letters/{second['id']}", status=200)
+    assert shown["value_encoding"] == "base64" and base64.b64decode(shown["value"]) == binary
+    await api.call("GET", f"{API}/dead-letters/999999", status=404)
+    await api.call("GET", f"{API}/dead-letters/x", status=422)
+
+    assert (await api.call("POST", f"{API}/dead-letters/replay", status=422))["error"]["code"] == "invalid_body"
+    done = await api.call("POST", f"{API}/dead-letters/replay", status=200, json={"ids": [first["id"]]})
+    assert done == {"replayed": 1, "ids": [first["id"]]}
+    records = await read_topic(api.settings, topic, until=lambda r: any(e.get("replayed") for e in r))
+    assert [e["_key"] for e in records if e.get("replayed")] == ["ds-dl"]
+    again = await api.call("GET", f"{API}/dead-letters/{first['id']}", status=200)
+    assert again["replays"] == 1 and again["replayed_at"]
+
+    await _dataset(api.db, "ds-shape")
+    seen = await api.call("GET", f"{API}/datasets/ds-shape", status=200)
+    assert seen["shape_version"] == 1 and seen["model_type"] == "goal"
+    await api.call("POST", f"{API}/datasets/ds-shape/reset-shape", token=None, status=401)
+    reset = await api.call("POST", f"{API}/datasets/ds-shape/reset-shape", status=200)
+    assert reset["sample_shape"] is None
+    await api.call("GET", f"{API}/datasets/no-such", status=404)
+
+
 async def test_bad_requests_get_json_errors_with_request_ids(api: Api) -> None:
     await _dataset(api.db, "ds-bad")
     path = f"{API}/trigger-training/goal"
@@ -503,6 +557,11 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
         ("POST", "/outbox/unpark"),
+        ("GET", "/datasets/{dataset_id}"),
+        ("POST", "/datasets/{dataset_id}/reset-shape"),
+        ("GET", "/dead-letters"),
+        ("GET", "/dead-letters/{letter}"),
+        ("POST", "/dead-letters/replay"),
         ("GET", "/training-job/{job_id}/triggers"),  # beyond the contract: every trigger, paged
     }
     assert {(m, API + p) for m, p in contract} | {
@@ -515,8 +574,10 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
     } == operations
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
-            # every POST, and the artifact download (models are company data), need the token
-            assert ("security" in op) == (method == "post" or path.endswith("/artifact")), (method, path)
+            # every POST, the artifact download (models are company data) and the kept dead letters
+            # (producers' data) need the token
+            private = path.endswith("/artifact") or "/dead-letters" in path
+            assert ("security" in op) == (method == "post" or private), (method, path)
             if method == "post":
                 assert "401" in op["responses"]
     history = spec["paths"][API + "/training-history"]["get"]

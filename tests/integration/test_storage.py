@@ -351,6 +351,63 @@ async def test_a_dataset_keeps_the_shape_of_its_first_samples_and_refuses_anothe
     assert "shape" in reason and '"c"' in reason
 
 
+async def test_a_dataset_whose_events_add_features_starts_a_new_shape_version_and_trains_on_it(db: Database) -> None:
+    """A producer adds a feature: its events are not refused, they start shape version 2, and a
+    training reads the samples of the newest shape only. A shape that drops a feature is still
+    refused, until an operator resets the shape: the next event's shape is then version 3."""
+    dataset_id = _name("evolving")
+
+    def sample(features: dict[str, float]) -> dict[str, Any]:
+        return {"user_id": "u", "goal_id": "g", "features": features, "achieved": True}
+
+    async def ingest(*events: dict[str, float]):
+        async with db.transaction() as s:
+            return await SampleRepository(s).ingest(
+                [
+                    NewSampleBatch(
+                        event_id=_name("ev"),
+                        dataset_id=dataset_id,
+                        model_type="goal",
+                        samples=[sample(f)],
+                        shape={"features": sorted(f)},
+                    )
+                    for f in events
+                ],
+                thresholds={"goal": 100},
+            )
+
+    async def dataset():
+        async with db.transaction() as s:
+            found = await DatasetRepository(s).get(dataset_id)
+            assert found is not None
+            return found, await SampleRepository(s).watermark(dataset_id)
+
+    await ingest({"a": 1.0, "b": 1.0}, {"a": 2.0, "b": 2.0})
+    v1, _ = await dataset()
+    assert (v1.shape_version, v1.shape_from_id, v1.sample_shape) == (1, 0, {"features": ["a", "b"]})
+    # in one batch: an old-shape event, the event that adds "c", and a new-shape one after it
+    grown = await ingest({"a": 3.0, "b": 3.0}, {"a": 4.0, "b": 4.0, "c": 4.0}, {"a": 5.0, "b": 5.0, "c": 5.0})
+    assert grown.stored_samples == 3 and grown.refused == {}
+    v2, mark = await dataset()
+    assert (v2.shape_version, v2.sample_shape) == (2, {"features": ["a", "b", "c"]})
+    newest = await load_samples(db.url, dataset_id, up_to=mark, after=v2.shape_from_id)
+    assert [s["features"]["a"] for s in newest] == [4.0, 5.0]  # the newest shape's samples only
+    assert len(await load_samples(db.url, dataset_id, up_to=mark)) == 5  # every sample is kept
+    dropped = await ingest({"a": 6.0, "b": 6.0})  # the old shape again: a feature dropped
+    [(_event, reason)] = dropped.refused.items()
+    assert "reset-shape" in reason
+    async with db.transaction() as s:
+        await DatasetRepository(s).reset_shape(dataset_id)
+    reset, _ = await dataset()
+    assert reset.sample_shape is None and reset.shape_version == 2
+    assert (await ingest({"x": 1.0})).stored_samples == 1
+    v3, mark = await dataset()
+    assert (v3.shape_version, v3.sample_shape) == (3, {"features": ["x"]}) and v3.shape_from_id > v2.shape_from_id
+    assert [s["features"] for s in await load_samples(db.url, dataset_id, up_to=mark, after=v3.shape_from_id)] == [
+        {"x": 1.0}
+    ]
+
+
 async def test_a_schema_the_code_does_not_match_stops_the_batch_instead_of_dead_lettering_it(
     own_db: Database,
 ) -> None:

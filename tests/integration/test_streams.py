@@ -215,6 +215,55 @@ def samples_event(
     }
 
 
+async def test_a_refused_input_is_kept_whole_and_replayed_through_the_same_door_once_fixed(streams) -> None:
+    """A producer's new release sends samples of another shape: they are dead-lettered (a bounded
+    letter on the topic) and kept whole in PostgreSQL. The operator resets the dataset's shape and
+    replays them (what `POST …/dead-letters/replay` does: the same bytes to the same topic): they
+    are stored, once, as the new shape version."""
+    from fcl.storage.stores import ApiStore
+
+    senv, db = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    topic = senv.topic(Topic.TRAINING_SAMPLES)
+    old = samples_event("reshaped", 3)
+    new = samples_event("reshaped", 4)
+    for sample in new["samples"]:
+        sample["features"] = {"income": 1.0}  # another shape, not an extension
+    raw = encode(new) + b" " * 100  # whitespace at the end: the value kept must be these bytes
+    await produce_raw(senv.settings, topic, [(b"reshaped", encode(old))])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 3 FROM training_samples"), logs=senv.logs)
+    await produce_raw(senv.settings, topic, [(b"reshaped", raw)])
+    store = ApiStore(db)
+
+    async def kept() -> bool:
+        return bool(await store.dead_letters(limit=10, after=0, reason="shape", since=None))
+
+    await eventually(kept, what="the refused event kept", logs=senv.logs)
+    [letter] = await store.dead_letters(limit=10, after=0, reason="shape", since=None)
+    assert (letter.key, letter.value, letter.value_bytes) == (b"reshaped", raw, len(raw))
+    assert letter.source_topic == topic and letter.replays == 0 and "reset-shape" in letter.reason
+    [on_topic] = await read_topic(senv.settings, senv.topic(Topic.DEAD_LETTER), until=lambda r: len(r) >= 1)
+    assert on_topic["event_id"] == str(letter.letter_id)
+
+    assert (await store.reset_shape("reshaped")) is not None
+    for replay in await store.for_replay(ids=None, reason="shape", since=None, limit=100):
+        await produce_raw(senv.settings, replay.source_topic, [(replay.key, replay.value)])
+        await store.replayed([replay.id])
+    await eventually(lambda: scalar(db, "SELECT count(*) = 7 FROM training_samples"), logs=senv.logs)
+    dataset = await store.dataset("reshaped")
+    assert dataset is not None and dataset.shape_version == 2 and dataset.sample_shape == {"features": ["income"]}
+    [replayed] = await store.dead_letters(limit=10, after=0, reason="shape", since=None)
+    assert replayed.replays == 1 and replayed.replayed_at is not None
+    # the same bytes again: the same event id, a duplicate, not stored twice; a valid event of the
+    # new shape behind it on the same partition shows when it has been read
+    fence = samples_event("reshaped", 1)
+    fence["samples"][0]["features"] = {"income": 2.0}
+    await produce_raw(senv.settings, topic, [(replayed.key, replayed.value), (b"reshaped", encode(fence))])
+    await eventually(lambda: scalar(db, "SELECT count(*) >= 8 FROM training_samples"), logs=senv.logs)
+    assert await scalar(db, "SELECT count(*) FROM training_samples") == 8
+
+
 async def test_samples_crossing_a_threshold_make_one_event_and_one_job_per_crossing(streams) -> None:
     senv, db = streams
     worker = senv.start_worker()
