@@ -2,7 +2,8 @@
 
 Each model type is one `register(ModelTypeSpec(...))` below: its name, the shape of its samples,
 the trainer that fits it (a `module:Class` path that `trainers.registry` imports), its default
-dataset threshold (`FCL_THRESHOLD_<TYPE>` overrides it) and the metric the dashboard plots.
+dataset threshold (`FCL_THRESHOLD_<TYPE>` overrides it), its default training window
+(`FCL_TRAIN_WINDOW_<TYPE>`) and the metric the dashboard plots.
 Settings, the event schemas, the CLI, the HTTP API's validation and the trainer registry all read
 this registry, so adding a model type is one trainer module and one registration here.
 Anything not registered is an unknown model type.
@@ -37,6 +38,9 @@ class ModelTypeSpec:
     sample: type[SampleShape]
     trainer: str  # "module:Class" of its `trainers.base.Trainer`
     default_threshold: int  # samples since the last training that make a dataset ready
+    # A training reads the most recent N samples of its dataset (FCL_TRAIN_WINDOW_<TYPE> overrides
+    # it): what bounds a training's memory, and what the sample retention keeps at least.
+    default_window: int = 200_000
     key_metric: str  # plotted across versions
     higher_is_better: bool
 
@@ -156,6 +160,7 @@ RECOMMENDATION = register(
         sample=RecommendationSample,
         trainer="fcl.trainers.recommendation:RecommendationTrainer",
         default_threshold=5000,
+        default_window=500_000,
         key_metric="fqe_value",
         higher_is_better=True,
     )
@@ -167,6 +172,7 @@ SEGMENTATION = register(
         sample=SegmentationSample,
         trainer="fcl.trainers.segmentation:SegmentationTrainer",
         default_threshold=2000,
+        default_window=200_000,
         key_metric="silhouette",
         higher_is_better=True,
     )
@@ -178,6 +184,7 @@ SPENDING = register(
         sample=SpendingSample,
         trainer="fcl.trainers.spending:SpendingTrainer",
         default_threshold=5000,
+        default_window=730_000,
         key_metric="mae",
         higher_is_better=False,
     )
@@ -189,6 +196,7 @@ GOAL = register(
         sample=GoalSample,
         trainer="fcl.trainers.goal:GoalTrainer",
         default_threshold=2000,
+        default_window=200_000,
         key_metric="roc_auc",
         higher_is_better=True,
     )

@@ -212,8 +212,12 @@ class Settings(BaseSettings):
     trainer_device: str | None = None
     """The torch device of the PyTorch trainers, e.g. `cpu`; unset: CUDA when present."""
     train_windows: dict[str, int] = Field(default_factory=dict)
-    """Train on the most recent N samples of a dataset of the model type (unset: all of them);
-    bounds a training's memory; the version records it."""
+    """Train on the most recent N samples of a dataset of the model type (defaults:
+    recommendation 500,000, segmentation 200,000, spending 730,000, goal 200,000); bounds a
+    training's memory; the version records it; the sample retention keeps at least that many."""
+    sample_retention_days: float = Field(default=30.0, gt=0)
+    """Samples are kept this many days, or longer where a dataset's training window or a
+    champion's reference set still needs them; whole days are dropped (partitions), never rows."""
     champion_datasets: dict[str, list[str]] = Field(default_factory=dict)
     """JSON: model type -> the datasets whose candidates may become its champion (a type not
     named: any dataset). A candidate from another dataset is recorded and judged, never promoted
@@ -274,8 +278,12 @@ class Settings(BaseSettings):
     def default_threshold(self, model_type: str) -> int:
         return int(self.thresholds.get(model_type, model_types.spec(model_type).default_threshold))
 
-    def window_for(self, model_type: str) -> int | None:
-        return self.train_windows.get(model_type)
+    def window_for(self, model_type: str) -> int:
+        """How many of a dataset's most recent samples a training reads."""
+        return self.train_windows.get(model_type) or model_types.spec(model_type).default_window
+
+    def windows(self) -> dict[str, int]:
+        return {name: self.window_for(name) for name in model_types.names()}
 
     @field_validator(
         "thresholds",

@@ -384,3 +384,103 @@ def threshold_events(
             (Topic.DATASET_THRESHOLD, c.dataset_id, event.model_dump(mode="json") | {"occurred_at": rfc3339()})
         )
     return events
+
+
+# -- the sample retention (partitions by day, migration 0018) ---------------------------------------
+PARTITIONS_AHEAD = 9  # today and the next 8 days have their partitions before their rows arrive
+
+
+class SampleRetention:
+    """Drops whole days of samples (a partition of training_samples) once they are older than the
+    retention and no training window or champion's reference set needs any of their rows."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def ensure_partitions(self, days: int = PARTITIONS_AHEAD) -> int:
+        """Create the daily partitions from today on that are missing; how many were made."""
+        made = await self.session.scalar(
+            text("SELECT fcl_ensure_sample_partitions(current_date, :days)"), {"days": days}
+        )
+        return int(made or 0)
+
+    async def first_needed(self, windows: dict[str, int]) -> dict[str, int]:
+        """Per dataset, the smallest sample id a training or a judgement may still read: the first
+        of its newest `windows[model type]` samples of its newest shape (all of them when it has
+        fewer), and for a champion's dataset the first of the samples the champion was judged on
+        (up to its watermark, within its window, of its shape)."""
+        needed: dict[str, int] = {}
+        for row in (
+            await self.session.execute(
+                text("""
+            SELECT d.dataset_id, GREATEST(d.shape_from_id + 1, coalesce(
+                       (SELECT s.id FROM training_samples s WHERE s.dataset_id = d.dataset_id
+                        ORDER BY s.id DESC OFFSET w.size - 1 LIMIT 1),
+                       (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = d.dataset_id),
+                       0)) AS first
+            FROM datasets d JOIN unnest(CAST(:types AS text[]), CAST(:sizes AS bigint[])) AS w(model_type, size)
+                 ON w.model_type = d.model_type
+            UNION ALL
+            SELECT v.dataset_id, GREATEST(coalesce((v.info->>'shape_from_id')::bigint, 0) + 1, coalesce(
+                       (SELECT s.id FROM training_samples s WHERE s.dataset_id = v.dataset_id
+                          AND s.id <= v.dataset_watermark ORDER BY s.id DESC
+                        OFFSET coalesce((v.info->>'train_window')::bigint, 1000000000000) - 1 LIMIT 1),
+                       (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = v.dataset_id),
+                       0)) AS first
+            FROM (SELECT DISTINCT ON (model_type) model_type, version FROM champion_ledger
+                  ORDER BY model_type, seq DESC) c
+            JOIN model_versions v ON v.model_type = c.model_type AND v.version = c.version
+        """),
+                {"types": list(windows), "sizes": list(windows.values())},
+            )
+        ).all():
+            needed[row.dataset_id] = min(needed.get(row.dataset_id, row.first), int(row.first))
+        return needed
+
+    async def drop_old_days(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
+        """Drop each day's partition older than `keep_days` none of whose rows a dataset's window
+        or a champion's reference set still reads; the names dropped. Rows that landed in the default
+        partition (a day without its partition) are never dropped."""
+        needed = await self.first_needed(windows)
+        ids, firsts = list(needed), list(needed.values())
+        days: Sequence[str] = (
+            (
+                await self.session.execute(
+                    text("""
+            SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'training_samples'::regclass AND c.relname ~ '^training_samples_p[0-9]{8}$'
+              AND to_date(substr(c.relname, 19), 'YYYYMMDD') + 1
+                  <= (now() - make_interval(secs => :keep))::date
+            ORDER BY c.relname
+        """),
+                    {"keep": keep_days * 86400},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        dropped: list[str] = []
+        for name in days:
+            still_read = await self.session.scalar(
+                text(f"""
+                SELECT EXISTS (
+                    SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:firsts AS bigint[])) AS n(dataset_id, first)
+                    WHERE EXISTS (SELECT 1 FROM "{name}" p WHERE p.dataset_id = n.dataset_id AND p.id >= n.first))
+            """),
+                {"ids": ids, "firsts": firsts},
+            )
+            if still_read:
+                continue  # a window or a reference set still reads some of its rows
+            # Detaching locks the whole table: a training reading its samples holds it for a while,
+            # and ingestion must not queue behind the wait. Another sweep will try again.
+            try:
+                async with self.session.begin_nested():
+                    await self.session.execute(text("SET LOCAL lock_timeout = '2s'"))
+                    await self.session.execute(text(f'ALTER TABLE training_samples DETACH PARTITION "{name}"'))
+                    await self.session.execute(text(f'DROP TABLE "{name}"'))
+            except DRIVER_ERRORS as exc:
+                if wrap(exc).sqlstate != "55P03":
+                    raise
+                continue
+            dropped.append(name)
+        return dropped

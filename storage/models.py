@@ -126,6 +126,12 @@ class SampleBatchRow(Base):
     received_at: Mapped[datetime] = _created()
 
 
+def is_sample_partition(name: str | None) -> bool:
+    """A day's partition of training_samples (or its default one): made by the database, not by
+    these models (migration 0018)."""
+    return bool(name) and str(name).startswith("training_samples_") and str(name) != "training_samples_"
+
+
 class TrainingSampleRow(Base):
     __tablename__ = "training_samples"
 
@@ -135,9 +141,14 @@ class TrainingSampleRow(Base):
     dataset_id: Mapped[str]
     batch_event_id: Mapped[str]
     payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = _created()
+    # The partition key (migration 0018: a partition per day, dropped whole by the retention).
+    created_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=func.now())
 
-    __table_args__ = (Index(None, "dataset_id", "id"), Index(None, "batch_event_id"))
+    __table_args__ = (
+        Index(None, "dataset_id", "id"),
+        Index(None, "batch_event_id"),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
 
 
 class TrainingJobRow(Base):

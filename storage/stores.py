@@ -22,7 +22,13 @@ from typing import Any, Protocol
 from fcl.contract import model_types
 from fcl.contract.enums import AdmissionOutcome
 from fcl.contract.events import ValidationCheck
-from fcl.storage.datasets import DatasetRepository, SampleRepository, threshold_events, trigger_namespace
+from fcl.storage.datasets import (
+    DatasetRepository,
+    SampleRepository,
+    SampleRetention,
+    threshold_events,
+    trigger_namespace,
+)
 from fcl.storage.datasets import load_samples as load_samples  # the training child's reader (its own connection)
 from fcl.storage.db import Database
 from fcl.storage.deadletters import DeadLetterRepository, write_dead_letters
@@ -254,6 +260,13 @@ class WorkerStore:
             return await OutboxRepository(s).unpublished()
 
     # -- retention (worker.retention) --
+    async def sample_retention(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
+        """Keep the daily partitions ahead, and drop the old days nothing needs; their names."""
+        async with self.db.transaction() as s:
+            retention = SampleRetention(s)
+            await retention.ensure_partitions()
+            return await retention.drop_old_days(keep_days=keep_days, windows=windows)
+
     async def forget_dead_letters(self, *, older_than: timedelta) -> int:
         """Delete the kept refused inputs older than `older_than`."""
         async with self.db.transaction() as s:

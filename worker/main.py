@@ -57,7 +57,7 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
         timeouts=settings.trainer_timeouts,
         hyperparameters=settings.trainer_hyperparameters,
         device=settings.trainer_device,
-        windows=settings.train_windows,
+        windows=settings.windows(),
         drift_max_psi=settings.drift_max_psi,
         champion_datasets=settings.champion_datasets,
         retry=RetryPolicy(base_seconds=settings.retry_base_seconds, max_seconds=settings.retry_max_seconds),
@@ -149,6 +149,8 @@ async def _retain(settings: Settings, db: WorkerStore) -> None:
         keep_versions=settings.retention_keep_versions,
         keep_days=settings.retention_keep_days,
         dead_letter_days=settings.dead_letter_retention_days,
+        sample_days=settings.sample_retention_days,
+        windows=settings.windows(),
     )
     await asyncio.sleep(min(60.0, settings.retention_sweep_seconds))
     while True:

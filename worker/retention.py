@@ -7,13 +7,16 @@ again, by any number of workers at once: the version is marked deleted (it can n
 and its download answers 410), its artifact is deleted from the store, and that is recorded. The
 version's row stays, for lineage, the history and the ledger. Upload leftovers (temporary
 objects older than a day) are removed too, and the Idempotency-Keys of champion moves older
-than a week, and the refused inputs kept longer than FCL_DEAD_LETTER_RETENTION_DAYS.
+than a week, and the refused inputs kept longer than FCL_DEAD_LETTER_RETENTION_DAYS. Samples go by
+whole days (storage.datasets.SampleRetention): a day older than FCL_SAMPLE_RETENTION_DAYS is dropped
+once no dataset's training window and no champion's reference set reads any of its rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,6 +33,8 @@ class RetentionPolicy:
     keep_versions: int = 10
     keep_days: float = 30.0
     dead_letter_days: float = 30.0  # FCL_DEAD_LETTER_RETENTION_DAYS
+    sample_days: float = 30.0  # FCL_SAMPLE_RETENTION_DAYS
+    windows: Mapping[str, int] = field(default_factory=dict)  # model type -> training window
 
 
 @dataclass
@@ -40,6 +45,7 @@ class RetentionResult:
     temporaries_removed: int = 0
     operator_keys_forgotten: int = 0
     dead_letters_forgotten: int = 0
+    sample_days_dropped: list[str] = field(default_factory=list)  # the daily partitions dropped
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -66,6 +72,7 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
             result.artifacts_removed += 1
     # An operator's retry comes within minutes; a week keeps every real one answered.
     result.operator_keys_forgotten = await db.forget_operator_keys(older_than=OPERATOR_KEYS_KEPT)
+    result.sample_days_dropped = await db.sample_retention(keep_days=policy.sample_days, windows=dict(policy.windows))
     result.dead_letters_forgotten = await db.forget_dead_letters(older_than=timedelta(days=policy.dead_letter_days))
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)

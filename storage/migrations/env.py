@@ -8,13 +8,20 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from fcl.storage.db import create_engine
-from fcl.storage.models import Base
+from fcl.storage.models import Base, is_sample_partition
 
 target_metadata = Base.metadata
 
 
+def _include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Autogenerate leaves the sample partitions alone: the database makes them (migration 0018)."""
+    return not (type_ == "table" and reflected and is_sample_partition(name))
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, compare_type=True, include_object=_include
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -81,3 +81,62 @@ async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempote
         ledger = await oracle.champion_ledger(s, "goal")
     assert ledger[0].version == 1 and ledger[0].actor == "operator test" and ledger[0].note == "the old one serves"
     assert all(m.actor and m.actor.startswith("job ") for m in ledger[1:])  # the validated moves name their job
+
+
+async def test_old_days_of_samples_are_dropped_whole_unless_a_window_still_reads_them(own_db: Database) -> None:
+    """Samples go by whole days (partitions), never by a DELETE: a day older than the retention is
+    dropped when no dataset's training window reads any of its rows. A busy dataset's old day
+    goes; a quiet dataset whose window still covers its old samples keeps its day; the counters
+    stay as they were; the days ahead have their partitions."""
+    from fcl.storage.datasets import SampleRetention
+
+    async def day_of(days_ago: int) -> str:
+        [row] = await rows(own_db, "SELECT to_char(current_date - CAST(:d AS integer), 'YYYYMMDD') AS day", d=days_ago)
+        return f"training_samples_p{row.day}"
+
+    await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 41, 3) AS made")
+    await rows(
+        own_db,
+        "INSERT INTO datasets (dataset_id, model_type, threshold) VALUES ('quiet', 'goal', 100) RETURNING dataset_id",
+    )
+    for dataset_id, days_ago, n in (("busy", 40, 10), ("quiet", 39, 3)):
+        await rows(
+            own_db,
+            "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
+            "SELECT :d, 'old', '{}'::jsonb, now() - make_interval(days => :ago) FROM generate_series(1, :n) "
+            "RETURNING id",
+            d=dataset_id,
+            ago=days_ago,
+            n=n,
+        )
+    await factories.store(own_db, "busy", "goal", count=20)  # today: newer than the old day
+    before = {
+        r.dataset_id: r.total_samples for r in await rows(own_db, "SELECT dataset_id, total_samples FROM datasets")
+    }
+
+    windows = {"recommendation": 15, "segmentation": 15, "spending": 15, "goal": 15}
+    async with own_db.transaction() as s:
+        assert await SampleRetention(s).ensure_partitions() >= 0
+        dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
+    # busy's window (its 15 newest) is all of today: its old day goes, and the empty day before it
+    assert dropped == [await day_of(41), await day_of(40)]
+    counts = {
+        r.dataset_id: r.n
+        for r in await rows(own_db, "SELECT dataset_id, count(*) AS n FROM training_samples GROUP BY dataset_id")
+    }
+    assert counts == {"busy": 20, "quiet": 3}  # quiet's window still reads its day: kept
+    after = {
+        r.dataset_id: r.total_samples for r in await rows(own_db, "SELECT dataset_id, total_samples FROM datasets")
+    }
+    assert after == before
+    ahead = await rows(
+        own_db,
+        "SELECT count(*) AS n FROM pg_class WHERE relname = ANY(ARRAY(SELECT 'training_samples_p' || "
+        "to_char(current_date + i, 'YYYYMMDD') FROM generate_series(0, 8) AS i))",
+    )
+    assert ahead[0].n == 9
+    async with own_db.transaction() as s:  # again: nothing more to drop (idempotent)
+        assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == []
+    await factories.store(own_db, "quiet", "goal", count=15)  # quiet gets busier: its window moves on
+    async with own_db.transaction() as s:
+        assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == [await day_of(39)]
