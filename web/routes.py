@@ -456,13 +456,23 @@ async def readyz(call: Call) -> tuple[int, s.Readiness]:
     return status, s.Readiness.model_validate(body)
 
 
+def _row_cursor(cursor: str | None) -> int:
+    """The row id a page's `next_after` names (0: from the start); 422 for anything else."""
+    if not cursor:
+        return 0
+    try:
+        after = int(s.decode_key(cursor, 1)[0])
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    if not 0 <= after < 2**63:
+        raise ApiError(422, "invalid_cursor", "`after` is not a cursor from a previous page")
+    return after
+
+
 async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
     svc = _services(call)
     q: s.PageQuery = call.query
-    try:
-        after = int(s.decode_key(q.after, 1)[0]) if q.after else 0
-    except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    after = _row_cursor(q.after)
     pending, parked = await svc.db.outbox(limit=q.limit, after=after)
     return 200, s.OutboxState(
         pending=pending,
@@ -487,10 +497,7 @@ async def reset_shape(call: Call) -> tuple[int, s.DatasetView]:
 
 async def dead_letters(call: Call) -> tuple[int, s.DeadLetterPage]:
     q: s.DeadLetterQuery = call.query
-    try:
-        after = int(s.decode_key(q.after, 1)[0]) if q.after else 0
-    except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    after = _row_cursor(q.after)
     page = await _services(call).db.dead_letters(limit=q.limit, after=after, reason=q.reason, since=q.since)
     cursor = s.encode_key(str(page[-1].id)) if len(page) == q.limit else None
     return 200, s.DeadLetterPage(items=[s.DeadLetterView.of(d) for d in page], next_after=cursor)

@@ -10,9 +10,9 @@ import binascii
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
 from fcl.contract.events import Drift, ErrorInfo, ValidationCheck
@@ -92,6 +92,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return started, uuid.UUID(ident)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValueError("`before` is not a cursor from a previous page") from exc
+
+
+def _encodable(value: str) -> str:
+    """Text PostgreSQL can store: UTF-8 (no lone surrogate) without NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8 text") from None
+    if "\x00" in value:
+        raise ValueError("NUL is not allowed in text")
+    return value
+
+
+# Text a filter compares with stored text; a row id (a bigint).
+FilterText = Annotated[str, Field(max_length=500), AfterValidator(_encodable)]
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
 
 
 class PageQuery(BaseModel):
@@ -538,7 +554,7 @@ class DatasetView(View):
 
 
 class DeadLetterQuery(PageQuery):
-    reason: str | None = Field(default=None, max_length=500, description="only letters whose reason contains this")
+    reason: FilterText | None = Field(default=None, description="only letters whose reason contains this")
     since: datetime | None = Field(default=None, description="only letters kept since then (RFC 3339)")
 
 
@@ -600,8 +616,8 @@ class ReplayBody(BaseModel):
     reason contains `reason` and that was kept since `since`; at most `limit` per call."""
 
     model_config = ConfigDict(extra="ignore")
-    ids: list[int] | None = Field(default=None, max_length=1000)
-    reason: str | None = Field(default=None, max_length=500)
+    ids: list[RowId] | None = Field(default=None, max_length=1000)
+    reason: FilterText | None = None
     since: datetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
@@ -613,7 +629,7 @@ class Replayed(View):
 
 class UnparkBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    ids: list[int] | None = Field(
+    ids: list[RowId] | None = Field(
         default=None, max_length=10_000, description="the parked rows to put back in line; omitted: all of them"
     )
 

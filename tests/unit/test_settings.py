@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from fcl.contract import model_types
 from fcl.contract.settings import Settings, load_settings, refusal
 
 CONTRACT_VARIABLES = {
@@ -142,12 +143,15 @@ def test_artifact_url_and_its_older_name(clean_env: Path, monkeypatch: pytest.Mo
 
 def test_a_training_window_per_model_type(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "FCL_TRAIN_WINDOW_RECOMMENDATION" in Settings.variables()
-    assert load_settings().window_for("recommendation") is None  # default: every sample
+    defaults = load_settings().windows()  # every model type has one, from its registration
+    assert defaults == {s.name: s.default_window for s in model_types.specs()}
+    assert defaults["recommendation"] == 500_000 and defaults["goal"] == 200_000
     (clean_env / ".fcl").mkdir()
     (clean_env / ".fcl" / "stack.env").write_text("FCL_TRAIN_WINDOW_GOAL=300\n")
-    monkeypatch.setenv("FCL_TRAIN_WINDOW_RECOMMENDATION", "500000")
+    monkeypatch.setenv("FCL_TRAIN_WINDOW_RECOMMENDATION", "40000")
     settings = load_settings()
-    assert (settings.window_for("recommendation"), settings.window_for("goal")) == (500000, 300)
+    assert (settings.window_for("recommendation"), settings.window_for("goal")) == (40000, 300)
+    assert settings.window_for("spending") == 730_000
     monkeypatch.setenv("FCL_TRAIN_WINDOW_SPENDING", "0")
     with pytest.raises(ValidationError, match="train_windows"):
         load_settings()
