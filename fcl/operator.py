@@ -206,7 +206,13 @@ def versions(args: argparse.Namespace) -> int:
             "POST", f"/model-versions/{args.model_type}/rollback", body={"expected_version": args.expected_version}
         )
         return _out(args, move, table(LEDGER_HEADERS, _ledger_rows([move])))
-    listing = client.call("GET", "/model-versions", model_type=args.model_type)
+    listing = client.call(
+        "GET",
+        "/model-versions",
+        model_type=args.model_type,
+        version=getattr(args, "version", None) if args.action == "show" else None,
+        limit=500,
+    )
     if args.action == "show":
         found = [v for v in listing["versions"] if v["version"] == args.version]
         if not found:

@@ -12,6 +12,7 @@ The queue's figures come from `job_status_counts` (migration 0010), not from cou
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,22 +174,48 @@ _HISTORY = {
     for b in (False, True)
 }
 
-# Every version of the model types in $1, newest first per type; each type's champion; the ledger
-# (newest 100 moves of those types).
+# A page of the versions of the model types in $1, newest first (created_at, model_type, version
+# descending), after the cursor ($3-$5, all null for the first page), only version $2 when given;
+# $6 the page size + 1. Each type's champion. A page of the ledger of those types, newest first,
+# after its own cursor ($7, $8), of the same size.
 MODEL_VERSIONS_SQL = f"""
     WITH types AS (SELECT name, ord FROM unnest(CAST($1 AS text[])) WITH ORDINALITY AS t(name, ord)),
     champions AS (
         SELECT t.name, t.ord, c.version FROM types t
         LEFT JOIN LATERAL (SELECT version FROM champion_ledger l WHERE l.model_type = t.name
-                           ORDER BY l.seq DESC LIMIT 1) AS c ON true)
+                           ORDER BY l.seq DESC LIMIT 1) AS c ON true),
+    page AS (
+        SELECT v.*, c.version AS champion_version,
+               row_number() OVER (ORDER BY v.created_at DESC, v.model_type DESC, v.version DESC) AS n
+        FROM model_versions v JOIN champions c ON c.name = v.model_type
+        WHERE (CAST($2 AS integer) IS NULL OR v.version = $2)
+          AND (CAST($3 AS timestamptz) IS NULL
+               OR (v.created_at, v.model_type, v.version)
+                  < (CAST($3 AS timestamptz), CAST($4 AS text), CAST($5 AS integer)))
+        ORDER BY v.created_at DESC, v.model_type DESC, v.version DESC LIMIT $6),
+    moves AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.created_at DESC, m.id DESC) AS n FROM (
+            SELECT * FROM champion_ledger WHERE model_type = ANY(CAST($1 AS text[]))
+              AND (CAST($7 AS timestamptz) IS NULL OR (created_at, id) < (CAST($7 AS timestamptz), CAST($8 AS bigint)))
+            ORDER BY created_at DESC, id DESC LIMIT $6) AS m)
     SELECT json_build_object(
         'champions', (SELECT json_object_agg(name, version ORDER BY ord) FROM champions),
-        'versions', coalesce((SELECT json_agg({_version_json("v", "c.version")} ORDER BY v.model_type, v.version DESC)
-                              FROM model_versions v JOIN champions c ON c.name = v.model_type), '[]'),
-        'ledger', coalesce((SELECT json_agg({_move_json("m")} ORDER BY m.created_at DESC, m.id DESC)
-                            FROM (SELECT * FROM champion_ledger WHERE model_type = ANY(CAST($1 AS text[]))
-                                  ORDER BY created_at DESC, id DESC LIMIT 100) AS m), '[]'))::text
+        'versions', coalesce((SELECT json_agg({_version_json("v", "v.champion_version")} ORDER BY v.n)
+                              FROM page v WHERE v.n < $6), '[]'),
+        'ledger', coalesce((SELECT json_agg({_move_json("m")} ORDER BY m.n) FROM moves m WHERE m.n < $6), '[]')
+    )::text AS body,
+    (SELECT json_build_array(created_at, model_type, version) FROM page WHERE n = $6 - 1
+       AND (SELECT count(*) FROM page) >= $6)::text AS next_versions,
+    (SELECT json_build_array(created_at, id) FROM moves WHERE n = $6 - 1
+       AND (SELECT count(*) FROM moves) >= $6)::text AS next_ledger
 """
+
+
+@dataclass(frozen=True)
+class VersionsPage:
+    body: str  # a JSON object: champions, versions, ledger
+    next_versions: tuple[datetime, str, int] | None  # the cursor after the last version, when more follow
+    next_ledger: tuple[datetime, int] | None  # the cursor after the last ledger move, when more follow
 
 
 @dataclass(frozen=True)
@@ -237,7 +264,31 @@ class ReadViews:
         last = (row["last_started_at"], row["last_id"]) if row["more"] else None
         return HistoryPage(items=row["items"], last=last)
 
-    async def model_versions(self, model_type: str | None) -> str:
+    async def model_versions(
+        self,
+        model_type: str | None,
+        *,
+        limit: int = 50,
+        version: int | None = None,
+        after: tuple[datetime, str, int] | None = None,
+        ledger_after: tuple[datetime, int] | None = None,
+    ) -> VersionsPage:
         types: Sequence[str] = [model_type] if model_type else list(model_types.names())
-        row = await self._fetch(MODEL_VERSIONS_SQL, list(types))
-        return str(row[0])
+        row = await self._fetch(
+            MODEL_VERSIONS_SQL,
+            list(types),
+            version,
+            *(after or (None, None, None)),
+            limit + 1,
+            *(ledger_after or (None, None)),
+        )
+
+        def cursor(text: str | None) -> Any:
+            if text is None:
+                return None
+            first, *rest = json.loads(text)
+            return (datetime.fromisoformat(first), *rest)
+
+        return VersionsPage(
+            body=str(row["body"]), next_versions=cursor(row["next_versions"]), next_ledger=cursor(row["next_ledger"])
+        )

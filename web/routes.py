@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -262,11 +263,48 @@ async def training_history(call: Call) -> web.Response:
 async def model_versions(call: Call) -> web.Response:
     svc = _services(call)
     q: s.ModelVersionsQuery = call.query
+    try:
+        after = _versions_cursor(q.before)
+        ledger_after = _ledger_cursor(q.ledger_before)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid_cursor", f"not a cursor from a previous page ({exc})") from None
 
     async def read() -> bytes:
-        return (await svc.reads.model_versions(q.model_type)).encode()
+        page = await svc.reads.model_versions(
+            q.model_type, limit=q.limit, version=q.version, after=after, ledger_after=ledger_after
+        )
+        more = json.dumps({"next_before": _key_of(page.next_versions), "ledger_next_before": _key_of(page.next_ledger)})
+        return (page.body[:-1] + "," + more[1:]).encode()  # the two objects' members in one
 
-    return _cached(await svc.cache.get_or_load(("versions", q.model_type), VERSION_TABLES, read))
+    key = ("versions", q.model_type, q.version, q.limit, q.before, q.ledger_before)
+    return _cached(await svc.cache.get_or_load(key, VERSION_TABLES, read))
+
+
+def _key_of(parts: tuple[Any, ...] | None) -> str | None:
+    """The opaque cursor of a row's sort key (timestamps in isoformat)."""
+    if parts is None:
+        return None
+    return s.encode_key(*(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts))
+
+
+def _versions_cursor(cursor: str | None) -> tuple[datetime, str, int] | None:
+    if not cursor:
+        return None
+    at, model_type, version = s.decode_key(cursor, 3)
+    number = int(version)
+    if not 0 < number < 2**31:
+        raise ValueError("version out of range")
+    return s.decode_time(at), model_type, number
+
+
+def _ledger_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    if not cursor:
+        return None
+    at, row = s.decode_key(cursor, 2)
+    number = int(row)
+    if not 0 < number < 2**63:
+        raise ValueError("row out of range")
+    return s.decode_time(at), number
 
 
 def _actor(call: Call) -> str:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from fcl.contract.events import Drift, ErrorInfo, ValidationCheck
+from fcl.contract.events import Drift, ErrorInfo, Timestamp, ValidationCheck
 from fcl.contract.model_types import ModelTypeName
 from fcl.storage.entities import (
     ChampionMove,
@@ -73,6 +73,14 @@ class HistoryQuery(BaseModel):
 class ModelVersionsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model_type: ModelTypeName | None = None
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="only this version (with model_type)")
+    limit: int = Field(default=50, ge=1, le=500, description="versions, and ledger moves, per page")
+    before: str | None = Field(
+        default=None, max_length=600, description="the `next_before` of the previous page (older versions)"
+    )
+    ledger_before: str | None = Field(
+        default=None, max_length=600, description="the `ledger_next_before` of the previous page (older moves)"
+    )
 
 
 def encode_cursor(started_at: datetime, event_id: uuid.UUID) -> str:
@@ -425,11 +433,15 @@ class ModelVersionView(View):
 
 class ModelVersions(View):
     champions: dict[str, int | None] = Field(description="per model type its champion version")
-    versions: list[ModelVersionView] = Field(description="newest first within each model type")
+    versions: list[ModelVersionView] = Field(description="a page of versions, newest first")
     ledger: list[ChampionMoveView] = Field(
         default_factory=list,
-        description="the champion's moves, newest first (up to 100): validated, manual or rollback, "
+        description="a page of the champion's moves, newest first: validated, manual or rollback, "
         "with who or what made each and when",
+    )
+    next_before: str | None = Field(default=None, description="pass as `before` for older versions; null at the end")
+    ledger_next_before: str | None = Field(
+        default=None, description="pass as `ledger_before` for older moves; null at the end"
     )
 
 
@@ -555,7 +567,7 @@ class DatasetView(View):
 
 class DeadLetterQuery(PageQuery):
     reason: FilterText | None = Field(default=None, description="only letters whose reason contains this")
-    since: datetime | None = Field(default=None, description="only letters kept since then (RFC 3339)")
+    since: Timestamp | None = Field(default=None, description="only letters kept since then (RFC 3339)")
 
 
 class DeadLetterView(View):
@@ -618,7 +630,7 @@ class ReplayBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     ids: list[RowId] | None = Field(default=None, max_length=1000)
     reason: FilterText | None = None
-    since: datetime | None = None
+    since: Timestamp | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
 

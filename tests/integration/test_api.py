@@ -449,6 +449,17 @@ async def test_versions_lineage_rollback_and_validation(api: Api) -> None:
     assert last_runs["goal"]["last_run"]["error"]["type"] == "InvalidDataError"
     assert last_runs["spending"]["last_run"] is None
 
+    # versions and the ledger a page at a time, newest first
+    first_page = await api.call("GET", f"{API}/model-versions?model_type=goal&limit=2", status=200)
+    assert [v["version"] for v in first_page["versions"]] == [v4, v3] and first_page["next_before"]
+    older = await api.call(
+        "GET", f"{API}/model-versions?model_type=goal&limit=2&before={first_page['next_before']}", status=200
+    )
+    assert [v["version"] for v in older["versions"]] == [v2, v1] and older["next_before"] is None
+    one = await api.call("GET", f"{API}/model-versions?model_type=goal&version={v2}", status=200)
+    assert [v["version"] for v in one["versions"]] == [v2]
+    bad = await api.call("GET", f"{API}/model-versions?before=bm9wZQ", status=422)
+    assert bad["error"]["code"] == "invalid_cursor"
     rollback = f"{API}/model-versions/goal/rollback"
     stale = await api.call("POST", rollback, status=409, json={"expected_version": v2})
     assert stale["error"]["code"] == "champion_not_expected" and f"version {v3}" in stale["error"]["message"]

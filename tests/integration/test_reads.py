@@ -114,19 +114,29 @@ async def test_the_views_postgresql_builds_are_the_views_pydantic_builds(own_db:
     assert len(status["waiting"][0]["trigger_event_ids"]) == 2
 
     for model_type in (None, "goal", "recommendation"):
-        document = json.loads(await reads.model_versions(model_type))
+        document = json.loads((await reads.model_versions(model_type)).body)
         async with own_db.transaction() as session:
             versions = await ModelVersionRepository(session).list(model_type)
             champions = await oracle.champion_all_current(session)
             ledger = await oracle.champion_ledger(session, model_type)
         served = {m: c.version for m, c in champions.items()}
         types = [model_type] if model_type else list(model_types.names())
+        newest_first = sorted(versions, key=lambda v: (v.created_at, v.model_type, v.version), reverse=True)
         assert document == s.ModelVersions(
             champions={m: served.get(m) for m in types},
-            versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in versions],
+            versions=[s.ModelVersionView.of(v, served.get(v.model_type)) for v in newest_first],
             ledger=[s.ChampionMoveView.of(m) for m in ledger],
-        ).model_dump(mode="json")
-    assert any(v["deleted_at"] for v in json.loads(await reads.model_versions("goal"))["versions"])
+        ).model_dump(mode="json", exclude={"next_before", "ledger_next_before"})
+        # a page at a time: the same versions, in the same order, each once
+        paged, after = [], None
+        while True:
+            versions_page = await reads.model_versions(model_type, limit=2, after=after)
+            paged += json.loads(versions_page.body)["versions"]
+            if versions_page.next_versions is None:
+                break
+            after = versions_page.next_versions
+        assert paged == document["versions"]
+    assert any(v["deleted_at"] for v in json.loads((await reads.model_versions("goal")).body)["versions"])
 
     for model_type, status_filter in [(None, None), ("goal", None), (None, "failed"), ("goal", "completed")]:
         before: tuple[datetime, uuid.UUID] | None = None
