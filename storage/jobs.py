@@ -82,8 +82,9 @@ class JobRepository:
         ]
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure]]:
-        """For /metrics: jobs per model type and status with the age of the oldest in that state,
-        and training attempts per model type and outcome with their total seconds."""
+        """For /metrics: jobs per model type and status (maintained counters, migration 0019) with
+        the age of the oldest waiting and running job (the finished ones have none), and training
+        attempts per model type and outcome with their total seconds (maintained totals)."""
         queue = [
             QueueFigure(
                 model_type=r.model_type,
@@ -94,11 +95,16 @@ class JobRepository:
             for r in (
                 await self.session.execute(
                     text("""
-                    SELECT model_type, status, count(*) AS jobs,
-                           extract(epoch FROM now() - min(CASE WHEN status = 'queued' THEN created_at
-                                                               WHEN status = 'in_progress' THEN started_at
-                                                               ELSE finished_at END)) AS oldest
-                    FROM training_jobs GROUP BY model_type, status ORDER BY model_type, status
+                    SELECT c.model_type, c.status, c.jobs, extract(epoch FROM now() - o.since) AS oldest
+                    FROM (SELECT model_type, status, sum(jobs) AS jobs FROM job_type_counts
+                          GROUP BY model_type, status HAVING sum(jobs) > 0) c
+                    LEFT JOIN (SELECT model_type, 'queued' AS status, min(created_at) AS since FROM training_jobs
+                               WHERE status = 'queued' GROUP BY model_type
+                               UNION ALL
+                               SELECT model_type, 'in_progress', min(started_at) FROM training_jobs
+                               WHERE status = 'in_progress' GROUP BY model_type) o
+                           ON o.model_type = c.model_type AND o.status = c.status
+                    ORDER BY c.model_type, c.status
                  """)
                 )
             ).all()
@@ -113,8 +119,9 @@ class JobRepository:
             for r in (
                 await self.session.execute(
                     text("""
-                        SELECT model_type, status, count(*) AS attempts, sum(duration_seconds) AS seconds
-                        FROM training_events GROUP BY model_type, status ORDER BY model_type, status
+                        SELECT model_type, status, sum(attempts) AS attempts, sum(seconds) AS seconds
+                        FROM attempt_totals GROUP BY model_type, status HAVING sum(attempts) > 0
+                        ORDER BY model_type, status
                     """)
                 )
             ).all()

@@ -532,3 +532,28 @@ class JobStatusCountRow(Base):
     status: Mapped[str] = mapped_column(primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # the writer's backend pid mod 16
     jobs: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class JobTypeCountRow(Base):
+    """Jobs per model type and status, kept by triggers as `job_status_counts` is (migration 0019):
+    what /metrics reads instead of counting every job."""
+
+    __tablename__ = "job_type_counts"
+
+    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class AttemptTotalRow(Base):
+    """Training attempts that ended and their seconds, per model type and status, kept by a trigger
+    on the insert of training_events (migration 0019): what /metrics reads."""
+
+    __tablename__ = "attempt_totals"
+
+    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))

@@ -166,10 +166,31 @@ async def _counted(db: Database) -> tuple[dict[str, int], dict[str, int]]:
         return summary, await oracle.job_counts(session)
 
 
+async def _by_type(db: Database) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """/metrics' maintained jobs per model type and status, and the same counted the long way."""
+    async with db.transaction() as session:
+        kept = {
+            (r.model_type, r.status): int(r.jobs)
+            for r in (
+                await session.execute(
+                    text("SELECT model_type, status, sum(jobs) AS jobs FROM job_type_counts GROUP BY 1, 2")
+                )
+            ).all()
+            if r.jobs
+        }
+        counted = {
+            (r.model_type, r.status): int(r.n)
+            for r in (
+                await session.execute(text("SELECT model_type, status, count(*) AS n FROM training_jobs GROUP BY 1, 2"))
+            ).all()
+        }
+        return kept, counted
+
+
 async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_transitions(own_db: Database) -> None:
     async def one_life(i: int) -> None:
         dataset = f"ds-{i % 7}"
-        await factories.admit(own_db, dataset, "goal", i % 10)
+        await factories.admit(own_db, dataset, ("goal", "spending")[i % 7 % 2], i % 10)
         claimed = await factories.claim(own_db, f"w{i}")
         if claimed is not None and i % 3 == 0:
             async with own_db.transaction() as session:
@@ -179,15 +200,20 @@ async def test_the_maintained_job_counts_equal_a_full_count_after_concurrent_tra
     summary, counted = await _counted(own_db)
     assert {k: v for k, v in summary.items() if v} == {k: v for k, v in counted.items() if v}
     assert sum(counted.values()) > 0
+    kept, by_type = await _by_type(own_db)
+    assert kept == by_type and {t for t, _ in by_type} == {"goal", "spending"}
     async with own_db.transaction() as session:
         await session.execute(text("UPDATE training_jobs SET progress = 0.5"))  # no status change: no counts
         await session.execute(text("DELETE FROM training_jobs WHERE status = 'queued'"))
     summary, counted = await _counted(own_db)
     assert {k: v for k, v in summary.items() if v} == {k: v for k, v in counted.items() if v}
+    kept, by_type = await _by_type(own_db)
+    assert kept == by_type
     async with own_db.transaction() as session:
         await session.execute(text("TRUNCATE training_jobs CASCADE"))
     summary, _ = await _counted(own_db)
     assert set(summary.values()) <= {0}
+    assert await _by_type(own_db) == ({}, {})
 
 
 async def test_the_queued_event_admission_builds_in_sql_is_the_one_status_event_builds(own_db: Database) -> None:

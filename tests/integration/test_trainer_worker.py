@@ -432,6 +432,16 @@ async def test_concurrent_candidates_move_the_champion_only_after_passing_agains
     }
     assert errors <= {"ChampionChanged"}, errors
     assert all(t.seconds_total > 0 for t in training if t.outcome == "completed")
+    long_way = {
+        (r.model_type, r.status): (r.n, r.seconds)
+        for r in await rows(
+            db,
+            "SELECT model_type, status, count(*) AS n, sum(duration_seconds) AS seconds "
+            "FROM training_events GROUP BY 1, 2",
+        )
+    }
+    assert {(t.model_type, t.outcome): t.attempts for t in training} == {k: n for k, (n, _) in long_way.items()}
+    assert all(abs(t.seconds_total - long_way[(t.model_type, t.outcome)][1]) < 1e-6 for t in training)
 
 
 async def test_a_champion_whose_artifact_is_gone_fails_closed(env) -> None:
