@@ -51,6 +51,7 @@ from fcl.contract.topics import Topic
 from fcl.messaging.admin import ensure_topics
 from fcl.stack import LocalStack
 from fcl.stack.common import terminate
+from fcl.stack.manager import kafka_state
 from fcl.stack.postgres import find_bindir
 from fcl.storage.migrate import upgrade
 from fcl.trainers.simulator import simulate
@@ -126,9 +127,10 @@ class Sent:
 
 
 def restart_kafka(stack: LocalStack) -> None:
-    state = json.loads(stack.state_file.read_text())
-    kf = state["kafka"]
-    terminate(kf["pid"], kf.get("start_ticks"), timeout=60)
+    """Every Kafka node of the stack (one, or a cluster's) stopped, then the stack up again."""
+    for node in kafka_state(json.loads(stack.state_file.read_text()))["nodes"]:
+        if node.get("pid"):
+            terminate(node["pid"], node.get("start_ticks"), timeout=60)
     stack.up()
 
 

@@ -324,28 +324,30 @@ async def test_the_job_lifecycle_is_plain_sql_in_one_module(db: Database) -> Non
         assert await s.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'fcl_admit_trigger'")) == 0
 
 
+async def _ingest_goals(db: Database, dataset_id: str, *events: dict[str, float]) -> Any:
+    """One goal samples event per feature set (one sample each, its shape the feature names), in
+    one ingest."""
+    async with db.transaction() as s:
+        return await SampleRepository(s).ingest(
+            [
+                NewSampleBatch(
+                    event_id=_name("ev"),
+                    dataset_id=dataset_id,
+                    model_type="goal",
+                    samples=[{"user_id": "u", "goal_id": "g", "features": f, "achieved": True}],
+                    shape={"features": sorted(f)},
+                )
+                for f in events
+            ],
+            thresholds={"goal": 100},
+        )
+
+
 async def test_a_dataset_keeps_the_shape_of_its_first_samples_and_refuses_another(db: Database) -> None:
     dataset_id = _name("shaped")
-
-    async def ingest(features: dict[str, float]):
-        sample = {"user_id": "u", "goal_id": "g", "features": features, "achieved": True}
-        async with db.transaction() as s:
-            return await SampleRepository(s).ingest(
-                [
-                    NewSampleBatch(
-                        event_id=_name("ev"),
-                        dataset_id=dataset_id,
-                        model_type="goal",
-                        samples=[sample],
-                        shape={"features": sorted(features)},
-                    )
-                ],
-                thresholds={"goal": 100},
-            )
-
-    first = await ingest({"a": 1.0, "b": 2.0})
-    same = await ingest({"b": 3.0, "a": 4.0})
-    other = await ingest({"a": 1.0, "c": 2.0})
+    first = await _ingest_goals(db, dataset_id, {"a": 1.0, "b": 2.0})
+    same = await _ingest_goals(db, dataset_id, {"b": 3.0, "a": 4.0})
+    other = await _ingest_goals(db, dataset_id, {"a": 1.0, "c": 2.0})
     assert (first.stored_samples, same.stored_samples, other.stored_samples) == (1, 1, 0)
     [(_event_id, reason)] = other.refused.items()
     assert "shape" in reason and '"c"' in reason
@@ -357,24 +359,8 @@ async def test_a_dataset_whose_events_add_features_starts_a_new_shape_version_an
     refused, until an operator resets the shape: the next event's shape is then version 3."""
     dataset_id = _name("evolving")
 
-    def sample(features: dict[str, float]) -> dict[str, Any]:
-        return {"user_id": "u", "goal_id": "g", "features": features, "achieved": True}
-
     async def ingest(*events: dict[str, float]):
-        async with db.transaction() as s:
-            return await SampleRepository(s).ingest(
-                [
-                    NewSampleBatch(
-                        event_id=_name("ev"),
-                        dataset_id=dataset_id,
-                        model_type="goal",
-                        samples=[sample(f)],
-                        shape={"features": sorted(f)},
-                    )
-                    for f in events
-                ],
-                thresholds={"goal": 100},
-            )
+        return await _ingest_goals(db, dataset_id, *events)
 
     async def dataset():
         async with db.transaction() as s:
