@@ -54,34 +54,29 @@ class DeadLetterRepository:
             .on_conflict_do_nothing(index_elements=["letter_id"])
         )
 
-    def _filtered(self, query, *, reason: str | None, since: datetime | None, ids: Sequence[int] | None):  # type: ignore[no-untyped-def]
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: int = 0,
+        ids: Sequence[int] | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredDeadLetter]:
+        """Kept inputs oldest first, after the id `after`: only `ids` when given, only those whose
+        reason contains `reason` and that were kept since `since`."""
+        query = select(DeadLetterRow).where(DeadLetterRow.id > after).order_by(DeadLetterRow.id).limit(limit)
+        if ids is not None:
+            query = query.where(DeadLetterRow.id.in_(list(ids)))
         if reason is not None:
             query = query.where(func.strpos(DeadLetterRow.reason, reason) > 0)
         if since is not None:
             query = query.where(DeadLetterRow.created_at >= since)
-        if ids is not None:
-            query = query.where(DeadLetterRow.id.in_(list(ids)))
-        return query
-
-    async def page(
-        self, *, limit: int, after: int = 0, reason: str | None = None, since: datetime | None = None
-    ) -> list[StoredDeadLetter]:
-        """Kept inputs oldest first, after the id `after`, whose reason contains `reason`."""
-        query = select(DeadLetterRow).where(DeadLetterRow.id > after).order_by(DeadLetterRow.id).limit(limit)
-        rows = (await self.session.scalars(self._filtered(query, reason=reason, since=since, ids=None))).all()
-        return [_entity(r) for r in rows]
+        return [_entity(r) for r in (await self.session.scalars(query)).all()]
 
     async def get(self, letter: int) -> StoredDeadLetter | None:
         row = await self.session.get(DeadLetterRow, letter)
         return _entity(row) if row else None
-
-    async def for_replay(
-        self, *, ids: Sequence[int] | None, reason: str | None, since: datetime | None, limit: int
-    ) -> list[StoredDeadLetter]:
-        """The kept inputs a replay asked for, oldest first, locked until the caller commits."""
-        query = select(DeadLetterRow).order_by(DeadLetterRow.id).limit(limit).with_for_update(skip_locked=True)
-        rows = (await self.session.scalars(self._filtered(query, reason=reason, since=since, ids=ids))).all()
-        return [_entity(r) for r in rows]
 
     async def replayed(self, ids: Sequence[int]) -> None:
         if ids:

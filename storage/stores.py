@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fcl.contract import model_types
 from fcl.contract.enums import AdmissionOutcome
@@ -300,6 +302,26 @@ class ModelTypeMismatch(StorageError):
     """The dataset holds samples of another model type."""
 
 
+async def _once(
+    s: AsyncSession,
+    model_type: str,
+    idempotency: tuple[str, str] | None,
+    move: Callable[[], Awaitable[ChampionMove | None]],
+) -> ChampionMove | None:
+    """`move()`, made at most once per Idempotency-Key: a request whose key (and digest) made a
+    move before answers that move again; a key that came with another request is refused."""
+    if idempotency is None:
+        return await move()
+    requests = OperatorRequests(s)
+    done = await requests.answered(model_type, *idempotency)
+    if done is not None:
+        return done
+    made = await move()
+    if made is not None:
+        await requests.remember(model_type, made, *idempotency)
+    return made
+
+
 @dataclass(frozen=True, kw_only=True)
 class Triggered:
     admission: Admission
@@ -401,13 +423,12 @@ class ApiStore:
         request's Idempotency-Key and a digest of the request), a repeat answers the first move
         again and the same key with another request is refused (`IdempotencyKeyReused`)."""
         async with self.db.transaction() as s:
-            champions = ChampionRepository(s)
-            if idempotency is not None and (done := await OperatorRequests(s).answered(model_type, *idempotency)):
-                return done
-            move = await champions.rollback(model_type, actor=actor, expected_version=expected_version)
-            if move is not None and idempotency is not None:
-                await OperatorRequests(s).remember(model_type, move, *idempotency)
-            return move
+            return await _once(
+                s,
+                model_type,
+                idempotency,
+                lambda: ChampionRepository(s).rollback(model_type, actor=actor, expected_version=expected_version),
+            )
 
     async def promote(
         self,
@@ -421,15 +442,16 @@ class ApiStore:
     ) -> ChampionMove:
         """Promote by hand (see `ChampionRepository.promote`), idempotent as `rollback`."""
         async with self.db.transaction() as s:
-            champions = ChampionRepository(s)
-            if idempotency is not None and (done := await OperatorRequests(s).answered(model_type, *idempotency)):
-                return done
-            move = await champions.promote(
-                model_type, version, note=note, actor=actor, expected_version=expected_version
+            move = await _once(
+                s,
+                model_type,
+                idempotency,
+                lambda: ChampionRepository(s).promote(
+                    model_type, version, note=note, actor=actor, expected_version=expected_version
+                ),
             )
-            if idempotency is not None:
-                await OperatorRequests(s).remember(model_type, move, *idempotency)
-            return move
+        assert move is not None  # a promote moves the champion or raises
+        return move
 
     async def champion(self, model_type: str) -> tuple[ChampionMove, ModelVersion] | None:
         async with self.db.transaction() as s:
@@ -482,7 +504,7 @@ class ApiStore:
         """The kept inputs a replay asked for, oldest first (read; nothing is held while they
         are sent)."""
         async with self.db.transaction() as s:
-            return await DeadLetterRepository(s).for_replay(ids=ids, reason=reason, since=since, limit=limit)
+            return await DeadLetterRepository(s).page(limit=limit, ids=ids, reason=reason, since=since)
 
     async def replayed(self, ids: Sequence[int]) -> None:
         async with self.db.transaction() as s:

@@ -82,16 +82,23 @@ def _letters(rejected: Sequence[Rejected], max_bytes: int) -> list[DeadLetter]:
     return letters
 
 
-class ThresholdIngestor:
+class _Door:
+    """What both ingestors share: the dead letters of what they refuse, each input kept up to
+    FCL_MAX_EVENT_BYTES."""
+
+    settings: Settings
+
+    def _letters(self, rejected: Sequence[Rejected]) -> list[DeadLetter]:
+        return _letters(rejected, self.settings.max_event_bytes)
+
+
+class ThresholdIngestor(_Door):
     """dataset-threshold events become jobs (admission rules in storage), with `queued` events."""
 
     def __init__(self, store: IngestStore, settings: Settings, *, source: str = "kafka") -> None:
         self.store = store
         self.settings = settings
         self.source = source  # recorded with each trigger: which worker admitted it
-
-    def _letters(self, rejected: Sequence[Rejected]) -> list[DeadLetter]:
-        return _letters(rejected, self.settings.max_event_bytes)
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedThreshold | Rejected]:
         return [parse_threshold(m, max_bytes=self.settings.max_event_bytes) for m in messages]
@@ -136,9 +143,7 @@ class ThresholdIngestor:
         reasons: dict[int, str] = {}  # the triggers the store refused (a retried commit asks again)
 
         def refused(index: int, reason: str) -> DeadLetter:
-            (letter,) = _letters(
-                [Rejected(message=parsed[index].message, reason=reason)], self.settings.max_event_bytes
-            )
+            (letter,) = self._letters([Rejected(message=parsed[index].message, reason=reason)])
             reasons[index] = reason
             return letter
 
@@ -171,7 +176,7 @@ class ThresholdIngestor:
         return report
 
 
-class SampleIngestor:
+class SampleIngestor(_Door):
     """training-samples events are stored and counted; a counter reaching its threshold emits
     one dataset-threshold event (through the outbox, in the same transaction)."""
 
@@ -179,9 +184,6 @@ class SampleIngestor:
         self.store = store
         self.settings = settings
         self.thresholds = {mt: settings.default_threshold(mt) for mt in model_types.names()}
-
-    def _letters(self, rejected: Sequence[Rejected]) -> list[DeadLetter]:
-        return _letters(rejected, self.settings.max_event_bytes)
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedSamples | Rejected]:
         return [parse_samples(m, max_bytes=self.settings.max_event_bytes) for m in messages]
@@ -194,9 +196,7 @@ class SampleIngestor:
             first.setdefault(p.event.event_id, p)
 
         def refused(event_id: str, reason: str) -> DeadLetter:
-            (letter,) = _letters(
-                [Rejected(message=first[event_id].message, reason=reason)], self.settings.max_event_bytes
-            )
+            (letter,) = self._letters([Rejected(message=first[event_id].message, reason=reason)])
             return letter
 
         if not parsed:

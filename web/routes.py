@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -178,13 +179,7 @@ async def training_job(call: Call) -> tuple[int, s.JobDetail]:
 async def job_triggers(call: Call) -> tuple[int, s.TriggerPage]:
     svc = _services(call)
     q: s.PageQuery = call.query
-    try:
-        after = None
-        if q.after:
-            at, event_id = s.decode_key(q.after, 2)
-            after = (s.decode_time(at), event_id)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    after = _page_key(q.after, s.decode_time, str)
     page = await svc.db.triggers(call.path["job_id"], limit=q.limit, after=after)
     if page is None:
         raise ApiError(404, "not_found", f"no job {call.path['job_id']}")
@@ -192,9 +187,7 @@ async def job_triggers(call: Call) -> tuple[int, s.TriggerPage]:
         s.TriggerView(event_id=t.event_id, priority=t.priority, source=t.source, received_at=t.received_at)
         for t in page
     ]
-    last = page[-1] if len(page) == q.limit else None
-    cursor = s.encode_key(last.received_at.isoformat(), last.event_id) if last else None
-    return 200, s.TriggerPage(items=items, next_after=cursor)
+    return 200, s.TriggerPage(items=items, next_after=_next(page, q.limit, lambda t: (t.received_at, t.event_id)))
 
 
 async def cancel_job(call: Call) -> tuple[int, s.JobView]:
@@ -263,11 +256,8 @@ async def training_history(call: Call) -> web.Response:
 async def model_versions(call: Call) -> web.Response:
     svc = _services(call)
     q: s.ModelVersionsQuery = call.query
-    try:
-        after = _versions_cursor(q.before)
-        ledger_after = _ledger_cursor(q.ledger_before)
-    except (ValueError, TypeError) as exc:
-        raise ApiError(422, "invalid_cursor", f"not a cursor from a previous page ({exc})") from None
+    after = _page_key(q.before, s.decode_time, str, _below(2**31))
+    ledger_after = _page_key(q.ledger_before, s.decode_time, _below(2**63))
 
     async def read() -> bytes:
         page = await svc.reads.model_versions(
@@ -287,24 +277,32 @@ def _key_of(parts: tuple[Any, ...] | None) -> str | None:
     return s.encode_key(*(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts))
 
 
-def _versions_cursor(cursor: str | None) -> tuple[datetime, str, int] | None:
-    if not cursor:
-        return None
-    at, model_type, version = s.decode_key(cursor, 3)
-    number = int(version)
-    if not 0 < number < 2**31:
-        raise ValueError("version out of range")
-    return s.decode_time(at), model_type, number
+def _next(page: list[Any], limit: int, key: Callable[[Any], tuple[Any, ...]]) -> str | None:
+    """The cursor after a full page's last row; None when the page is not full (the end)."""
+    return _key_of(key(page[-1])) if page and len(page) == limit else None
 
 
-def _ledger_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+def _page_key(cursor: str | None, *kinds: Callable[[str], Any]) -> Any:
+    """The sort key a previous page's cursor names, each part read by its kind (None: from the
+    start); 422 for anything this API did not make."""
     if not cursor:
         return None
-    at, row = s.decode_key(cursor, 2)
-    number = int(row)
-    if not 0 < number < 2**63:
-        raise ValueError("row out of range")
-    return s.decode_time(at), number
+    try:
+        return tuple(kind(part) for kind, part in zip(kinds, s.decode_key(cursor, len(kinds)), strict=True))
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid_cursor", f"not a cursor from a previous page ({exc})") from None
+
+
+def _below(bound: int) -> Callable[[str], int]:
+    """A cursor part that is a positive integer below `bound` (a version, a row id)."""
+
+    def read(part: str) -> int:
+        number = int(part)
+        if not 0 <= number < bound:
+            raise ValueError("out of range")
+        return number
+
+    return read
 
 
 def _actor(call: Call) -> str:
@@ -494,28 +492,15 @@ async def readyz(call: Call) -> tuple[int, s.Readiness]:
     return status, s.Readiness.model_validate(body)
 
 
-def _row_cursor(cursor: str | None) -> int:
-    """The row id a page's `next_after` names (0: from the start); 422 for anything else."""
-    if not cursor:
-        return 0
-    try:
-        after = int(s.decode_key(cursor, 1)[0])
-    except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from None
-    if not 0 <= after < 2**63:
-        raise ApiError(422, "invalid_cursor", "`after` is not a cursor from a previous page")
-    return after
-
-
 async def outbox_state(call: Call) -> tuple[int, s.OutboxState]:
     svc = _services(call)
     q: s.PageQuery = call.query
-    after = _row_cursor(q.after)
+    (after,) = _page_key(q.after, _below(2**63)) or (0,)
     pending, parked = await svc.db.outbox(limit=q.limit, after=after)
     return 200, s.OutboxState(
         pending=pending,
         parked=[s.ParkedEvent.model_validate(p) for p in parked],
-        next_after=s.encode_key(str(parked[-1].id)) if len(parked) == q.limit else None,
+        next_after=_next(parked, q.limit, lambda p: (p.id,)),
     )
 
 
@@ -535,10 +520,11 @@ async def reset_shape(call: Call) -> tuple[int, s.DatasetView]:
 
 async def dead_letters(call: Call) -> tuple[int, s.DeadLetterPage]:
     q: s.DeadLetterQuery = call.query
-    after = _row_cursor(q.after)
+    (after,) = _page_key(q.after, _below(2**63)) or (0,)
     page = await _services(call).db.dead_letters(limit=q.limit, after=after, reason=q.reason, since=q.since)
-    cursor = s.encode_key(str(page[-1].id)) if len(page) == q.limit else None
-    return 200, s.DeadLetterPage(items=[s.DeadLetterView.of(d) for d in page], next_after=cursor)
+    return 200, s.DeadLetterPage(
+        items=[s.DeadLetterView.of(d) for d in page], next_after=_next(page, q.limit, lambda d: (d.id,))
+    )
 
 
 async def dead_letter(call: Call) -> tuple[int, s.DeadLetterDetail]:

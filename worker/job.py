@@ -26,7 +26,7 @@ from opentelemetry.trace import StatusCode
 from fcl.contract import logs, tracing
 from fcl.contract.enums import StopReason
 from fcl.storage.artifacts import S3Access
-from fcl.storage.entities import CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
+from fcl.storage.entities import Champion, CompletedAttempt, EndedAttempt, Job, Lease, TrainingInputs, Transition
 from fcl.storage.errors import ChampionMoved, LeaseLost, StorageError
 from fcl.storage.retry import Attempt, AttemptError, RetryPolicy, retry_decision
 from fcl.storage.stores import WorkerQueue
@@ -231,14 +231,8 @@ class JobRun:
             seed=stable_bucket(str(job.id), 2**31),
             hyperparameters=dict(self.config.hyperparameters.get(job.model_type, {})),
             device=self.config.device,
-            champion=champion.artifact if champion else None,
-            champion_version=champion.version.version if champion else None,
-            champion_profile=champion.version.profile if champion else None,
             drift_max_psi=self.config.drift_max_psi,
-            champion_dataset_id=champion.version.dataset_id if champion else None,
-            champion_watermark=champion.version.dataset_watermark if champion else None,
-            champion_window=_window_of(champion.version.info) if champion else None,
-            champion_after=_shape_start_of(champion.version.info) if champion else 0,
+            **_against(champion),
             may_promote=job.dataset_id in self.config.champion_datasets.get(job.model_type, [job.dataset_id]),
         )
 
@@ -246,7 +240,6 @@ class JobRun:
     def _reevaluate(task: TrainingTask, outcome: Outcome, inputs: TrainingInputs) -> TrainingTask:
         """The candidate just judged, judged again against the champion now serving, on the same
         samples (the same watermark) and with the hyperparameters it was fitted with."""
-        champion = inputs.champion
         return replace(
             task,
             mode=Mode.EVALUATE,
@@ -255,13 +248,7 @@ class JobRun:
             fit_metrics=outcome.fit_metrics,
             fit_seconds=outcome.candidate.fit_seconds,
             fit_info=outcome.fit_info,
-            champion=champion.artifact if champion else None,
-            champion_version=champion.version.version if champion else None,
-            champion_profile=champion.version.profile if champion else None,
-            champion_dataset_id=champion.version.dataset_id if champion else None,
-            champion_watermark=champion.version.dataset_watermark if champion else None,
-            champion_window=_window_of(champion.version.info) if champion else None,
-            champion_after=_shape_start_of(champion.version.info) if champion else 0,
+            **_against(inputs.champion),
         )
 
     def _completed(
@@ -415,6 +402,31 @@ RECORD_PATIENCE = 180.0
 def _pause(left: float) -> float:
     """The wait before the next try: two seconds, never past the deadline."""
     return max(0.0, min(2.0, left))
+
+
+def _against(champion: Champion | None) -> dict[str, Any]:
+    """The task's fields that say which champion a candidate is judged against: its artifact,
+    version and data profile, and its reference set (dataset, watermark, window, shape start)."""
+    if champion is None:
+        return {
+            "champion": None,
+            "champion_version": None,
+            "champion_profile": None,
+            "champion_dataset_id": None,
+            "champion_watermark": None,
+            "champion_window": None,
+            "champion_after": 0,
+        }
+    v = champion.version
+    return {
+        "champion": champion.artifact,
+        "champion_version": v.version,
+        "champion_profile": v.profile,
+        "champion_dataset_id": v.dataset_id,
+        "champion_watermark": v.dataset_watermark,
+        "champion_window": _window_of(v.info),
+        "champion_after": _shape_start_of(v.info),
+    }
 
 
 def _window_of(info: Mapping[str, Any]) -> int | None:

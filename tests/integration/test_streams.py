@@ -624,6 +624,22 @@ async def test_the_poison_corpus_is_dead_lettered_once_each_and_every_valid_even
             assert poison.reason in letter["reason"], (poison.name, letter["reason"])
             assert len(json.dumps({k: v for k, v in letter.items() if not k.startswith("_")}).encode()) <= 64 * 1024
     assert_schema(Topic.DEAD_LETTER, letters)
+    # each poison is also kept for replay, under its letter's id: its bytes as they arrived, cut to
+    # FCL_MAX_EVENT_BYTES (the huge ones), with the size it had
+    kept = {
+        (r.source_topic, r.offset): r
+        for r in await rows(db, 'SELECT letter_id, source_topic, "offset", key, value, value_bytes FROM dead_letters')
+    }
+    assert len(kept) == len(cases)
+    for topic in (Topic.DATASET_THRESHOLD, Topic.TRAINING_SAMPLES):
+        for i, poison in enumerate(p for t, p in cases if t is topic):
+            row = kept[(senv.topic(topic), 2 * i)]
+            assert str(row.letter_id) == by_place[(senv.topic(topic), 2 * i)]["event_id"]
+            assert row.value_bytes == len(poison.value or b"")
+            assert row.value == (None if poison.value is None else poison.value[: senv.settings.max_event_bytes]), (
+                poison.name
+            )
+            assert row.key == poison.key
     await eventually(
         lambda: _count_is(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL", 0),
         what="the outbox drained",

@@ -147,3 +147,18 @@ def test_the_fast_limit_check_refuses_exactly_what_the_path_naming_walk_refuses(
         reference = _verdict(limits._check_document_naming_the_path, parsed)
         assert _verdict(limits.check_document, parsed, raw) == reference
         assert _verdict(limits.check_document, parsed, None) == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["ready:", "http:", "ready", "Ready:", "x-ready:", ""]),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60),  # ids the limits let through
+)
+def test_an_id_of_the_kind_fcl_makes_is_refused_from_a_producer_and_any_other_is_not(prefix: str, rest: str) -> None:
+    event_id = prefix + rest
+    event = {"event_id": event_id, "dataset_id": "d", "model_type": "goal", "sample_count": 1, "threshold": 1}
+    outcome = parse_threshold(_raw(json.dumps(event).encode()), max_bytes=1024 * 1024)
+    if event_id.startswith(("ready:", "http:")):
+        assert isinstance(outcome, Rejected) and "made by fcl itself" in outcome.reason
+    else:
+        assert not (isinstance(outcome, Rejected) and "made by fcl itself" in outcome.reason)
