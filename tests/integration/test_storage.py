@@ -524,3 +524,29 @@ async def test_the_relay_holds_no_transaction_while_the_broker_answers(own_db: D
     async with own_db.transaction() as s:
         assert await OutboxRepository(s).unpublished() == 0
     assert await relay.publish_once() == 0  # the turn was given back: the next batch is this relay's
+
+
+async def test_a_server_that_is_read_only_during_a_failover_is_waited_out_not_blamed_on_the_data(db: Database) -> None:
+    """A standby being promoted answers writes with 25006 for a while. On the real server: the
+    error is retriable (the streams wait and retry; the event is not dead-lettered), and a lock
+    held too long (55P03) is too."""
+    from fcl.storage.errors import DatabaseUnavailable
+
+    read_only = Database(db.url, pool_size=1, server_settings={"default_transaction_read_only": "on"})
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            await _ingest_goals(read_only, _name("ro"), {"a": 1.0})
+        assert caught.value.retriable and caught.value.sqlstate == "25006"
+    finally:
+        await read_only.close()
+    dataset_id = _name("locked")
+    await _ingest_goals(db, dataset_id, {"a": 1.0})
+    async with db.transaction() as holder:
+        await holder.execute(text("SELECT 1 FROM datasets WHERE dataset_id = :d FOR UPDATE"), {"d": dataset_id})
+        impatient = Database(db.url, pool_size=1, server_settings={"lock_timeout": "200ms"})
+        try:
+            with pytest.raises(DatabaseUnavailable) as waited:
+                await _ingest_goals(impatient, dataset_id, {"a": 2.0})
+            assert waited.value.retriable and waited.value.sqlstate == "55P03"
+        finally:
+            await impatient.close()
