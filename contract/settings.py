@@ -218,6 +218,10 @@ class Settings(BaseSettings):
     sample_retention_days: float = Field(default=30.0, gt=0)
     """Samples are kept this many days, or longer where a dataset's training window or a
     champion's reference set still needs them; whole days are dropped (partitions), never rows."""
+    sample_partition_seconds: int = Field(default=86400, ge=60, le=86400)
+    """The width of one partition of samples, the unit the retention drops: a day. Shorter only
+    for an accelerated run (`bench/soak.py --profile months`); a change applies to partitions
+    made after it."""
     champion_datasets: dict[str, list[str]] = Field(default_factory=dict)
     """JSON: model type -> the datasets whose candidates may become its champion (a type not
     named: any dataset). A candidate from another dataset is recorded and judged, never promoted

@@ -386,21 +386,26 @@ def threshold_events(
     return events
 
 
-# -- the sample retention (partitions by day, migration 0018) ---------------------------------------
+# -- the sample retention (partitions by day, migrations 0018 and 0020) -----------------------------
 PARTITIONS_AHEAD = 9  # today and the next 8 days have their partitions before their rows arrive
+DAY = 86400
 
 
 class SampleRetention:
     """Drops whole days of samples (a partition of training_samples) once they are older than the
-    retention and no training window or champion's reference set needs any of their rows."""
+    retention and no training window or champion's reference set needs any of their rows. A
+    partition is a day wide unless FCL_SAMPLE_PARTITION_SECONDS says otherwise (an accelerated
+    run); old partitions are found by their bounds."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def ensure_partitions(self, days: int = PARTITIONS_AHEAD) -> int:
-        """Create the daily partitions from today on that are missing; how many were made."""
+    async def ensure_partitions(self, count: int = PARTITIONS_AHEAD, *, width_seconds: int = DAY) -> int:
+        """Create the `count` partitions from the current one on that are missing; how many were
+        made."""
         made = await self.session.scalar(
-            text("SELECT fcl_ensure_sample_partitions(current_date, :days)"), {"days": days}
+            text("SELECT fcl_ensure_sample_partitions_every(now(), :width, :count)"),
+            {"width": width_seconds, "count": count},
         )
         return int(made or 0)
 
@@ -438,20 +443,24 @@ class SampleRetention:
         return needed
 
     async def drop_old_days(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
-        """Drop each day's partition older than `keep_days` none of whose rows a dataset's window
-        or a champion's reference set still reads; the names dropped. Rows that landed in the default
-        partition (a day without its partition) are never dropped."""
+        """Drop each partition whose upper bound is older than `keep_days` and none of whose rows a
+        dataset's window or a champion's reference set still reads; the names dropped, oldest
+        first. Rows that landed in the default partition (a span without its partition) are never
+        dropped."""
         needed = await self.first_needed(windows)
         ids, firsts = list(needed), list(needed.values())
         days: Sequence[str] = (
             (
                 await self.session.execute(
                     text("""
-            SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-            WHERE i.inhparent = 'training_samples'::regclass AND c.relname ~ '^training_samples_p[0-9]{8}$'
-              AND to_date(substr(c.relname, 19), 'YYYYMMDD') + 1
-                  <= (now() - make_interval(secs => :keep))::date
-            ORDER BY c.relname
+            SELECT name FROM (
+                SELECT c.relname AS name, CAST(substring(pg_get_expr(c.relpartbound, c.oid)
+                                                         FROM $$TO \\('([^']+)'\\)$$) AS timestamptz) AS upper
+                FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'training_samples'::regclass
+                  AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') p
+            WHERE upper <= now() - make_interval(secs => :keep)
+            ORDER BY upper
         """),
                     {"keep": keep_days * 86400},
                 )

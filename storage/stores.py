@@ -262,11 +262,13 @@ class WorkerStore:
             return await OutboxRepository(s).unpublished()
 
     # -- retention (worker.retention) --
-    async def sample_retention(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
-        """Keep the daily partitions ahead, and drop the old days nothing needs; their names."""
+    async def sample_retention(
+        self, *, keep_days: float, windows: dict[str, int], partition_seconds: int = 86400, ahead: int = 9
+    ) -> list[str]:
+        """Keep `ahead` partitions made ahead, and drop the old ones nothing needs; their names."""
         async with self.db.transaction() as s:
             retention = SampleRetention(s)
-            await retention.ensure_partitions()
+            await retention.ensure_partitions(ahead, width_seconds=partition_seconds)
             return await retention.drop_old_days(keep_days=keep_days, windows=windows)
 
     async def forget_dead_letters(self, *, older_than: timedelta) -> int:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -151,6 +152,11 @@ async def _retain(settings: Settings, db: WorkerStore) -> None:
         dead_letter_days=settings.dead_letter_retention_days,
         sample_days=settings.sample_retention_days,
         windows=settings.windows(),
+        partition_seconds=settings.sample_partition_seconds,
+        # 9 at least, and always two sweeps' worth: no row waits in the default partition
+        partitions_ahead=max(
+            9, min(1000, math.ceil(2 * settings.retention_sweep_seconds / settings.sample_partition_seconds) + 1)
+        ),
     )
     await asyncio.sleep(min(60.0, settings.retention_sweep_seconds))
     while True:

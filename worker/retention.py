@@ -35,6 +35,8 @@ class RetentionPolicy:
     dead_letter_days: float = 30.0  # FCL_DEAD_LETTER_RETENTION_DAYS
     sample_days: float = 30.0  # FCL_SAMPLE_RETENTION_DAYS
     windows: Mapping[str, int] = field(default_factory=dict)  # model type -> training window
+    partition_seconds: int = 86400  # FCL_SAMPLE_PARTITION_SECONDS
+    partitions_ahead: int = 9  # made before their rows arrive: the sweep runs well within them
 
 
 @dataclass
@@ -45,7 +47,7 @@ class RetentionResult:
     temporaries_removed: int = 0
     operator_keys_forgotten: int = 0
     dead_letters_forgotten: int = 0
-    sample_days_dropped: list[str] = field(default_factory=list)  # the daily partitions dropped
+    sample_days_dropped: list[str] = field(default_factory=list)  # the partitions of samples dropped
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -72,7 +74,12 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
             result.artifacts_removed += 1
     # An operator's retry comes within minutes; a week keeps every real one answered.
     result.operator_keys_forgotten = await db.forget_operator_keys(older_than=OPERATOR_KEYS_KEPT)
-    result.sample_days_dropped = await db.sample_retention(keep_days=policy.sample_days, windows=dict(policy.windows))
+    result.sample_days_dropped = await db.sample_retention(
+        keep_days=policy.sample_days,
+        windows=dict(policy.windows),
+        partition_seconds=policy.partition_seconds,
+        ahead=policy.partitions_ahead,
+    )
     result.dead_letters_forgotten = await db.forget_dead_letters(older_than=timedelta(days=policy.dead_letter_days))
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)

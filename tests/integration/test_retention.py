@@ -140,3 +140,47 @@ async def test_old_days_of_samples_are_dropped_whole_unless_a_window_still_reads
     await factories.store(own_db, "quiet", "goal", count=15)  # quiet gets busier: its window moves on
     async with own_db.transaction() as s:
         assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == [await day_of(39)]
+
+
+async def test_narrow_partitions_are_found_by_their_bounds_and_never_overlap_a_day(own_db: Database) -> None:
+    """With FCL_SAMPLE_PARTITION_SECONDS shorter than a day (an accelerated run), partitions are
+    made on multiples of the width and the retention finds the old ones by their upper bound, not
+    their names; a partition that would overlap a day's already there is not made (its rows go to
+    the day's), and an insert never fails."""
+    from fcl.storage.datasets import SampleRetention
+
+    [made] = await rows(own_db, "SELECT fcl_ensure_sample_partitions_every(now() - interval '100 days', 60, 3) AS n")
+    assert made.n == 3
+    [again] = await rows(own_db, "SELECT fcl_ensure_sample_partitions_every(now() - interval '100 days', 60, 3) AS n")
+    assert again.n == 0  # idempotent
+    [overlap] = await rows(own_db, "SELECT fcl_ensure_sample_partitions_every(now(), 60, 2) AS n")
+    assert overlap.n == 0  # today's day partition (migration 0018) covers them
+    narrow = await rows(
+        own_db,
+        "SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'training_samples'::regclass "
+        "AND c.relname ~ '_[0-9]{6}$' ORDER BY c.relname",
+    )
+    assert len(narrow) == 3 and all(r.name.endswith("00") for r in narrow)  # on whole minutes
+    assert all("FOR VALUES FROM" in r.bound for r in narrow)
+    await rows(
+        own_db,
+        "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
+        "SELECT 'busy', 'old', '{}'::jsonb, lower_bound + interval '30 seconds' FROM (SELECT "
+        "CAST(substring(pg_get_expr(c.relpartbound, c.oid) FROM $$FROM \\('([^']+)'\\)$$) AS timestamptz) "
+        "AS lower_bound FROM pg_class c WHERE c.relname = :name) b, generate_series(1, 4) RETURNING id",
+        name=narrow[1].name,
+    )
+    [placed] = await rows(
+        own_db,
+        "SELECT count(*) AS n FROM training_samples WHERE tableoid = CAST(:name AS regclass)",
+        name=narrow[1].name,
+    )
+    assert placed.n == 4  # the row went to its minute's partition, not the default one
+    await factories.store(own_db, "busy", "goal", count=10)  # today: the window reads only these
+    windows = dict.fromkeys(("recommendation", "segmentation", "spending", "goal"), 5)
+    async with own_db.transaction() as s:
+        dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
+    assert dropped[:3] == [r.name for r in narrow]  # oldest first, by bound
+    [left] = await rows(own_db, "SELECT count(*) AS n FROM training_samples WHERE dataset_id = 'busy'")
+    assert left.n == 10
