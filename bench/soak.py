@@ -20,6 +20,9 @@ each once. Then it waits for the service to settle and checks, by set comparison
   - the first streams worker's RSS at its start and at the end.
 
     .venv/bin/python bench/soak.py [--minutes 30] [--rate 20] [--hostile 0.05]
+
+`--profile months` runs bench/months.py instead: 90 accelerated days with the sample retention
+running throughout (two hours by default), and whether disk, memory and latency stay flat.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        ready = "Worker ready" if self.name.startswith("streams") else "ready"
+        ready = {"streams": "Worker ready", "web": "fcl web:"}.get(self.name.split("-")[0], "ready")
         deadline = time.monotonic() + 120
         while ready not in log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -261,11 +264,18 @@ async def settle(url: str, timeout: float) -> None:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--profile", choices=("hours", "months"), default="hours", help="months: bench/months.py")
+    parser.add_argument("--minutes", type=float, default=None, help="30 (hours) or 125 (months)")
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--hostile", type=float, default=0.05, help="share of poison values")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    args.minutes_given = args.minutes is not None
+    if args.profile == "months":
+        import months
+
+        return await months.run(args, Proc, restart_kafka, restart_postgres, settle, read_dead_letters)
+    args.minutes = args.minutes if args.minutes_given else 30.0
 
     base = stack_settings()
     stack = LocalStack(ROOT / ".fcl")
