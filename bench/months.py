@@ -60,19 +60,20 @@ from fcl.trainers.simulator import simulate
 DAYS = 90
 RETENTION_DAYS = 30
 FULL_FROM_DAY = 33  # the retention window (30 days) is full, and the first partitions have gone
-# Every window holds fewer than 30 days of its dataset (spending: 25 days of 800 users), so that the
+# Every window holds fewer than 30 days of its dataset (spending: 28.75 days of 800 users, and a
+# spending training needs lookback + 14 + 2 * holdout = 27 days), so that the
 # retention, not a window, bounds the samples: a partition is shared by every dataset, and one that
 # any window still reads stays whole.
 ROW_EVERY_DAYS = 3
 HOSTILE_FROM_DAY = 10
 SHAPE_CHANGES_ON_DAY = 45
 SPENDING_USERS = 800
-WINDOWS = {"goal": 20_000, "segmentation": 20_000, "spending": 20_000, "recommendation": 15_000}
-THRESHOLDS = {"goal": 25_000, "segmentation": 25_000, "spending": 8_000, "recommendation": 25_000}
+WINDOWS = {"goal": 20_000, "segmentation": 20_000, "spending": 23_000, "recommendation": 15_000}
+THRESHOLDS = {"goal": 25_000, "segmentation": 25_000, "spending": 24_000, "recommendation": 25_000}
 HYPERPARAMETERS = {
     "goal": {"n_estimators": 50},
     "segmentation": {"k_max": 6},
-    "spending": {"lookback": 7, "holdout_days": 7, "max_epochs": 10},
+    "spending": {"lookback": 7, "holdout_days": 3, "max_epochs": 10},
     "recommendation": {"steps": 2000, "fqe_steps": 1000},
 }
 DATASETS = {
@@ -148,12 +149,18 @@ def pools(seed: int) -> dict[str, list[dict[str, Any]]]:
 
 
 async def produce(
-    settings: Settings, cal: Calendar, traffic: Traffic, until: float, rate: float, hostile: float, seed: int
+    settings: Settings,
+    cal: Calendar,
+    records: dict[str, list[dict[str, Any]]],
+    traffic: Traffic,
+    until: float,
+    rate: float,
+    hostile: float,
+    seed: int,
 ) -> None:
     from tests.poison import COMMON, SAMPLES, THRESHOLD
 
     rng = random.Random(seed)
-    records = await asyncio.to_thread(pools, seed)
     first_spending_date = dt.date.fromisoformat(records["m-spend"][0]["date"])
     cursor = dict.fromkeys(DATASETS, 0)
     poisons = [(Topic.DATASET_THRESHOLD, p) for p in [*COMMON, *THRESHOLD]]
@@ -354,6 +361,7 @@ def flatness(rows: list[Row]) -> tuple[bool, list[str]]:
     figures: list[tuple[str, float, float]] = [
         ("database MiB", first.db_mib, last.db_mib),
         ("samples MiB", first.samples_mib, last.samples_mib),
+        ("database less samples MiB", first.db_mib - first.samples_mib, last.db_mib - last.samples_mib),
         ("store MiB", first.store_mib, last.store_mib),
         ("training-status p50 ms", first.status_p50_ms, last.status_p50_ms),
         *((f"{name} RSS MiB", first.rss_mib[name], last.rss_mib[name]) for name in first.rss_mib),
@@ -411,6 +419,7 @@ async def run(args: Any, proc_class: Any, restart_kafka: Any, restart_postgres: 
         "FCL_SAMPLE_PARTITION_SECONDS": str(max(60, round(day_seconds))),
         "FCL_SAMPLE_RETENTION_DAYS": f"{keep_days:.6f}",
         "FCL_RETENTION_KEEP_DAYS": f"{keep_days:.6f}",
+        "FCL_RETENTION_KEEP_VERSIONS": "3",
         "FCL_DEAD_LETTER_RETENTION_DAYS": f"{keep_days:.6f}",
         "FCL_RETENTION_SWEEP_SECONDS": str(max(10, round(day_seconds / 3))),
         "FCL_HTTP_CACHE": "false",
@@ -422,6 +431,7 @@ async def run(args: Any, proc_class: Any, restart_kafka: Any, restart_postgres: 
     procs = {name: proc_class(name, env, work) for name in PROCESSES}
     api = f"http://127.0.0.1:{port}/coaching/continuous-learning"
     rows: list[Row] = []
+    records = await asyncio.to_thread(pools, args.seed)  # a minute or so: before the clock starts
     try:
         for p in procs.values():
             p.start()
@@ -448,7 +458,9 @@ async def run(args: Any, proc_class: Any, restart_kafka: Any, restart_postgres: 
                 + "  child   st p50  st p99  done",
                 flush=True,
             )
-            producing = asyncio.create_task(produce(settings, cal, traffic, until, args.rate, args.hostile, args.seed))
+            producing = asyncio.create_task(
+                produce(settings, cal, records, traffic, until, args.rate, args.hostile, args.seed)
+            )
 
             def kill_and_restart(name: str) -> Any:
                 def act() -> None:
@@ -480,7 +492,7 @@ async def run(args: Any, proc_class: Any, restart_kafka: Any, restart_postgres: 
                     with contextlib.suppress(OSError, asyncpg.PostgresError):
                         rows.append(await measure(url, cal, procs, http, api, store))
                         print_row(rows[-1])
-                    next_row += ROW_EVERY_DAYS
+                    next_row = (cal.day() // ROW_EVERY_DAYS + 1) * ROW_EVERY_DAYS
                 await asyncio.sleep(0.5)
             await producing
             deaths = [name for name, p in procs.items() if not p.alive()]
@@ -573,8 +585,9 @@ async def report(
     )
     print(f"  {DAYS} days in {minutes:.0f} min, {args.rate:.0f} events/s, hostile share {args.hostile:.0%}")
     print(
-        f"  limits: partitions of {minutes * 60 / DAYS:.0f} s (a day); sample retention {RETENTION_DAYS} days; "
-        f"windows {WINDOWS}; thresholds {THRESHOLDS}"
+        f"  limits: a day is {minutes * 60 / DAYS:.1f} s, a partition {max(60, round(minutes * 60 / DAYS))} s; sample, "
+        f"version and dead-letter retention {RETENTION_DAYS} days; versions kept 3 a type; windows {WINDOWS}; "
+        f"thresholds {THRESHOLDS}; hyperparameters {HYPERPARAMETERS}"
     )
     for line in chaos:
         print(f"  {line}")
