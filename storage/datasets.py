@@ -409,20 +409,21 @@ class SampleRetention:
         )
         return int(made or 0)
 
-    async def first_needed(self, windows: dict[str, int]) -> dict[str, int]:
-        """Per dataset, the smallest sample id a training or a judgement may still read: the first
-        of its newest `windows[model type]` samples of its newest shape (all of them when it has
-        fewer), and for a champion's dataset the first of the samples the champion was judged on
-        (up to its watermark, within its window, of its shape)."""
-        needed: dict[str, int] = {}
-        for row in (
+    async def needed(self, windows: dict[str, int]) -> list[tuple[str, int, int | None]]:
+        """The sample ids a training or a judgement may still read, as (dataset, first, last)
+        ranges: each dataset's newest `windows[model type]` samples of its newest shape (all of
+        them when it has fewer; open-ended: `last` is None), and for each champion the samples
+        its dataset was judged on (up to its watermark, within its window, of its shape). A
+        champion's range ends at its watermark: a champion that stays while its dataset grows
+        keeps only the days it was judged on, not every day after them."""
+        rows = (
             await self.session.execute(
                 text("""
             SELECT d.dataset_id, GREATEST(d.shape_from_id + 1, coalesce(
                        (SELECT s.id FROM training_samples s WHERE s.dataset_id = d.dataset_id
                         ORDER BY s.id DESC OFFSET w.size - 1 LIMIT 1),
                        (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = d.dataset_id),
-                       0)) AS first
+                       0)) AS first, CAST(NULL AS bigint) AS last
             FROM datasets d JOIN unnest(CAST(:types AS text[]), CAST(:sizes AS bigint[])) AS w(model_type, size)
                  ON w.model_type = d.model_type
             UNION ALL
@@ -431,24 +432,23 @@ class SampleRetention:
                           AND s.id <= v.dataset_watermark ORDER BY s.id DESC
                         OFFSET coalesce((v.info->>'train_window')::bigint, 1000000000000) - 1 LIMIT 1),
                        (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = v.dataset_id),
-                       0)) AS first
+                       0)) AS first, v.dataset_watermark AS last
             FROM (SELECT DISTINCT ON (model_type) model_type, version FROM champion_ledger
                   ORDER BY model_type, seq DESC) c
             JOIN model_versions v ON v.model_type = c.model_type AND v.version = c.version
         """),
                 {"types": list(windows), "sizes": list(windows.values())},
             )
-        ).all():
-            needed[row.dataset_id] = min(needed.get(row.dataset_id, row.first), int(row.first))
-        return needed
+        ).all()
+        return [(r.dataset_id, int(r.first), None if r.last is None else int(r.last)) for r in rows]
 
     async def drop_old_days(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
         """Drop each partition whose upper bound is older than `keep_days` and none of whose rows a
         dataset's window or a champion's reference set still reads; the names dropped, oldest
         first. Rows that landed in the default partition (a span without its partition) are never
         dropped."""
-        needed = await self.first_needed(windows)
-        ids, firsts = list(needed), list(needed.values())
+        needed = await self.needed(windows)
+        ids, firsts, lasts = [n[0] for n in needed], [n[1] for n in needed], [n[2] for n in needed]
         days: Sequence[str] = (
             (
                 await self.session.execute(
@@ -473,10 +473,12 @@ class SampleRetention:
             still_read = await self.session.scalar(
                 text(f"""
                 SELECT EXISTS (
-                    SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:firsts AS bigint[])) AS n(dataset_id, first)
-                    WHERE EXISTS (SELECT 1 FROM "{name}" p WHERE p.dataset_id = n.dataset_id AND p.id >= n.first))
+                    SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]))
+                         AS n(dataset_id, first, last)
+                    WHERE EXISTS (SELECT 1 FROM "{name}" p WHERE p.dataset_id = n.dataset_id AND p.id >= n.first
+                                    AND (n.last IS NULL OR p.id <= n.last)))
             """),
-                {"ids": ids, "firsts": firsts},
+                {"ids": ids, "firsts": firsts, "lasts": lasts},
             )
             if still_read:
                 continue  # a window or a reference set still reads some of its rows

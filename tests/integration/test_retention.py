@@ -184,3 +184,45 @@ async def test_narrow_partitions_are_found_by_their_bounds_and_never_overlap_a_d
     assert dropped[:3] == [r.name for r in narrow]  # oldest first, by bound
     [left] = await rows(own_db, "SELECT count(*) AS n FROM training_samples WHERE dataset_id = 'busy'")
     assert left.n == 10
+
+
+async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db: Database) -> None:
+    """A champion's reference set is the samples up to its watermark: while the champion stays and
+    its dataset grows, the days after its watermark go like any other (found by the months soak: an
+    open-ended range kept every day after a stale champion's training)."""
+    from fcl.storage.datasets import SampleRetention
+
+    async def day_of(days_ago: int) -> str:
+        [row] = await rows(own_db, "SELECT to_char(current_date - CAST(:d AS integer), 'YYYYMMDD') AS day", d=days_ago)
+        return f"training_samples_p{row.day}"
+
+    await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 45, 3) AS made")
+    await rows(
+        own_db,
+        "INSERT INTO datasets (dataset_id, model_type, threshold) VALUES ('judged', 'goal', 100) RETURNING dataset_id",
+    )
+    ids: dict[int, list[int]] = {}
+    for days_ago in (45, 44, 43):
+        made = await rows(
+            own_db,
+            "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
+            "SELECT 'judged', 'old', '{}'::jsonb, now() - make_interval(days => :ago) FROM generate_series(1, 3) "
+            "RETURNING id",
+            ago=days_ago,
+        )
+        ids[days_ago] = [r.id for r in made]
+    await factories.store(own_db, "judged", "goal", count=20)  # today: the dataset's own window
+    done = await factories.record_version(own_db, "goal", dataset_id="judged")  # the champion
+    await rows(
+        own_db,
+        "UPDATE model_versions SET dataset_watermark = :w, info = info || '{\"train_window\": 1000}'::jsonb "
+        "WHERE model_type = 'goal' AND version = :v RETURNING version",
+        w=max(ids[45]),
+        v=done.model_version,
+    )
+    windows = dict.fromkeys(("recommendation", "segmentation", "spending", "goal"), 5)
+    async with own_db.transaction() as s:
+        dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
+    assert dropped == [await day_of(44), await day_of(43)]  # after the watermark: gone
+    kept = {r.id for r in await rows(own_db, "SELECT id FROM training_samples WHERE batch_event_id = 'old'")}
+    assert kept == set(ids[45])  # the days the champion was judged on stay
