@@ -388,6 +388,7 @@ def threshold_events(
 
 # -- the sample retention (partitions by day, migrations 0018 and 0020) -----------------------------
 PARTITIONS_AHEAD = 9  # today and the next 8 days have their partitions before their rows arrive
+FORGET_BATCHES = 50_000  # samples-event ids forgotten per sweep at most
 DAY = 86400
 
 
@@ -495,3 +496,31 @@ class SampleRetention:
                 continue
             dropped.append(name)
         return dropped
+
+    async def forget_batches(self, *, keep_days: float, limit: int = FORGET_BATCHES) -> int:
+        """Forget the ids of the samples events none of whose samples is kept any more: those
+        received before the oldest partition left (and before the retention), whose rows are not
+        in the default partition; the oldest `limit` of them; how many. A redelivery of such an
+        event (after the retention) would be stored again: Kafka keeps a topic days, not a month."""
+        return int(
+            await self.session.scalar(
+                text("""
+            WITH oldest AS (
+                SELECT min(CAST(substring(pg_get_expr(c.relpartbound, c.oid) FROM $$FROM \\('([^']+)'\\)$$)
+                                AS timestamptz)) AS kept_from
+                FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'training_samples'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+            ), gone AS (
+                DELETE FROM sample_batches b
+                WHERE b.event_id IN (
+                    SELECT o.event_id FROM sample_batches o, oldest
+                    WHERE o.received_at < least(oldest.kept_from, now() - make_interval(secs => :keep))
+                    ORDER BY o.received_at LIMIT :limit)
+                  AND NOT EXISTS (SELECT 1 FROM training_samples_default d WHERE d.batch_event_id = b.event_id)
+                RETURNING 1)
+            SELECT count(*) FROM gone
+        """),
+                {"keep": keep_days * 86400, "limit": limit},
+            )
+            or 0
+        )

@@ -118,6 +118,7 @@ class SampleBatchRow(Base):
     """One accepted training-samples event: its id makes storing it idempotent."""
 
     __tablename__ = "sample_batches"
+    __table_args__ = (Index(None, "received_at"),)  # the retention forgets the oldest (migration 0021)
 
     event_id: Mapped[str] = mapped_column(primary_key=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.dataset_id", ondelete="CASCADE"))

@@ -271,6 +271,11 @@ class WorkerStore:
             await retention.ensure_partitions(ahead, width_seconds=partition_seconds)
             return await retention.drop_old_days(keep_days=keep_days, windows=windows)
 
+    async def forget_sample_batches(self, *, keep_days: float) -> int:
+        """Forget the ids of the samples events whose samples have all gone; how many."""
+        async with self.db.transaction() as s:
+            return await SampleRetention(s).forget_batches(keep_days=keep_days)
+
     async def forget_dead_letters(self, *, older_than: timedelta) -> int:
         """Delete the kept refused inputs older than `older_than`."""
         async with self.db.transaction() as s:

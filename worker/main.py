@@ -162,14 +162,23 @@ async def _retain(settings: Settings, db: WorkerStore) -> None:
     while True:
         try:
             result = await retention.sweep(db, store, policy)
-            if result.marked or result.artifacts_removed or result.failed or result.temporaries_removed:
+            if (
+                result.marked
+                or result.artifacts_removed
+                or result.failed
+                or result.temporaries_removed
+                or result.sample_days_dropped
+                or result.sample_batches_forgotten
+            ):
                 log.info(
                     "retention: removed versions %s, %d artifact(s) deleted, %d left for the next sweep, "
-                    "%d temporary upload(s) removed",
+                    "%d temporary upload(s) removed, sample partitions dropped %s, %d samples-event id(s) forgotten",
                     result.marked,
                     result.artifacts_removed,
                     len(result.failed),
                     result.temporaries_removed,
+                    result.sample_days_dropped,
+                    result.sample_batches_forgotten,
                 )
         except StorageError as exc:
             log.warning("retention sweep failed: %s", exc)

@@ -9,7 +9,8 @@ version's row stays, for lineage, the history and the ledger. Upload leftovers (
 objects older than a day) are removed too, and the Idempotency-Keys of champion moves older
 than a week, and the refused inputs kept longer than FCL_DEAD_LETTER_RETENTION_DAYS. Samples go by
 whole days (storage.datasets.SampleRetention): a day older than FCL_SAMPLE_RETENTION_DAYS is dropped
-once no dataset's training window and no champion's reference set reads any of its rows.
+once no dataset's training window and no champion's reference set reads any of its rows; the ids
+of the samples events whose samples have all gone are forgotten after them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RetentionResult:
     operator_keys_forgotten: int = 0
     dead_letters_forgotten: int = 0
     sample_days_dropped: list[str] = field(default_factory=list)  # the partitions of samples dropped
+    sample_batches_forgotten: int = 0  # ids of samples events none of whose samples is kept
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -80,6 +82,7 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
         partition_seconds=policy.partition_seconds,
         ahead=policy.partitions_ahead,
     )
+    result.sample_batches_forgotten = await db.forget_sample_batches(keep_days=policy.sample_days)
     result.dead_letters_forgotten = await db.forget_dead_letters(older_than=timedelta(days=policy.dead_letter_days))
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)

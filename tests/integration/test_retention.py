@@ -226,3 +226,42 @@ async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db
     assert dropped == [await day_of(44), await day_of(43)]  # after the watermark: gone
     kept = {r.id for r in await rows(own_db, "SELECT id FROM training_samples WHERE batch_event_id = 'old'")}
     assert kept == set(ids[45])  # the days the champion was judged on stay
+
+
+async def test_the_ids_of_samples_events_whose_samples_have_gone_are_forgotten(own_db: Database) -> None:
+    """sample_batches does not grow for ever: once a partition is dropped, the ids of the samples
+    events whose rows it held are forgotten (and only those: an event whose rows are kept, in a
+    partition or in the default one, keeps its id, so a redelivery is still a duplicate)."""
+    from fcl.storage.datasets import SampleRetention
+
+    await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 41, 2) AS made")
+    await rows(
+        own_db,
+        "INSERT INTO datasets (dataset_id, model_type, threshold) VALUES ('busy', 'goal', 100) RETURNING dataset_id",
+    )
+    # two events of 40 days ago (their day has a partition), one of 60 days ago (its rows went to
+    # the default partition: no partition covers that day)
+    for event_id, days_ago in (("old-1", 40), ("old-2", 40), ("stray", 60)):
+        await rows(
+            own_db,
+            "WITH b AS (INSERT INTO sample_batches (event_id, dataset_id, sample_count, received_at) "
+            "VALUES (:e, 'busy', 3, now() - make_interval(days => :ago)) RETURNING received_at) "
+            "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
+            "SELECT 'busy', :e, '{}'::jsonb, b.received_at FROM b, generate_series(1, 3) RETURNING id",
+            e=event_id,
+            ago=days_ago,
+        )
+    await factories.store(own_db, "busy", "goal", count=20)  # today's events
+    windows = dict.fromkeys(("recommendation", "segmentation", "spending", "goal"), 5)
+    async with own_db.transaction() as s:
+        assert await SampleRetention(s).forget_batches(keep_days=30) == 0  # their partition is still there
+        dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
+        assert len(dropped) == 2
+        assert await SampleRetention(s).forget_batches(keep_days=30) == 2
+        assert await SampleRetention(s).forget_batches(keep_days=30) == 0  # again: nothing more
+    left = {r.event_id for r in await rows(own_db, "SELECT event_id FROM sample_batches")}
+    assert "stray" in left and not left & {"old-1", "old-2"}
+    [today] = await rows(
+        own_db, "SELECT count(*) AS n FROM sample_batches WHERE received_at > now() - interval '1 day'"
+    )
+    assert today.n >= 1 and len(left) == today.n + 1
