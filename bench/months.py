@@ -107,7 +107,7 @@ class Row:
 
 @dataclass
 class Traffic:
-    samples: set[str] = field(default_factory=set)
+    samples: dict[str, float] = field(default_factory=dict)  # event id -> when it was sent (epoch s)
     thresholds: set[tuple[str, str]] = field(default_factory=set)  # (dataset, event id)
     poisons: dict[tuple[str, int, int], str] = field(default_factory=dict)
     ambiguous_poisons: int = 0
@@ -259,7 +259,7 @@ async def produce(
                     "occurred_at": cal.occurred_at(),
                 }
                 await send_valid(Topic.TRAINING_SAMPLES, dataset, event)
-                traffic.samples.add(str(event["event_id"]))
+                traffic.samples[str(event["event_id"])] = time.time()
                 traffic.by_dataset[dataset] += len(chunk)
             await asyncio.sleep(max(0.0, 1 / rate - (time.monotonic() - started)))
     finally:
@@ -525,6 +525,13 @@ async def report(
     conn = await asyncpg.connect(dsn(url))
     try:
         stored = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM sample_batches")}
+        # the retention forgets the ids of events whose samples have all gone: every event sent
+        # since the oldest partition left began must still be recorded
+        kept_from = await conn.fetchval("""
+            SELECT extract(epoch FROM min(CAST(substring(pg_get_expr(c.relpartbound, c.oid)
+                                                         FROM $$FROM \\('([^']+)'\\)$$) AS timestamptz)))
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'training_samples'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'""")
         # a batch's rows share one created_at: they are all there, or their partition went whole
         torn = await conn.fetchval("""
             SELECT count(*) FROM (SELECT b.event_id, b.sample_count, count(s.id) AS n
@@ -563,7 +570,9 @@ async def report(
         unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     finally:
         await conn.close()
-    lost, extra = traffic.samples - stored, stored - traffic.samples
+    recent = {e for e, at in traffic.samples.items() if kept_from is None or at > float(kept_from) + 5}
+    lost, extra = recent - stored, stored - set(traffic.samples)
+    forgotten = len(set(traffic.samples) - stored - recent)
     lost_triggers = traffic.thresholds - admitted
     by_place: dict[tuple[str, int, int], set[str]] = {}
     for letter in dead_letters:
@@ -595,7 +604,11 @@ async def report(
         f"  valid events sent: {traffic.valid_sends} ({len(traffic.samples)} samples events, "
         f"{sum(traffic.by_dataset.values())} samples; {len(traffic.thresholds)} threshold ids); resends {traffic.resends}"
     )
-    print(f"  samples events: {len(stored)} stored; lost {len(lost)}, not sent {len(extra)}; torn batches {torn}")
+    print(
+        f"  samples events: {len(stored)} recorded; of the {len(recent)} sent since the oldest partition kept, "
+        f"lost {len(lost)}; recorded but not sent {len(extra)}; torn batches {torn}; ids forgotten with their "
+        f"samples {forgotten}"
+    )
     print(f"  counters equal to the samples sent, per dataset, after the retention: {counters_ok}")
     print(
         f"  threshold ids: {len(traffic.thresholds & admitted)} admitted of {len(traffic.thresholds)}; lost {len(lost_triggers)}"
