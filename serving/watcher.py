@@ -9,7 +9,7 @@ assignment, so a reader sees the old model or the new one, never a half-loaded o
 load that fails keeps the old model serving and is retried on the next event or resync.
 
     async with ChampionWatcher.from_settings("goal", load_settings()) as watcher:
-        model = watcher.served.model if watcher.served else None
+        answers = watcher.predict([{"user_id": "u1", "goal_id": "g1", "features": {...}}])
 
 `python -m fcl.serving MODEL_TYPE` (or `fcl serve MODEL_TYPE`) runs one
 and prints a JSON line per swap.
@@ -157,6 +157,23 @@ class ChampionWatcher(Service):
         await self.open()
         self.start()
         return self
+
+    # -- predictions ---------------------------------------------------------------------------------
+    def predict(self, records: object, **options: Any) -> list[dict[str, Any]]:
+        """The served champion's predictions for `records` (serving.predict: the contract's sample
+        records without their outcome fields). WatcherError when no champion is served, or when
+        the loop that keeps it current has died: an app never serves a stale model silently.
+        InvalidRecords when the records are refused."""
+        from fcl.serving.predict import predictor
+
+        task = self.task
+        if task is not None and task.done() and not self.stopping:
+            cause = task.exception() if not task.cancelled() else "cancelled"
+            raise WatcherError(f"the {self.model_type} watcher's loop has died ({cause!r}): nothing is served")
+        served = self.served
+        if served is None:
+            raise WatcherError(f"no {self.model_type} champion is served yet")
+        return predictor(self.model_type, served.model).predict(records, **options)
 
     # -- the champion ------------------------------------------------------------------------------
     async def _refresh_quietly(self, cause: dict[str, Any] | None) -> None:
