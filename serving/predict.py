@@ -199,10 +199,7 @@ class SpendingPredictor(Predictor):
             if r.amount < 0:
                 raise InvalidRecords(f"records.{i}.amount: {r.amount} is not a spend")
             by_user.setdefault(r.user_id, {})[date.fromisoformat(r.date)] = float(r.amount)
-        net = self.model.net
-        device = next(net.parameters()).device
-        net.eval()
-        out = []
+        windows, levels, lasts = [], [], []
         for user, days in by_user.items():
             first, last = min(days), max(days)
             span = (last - first).days + 1
@@ -212,21 +209,38 @@ class SpendingPredictor(Predictor):
                 )
             history = [first + timedelta(days=k) for k in range(span)]
             logs = np.log1p(np.array([days.get(d, 0.0) for d in history], dtype=np.float64))
-            level = float(logs.mean())  # the user's own level, as in training
-            norm = list((logs - level)[-lookback:])
-            window_days = history[-lookback:]
-            forecast = []
-            for _ in range(horizon):
-                following = [d + timedelta(days=1) for d in window_days]
-                x = np.concatenate([np.array(norm, dtype=np.float32)[:, None], calendar(following)], axis=1)
-                with torch.no_grad():
-                    step = float(net(torch.from_numpy(x[None]).to(device))[0, -1])
-                day = following[-1]
-                amount = max(0.0, math.expm1(step + level))
-                forecast.append({"date": day.isoformat(), "amount": round(amount, 6)})
-                norm, window_days = [*norm[1:], step], [*window_days[1:], day]
-            out.append({"user_id": user, "forecast": forecast})
-        return out
+            levels.append(float(logs.mean()))  # the user's own level, as in training
+            windows.append(logs[-lookback:] - levels[-1])
+            lasts.append(last)
+        net = self.model.net
+        device = next(net.parameters()).device
+        net.eval()
+        # every user's window steps forward together: one pass of the network per forecast day
+        norm = np.array(windows, dtype=np.float32)  # users x lookback
+        steps = np.empty((len(lasts), horizon), dtype=np.float64)
+        for h in range(horizon):
+            # inputs[:, t] = (spend of day t, calendar of day t + 1), as in training
+            following = np.stack(
+                [calendar([last + timedelta(days=h + 2 - lookback + k) for k in range(lookback)]) for last in lasts]
+            )
+            x = np.concatenate([norm[:, :, None], following], axis=2)
+            with torch.no_grad():
+                predicted = net(torch.from_numpy(np.ascontiguousarray(x)).to(device))[:, -1].cpu().numpy()
+            steps[:, h] = predicted
+            norm = np.concatenate([norm[:, 1:], predicted[:, None].astype(np.float32)], axis=1)
+        return [
+            {
+                "user_id": user,
+                "forecast": [
+                    {
+                        "date": (last + timedelta(days=h + 1)).isoformat(),
+                        "amount": round(max(0.0, math.expm1(float(steps[u, h]) + level)), 6),
+                    }
+                    for h in range(horizon)
+                ],
+            }
+            for u, (user, last, level) in enumerate(zip(by_user, lasts, levels, strict=True))
+        ]
 
 
 PREDICTORS: dict[str, type[Predictor]] = {
