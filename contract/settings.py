@@ -135,7 +135,17 @@ class Settings(BaseSettings):
     topic_prefix: str = "fcl."
     """Prefix of every topic fcl reads and writes (the tests use a unique one per run)."""
     api_token: str | None = None
-    """Bearer token every POST and artifact download needs; unset (or empty) refuses them (401)."""
+    """The admin token: every POST and the kept dead letters need it, and it reaches every route;
+    unset (or empty) refuses them (401)."""
+    api_token_name: str = Field(default="operator", min_length=1, max_length=100)
+    """Who holds the admin token: the champion ledger's actor for an admin call, followed by what
+    the caller's `X-FCL-Actor` claims."""
+    serve_token: str | None = None
+    """The serving token: reads, the champion and its artifact's download, no mutation (a POST with
+    it answers 403). For the apps that serve models: they never hold the admin token."""
+    read_token: str | None = None
+    """Once set, every GET but `/livez` and `/readyz` needs this, the serve or the admin token; unset,
+    reads are open."""
     artifact_url: str | None = None
     """Where artifacts are written: a path or `file://...`, or `s3://bucket/prefix` on any
     S3-compatible store; unset: `FCL_ARTIFACT_DIR`."""
@@ -320,11 +330,18 @@ class Settings(BaseSettings):
             return value
         return value.upper() if value.lower() in {"debug", "info", "warning", "error", "critical"} else value.lower()
 
-    @field_validator("api_token")
+    @field_validator("api_token", "serve_token", "read_token")
     @classmethod
     def _empty_token_is_unset(cls, value: str | None) -> str | None:
-        # An empty FCL_API_TOKEN must not become a token that an empty header matches.
+        # An empty token must not become a token that an empty header matches.
         return value or None
+
+    @model_validator(mode="after")
+    def _tokens_differ(self) -> Settings:
+        tokens = [t for t in (self.api_token, self.serve_token, self.read_token) if t is not None]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("FCL_API_TOKEN, FCL_SERVE_TOKEN and FCL_READ_TOKEN must differ: a token has one scope")
+        return self
 
     @field_validator("database_url")
     @classmethod

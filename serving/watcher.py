@@ -95,7 +95,7 @@ class ChampionWatcher(Service):
         return cls(
             model_type,
             api_url=api_url or f"http://{settings.http_host}:{settings.http_port}",
-            token=settings.api_token,
+            token=settings.serve_token or settings.api_token,  # a serving app holds the serve token
             kafka_bootstrap=settings.kafka_bootstrap,
             kafka_options=client_options(settings),
             topic_prefix=settings.topic_prefix,

@@ -1,6 +1,12 @@
 """The route table and what every route shares: declared parameters and bodies validated by the
-same pydantic models that `/openapi.json` is built from, bearer-token auth for mutating calls,
-JSON errors with a request id, and responses serialised from their declared model.
+same pydantic models that `/openapi.json` is built from, bearer tokens by scope, JSON errors with
+a request id, and responses serialised from their declared model.
+
+Every route has an access level. `probe` (`/livez`, `/readyz`) needs no token. `read` (every other
+GET) needs a read, serve or admin token once FCL_READ_TOKEN is set, and none before. `serve` (an
+artifact's download) needs the serve or the admin token. `admin` (every POST, the kept dead
+letters) needs the admin token, FCL_API_TOKEN. No token, or one that is none of the service's,
+answers 401; a token of a narrower scope answers 403.
 
 An `Endpoint` says everything about one route; `register` mounts the table on an aiohttp app and
 `openapi` turns the same table into the document. A handler receives a `Call` (validated path
@@ -15,7 +21,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -28,6 +34,20 @@ log = logging.getLogger("fcl.web")
 # Where a request keeps its id (aiohttp >= 3.12 has typed request keys; older ones take a string).
 _RID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_WHO: Any = web.RequestKey("caller", str) if hasattr(web, "RequestKey") else "caller"
+
+Access = Literal["probe", "read", "serve", "admin"]
+_MAY = {"read": {"read", "serve", "admin"}, "serve": {"serve", "admin"}, "admin": {"admin"}}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The service's bearer tokens by scope (unset: None)."""
+
+    admin: str | None = None  # FCL_API_TOKEN
+    serve: str | None = None  # FCL_SERVE_TOKEN
+    read: str | None = None  # FCL_READ_TOKEN
+    admin_name: str = "operator"  # FCL_API_TOKEN_NAME: the ledger's actor for an admin call
 
 
 class ApiError(Exception):
@@ -66,7 +86,7 @@ class Endpoint:
     path_params: tuple[PathParam, ...] = ()
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
-    auth: bool = False
+    access: Access = "read"
     errors: tuple[int, ...] = ()
     raw_content: dict[int, tuple[str, str]] = field(default_factory=dict)  # status -> (media type, description)
     description: str = ""
@@ -74,6 +94,11 @@ class Endpoint:
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
+
+    @property
+    def auth(self) -> bool:
+        """Whether a token is always needed (serve and admin routes)."""
+        return self.access in ("serve", "admin")
 
 
 def request_id(request: web.Request) -> str:
@@ -113,15 +138,54 @@ def _field_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
     ]
 
 
-def _check_token(request: web.Request, token: str | None) -> None:
-    if token is None:
-        raise ApiError(401, "unauthorized", "mutating calls are refused: the service has no FCL_API_TOKEN set")
+def _scope_of(request: web.Request, tokens: Tokens) -> str | None:
+    """The scope of the request's bearer token (admin, serve or read); None without one; 401 for a
+    token that is none of the service's."""
     given = request.headers.get("Authorization", "")
+    if not given:
+        return None
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not value:
-        raise ApiError(401, "unauthorized", "send `Authorization: Bearer <FCL_API_TOKEN>`")
-    if not hmac.compare_digest(value.strip().encode(), token.encode()):
-        raise ApiError(401, "unauthorized", "the bearer token is not the service's FCL_API_TOKEN")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(401, "unauthorized", "send `Authorization: Bearer <token>`")
+    presented = value.strip().encode()
+    found = None
+    for scope, token in (("admin", tokens.admin), ("serve", tokens.serve), ("read", tokens.read)):
+        # every comparison runs, in constant time: which token matched is not timed out of it
+        if token is not None and hmac.compare_digest(presented, token.encode()) and found is None:
+            found = scope
+    if found is None:
+        raise ApiError(401, "unauthorized", "the bearer token is none of the service's tokens")
+    return found
+
+
+def _check_access(request: web.Request, endpoint: Endpoint, tokens: Tokens) -> str | None:
+    """The caller's scope, when the route may be called with what the request carries; else 401
+    or 403."""
+    if endpoint.access == "probe":
+        return None
+    if endpoint.access == "read" and tokens.read is None:
+        return None  # reads are open until FCL_READ_TOKEN is set, whatever the request carries
+    if endpoint.access == "admin" and tokens.admin is None:
+        raise ApiError(401, "unauthorized", "mutating calls are refused: the service has no FCL_API_TOKEN set")
+    if endpoint.access == "serve" and tokens.admin is None and tokens.serve is None:
+        raise ApiError(401, "unauthorized", "the service has no FCL_SERVE_TOKEN or FCL_API_TOKEN set")
+    scope = _scope_of(request, tokens)
+    if scope is None:
+        needed = {"read": "FCL_READ_TOKEN", "serve": "FCL_SERVE_TOKEN", "admin": "FCL_API_TOKEN"}[endpoint.access]
+        raise ApiError(401, "unauthorized", f"send `Authorization: Bearer <{needed}>` (or a wider token)")
+    if scope not in _MAY[endpoint.access]:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"the {scope} token may not call {endpoint.method} {endpoint.path}: it needs the "
+            + ("admin token (FCL_API_TOKEN)" if endpoint.access == "admin" else "serve or the admin token"),
+        )
+    return scope
+
+
+def caller_scope(request: web.Request) -> str | None:
+    """The scope of the token the request was let in with (None: no token was needed or sent)."""
+    return request.get(_WHO)
 
 
 async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -141,12 +205,10 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise ApiError(422, "invalid_body", "the body has invalid fields", _field_errors(exc, "body")) from None
 
 
-def _wrap(
-    endpoint: Endpoint, token: Callable[[], str | None]
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(endpoint: Endpoint, tokens: Callable[[], Tokens]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        if endpoint.auth:
-            _check_token(request, token())  # before anything else: no state change without it
+        # before anything else: no state change, and no data, without the token's scope
+        request[_WHO] = _check_access(request, endpoint, tokens())
         path = {p.name: p.parse(request.match_info[p.name]) for p in endpoint.path_params}
         query = None
         if endpoint.query is not None:
@@ -167,9 +229,9 @@ def _wrap(
     return handle
 
 
-def register(app: web.Application, endpoints: list[Endpoint], token: Callable[[], str | None]) -> None:
+def register(app: web.Application, endpoints: list[Endpoint], tokens: Callable[[], Tokens]) -> None:
     for endpoint in endpoints:
-        app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint, token), name=endpoint.operation_id)
+        app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint, tokens), name=endpoint.operation_id)
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------------
@@ -196,7 +258,8 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 _STATUS_TEXT = {
     400: "malformed request",
-    401: "missing or wrong bearer token",
+    401: "missing or wrong bearer token (reads: only once FCL_READ_TOKEN is set)",
+    403: "the token's scope does not reach this route",
     404: "not found",
     409: "conflicts with the current state",
     410: "gone: removed by the retention",
@@ -243,7 +306,8 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
         for status, (media, text) in e.raw_content.items():
             raw_schema = {"type": "object"} if media == "application/json" else {"type": "string"}
             op["responses"][str(status)] = {"description": text, "content": {media: {"schema": raw_schema}}}
-        errors = set(e.errors) | ({401} if e.auth else set()) | ({422} if e.query or e.body else set())
+        scoped = {"probe": set(), "read": {401}, "serve": {401, 403}, "admin": {401, 403}}[e.access]
+        errors = set(e.errors) | scoped | ({422} if e.query or e.body else set())
         errors |= {422 for p in e.path_params if p.schema.get("format") == "uuid"}  # a malformed id
         if e.body is not None:
             errors |= {400, 413}
@@ -261,6 +325,13 @@ def openapi(endpoints: list[Endpoint], *, title: str, version: str, description:
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "FCL_API_TOKEN"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "FCL_API_TOKEN (admin), FCL_SERVE_TOKEN (reads and downloads) or FCL_READ_TOKEN "
+                    "(reads, once it is set)",
+                }
+            },
         },
     }

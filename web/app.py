@@ -25,7 +25,7 @@ from fcl.storage.notifications import ChangeListener, Notifications
 from fcl.storage.outbox import OutboxRelay
 from fcl.storage.reads import ReadViews
 from fcl.storage.stores import ApiStore
-from fcl.web.api import ApiError, error_response, openapi, register, request_id
+from fcl.web.api import ApiError, Tokens, error_response, openapi, register, request_id
 from fcl.web.cache import ResponseCache
 from fcl.web.metrics import Metrics
 from fcl.web.routes import ENDPOINTS, SERVICES, Services
@@ -105,15 +105,22 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
         reads=ReadViews(db),  # the same pool: one connection budget per process
     )
     app[SERVICES] = services
-    register(app, ENDPOINTS, token=lambda: settings.api_token)
+    tokens = Tokens(
+        admin=settings.api_token,
+        serve=settings.serve_token,
+        read=settings.read_token,
+        admin_name=settings.api_token_name,
+    )
+    register(app, ENDPOINTS, tokens=lambda: tokens)
     document = openapi(
         ENDPOINTS,
         title="fcl: FinCoach continuous learning",
         version=__version__,
         description="Training status, jobs, history, model versions and validation results "
         "(see docs/contract.md). Every POST needs `Authorization: Bearer "
-        '$FCL_API_TOKEN`. Errors: `{"error": {"code", "message", '
-        '"request_id"}}`.',
+        "$FCL_API_TOKEN` (admin); an artifact's download the serve or admin token; "
+        "every GET but /livez and /readyz a read, serve or admin token once FCL_READ_TOKEN is set. "
+        'Errors: `{"error": {"code", "message", "request_id"}}`.',
     )
     services.openapi_bytes = json.dumps(document).encode()
 

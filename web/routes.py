@@ -306,10 +306,12 @@ def _below(bound: int) -> Callable[[str], int]:
 
 
 def _actor(call: Call) -> str:
-    """Who made a champion move through the API: `X-FCL-Actor` when the caller names itself (the
-    `fcl` CLI sends user@host), else the token's holder."""
-    named = "".join(ch for ch in call.request.headers.get(ACTOR_HEADER, "") if ch.isprintable()).strip()
-    return f"operator {named[:200]} (API)" if named else "operator (API token)"
+    """Who made a champion move through the API: the admin token's name (FCL_API_TOKEN_NAME), then
+    what `X-FCL-Actor` claims when the caller names itself (the `fcl` CLI sends user@host). The
+    token is what was checked; the claim is what the caller says."""
+    name = _services(call).settings.api_token_name
+    claimed = "".join(ch for ch in call.request.headers.get(ACTOR_HEADER, "") if ch.isprintable()).strip()
+    return f"{name} (claims {claimed[:200]})" if claimed else name
 
 
 async def rollback(call: Call) -> tuple[int, s.ChampionMoveView]:
@@ -596,7 +598,7 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.TriggerResponse, "admitted", 202),
         (MODEL_TYPE,),
         body=s.TriggerBody,
-        auth=True,
+        access="admin",
         errors=(404, 409, 422),
         description="An `Idempotency-Key` header makes a repeated request return the same job; "
         "the same key with another request is refused (422).",
@@ -638,7 +640,7 @@ ENDPOINTS: list[Endpoint] = [
         "jobs",
         {200: (s.JobView, "cancelled"), 202: (s.JobView, "the running job will stop")},
         (JOB_ID,),
-        auth=True,
+        access="admin",
         errors=(404, 409, 422),
     ),
     Endpoint(
@@ -649,7 +651,7 @@ ENDPOINTS: list[Endpoint] = [
         "jobs",
         _ok(s.JobView, "queued again", 202),
         (JOB_ID,),
-        auth=True,
+        access="admin",
         errors=(404, 409, 422),
     ),
     Endpoint(
@@ -659,7 +661,7 @@ ENDPOINTS: list[Endpoint] = [
         "Queue a job for every dataset whose counter reached its threshold",
         "jobs",
         _ok(s.AutoTriggerResponse, "what was admitted", 202),
-        auth=True,
+        access="admin",
     ),
     Endpoint(
         "GET",
@@ -688,7 +690,7 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ChampionMoveView, "the new champion"),
         (MODEL_TYPE,),
         body=s.RollbackBody,
-        auth=True,
+        access="admin",
         errors=(404, 409, 422),
         description="The body is optional: `expected_version` refuses the rollback (409) unless that version "
         "serves. An `Idempotency-Key` header makes a repeated request answer the first move again; the same "
@@ -703,7 +705,7 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ChampionMoveView, "the new champion"),
         (MODEL_TYPE, VERSION),
         body=s.PromoteBody,
-        auth=True,
+        access="admin",
         errors=(404, 409, 422),
         description="`expected_version` refuses the promote (409) unless that version serves; "
         "`Idempotency-Key` as for rollback.",
@@ -722,11 +724,11 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         PREFIX + "/model-versions/{model_type}/{version}/artifact",
         artifact,
-        "A version's artifact (token required: models are company data); ETag and Digest carry its sha256",
+        "A version's artifact (the serve or admin token: models are company data); ETag and Digest carry its sha256",
         "versions",
         {},
         (MODEL_TYPE, VERSION),
-        auth=True,
+        access="serve",
         errors=(404, 410, 422, 503),
         raw_content={
             200: ("application/octet-stream", "the artifact's bytes, checked against its sha256 and size"),
@@ -771,7 +773,7 @@ ENDPOINTS: list[Endpoint] = [
         "datasets",
         _ok(s.DatasetView, "the dataset, its shape forgotten"),
         (DATASET_ID,),
-        auth=True,
+        access="admin",
         errors=(404, 422),
     ),
     Endpoint(
@@ -782,7 +784,7 @@ ENDPOINTS: list[Endpoint] = [
         "operations",
         _ok(s.DeadLetterPage, "a page"),
         query=s.DeadLetterQuery,
-        auth=True,
+        access="admin",
         errors=(422,),
     ),
     Endpoint(
@@ -793,7 +795,7 @@ ENDPOINTS: list[Endpoint] = [
         "operations",
         _ok(s.DeadLetterDetail, "the letter"),
         (LETTER,),
-        auth=True,
+        access="admin",
         errors=(404, 422),
     ),
     Endpoint(
@@ -804,7 +806,7 @@ ENDPOINTS: list[Endpoint] = [
         "operations",
         _ok(s.Replayed, "what was sent"),
         body=s.ReplayBody,
-        auth=True,
+        access="admin",
         errors=(422, 503),
     ),
     Endpoint(
@@ -815,7 +817,7 @@ ENDPOINTS: list[Endpoint] = [
         "operations",
         _ok(s.Unparked, "how many went back"),
         body=s.UnparkBody,
-        auth=True,
+        access="admin",
     ),
     Endpoint(
         "GET",
@@ -825,7 +827,7 @@ ENDPOINTS: list[Endpoint] = [
         "operations",
         {200: (s.Health, "both reachable"), 503: (s.Health, "one is not")},
     ),
-    Endpoint("GET", "/livez", livez, "The process answers", "operations", {200: (s.Liveness, "alive")}),
+    Endpoint("GET", "/livez", livez, "The process answers", "operations", {200: (s.Liveness, "alive")}, access="probe"),
     Endpoint(
         "GET",
         "/readyz",
@@ -833,6 +835,7 @@ ENDPOINTS: list[Endpoint] = [
         "Ready to serve: the database at head, the broker and the artifact store answer",
         "operations",
         {200: (s.Readiness, "ready"), 503: (s.Readiness, "the names of what is not ready")},
+        access="probe",
     ),
     Endpoint(
         "GET",

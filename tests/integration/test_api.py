@@ -116,6 +116,51 @@ async def test_every_post_needs_the_token_and_changes_nothing_without_it(api: Ap
     assert await api.scalar("SELECT count(*) FROM outbox") == events_before
 
 
+async def test_a_token_reaches_what_its_scope_allows_and_no_more(stack: RunStack, own_db: Database) -> None:
+    """FCL_SERVE_TOKEN reads and downloads but never changes anything (403); FCL_READ_TOKEN, once
+    set, closes every GET but the probes; the ledger names the admin token's holder first, then
+    what the caller claims."""
+    serve, read = f"serve-{uuid.uuid4().hex[:8]}", f"read-{uuid.uuid4().hex[:8]}"
+    settings = _settings(stack, own_db, serve_token=serve, read_token=read, api_token_name="ops-team")
+    await _dataset(own_db, "ds-scope", threshold=1000)
+    v1, _ = await _version(own_db, "goal", passed=True, auc=0.8)
+    v2, _ = await _version(own_db, "goal", passed=True, auc=0.9)
+    async with TestClient(TestServer(make_app(settings, relay_events=False))) as client:
+        api = Api(client, settings, own_db)
+        status = f"{API}/training-status"
+        for token in (None, "wrong"):
+            body = await api.call("GET", status, token=token, status=401)
+            assert body["error"]["code"] == "unauthorized"
+        for token in (read, serve, TOKEN):
+            await api.call("GET", status, token=token, status=200)
+        for path in ("/metrics", "/openapi.json", "/healthz", f"{API}/model-versions"):
+            await api.call("GET", path, token=None, status=401)
+        await api.call("GET", "/livez", token=None, status=200)
+        async with client.get("/readyz") as r:
+            assert r.status in (200, 503)  # a probe: never asks for a token
+        jobs_before = await api.scalar("SELECT count(*) FROM training_jobs")
+        for token in (serve, read):
+            body = await api.call(
+                "POST", f"{API}/trigger-training/goal", token=token, status=403, json={"dataset_id": "ds-scope"}
+            )
+            assert body["error"]["code"] == "forbidden" and "admin token" in body["error"]["message"]
+            await api.call("POST", f"{API}/model-versions/goal/rollback", token=token, status=403)
+            await api.call("GET", f"{API}/dead-letters", token=token, status=403)  # producers' data
+        assert await api.scalar("SELECT count(*) FROM training_jobs") == jobs_before
+        artifact = f"{API}/model-versions/goal/{v1}/artifact"
+        await api.call("GET", artifact, token=read, status=403)
+        async with client.get(artifact, headers={"Authorization": f"Bearer {serve}"}) as r:
+            assert r.status not in (401, 403)  # let in (the factory's version has no file: 503)
+        moved = await api.call(
+            "POST",
+            f"{API}/model-versions/goal/{v1}/promote",
+            status=200,
+            json={"reason": "scope test"},
+            headers={"X-FCL-Actor": "mallory@laptop"},
+        )
+        assert moved["actor"] == "ops-team (claims mallory@laptop)" and moved["previous_version"] == v2
+
+
 async def test_without_a_configured_token_every_post_is_refused(stack: RunStack, own_db: Database) -> None:
     settings = _settings(stack, own_db).model_copy(update={"api_token": None})
     await _dataset(own_db, "ds-open")
@@ -589,8 +634,10 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
             # (producers' data) need the token
             private = path.endswith("/artifact") or "/dead-letters" in path
             assert ("security" in op) == (method == "post" or private), (method, path)
-            if method == "post":
-                assert "401" in op["responses"]
+            if method == "post" or private:
+                assert {"401", "403"} <= set(op["responses"])
+            elif path not in ("/livez", "/readyz"):
+                assert "401" in op["responses"]  # once FCL_READ_TOKEN is set
     history = spec["paths"][API + "/training-history"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"limit", "model_type", "status", "before"}
     assert json.dumps(spec)  # plain JSON
@@ -723,7 +770,7 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
         f"{API}/model-versions/goal/rollback",
         headers={"Authorization": f"Bearer {TOKEN}", "X-FCL-Actor": "alice@ops" + "x" * 5000},
     ) as r:
-        assert r.status == 200 and (await r.json())["actor"] == f"operator alice@ops{'x' * 191} (API)"
+        assert r.status == 200 and (await r.json())["actor"] == f"operator (claims alice@ops{'x' * 191})"
     ledger = (await api.call("GET", f"{API}/model-versions?model_type=goal", status=200))["ledger"]
     assert [(m["reason"], m["version"]) for m in ledger] == [
         ("rollback", v2),
@@ -731,7 +778,7 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
         ("manual", v2),
         ("validated", v1),
     ]
-    assert ledger[1]["actor"] == "operator (API token)" and ledger[3]["actor"].startswith("job ")
+    assert ledger[1]["actor"] == "operator" and ledger[3]["actor"].startswith("job ")
 
     # A version the retention removed cannot serve again and its artifact is gone.
     async with api.db.transaction() as s:

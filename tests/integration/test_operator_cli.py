@@ -58,7 +58,11 @@ async def test_operator_commands_over_http(svc: Service) -> None:
 
         move = fcl_json(svc, "versions", "promote", "goal", "1", "--reason", "v2 misbehaves in production")
         assert (move["version"], move["previous_version"], move["reason"]) == (1, 2, "manual")
-        assert move["note"] == "v2 misbehaves in production" and move["actor"].endswith("(fcl cli) (API)")
+        assert (
+            move["note"] == "v2 misbehaves in production"
+            and move["actor"].startswith("operator (claims ")
+            and move["actor"].endswith("(fcl cli))")
+        )
         back = fcl_json(svc, "versions", "rollback", "goal")
         assert (back["version"], back["reason"]) == (2, "rollback")
 

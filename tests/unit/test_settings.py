@@ -206,3 +206,12 @@ def test_the_database_password_comes_from_its_file_and_any_character_survives(tm
             Settings(_env_file=None, database_password_file=missing)
         assert said in refusal(refused.value)
         missing.unlink(missing_ok=True)
+
+
+def test_each_token_has_one_scope() -> None:
+    """The admin, serve and read tokens must differ: a token that were two would take the wider
+    scope. Empty ones are unset."""
+    with pytest.raises(ValidationError, match="must differ"):
+        Settings(api_token="same", serve_token="same", _env_file=None)
+    s = Settings(api_token="a", serve_token="", read_token="r", _env_file=None)
+    assert (s.api_token, s.serve_token, s.read_token, s.api_token_name) == ("a", None, "r", "operator")

@@ -89,7 +89,7 @@ def test_openapi_covers_the_route_table_and_every_ref_resolves() -> None:
     assert refs and refs <= set(doc["components"]["schemas"])
     trigger = doc["paths"]["/coaching/continuous-learning/trigger-training/{model_type}"]["post"]
     assert trigger["security"] == [{"bearer": []}]
-    assert {"202", "400", "401", "404", "409", "413", "422"} == set(trigger["responses"])
+    assert {"202", "400", "401", "403", "404", "409", "413", "422"} == set(trigger["responses"])
     body = doc["components"]["schemas"]["TriggerBody"]["properties"]["priority"]
     assert (body["minimum"], body["maximum"]) == (0, 9)
     history = {
