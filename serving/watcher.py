@@ -36,6 +36,11 @@ from fcl.contract.service import Service
 
 log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
 API = "/coaching/continuous-learning"
+CHAMPION_READ_SECONDS = 30.0
+MAX_CHAMPION_BYTES = 1 << 20  # a champion's record is a few KiB
+MAX_ARTIFACT_BYTES = 4 << 30  # the default cap of one download
+DOWNLOAD_BASE_SECONDS = 60.0
+DOWNLOAD_MIN_BYTES_PER_SECOND = 1 << 20  # a download slower than 1 MiB/s on average is given up
 
 
 class WatcherError(Exception):
@@ -67,6 +72,7 @@ class ChampionWatcher(Service):
         topic_prefix: str = "fcl.",
         resync_seconds: float = 60.0,
         on_swap: Callable[[Served], None] | None = None,
+        max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
     ) -> None:
         from fcl.contract import model_types
 
@@ -81,6 +87,7 @@ class ChampionWatcher(Service):
         self.topic = f"{topic_prefix}model-versions"
         self.resync_seconds = resync_seconds
         self.on_swap = on_swap
+        self.max_artifact_bytes = max_artifact_bytes
         self.served: Served | None = None
         self.failures = 0
         self._http: aiohttp.ClientSession | None = None
@@ -109,7 +116,8 @@ class ChampionWatcher(Service):
         from aiokafka import AIOKafkaConsumer
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120))
+        # no overall timeout: each request has its own (the champion's, and a download's by its size)
+        self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         self._consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.kafka_bootstrap,
@@ -185,35 +193,41 @@ class ChampionWatcher(Service):
             log.warning("%s champion not swapped, v%s keeps serving: %s", self.model_type, serving, exc)
 
     async def refresh(self, cause: dict[str, Any] | None = None) -> bool:
-        """Serve the API's current champion; True when it was swapped in."""
+        """Serve the API's current champion; True when it was swapped in. Whatever the API answers
+        (any shape, any size, any speed) ends in a swap, in False, or in WatcherError with the
+        reason; the old model serves meanwhile."""
         assert self._http is not None, "start() first"
         base = f"{self.api_url}{API}/model-versions/{self.model_type}"
         try:
-            async with self._http.get(f"{base}/champion") as r:
-                if r.status == 404:
-                    return False  # no champion yet
-                if r.status != 200:
-                    raise WatcherError(f"GET champion answered {r.status}: {(await r.text())[:300]}")
-                champion = await r.json()
-            version, artifact = int(champion["version"]), champion["model"]["artifact"]
-            if self.served is not None and (version, artifact["sha256"]) == (self.served.version, self.served.sha256):
+            async with asyncio.timeout(CHAMPION_READ_SECONDS):
+                async with self._http.get(f"{base}/champion") as r:
+                    if r.status == 404:
+                        return False  # no champion yet
+                    body = await _read_capped(r, MAX_CHAMPION_BYTES + 1)
+                    if r.status != 200:
+                        raise WatcherError(f"GET champion answered {r.status}: {body[:300]!r}")
+            if len(body) > MAX_CHAMPION_BYTES:
+                raise WatcherError(f"GET champion answered more than {MAX_CHAMPION_BYTES} bytes")
+            version, sha256, size, fmt = _champion(body)
+            if size > self.max_artifact_bytes:
+                raise WatcherError(f"v{version}'s artifact is {size} bytes, over the cap of {self.max_artifact_bytes}")
+            if self.served is not None and (version, sha256) == (self.served.version, self.served.sha256):
                 return False
-            async with self._http.get(f"{base}/{version}/artifact") as r:
-                if r.status != 200:
-                    raise WatcherError(f"GET artifact of v{version} answered {r.status}: {(await r.text())[:300]}")
-                data = await r.read()
-        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
-            raise WatcherError(f"the API at {self.api_url}: {exc!r}") from None
+            data = await self._download(f"{base}/{version}/artifact", version, size)
+        except WatcherError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the API or the network keeps the old model
+            raise WatcherError(f"the API at {self.api_url}: {exc!r}"[:500]) from None
         digest = hashlib.sha256(data).hexdigest()
-        if digest != artifact["sha256"] or len(data) != artifact["size"]:
+        if digest != sha256 or len(data) != size:
             raise WatcherError(
                 f"v{version}: downloaded {len(data)} bytes with sha256 {digest}, "
-                f"the record says {artifact['size']} bytes with {artifact['sha256']}"
+                f"the record says {size} bytes with {sha256}"
             )
         try:
-            model = await asyncio.to_thread(_load, self.model_type, data, artifact["format"])
+            model = await asyncio.to_thread(_load, self.model_type, data, fmt)
         except Exception as exc:  # noqa: BLE001 - any loader error keeps the old model serving
-            raise WatcherError(f"v{version} could not be loaded: {exc}") from None
+            raise WatcherError(f"v{version} could not be loaded: {exc}"[:500]) from None
         served = Served(
             model_type=self.model_type,
             version=version,
@@ -227,6 +241,62 @@ class ChampionWatcher(Service):
         if self.on_swap is not None:
             self.on_swap(served)
         return True
+
+    async def _download(self, url: str, version: int, size: int) -> bytes:
+        """The artifact's bytes, no more than the record's `size`, within a time that grows with it
+        (DOWNLOAD_MIN_BYTES_PER_SECOND): a slow or endless answer ends in WatcherError."""
+        assert self._http is not None
+        deadline = DOWNLOAD_BASE_SECONDS + size / DOWNLOAD_MIN_BYTES_PER_SECOND
+        chunks, got = [], 0
+        try:
+            async with asyncio.timeout(deadline):
+                async with self._http.get(url) as r:
+                    if r.status != 200:
+                        raise WatcherError(
+                            f"GET artifact of v{version} answered {r.status}: {(await r.content.read(300))!r}"
+                        )
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        got += len(chunk)
+                        if got > size:
+                            raise WatcherError(f"v{version}: the download passed the record's {size} bytes")
+                        chunks.append(chunk)
+        except TimeoutError:
+            raise WatcherError(f"v{version}: {got} of {size} bytes after {deadline:.0f} s; given up") from None
+        return b"".join(chunks)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, or its first `cap` bytes when it is longer."""
+    chunks, got = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        chunks.append(chunk[: cap - got])
+        got += len(chunks[-1])
+        if got >= cap:
+            break
+    return b"".join(chunks)
+
+
+def _champion(body: bytes) -> tuple[int, str, int, str]:
+    """(version, sha256, size, format) of a champion answer, or WatcherError saying what is wrong."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WatcherError(f"GET champion answered something that is not JSON: {body[:200]!r}") from None
+    try:
+        version = answer["version"]
+        artifact = answer["model"]["artifact"]
+        sha256, size, fmt = artifact["sha256"], artifact["size"], artifact["format"]
+    except (KeyError, TypeError, IndexError):
+        raise WatcherError(f"GET champion answered an unexpected document: {body[:200]!r}") from None
+    if type(version) is not int or not 1 <= version < 2**31:
+        raise WatcherError(f"GET champion answered version {str(version)[:50]!r}, not a version number")
+    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise WatcherError(f"GET champion answered sha256 {str(sha256)[:80]!r}, not a sha256")
+    if type(size) is not int or size < 0:
+        raise WatcherError(f"GET champion answered size {str(size)[:50]!r}, not a byte count")
+    if fmt not in ("skops", "safetensors"):
+        raise WatcherError(f"GET champion answered format {str(fmt)[:50]!r}, not one fcl writes")
+    return version, sha256, size, fmt
 
 
 def _event(value: bytes | None) -> dict[str, Any] | None:
