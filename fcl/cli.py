@@ -147,6 +147,12 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from fcl.serving.watcher import predict_main
+
+    return predict_main(args.model_type, args.api, args.horizon, sys.stdin, sys.stdout)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from fcl.serving.watcher import main as serve_main
 
@@ -316,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_type", help=f"one of: {model_types.known()}")
     serve.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
     serve.set_defaults(func=_serve)
+
+    predict = sub.add_parser(
+        "predict",
+        help="predict with the current champion: records on stdin, predictions on stdout",
+        description="Read records without their outcome fields (one JSON object a line) on stdin and print one "
+        "JSON prediction a line from the current champion (goal: probability; segmentation: segment and "
+        "distance; spending: a forecast a user; recommendation: action). Uses FCL_SERVE_TOKEN, else "
+        "FCL_API_TOKEN. A refused line is answered with its reason, and the exit status is 1.",
+    )
+    predict.add_argument("model_type", help=f"one of: {model_types.known()}")
+    predict.add_argument("--api", help="the fcl web API's base URL (default from FCL_HTTP_HOST/FCL_HTTP_PORT)")
+    predict.add_argument("--horizon", type=int, help="spending: days to forecast (default 7)")
+    predict.set_defaults(func=_predict)
 
     demo = sub.add_parser(
         "demo",

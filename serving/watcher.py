@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,6 +183,23 @@ class ChampionWatcher(Service):
         if served is None:
             raise WatcherError(f"no {self.model_type} champion is served yet")
         return predictor(self.model_type, served.model).predict(records, **options)
+
+    async def load_champion(self) -> Served:
+        """The API's champion, loaded once without following the topic (`fcl predict`); raises
+        WatcherError when there is none or it cannot be fetched, checked or loaded."""
+        opened = self._http is None
+        if opened:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(sock_connect=10))
+        try:
+            await self.refresh()
+        finally:
+            if opened and self._http is not None:
+                await self._http.close()
+                self._http = None
+        if self.served is None:
+            raise WatcherError(f"no {self.model_type} champion: nothing to predict with")
+        return self.served
 
     # -- the champion ------------------------------------------------------------------------------
     async def _refresh_quietly(self, cause: dict[str, Any] | None) -> None:
@@ -377,3 +395,72 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     logs.configure(log_format=settings.log_format, level=settings.log_level)
     return asyncio.run(_main(args.model_type, args.api))
+
+
+# -- fcl predict ----------------------------------------------------------------------------------------
+def predict_main(model_type: str, api_url: str | None, horizon: int | None, stdin: Any, stdout: Any) -> int:
+    """Records on stdin (one JSON object a line, without their outcome fields), one prediction a
+    line on stdout from the current champion (spending: one forecast a user). A line that is not
+    a JSON object, or a record refused, is answered `{"line": n, "error": reason}` and the exit
+    status is 1; 0 when every line was answered."""
+    from fcl.contract.settings import load_settings
+    from fcl.serving.predict import MAX_PREDICT_RECORDS, InvalidRecords, predictor
+
+    settings = load_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
+    try:
+        watcher = ChampionWatcher.from_settings(model_type, settings, api_url=api_url)
+        served = asyncio.run(watcher.load_champion())
+    except ValueError as exc:  # an unknown model type
+        print(f"fcl predict: {exc}", file=sys.stderr)
+        return 2
+    except WatcherError as exc:
+        print(f"fcl predict: {exc}", file=sys.stderr)
+        return 2
+    model = predictor(model_type, served.model)
+    options = {"horizon": horizon} if horizon is not None else {}
+    failed = False
+    records: list[tuple[int, Any]] = []
+
+    def write(document: dict[str, Any]) -> None:
+        stdout.write(json.dumps(document) + "\n")
+
+    def answer(batch: list[tuple[int, Any]]) -> None:
+        nonlocal failed
+        try:
+            for item in model.predict([r for _, r in batch], **options):
+                write({"version": served.version, **item})
+            return
+        except InvalidRecords as exc:
+            if model_type == "spending":  # one forecast needs a user's whole history: one refusal
+                write({"error": str(exc)})
+                failed = True
+                return
+        for n, record in batch:  # which lines were refused: one at a time
+            try:
+                [item] = model.predict([record], **options)
+                write({"version": served.version, **item})
+            except InvalidRecords as exc:
+                write({"line": n, "error": str(exc)})
+                failed = True
+
+    for n, line in enumerate(stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            write({"line": n, "error": "not JSON"})
+            failed = True
+            continue
+        records.append((n, record))
+        if len(records) >= (MAX_PREDICT_RECORDS if model_type == "spending" else 1000):
+            if model_type == "spending":
+                write({"line": n, "error": f"over MAX_PREDICT_RECORDS ({MAX_PREDICT_RECORDS}) records"})
+                return 1
+            answer(records)
+            records = []
+    if records:
+        answer(records)
+    stdout.flush()
+    return 1 if failed else 0

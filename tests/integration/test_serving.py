@@ -146,6 +146,28 @@ async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: 
         assert status == 200, body
         await served(v1)
 
+        # `fcl predict`: records on stdin, one prediction a line from the champion; a refused
+        # line is answered with its reason and the exit status says so.
+        records = list(FinCoachSimulator(seed=52, n_users=20).goal_samples())[:5]
+        lines = [json.dumps({k: v for k, v in r.items() if k != "achieved"}) for r in records]
+        lines.insert(2, "not json")
+        lines.append(json.dumps({"user_id": "u", "goal_id": "g", "features": {"nope": 1.0}}))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [FCL, "predict", "goal", "--api", svc.base_url],
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            env=svc.env,
+            timeout=120,
+        )
+        answers = [json.loads(x) for x in done.stdout.splitlines()]
+        assert done.returncode == 1, done.stderr
+        assert [a["version"] for a in answers if "error" not in a] == [v1] * 5
+        assert all(0 <= a["probability"] <= 1 for a in answers if "error" not in a)
+        errors = {a["line"]: a["error"] for a in answers if "error" in a}
+        assert errors[3] == "not JSON" and "records.0.features: the model was trained on" in errors[7], errors
+
         # v2's object in the store is replaced by other bytes: the API refuses to serve them (503),
         # the watcher keeps v1 and says why.
         location = await scalar(db, "SELECT artifact_path FROM model_versions WHERE version = :v", v=v2)
