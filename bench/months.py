@@ -354,7 +354,7 @@ def print_row(r: Row) -> None:
 
 def flatness(rows: list[Row]) -> tuple[bool, list[str]]:
     """From the first row once the retention window is full to the last: each figure's change."""
-    full = [r for r in rows if r.day >= FULL_FROM_DAY]
+    full = [r for r in rows if FULL_FROM_DAY <= r.day <= DAYS]  # under traffic: not the row after it settled
     if len(full) < 2:
         return False, ["fewer than two rows after the retention window filled"]
     first, last = full[0], full[-1]
