@@ -27,7 +27,7 @@ from fcl.contract.enums import JobStatus
 from fcl.contract.probes import Check, readiness
 from fcl.contract.settings import Settings
 from fcl.messaging.producer import BackgroundProducer
-from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
+from fcl.storage.artifacts import ArtifactChecksumError, ArtifactError, ArtifactStore, StoredArtifact
 from fcl.storage.errors import AlreadyChampion, ChampionMoved, ChampionNotExpected, JobStateConflict, VersionDeleted
 from fcl.storage.migrate import at_head
 from fcl.storage.reads import ReadViews
@@ -378,8 +378,10 @@ async def champion(call: Call) -> tuple[int, s.ChampionView]:
 
 
 async def artifact(call: Call) -> web.StreamResponse:
-    """The artifact's bytes, checked against the recorded sha256 and size before the first byte is
-    sent (a client never receives bytes that fail the check), then streamed in chunks."""
+    """The artifact's bytes, streamed from the store in chunks while they are hashed, one chunk
+    held back: the last is sent only once the whole has matched the recorded sha256 and size. An
+    artifact of one chunk that fails answers 503; a longer one that fails has its connection
+    aborted before its last chunk, so a client never receives the whole of bytes that fail."""
     svc = _services(call)
     model_type, number = call.path["model_type"], call.path["version"]
     version = await svc.db.version(model_type, number)
@@ -401,22 +403,54 @@ async def artifact(call: Call) -> web.StreamResponse:
         size=version.artifact_size,
         format=version.artifact_format,
     )
-    try:
-        data = (await asyncio.to_thread(svc.artifacts.read, stored)).data
-    except (ArtifactError, OSError) as exc:
-        raise ApiError(
-            503, "artifact_unreadable", f"the artifact of {model_type} v{number} cannot be read: {exc}"
-        ) from None
     name = f"{model_type}-v{number}.{version.artifact_format}"
-    response = web.StreamResponse(
-        headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'},
-    )
-    response.content_type = "application/octet-stream"
-    response.content_length = len(data)
-    await response.prepare(call.request)
-    view = memoryview(data)
-    for start in range(0, len(data), ARTIFACT_CHUNK):
-        await response.write(view[start : start + ARTIFACT_CHUNK])
+    chunks = svc.artifacts.chunks(stored.path, ARTIFACT_CHUNK)
+    hasher, got = hashlib.sha256(), 0
+    response: web.StreamResponse | None = None
+
+    def unreadable(why: str) -> ApiError:
+        return ApiError(503, "artifact_unreadable", f"the artifact of {model_type} v{number} cannot be read: {why}")
+
+    try:
+        held = await asyncio.to_thread(next, chunks, b"")
+        hasher.update(held)
+        got = len(held)
+        while True:
+            following = await asyncio.to_thread(next, chunks, None)
+            if following is None:
+                break
+            hasher.update(following)
+            got += len(following)
+            if got > stored.size:
+                raise ArtifactChecksumError(f"{stored.path}: more than the {stored.size} bytes recorded")
+            if response is None:
+                response = web.StreamResponse(
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'}
+                )
+                response.content_type = "application/octet-stream"
+                response.content_length = stored.size
+                await response.prepare(call.request)
+            await response.write(held)
+            held = following
+        if got != stored.size:
+            raise ArtifactChecksumError(f"{stored.path}: {got} bytes in the store, {stored.size} recorded")
+        if hasher.hexdigest() != stored.sha256:
+            raise ArtifactChecksumError(
+                f"{stored.path}: sha256 {hasher.hexdigest()} in the store, {stored.sha256} recorded"
+            )
+    except (ArtifactError, OSError) as exc:
+        if response is None:
+            raise unreadable(str(exc)) from None
+        log.error("the artifact of %s v%s failed while it was sent; connection aborted: %s", model_type, number, exc)
+        if call.request.transport is not None:
+            call.request.transport.abort()  # the client sees a short body: never the whole of bad bytes
+        return response
+    if response is None:
+        response = web.StreamResponse(headers={**headers, "Content-Disposition": f'attachment; filename="{name}"'})
+        response.content_type = "application/octet-stream"
+        response.content_length = stored.size
+        await response.prepare(call.request)
+    await response.write(held)
     await response.write_eof()
     return response
 

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -788,3 +790,32 @@ async def test_manual_promote_champion_and_artifact_download(api: Api, tmp_path:
     assert gone["error"]["code"] == "version_deleted"
     listed = await api.call("GET", f"{API}/model-versions?model_type=goal", status=200)
     assert [v["deleted_at"] is not None for v in listed["versions"]] == [False, True]
+
+
+async def test_a_long_artifact_streams_and_bad_bytes_never_arrive_whole(api: Api, tmp_path: Path) -> None:
+    """An artifact of several chunks is streamed while it is hashed, its last chunk held back: the
+    intact one arrives whole and equal; one whose last byte changed on disk has its connection
+    aborted before the end, so the client never holds all of its bytes."""
+    data = os.urandom(2 * 1024 * 1024 + 12345)  # three chunks
+    digest = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "goal-long.skops"
+    path.write_bytes(data)
+    done = await factories.record_version(
+        api.db, "goal", passed=True, auc=0.8, artifact_path=str(path), sha256=digest, size=len(data)
+    )
+    url = f"{API}/model-versions/goal/{done.model_version}/artifact"
+    async with api.client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200 and r.content_length == len(data)
+        assert await r.read() == data
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # the same size, the last byte changed
+    received = b""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with api.client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200  # the first chunks were good: sent before the end was read
+            async for chunk in r.content.iter_chunked(65536):
+                received += chunk
+    assert len(received) < len(data) and data.startswith(received)
+    path.write_bytes(data[: 1024 * 1024 * 2 + 1])  # shorter than recorded
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with api.client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            await r.read()
