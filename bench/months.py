@@ -329,8 +329,8 @@ async def measure(
     return Row(
         day=cal.day(),
         elapsed=time.monotonic() - cal.started,
-        db_mib=figures["db"] / 2**20,
-        samples_mib=figures["samples"] / 2**20,
+        db_mib=float(figures["db"]) / 2**20,
+        samples_mib=float(figures["samples"]) / 2**20,
         partitions=figures["parts"],
         sample_rows=figures["sample_rows"],
         store_mib=tree_mib(store),
