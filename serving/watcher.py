@@ -116,9 +116,7 @@ class ChampionWatcher(Service):
         between the two is seen as an event, none is lost."""
         from aiokafka import AIOKafkaConsumer
 
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        # no overall timeout: each request has its own (the champion's, and a download's by its size)
-        self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        self._http = self._session()
         self._consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.kafka_bootstrap,
@@ -184,13 +182,17 @@ class ChampionWatcher(Service):
             raise WatcherError(f"no {self.model_type} champion is served yet")
         return predictor(self.model_type, served.model).predict(records, **options)
 
+    def _session(self) -> aiohttp.ClientSession:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        # no overall timeout: each request has its own (the champion's, and a download's by its size)
+        return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
     async def load_champion(self) -> Served:
         """The API's champion, loaded once without following the topic (`fcl predict`); raises
         WatcherError when there is none or it cannot be fetched, checked or loaded."""
         opened = self._http is None
         if opened:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(sock_connect=10))
+            self._http = self._session()
         try:
             await self.refresh()
         finally:

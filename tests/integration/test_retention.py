@@ -83,16 +83,18 @@ async def test_retention_keeps_champion_newest_and_recent_ledger_and_is_idempote
     assert all(m.actor and m.actor.startswith("job ") for m in ledger[1:])  # the validated moves name their job
 
 
+async def _day_of(db: Database, days_ago: int) -> str:
+    """The name of the daily partition of `days_ago` days before today."""
+    [row] = await rows(db, "SELECT to_char(current_date - CAST(:d AS integer), 'YYYYMMDD') AS day", d=days_ago)
+    return f"training_samples_p{row.day}"
+
+
 async def test_old_days_of_samples_are_dropped_whole_unless_a_window_still_reads_them(own_db: Database) -> None:
     """Samples go by whole days (partitions), never by a DELETE: a day older than the retention is
     dropped when no dataset's training window reads any of its rows. A busy dataset's old day
     goes; a quiet dataset whose window still covers its old samples keeps its day; the counters
     stay as they were; the days ahead have their partitions."""
     from fcl.storage.datasets import SampleRetention
-
-    async def day_of(days_ago: int) -> str:
-        [row] = await rows(own_db, "SELECT to_char(current_date - CAST(:d AS integer), 'YYYYMMDD') AS day", d=days_ago)
-        return f"training_samples_p{row.day}"
 
     await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 41, 3) AS made")
     await rows(
@@ -119,7 +121,7 @@ async def test_old_days_of_samples_are_dropped_whole_unless_a_window_still_reads
         assert await SampleRetention(s).ensure_partitions() >= 0
         dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
     # busy's window (its 15 newest) is all of today: its old day goes, and the empty day before it
-    assert dropped == [await day_of(41), await day_of(40)]
+    assert dropped == [await _day_of(own_db, 41), await _day_of(own_db, 40)]
     counts = {
         r.dataset_id: r.n
         for r in await rows(own_db, "SELECT dataset_id, count(*) AS n FROM training_samples GROUP BY dataset_id")
@@ -139,7 +141,7 @@ async def test_old_days_of_samples_are_dropped_whole_unless_a_window_still_reads
         assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == []
     await factories.store(own_db, "quiet", "goal", count=15)  # quiet gets busier: its window moves on
     async with own_db.transaction() as s:
-        assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == [await day_of(39)]
+        assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == [await _day_of(own_db, 39)]
 
 
 async def test_narrow_partitions_are_found_by_their_bounds_and_never_overlap_a_day(own_db: Database) -> None:
@@ -192,10 +194,6 @@ async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db
     open-ended range kept every day after a stale champion's training)."""
     from fcl.storage.datasets import SampleRetention
 
-    async def day_of(days_ago: int) -> str:
-        [row] = await rows(own_db, "SELECT to_char(current_date - CAST(:d AS integer), 'YYYYMMDD') AS day", d=days_ago)
-        return f"training_samples_p{row.day}"
-
     await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 45, 3) AS made")
     await rows(
         own_db,
@@ -223,7 +221,7 @@ async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db
     windows = dict.fromkeys(("recommendation", "segmentation", "spending", "goal"), 5)
     async with own_db.transaction() as s:
         dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
-    assert dropped == [await day_of(44), await day_of(43)]  # after the watermark: gone
+    assert dropped == [await _day_of(own_db, 44), await _day_of(own_db, 43)]  # after the watermark: gone
     kept = {r.id for r in await rows(own_db, "SELECT id FROM training_samples WHERE batch_event_id = 'old'")}
     assert kept == set(ids[45])  # the days the champion was judged on stay
 
