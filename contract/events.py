@@ -78,6 +78,35 @@ class DatasetThresholdEvent(_Input):
     occurred_at: Timestamp | None = None
 
 
+class PredictionEvent(_Input):
+    """`predictions`: a prediction a served version made (key: model_type). `inputs` are the
+    records it was given (a spending forecast's: the user's days; the others': one record), or
+    only their digest; live input drift is measured on the predictions that carry them."""
+
+    event_id: EventId
+    prediction_id: EventId
+    model_type: str
+    version: int = Field(ge=1, le=2**31 - 1)
+    subject: Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)] | None = None
+    inputs: dict[str, Any] | list[dict[str, Any]] | None = None
+    inputs_digest: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    prediction: dict[str, Any]
+    shadow: bool = False  # scored by a shadow challenger beside the champion, not served
+    occurred_at: Timestamp | None = None
+
+
+class OutcomeEvent(_Input):
+    """`outcomes`: what happened after a prediction (key: prediction_id): the model type's outcome
+    shape (goal `achieved`; spending `amounts`, the days that passed; recommendation the `action`
+    given and its `reward`). `model_type`, when given, is checked against the prediction's."""
+
+    event_id: EventId
+    prediction_id: EventId
+    model_type: str | None = None
+    outcome: dict[str, Any]
+    occurred_at: Timestamp | None = None
+
+
 # -- output events ----------------------------------------------------------------------------------
 class ErrorInfo(_Output):
     type: Message

@@ -43,6 +43,10 @@ class ModelTypeSpec:
     default_window: int = 200_000
     key_metric: str  # plotted across versions
     higher_is_better: bool
+    # What a served model takes, answers and later learns happened (`fcl.predictions`, `fcl.outcomes`).
+    input: type[SampleShape]  # a sample without its outcome fields
+    prediction: type[SampleShape]
+    outcome: type[SampleShape] | None
 
     @property
     def threshold_variable(self) -> str:
@@ -153,11 +157,90 @@ class GoalSample(SampleShape):
         return {"features": sorted(self.features)}
 
 
+# What a served model takes: the sample shapes without their outcome fields (serving.predict).
+class GoalInput(SampleShape):
+    user_id: Id
+    goal_id: Id | None = None
+    features: Features
+
+
+class SegmentationInput(SampleShape):
+    user_id: Id
+    features: Features
+
+
+class RecommendationInput(SampleShape):
+    user_id: Id | None = None
+    state: State
+    mask: list[bool] | None = Field(default=None, min_length=1, max_length=limits.MAX_ACTIONS)
+
+    @model_validator(mode="after")
+    def _some_action_allowed(self) -> RecommendationInput:
+        if self.mask is not None and not any(self.mask):
+            raise ValueError("mask allows no action")
+        return self
+
+
+# What it answers (as serving.predict returns it), and what happened after (`fcl.outcomes`).
+MAX_HORIZON = 366  # days of a spending forecast or of its outcome
+Probability = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1)]
+Action = Annotated[int, Field(ge=0, lt=limits.MAX_ACTIONS)]
+
+
+class DayAmount(SampleShape):
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    amount: Annotated[float, Field(allow_inf_nan=False, ge=0, le=limits.MAX_NUMBER)]
+
+    @field_validator("date")
+    @classmethod
+    def _real_date(cls, value: str) -> str:
+        limits.check_date(datetime.strptime(value, "%Y-%m-%d").date())
+        return value
+
+
+Days = Annotated[list[DayAmount], Field(min_length=1, max_length=MAX_HORIZON)]
+
+
+class GoalPrediction(SampleShape):
+    probability: Probability
+
+
+class SegmentationPrediction(SampleShape):
+    segment: int = Field(ge=0, le=limits.MAX_STEP)
+    distance: Number | None = None
+
+
+class SpendingPrediction(SampleShape):
+    user_id: Id | None = None
+    forecast: Days
+
+
+class RecommendationPrediction(SampleShape):
+    action: Action
+    q_values: list[Number | None] | None = Field(default=None, max_length=limits.MAX_ACTIONS)
+
+
+class GoalOutcome(SampleShape):
+    achieved: bool
+
+
+class SpendingOutcome(SampleShape):
+    amounts: Days  # what the user spent on the forecast's days that have passed
+
+
+class RecommendationOutcome(SampleShape):
+    action: Action  # the action the user was given (the policy's, or another)
+    reward: Number
+
+
 RECOMMENDATION = register(
     ModelTypeSpec(
         name="recommendation",
         summary="discrete-action Conservative Q-Learning recommender (PyTorch)",
         sample=RecommendationSample,
+        input=RecommendationInput,
+        prediction=RecommendationPrediction,
+        outcome=RecommendationOutcome,
         trainer="fcl.trainers.recommendation:RecommendationTrainer",
         default_threshold=5000,
         default_window=500_000,
@@ -170,6 +253,9 @@ SEGMENTATION = register(
         name="segmentation",
         summary="K-means user segmentation (scikit-learn)",
         sample=SegmentationSample,
+        input=SegmentationInput,
+        prediction=SegmentationPrediction,
+        outcome=None,  # a segment has no outcome to wait for: its live figures are its shares and drift
         trainer="fcl.trainers.segmentation:SegmentationTrainer",
         default_threshold=2000,
         default_window=200_000,
@@ -182,6 +268,9 @@ SPENDING = register(
         name="spending",
         summary="LSTM daily spending forecaster (PyTorch)",
         sample=SpendingSample,
+        input=SpendingSample,
+        prediction=SpendingPrediction,
+        outcome=SpendingOutcome,
         trainer="fcl.trainers.spending:SpendingTrainer",
         default_threshold=5000,
         default_window=730_000,
@@ -194,6 +283,9 @@ GOAL = register(
         name="goal",
         summary="Random Forest savings-goal classifier (scikit-learn)",
         sample=GoalSample,
+        input=GoalInput,
+        prediction=GoalPrediction,
+        outcome=GoalOutcome,
         trainer="fcl.trainers.goal:GoalTrainer",
         default_threshold=2000,
         default_window=200_000,
@@ -205,6 +297,11 @@ GOAL = register(
 
 def sample_shapes() -> dict[str, type[SampleShape]]:
     return {s.name: s.sample for s in _REGISTRY.values()}
+
+
+def input_shapes() -> dict[str, type[SampleShape]]:
+    """What each served model takes: a spending input is a day of the user's history."""
+    return {s.name: s.input for s in _REGISTRY.values()}
 
 
 def _known_name(value: str) -> str:

@@ -18,6 +18,8 @@ from fcl.contract.events import (
     DatasetThresholdEvent,
     DeadLetterEvent,
     ModelVersionEvent,
+    OutcomeEvent,
+    PredictionEvent,
     TrainingSamplesEvent,
     TrainingStatusEvent,
     TrainingValidationEvent,
@@ -28,6 +30,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 MODELS: dict[Topic, type[BaseModel]] = {
     Topic.TRAINING_SAMPLES: TrainingSamplesEvent,
     Topic.DATASET_THRESHOLD: DatasetThresholdEvent,
+    Topic.PREDICTIONS: PredictionEvent,
+    Topic.OUTCOMES: OutcomeEvent,
     Topic.TRAINING_STATUS: TrainingStatusEvent,
     Topic.TRAINING_VALIDATION: TrainingValidationEvent,
     Topic.MODEL_VERSIONS: ModelVersionEvent,
@@ -43,22 +47,43 @@ def schema(topic: Topic) -> dict[str, Any]:
         "title": f"fcl.{topic.value}",
         **{k: v for k, v in doc.items() if k != "title"},
     }
-    if topic in (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD):
+    if topic in (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD, Topic.PREDICTIONS):
         doc["properties"]["model_type"] = {"enum": list(model_types.names()), "type": "string"}
+    # Each model type's samples, predictions and outcomes have their own shape.
     if topic is Topic.TRAINING_SAMPLES:
-        # Each model type's samples have their own shape.
-        defs = doc.setdefault("$defs", {})
-        branches = []
-        for model_type, shape in model_types.sample_shapes().items():
-            defs[shape.__name__] = shape.model_json_schema()
-            branches.append(
-                {
-                    "if": {"properties": {"model_type": {"const": model_type}}},
-                    "then": {"properties": {"samples": {"items": {"$ref": f"#/$defs/{shape.__name__}"}}}},
-                }
-            )
-        doc["allOf"] = branches
+        _by_model_type(doc, {"samples": lambda spec: {"items": _ref(doc, spec.sample)}})
+    if topic is Topic.PREDICTIONS:
+        _by_model_type(
+            doc,
+            {
+                "prediction": lambda spec: _ref(doc, spec.prediction),
+                "inputs": lambda spec: {
+                    "anyOf": [_ref(doc, spec.input), {"items": _ref(doc, spec.input), "type": "array"}]
+                },
+            },
+        )
+    if topic is Topic.OUTCOMES:
+        doc["properties"]["outcome"] = {
+            "anyOf": [_ref(doc, spec.outcome) for spec in model_types.specs() if spec.outcome is not None]
+        }
     return doc
+
+
+def _ref(doc: dict[str, Any], shape: type[BaseModel]) -> dict[str, str]:
+    doc.setdefault("$defs", {})[shape.__name__] = shape.model_json_schema(ref_template="#/$defs/{model}")
+    for name, sub in doc["$defs"][shape.__name__].pop("$defs", {}).items():
+        doc["$defs"][name] = sub
+    return {"$ref": f"#/$defs/{shape.__name__}"}
+
+
+def _by_model_type(doc: dict[str, Any], fields: dict[str, Any]) -> None:
+    doc["allOf"] = [
+        {
+            "if": {"properties": {"model_type": {"const": spec.name}}},
+            "then": {"properties": {name: make(spec) for name, make in fields.items()}},
+        }
+        for spec in model_types.specs()
+    ]
 
 
 def render(topic: Topic) -> str:

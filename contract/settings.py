@@ -239,6 +239,9 @@ class Settings(BaseSettings):
     drift_max_psi: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Unset, drift is information only; set, a candidate whose largest feature PSI against the
     champion's training data exceeds it fails the `drift_psi_max` check."""
+    live_eval_seconds: float = Field(default=30.0, ge=0)
+    """How often the live figures of served versions are computed (predictions joined with their
+    outcomes, by window); one trainer worker a round (0: off)."""
     retention_sweep_seconds: float = Field(default=3600.0, ge=0)
     """How often each trainer runs the retention of model versions (0: off)."""
     retention_keep_versions: int = Field(default=10, ge=1)

@@ -8,6 +8,8 @@ import enum
 class Topic(enum.StrEnum):
     TRAINING_SAMPLES = "training-samples"
     DATASET_THRESHOLD = "dataset-threshold"
+    PREDICTIONS = "predictions"
+    OUTCOMES = "outcomes"
     TRAINING_STATUS = "training-status"
     TRAINING_VALIDATION = "training-validation"
     MODEL_VERSIONS = "model-versions"
@@ -17,5 +19,5 @@ class Topic(enum.StrEnum):
         return f"{prefix}{self.value}"
 
 
-INPUT_TOPICS = (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD)
+INPUT_TOPICS = (Topic.TRAINING_SAMPLES, Topic.DATASET_THRESHOLD, Topic.PREDICTIONS, Topic.OUTCOMES)
 OUTPUT_TOPICS = (Topic.TRAINING_STATUS, Topic.TRAINING_VALIDATION, Topic.MODEL_VERSIONS, Topic.DEAD_LETTER)

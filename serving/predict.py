@@ -27,51 +27,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import TypeAdapter, ValidationError
 
 from fcl.contract import limits, model_types
 from fcl.contract.artifacts import Artifact
-from fcl.contract.model_types import Features, Id, SampleShape, SpendingSample, State
 
 MAX_PREDICT_RECORDS = 100_000  # records in one call
 HORIZON = 7  # spending: days forecast by default
-MAX_HORIZON = 366
+MAX_HORIZON = model_types.MAX_HORIZON
 
 
 class InvalidRecords(ValueError):
     """Records refused before any prediction; the message names the record and the rule."""
 
 
-# -- the inputs: the contract's sample shapes without their outcome fields -----------------------------
-class GoalInput(SampleShape):
-    user_id: Id
-    goal_id: Id | None = None
-    features: Features
-
-
-class SegmentationInput(SampleShape):
-    user_id: Id
-    features: Features
-
-
-class RecommendationInput(SampleShape):
-    user_id: Id | None = None
-    state: State
-    mask: list[bool] | None = Field(default=None, min_length=1, max_length=limits.MAX_ACTIONS)
-
-    @model_validator(mode="after")
-    def _some_action_allowed(self) -> RecommendationInput:
-        if self.mask is not None and not any(self.mask):
-            raise ValueError("mask allows no action")
-        return self
-
-
-INPUTS: dict[str, type[SampleShape]] = {
-    "goal": GoalInput,
-    "segmentation": SegmentationInput,
-    "spending": SpendingSample,  # a day of the user's history: the forecast starts the day after
-    "recommendation": RecommendationInput,
-}
+INPUTS = model_types.input_shapes()
 _ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {
     name: TypeAdapter(list[shape])  # type: ignore[valid-type]
     for name, shape in INPUTS.items()

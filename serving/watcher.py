@@ -25,15 +25,20 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
 import aiohttp
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fcl.contract import logs
 from fcl.contract.service import Service
+from fcl.serving import predictions
+from fcl.serving.predictions import PredictionLog
 
 log = logging.getLogger("fcl.serving")  # the logger keeps its name: log filters are written against it
 API = "/coaching/continuous-learning"
@@ -42,6 +47,33 @@ MAX_CHAMPION_BYTES = 1 << 20  # a champion's record is a few KiB
 MAX_ARTIFACT_BYTES = 4 << 30  # the default cap of one download
 DOWNLOAD_BASE_SECONDS = 60.0
 DOWNLOAD_MIN_BYTES_PER_SECOND = 1 << 20  # a download slower than 1 MiB/s on average is given up
+
+
+# Every watcher of this process, for the served-version gauges of its `/metrics` (the default
+# prometheus_client registry the app serves).
+WATCHERS: weakref.WeakSet[ChampionWatcher] = weakref.WeakSet()
+
+
+class _ServedFigures:
+    def collect(self) -> Iterator[Metric]:
+        served = GaugeMetricFamily("fcl_served_version", "the version a watcher serves", labels=["model_type"])
+        age = GaugeMetricFamily(
+            "fcl_served_age_seconds", "how long ago the served version was loaded", labels=["model_type"]
+        )
+        dropped = CounterMetricFamily(
+            "fcl_prediction_log_dropped", "predictions not logged: the queue was full", labels=["model_type"]
+        )
+        now = datetime.now(UTC)
+        for w in list(WATCHERS):
+            if w.served is not None:
+                served.add_metric([w.model_type], w.served.version)
+                age.add_metric([w.model_type], (now - w.served.loaded_at).total_seconds())
+            if w.prediction_log is not None:
+                dropped.add_metric([w.model_type], w.prediction_log.dropped)
+        yield from (served, age, dropped)
+
+
+REGISTRY.register(_ServedFigures())
 
 
 class WatcherError(Exception):
@@ -74,6 +106,7 @@ class ChampionWatcher(Service):
         resync_seconds: float = 60.0,
         on_swap: Callable[[Served], None] | None = None,
         max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
+        log_predictions: bool = False,
     ) -> None:
         from fcl.contract import model_types
 
@@ -91,6 +124,12 @@ class ChampionWatcher(Service):
         self.max_artifact_bytes = max_artifact_bytes
         self.served: Served | None = None
         self.failures = 0
+        self.prediction_log: PredictionLog | None = None
+        if log_predictions:  # started by open()
+            self.prediction_log = PredictionLog(
+                topic=f"{topic_prefix}predictions", kafka_bootstrap=kafka_bootstrap, kafka_options=self.kafka_options
+            )
+        WATCHERS.add(self)
         self._http: aiohttp.ClientSession | None = None
         self._consumer: Any = None
 
@@ -117,6 +156,8 @@ class ChampionWatcher(Service):
         from aiokafka import AIOKafkaConsumer
 
         self._http = self._session()
+        if self.prediction_log is not None:
+            await self.prediction_log.start()
         self._consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.kafka_bootstrap,
@@ -153,6 +194,8 @@ class ChampionWatcher(Service):
                 await self._refresh_quietly(None)
 
     async def stopped(self) -> None:
+        if self.prediction_log is not None:
+            await self.prediction_log.stop()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -170,7 +213,8 @@ class ChampionWatcher(Service):
         """The served champion's predictions for `records` (serving.predict: the contract's sample
         records without their outcome fields). WatcherError when no champion is served, or when
         the loop that keeps it current has died: an app never serves a stale model silently.
-        InvalidRecords when the records are refused."""
+        InvalidRecords when the records are refused. With `log_predictions`, each answer has a
+        `prediction_id` (the outcome's key) and is logged to `fcl.predictions` in the background."""
         from fcl.serving.predict import predictor
 
         task = self.task
@@ -180,7 +224,11 @@ class ChampionWatcher(Service):
         served = self.served
         if served is None:
             raise WatcherError(f"no {self.model_type} champion is served yet")
-        return predictor(self.model_type, served.model).predict(records, **options)
+        answers = predictor(self.model_type, served.model).predict(records, **options)
+        if self.prediction_log is not None:
+            assert isinstance(records, (list, tuple))  # predict() refused anything else
+            self.prediction_log.add(predictions.events(self.model_type, served.version, records, answers))
+        return answers
 
     def _session(self) -> aiohttp.ClientSession:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -63,6 +63,12 @@ from fcl.storage.entities import (
 from fcl.storage.errors import IdempotencyKeyReused as IdempotencyKeyReused
 from fcl.storage.errors import StorageError
 from fcl.storage.jobs import JobRepository, TrainingEventRepository, WorkerRepository
+from fcl.storage.live import LiveIngest as LiveIngest
+from fcl.storage.live import LiveRepository
+from fcl.storage.live import NewOutcome as NewOutcome
+from fcl.storage.live import NewPrediction as NewPrediction
+from fcl.storage.live import VersionToEvaluate as VersionToEvaluate
+from fcl.storage.live import WindowPairs as WindowPairs
 from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
 from fcl.storage.registry import (
@@ -132,6 +138,36 @@ class IngestStore:
                 else []
             )
             await OutboxRepository(s).add_many(crossed)
+            await write_dead_letters(s, [*dead_letters, *refused])
+            return result
+
+    async def predictions(
+        self,
+        predictions: Sequence[NewPrediction],
+        *,
+        dead_letters: Sequence[DeadLetter],
+        letter_for_refused: Callable[[str, str], DeadLetter],
+    ) -> LiveIngest:
+        """Record predictions (joining the outcomes that waited for them) and the batch's dead
+        letters, one for each prediction of a version that was never recorded."""
+        async with self.db.transaction() as s:
+            result = await LiveRepository(s).record_predictions(predictions) if predictions else LiveIngest()
+            refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
+            await write_dead_letters(s, [*dead_letters, *refused])
+            return result
+
+    async def outcomes(
+        self,
+        outcomes: Sequence[NewOutcome],
+        *,
+        dead_letters: Sequence[DeadLetter],
+        letter_for_refused: Callable[[str, str], DeadLetter],
+    ) -> LiveIngest:
+        """Join outcomes with their predictions (or keep them waiting) and write the batch's dead
+        letters, one for each outcome that names another model type than its prediction's."""
+        async with self.db.transaction() as s:
+            result = await LiveRepository(s).record_outcomes(outcomes) if outcomes else LiveIngest()
+            refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
             await write_dead_letters(s, [*dead_letters, *refused])
             return result
 
@@ -285,6 +321,28 @@ class WorkerStore:
         """Forget the Idempotency-Keys of champion moves older than `older_than`."""
         async with self.db.transaction() as s:
             return await OperatorRequests(s).forget_before(datetime.now(UTC) - older_than)
+
+    async def forget_predictions(self, *, older_than: timedelta) -> int:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).forget(older_than=older_than)
+
+    async def take_live_turn(self, every: float) -> bool:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).take_turn(every)
+
+    async def versions_to_evaluate(self, within: timedelta) -> list[VersionToEvaluate]:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).versions_to_evaluate(within)
+
+    async def live_window(
+        self, model_type: str, version: int, *, since: datetime, until: datetime, limit: int
+    ) -> WindowPairs:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).window(model_type, version, since=since, until=until, limit=limit)
+
+    async def save_live_figures(self, model_type: str, version: int, window: str, figures: dict[str, Any]) -> None:
+        async with self.db.transaction() as s:
+            await LiveRepository(s).save_figures(model_type, version, window, figures)
 
     async def mark_for_retention(self, model_type: str, *, keep_versions: int, keep_days: float) -> list[int]:
         """Mark the versions the retention no longer keeps as deleted; their numbers."""
@@ -521,6 +579,14 @@ class ApiStore:
         """Parked outbox rows back in line (these, or all); how many."""
         async with self.db.transaction() as s:
             return await OutboxRepository(s).unpark(ids)
+
+    async def live_figures(self, model_type: str, version: int, window: str) -> tuple[dict[str, Any], datetime] | None:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).figures(model_type, version, window)
+
+    async def all_live_figures(self) -> list[tuple[str, int, str, dict[str, Any]]]:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).all_figures()
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure, list[ModelFigure]]:
         async with self.db.transaction() as s:

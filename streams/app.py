@@ -1,6 +1,6 @@
 """The Faust app: `faust -A streams.app worker` or `fcl streams`.
 
-Two agents read the input topics as raw bytes (so a malformed event reaches our code and can be
+Four agents read the input topics as raw bytes (so a malformed event reaches our code and can be
 dead-lettered instead of failing in a deserializer), group them into batches while the previous
 batch commits (streams.batching) and hand each batch to an ingestor (streams.ingest) that
 commits its effects in one PostgreSQL transaction.
@@ -39,7 +39,14 @@ from fcl.storage.outbox import OutboxRelay
 from fcl.storage.stores import IngestStore
 from fcl.streams import metrics
 from fcl.streams.batching import group_commit
-from fcl.streams.ingest import Ingestor, SampleIngestor, ThresholdIngestor, commit_parsed
+from fcl.streams.ingest import (
+    Ingestor,
+    OutcomeIngestor,
+    PredictionIngestor,
+    SampleIngestor,
+    ThresholdIngestor,
+    commit_parsed,
+)
 from fcl.streams.parsing import RawMessage
 
 log = logging.getLogger(__name__)
@@ -119,6 +126,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 metrics.DEAD_LETTERS.labels(metrics.refusal_kind(reason)).inc()
             metrics.SAMPLES_STORED.inc(report.samples_stored)
             metrics.ADMISSIONS.inc(report.jobs_created)
+            metrics.PREDICTIONS_STORED.inc(report.predictions_stored)
+            for kind, n in (
+                ("joined", report.outcomes_joined),
+                ("waiting", report.outcomes_waiting),
+                ("repeated", report.outcomes_repeated),
+            ):
+                if n:
+                    metrics.OUTCOMES.labels(kind).inc(n)
             for event, _ in batch:
                 await stream.ack(event)
             return True
@@ -139,6 +154,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest_training_samples(stream: faust.StreamT[Any]) -> None:
         ingestor = SampleIngestor(store, settings)
         await run_or_exit(lambda: consume(stream, ingestor), "training-samples agent", stopping)
+
+    @app.agent(raw_topic(Topic.PREDICTIONS), name="record-predictions")
+    async def record_predictions(stream: faust.StreamT[Any]) -> None:
+        ingestor = PredictionIngestor(store, settings)
+        await run_or_exit(lambda: consume(stream, ingestor), "predictions agent", stopping)
+
+    @app.agent(raw_topic(Topic.OUTCOMES), name="join-outcomes")
+    async def join_outcomes(stream: faust.StreamT[Any]) -> None:
+        ingestor = OutcomeIngestor(store, settings)
+        await run_or_exit(lambda: consume(stream, ingestor), "outcomes agent", stopping)
 
     @app.task
     async def relay_outbox() -> None:

@@ -23,17 +23,22 @@ from opentelemetry.trace import SpanKind, StatusCode
 from fcl.contract import model_types, tracing
 from fcl.contract.backoff import retrying
 from fcl.contract.enums import AdmissionOutcome
+from fcl.contract.events import now
 from fcl.contract.settings import Settings
 from fcl.contract.topics import Topic
 from fcl.storage.entities import DeadLetter, KeptInput, NewSampleBatch, TriggerRequest
 from fcl.storage.errors import SchemaMismatch, wrap
-from fcl.storage.stores import IngestStore
+from fcl.storage.stores import IngestStore, LiveIngest, NewOutcome, NewPrediction
 from fcl.streams.parsing import (
+    ParsedOutcome,
+    ParsedPrediction,
     ParsedSamples,
     ParsedThreshold,
     RawMessage,
     Rejected,
     dead_letter,
+    parse_outcome,
+    parse_prediction,
     parse_samples,
     parse_threshold,
 )
@@ -50,6 +55,10 @@ class BatchReport:
     duplicates: int = 0
     samples_stored: int = 0
     crossings: int = 0
+    predictions_stored: int = 0
+    outcomes_joined: int = 0  # pairs made (by an outcome, or by a prediction an outcome waited for)
+    outcomes_waiting: int = 0  # outcomes whose prediction is unknown (yet)
+    outcomes_repeated: int = 0
     dead_letters: list[str] = field(default_factory=list)  # reasons
 
     def add(self, other: BatchReport) -> None:
@@ -58,6 +67,10 @@ class BatchReport:
         self.duplicates += other.duplicates
         self.samples_stored += other.samples_stored
         self.crossings += other.crossings
+        self.predictions_stored += other.predictions_stored
+        self.outcomes_joined += other.outcomes_joined
+        self.outcomes_waiting += other.outcomes_waiting
+        self.outcomes_repeated += other.outcomes_repeated
         self.dead_letters.extend(other.dead_letters)
 
 
@@ -227,7 +240,96 @@ class SampleIngestor(_Door):
         )
 
 
-P = TypeVar("P", ParsedThreshold, ParsedSamples)
+def _first_by_event(parsed: Sequence[ParsedPrediction] | Sequence[ParsedOutcome]) -> dict[str, RawMessage]:
+    first: dict[str, RawMessage] = {}
+    for p in parsed:
+        first.setdefault(p.event.event_id, p.message)
+    return first
+
+
+def _live_report(rejected: Sequence[Rejected], result: LiveIngest) -> BatchReport:
+    return BatchReport(
+        duplicates=result.duplicates,
+        dead_letters=[r.reason for r in rejected] + list(result.refused.values()),
+        outcomes_joined=result.joined,
+        outcomes_waiting=result.waiting,
+        outcomes_repeated=result.repeated,
+    )
+
+
+class PredictionIngestor(_Door):
+    """predictions events are recorded, each joined with the outcome that waited for it, if any."""
+
+    def __init__(self, store: IngestStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def parse(self, messages: Sequence[RawMessage]) -> list[ParsedPrediction | Rejected]:
+        return [parse_prediction(m, max_bytes=self.settings.max_event_bytes) for m in messages]
+
+    async def write(self, items: Sequence[ParsedPrediction | Rejected]) -> BatchReport:
+        parsed = [i for i in items if isinstance(i, ParsedPrediction)]
+        rejected = [i for i in items if isinstance(i, Rejected)]
+        first = _first_by_event(parsed)
+        result = await self.store.predictions(
+            [
+                NewPrediction(
+                    event_id=p.event.event_id,
+                    prediction_id=p.event.prediction_id,
+                    model_type=p.model_type,
+                    version=p.event.version,
+                    subject=p.event.subject,
+                    inputs=p.inputs,
+                    inputs_digest=p.event.inputs_digest,
+                    prediction=p.prediction,
+                    occurred_at=p.event.occurred_at or now(),
+                )
+                for p in parsed
+            ],
+            dead_letters=self._letters(rejected),
+            letter_for_refused=lambda event_id, reason: self._letters(
+                [Rejected(message=first[event_id], reason=reason)]
+            )[0],
+        )
+        report = _live_report(rejected, result)
+        report.predictions_stored = result.stored
+        return report
+
+
+class OutcomeIngestor(_Door):
+    """outcomes events are joined with their predictions, or wait for them."""
+
+    def __init__(self, store: IngestStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def parse(self, messages: Sequence[RawMessage]) -> list[ParsedOutcome | Rejected]:
+        return [parse_outcome(m, max_bytes=self.settings.max_event_bytes) for m in messages]
+
+    async def write(self, items: Sequence[ParsedOutcome | Rejected]) -> BatchReport:
+        parsed = [i for i in items if isinstance(i, ParsedOutcome)]
+        rejected = [i for i in items if isinstance(i, Rejected)]
+        first = _first_by_event(parsed)
+        result = await self.store.outcomes(
+            [
+                NewOutcome(
+                    event_id=p.event.event_id,
+                    prediction_id=p.event.prediction_id,
+                    model_type=p.event.model_type,
+                    outcome=p.outcome,
+                    occurred_at=p.event.occurred_at or now(),
+                )
+                for p in parsed
+            ],
+            dead_letters=self._letters(rejected),
+            letter_for_refused=lambda event_id, reason: self._letters(
+                [Rejected(message=first[event_id], reason=reason)]
+            )[0],
+        )
+        return _live_report(rejected, result)
+
+
+P = TypeVar("P", ParsedThreshold, ParsedSamples, ParsedPrediction, ParsedOutcome)
 
 
 class Ingestor(Protocol[P]):

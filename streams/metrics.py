@@ -10,6 +10,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 SAMPLES_STORED = Counter("fcl_samples_stored", "training samples stored (each once)")
 ADMISSIONS = Counter("fcl_admissions", "training jobs created from threshold events")
+PREDICTIONS_STORED = Counter("fcl_predictions_stored", "predictions recorded (each once)")
+OUTCOMES = Counter(
+    "fcl_outcomes", "outcomes by what became of them: joined with their prediction, waiting for it, repeated", ["kind"]
+)
 DEAD_LETTERS = Counter("fcl_dead_letters", "events dead-lettered, by the kind of refusal", ["kind"])
 
 

@@ -16,10 +16,18 @@ from typing import Any, Literal, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from fcl.contract import limits, model_types
-from fcl.contract.events import FCL_NAMESPACE, DatasetThresholdEvent, DeadLetterEvent, TrainingSamplesEvent, rfc3339
+from fcl.contract.events import (
+    FCL_NAMESPACE,
+    DatasetThresholdEvent,
+    DeadLetterEvent,
+    OutcomeEvent,
+    PredictionEvent,
+    TrainingSamplesEvent,
+    rfc3339,
+)
 
 log = logging.getLogger(__name__)
-T = TypeVar("T", "ParsedThreshold", "ParsedSamples")
+T = TypeVar("T", "ParsedThreshold", "ParsedSamples", "ParsedPrediction", "ParsedOutcome")
 
 _SAMPLE_LISTS: dict[str, TypeAdapter[list[model_types.SampleShape]]] = {
     name: TypeAdapter(list[shape])  # type: ignore[valid-type]
@@ -59,6 +67,22 @@ class ParsedThreshold:
     message: RawMessage
     event: DatasetThresholdEvent
     model_type: str  # a registered model type
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedPrediction:
+    message: RawMessage
+    event: PredictionEvent
+    model_type: str  # a registered model type
+    inputs: str | None  # validated, the JSON text of the record or records in the input shape
+    prediction: str  # validated, the JSON text of the prediction in the model type's shape
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedOutcome:
+    message: RawMessage
+    event: OutcomeEvent
+    outcome: str  # validated, the JSON text of the outcome in a model type's shape
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:
@@ -116,6 +140,17 @@ def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold |
 def parse_samples(message: RawMessage, *, max_bytes: int) -> ParsedSamples | Rejected:
     """The event with its validated samples, or a refusal with its reason; never raises."""
     return _never_raising(_parse_samples, message, max_bytes)
+
+
+def parse_prediction(message: RawMessage, *, max_bytes: int) -> ParsedPrediction | Rejected:
+    """The prediction with its validated inputs and answer, or a refusal with its reason."""
+    return _never_raising(_parse_prediction, message, max_bytes)
+
+
+def parse_outcome(message: RawMessage, *, max_bytes: int) -> ParsedOutcome | Rejected:
+    """The outcome, validated against its model type's outcome shape (any type's, when the event
+    names none), or a refusal with its reason."""
+    return _never_raising(_parse_outcome, message, max_bytes)
 
 
 def _never_raising(
@@ -176,6 +211,86 @@ def _parse_samples(message: RawMessage, max_bytes: int) -> ParsedSamples | Rejec
             )
     samples = [s.__pydantic_serializer__.to_json(s).decode() for s in shaped]
     return ParsedSamples(message=message, event=event, model_type=model_type, samples=samples, shape=shape)
+
+
+_INPUT_LISTS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(list[shape])  # type: ignore[valid-type]
+    for name, shape in model_types.input_shapes().items()
+}
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_as_json(v) for v in value) + "]"
+    return str(value.__pydantic_serializer__.to_json(value).decode())
+
+
+def _parse_prediction(message: RawMessage, max_bytes: int) -> ParsedPrediction | Rejected:
+    data = _load(message, max_bytes)
+    if isinstance(data, Rejected):
+        return data
+    try:
+        event = PredictionEvent.model_validate(data)
+    except ValidationError as exc:
+        return Rejected(message=message, reason=f"schema: {_describe(exc)}")
+    model_type = _model_type(message, data)
+    if isinstance(model_type, Rejected):
+        return model_type
+    spec = model_types.spec(model_type)
+    try:
+        prediction = spec.prediction.model_validate(event.prediction)
+    except ValidationError as exc:
+        return Rejected(message=message, reason=f"schema: {_describe(exc, 'prediction')} (a {model_type} prediction)")
+    inputs = None
+    if event.inputs is not None:
+        if isinstance(event.inputs, list) and not event.inputs:
+            return Rejected(message=message, reason="schema: inputs: an empty list (leave inputs out instead)")
+        try:
+            if isinstance(event.inputs, list):
+                inputs = _as_json(_INPUT_LISTS[model_type].validate_python(event.inputs))
+            else:
+                inputs = _as_json(spec.input.model_validate(event.inputs))
+        except ValidationError as exc:
+            return Rejected(message=message, reason=f"schema: {_describe(exc, 'inputs')} (a {model_type} input)")
+    return ParsedPrediction(
+        message=message, event=event, model_type=model_type, inputs=inputs, prediction=_as_json(prediction)
+    )
+
+
+def _parse_outcome(message: RawMessage, max_bytes: int) -> ParsedOutcome | Rejected:
+    data = _load(message, max_bytes)
+    if isinstance(data, Rejected):
+        return data
+    try:
+        event = OutcomeEvent.model_validate(data)
+    except ValidationError as exc:
+        return Rejected(message=message, reason=f"schema: {_describe(exc)}")
+    if event.model_type is not None:
+        model_type = _model_type(message, data)
+        if isinstance(model_type, Rejected):
+            return model_type
+        shape = model_types.spec(model_type).outcome
+        if shape is None:
+            return Rejected(message=message, reason=f"a {model_type} prediction has no outcome to report")
+        try:
+            return ParsedOutcome(message=message, event=event, outcome=_as_json(shape.model_validate(event.outcome)))
+        except ValidationError as exc:
+            return Rejected(message=message, reason=f"schema: {_describe(exc, 'outcome')} (a {model_type} outcome)")
+    # Without a model type: the fields of every shape the outcome fits (the join finds its type).
+    merged: dict[str, Any] = {}
+    for spec in model_types.specs():
+        if spec.outcome is None:
+            continue
+        try:
+            merged |= spec.outcome.model_validate(event.outcome).model_dump(mode="json")
+        except ValidationError:
+            continue
+    if merged:
+        return ParsedOutcome(message=message, event=event, outcome=json.dumps(merged, separators=(",", ":")))
+    shapes = ", ".join(
+        f"{spec.name}: {' and '.join(spec.outcome.model_fields)}" for spec in model_types.specs() if spec.outcome
+    )
+    return Rejected(message=message, reason=f"schema: outcome: matches no model type's outcome ({shapes})")
 
 
 def _show(shape: dict[str, object]) -> str:

@@ -3,7 +3,8 @@ training figures read from PostgreSQL on each scrape (so every API process repor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +22,7 @@ class _Snapshot:
         self.training: Sequence[TrainingFigure] = ()
         self.outbox = OutboxFigure(pending=0, parked=0)
         self.models: Sequence[ModelFigure] = ()
+        self.live: Sequence[tuple[str, int, str, Mapping[str, Any]]] = ()  # (model type, version, window, figures)
         self.scrape_seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -67,9 +69,39 @@ class _Snapshot:
                 champion_age.add_metric([m.model_type], m.champion_age_seconds)
             if m.drift_psi_max is not None:
                 psi.add_metric([m.model_type], m.drift_psi_max)
+        yield from self._live()
         scrape = GaugeMetricFamily("fcl_metrics_query_seconds", "time the database queries of this scrape took")
         scrape.add_metric([], self.scrape_seconds)
         yield from (jobs, age, attempts, seconds, pending, parked, champion, champion_age, psi, scrape)
+
+    def _live(self) -> Iterator[Metric]:
+        labels = ["model_type", "version", "window"]
+        predictions = GaugeMetricFamily(
+            "fcl_live_predictions", "predictions a version made in the window", labels=labels
+        )
+        share = GaugeMetricFamily("fcl_live_outcome_share", "the share of them whose outcome arrived", labels=labels)
+        figure = GaugeMetricFamily(
+            "fcl_live_metric", "a live figure of a served version (GET .../live)", labels=[*labels, "metric"]
+        )
+        drop = GaugeMetricFamily(
+            "fcl_live_key_drop", "how far the live key metric fell short of the validated one, relative", labels=labels
+        )
+        psi = GaugeMetricFamily(
+            "fcl_live_input_psi_max", "the largest PSI of the live inputs against the training data", labels=labels
+        )
+        for model_type, version, window, f in self.live:
+            key = [model_type, str(version), window]
+            predictions.add_metric(key, float(f.get("predictions") or 0))
+            if isinstance(f.get("outcome_share"), (int, float)):
+                share.add_metric(key, float(f["outcome_share"]))
+            for name, value in (f.get("metrics") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    figure.add_metric([*key, name], float(value))
+            if isinstance((f.get("key") or {}).get("drop"), (int, float)):
+                drop.add_metric(key, float(f["key"]["drop"]))
+            if isinstance((f.get("input_drift") or {}).get("psi_max"), (int, float)):
+                psi.add_metric(key, float(f["input_drift"]["psi_max"]))
+        yield from (predictions, share, figure, drop, psi)
 
 
 class Metrics:
@@ -94,10 +126,11 @@ class Metrics:
         training: Sequence[TrainingFigure],
         outbox: OutboxFigure,
         models: Sequence[ModelFigure] = (),
+        live: Sequence[tuple[str, int, str, Mapping[str, Any]]] = (),
         *,
         scrape_seconds: float,
     ) -> bytes:
         self._snapshot.queue, self._snapshot.training, self._snapshot.outbox = queue, training, outbox
-        self._snapshot.models = models
+        self._snapshot.models, self._snapshot.live = models, live
         self._snapshot.scrape_seconds = scrape_seconds
         return generate_latest(self.registry)

@@ -377,6 +377,20 @@ async def champion(call: Call) -> tuple[int, s.ChampionView]:
     )
 
 
+async def live(call: Call) -> tuple[int, s.LiveView]:
+    model_type, version = call.path["model_type"], call.path["version"]
+    q: s.LiveQuery = call.query
+    db = _services(call).db
+    found = await db.live_figures(model_type, version, q.window)
+    if found is None:
+        if await db.version(model_type, version) is None:
+            raise ApiError(404, "no_such_version", f"{model_type} has no version {version}")
+        return 200, s.LiveView(model_type=model_type, version=version, window=q.window, computed_at=None, predictions=0)
+    figures, computed_at = found
+    fields = {k: v for k, v in figures.items() if k in s.LiveView.model_fields and k not in ("window", "computed_at")}
+    return 200, s.LiveView.model_validate({**fields, "window": q.window, "computed_at": computed_at})
+
+
 async def artifact(call: Call) -> web.StreamResponse:
     """The artifact's bytes, streamed from the store in chunks while they are hashed, one chunk
     held back: the last is sent only once the whole has matched the recorded sha256 and size. An
@@ -601,7 +615,8 @@ async def metrics(call: Call) -> web.Response:
     svc = _services(call)
     started = time.perf_counter()
     queue, training, outbox, models = await svc.db.figures()
-    body = svc.metrics.render(queue, training, outbox, models, scrape_seconds=time.perf_counter() - started)
+    live = await svc.db.all_live_figures()
+    body = svc.metrics.render(queue, training, outbox, models, live, scrape_seconds=time.perf_counter() - started)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -753,6 +768,17 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ChampionView, "the champion"),
         (MODEL_TYPE,),
         errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/model-versions/{model_type}/{version}/live",
+        live,
+        "A served version's live figures: its predictions joined with their outcomes, input drift (by window)",
+        "versions",
+        _ok(s.LiveView, "the live figures (all counts 0 and computed_at null before the first evaluation)"),
+        (MODEL_TYPE, VERSION),
+        query=s.LiveQuery,
+        errors=(404, 422),
     ),
     Endpoint(
         "GET",

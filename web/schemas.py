@@ -497,6 +497,45 @@ class ChampionView(View):
     model: ModelVersionView = Field(description="the version: artifact checksum, metrics and manifest")
 
 
+class LiveQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    window: Literal["hour", "day"] = Field(default="day", description="the predictions of the last hour or day")
+
+
+class LiveView(View):
+    """A served version's live figures: its predictions joined with their outcomes over a window,
+    by the definitions validation uses, and the drift of its live inputs from its training data."""
+
+    model_type: str
+    version: int
+    window: str
+    computed_at: datetime | None = Field(description="when a trainer worker computed them; null: not yet")
+    predictions: int = Field(description="predictions made in the window")
+    with_outcome: int = 0
+    outcome_share: float | None = None
+    repeated_outcomes: int = Field(
+        default=0, description="outcomes after the first for one prediction: counted, not joined"
+    )
+    late_outcomes: int = Field(
+        default=0, description="outcomes that arrived later than the window after their prediction"
+    )
+    unknown_outcomes: int = Field(
+        default=0, description="outcomes waiting for a prediction fcl has not seen (of this model type, or unnamed)"
+    )
+    evaluated_pairs: int = Field(default=0, description="the newest pairs the metrics are computed on (20,000 at most)")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="goal: roc_auc, brier, calibration_error, achieved_rate; spending: mae, seasonal_naive_mae, "
+        "mae_ratio; recommendation: mean_reward, followed_share, replay_value; segmentation: segment_shares",
+    )
+    key: dict[str, Any] | None = Field(
+        default=None, description="the live key metric against the version's validated one, and its relative drop"
+    )
+    input_drift: dict[str, Any] | None = Field(
+        default=None, description="PSI of the live inputs against the version's training profile, per feature"
+    )
+
+
 class ValidationView(View):
     training_event_id: uuid.UUID
     job_id: uuid.UUID

@@ -35,7 +35,7 @@ from fcl.storage.notifications import QUEUED_CHANNEL, Notifications
 from fcl.storage.outbox import OutboxRelay
 from fcl.storage.retry import RetryPolicy
 from fcl.storage.stores import WorkerStore
-from fcl.worker import retention
+from fcl.worker import live, retention
 from fcl.worker.job import WorkerConfig
 from fcl.worker.loop import TrainerWorker
 from fcl.worker.retention import RetentionPolicy
@@ -117,6 +117,10 @@ async def serve(settings: Settings) -> int:
             retention_task = asyncio.create_task(_retain(settings, queue), name="fcl-retention")
             cleanup.push_async_callback(_step, "stop the retention sweep", lambda: _cancel(retention_task))
             side[retention_task] = "retention sweep"
+        if settings.live_eval_seconds > 0:
+            live_task = asyncio.create_task(live.run(queue, every=settings.live_eval_seconds), name="fcl-live")
+            cleanup.push_async_callback(_step, "stop the live evaluation", lambda: _cancel(live_task))
+            side[live_task] = "live evaluation"
         done, _ = await asyncio.wait(
             {worker_task, *[t for t in side if t is not None]}, return_when=asyncio.FIRST_COMPLETED
         )
@@ -169,16 +173,19 @@ async def _retain(settings: Settings, db: WorkerStore) -> None:
                 or result.temporaries_removed
                 or result.sample_days_dropped
                 or result.sample_batches_forgotten
+                or result.predictions_forgotten
             ):
                 log.info(
                     "retention: removed versions %s, %d artifact(s) deleted, %d left for the next sweep, "
-                    "%d temporary upload(s) removed, sample partitions dropped %s, %d samples-event id(s) forgotten",
+                    "%d temporary upload(s) removed, sample partitions dropped %s, %d samples-event id(s) forgotten, "
+                    "%d prediction(s) and waiting outcome(s) forgotten",
                     result.marked,
                     result.artifacts_removed,
                     len(result.failed),
                     result.temporaries_removed,
                     result.sample_days_dropped,
                     result.sample_batches_forgotten,
+                    result.predictions_forgotten,
                 )
         except StorageError as exc:
             log.warning("retention sweep failed: %s", exc)

@@ -10,7 +10,8 @@ objects older than a day) are removed too, and the Idempotency-Keys of champion 
 than a week, and the refused inputs kept longer than FCL_DEAD_LETTER_RETENTION_DAYS. Samples go by
 whole days (storage.datasets.SampleRetention): a day older than FCL_SAMPLE_RETENTION_DAYS is dropped
 once no dataset's training window and no champion's reference set reads any of its rows; the ids
-of the samples events whose samples have all gone are forgotten after them.
+of the samples events whose samples have all gone are forgotten after them. Predictions and the
+outcomes that waited for one are kept as long as samples.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RetentionPolicy:
     keep_versions: int = 10
     keep_days: float = 30.0
     dead_letter_days: float = 30.0  # FCL_DEAD_LETTER_RETENTION_DAYS
-    sample_days: float = 30.0  # FCL_SAMPLE_RETENTION_DAYS
+    sample_days: float = 30.0  # FCL_SAMPLE_RETENTION_DAYS; predictions and outcomes too
     windows: Mapping[str, int] = field(default_factory=dict)  # model type -> training window
     partition_seconds: int = 86400  # FCL_SAMPLE_PARTITION_SECONDS
     partitions_ahead: int = 9  # made before their rows arrive: the sweep runs well within them
@@ -50,6 +51,7 @@ class RetentionResult:
     dead_letters_forgotten: int = 0
     sample_days_dropped: list[str] = field(default_factory=list)  # the partitions of samples dropped
     sample_batches_forgotten: int = 0  # ids of samples events none of whose samples is kept
+    predictions_forgotten: int = 0  # predictions, and outcomes that waited for one in vain
 
 
 async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) -> RetentionResult:
@@ -83,6 +85,7 @@ async def sweep(db: WorkerStore, store: ArtifactStore, policy: RetentionPolicy) 
         ahead=policy.partitions_ahead,
     )
     result.sample_batches_forgotten = await db.forget_sample_batches(keep_days=policy.sample_days)
+    result.predictions_forgotten = await db.forget_predictions(older_than=timedelta(days=policy.sample_days))
     result.dead_letters_forgotten = await db.forget_dead_letters(older_than=timedelta(days=policy.dead_letter_days))
     try:
         result.temporaries_removed = await asyncio.to_thread(store.remove_temporaries, 86400.0)

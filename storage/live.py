@@ -1,0 +1,372 @@
+"""Predictions, their outcomes and the live figures of served versions (migration 0022): the owner
+of `predictions`, `waiting_outcomes`, `live_versions`, `live_figures` and `live_turn`.
+
+Whichever of a prediction and its outcome arrives second makes the pair: a prediction takes the
+outcomes that waited for it, an outcome is written into its prediction's row. Both are idempotent
+by `event_id` (a redelivered record changes nothing); a second outcome for one prediction is
+counted (`repeated_outcomes`), never joined; an outcome whose prediction is unknown waits, and is
+counted as unknown until the prediction comes or the retention forgets it. The statements are
+named below, one place to read the SQL of the live loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+QUERIES: dict[str, str] = {
+    # the versions of these (model type, version) pairs that exist and can be predicted with
+    "known_versions": """
+        SELECT v.model_type, v.version
+        FROM model_versions AS v
+        JOIN unnest(CAST(:types AS text[]), CAST(:versions AS int[])) AS k(model_type, version)
+          ON v.model_type = k.model_type AND v.version = k.version
+    """,
+    "insert_predictions": """
+        INSERT INTO predictions (prediction_id, event_id, model_type, version, subject, inputs, inputs_digest,
+                                 prediction, occurred_at)
+        SELECT p.prediction_id, p.event_id, p.model_type, p.version, p.subject, CAST(p.inputs AS jsonb),
+               p.inputs_digest, CAST(p.prediction AS jsonb), p.occurred_at
+        FROM unnest(CAST(:prediction_ids AS text[]), CAST(:event_ids AS text[]), CAST(:types AS text[]),
+                    CAST(:versions AS int[]), CAST(:subjects AS text[]), CAST(:inputs AS text[]),
+                    CAST(:digests AS text[]), CAST(:predictions AS text[]), CAST(:occurred AS timestamptz[]))
+             AS p(prediction_id, event_id, model_type, version, subject, inputs, inputs_digest, prediction,
+                  occurred_at)
+        ORDER BY p.prediction_id
+        ON CONFLICT DO NOTHING
+        RETURNING prediction_id
+    """,
+    "seen_versions": """
+        INSERT INTO live_versions AS l (model_type, version, last_prediction_at)
+        SELECT k.model_type, k.version, now()
+        FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])) AS k(model_type, version) ORDER BY 1, 2
+        ON CONFLICT (model_type, version) DO UPDATE SET last_prediction_at = EXCLUDED.last_prediction_at
+    """,
+    # the outcomes that waited for these new predictions: the earliest joins, the rest are counted
+    "take_waiting": """
+        WITH taken AS (
+            DELETE FROM waiting_outcomes AS w USING predictions AS p
+            WHERE w.prediction_id = ANY(CAST(:prediction_ids AS text[])) AND p.prediction_id = w.prediction_id
+              AND (w.model_type IS NULL OR w.model_type = p.model_type)
+            RETURNING w.*
+        ), ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY prediction_id ORDER BY occurred_at, event_id) AS n,
+                   count(*) OVER (PARTITION BY prediction_id) AS outcomes
+            FROM taken
+        )
+        UPDATE predictions AS p
+        SET outcome = r.outcome, outcome_event_id = r.event_id, outcome_occurred_at = r.occurred_at,
+            outcome_received_at = r.received_at, repeated_outcomes = r.outcomes - 1
+        FROM ranked AS r
+        WHERE r.n = 1 AND p.prediction_id = r.prediction_id
+    """,
+    "predictions_of_outcomes": """
+        SELECT prediction_id, model_type, outcome_event_id FROM predictions
+        WHERE prediction_id = ANY(CAST(:prediction_ids AS text[]))
+        ORDER BY prediction_id
+        FOR UPDATE
+    """,
+    "waiting_known": "SELECT event_id FROM waiting_outcomes WHERE event_id = ANY(CAST(:event_ids AS text[]))",
+    "join_outcomes": """
+        UPDATE predictions AS p
+        SET outcome = CAST(o.outcome AS jsonb), outcome_event_id = o.event_id, outcome_occurred_at = o.occurred_at,
+            outcome_received_at = now()
+        FROM unnest(CAST(:prediction_ids AS text[]), CAST(:event_ids AS text[]), CAST(:outcomes AS text[]),
+                    CAST(:occurred AS timestamptz[])) AS o(prediction_id, event_id, outcome, occurred_at)
+        WHERE p.prediction_id = o.prediction_id
+    """,
+    "count_repeated": """
+        UPDATE predictions AS p SET repeated_outcomes = p.repeated_outcomes + r.n
+        FROM unnest(CAST(:prediction_ids AS text[]), CAST(:counts AS int[])) AS r(prediction_id, n)
+        WHERE p.prediction_id = r.prediction_id
+    """,
+    "wait": """
+        INSERT INTO waiting_outcomes (event_id, prediction_id, model_type, outcome, occurred_at)
+        SELECT o.event_id, o.prediction_id, o.model_type, CAST(o.outcome AS jsonb), o.occurred_at
+        FROM unnest(CAST(:event_ids AS text[]), CAST(:prediction_ids AS text[]), CAST(:types AS text[]),
+                    CAST(:outcomes AS text[]), CAST(:occurred AS timestamptz[]))
+             AS o(event_id, prediction_id, model_type, outcome, occurred_at)
+        ON CONFLICT DO NOTHING
+    """,
+    # -- the live evaluation ---------------------------------------------------------------------
+    "take_turn": """
+        UPDATE live_turn SET taken_at = now() WHERE id = 1 AND taken_at <= now() - make_interval(secs => :every)
+        RETURNING taken_at
+    """,
+    "versions_to_evaluate": """
+        SELECT l.model_type, l.version, v.metrics, v.profile
+        FROM live_versions AS l JOIN model_versions AS v USING (model_type, version)
+        WHERE l.last_prediction_at > now() - make_interval(secs => :within)
+        ORDER BY 1, 2
+    """,
+    "window_counts": """
+        SELECT count(*) AS predictions, count(outcome) AS with_outcome,
+               coalesce(sum(repeated_outcomes), 0) AS repeated_outcomes,
+               count(*) FILTER (WHERE outcome_received_at > received_at + make_interval(secs => :late)) AS late
+        FROM predictions
+        WHERE model_type = :model_type AND version = :version AND occurred_at > :since AND occurred_at <= :until
+    """,
+    "window_pairs": """
+        SELECT inputs, prediction, outcome FROM predictions
+        WHERE model_type = :model_type AND version = :version AND occurred_at > :since AND occurred_at <= :until
+        ORDER BY occurred_at DESC
+        LIMIT :limit
+    """,
+    "unknown_outcomes": """
+        SELECT count(*) FROM waiting_outcomes WHERE model_type IS NULL OR model_type = :model_type
+    """,
+    "save_figures": """
+        INSERT INTO live_figures AS f (model_type, version, "window", figures, computed_at)
+        VALUES (:model_type, :version, :window, CAST(:figures AS jsonb), now())
+        ON CONFLICT (model_type, version, "window")
+        DO UPDATE SET figures = EXCLUDED.figures, computed_at = EXCLUDED.computed_at
+    """,
+    "figures": """
+        SELECT figures, computed_at FROM live_figures WHERE model_type = :model_type AND version = :version
+          AND "window" = :window
+    """,
+    # the figures computed recently (of the versions predictions were logged for lately)
+    "all_figures": """
+        SELECT model_type, version, "window", figures FROM live_figures
+        WHERE computed_at > now() - interval '2 days' ORDER BY 1, 2, 3
+    """,
+    # -- the retention ---------------------------------------------------------------------------
+    "forget_predictions": """
+        DELETE FROM predictions WHERE prediction_id IN (
+            SELECT prediction_id FROM predictions WHERE received_at < now() - make_interval(secs => :older)
+            ORDER BY received_at LIMIT :limit)
+    """,
+    "forget_waiting": """
+        DELETE FROM waiting_outcomes WHERE event_id IN (
+            SELECT event_id FROM waiting_outcomes WHERE received_at < now() - make_interval(secs => :older)
+            ORDER BY received_at LIMIT :limit)
+    """,
+    "forget_versions": """
+        WITH gone AS (
+            DELETE FROM live_versions WHERE last_prediction_at < now() - make_interval(secs => :older)
+            RETURNING model_type, version
+        )
+        DELETE FROM live_figures AS f USING gone WHERE f.model_type = gone.model_type AND f.version = gone.version
+    """,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewPrediction:
+    event_id: str
+    prediction_id: str
+    model_type: str
+    version: int
+    subject: str | None
+    inputs: str | None  # JSON text
+    inputs_digest: str | None
+    prediction: str  # JSON text
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewOutcome:
+    event_id: str
+    prediction_id: str
+    model_type: str | None  # what the producer said, checked against the prediction's
+    outcome: str  # JSON text
+    occurred_at: datetime
+
+
+@dataclass
+class LiveIngest:
+    """What a batch of predictions or outcomes did."""
+
+    stored: int = 0  # predictions recorded, or outcomes joined or waiting
+    joined: int = 0  # pairs made
+    repeated: int = 0  # outcomes for a prediction that had one
+    waiting: int = 0  # outcomes whose prediction is unknown (yet)
+    duplicates: int = 0  # records seen before (redelivered, or an id used twice)
+    refused: dict[str, str] = field(default_factory=dict)  # event id -> reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionToEvaluate:
+    model_type: str
+    version: int
+    metrics: dict[str, Any]  # its validation's
+    profile: dict[str, Any] | None  # its training data's
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowPairs:
+    predictions: int
+    with_outcome: int
+    repeated_outcomes: int
+    late: int  # outcomes that arrived later than the window after their prediction
+    unknown_outcomes: int  # waiting for a prediction of this model type (or of any, unnamed)
+    pairs: list[tuple[Any, dict[str, Any], dict[str, Any] | None]]  # (inputs, prediction, outcome), newest first
+
+
+class LiveRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _run(self, name: str, **params: Any) -> Any:
+        return await self.session.execute(text(QUERIES[name]), params)
+
+    async def record_predictions(self, predictions: Sequence[NewPrediction]) -> LiveIngest:
+        """Record predictions of known versions (others refused), join the outcomes that waited."""
+        result = LiveIngest()
+        pairs = sorted({(p.model_type, p.version) for p in predictions})
+        known = {
+            (r.model_type, r.version)
+            for r in await self._run("known_versions", types=[t for t, _ in pairs], versions=[v for _, v in pairs])
+        }
+        fresh: list[NewPrediction] = []
+        for p in predictions:
+            if (p.model_type, p.version) not in known:
+                result.refused[p.event_id] = (
+                    f"{p.model_type} has no version {p.version}: a prediction names a recorded one"
+                )
+            else:
+                fresh.append(p)
+        if not fresh:
+            return result
+        inserted = set(
+            (
+                await self._run(
+                    "insert_predictions",
+                    prediction_ids=[p.prediction_id for p in fresh],
+                    event_ids=[p.event_id for p in fresh],
+                    types=[p.model_type for p in fresh],
+                    versions=[p.version for p in fresh],
+                    subjects=[p.subject for p in fresh],
+                    inputs=[p.inputs for p in fresh],
+                    digests=[p.inputs_digest for p in fresh],
+                    predictions=[p.prediction for p in fresh],
+                    occurred=[p.occurred_at for p in fresh],
+                )
+            ).scalars()
+        )
+        result.stored = len(inserted)
+        result.duplicates = len(fresh) - len(inserted)
+        if inserted:
+            seen = sorted({(p.model_type, p.version) for p in fresh if p.prediction_id in inserted})
+            await self._run("seen_versions", types=[t for t, _ in seen], versions=[v for _, v in seen])
+            joined = await self._run("take_waiting", prediction_ids=sorted(inserted))
+            result.joined = joined.rowcount or 0
+        return result
+
+    async def record_outcomes(self, outcomes: Sequence[NewOutcome]) -> LiveIngest:
+        """Join each outcome with its prediction (the first one a prediction gets), count the
+        repeated ones, keep the ones whose prediction is unknown waiting; refuse one that names
+        another model type than its prediction's."""
+        result = LiveIngest()
+        rows = {
+            r.prediction_id: r
+            for r in await self._run(
+                "predictions_of_outcomes", prediction_ids=sorted({o.prediction_id for o in outcomes})
+            )
+        }
+        waiting_ids = {o.event_id for o in outcomes if o.prediction_id not in rows}
+        already = set(
+            (await self._run("waiting_known", event_ids=sorted(waiting_ids))).scalars() if waiting_ids else ()
+        )
+        joined: dict[str, NewOutcome] = {}
+        repeated: dict[str, int] = {}
+        waiting: dict[str, NewOutcome] = {}
+        for o in outcomes:
+            row = rows.get(o.prediction_id)
+            if row is None:
+                if o.event_id in already or o.event_id in waiting:
+                    result.duplicates += 1
+                else:
+                    waiting[o.event_id] = o
+                continue
+            if o.model_type is not None and o.model_type != row.model_type:
+                result.refused[o.event_id] = (
+                    f"prediction {o.prediction_id!r} is a {row.model_type} prediction, not {o.model_type}"
+                )
+                continue
+            first = joined.get(o.prediction_id)
+            if row.outcome_event_id == o.event_id or (first is not None and first.event_id == o.event_id):
+                result.duplicates += 1  # redelivered
+            elif row.outcome_event_id is None and first is None:
+                joined[o.prediction_id] = o
+            else:
+                repeated[o.prediction_id] = repeated.get(o.prediction_id, 0) + 1
+        if joined:
+            items = list(joined.values())
+            await self._run(
+                "join_outcomes",
+                prediction_ids=[o.prediction_id for o in items],
+                event_ids=[o.event_id for o in items],
+                outcomes=[o.outcome for o in items],
+                occurred=[o.occurred_at for o in items],
+            )
+        if repeated:
+            await self._run("count_repeated", prediction_ids=list(repeated), counts=list(repeated.values()))
+        if waiting:
+            items = list(waiting.values())
+            await self._run(
+                "wait",
+                event_ids=[o.event_id for o in items],
+                prediction_ids=[o.prediction_id for o in items],
+                types=[o.model_type for o in items],
+                outcomes=[o.outcome for o in items],
+                occurred=[o.occurred_at for o in items],
+            )
+        result.joined, result.waiting, result.repeated = len(joined), len(waiting), sum(repeated.values())
+        result.stored = result.joined + result.waiting + result.repeated
+        return result
+
+    # -- the live evaluation -------------------------------------------------------------------
+    async def take_turn(self, every: float) -> bool:
+        """True when this caller takes this round of the evaluation (none took one in `every` s)."""
+        return (await self._run("take_turn", every=every)).first() is not None
+
+    async def versions_to_evaluate(self, within: timedelta) -> list[VersionToEvaluate]:
+        rows = await self._run("versions_to_evaluate", within=within.total_seconds())
+        return [
+            VersionToEvaluate(model_type=r.model_type, version=r.version, metrics=r.metrics or {}, profile=r.profile)
+            for r in rows
+        ]
+
+    async def window(
+        self, model_type: str, version: int, *, since: datetime, until: datetime, limit: int
+    ) -> WindowPairs:
+        args = {"model_type": model_type, "version": version, "since": since, "until": until}
+        counts = (await self._run("window_counts", late=(until - since).total_seconds(), **args)).one()
+        pairs = [(r.inputs, r.prediction, r.outcome) for r in await self._run("window_pairs", limit=limit, **args)]
+        unknown = (await self._run("unknown_outcomes", model_type=model_type)).scalar_one()
+        return WindowPairs(
+            predictions=counts.predictions,
+            with_outcome=counts.with_outcome,
+            repeated_outcomes=int(counts.repeated_outcomes),
+            late=counts.late,
+            unknown_outcomes=unknown,
+            pairs=pairs,
+        )
+
+    async def save_figures(self, model_type: str, version: int, window: str, figures: dict[str, Any]) -> None:
+        await self._run(
+            "save_figures", model_type=model_type, version=version, window=window, figures=json.dumps(figures)
+        )
+
+    async def figures(self, model_type: str, version: int, window: str) -> tuple[dict[str, Any], datetime] | None:
+        row = (await self._run("figures", model_type=model_type, version=version, window=window)).first()
+        return None if row is None else (row.figures, row.computed_at)
+
+    async def all_figures(self) -> list[tuple[str, int, str, dict[str, Any]]]:
+        return [(r.model_type, r.version, r.window, r.figures) for r in await self._run("all_figures")]
+
+    async def forget(self, *, older_than: timedelta, limit: int = 50_000) -> int:
+        """Predictions and waiting outcomes received before `older_than` ago, oldest first, at
+        most `limit` of each; the versions no prediction named since."""
+        older = older_than.total_seconds()
+        forgotten = (await self._run("forget_predictions", older=older, limit=limit)).rowcount or 0
+        forgotten += (await self._run("forget_waiting", older=older, limit=limit)).rowcount or 0
+        await self._run("forget_versions", older=older)
+        return forgotten

@@ -1,0 +1,208 @@
+"""The live loop against the real broker and database, with real processes: an app predicts through
+a `ChampionWatcher` that logs its predictions, outcomes arrive on `fcl.outcomes` (some before their
+prediction, some twice, some for nothing fcl knows, some hostile), `fcl streams` joins them, a
+trainer worker computes the live figures, and `GET .../live` and `/metrics` serve them, equal to
+the figures computed here from the same pairs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from fcl.serving.watcher import ChampionWatcher
+from fcl.storage.db import Database
+from fcl.trainers.simulator import FinCoachSimulator
+from tests import factories
+from tests.conftest import RunStack
+from tests.integration.service_support import API, Service
+from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
+
+
+@pytest.fixture
+def svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
+    service = Service(
+        stack,
+        tmp_path,
+        extra_env={
+            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 20}}',
+            "FCL_RETRAIN_SWEEP_SECONDS": "0",
+            "FCL_LIVE_EVAL_SECONDS": "1",
+        },
+    )
+    try:
+        service.start("streams", "trainer", "web")
+        yield service
+    finally:
+        service.stop()
+
+
+async def _get(svc: Service, path: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http, http.get(path) as r:
+        return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+async def test_predictions_and_outcomes_become_live_figures(svc: Service) -> None:
+    db = Database(svc.database_url, pool_size=2)
+    try:
+        await _the_loop(svc, db)
+    finally:
+        await db.close()
+
+
+async def _the_loop(svc: Service, db: Database) -> None:
+    sim = FinCoachSimulator(seed=61, n_users=300)
+    samples = list(sim.goal_samples())
+    await factories.store(db, "goal-live", "goal", samples)
+    job = (await factories.admit(db, "goal-live", "goal", 5)).job_id
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
+        timeout=180,
+        logs=svc.logs,
+        what="the goal job completed",
+    )
+    version = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
+    status, champion = await _get(svc, f"{API}/model-versions/goal/champion")
+    if status != 200 or champion["version"] != version:
+        async with (
+            aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
+            http.post(f"{API}/model-versions/goal/{version}/promote", json={"reason": "live"}) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+    # The app: a watcher that logs what it predicts.
+    new = list(FinCoachSimulator(seed=62, n_users=200).goal_samples())[:300]
+    watcher = ChampionWatcher.from_settings("goal", svc.settings, api_url=svc.base_url, log_predictions=True)
+    async with watcher:
+        assert watcher.served is not None and watcher.served.version == version
+        records = [{k: v for k, v in r.items() if k != "achieved"} for r in new]
+        answers = watcher.predict(records[:200]) + watcher.predict(records[200:])
+        assert all("prediction_id" in a for a in answers) and len({a["prediction_id"] for a in answers}) == 300
+    assert watcher.prediction_log is not None and watcher.prediction_log.sent == 300
+    assert watcher.prediction_log.dropped == 0
+
+    outcomes_topic = svc.settings.topic("outcomes")
+    predictions_topic = svc.settings.topic("predictions")
+    truth = {a["prediction_id"]: r["achieved"] for a, r in zip(answers, new, strict=True)}
+    known = list(truth)
+    joined = known[:240]  # 60 predictions get no outcome
+    items = [
+        (pid.encode(), _encode({"event_id": f"o-{pid}", "prediction_id": pid, "outcome": {"achieved": truth[pid]}}))
+        for pid in joined
+    ]
+    items += items[:5]  # redelivered: the same events
+    # a second, different outcome for a prediction: counted as repeated, not joined
+    items.append(
+        (
+            joined[0].encode(),
+            _encode({"event_id": "o-again", "prediction_id": joined[0], "outcome": {"achieved": not truth[joined[0]]}}),
+        )
+    )
+    # an outcome for a prediction fcl never hears of, and one whose prediction comes later
+    items.append(
+        (b"nobody", _encode({"event_id": "o-nobody", "prediction_id": "nobody", "outcome": {"achieved": True}}))
+    )
+    late_pid = str(uuid.uuid4())
+    items.append(
+        (late_pid.encode(), _encode({"event_id": "o-late", "prediction_id": late_pid, "outcome": {"achieved": True}}))
+    )
+    # refused: another model type than its prediction's, a shape of no model type, not JSON
+    hostile = [
+        (
+            b"k",
+            _encode(
+                {
+                    "event_id": "o-x1",
+                    "prediction_id": joined[1],
+                    "model_type": "spending",
+                    "outcome": {"amounts": [{"date": "2026-12-01", "amount": 3}]},
+                }
+            ),
+        ),
+        (b"k", _encode({"event_id": "o-x2", "prediction_id": joined[2], "outcome": {"reward": 1}})),
+        (b"k", b"\xff not json"),
+    ]
+    await produce_raw(svc.settings, outcomes_topic, items + hostile)
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 1 FROM waiting_outcomes WHERE prediction_id = :p", p=late_pid),
+        what="the early outcome waits",
+        logs=svc.logs,
+    )
+    # its prediction arrives: the pair is made; a prediction of a version that does not exist is refused
+    late_prediction = {
+        "event_id": f"p-{late_pid}",
+        "prediction_id": late_pid,
+        "model_type": "goal",
+        "version": version,
+        "prediction": {"probability": 0.8},
+        "inputs": records[0],
+        "occurred_at": None,
+    }
+    del late_prediction["occurred_at"]
+    no_version = {**late_prediction, "event_id": "p-x", "prediction_id": "p-x", "version": version + 50}
+    await produce_raw(
+        svc.settings, predictions_topic, [(b"goal", _encode(late_prediction)), (b"goal", _encode(no_version))]
+    )
+    truth[late_pid] = True
+    answers.append({"prediction_id": late_pid, "probability": 0.8})
+
+    letters = await read_topic(svc.settings, svc.settings.topic("dead-letter"), until=lambda r: len(r) >= 4, timeout=60)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(reasons) == 4, reasons
+    assert any("is a goal prediction, not spending" in r for r in reasons), reasons
+    assert any("matches no model type's outcome" in r for r in reasons), reasons
+    assert any("not valid JSON" in r for r in reasons), reasons
+    assert any(f"goal has no version {version + 50}" in r for r in reasons), reasons
+
+    # The live figures, as a trainer worker computes them, equal those of the same pairs here.
+    pairs = [
+        (a["probability"], truth[a["prediction_id"]]) for a in answers if a["prediction_id"] in {*joined, late_pid}
+    ]
+    y = [t for _, t in pairs]
+    p = [q for q, _ in pairs]
+
+    async def figures_ready() -> bool:
+        status, body = await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour")
+        assert status == 200, body
+        return body["predictions"] == 301 and body["with_outcome"] == 241
+
+    await eventually(figures_ready, timeout=60, what="the live figures of 301 predictions", logs=svc.logs)
+    status, body = await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour")
+    assert body["repeated_outcomes"] == 1 and body["unknown_outcomes"] == 1, body
+    assert body["metrics"]["pairs"] == 241
+    assert body["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert body["metrics"]["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert body["outcome_share"] == pytest.approx(241 / 301)
+    key = body["key"]
+    assert key["metric"] == "roc_auc" and key["live"] == body["metrics"]["roc_auc"]
+    validated = float(
+        await scalar(db, "SELECT (metrics->>'roc_auc')::float FROM model_versions WHERE version = :v", v=version)
+    )
+    assert key["validated"] == pytest.approx(validated)
+    drift = body["input_drift"]
+    assert drift["inputs"] == 301 and set(drift["psi"]) == set(records[0]["features"]), drift
+    # the same users' behaviour as in training: the inputs have not moved much
+    assert drift["psi_max"] < 0.25, drift
+
+    # refused windows and versions; the day window holds the same; /metrics exports them
+    status, bad = await _get(svc, f"{API}/model-versions/goal/{version}/live?window=year")
+    assert status == 422 and bad["error"]["code"], bad
+    status, missing = await _get(svc, f"{API}/model-versions/goal/{version + 50}/live")
+    assert status == 404, missing
+    status, day = await _get(svc, f"{API}/model-versions/goal/{version}/live")
+    assert status == 200 and day["window"] == "day" and day["predictions"] == 301
+    status, text = await _get(svc, "/metrics")
+    assert status == 200
+    line = f'fcl_live_predictions{{model_type="goal",version="{version}",window="hour"}} 301.0'
+    assert line in text, [x for x in text.splitlines() if x.startswith("fcl_live")]
+    assert f'fcl_live_metric{{metric="roc_auc",model_type="goal",version="{version}",window="hour"}}' in text

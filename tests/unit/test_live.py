@@ -1,0 +1,219 @@
+"""The live figures (trainers.live) against independent computations, and the parsing of the
+predictions and outcomes topics: the same door as every input (limits, reasons, never a raise)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from fcl.streams.parsing import ParsedOutcome, ParsedPrediction, RawMessage, Rejected, parse_outcome, parse_prediction
+from fcl.trainers import drift, live
+
+
+def test_goal_figures_match_scikit_learn_ties_included() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(500) < 0.4
+    p = np.round(np.clip(0.4 + 0.3 * (y - 0.4) + rng.normal(0, 0.2, 500), 0, 1), 1)  # many ties
+    pairs = [(None, {"probability": float(pi)}, {"achieved": bool(yi)}) for pi, yi in zip(p, y, strict=True)]
+    pairs.append((None, {"probability": 0.9}, None))  # no outcome yet: not in the metrics
+    m = live.goal([x for x in pairs if x[2] is not None])
+    assert m["pairs"] == 500
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert m["achieved_rate"] == pytest.approx(y.mean())
+    # the calibration error by hand: ten equal-width bins
+    bins = np.minimum((p * 10).astype(int), 9)
+    expected = sum((bins == b).sum() * abs(p[bins == b].mean() - y[bins == b].mean()) for b in set(bins)) / len(p)
+    assert m["calibration_error"] == pytest.approx(expected)
+    assert live.goal([(None, {"probability": 0.3}, {"achieved": True})])["roc_auc"] is None  # one class
+
+
+def test_spending_compares_the_forecast_with_the_seasonal_naive_forecast_on_the_same_days() -> None:
+    start = date(2026, 11, 1)
+    history = [{"user_id": "u", "date": (start + timedelta(days=k)).isoformat(), "amount": 10.0 + k} for k in range(14)]
+    forecast = [{"date": (start + timedelta(days=14 + h)).isoformat(), "amount": 30.0} for h in range(3)]
+    # actuals for the first two forecast days, and a day the forecast did not cover (ignored)
+    actual = [
+        {"date": (start + timedelta(days=14)).isoformat(), "amount": 26.0},
+        {"date": (start + timedelta(days=15)).isoformat(), "amount": 33.0},
+        {"date": (start + timedelta(days=40)).isoformat(), "amount": 99.0},
+    ]
+    m = live.spending([(history, {"user_id": "u", "forecast": forecast}, {"amounts": actual})])
+    # the naive forecast of day 14 is day 7's spend (17), of day 15 day 8's (18)
+    assert m["days"] == 2
+    assert m["mae"] == pytest.approx((4 + 3) / 2)
+    assert m["seasonal_naive_mae"] == pytest.approx((9 + 15) / 2)
+    assert m["mae_ratio"] == pytest.approx(3.5 / 12)
+    # without the history a week back, no day can be compared
+    assert live.spending([(history[-3:], {"forecast": forecast}, {"amounts": actual})])["days"] == 0
+
+
+def test_recommendation_reward_followed_share_and_replay_value() -> None:
+    pairs = [
+        (None, {"action": 1}, {"action": 1, "reward": 2.0}),
+        (None, {"action": 1}, {"action": 0, "reward": 0.0}),
+        (None, {"action": 2}, {"action": 2, "reward": 4.0}),
+        (None, {"action": 0}, {"action": 3, "reward": -1.0}),
+    ]
+    m = live.recommendation(pairs)
+    assert m == {"pairs": 4, "mean_reward": 1.25, "followed_share": 0.5, "followed": 2, "replay_value": 3.0}
+
+
+def test_segment_shares_and_the_input_drift_of_every_type() -> None:
+    rng = np.random.default_rng(5)
+    train = {"income": rng.normal(3000, 500, 2000), "savings": rng.normal(0.1, 0.05, 2000)}
+    profile = drift.profile(train, None)
+    same = [
+        {"user_id": "u", "features": {"income": float(a), "savings": float(b)}}
+        for a, b in zip(rng.normal(3000, 500, 1000), rng.normal(0.1, 0.05, 1000), strict=True)
+    ]
+    moved = [
+        {"user_id": "u", "features": {"income": r["features"]["income"] * 1.6, "savings": r["features"]["savings"]}}
+        for r in same
+    ]
+    pairs = [(r, {"segment": i % 3, "distance": 1.0}, None) for i, r in enumerate(same)]
+    figures = live.figures("segmentation", pairs, profile=profile, validated={}, version=4)
+    shares = figures["metrics"]["segment_shares"]
+    assert sum(shares.values()) == pytest.approx(1) and set(shares) == {"0", "1", "2"}
+    assert figures["key"] is None  # no outcome to compare
+    stable = figures["input_drift"]
+    assert stable["inputs"] == 1000 and stable["level"] == "stable", stable
+    shifted = live.figures(
+        "segmentation", [(r, {"segment": 0}, None) for r in moved], profile=profile, validated={}, version=4
+    )["input_drift"]
+    assert shifted["psi"]["income"] > 0.25 > shifted["psi"]["savings"] and shifted["level"] == "major"
+    # the same PSI trainers.drift gives for the same columns
+    columns = live.input_columns("segmentation", moved)
+    assert shifted["psi_max"] == pytest.approx(drift.drift(columns, None, profile, reference_version=4)["psi_max"])
+    # spending's inputs are a user's days, recommendation's a state
+    assert list(live.input_columns("spending", [[{"date": "2026-01-01", "amount": 3.0}]])) == ["amount"]
+    assert list(live.input_columns("recommendation", [{"state": [0.1, 0.2]}])) == ["state_0", "state_1"]
+    assert live.figures("goal", [], profile=None, validated={}, version=1)["input_drift"] is None
+
+
+def test_the_key_figure_says_how_far_live_fell_short_of_validation() -> None:
+    pairs = [
+        (None, {"probability": p}, {"achieved": y}) for p, y in [(0.9, True), (0.2, False), (0.7, False), (0.4, True)]
+    ]
+    figures = live.figures("goal", pairs, profile=None, validated={"roc_auc": 0.8}, version=2)
+    auc = figures["metrics"]["roc_auc"]
+    assert figures["key"]["live"] == auc and figures["key"]["validated"] == 0.8
+    assert figures["key"]["drop"] == pytest.approx((0.8 - auc) / 0.8)
+    # lower is better for the spending MAE: a larger live MAE is a positive drop
+    assert live._drop(12.0, 10.0, higher_is_better=False) == pytest.approx(0.2)
+    assert live._drop(None, 10.0, higher_is_better=False) is None
+
+
+# -- the two topics ---------------------------------------------------------------------------------
+def _message(value: Any, topic: str = "t.predictions") -> RawMessage:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return RawMessage(topic=topic, partition=0, offset=1, key=b"k", value=raw)
+
+
+def _prediction(**extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "prediction_id": str(uuid.uuid4()),
+        "model_type": "goal",
+        "version": 3,
+        "prediction": {"probability": 0.4},
+        "inputs": {"user_id": "u1", "goal_id": "g", "features": {"a": 1.0}},
+        **extra,
+    }
+
+
+def test_predictions_are_checked_against_their_model_types_shapes() -> None:
+    parsed = parse_prediction(_message(_prediction()), max_bytes=1 << 20)
+    assert isinstance(parsed, ParsedPrediction) and json.loads(parsed.prediction) == {"probability": 0.4}
+    spending = parse_prediction(
+        _message(
+            _prediction(
+                model_type="spending",
+                prediction={"user_id": "u", "forecast": [{"date": "2026-12-05", "amount": 3.5}]},
+                inputs=[{"user_id": "u", "date": "2026-12-04", "amount": 1.0}],
+            )
+        ),
+        max_bytes=1 << 20,
+    )
+    assert isinstance(spending, ParsedPrediction) and json.loads(spending.inputs or "")[0]["amount"] == 1.0
+    refused = {
+        "prediction.probability": _prediction(prediction={"probability": 1.5}),
+        "unknown model type": _prediction(model_type="fraud"),
+        "version": _prediction(version=0),
+        "inputs.features": _prediction(inputs={"user_id": "u", "features": {}}),
+        "inputs: an empty list": _prediction(inputs=[]),
+        "prediction_id": {k: v for k, v in _prediction().items() if k != "prediction_id"},
+    }
+    for reason, event in refused.items():
+        result = parse_prediction(_message(event), max_bytes=1 << 20)
+        assert isinstance(result, Rejected) and reason in result.reason, (reason, result)
+
+
+def test_outcomes_fit_a_model_types_outcome_or_are_refused() -> None:
+    goal = parse_outcome(
+        _message({"event_id": "e1", "prediction_id": "p1", "outcome": {"achieved": True}}), max_bytes=1 << 20
+    )
+    assert isinstance(goal, ParsedOutcome) and json.loads(goal.outcome) == {"achieved": True}
+    # without a model type: the fields of every shape it fits
+    reco = parse_outcome(
+        _message({"event_id": "e2", "prediction_id": "p1", "outcome": {"action": 2, "reward": 0.5, "achieved": False}}),
+        max_bytes=1 << 20,
+    )
+    assert isinstance(reco, ParsedOutcome)
+    assert json.loads(reco.outcome) == {"action": 2, "reward": 0.5, "achieved": False}
+    for reason, event in {
+        "matches no model type's outcome": {"event_id": "e", "prediction_id": "p", "outcome": {"reward": 1}},
+        "has no outcome to report": {
+            "event_id": "e",
+            "prediction_id": "p",
+            "model_type": "segmentation",
+            "outcome": {},
+        },
+        "outcome.achieved": {"event_id": "e", "prediction_id": "p", "model_type": "goal", "outcome": {"achieved": "x"}},
+        "outcome: Field required": {"event_id": "e", "prediction_id": "p"},
+    }.items():
+        result = parse_outcome(_message(event), max_bytes=1 << 20)
+        assert isinstance(result, Rejected) and reason in result.reason, (reason, result)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+            max_leaves=30,
+        ).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        st.fixed_dictionaries(
+            {
+                "event_id": st.text(max_size=5),
+                "prediction_id": st.text(max_size=5),
+                "model_type": st.sampled_from(["goal", "spending", "recommendation", "segmentation", "x"]),
+                "version": st.integers(-2, 2**40),
+                "prediction": st.dictionaries(
+                    st.sampled_from(["probability", "segment", "action", "forecast"]),
+                    st.one_of(st.floats(), st.integers(), st.lists(st.integers(), max_size=2)),
+                ),
+                "outcome": st.dictionaries(
+                    st.sampled_from(["achieved", "reward", "action", "amounts"]),
+                    st.one_of(st.booleans(), st.floats(), st.integers(-3, 300)),
+                ),
+            }
+        ).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    )
+)
+def test_any_bytes_on_either_topic_are_parsed_or_refused_with_a_reason(raw: bytes) -> None:
+    for parse in (parse_prediction, parse_outcome):
+        result = parse(_message(raw), max_bytes=4096)
+        assert isinstance(result, (ParsedPrediction, ParsedOutcome, Rejected))
+        if isinstance(result, Rejected):
+            assert result.reason and "could not be parsed" not in result.reason, result.reason
