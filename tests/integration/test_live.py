@@ -6,7 +6,9 @@ the figures computed here from the same pairs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,9 @@ from tests import factories
 from tests.conftest import RunStack
 from tests.integration.service_support import API, Service
 from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
+from tests.integration.test_end_to_end import ROOT, _chromium
+
+SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard-live.png"
 
 
 @pytest.fixture
@@ -206,3 +211,34 @@ async def _the_loop(svc: Service, db: Database) -> None:
     line = f'fcl_live_predictions{{model_type="goal",version="{version}",window="hour"}} 301.0'
     assert line in text, [x for x in text.splitlines() if x.startswith("fcl_live")]
     assert f'fcl_live_metric{{metric="roc_auc",model_type="goal",version="{version}",window="hour"}}' in text
+    await asyncio.to_thread(_dashboard_shows_live, svc, body)
+
+
+def _dashboard_shows_live(svc: Service, hour: dict[str, Any]) -> None:
+    """The dashboard's live section for the version (the newest, selected at first), as headless
+    Chromium renders it; photographed to .fcl/test-artifacts/dashboard-live.png."""
+    browser = _chromium()
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={svc.workdir / 'chromium'}",
+        "--virtual-time-budget=8000",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
+    ).stdout
+    assert 'data-loaded="true"' in dom, dom[-2000:]
+    live = dom.split('id="live-figures">', 1)[1].split("</section>", 1)[0]
+    assert f"<td>last hour</td><td>{hour['predictions']}</td><td>{hour['with_outcome']} (" in live, live[:1500]
+    assert f"roc_auc {hour['key']['live']:.4f} vs {hour['key']['validated']:.4f} validated" in live, live[:1500]
+    assert "<td>brier</td>" in live and "<td>calibration_error</td>" in live
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [browser, *flags, "--window-size=1400,1100", f"--screenshot={SCREENSHOT}", svc.base_url + "/"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
