@@ -1,0 +1,107 @@
+"""The join of predictions and outcomes in PostgreSQL (storage.live), rule by rule: whichever
+arrives second makes the pair, the first outcome is joined and later ones counted, a redelivered
+record changes nothing, an outcome of another model type never joins, and the retention forgets
+the oldest of both. Then the live evaluation of a worker over those pairs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from fcl.storage.db import Database
+from fcl.storage.live import LiveRepository, NewOutcome, NewPrediction
+from fcl.storage.stores import WorkerStore
+from fcl.worker import live
+from tests import factories
+from tests.integration.streams_support import rows, scalar
+
+
+def _prediction(version: int, pid: str, probability: float = 0.5, event_id: str | None = None) -> NewPrediction:
+    return NewPrediction(
+        event_id=event_id or f"p-{pid}",
+        prediction_id=pid,
+        model_type="goal",
+        version=version,
+        subject="u1",
+        inputs=json.dumps({"user_id": "u1", "features": {"x": 1.0}}),
+        inputs_digest=None,
+        prediction=json.dumps({"probability": probability}),
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def _outcome(pid: str, event_id: str, achieved: bool, model_type: str | None = None, minutes: int = 0) -> NewOutcome:
+    return NewOutcome(
+        event_id=event_id,
+        prediction_id=pid,
+        model_type=model_type,
+        outcome=json.dumps({"achieved": achieved}),
+        occurred_at=datetime.now(UTC) + timedelta(minutes=minutes),
+    )
+
+
+async def test_whichever_arrives_second_makes_the_pair_once(own_db: Database) -> None:
+    version = (await factories.record_version(own_db, "goal")).job.model_version
+    assert version is not None
+    async with own_db.transaction() as s:
+        repo = LiveRepository(s)
+        # outcomes first: two for p1 (the earlier joins, the other is repeated), one of another type
+        waiting = await repo.record_outcomes(
+            [
+                _outcome("p1", "o1-late", False, minutes=5),
+                _outcome("p1", "o1", True),
+                _outcome("p1", "o1", True),  # the same record twice in a batch: once
+                _outcome("p2", "o2-spend", True, model_type="spending"),
+            ]
+        )
+        assert (waiting.waiting, waiting.duplicates, waiting.joined) == (3, 1, 0)
+        again = await repo.record_outcomes([_outcome("p1", "o1", True)])  # redelivered: nothing new
+        assert (again.waiting, again.duplicates) == (0, 1)
+        made = await repo.record_predictions(
+            [_prediction(version, "p1"), _prediction(version, "p2"), _prediction(version + 9, "p3")]
+        )
+        assert made.stored == 2 and made.joined == 1 and list(made.refused) == ["p-p3"]
+        assert "goal has no version" in made.refused["p-p3"]
+        # redelivered prediction, and another event claiming the same prediction id: one row
+        dup = await repo.record_predictions([_prediction(version, "p1"), _prediction(version, "p1", event_id="other")])
+        assert (dup.stored, dup.duplicates) == (0, 2)
+        # an outcome now: p2's own joins; p1's third is repeated; p1's joined one redelivered is not
+        later = await repo.record_outcomes(
+            [_outcome("p2", "o2", False), _outcome("p1", "o1-third", False), _outcome("p1", "o1", True)]
+        )
+        assert (later.joined, later.repeated, later.duplicates) == (1, 1, 1)
+        mismatch = await repo.record_outcomes([_outcome("p2", "o2-x", True, model_type="recommendation")])
+        assert "is a goal prediction, not recommendation" in mismatch.refused["o2-x"]
+    got = {
+        r.prediction_id: r
+        for r in await rows(
+            own_db, "SELECT prediction_id, outcome, outcome_event_id, repeated_outcomes FROM predictions ORDER BY 1"
+        )
+    }
+    assert got["p1"].outcome == {"achieved": True} and got["p1"].outcome_event_id == "o1"
+    assert got["p1"].repeated_outcomes == 2  # o1-late (waited) and o1-third
+    assert got["p2"].outcome == {"achieved": False} and got["p2"].repeated_outcomes == 0
+    # the spending outcome for p2 never joined a goal prediction: it still waits (unknown)
+    assert await scalar(own_db, "SELECT count(*) FROM waiting_outcomes") == 1
+
+    # a worker's round of the live evaluation, then nothing until `every` has passed
+    store = WorkerStore(own_db)
+    assert await live.evaluate(store, every=60) == 2  # one version, two windows
+    assert await live.evaluate(store, every=60) == 0  # another worker's round, in effect
+    async with own_db.transaction() as s:
+        figures, _ = await LiveRepository(s).figures("goal", version, "hour") or ({}, None)
+    assert figures["predictions"] == 2 and figures["with_outcome"] == 2 and figures["repeated_outcomes"] == 2
+    # the outcome still waiting names spending: unknown for spending, not for goal
+    assert figures["unknown_outcomes"] == 0 and figures["metrics"]["pairs"] == 2
+    assert figures["metrics"]["roc_auc"] == 0.5  # two predictions of 0.5: one reached, one not
+
+    # the retention: what was received before the limit goes, with the versions no prediction names
+    await scalar(
+        own_db, "UPDATE predictions SET received_at = now() - interval '40 days' WHERE prediction_id = 'p1' RETURNING 1"
+    )
+    await scalar(own_db, "UPDATE waiting_outcomes SET received_at = now() - interval '40 days' RETURNING 1")
+    assert await store.forget_predictions(older_than=timedelta(days=30)) == 2
+    assert [r.prediction_id for r in await rows(own_db, "SELECT prediction_id FROM predictions")] == ["p2"]
+    await scalar(own_db, "UPDATE live_versions SET last_prediction_at = now() - interval '40 days' RETURNING 1")
+    await store.forget_predictions(older_than=timedelta(days=30))
+    assert await scalar(own_db, "SELECT count(*) FROM live_figures") == 0
