@@ -22,10 +22,10 @@ from fcl.serving.watcher import ChampionWatcher
 from fcl.storage.db import Database
 from fcl.trainers.simulator import FinCoachSimulator
 from tests import factories
-from tests.conftest import RunStack
+from tests.conftest import ROOT, RunStack
 from tests.integration.service_support import API, Service
 from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
-from tests.integration.test_end_to_end import ROOT, _chromium
+from tests.integration.test_end_to_end import _chromium
 
 SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard-live.png"
 

@@ -22,7 +22,9 @@ def test_goal_figures_match_scikit_learn_ties_included() -> None:
     rng = np.random.default_rng(3)
     y = rng.random(500) < 0.4
     p = np.round(np.clip(0.4 + 0.3 * (y - 0.4) + rng.normal(0, 0.2, 500), 0, 1), 1)  # many ties
-    pairs = [(None, {"probability": float(pi)}, {"achieved": bool(yi)}) for pi, yi in zip(p, y, strict=True)]
+    pairs: list[live.Pair] = [
+        (None, {"probability": float(pi)}, {"achieved": bool(yi)}) for pi, yi in zip(p, y, strict=True)
+    ]
     pairs.append((None, {"probability": 0.9}, None))  # no outcome yet: not in the metrics
     m = live.goal([x for x in pairs if x[2] is not None])
     assert m["pairs"] == 500
@@ -71,7 +73,7 @@ def test_segment_shares_and_the_input_drift_of_every_type() -> None:
     rng = np.random.default_rng(5)
     train = {"income": rng.normal(3000, 500, 2000), "savings": rng.normal(0.1, 0.05, 2000)}
     profile = drift.profile(train, None)
-    same = [
+    same: list[dict[str, Any]] = [
         {"user_id": "u", "features": {"income": float(a), "savings": float(b)}}
         for a, b in zip(rng.normal(3000, 500, 1000), rng.normal(0.1, 0.05, 1000), strict=True)
     ]
