@@ -145,6 +145,11 @@ class TrainingStatusEvent(_Output):
     training_event_id: str | None = None
     model_version: int | None = None
     occurred_at: str
+    reason: dict[str, Any] | None = Field(
+        default=None,
+        description="why the job was queued: `kind` (threshold, operator, live_drop, input_drift, "
+        "champion_age) and the figures that made it; null for a job queued before reasons existed",
+    )
 
 
 class OutcomeShift(_Output):

@@ -27,13 +27,18 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://fcl:fcl@localhost:5432/fcl"
 
 
 # Per-model-type variables (`FCL_<NAME>_<TYPE>`) and the field each is gathered into.
-PER_MODEL_TYPE = {"THRESHOLD": "thresholds", "TRAIN_WINDOW": "train_windows"}
+PER_MODEL_TYPE = {
+    "THRESHOLD": "thresholds",
+    "TRAIN_WINDOW": "train_windows",
+    "LIVE_DROP": "live_drops",
+    "MAX_CHAMPION_AGE": "max_champion_ages",
+}
 
 
 class _PerModelTypeVariables(PydanticBaseSettingsSource):
-    """`FCL_THRESHOLD_<TYPE>` and `FCL_TRAIN_WINDOW_<TYPE>` for every registered model type, from
-    the environment or the env file (the environment wins), gathered into the `thresholds` and
-    `train_windows` fields."""
+    """`FCL_<NAME>_<TYPE>` of PER_MODEL_TYPE (threshold, training window, live drop, champion age)
+    for every registered model type, from the environment or the env file (the environment wins),
+    gathered into the fields PER_MODEL_TYPE names."""
 
     def __init__(self, settings_cls: type[BaseSettings], env_file: Path | None) -> None:
         super().__init__(settings_cls)
@@ -242,6 +247,19 @@ class Settings(BaseSettings):
     live_eval_seconds: float = Field(default=30.0, ge=0)
     """How often the live figures of served versions are computed (predictions joined with their
     outcomes, by window); one trainer worker a round (0: off)."""
+    live_drops: dict[str, float] = Field(default_factory=dict)
+    """`FCL_LIVE_DROP_<TYPE>`: a job retrains the champion's dataset when its live key metric falls
+    this far below its validated one, relative (0.1: 10 % worse), over a window of at least
+    FCL_LIVE_MIN_PAIRS pairs; once per version and window. Unset: never."""
+    drift_trigger_psi: float | None = Field(default=None, gt=0)
+    """A job retrains the champion's dataset when the largest PSI of its live inputs against its
+    training data passes this, over at least FCL_LIVE_MIN_PAIRS inputs; once per version and
+    window. Unset: never."""
+    max_champion_ages: dict[str, float] = Field(default_factory=dict)
+    """`FCL_MAX_CHAMPION_AGE_<TYPE>`: seconds after its version was recorded that a champion is
+    retrained (its dataset), once per version. Unset: never."""
+    live_min_pairs: int = Field(default=50, ge=1)
+    """The pairs (or logged inputs) a live window needs before its figures may queue a job."""
     retention_sweep_seconds: float = Field(default=3600.0, ge=0)
     """How often each trainer runs the retention of model versions (0: off)."""
     retention_keep_versions: int = Field(default=10, ge=1)
@@ -310,6 +328,8 @@ class Settings(BaseSettings):
         "trainer_hyperparameters",
         "train_windows",
         "champion_datasets",
+        "live_drops",
+        "max_champion_ages",
     )
     @classmethod
     def _registered_model_types(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +344,14 @@ class Settings(BaseSettings):
         bad = sorted(k for k, v in value.items() if v < 1)
         if bad:
             raise ValueError(f"thresholds and windows must be at least 1: {bad}")
+        return value
+
+    @field_validator("live_drops", "max_champion_ages")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in value.items() if not v > 0)
+        if bad:
+            raise ValueError(f"live drops and champion ages must be above 0: {bad}")
         return value
 
     @field_validator("log_level", "log_format", mode="before")

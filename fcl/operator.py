@@ -283,6 +283,25 @@ def _verdicts(client: Client, listed: list[dict[str, Any]]) -> dict[tuple[str, i
 
 
 # -- fcl history ------------------------------------------------------------------------------------
+def reason_text(reason: Any) -> str:
+    """Why a job was queued, in a few words: `live_drop day: roc_auc 0.62 vs 0.81 (-23%)`."""
+    if not isinstance(reason, dict):
+        return ""
+    kind = str(reason.get("kind", ""))
+    window = f" {reason['window']}" if reason.get("window") not in (None, "-") else ""
+
+    def num(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+
+    if kind == "live_drop":
+        return f"live_drop{window}: {reason.get('metric')} {num(reason.get('live'))} vs {num(reason.get('validated'))}"
+    if kind == "input_drift":
+        return f"input_drift{window}: PSI {num(reason.get('psi_max'))} ({reason.get('feature')})"
+    if kind == "champion_age":
+        return f"champion_age: {num(reason.get('age_seconds'))} s > {num(reason.get('limit'))} s"
+    return kind
+
+
 def history(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
     page = client.call(
@@ -310,9 +329,21 @@ def history(args: argparse.Namespace) -> int:
                 outcome,
                 e.get("duration_seconds"),
                 e.get("worker"),
+                reason_text(e.get("reason")),
             ]
         )
-    headers = ["started", "model type", "dataset", "attempt", "status", "version", "outcome", "seconds", "worker"]
+    headers = [
+        "started",
+        "model type",
+        "dataset",
+        "attempt",
+        "status",
+        "version",
+        "outcome",
+        "seconds",
+        "worker",
+        "reason",
+    ]
     human = table(headers, rows)
     if page.get("next_before"):
         human += f"\nolder: --before {page['next_before']}"

@@ -73,6 +73,7 @@ class Job:
     trigger_event_ids: tuple[str, ...] = ()
     trigger_count: int = 0
     trace_context: str | None = None  # the admitting span's W3C traceparent (fcl.contract.tracing)
+    reason: dict[str, Any] | None = None  # why it was queued (contract.events.TrainingStatusEvent.reason)
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> Job:
@@ -137,6 +138,7 @@ class TrainingEvent:
     verdict: VerdictKind | None = None
     verdict_message: str | None = None
     drift: dict[str, Any] | None = None  # contract.events.Drift, when the validation measured it
+    reason: dict[str, Any] | None = None  # its job's
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +215,7 @@ class TriggerRequest:
     priority: int
     source: str = "kafka"
     trace_context: str | None = None  # W3C traceparent of the span admitting it, kept with a new job
+    reason: dict[str, Any] | None = None  # why it asks; the first of a new job's becomes the job's
 
 
 @dataclass(frozen=True, kw_only=True)

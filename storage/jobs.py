@@ -204,10 +204,11 @@ async def record_attempt(
         INSERT INTO training_events (id, job_id, attempt, dataset_id, model_type, status, worker, started_at,
                                      finished_at, duration_seconds, fit_seconds, sample_count, dataset_watermark,
                                      metrics, error_type, error_message, model_version, validation_passed, promoted,
-                                     verdict, verdict_message, drift)
+                                     verdict, verdict_message, drift, reason)
         VALUES (:id, :job_id, :attempt, :dataset_id, :model_type, :status, :worker, :started_at, now(), :duration,
                 :fit_seconds, :sample_count, :watermark, CAST(:metrics AS jsonb), :error_type, :error_message,
-                :model_version, :validation_passed, :promoted, :verdict, :verdict_message, CAST(:drift AS jsonb))
+                :model_version, :validation_passed, :promoted, :verdict, :verdict_message, CAST(:drift AS jsonb),
+                CAST(:reason AS jsonb))
         ON CONFLICT (job_id, attempt) DO UPDATE
         SET status = EXCLUDED.status, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
             finished_at = EXCLUDED.finished_at, duration_seconds = EXCLUDED.duration_seconds,
@@ -234,6 +235,7 @@ async def record_attempt(
             "sample_count": sample_count,
             "watermark": watermark,
             "metrics": json.dumps(dict(metrics or {})),
+            "reason": json.dumps(job.reason) if job.reason is not None else None,
             "error_type": error[0] if error else None,
             "error_message": (error[1][: limits.MAX_MESSAGE_CHARS] or None) if error else None,
             "model_version": model_version,

@@ -136,6 +136,23 @@ QUERIES: dict[str, str] = {
         SELECT model_type, version, "window", figures FROM live_figures
         WHERE computed_at > now() - interval '2 days' ORDER BY 1, 2, 3
     """,
+    # -- retraining for a reason -------------------------------------------------------------------
+    "champions": """
+        SELECT DISTINCT ON (l.model_type) l.model_type, l.version, v.dataset_id,
+               extract(epoch FROM now() - v.created_at) AS age_seconds
+        FROM champion_ledger AS l JOIN model_versions AS v USING (model_type, version)
+        ORDER BY l.model_type, l.seq DESC
+    """,
+    "fire": """
+        INSERT INTO retrain_reasons (model_type, version, "window", kind, figures)
+        VALUES (:model_type, :version, :window, :kind, CAST(:figures AS jsonb))
+        ON CONFLICT DO NOTHING
+        RETURNING fired_at
+    """,
+    "fired": """
+        UPDATE retrain_reasons SET job_id = :job_id
+        WHERE model_type = :model_type AND version = :version AND "window" = :window AND kind = :kind
+    """,
     # -- the retention ---------------------------------------------------------------------------
     "forget_predictions": """
         DELETE FROM predictions WHERE prediction_id IN (
@@ -197,6 +214,34 @@ class VersionToEvaluate:
     version: int
     metrics: dict[str, Any]  # its validation's
     profile: dict[str, Any] | None  # its training data's
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingChampion:
+    model_type: str
+    version: int
+    dataset_id: str  # what it was trained on: a job for a reason retrains that dataset
+    age_seconds: float  # since the version was recorded
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainReason:
+    """Why a champion should be retrained, with the figures that say so (`figures["kind"]`)."""
+
+    model_type: str
+    version: int
+    dataset_id: str
+    window: str  # the live window it was seen in ("-" for the champion's age)
+    figures: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.figures["kind"])
+
+    @property
+    def event_id(self) -> str:
+        """The trigger id: one per version, window and kind (the `live:` prefix is fcl's own)."""
+        return f"live:{self.kind}:{self.model_type}:{self.version}:{self.window}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +406,36 @@ class LiveRepository:
 
     async def all_figures(self) -> list[tuple[str, int, str, dict[str, Any]]]:
         return [(r.model_type, r.version, r.window, r.figures) for r in await self._run("all_figures")]
+
+    async def champions(self) -> list[ServingChampion]:
+        return [
+            ServingChampion(
+                model_type=r.model_type, version=r.version, dataset_id=r.dataset_id, age_seconds=float(r.age_seconds)
+            )
+            for r in await self._run("champions")
+        ]
+
+    async def fire(self, reason: RetrainReason) -> bool:
+        """Record that `reason` fired; False when it had fired before (once per version, window and kind)."""
+        fired = await self._run(
+            "fire",
+            model_type=reason.model_type,
+            version=reason.version,
+            window=reason.window,
+            kind=reason.kind,
+            figures=json.dumps(reason.figures),
+        )
+        return fired.first() is not None
+
+    async def fired(self, reason: RetrainReason, job_id: Any) -> None:
+        await self._run(
+            "fired",
+            model_type=reason.model_type,
+            version=reason.version,
+            window=reason.window,
+            kind=reason.kind,
+            job_id=job_id,
+        )
 
     async def forget(self, *, older_than: timedelta, limit: int = 50_000) -> int:
         """Predictions and waiting outcomes received before `older_than` ago, oldest first, at

@@ -184,6 +184,7 @@ class TrainingJobRow(Base):
     trace_context: Mapped[str | None] = mapped_column(Text)
     # how many triggers the job has (job_triggers), kept by admission and merges (migration 0014)
     trigger_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    reason: Mapped[dict[str, Any] | None]  # why it was queued: its first trigger's (migration 0022)
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status_known"),
@@ -231,6 +232,7 @@ class JobTriggerRow(Base):
     priority: Mapped[int] = mapped_column(SmallInteger)
     source: Mapped[str] = mapped_column(server_default=text("'kafka'"))
     received_at: Mapped[datetime] = _created()
+    reason: Mapped[dict[str, Any] | None]  # why this trigger asked (migration 0022)
 
     __table_args__ = (
         Index("ix_job_triggers_job_order", "job_id", "received_at", "event_id"),
@@ -265,6 +267,7 @@ class TrainingEventRow(Base):
     verdict: Mapped[str | None]  # contract.enums.VerdictKind, for a completed attempt
     verdict_message: Mapped[str | None]
     drift: Mapped[dict[str, Any] | None]  # contract.events.Drift of the validation, when measured
+    reason: Mapped[dict[str, Any] | None]  # its job's (migration 0022)
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt"),
@@ -300,6 +303,7 @@ class TrainingEventRow(Base):
             verdict=VerdictKind(self.verdict) if self.verdict else None,
             verdict_message=self.verdict_message,
             drift=self.drift,
+            reason=self.reason,
         )
 
 
@@ -635,3 +639,17 @@ class LiveTurnRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     taken_at: Mapped[datetime]
+
+
+class RetrainReasonRow(Base):
+    """A reason to retrain a champion that fired (worker.live): once per version, window and kind."""
+
+    __tablename__ = "retrain_reasons"
+
+    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    figures: Mapped[dict[str, Any]]
+    job_id: Mapped[uuid.UUID | None]
+    fired_at: Mapped[datetime] = _created()

@@ -69,7 +69,7 @@ def job_json(j: str = "j") -> str:
         'trigger_event_ids', {trigger_ids(j)}, 'trigger_count', {j}.trigger_count,
         'created_at', {ts(j + ".created_at")}, 'updated_at', {ts(j + ".updated_at")},
         'run_after', {ts(j + ".run_after")}, 'started_at', {ts(j + ".started_at")},
-        'finished_at', {ts(j + ".finished_at")})"""
+        'finished_at', {ts(j + ".finished_at")}, 'reason', {j}.reason)"""
 
 
 def event_json(e: str = "e") -> str:
@@ -81,7 +81,7 @@ def event_json(e: str = "e") -> str:
         'duration_seconds', {e}.duration_seconds, 'fit_seconds', {e}.fit_seconds, 'sample_count', {e}.sample_count,
         'dataset_watermark', {e}.dataset_watermark, 'metrics', {e}.metrics, 'error', {_error(e)},
         'model_version', {e}.model_version, 'validation_passed', {e}.validation_passed, 'promoted', {e}.promoted,
-        'verdict', {e}.verdict, 'verdict_message', {e}.verdict_message)"""
+        'verdict', {e}.verdict, 'verdict_message', {e}.verdict_message, 'reason', {e}.reason)"""
 
 
 def _version_json(v: str, champion: str) -> str:

@@ -67,6 +67,8 @@ from fcl.storage.live import LiveIngest as LiveIngest
 from fcl.storage.live import LiveRepository
 from fcl.storage.live import NewOutcome as NewOutcome
 from fcl.storage.live import NewPrediction as NewPrediction
+from fcl.storage.live import RetrainReason as RetrainReason
+from fcl.storage.live import ServingChampion as ServingChampion
 from fcl.storage.live import VersionToEvaluate as VersionToEvaluate
 from fcl.storage.live import WindowPairs as WindowPairs
 from fcl.storage.outbox import OutboxRepository
@@ -340,6 +342,32 @@ class WorkerStore:
         async with self.db.transaction() as s:
             return await LiveRepository(s).window(model_type, version, since=since, until=until, limit=limit)
 
+    async def champions(self) -> list[ServingChampion]:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).champions()
+
+    async def retrain_for(self, reason: RetrainReason, *, priority: int) -> Admission | None:
+        """Queue a job for `reason` (the champion's dataset), once: None when it fired before. The
+        reason and the job it queued (or joined) are recorded in the same transaction."""
+        async with self.db.transaction() as s:
+            live = LiveRepository(s)
+            if not await live.fire(reason):
+                return None
+            (admission,) = await JobQueue(s).admit(
+                [
+                    TriggerRequest(
+                        event_id=reason.event_id,
+                        dataset_id=reason.dataset_id,
+                        model_type=reason.model_type,
+                        priority=priority,
+                        source="live-evaluation",
+                        reason=reason.figures,
+                    )
+                ]
+            )
+            await live.fired(reason, admission.job_id)
+            return admission
+
     async def save_live_figures(self, model_type: str, version: int, window: str, figures: dict[str, Any]) -> None:
         async with self.db.transaction() as s:
             await LiveRepository(s).save_figures(model_type, version, window, figures)
@@ -435,7 +463,12 @@ class ApiStore:
             if dataset.model_type != model_type:
                 raise ModelTypeMismatch(f"dataset {dataset_id!r} holds {dataset.model_type} samples, not {model_type}")
             request = TriggerRequest(
-                event_id=event_id, dataset_id=dataset_id, model_type=model_type, priority=priority, source="http"
+                event_id=event_id,
+                dataset_id=dataset_id,
+                model_type=model_type,
+                priority=priority,
+                source="http",
+                reason={"kind": "operator"},
             )
             (admission,) = await JobQueue(s, self.policy).admit([request])
             job = await JobRepository(s).get(admission.job_id)

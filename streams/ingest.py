@@ -149,6 +149,14 @@ class ThresholdIngestor(_Door):
                 priority=p.event.priority,
                 source=self.source,
                 trace_context=trace or p.message.traceparent,
+                reason={
+                    "kind": "threshold",
+                    **{
+                        k: v
+                        for k, v in (("sample_count", p.event.sample_count), ("threshold", p.event.threshold))
+                        if v is not None
+                    },
+                },
             )
             for p, trace in zip(parsed, traces, strict=True)
         ]

@@ -128,8 +128,8 @@ def _model_type(message: RawMessage, data: dict[str, Any]) -> str | Rejected:
 
 
 # The prefixes of the trigger ids fcl makes itself (`ready:` by the retraining sweep, `http:` by
-# the API): a producer's event may not use them, so it cannot pre-empt one.
-RESERVED_TRIGGER_PREFIXES = ("ready:", "http:")
+# the API, `live:` by the live evaluation): a producer's event may not use them, so it cannot pre-empt one.
+RESERVED_TRIGGER_PREFIXES = ("ready:", "http:", "live:")
 
 
 def parse_threshold(message: RawMessage, *, max_bytes: int) -> ParsedThreshold | Rejected:

@@ -175,6 +175,11 @@ class JobView(View):
     run_after: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    reason: dict[str, Any] | None = Field(
+        default=None,
+        description="why the job was queued: `kind` (threshold, operator, live_drop, input_drift, champion_age) "
+        "and the figures that made it",
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -198,6 +203,7 @@ class JobView(View):
             run_after=job.run_after,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            reason=job.reason,
         )
 
 
@@ -222,6 +228,11 @@ class TrainingEventView(View):
     promoted: bool | None = Field(description="whether this training's version was promoted when it was validated")
     verdict: VerdictKind | None = None
     verdict_message: str | None = None
+    reason: dict[str, Any] | None = Field(
+        default=None,
+        description="why the job was queued: `kind` (threshold, operator, live_drop, input_drift, champion_age) "
+        "and the figures that made it",
+    )
 
     @classmethod
     def of(cls, e: TrainingEvent) -> TrainingEventView:
@@ -246,6 +257,7 @@ class TrainingEventView(View):
             promoted=e.promoted,
             verdict=e.verdict,
             verdict_message=e.verdict_message,
+            reason=e.reason,
         )
 
 

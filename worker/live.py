@@ -4,17 +4,26 @@ For each version predictions were logged for in the last two days, and each wind
 `day`, ending now, by the predictions' `occurred_at`): the counts (predictions, with an outcome,
 repeated, late, unknown) and the figures of `trainers.live` over the newest `MAX_PAIRS` pairs,
 saved where `GET /model-versions/{type}/{version}/live` and `/metrics` read them. A round that
-fails (database unreachable) is logged and the next one tries again."""
+fails (database unreachable) is logged and the next one tries again.
+
+Retraining for a reason: when a champion's figures in a window show its live key metric fallen
+beyond FCL_LIVE_DROP_<TYPE> below the validated one, or its live inputs drifted past
+FCL_DRIFT_TRIGGER_PSI (over at least FCL_LIVE_MIN_PAIRS), or the champion is older than
+FCL_MAX_CHAMPION_AGE_<TYPE>, a job is queued for its dataset with the reason and its figures. A
+reason fires once per version, window and kind (`retrain_reasons`), never in a loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fcl.contract.settings import Settings
 from fcl.storage.errors import StorageError
-from fcl.storage.stores import WorkerStore
+from fcl.storage.stores import RetrainReason, ServingChampion, WorkerStore
 from fcl.trainers import live
 
 log = logging.getLogger("fcl.trainer")
@@ -24,13 +33,124 @@ MAX_PAIRS = 20_000  # the newest pairs of a window its figures are computed on (
 RECENT = timedelta(days=2)  # versions with a prediction logged within this are evaluated
 
 
-async def evaluate(store: WorkerStore, *, every: float, now: datetime | None = None) -> int:
+@dataclass(frozen=True)
+class Triggers:
+    """When the live figures of a champion queue a job (contract.settings)."""
+
+    live_drops: Mapping[str, float] = field(default_factory=dict)  # model type -> relative drop
+    drift_psi: float | None = None
+    max_ages: Mapping[str, float] = field(default_factory=dict)  # model type -> seconds
+    min_pairs: int = 50
+    priority: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Triggers:
+        return cls(
+            live_drops=dict(settings.live_drops),
+            drift_psi=settings.drift_trigger_psi,
+            max_ages=dict(settings.max_champion_ages),
+            min_pairs=settings.live_min_pairs,
+            priority=settings.default_priority,
+        )
+
+
+def reasons_in(figures: Mapping[str, Any], champion: ServingChampion, triggers: Triggers) -> list[RetrainReason]:
+    """The reasons a champion's figures over one window give to retrain it (pure)."""
+    found = []
+    window = str(figures["window"])
+
+    def reason(**what: Any) -> RetrainReason:
+        return RetrainReason(
+            model_type=champion.model_type,
+            version=champion.version,
+            dataset_id=champion.dataset_id,
+            window=window,
+            figures={**what, "version": champion.version, "window": window},
+        )
+
+    limit = triggers.live_drops.get(champion.model_type)
+    key = figures.get("key") or {}
+    pairs = int(figures.get("with_outcome") or 0)
+    dropped = limit is not None and isinstance(key.get("drop"), (int, float)) and key["drop"] > limit
+    if dropped and pairs >= triggers.min_pairs:
+        found.append(
+            reason(
+                kind="live_drop",
+                metric=key["metric"],
+                live=key["live"],
+                validated=key["validated"],
+                drop=key["drop"],
+                limit=limit,
+                pairs=pairs,
+            )
+        )
+    drift = figures.get("input_drift") or {}
+    psi = drift.get("psi") or {}
+    drifted = triggers.drift_psi is not None and psi and drift.get("psi_max", 0) > triggers.drift_psi
+    if drifted and int(drift.get("inputs") or 0) >= triggers.min_pairs:
+        feature = max(psi, key=lambda name: psi[name])
+        found.append(
+            reason(
+                kind="input_drift",
+                psi_max=drift["psi_max"],
+                feature=feature,
+                level=drift.get("level"),
+                limit=triggers.drift_psi,
+                inputs=drift["inputs"],
+            )
+        )
+    return found
+
+
+def age_reason(champion: ServingChampion, triggers: Triggers) -> RetrainReason | None:
+    limit = triggers.max_ages.get(champion.model_type)
+    if limit is None or champion.age_seconds <= limit:
+        return None
+    return RetrainReason(
+        model_type=champion.model_type,
+        version=champion.version,
+        dataset_id=champion.dataset_id,
+        window="-",
+        figures={
+            "kind": "champion_age",
+            "age_seconds": round(champion.age_seconds, 1),
+            "limit": limit,
+            "version": champion.version,
+        },
+    )
+
+
+async def _retrain(store: WorkerStore, reasons: list[RetrainReason], triggers: Triggers) -> int:
+    queued = 0
+    for r in reasons:
+        admission = await store.retrain_for(r, priority=triggers.priority)
+        if admission is not None:
+            queued += 1
+            log.info(
+                "live evaluation: %s v%s, %s over the %s window: job %s (%s)",
+                r.model_type,
+                r.version,
+                r.kind,
+                r.window,
+                admission.job_id,
+                admission.outcome.value,
+            )
+    return queued
+
+
+async def evaluate(
+    store: WorkerStore, *, every: float, now: datetime | None = None, triggers: Triggers | None = None
+) -> int:
     """One round, when no worker took one in the last `every` seconds: the number of (version,
-    window) figures saved (0 when another worker has this round)."""
+    window) figures saved (0 when another worker has this round). With `triggers`, the reasons
+    the champions' figures give queue their jobs."""
     if not await store.take_live_turn(every * 0.9):
         return 0
     until = now or datetime.now(UTC)
     saved = 0
+    champions = {(c.model_type, c.version): c for c in await store.champions()} if triggers else {}
+    if triggers:
+        await _retrain(store, [r for c in champions.values() if (r := age_reason(c, triggers))], triggers)
     for v in await store.versions_to_evaluate(RECENT):
         for name, width in WINDOWS.items():
             since = until - width
@@ -55,14 +175,17 @@ async def evaluate(store: WorkerStore, *, every: float, now: datetime | None = N
             }
             await store.save_live_figures(v.model_type, v.version, name, figures)
             saved += 1
+            champion = champions.get((v.model_type, v.version))
+            if triggers is not None and champion is not None:
+                await _retrain(store, reasons_in(figures, champion, triggers), triggers)
     return saved
 
 
-async def run(store: WorkerStore, *, every: float) -> None:
+async def run(store: WorkerStore, *, every: float, triggers: Triggers | None = None) -> None:
     """A round every `every` seconds, for ever."""
     while True:
         try:
-            await evaluate(store, every=every)
+            await evaluate(store, every=every, triggers=triggers)
         except StorageError as exc:
             log.warning("live evaluation failed: %s", exc)
         await asyncio.sleep(every)

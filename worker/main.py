@@ -118,7 +118,10 @@ async def serve(settings: Settings) -> int:
             cleanup.push_async_callback(_step, "stop the retention sweep", lambda: _cancel(retention_task))
             side[retention_task] = "retention sweep"
         if settings.live_eval_seconds > 0:
-            live_task = asyncio.create_task(live.run(queue, every=settings.live_eval_seconds), name="fcl-live")
+            live_task = asyncio.create_task(
+                live.run(queue, every=settings.live_eval_seconds, triggers=live.Triggers.from_settings(settings)),
+                name="fcl-live",
+            )
             cleanup.push_async_callback(_step, "stop the live evaluation", lambda: _cancel(live_task))
             side[live_task] = "live evaluation"
         done, _ = await asyncio.wait(

@@ -5,7 +5,7 @@ claim), in SQL (`status_event_sql`); tests/integration/test_reads.py checks the 
 from __future__ import annotations
 
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from fcl.contract.enums import JobStatus
 from fcl.contract.events import ErrorInfo, TrainingStatusEvent, rfc3339
@@ -30,6 +30,8 @@ class JobFields(Protocol):
     def priority(self) -> int: ...
     @property
     def attempts(self) -> int: ...
+    @property
+    def reason(self) -> dict[str, Any] | None: ...
 
 
 def status_event_sql(rows: str, *, status: str, attempt: str, progress: str, message: str) -> str:
@@ -43,7 +45,7 @@ def status_event_sql(rows: str, *, status: str, attempt: str, progress: str, mes
                    'event_id', c.event_id, 'job_id', c.id, 'dataset_id', c.dataset_id, 'model_type', c.model_type,
                    'status', {status}, 'priority', c.priority, 'attempt', GREATEST(1, {attempt}),
                    'progress', {progress}, 'message', {message}, 'error', NULL, 'training_event_id', NULL,
-                   'model_version', NULL, 'occurred_at', {ts("clock_timestamp()")})
+                   'model_version', NULL, 'occurred_at', {ts("clock_timestamp()")}, 'reason', c.reason)
         FROM (SELECT *, gen_random_uuid() AS event_id FROM {rows}) AS c
         ORDER BY c.id
         RETURNING event_id"""
@@ -76,6 +78,7 @@ def status_event(
         training_event_id=str(training_event_id) if training_event_id else None,
         model_version=model_version,
         occurred_at=rfc3339(),
+        reason=job.reason,
     )
     return (Topic.TRAINING_STATUS, str(job.id), event.model_dump(mode="json"))
 

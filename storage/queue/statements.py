@@ -37,8 +37,9 @@ ADMIT_SQL = """
     WITH req AS (
         SELECT * FROM unnest(CAST(:events AS text[]), CAST(:datasets AS text[]), CAST(:types AS text[]),
                              CAST(:priorities AS smallint[]), CAST(:sources AS text[]), CAST(:attempts AS integer[]),
-                             CAST(:traces AS text[]))
-               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, trace, ord)),
+                             CAST(:traces AS text[]), CAST(:reasons AS jsonb[]))
+               WITH ORDINALITY AS r(event_id, dataset_id, model_type, priority, source, max_attempts, trace, reason,
+                                    ord)),
     known AS (
         SELECT DISTINCT t.scope, t.event_id, j.id, j.priority, j.attempts
         FROM req r JOIN job_triggers t ON t.scope = r.dataset_id || '/' || r.model_type AND t.event_id = r.event_id
@@ -52,7 +53,8 @@ ADMIT_SQL = """
     pairs AS (
         SELECT key, min(dataset_id) AS dataset_id, min(model_type) AS model_type, max(priority) AS priority,
                min(max_attempts) AS max_attempts, count(*) AS n,
-               (array_agg(trace ORDER BY ord) FILTER (WHERE trace IS NOT NULL))[1] AS trace
+               (array_agg(trace ORDER BY ord) FILTER (WHERE trace IS NOT NULL))[1] AS trace,
+               (array_agg(reason ORDER BY ord) FILTER (WHERE reason IS NOT NULL))[1] AS reason
         FROM fresh GROUP BY key),
     waiting AS (
         SELECT j.id, j.priority, j.dedupe_key FROM training_jobs j
@@ -67,16 +69,16 @@ ADMIT_SQL = """
         RETURNING j.dedupe_key, j.id, w.priority AS before, j.attempts),
     created AS (
         INSERT INTO training_jobs AS j (id, dataset_id, model_type, priority, max_attempts, rank_at, dedupe_key,
-                                        trace_context, trigger_count)
+                                        trace_context, trigger_count, reason)
         SELECT gen_random_uuid(), p.dataset_id, p.model_type, p.priority, p.max_attempts,
-               now() - p.priority * CAST(:ageing AS interval), p.key, p.trace, p.n
+               now() - p.priority * CAST(:ageing AS interval), p.key, p.trace, p.n, p.reason
         FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM waiting w WHERE w.dedupe_key = p.key)
         ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
-        RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type),
+        RETURNING j.dedupe_key, j.id, j.priority, j.attempts, j.dataset_id, j.model_type, j.reason),
     jobs AS (SELECT dedupe_key, id FROM joined UNION ALL SELECT dedupe_key, id FROM created),
     triggers AS (
-        INSERT INTO job_triggers (scope, event_id, job_id, priority, source, received_at)
-        SELECT f.key, f.event_id, jobs.id, f.priority, f.source, clock_timestamp()
+        INSERT INTO job_triggers (scope, event_id, job_id, priority, source, received_at, reason)
+        SELECT f.key, f.event_id, jobs.id, f.priority, f.source, clock_timestamp(), f.reason
         FROM fresh f JOIN jobs ON jobs.dedupe_key = f.key
         ORDER BY f.ord
         RETURNING event_id),

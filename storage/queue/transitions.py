@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -67,6 +68,7 @@ class JobQueue:
                     "sources": [r.source for r in requests],
                     "attempts": [self.policy.attempts_for(r.model_type) for r in requests],
                     "traces": [r.trace_context for r in requests],
+                    "reasons": [json.dumps(r.reason) if r.reason is not None else None for r in requests],
                     "ageing": self.policy.ageing_step,
                     "status_topic": Topic.TRAINING_STATUS.value,
                 },
@@ -144,6 +146,7 @@ class JobQueue:
                     model_type=r.model_type,
                     priority=priority,
                     source=source,
+                    reason={"kind": "threshold", "total_samples": r.total_samples},
                 )
                 for r in rows
             ]

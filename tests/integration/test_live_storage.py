@@ -8,8 +8,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from fcl.storage.db import Database
+from fcl.storage.entities import EndedAttempt
 from fcl.storage.live import LiveRepository, NewOutcome, NewPrediction
+from fcl.storage.queue import JobQueue
+from fcl.storage.retry import RetryDecision
 from fcl.storage.stores import WorkerStore
 from fcl.worker import live
 from tests import factories
@@ -105,3 +110,62 @@ async def test_whichever_arrives_second_makes_the_pair_once(own_db: Database) ->
     await scalar(own_db, "UPDATE live_versions SET last_prediction_at = now() - interval '40 days' RETURNING 1")
     await store.forget_predictions(older_than=timedelta(days=30))
     assert await scalar(own_db, "SELECT count(*) FROM live_figures") == 0
+
+
+async def test_a_champion_that_falls_short_live_is_retrained_once_with_its_reason(own_db: Database) -> None:
+    recorded = await factories.record_version(own_db, "goal", auc=0.8)
+    version = recorded.job.model_version
+    assert version is not None and recorded.promoted  # the champion
+    dataset = recorded.job.dataset_id
+    async with own_db.transaction() as s:
+        repo = LiveRepository(s)
+        await repo.record_predictions([_prediction(version, f"q{i}", probability=0.5) for i in range(4)])
+        await repo.record_outcomes([_outcome(f"q{i}", f"oq{i}", achieved=i % 2 == 0) for i in range(4)])
+    store = WorkerStore(own_db)
+    triggers = live.Triggers(live_drops={"goal": 0.1}, min_pairs=4, max_ages={"goal": 0.001})
+    assert await live.evaluate(store, every=0.001, triggers=triggers) == 2
+    # the live AUC (0.5, every probability the same) is 37.5 % below the validated 0.8: the hour and
+    # the day window each fire once; the first queues a job for the champion's dataset, the second
+    # joins it; the champion's age fired too (a limit of a millisecond)
+    fired = await rows(own_db, 'SELECT "window", kind, figures, job_id FROM retrain_reasons ORDER BY kind, "window"')
+    assert [(r.window, r.kind) for r in fired] == [("-", "champion_age"), ("day", "live_drop"), ("hour", "live_drop")]
+    assert len({r.job_id for r in fired}) == 1 and fired[0].job_id is not None
+    drop = fired[1].figures
+    assert drop["metric"] == "roc_auc" and drop["live"] == 0.5 and drop["validated"] == 0.8
+    assert drop["drop"] == pytest.approx((0.8 - 0.5) / 0.8) and drop["pairs"] == 4 and drop["version"] == version
+    job = (
+        await rows(
+            own_db, "SELECT dataset_id, reason, trigger_count FROM training_jobs WHERE id = :j", j=fired[0].job_id
+        )
+    )[0]
+    assert job.dataset_id == dataset and job.trigger_count == 3
+    assert job.reason["kind"] == "champion_age"  # the first trigger's reason is the job's
+    triggers_of_job = await rows(
+        own_db, "SELECT event_id, reason FROM job_triggers WHERE job_id = :j ORDER BY event_id", j=fired[0].job_id
+    )
+    assert [t.event_id for t in triggers_of_job] == [
+        f"live:champion_age:goal:{version}:-",
+        f"live:live_drop:goal:{version}:day",
+        f"live:live_drop:goal:{version}:hour",
+    ]
+    queued = await rows(
+        own_db,
+        "SELECT payload FROM outbox WHERE topic = 'training-status' AND payload->>'job_id' = :j",
+        j=str(fired[0].job_id),
+    )
+    assert [q.payload["reason"]["kind"] for q in queued] == ["champion_age"]
+    # the next rounds fire nothing again: once per version, window and kind
+    assert await live.evaluate(store, every=0.001, triggers=triggers) == 2
+    assert await scalar(own_db, "SELECT count(*) FROM retrain_reasons") == 3
+    assert await scalar(own_db, "SELECT count(*) FROM training_jobs WHERE status = 'queued'") == 1
+    # the attempt's history row carries the job's reason
+    job_row = await factories.lease(own_db, fired[0].job_id)
+    assert job_row.reason is not None and job_row.reason["kind"] == "champion_age"
+    async with own_db.transaction() as s:
+        await JobQueue(s).fail(
+            job_row.lease,
+            EndedAttempt(started_at=datetime.now(UTC), duration_seconds=1.0, error_type="X", message="refused"),
+            RetryDecision(retry=False, reason="not retriable"),
+        )
+    history = await rows(own_db, "SELECT reason FROM training_events WHERE job_id = :j", j=fired[0].job_id)
+    assert [h.reason["kind"] for h in history] == ["champion_age"]

@@ -219,3 +219,61 @@ def test_any_bytes_on_either_topic_are_parsed_or_refused_with_a_reason(raw: byte
         assert isinstance(result, (ParsedPrediction, ParsedOutcome, Rejected))
         if isinstance(result, Rejected):
             assert result.reason and "could not be parsed" not in result.reason, result.reason
+
+
+# -- retraining for a reason ------------------------------------------------------------------------
+def _champion(model_type: str = "goal", age: float = 10.0) -> Any:
+    from fcl.storage.stores import ServingChampion
+
+    return ServingChampion(model_type=model_type, version=4, dataset_id="ds", age_seconds=age)
+
+
+def _figures(drop: float | None, with_outcome: int, psi_max: float = 0.05, inputs: int = 500) -> dict[str, Any]:
+    return {
+        "window": "day",
+        "with_outcome": with_outcome,
+        "key": {"metric": "roc_auc", "live": 0.7, "validated": 0.8, "drop": drop},
+        "input_drift": {
+            "psi": {"income": psi_max, "savings": psi_max / 2},
+            "psi_max": psi_max,
+            "level": "x",
+            "inputs": inputs,
+        },
+    }
+
+
+def test_a_champion_falling_short_or_drifting_gives_a_reason_with_its_figures() -> None:
+    from fcl.operator import reason_text
+    from fcl.worker.live import Triggers, age_reason, reasons_in
+
+    triggers = Triggers(live_drops={"goal": 0.1}, drift_psi=0.25, max_ages={"goal": 100.0}, min_pairs=50)
+    [dropped] = reasons_in(_figures(drop=0.125, with_outcome=60), _champion(), triggers)
+    assert dropped.kind == "live_drop" and dropped.event_id == "live:live_drop:goal:4:day"
+    assert dropped.figures == {
+        "kind": "live_drop",
+        "metric": "roc_auc",
+        "live": 0.7,
+        "validated": 0.8,
+        "drop": 0.125,
+        "limit": 0.1,
+        "pairs": 60,
+        "version": 4,
+        "window": "day",
+    }
+    assert reason_text(dropped.figures) == "live_drop day: roc_auc 0.7 vs 0.8"
+    # within the limit, too few pairs, or no limit for the type: no reason
+    assert reasons_in(_figures(drop=0.09, with_outcome=600), _champion(), triggers) == []
+    assert reasons_in(_figures(drop=0.5, with_outcome=49), _champion(), triggers) == []
+    assert reasons_in(_figures(drop=0.5, with_outcome=600), _champion("spending"), triggers) == []
+    [drifted] = reasons_in(_figures(drop=None, with_outcome=0, psi_max=0.4), _champion(), triggers)
+    assert (
+        drifted.kind == "input_drift" and drifted.figures["feature"] == "income" and drifted.figures["psi_max"] == 0.4
+    )
+    assert reasons_in(_figures(drop=None, with_outcome=0, psi_max=0.4, inputs=10), _champion(), triggers) == []
+    both = reasons_in(_figures(drop=0.3, with_outcome=80, psi_max=0.3), _champion(), triggers)
+    assert [r.kind for r in both] == ["live_drop", "input_drift"]
+    old = age_reason(_champion(age=101.0), triggers)
+    assert old is not None and old.window == "-" and old.figures["age_seconds"] == 101.0
+    assert age_reason(_champion(age=99.0), triggers) is None
+    assert age_reason(_champion("spending", age=10**9), triggers) is None
+    assert reasons_in(_figures(drop=0.9, with_outcome=900, psi_max=9.0), _champion(), Triggers()) == []

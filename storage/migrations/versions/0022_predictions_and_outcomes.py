@@ -8,6 +8,10 @@ joined as they arrive, and its live figures.
 - `live_versions`: the versions predictions were logged for (what the live evaluation visits).
 - `live_figures`: per version and window, what the last evaluation computed.
 - `live_turn`: one row; a trainer worker takes a round of the evaluation by moving it.
+- `retrain_reasons`: each reason to retrain a champion that fired (a live drop, input drift, age),
+  once per version, window and kind, with the job it queued.
+- `reason` on `training_jobs`, `job_triggers` and `training_events`: why a job was queued
+  (`{"kind": "threshold" | "operator" | "live_drop" | "input_drift" | "champion_age", ...figures}`).
 
 Revision ID: 0022
 Revises: 0021
@@ -86,8 +90,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_live_turn"),
     )
     op.execute("INSERT INTO live_turn (id, taken_at) VALUES (1, '-infinity')")
+    op.create_table(
+        "retrain_reasons",
+        sa.Column("model_type", sa.Text(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("window", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("figures", postgresql.JSONB(), nullable=False),
+        sa.Column("job_id", sa.Uuid(), nullable=True),
+        sa.Column("fired_at", _TS, server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("model_type", "version", "window", "kind", name="pk_retrain_reasons"),
+    )
+    for table in ("training_jobs", "job_triggers", "training_events"):
+        op.add_column(table, sa.Column("reason", postgresql.JSONB(), nullable=True))
 
 
 def downgrade() -> None:
+    for table in ("training_jobs", "job_triggers", "training_events"):
+        op.drop_column(table, "reason")
+    op.drop_table("retrain_reasons")
     for table in ("live_turn", "live_versions", "live_figures", "waiting_outcomes", "predictions"):
         op.drop_table(table)
