@@ -613,6 +613,7 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("POST", "/model-versions/{model_type}/{version}/promote"),
         ("GET", "/model-versions/{model_type}/champion"),
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
+        ("GET", "/model-versions/{model_type}/{version}/live"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
         ("POST", "/outbox/unpark"),
         ("GET", "/datasets/{dataset_id}"),
