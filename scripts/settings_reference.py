@@ -56,7 +56,8 @@ def rows() -> list[tuple[str, str, str, str]]:
                 default = Settings(_env_file=None).model_dump().get(name, {}).get(spec.name)
                 if name == "thresholds":
                     default = spec.default_threshold
-                out.append((variable, "int", _default(default), meaning))
+                kind = "float" if "float" in str(field.annotation) else "int"
+                out.append((variable, kind, _default(default), meaning))
             continue
         variable = field.validation_alias if isinstance(field.validation_alias, str) else f"FCL_{name.upper()}"
         default = field.get_default(call_default_factory=True)
