@@ -158,12 +158,19 @@ class FinCoachSimulator:
                 yield {"user_id": uid, "date": day, "amount": float(amount)}
 
     # -- goals ---------------------------------------------------------------------------------------
-    def goal_samples(self, goals_per_user: int = 2) -> list[dict[str, Any]]:
+    def goal_samples(self, goals_per_user: int = 2, *, shift: float = 0.0) -> list[dict[str, Any]]:
+        """Savings goals and whether each was reached. `shift` (0 to 1) moves the users' behaviour:
+        at 1, incomes are 60 % higher (the inputs drift) and what decides a goal has changed (long
+        plans and heavy credit users now succeed, short affordable ones fail): a model trained
+        before the shift ranks the goals after it badly."""
+        if not 0.0 <= shift <= 1.0:
+            raise ValueError(f"shift {shift} is not within 0 to 1")
         rng = np.random.default_rng([self.seed, 2])
         out = []
         f = self.users.features
         for i, uid in enumerate(self.users.ids):
             income, spend, savings_rate, volatility, _transactions, credit = f[i]
+            income = income * (1.0 + 0.6 * shift)
             for g in range(goals_per_user):
                 months = int(rng.integers(3, 37))
                 target = float(rng.uniform(0.5, 12.0) * income)
@@ -181,6 +188,11 @@ class FinCoachSimulator:
                     - 1.0 * (months < 6) * (ratio > 0.4)
                     + rng.normal(0.0, 0.5)
                 )
+                if shift:
+                    changed = (
+                        -2.0 + 3.0 * (months > 18) + 2.5 * (credit > 0.5) - 2.0 * (ratio < 0.3) + rng.normal(0.0, 0.5)
+                    )
+                    logit = (1.0 - shift) * logit + shift * changed
                 achieved = bool(rng.random() < 1.0 / (1.0 + math.exp(-min(max(logit, -30.0), 30.0))))
                 out.append(
                     {

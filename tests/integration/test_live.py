@@ -242,3 +242,159 @@ def _dashboard_shows_live(svc: Service, hour: dict[str, Any]) -> None:
         timeout=120,
     )
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def loop_svc(stack: RunStack, tmp_path: Path) -> Iterator[Service]:
+    service = Service(
+        stack,
+        tmp_path,
+        extra_env={
+            "FCL_TRAINER_HYPERPARAMETERS": '{"goal": {"n_estimators": 30}}',
+            "FCL_RETRAIN_SWEEP_SECONDS": "0",
+            "FCL_LIVE_EVAL_SECONDS": "1",
+            "FCL_LIVE_DROP_GOAL": "0.1",
+            "FCL_LIVE_MIN_PAIRS": "100",
+            "FCL_TRAIN_WINDOW_GOAL": "1200",  # a retraining reads the newest 1,200 samples
+        },
+    )
+    try:
+        service.start("streams", "trainer", "web")
+        yield service
+    finally:
+        service.stop()
+
+
+def _records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "achieved"} for r in samples]
+
+
+async def _outcomes(svc: Service, answers: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+    await produce_raw(
+        svc.settings,
+        svc.settings.topic("outcomes"),
+        [
+            (
+                a["prediction_id"].encode(),
+                _encode(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "prediction_id": a["prediction_id"],
+                        "outcome": {"achieved": s["achieved"]},
+                    }
+                ),
+            )
+            for a, s in zip(answers, samples, strict=True)
+        ],
+    )
+
+
+async def _live(svc: Service, version: int, predictions: int) -> dict[str, Any]:
+    async def ready() -> bool:
+        status, body = await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour")
+        return status == 200 and body["with_outcome"] >= predictions
+
+    await eventually(ready, timeout=60, what=f"the live figures of v{version}", logs=svc.logs)
+    return (await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour"))[1]
+
+
+async def _serve(svc: Service, version: int) -> None:
+    status, champion = await _get(svc, f"{API}/model-versions/goal/champion")
+    if status != 200 or champion["version"] != version:
+        async with (
+            aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
+            http.post(f"{API}/model-versions/goal/{version}/promote", json={"reason": "the test serves it"}) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+
+async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live_recovers(loop_svc: Service) -> None:
+    """The whole loop: users act, the app predicts and logs, outcomes arrive, live figures appear;
+    the users' behaviour shifts, the live key metric falls, a job is queued with that reason, and
+    the new champion's live metric recovers."""
+    svc = loop_svc
+    db = Database(svc.database_url, pool_size=2)
+    try:
+        before = FinCoachSimulator(seed=71, n_users=600).goal_samples()
+        await factories.store(db, "goal-loop", "goal", before)
+        first = (await factories.admit(db, "goal-loop", "goal", 5)).job_id
+        await eventually(
+            lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=first),
+            timeout=180,
+            logs=svc.logs,
+            what="v1 trained",
+        )
+        v1 = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=first))
+        await _serve(svc, v1)
+        watcher = ChampionWatcher.from_settings(
+            "goal", svc.settings, api_url=svc.base_url, log_predictions=True, resync_seconds=2
+        )
+        async with watcher:
+            # users as they were: v1 does about as well live as in validation, nothing fires
+            usual = FinCoachSimulator(seed=72, n_users=150).goal_samples()
+            await _outcomes(svc, watcher.predict(_records(usual)), usual)
+            steady = await _live(svc, v1, len(usual))
+            assert steady["key"]["drop"] < 0.1, steady["key"]
+            assert await scalar(db, "SELECT count(*) FROM retrain_reasons") == 0
+
+            # the users change: their new goals reach fcl as samples, and the app's predictions of
+            # them (still v1's) meet what happened
+            changed = FinCoachSimulator(seed=73, n_users=600).goal_samples(shift=1.0)
+            events = [
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "dataset_id": "goal-loop",
+                    "model_type": "goal",
+                    "samples": changed[i : i + 400],
+                }
+                for i in range(0, len(changed), 400)
+            ]
+            await produce_raw(
+                svc.settings, svc.settings.topic("training-samples"), [(b"goal-loop", _encode(e)) for e in events]
+            )
+            now_live = FinCoachSimulator(seed=74, n_users=150).goal_samples(shift=1.0)
+            await _outcomes(svc, watcher.predict(_records(now_live)), now_live)
+            fallen = await _live(svc, v1, len(usual) + len(now_live))
+            assert fallen["key"]["drop"] > 0.1, fallen["key"]
+
+            async def retrained() -> bool:
+                return bool(await scalar(db, "SELECT count(*) > 0 FROM retrain_reasons WHERE kind = 'live_drop'"))
+
+            await eventually(retrained, timeout=60, what="a live_drop reason fired", logs=svc.logs)
+            job = await scalar(
+                db, "SELECT job_id FROM retrain_reasons WHERE kind = 'live_drop' ORDER BY fired_at LIMIT 1"
+            )
+            status, detail = await _get(svc, f"{API}/training-job/{job}")
+            assert status == 200 and detail["reason"]["kind"] == "live_drop", detail
+            reason = detail["reason"]
+            assert reason["metric"] == "roc_auc" and reason["version"] == v1 and reason["live"] < reason["validated"]
+            await eventually(
+                lambda: scalar(db, "SELECT status IN ('completed', 'failed') FROM training_jobs WHERE id = :j", j=job),
+                timeout=180,
+                logs=svc.logs,
+                what="the retraining ended",
+            )
+            assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :j", j=job) == "completed"
+            v2 = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
+            history = (await _get(svc, f"{API}/training-history?limit=5"))[1]["items"]
+            assert any(e["job_id"] == str(job) and e["reason"]["kind"] == "live_drop" for e in history), history
+            await _serve(svc, v2)
+
+            async def swapped() -> bool:
+                return watcher.served is not None and watcher.served.version == v2
+
+            await eventually(swapped, timeout=60, what="the watcher serves v2", logs=svc.logs)
+            # the same changed users, now predicted by v2: live recovers
+            later = FinCoachSimulator(seed=75, n_users=150).goal_samples(shift=1.0)
+            await _outcomes(svc, watcher.predict(_records(later)), later)
+            recovered = await _live(svc, v2, len(later))
+        v1_changed = fallen["metrics"]["roc_auc"]
+        assert recovered["metrics"]["roc_auc"] > v1_changed + 0.1, (recovered["metrics"], fallen["metrics"])
+        assert recovered["key"]["drop"] < 0.1, recovered["key"]
+        print(
+            f"live roc_auc: v{v1} before the shift {steady['metrics']['roc_auc']:.3f}, after it "
+            f"{v1_changed:.3f} (validated {reason['validated']:.3f}); v{v2} on the changed users "
+            f"{recovered['metrics']['roc_auc']:.3f} (validated {recovered['key']['validated']:.3f})"
+        )
+    finally:
+        await db.close()
