@@ -277,3 +277,37 @@ def test_a_champion_falling_short_or_drifting_gives_a_reason_with_its_figures() 
     assert age_reason(_champion(age=99.0), triggers) is None
     assert age_reason(_champion("spending", age=10**9), triggers) is None
     assert reasons_in(_figures(drop=0.9, with_outcome=900, psi_max=9.0), _champion(), Triggers()) == []
+
+
+# -- the serving side's prediction log ---------------------------------------------------------------
+def test_each_answer_gets_an_id_and_an_event_with_its_inputs() -> None:
+    from fcl.serving.predictions import MAX_INPUT_BYTES, events
+
+    records = [{"user_id": "u1", "goal_id": "g", "features": {"a": 1.0}}, {"user_id": "u2", "features": {"a": 2.0}}]
+    answers = [{"probability": 0.2}, {"probability": 0.9}]
+    found = events("goal", 7, records, answers)
+    assert [e["prediction_id"] for e in found] == [a["prediction_id"] for a in answers]
+    assert found[0]["inputs"] == records[0] and found[1]["subject"] == "u2" and found[1]["version"] == 7
+    assert found[0]["prediction"] == {"probability": 0.2}  # the answer, without its id
+    for event in found:  # what the predictions topic accepts
+        assert isinstance(parse_prediction(_message(event), max_bytes=1 << 20), ParsedPrediction)
+    # spending: one forecast a user, its inputs that user's days
+    days = [{"user_id": u, "date": f"2026-11-0{d}", "amount": float(d)} for u in ("a", "b") for d in range(1, 4)]
+    forecasts = [
+        {"user_id": "b", "forecast": [{"date": "2026-11-04", "amount": 1.0}]},
+        {"user_id": "a", "forecast": []},
+    ]
+    spent = events("spending", 2, days, forecasts)
+    assert [len(e["inputs"]) for e in spent] == [3, 3] and spent[0]["inputs"][0]["user_id"] == "b"
+    # inputs too large to log travel as their digest
+    big = [{"user_id": "u", "features": {f"f{i}": 1.0 for i in range(MAX_INPUT_BYTES // 8)}}]
+    [digested] = events("goal", 1, big, [{"probability": 0.5}])
+    assert "inputs" not in digested and digested["inputs_digest"].startswith("sha256:")
+
+
+def test_the_log_never_blocks_and_drops_the_oldest_past_its_bound() -> None:
+    from fcl.serving.predictions import PredictionLog
+
+    log = PredictionLog(topic="t", kafka_bootstrap="nowhere:1", max_pending=3)
+    log.add([{"model_type": "goal", "n": i} for i in range(5)])
+    assert log.dropped == 2 and [json.loads(v)["n"] for _, v in log.pending] == [2, 3, 4]
