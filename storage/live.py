@@ -2,7 +2,9 @@
 of `predictions`, `waiting_outcomes`, `live_versions`, `live_figures` and `live_turn`.
 
 Whichever of a prediction and its outcome arrives second makes the pair: a prediction takes the
-outcomes that waited for it, an outcome is written into its prediction's row. Both are idempotent
+outcomes that waited for it, an outcome is written into its prediction's row (an advisory lock,
+shared by predictions and exclusive for outcomes, keeps two simultaneous commits from missing
+each other). Both are idempotent
 by `event_id` (a redelivered record changes nothing); a second outcome for one prediction is
 counted (`repeated_outcomes`), never joined; an outcome whose prediction is unknown waits, and is
 counted as unknown until the prediction comes or the retention forgets it. The statements are
@@ -21,6 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 QUERIES: dict[str, str] = {
+    # A prediction's transaction and an outcome's for the same id, committed at the same time, would
+    # each miss the other (the outcome waits, the prediction finds nothing waiting): predictions
+    # take this lock shared (they run side by side), outcomes exclusive, so one of the two always
+    # sees the other's commit.
+    "predictions_lock": "SELECT pg_advisory_xact_lock_shared(hashtext('fcl-live-join'))",
+    "outcomes_lock": "SELECT pg_advisory_xact_lock(hashtext('fcl-live-join'))",
     # the versions of these (model type, version) pairs that exist and can be predicted with
     "known_versions": """
         SELECT v.model_type, v.version
@@ -264,6 +272,7 @@ class LiveRepository:
     async def record_predictions(self, predictions: Sequence[NewPrediction]) -> LiveIngest:
         """Record predictions of known versions (others refused), join the outcomes that waited."""
         result = LiveIngest()
+        await self._run("predictions_lock")
         pairs = sorted({(p.model_type, p.version) for p in predictions})
         known = {
             (r.model_type, r.version)
@@ -309,6 +318,7 @@ class LiveRepository:
         repeated ones, keep the ones whose prediction is unknown waiting; refuse one that names
         another model type than its prediction's."""
         result = LiveIngest()
+        await self._run("outcomes_lock")
         rows = {
             r.prediction_id: r
             for r in await self._run(

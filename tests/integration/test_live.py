@@ -290,11 +290,17 @@ async def _outcomes(svc: Service, answers: list[dict[str, Any]], samples: list[d
 
 
 async def _live(svc: Service, version: int, predictions: int) -> dict[str, Any]:
+    seen: list[Any] = []
+
     async def ready() -> bool:
         status, body = await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour")
+        seen[:] = [status, body]
         return status == 200 and body["with_outcome"] >= predictions
 
-    await eventually(ready, timeout=60, what=f"the live figures of v{version}", logs=svc.logs)
+    try:
+        await eventually(ready, timeout=60, what=f"the live figures of v{version}")
+    except AssertionError:
+        raise AssertionError(f"v{version}'s live figures never showed {predictions} pairs: {seen}") from None
     return (await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour"))[1]
 
 

@@ -5,6 +5,7 @@ the oldest of both. Then the live evaluation of a worker over those pairs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -169,3 +170,23 @@ async def test_a_champion_that_falls_short_live_is_retrained_once_with_its_reaso
         )
     history = await rows(own_db, "SELECT reason FROM training_events WHERE job_id = :j", j=fired[0].job_id)
     assert [h.reason["kind"] for h in history] == ["champion_age"]
+
+
+async def test_a_prediction_and_its_outcome_committed_at_the_same_time_still_pair(own_db: Database) -> None:
+    version = (await factories.record_version(own_db, "goal")).job.model_version
+    assert version is not None
+    async with own_db.transaction() as a:
+        await LiveRepository(a).record_outcomes([_outcome("px", "ox", True)])  # waits: no prediction yet
+
+        async def predict() -> int:
+            async with own_db.transaction() as b:
+                return (await LiveRepository(b).record_predictions([_prediction(version, "px")])).joined
+
+        task = asyncio.create_task(predict())
+        await asyncio.sleep(0.5)
+        # without the join lock the prediction would commit now, seeing no waiting outcome, and the
+        # outcome would wait for ever
+        assert not task.done()
+    assert await task == 1
+    assert await scalar(own_db, "SELECT outcome_event_id FROM predictions WHERE prediction_id = 'px'") == "ox"
+    assert await scalar(own_db, "SELECT count(*) FROM waiting_outcomes") == 0
