@@ -272,6 +272,8 @@ class LiveRepository:
     async def record_predictions(self, predictions: Sequence[NewPrediction]) -> LiveIngest:
         """Record predictions of known versions (others refused), join the outcomes that waited."""
         result = LiveIngest()
+        if not predictions:
+            return result
         await self._run("predictions_lock")
         pairs = sorted({(p.model_type, p.version) for p in predictions})
         known = {
@@ -318,6 +320,8 @@ class LiveRepository:
         repeated ones, keep the ones whose prediction is unknown waiting; refuse one that names
         another model type than its prediction's."""
         result = LiveIngest()
+        if not outcomes:
+            return result
         await self._run("outcomes_lock")
         rows = {
             r.prediction_id: r

@@ -152,11 +152,7 @@ class IngestStore:
     ) -> LiveIngest:
         """Record predictions (joining the outcomes that waited for them) and the batch's dead
         letters, one for each prediction of a version that was never recorded."""
-        async with self.db.transaction() as s:
-            result = await LiveRepository(s).record_predictions(predictions) if predictions else LiveIngest()
-            refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
-            await write_dead_letters(s, [*dead_letters, *refused])
-            return result
+        return await self._live(lambda live: live.record_predictions(predictions), dead_letters, letter_for_refused)
 
     async def outcomes(
         self,
@@ -167,8 +163,16 @@ class IngestStore:
     ) -> LiveIngest:
         """Join outcomes with their predictions (or keep them waiting) and write the batch's dead
         letters, one for each outcome that names another model type than its prediction's."""
+        return await self._live(lambda live: live.record_outcomes(outcomes), dead_letters, letter_for_refused)
+
+    async def _live(
+        self,
+        record: Callable[[LiveRepository], Awaitable[LiveIngest]],
+        dead_letters: Sequence[DeadLetter],
+        letter_for_refused: Callable[[str, str], DeadLetter],
+    ) -> LiveIngest:
         async with self.db.transaction() as s:
-            result = await LiveRepository(s).record_outcomes(outcomes) if outcomes else LiveIngest()
+            result = await record(LiveRepository(s))
             refused = [letter_for_refused(event, reason) for event, reason in result.refused.items()]
             await write_dead_letters(s, [*dead_letters, *refused])
             return result

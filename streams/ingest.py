@@ -248,93 +248,88 @@ class SampleIngestor(_Door):
         )
 
 
-def _first_by_event(parsed: Sequence[ParsedPrediction] | Sequence[ParsedOutcome]) -> dict[str, RawMessage]:
-    first: dict[str, RawMessage] = {}
-    for p in parsed:
-        first.setdefault(p.event.event_id, p.message)
-    return first
-
-
-def _live_report(rejected: Sequence[Rejected], result: LiveIngest) -> BatchReport:
-    return BatchReport(
-        duplicates=result.duplicates,
-        dead_letters=[r.reason for r in rejected] + list(result.refused.values()),
-        outcomes_joined=result.joined,
-        outcomes_waiting=result.waiting,
-        outcomes_repeated=result.repeated,
-    )
-
-
-class PredictionIngestor(_Door):
-    """predictions events are recorded, each joined with the outcome that waited for it, if any."""
+class _LiveDoor(_Door):
+    """What the predictions and outcomes ingestors share: a batch's valid records go to the store
+    in one transaction with the dead letters of the refused ones, and of those the store refuses."""
 
     def __init__(self, store: IngestStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+
+    async def _commit(
+        self,
+        parsed: Sequence[ParsedPrediction] | Sequence[ParsedOutcome],
+        rejected: Sequence[Rejected],
+        record: Callable[..., Awaitable[LiveIngest]],
+        rows: Sequence[NewPrediction] | Sequence[NewOutcome],
+    ) -> tuple[LiveIngest, BatchReport]:
+        first: dict[str, RawMessage] = {}
+        for p in parsed:
+            first.setdefault(p.event.event_id, p.message)
+
+        def refused(event_id: str, reason: str) -> DeadLetter:
+            (letter,) = self._letters([Rejected(message=first[event_id], reason=reason)])
+            return letter
+
+        result = await record(rows, dead_letters=self._letters(rejected), letter_for_refused=refused)
+        report = BatchReport(
+            duplicates=result.duplicates,
+            dead_letters=[r.reason for r in rejected] + list(result.refused.values()),
+            outcomes_joined=result.joined,
+            outcomes_waiting=result.waiting,
+            outcomes_repeated=result.repeated,
+        )
+        return result, report
+
+
+class PredictionIngestor(_LiveDoor):
+    """predictions events are recorded, each joined with the outcome that waited for it, if any."""
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedPrediction | Rejected]:
         return [parse_prediction(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
     async def write(self, items: Sequence[ParsedPrediction | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedPrediction)]
+        rows = [
+            NewPrediction(
+                event_id=p.event.event_id,
+                prediction_id=p.event.prediction_id,
+                model_type=p.model_type,
+                version=p.event.version,
+                subject=p.event.subject,
+                inputs=p.inputs,
+                inputs_digest=p.event.inputs_digest,
+                prediction=p.prediction,
+                occurred_at=p.event.occurred_at or now(),
+            )
+            for p in parsed
+        ]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        first = _first_by_event(parsed)
-        result = await self.store.predictions(
-            [
-                NewPrediction(
-                    event_id=p.event.event_id,
-                    prediction_id=p.event.prediction_id,
-                    model_type=p.model_type,
-                    version=p.event.version,
-                    subject=p.event.subject,
-                    inputs=p.inputs,
-                    inputs_digest=p.event.inputs_digest,
-                    prediction=p.prediction,
-                    occurred_at=p.event.occurred_at or now(),
-                )
-                for p in parsed
-            ],
-            dead_letters=self._letters(rejected),
-            letter_for_refused=lambda event_id, reason: self._letters(
-                [Rejected(message=first[event_id], reason=reason)]
-            )[0],
-        )
-        report = _live_report(rejected, result)
+        result, report = await self._commit(parsed, rejected, self.store.predictions, rows)
         report.predictions_stored = result.stored
         return report
 
 
-class OutcomeIngestor(_Door):
+class OutcomeIngestor(_LiveDoor):
     """outcomes events are joined with their predictions, or wait for them."""
-
-    def __init__(self, store: IngestStore, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
 
     def parse(self, messages: Sequence[RawMessage]) -> list[ParsedOutcome | Rejected]:
         return [parse_outcome(m, max_bytes=self.settings.max_event_bytes) for m in messages]
 
     async def write(self, items: Sequence[ParsedOutcome | Rejected]) -> BatchReport:
         parsed = [i for i in items if isinstance(i, ParsedOutcome)]
+        rows = [
+            NewOutcome(
+                event_id=p.event.event_id,
+                prediction_id=p.event.prediction_id,
+                model_type=p.event.model_type,
+                outcome=p.outcome,
+                occurred_at=p.event.occurred_at or now(),
+            )
+            for p in parsed
+        ]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        first = _first_by_event(parsed)
-        result = await self.store.outcomes(
-            [
-                NewOutcome(
-                    event_id=p.event.event_id,
-                    prediction_id=p.event.prediction_id,
-                    model_type=p.event.model_type,
-                    outcome=p.outcome,
-                    occurred_at=p.event.occurred_at or now(),
-                )
-                for p in parsed
-            ],
-            dead_letters=self._letters(rejected),
-            letter_for_refused=lambda event_id, reason: self._letters(
-                [Rejected(message=first[event_id], reason=reason)]
-            )[0],
-        )
-        return _live_report(rejected, result)
+        return (await self._commit(parsed, rejected, self.store.outcomes, rows))[1]
 
 
 P = TypeVar("P", ParsedThreshold, ParsedSamples, ParsedPrediction, ParsedOutcome)

@@ -350,17 +350,22 @@ def _chromium() -> str:
     return found
 
 
-def _dashboard_in_chromium(svc: Service, champions: dict[str, int | None]) -> None:
-    """The dashboard after this demo-sized run, as headless Chromium renders it (scripts run)."""
-    browser = _chromium()
-    flags = [
+def chromium_flags(workdir: Path) -> list[str]:
+    """Headless Chromium that runs the page's scripts for 8 s of virtual time."""
+    return [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
         "--hide-scrollbars",
-        f"--user-data-dir={svc.workdir / 'chromium'}",
+        f"--user-data-dir={workdir / 'chromium'}",
         "--virtual-time-budget=8000",
     ]
+
+
+def _dashboard_in_chromium(svc: Service, champions: dict[str, int | None]) -> None:
+    """The dashboard after this demo-sized run, as headless Chromium renders it (scripts run)."""
+    browser = _chromium()
+    flags = chromium_flags(svc.workdir)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
     subprocess.run(

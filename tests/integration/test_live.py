@@ -25,7 +25,7 @@ from tests import factories
 from tests.conftest import ROOT, RunStack
 from tests.integration.service_support import API, Service
 from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
-from tests.integration.test_end_to_end import _chromium
+from tests.integration.test_end_to_end import _chromium, chromium_flags
 
 SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard-live.png"
 
@@ -77,13 +77,7 @@ async def _the_loop(svc: Service, db: Database) -> None:
         what="the goal job completed",
     )
     version = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
-    status, champion = await _get(svc, f"{API}/model-versions/goal/champion")
-    if status != 200 or champion["version"] != version:
-        async with (
-            aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
-            http.post(f"{API}/model-versions/goal/{version}/promote", json={"reason": "live"}) as r,
-        ):
-            assert r.status == 200, await r.text()
+    await _serve(svc, version)
 
     # The app: a watcher that logs what it predicts.
     new = list(FinCoachSimulator(seed=62, n_users=200).goal_samples())[:300]
@@ -218,14 +212,7 @@ def _dashboard_shows_live(svc: Service, hour: dict[str, Any]) -> None:
     """The dashboard's live section for the version (the newest, selected at first), as headless
     Chromium renders it; photographed to .fcl/test-artifacts/dashboard-live.png."""
     browser = _chromium()
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--user-data-dir={svc.workdir / 'chromium'}",
-        "--virtual-time-budget=8000",
-    ]
+    flags = chromium_flags(svc.workdir)
     dom = subprocess.run(
         [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
     ).stdout

@@ -293,7 +293,7 @@ def test_each_answer_gets_an_id_and_an_event_with_its_inputs() -> None:
         assert isinstance(parse_prediction(_message(event), max_bytes=1 << 20), ParsedPrediction)
     # spending: one forecast a user, its inputs that user's days
     days = [{"user_id": u, "date": f"2026-11-0{d}", "amount": float(d)} for u in ("a", "b") for d in range(1, 4)]
-    forecasts = [
+    forecasts: list[dict[str, Any]] = [
         {"user_id": "b", "forecast": [{"date": "2026-11-04", "amount": 1.0}]},
         {"user_id": "a", "forecast": []},
     ]
