@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -317,21 +318,32 @@ async def load_samples(
     up_to: int,
     window: int | None = None,
     after: int = 0,
+    champion: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> list[dict[str, Any]]:
     """The dataset's samples with `after` < id <= `up_to` (the last `window` of them when given),
-    oldest first, in one read-only snapshot."""
+    oldest first, in one read-only snapshot. With `champion` ("type:version": a champion's
+    reference set), from the champion's copy in reference_samples when the retention made one
+    (the days it copied may have gone since)."""
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             async with conn.transaction(readonly=True, isolation="repeatable_read"):
+                table, key = "training_samples", "dataset_id"
+                if champion is not None:
+                    # Locked before the snapshot (the first query) is taken: the retention copies a
+                    # reference set and drops its days in one transaction, so this snapshot sees
+                    # either the copy or every day, never neither.
+                    await conn.execute("LOCK TABLE training_samples IN ACCESS SHARE MODE")
+                    copied = "SELECT EXISTS (SELECT 1 FROM reference_samples WHERE champion = $1)"
+                    if await conn.fetchval(copied, champion):
+                        table, key, dataset_id = "reference_samples", "champion", champion
                 start = after
                 if window is not None:
                     # The id just before the window: an index scan of (dataset_id, id), backwards.
                     after = (
                         await conn.fetchval(
-                            "SELECT id FROM training_samples WHERE dataset_id = $1 AND id <= $2 "
-                            "ORDER BY id DESC OFFSET $3 LIMIT 1",
+                            f"SELECT id FROM {table} WHERE {key} = $1 AND id <= $2 ORDER BY id DESC OFFSET $3 LIMIT 1",
                             dataset_id,
                             up_to,
                             window,
@@ -342,8 +354,7 @@ async def load_samples(
                 return [
                     json.loads(row[0])
                     async for row in conn.cursor(
-                        "SELECT payload::text FROM training_samples WHERE dataset_id = $1 AND id > $2 AND id <= $3 "
-                        "ORDER BY id",
+                        f"SELECT payload::text FROM {table} WHERE {key} = $1 AND id > $2 AND id <= $3 ORDER BY id",
                         dataset_id,
                         after,
                         up_to,
@@ -392,11 +403,27 @@ FORGET_BATCHES = 50_000  # samples-event ids forgotten per sweep at most
 DAY = 86400
 
 
+@dataclass(frozen=True)
+class NeededRange:
+    """Sample ids a training or a judgement may still read: `dataset_id`'s ids from `first` (to
+    `last` when not None); `champion` ("type:version") when it is a champion's reference set."""
+
+    dataset_id: str
+    first: int
+    last: int | None
+    champion: str | None = None
+
+
 class SampleRetention:
     """Drops whole days of samples (a partition of training_samples) once they are older than the
-    retention and no training window or champion's reference set needs any of their rows. A
-    partition is a day wide unless FCL_SAMPLE_PARTITION_SECONDS says otherwise (an accelerated
-    run); old partitions are found by their bounds."""
+    retention and no dataset's training window needs any of their rows. A partition is a day wide
+    unless FCL_SAMPLE_PARTITION_SECONDS says otherwise (an accelerated run); old partitions are
+    found by their bounds. A champion's reference set does not keep a day: before a day it reads
+    goes, its rows (its dataset's, in its range) are copied to reference_samples in the same
+    transaction, and the copy goes whole once the version is no longer champion. What the
+    retention keeps is then the retention's days, the windows, and one copy per champion at most,
+    however long a champion stays (the months soak: a spending champion that stayed 20 days kept
+    every dataset's rows of those days, a sawtooth of +40 % of the database)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -410,13 +437,13 @@ class SampleRetention:
         )
         return int(made or 0)
 
-    async def needed(self, windows: dict[str, int]) -> list[tuple[str, int, int | None]]:
-        """The sample ids a training or a judgement may still read, as (dataset, first, last)
-        ranges: each dataset's newest `windows[model type]` samples of its newest shape (all of
-        them when it has fewer; open-ended: `last` is None), and for each champion the samples
-        its dataset was judged on (up to its watermark, within its window, of its shape). A
-        champion's range ends at its watermark: a champion that stays while its dataset grows
-        keeps only the days it was judged on, not every day after them."""
+    async def needed(self, windows: dict[str, int]) -> list[NeededRange]:
+        """The sample ids a training or a judgement may still read: each dataset's newest
+        `windows[model type]` samples of its newest shape (all of them when it has fewer;
+        open-ended), and for each champion without a copy the samples its dataset was judged on
+        (up to its watermark, within its window, of its shape). A champion's range ends at its
+        watermark: a champion that stays while its dataset grows reads only the days it was judged
+        on, not every day after them."""
         rows = (
             await self.session.execute(
                 text("""
@@ -424,7 +451,7 @@ class SampleRetention:
                        (SELECT s.id FROM training_samples s WHERE s.dataset_id = d.dataset_id
                         ORDER BY s.id DESC OFFSET w.size - 1 LIMIT 1),
                        (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = d.dataset_id),
-                       0)) AS first, CAST(NULL AS bigint) AS last
+                       0)) AS first, CAST(NULL AS bigint) AS last, CAST(NULL AS text) AS champion
             FROM datasets d JOIN unnest(CAST(:types AS text[]), CAST(:sizes AS bigint[])) AS w(model_type, size)
                  ON w.model_type = d.model_type
             UNION ALL
@@ -433,23 +460,87 @@ class SampleRetention:
                           AND s.id <= v.dataset_watermark ORDER BY s.id DESC
                         OFFSET coalesce((v.info->>'train_window')::bigint, 1000000000000) - 1 LIMIT 1),
                        (SELECT min(s.id) FROM training_samples s WHERE s.dataset_id = v.dataset_id),
-                       0)) AS first, v.dataset_watermark AS last
+                       0)) AS first, v.dataset_watermark AS last, c.model_type || ':' || c.version AS champion
             FROM (SELECT DISTINCT ON (model_type) model_type, version FROM champion_ledger
                   ORDER BY model_type, seq DESC) c
             JOIN model_versions v ON v.model_type = c.model_type AND v.version = c.version
+            WHERE to_regclass(quote_ident('reference_samples_' || c.model_type || '_' || c.version)) IS NULL
         """),
                 {"types": list(windows), "sizes": list(windows.values())},
             )
         ).all()
-        return [(r.dataset_id, int(r.first), None if r.last is None else int(r.last)) for r in rows]
+        return [
+            NeededRange(r.dataset_id, int(r.first), None if r.last is None else int(r.last), r.champion) for r in rows
+        ]
+
+    async def _reads(self, partition: str, ranges: Sequence[NeededRange]) -> bool:
+        """Whether any of `ranges` reads a row of `partition`."""
+        if not ranges:
+            return False
+        return bool(
+            await self.session.scalar(
+                text(f"""
+                SELECT EXISTS (
+                    SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]))
+                         AS n(dataset_id, first, last)
+                    WHERE EXISTS (SELECT 1 FROM "{partition}" p WHERE p.dataset_id = n.dataset_id AND p.id >= n.first
+                                    AND (n.last IS NULL OR p.id <= n.last)))
+            """),
+                {
+                    "ids": [r.dataset_id for r in ranges],
+                    "firsts": [r.first for r in ranges],
+                    "lasts": [r.last for r in ranges],
+                },
+            )
+        )
+
+    async def copy_reference(self, reference: NeededRange) -> None:
+        """Copy a champion's reference set (its dataset's rows in its range, from every day) to its
+        own partition of reference_samples."""
+        assert reference.champion is not None
+        model_type, version = reference.champion.split(":")
+        name = f"reference_samples_{model_type}_{int(version)}"
+        key = f"{model_type}:{int(version)}"
+        partition = f"CREATE TABLE \"{name}\" PARTITION OF reference_samples FOR VALUES IN ('{key}')"
+        await self.session.execute(text(partition))
+        await self.session.execute(
+            text("""
+            INSERT INTO reference_samples (champion, id, payload)
+            SELECT :champion, id, payload FROM training_samples
+            WHERE dataset_id = :dataset_id AND id >= :first AND (CAST(:last AS bigint) IS NULL OR id <= :last)
+        """),
+            {
+                "champion": reference.champion,
+                "dataset_id": reference.dataset_id,
+                "first": reference.first,
+                "last": reference.last,
+            },
+        )
+
+    async def _detach_and_drop(self, parent: str, name: str) -> bool:
+        """Detach and drop a partition; False when its parent stays locked (a reader) for 2 s.
+        Detaching locks the whole table: a training reading its samples holds it for a while, and
+        ingestion must not queue behind the wait. Another sweep will try again."""
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await self.session.execute(text(f'ALTER TABLE {parent} DETACH PARTITION "{name}"'))
+                await self.session.execute(text(f'DROP TABLE "{name}"'))
+        except DRIVER_ERRORS as exc:
+            if wrap(exc).sqlstate != "55P03":
+                raise
+            return False
+        return True
 
     async def drop_old_days(self, *, keep_days: float, windows: dict[str, int]) -> list[str]:
         """Drop each partition whose upper bound is older than `keep_days` and none of whose rows a
-        dataset's window or a champion's reference set still reads; the names dropped, oldest
-        first. Rows that landed in the default partition (a span without its partition) are never
-        dropped."""
+        dataset's window still reads, copying first the reference set of each champion that reads
+        some of them; then drop the copies of versions no longer champion. The names of the days
+        dropped, oldest first. Rows that landed in the default partition (a span without its
+        partition) are never dropped."""
         needed = await self.needed(windows)
-        ids, firsts, lasts = [n[0] for n in needed], [n[1] for n in needed], [n[2] for n in needed]
+        windows_read = [n for n in needed if n.champion is None]
+        references = [n for n in needed if n.champion is not None]
         days: Sequence[str] = (
             (
                 await self.session.execute(
@@ -471,31 +562,37 @@ class SampleRetention:
         )
         dropped: list[str] = []
         for name in days:
-            still_read = await self.session.scalar(
-                text(f"""
-                SELECT EXISTS (
-                    SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]))
-                         AS n(dataset_id, first, last)
-                    WHERE EXISTS (SELECT 1 FROM "{name}" p WHERE p.dataset_id = n.dataset_id AND p.id >= n.first
-                                    AND (n.last IS NULL OR p.id <= n.last)))
-            """),
-                {"ids": ids, "firsts": firsts, "lasts": lasts},
-            )
-            if still_read:
-                continue  # a window or a reference set still reads some of its rows
-            # Detaching locks the whole table: a training reading its samples holds it for a while,
-            # and ingestion must not queue behind the wait. Another sweep will try again.
-            try:
-                async with self.session.begin_nested():
-                    await self.session.execute(text("SET LOCAL lock_timeout = '2s'"))
-                    await self.session.execute(text(f'ALTER TABLE training_samples DETACH PARTITION "{name}"'))
-                    await self.session.execute(text(f'DROP TABLE "{name}"'))
-            except DRIVER_ERRORS as exc:
-                if wrap(exc).sqlstate != "55P03":
-                    raise
-                continue
-            dropped.append(name)
+            if await self._reads(name, windows_read):
+                continue  # a dataset's window still reads some of its rows
+            for reference in list(references):
+                if await self._reads(name, [reference]):
+                    await self.copy_reference(reference)
+                    references.remove(reference)
+            if await self._detach_and_drop("training_samples", name):
+                dropped.append(name)
+        await self._drop_copies_of_former_champions()
         return dropped
+
+    async def _drop_copies_of_former_champions(self) -> None:
+        former: Sequence[str] = (
+            (
+                await self.session.execute(
+                    text("""
+            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'reference_samples'::regclass
+              AND c.relname NOT IN (
+                  SELECT 'reference_samples_' || model_type || '_' || version
+                  FROM (SELECT DISTINCT ON (model_type) model_type, version FROM champion_ledger
+                        ORDER BY model_type, seq DESC) champions
+                  WHERE version IS NOT NULL)
+        """)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for name in former:
+            await self._detach_and_drop("reference_samples", name)
 
     async def forget_batches(self, *, keep_days: float, limit: int = FORGET_BATCHES) -> int:
         """Forget the ids of the samples events none of whose samples is kept any more: those

@@ -128,9 +128,12 @@ class SampleBatchRow(Base):
 
 
 def is_sample_partition(name: str | None) -> bool:
-    """A day's partition of training_samples (or its default one): made by the database, not by
-    these models (migration 0018)."""
-    return bool(name) and str(name).startswith("training_samples_") and str(name) != "training_samples_"
+    """A day's partition of training_samples (or its default one), or a champion's copy in
+    reference_samples: made by the database or the retention, not by these models (migrations
+    0018 and 0023)."""
+    return bool(name) and any(
+        str(name).startswith(prefix) and str(name) != prefix for prefix in ("training_samples_", "reference_samples_")
+    )
 
 
 class TrainingSampleRow(Base):
@@ -150,6 +153,20 @@ class TrainingSampleRow(Base):
         Index(None, "batch_event_id"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
+
+
+class ReferenceSampleRow(Base):
+    """A champion's copy of the samples it was judged on (`champion` = "type:version"), made by
+    the sample retention before the days holding them go; one LIST partition per champion,
+    dropped whole when its version is no longer champion (migration 0023)."""
+
+    __tablename__ = "reference_samples"
+
+    champion: Mapped[str] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    payload: Mapped[dict[str, Any]]
+
+    __table_args__ = ({"postgresql_partition_by": "LIST (champion)"},)
 
 
 class TrainingJobRow(Base):

@@ -75,6 +75,7 @@ def _on_the_champions_reference(
                 up_to=task.champion_watermark,
                 window=task.champion_window,
                 after=task.champion_after,
+                champion=f"{task.model_type}:{task.champion_version}",
             )
         )
         samples, _ = usable_samples(task.model_type, loaded)

@@ -188,11 +188,15 @@ async def test_narrow_partitions_are_found_by_their_bounds_and_never_overlap_a_d
     assert left.n == 10
 
 
-async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db: Database) -> None:
-    """A champion's reference set is the samples up to its watermark: while the champion stays and
-    its dataset grows, the days after its watermark go like any other (found by the months soak: an
-    open-ended range kept every day after a stale champion's training)."""
-    from fcl.storage.datasets import SampleRetention
+async def test_a_champion_that_stays_keeps_a_copy_of_its_reference_set_not_its_days(own_db: Database) -> None:
+    """A champion's reference set is the samples up to its watermark, within its window. While the
+    champion stays, the days after its watermark go like any other (found by the months soak: an
+    open-ended range kept every day after a stale champion's training), and so do the days it was
+    judged on: its rows are copied to reference_samples first, in the same transaction, and a
+    judgement reads the same rows from the copy. Found by the months soak too: keeping those days
+    kept every dataset's rows of them, a sawtooth of +40 % of the database while a spending
+    champion stayed. The copy goes whole once the version is no longer champion."""
+    from fcl.storage.datasets import SampleRetention, load_samples
 
     await rows(own_db, "SELECT fcl_ensure_sample_partitions(current_date - 45, 3) AS made")
     await rows(
@@ -204,26 +208,55 @@ async def test_a_champion_that_stays_keeps_only_the_days_it_was_judged_on(own_db
         made = await rows(
             own_db,
             "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
-            "SELECT 'judged', 'old', '{}'::jsonb, now() - make_interval(days => :ago) FROM generate_series(1, 3) "
-            "RETURNING id",
+            "SELECT 'judged', 'old', jsonb_build_object('day', CAST(:ago AS int), 'n', g), "
+            "now() - make_interval(days => :ago) "
+            "FROM generate_series(1, 3) AS g RETURNING id",
             ago=days_ago,
         )
         ids[days_ago] = [r.id for r in made]
-    await factories.store(own_db, "judged", "goal", count=20)  # today: the dataset's own window
-    done = await factories.record_version(own_db, "goal", dataset_id="judged")  # the champion
+    # another dataset's rows in the champion's day: they are not part of its reference set
     await rows(
         own_db,
-        "UPDATE model_versions SET dataset_watermark = :w, info = info || '{\"train_window\": 1000}'::jsonb "
+        "INSERT INTO training_samples (dataset_id, batch_event_id, payload, created_at) "
+        "SELECT 'other', 'old', '{}'::jsonb, now() - interval '45 days' FROM generate_series(1, 4) RETURNING id",
+    )
+    await factories.store(own_db, "judged", "goal", count=20)  # today: the dataset's own window
+    done = await factories.record_version(own_db, "goal", dataset_id="judged")  # the champion
+    watermark = max(ids[44])
+    await rows(
+        own_db,
+        "UPDATE model_versions SET dataset_watermark = :w, info = info || '{\"train_window\": 4}'::jsonb "
         "WHERE model_type = 'goal' AND version = :v RETURNING version",
-        w=max(ids[45]),
+        w=watermark,
         v=done.model_version,
     )
+    champion = f"goal:{done.model_version}"
+    judged_on = await load_samples(own_db.url, "judged", up_to=watermark, window=4, champion=champion)
+    assert [(s["day"], s["n"]) for s in judged_on] == [(45, 3), (44, 1), (44, 2), (44, 3)]
+
     windows = dict.fromkeys(("recommendation", "segmentation", "spending", "goal"), 5)
     async with own_db.transaction() as s:
         dropped = await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
-    assert dropped == [await _day_of(own_db, 44), await _day_of(own_db, 43)]  # after the watermark: gone
-    kept = {r.id for r in await rows(own_db, "SELECT id FROM training_samples WHERE batch_event_id = 'old'")}
-    assert kept == set(ids[45])  # the days the champion was judged on stay
+    assert dropped == [await _day_of(own_db, d) for d in (45, 44, 43)]  # every old day goes
+    [left] = await rows(own_db, "SELECT count(*) AS n FROM training_samples WHERE batch_event_id = 'old'")
+    assert left.n == 0
+    copied = await rows(own_db, "SELECT champion, id FROM reference_samples ORDER BY id")
+    assert {r.champion for r in copied} == {champion}
+    assert [r.id for r in copied] == [ids[45][2], *ids[44]]  # its own rows in its range, nothing else
+    # a judgement reads the same rows as before, from the copy
+    assert await load_samples(own_db.url, "judged", up_to=watermark, window=4, champion=champion) == judged_on
+    async with own_db.transaction() as s:  # again: nothing more to drop or copy (idempotent)
+        assert await SampleRetention(s).drop_old_days(keep_days=30, windows=windows) == []
+    assert len(await rows(own_db, "SELECT id FROM reference_samples")) == 4
+
+    await factories.record_version(own_db, "goal")  # a new champion: the old one's copy goes whole
+    async with own_db.transaction() as s:
+        await SampleRetention(s).drop_old_days(keep_days=30, windows=windows)
+    assert await rows(own_db, "SELECT id FROM reference_samples") == []
+    [partitions] = await rows(
+        own_db, "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'reference_samples'::regclass"
+    )
+    assert partitions.n == 0
 
 
 async def test_the_ids_of_samples_events_whose_samples_have_gone_are_forgotten(own_db: Database) -> None:

@@ -23,7 +23,7 @@ import pytest
 from fcl.contract.settings import Settings
 from fcl.contract.topics import Topic
 from fcl.messaging.admin import ensure_topics
-from fcl.storage.datasets import SampleRepository
+from fcl.storage.datasets import SampleRepository, SampleRetention
 from fcl.storage.db import Database
 from fcl.storage.entities import NewSampleBatch
 from fcl.storage.jobs import JobRepository
@@ -683,6 +683,14 @@ async def test_no_dataset_can_take_the_champion_of_its_model_type(env) -> None:
         return status == "completed"
 
     await eventually(lambda: completed(job1), timeout=180, what="version 1 completed", logs=workers.logs)
+    # The champion's reference set is copied and its days go, as the retention does once they are
+    # old: the judgements below read it from the copy.
+    first = await scalar(db, "SELECT version FROM champion_ledger WHERE model_type = 'goal' ORDER BY seq DESC LIMIT 1")
+    async with db.transaction() as s:
+        [reference] = [n for n in await SampleRetention(s).needed({}) if n.champion == f"goal:{first}"]
+        await SampleRetention(s).copy_reference(reference)
+    gone = await rows(db, "DELETE FROM training_samples WHERE dataset_id = 'goals-main' RETURNING id")
+    assert len(gone) == len(honest)
     inverted = [{**s, "achieved": not s["achieved"]} for s in FinCoachSimulator(4, 200).goal_samples()]
     await store(db, "goals-hostile", "goal", inverted)
     job2 = await trigger(db, "goals-hostile", "goal")
