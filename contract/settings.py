@@ -231,8 +231,9 @@ class Settings(BaseSettings):
     recommendation 500,000, segmentation 200,000, spending 730,000, goal 200,000); bounds a
     training's memory; the version records it; the sample retention keeps at least that many."""
     sample_retention_days: float = Field(default=30.0, gt=0)
-    """Samples are kept this many days, or longer where a dataset's training window or a
-    champion's reference set still needs them; whole days are dropped (partitions), never rows."""
+    """Samples are kept this many days, or longer where a dataset's training window still needs
+    them; whole days are dropped (partitions), never rows. A champion's reference set is copied
+    before its days go."""
     sample_partition_seconds: int = Field(default=86400, ge=60, le=86400)
     """The width of one partition of samples, the unit the retention drops: a day. Shorter only
     for an accelerated run (`bench/soak.py --profile months`); a change applies to partitions

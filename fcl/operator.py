@@ -47,10 +47,12 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None
-        if method == "POST":
-            headers["Content-Type"] = "application/json"
-            headers["Idempotency-Key"] = str(uuid.uuid4())  # one per command, kept across its tries
+        if method in ("POST", "PUT", "DELETE"):
             headers["X-FCL-Actor"] = f"{_user()}@{socket.gethostname()} (fcl cli)"
+        if method == "POST":
+            headers["Idempotency-Key"] = str(uuid.uuid4())  # one per command, kept across its tries
+        if method in ("POST", "PUT"):  # PUT and DELETE are idempotent by themselves
+            headers["Content-Type"] = "application/json"
             data = json.dumps(body or {}).encode()
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         for attempt in range(1, tries + 1):
@@ -192,8 +194,67 @@ def _ledger_rows(ledger: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
+def shadow_text(view: dict[str, Any]) -> str:
+    """The shadow comparison in words: champion and challenger side by side on the same outcomes."""
+    model_type = view["model_type"]
+    if view.get("challenger") is None:
+        return f"{model_type}: no shadow challenger (set one with: fcl versions shadow {model_type} VERSION)"
+    head = f"{model_type}: challenger v{view['challenger']} scored in the shadow"
+    if view.get("set_by"):
+        head += f" (set by {view['set_by']}, {_when(view['set_at'])})"
+    champion, challenger = view.get("champion"), view.get("shadow")
+    if view.get("computed_at") is None or champion is None or challenger is None:
+        return head + f"\n{view['window']}: not compared yet (a trainer worker compares every FCL_LIVE_EVAL_SECONDS)"
+    lines = [
+        head,
+        f"over the last {view['window']}: {view['predictions']} served predictions scored by both, "
+        f"{view['with_outcome']} with an outcome (compared {_when(view['computed_at'])})",
+    ]
+    names = sorted(set(champion["metrics"]) | set(challenger["metrics"]))
+    rows: list[list[Any]] = [
+        [n, _figure(champion["metrics"].get(n)), _figure(challenger["metrics"].get(n))]
+        for n in names
+        if not isinstance(champion["metrics"].get(n), (dict, list))
+    ]
+    psi = [(side.get("input_drift") or {}).get("psi_max") for side in (champion, challenger)]
+    rows.append(["input PSI max", _figure(psi[0]), _figure(psi[1])])
+    lines.append(table(["figure", f"champion v{champion['version']}", f"challenger v{challenger['version']}"], rows))
+    comparison = view.get("comparison")
+    if comparison and comparison.get("better"):
+        gain = comparison.get("gain")
+        said = f"{comparison['metric']}: the {comparison['better']} did better" + (
+            f" ({gain:+.1%} for the challenger)" if isinstance(gain, (int, float)) else ""
+        )
+        lines.append(said)
+        if comparison["better"] == "challenger":
+            lines.append(
+                f"promote it with: fcl versions promote {model_type} {challenger['version']} "
+                f'--reason "better in the shadow" --expected-version {champion["version"]}'
+            )
+    return "\n".join(lines)
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
 def versions(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
+    if args.action == "shadow":
+        path = f"/model-versions/{args.model_type}/shadow"
+        if args.clear:
+            cleared = client.call("DELETE", path)
+            was = cleared.get("cleared")
+            return _out(
+                args,
+                cleared,
+                f"{args.model_type}: "
+                + (f"v{was} no longer scored in the shadow" if was else "no challenger to clear"),
+            )
+        if args.version is not None:
+            client.call("PUT", path, body={"version": args.version})
+        view = client.call("GET", path, window=args.window)
+        return _out(args, view, shadow_text(view))
     if args.action == "promote":
         move = client.call(
             "POST",
@@ -502,7 +563,8 @@ def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
         description="Model versions through the HTTP API. list [MODEL_TYPE]: versions and the "
         "champion ledger (every move, validated, manual or rollback, with who or what made it "
         "and when); show MODEL_TYPE VERSION: one version with its checks; promote MODEL_TYPE "
-        "VERSION --reason TEXT; rollback MODEL_TYPE (both need FCL_API_TOKEN).",
+        "VERSION --reason TEXT; rollback MODEL_TYPE (both need FCL_API_TOKEN); shadow MODEL_TYPE "
+        "[VERSION | --clear]: a challenger scored beside the champion, and the two compared.",
     )
     versions_sub = versions_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = versions_sub.add_parser("list", help="versions and the champion ledger")
@@ -523,6 +585,18 @@ def add_parsers(sub: Any, model_type_names: Sequence[str]) -> None:
     rollback.add_argument("model_type", choices=model_type_names)
     rollback.add_argument("--expected-version", type=int, metavar="N", help=expected)
     common(rollback)
+    shadow = versions_sub.add_parser(
+        "shadow",
+        help="a shadow challenger: scored on the champion's inputs, compared on the same outcomes",
+        description="shadow MODEL_TYPE VERSION: the watchers that log predictions also score VERSION on the "
+        "champion's inputs, never serving it (FCL_API_TOKEN); shadow MODEL_TYPE: the champion and the challenger "
+        "side by side on the same outcomes; shadow MODEL_TYPE --clear: stop.",
+    )
+    shadow.add_argument("model_type", choices=model_type_names)
+    shadow.add_argument("version", type=int, nargs="?", help="the version to score in the shadow")
+    shadow.add_argument("--clear", action="store_true", help="stop scoring a challenger")
+    shadow.add_argument("--window", choices=("hour", "day"), default="day", help="the comparison's window")
+    common(shadow)
     versions_parser.set_defaults(func=versions)
 
     history_parser = sub.add_parser(

@@ -61,6 +61,36 @@ def events(
     return found
 
 
+def shadow_events(
+    version: int, served: Sequence[dict[str, Any]], answers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A challenger's `predictions` events for what the champion answered (`served`: its events):
+    each under the served prediction's `prediction_id`, `shadow: true`, without the inputs (the
+    served event has them). Spending answers are matched by user, the others by position."""
+    if served and served[0]["model_type"] == "spending":
+        by_user = {str(a.get("user_id")): a for a in answers}
+        matched = [by_user.get(str(e["prediction"].get("user_id"))) for e in served]
+    else:
+        matched = list(answers) + [None] * (len(served) - len(answers))
+    found = []
+    for event, answer in zip(served, matched, strict=False):
+        if answer is None:
+            continue
+        found.append(
+            {
+                "event_id": str(uuid.uuid4()),
+                "prediction_id": event["prediction_id"],
+                "model_type": event["model_type"],
+                "version": version,
+                "prediction": {k: v for k, v in answer.items() if k != "prediction_id"},
+                "shadow": True,
+                "occurred_at": event["occurred_at"],
+                **({"subject": event["subject"]} if "subject" in event else {}),
+            }
+        )
+    return found
+
+
 def _subject(given: Any) -> str | None:
     first = given[0] if isinstance(given, list) and given else given
     user = first.get("user_id") if isinstance(first, dict) else None

@@ -8,6 +8,13 @@ skops with an explicit list of trusted types; never pickle), and only then swaps
 assignment, so a reader sees the old model or the new one, never a half-loaded one. A download or
 load that fails keeps the old model serving and is retried on the next event or resync.
 
+With `log_predictions=True` it also follows the model type's shadow challenger (`fcl versions
+shadow`, read at start and on every event and resync): the challenger is loaded the same way, and
+each `predict` hands the same records to it in the background (never on the caller's time); its
+answers are logged as shadow predictions under the served ones' `prediction_id`s, and the live
+evaluation compares the two on the same outcomes. Past `MAX_SHADOW_PENDING` batches waiting, the
+oldest are dropped and counted.
+
     async with ChampionWatcher.from_settings("goal", load_settings()) as watcher:
         answers = watcher.predict([{"user_id": "u1", "goal_id": "g1", "features": {...}}])
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -47,6 +55,7 @@ MAX_CHAMPION_BYTES = 1 << 20  # a champion's record is a few KiB
 MAX_ARTIFACT_BYTES = 4 << 30  # the default cap of one download
 DOWNLOAD_BASE_SECONDS = 60.0
 DOWNLOAD_MIN_BYTES_PER_SECOND = 1 << 20  # a download slower than 1 MiB/s on average is given up
+MAX_SHADOW_PENDING = 1000  # batches of records waiting for the challenger
 
 
 # Every watcher of this process, for the served-version gauges of its `/metrics` (the default
@@ -63,6 +72,13 @@ class _ServedFigures:
         dropped = CounterMetricFamily(
             "fcl_prediction_log_dropped", "predictions not logged: the queue was full", labels=["model_type"]
         )
+        shadow = GaugeMetricFamily("fcl_shadow_version", "the challenger a watcher scores", labels=["model_type"])
+        shadow_dropped = CounterMetricFamily(
+            "fcl_shadow_dropped", "batches the challenger did not score: too many waited", labels=["model_type"]
+        )
+        shadow_failed = CounterMetricFamily(
+            "fcl_shadow_failed", "batches the challenger refused or failed on", labels=["model_type"]
+        )
         now = datetime.now(UTC)
         for w in list(WATCHERS):
             if w.served is not None:
@@ -70,7 +86,11 @@ class _ServedFigures:
                 age.add_metric([w.model_type], (now - w.served.loaded_at).total_seconds())
             if w.prediction_log is not None:
                 dropped.add_metric([w.model_type], w.prediction_log.dropped)
-        yield from (served, age, dropped)
+            if w.shadow is not None:
+                shadow.add_metric([w.model_type], w.shadow.version)
+            shadow_dropped.add_metric([w.model_type], w.shadow_dropped)
+            shadow_failed.add_metric([w.model_type], w.shadow_failed)
+        yield from (served, age, dropped, shadow, shadow_dropped, shadow_failed)
 
 
 REGISTRY.register(_ServedFigures())
@@ -129,6 +149,13 @@ class ChampionWatcher(Service):
             self.prediction_log = PredictionLog(
                 topic=f"{topic_prefix}predictions", kafka_bootstrap=kafka_bootstrap, kafka_options=self.kafka_options
             )
+        self.shadow: Served | None = None  # the challenger, scored beside the champion (log_predictions)
+        self.shadow_scored = 0
+        self.shadow_dropped = 0
+        self.shadow_failed = 0
+        self._shadow_pending: collections.deque[tuple[Served, list[Any], list[dict[str, Any]]]] = collections.deque()
+        self._shadow_wake = asyncio.Event()
+        self._shadow_task: asyncio.Task[None] | None = None
         WATCHERS.add(self)
         self._http: aiohttp.ClientSession | None = None
         self._consumer: Any = None
@@ -177,6 +204,8 @@ class ChampionWatcher(Service):
         for partition in self._consumer.assignment():
             await self._consumer.position(partition)
         await self._refresh_quietly(None)
+        if self.prediction_log is not None:
+            self._shadow_task = asyncio.create_task(self._score_shadows(), name="fcl-shadow-scoring")
 
     async def run(self) -> None:
         """Follow the topic until stopped; an error of the consumer itself ends it (raises)."""
@@ -194,6 +223,13 @@ class ChampionWatcher(Service):
                 await self._refresh_quietly(None)
 
     async def stopped(self) -> None:
+        if self._shadow_task is not None:
+            self._shadow_task.cancel()
+            try:
+                await self._shadow_task
+            except asyncio.CancelledError:
+                pass
+            self._shadow_task = None
         if self.prediction_log is not None:
             await self.prediction_log.stop()
         if self._consumer is not None:
@@ -227,8 +263,40 @@ class ChampionWatcher(Service):
         answers = predictor(self.model_type, served.model).predict(records, **options)
         if self.prediction_log is not None:
             assert isinstance(records, (list, tuple))  # predict() refused anything else
-            self.prediction_log.add(predictions.events(self.model_type, served.version, records, answers))
+            logged = predictions.events(self.model_type, served.version, records, answers)
+            self.prediction_log.add(logged)
+            challenger = self.shadow
+            if challenger is not None and challenger.version != served.version and logged:
+                if len(self._shadow_pending) >= MAX_SHADOW_PENDING:
+                    self._shadow_pending.popleft()
+                    self.shadow_dropped += 1
+                self._shadow_pending.append((challenger, list(records), logged))
+                self._shadow_wake.set()
         return answers
+
+    async def _score_shadows(self) -> None:
+        """The challenger's answers for what the champion answered, logged as shadow predictions;
+        a batch it refuses or fails on is counted and logged, never raised."""
+        assert self.prediction_log is not None
+        while True:
+            if not self._shadow_pending:
+                self._shadow_wake.clear()
+                await self._shadow_wake.wait()
+                continue
+            challenger, records, logged = self._shadow_pending.popleft()
+            try:
+                answers = await asyncio.to_thread(self._shadow_answers, challenger, records)
+            except Exception as exc:  # noqa: BLE001 - the challenger refused the records, or failed on them
+                self.shadow_failed += 1
+                log.warning("%s shadow v%s did not score a batch: %s", self.model_type, challenger.version, exc)
+                continue
+            self.prediction_log.add(predictions.shadow_events(challenger.version, logged, answers))
+            self.shadow_scored += len(logged)
+
+    def _shadow_answers(self, challenger: Served, records: list[Any]) -> list[dict[str, Any]]:
+        from fcl.serving.predict import predictor
+
+        return predictor(self.model_type, challenger.model).predict(records)
 
     def _session(self) -> aiohttp.ClientSession:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -259,6 +327,66 @@ class ChampionWatcher(Service):
             self.failures += 1
             serving = self.served.version if self.served else None
             log.warning("%s champion not swapped, v%s keeps serving: %s", self.model_type, serving, exc)
+        if self.prediction_log is None:
+            return
+        try:
+            await self.refresh_shadow()
+        except WatcherError as exc:
+            self.failures += 1
+            log.warning("%s shadow challenger not loaded: %s", self.model_type, exc)
+
+    async def refresh_shadow(self) -> bool:
+        """Score the API's shadow challenger (none: stop scoring one); True when one was loaded.
+        Like the champion's: any answer ends in a load, False, or WatcherError with the reason."""
+        assert self._http is not None, "start() first"
+        base = f"{self.api_url}{API}/model-versions/{self.model_type}"
+        try:
+            async with asyncio.timeout(CHAMPION_READ_SECONDS):
+                async with self._http.get(f"{base}/shadow?window=hour") as r:
+                    body = await _read_capped(r, MAX_CHAMPION_BYTES + 1)
+                    if r.status != 200:
+                        raise WatcherError(f"GET shadow answered {r.status}: {body[:300]!r}")
+            if len(body) > MAX_CHAMPION_BYTES:
+                raise WatcherError(f"GET shadow answered more than {MAX_CHAMPION_BYTES} bytes")
+            record = _shadow_record(body)
+            if record is None:
+                if self.shadow is not None:
+                    log.info("%s: no shadow challenger any more (was v%s)", self.model_type, self.shadow.version)
+                self.shadow = None
+                return False
+            version, sha256, size, fmt = record
+            if size > self.max_artifact_bytes:
+                raise WatcherError(f"v{version}'s artifact is {size} bytes, over the cap of {self.max_artifact_bytes}")
+            if self.shadow is not None and (version, sha256) == (self.shadow.version, self.shadow.sha256):
+                return False
+            data = await self._download(f"{base}/{version}/artifact", version, size)
+        except WatcherError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the API or the network: no challenger change
+            raise WatcherError(f"the API at {self.api_url}: {exc!r}"[:500]) from None
+        model = await self._checked_load(version, data, sha256, size, fmt)
+        self.shadow = Served(
+            model_type=self.model_type,
+            version=version,
+            sha256=sha256,
+            model=model,
+            loaded_at=datetime.now(UTC),
+            cause=None,
+        )
+        log.info("%s: scoring v%s in the shadow (sha256 %s)", self.model_type, version, sha256[:12])
+        return True
+
+    async def _checked_load(self, version: int, data: bytes, sha256: str, size: int, fmt: str) -> Any:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256 or len(data) != size:
+            raise WatcherError(
+                f"v{version}: downloaded {len(data)} bytes with sha256 {digest}, "
+                f"the record says {size} bytes with {sha256}"
+            )
+        try:
+            return await asyncio.to_thread(_load, self.model_type, data, fmt)
+        except Exception as exc:  # noqa: BLE001 - any loader error keeps the old model serving
+            raise WatcherError(f"v{version} could not be loaded: {exc}"[:500]) from None
 
     async def refresh(self, cause: dict[str, Any] | None = None) -> bool:
         """Serve the API's current champion; True when it was swapped in. Whatever the API answers
@@ -286,26 +414,17 @@ class ChampionWatcher(Service):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the API or the network keeps the old model
             raise WatcherError(f"the API at {self.api_url}: {exc!r}"[:500]) from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256 or len(data) != size:
-            raise WatcherError(
-                f"v{version}: downloaded {len(data)} bytes with sha256 {digest}, "
-                f"the record says {size} bytes with {sha256}"
-            )
-        try:
-            model = await asyncio.to_thread(_load, self.model_type, data, fmt)
-        except Exception as exc:  # noqa: BLE001 - any loader error keeps the old model serving
-            raise WatcherError(f"v{version} could not be loaded: {exc}"[:500]) from None
+        model = await self._checked_load(version, data, sha256, size, fmt)
         served = Served(
             model_type=self.model_type,
             version=version,
-            sha256=digest,
+            sha256=sha256,
             model=model,
             loaded_at=datetime.now(UTC),
             cause=cause,
         )
         self.served = served  # the swap: one assignment
-        log.info("%s: serving v%s (sha256 %s)", self.model_type, version, digest[:12])
+        log.info("%s: serving v%s (sha256 %s)", self.model_type, version, sha256[:12])
         if self.on_swap is not None:
             self.on_swap(served)
         return True
@@ -344,26 +463,44 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise WatcherError(f"GET {what} answered something that is not JSON: {body[:200]!r}") from None
+
+
 def _champion(body: bytes) -> tuple[int, str, int, str]:
     """(version, sha256, size, format) of a champion answer, or WatcherError saying what is wrong."""
+    answer = _json(body, "champion")
     try:
-        answer = json.loads(body)
-    except (ValueError, RecursionError):
-        raise WatcherError(f"GET champion answered something that is not JSON: {body[:200]!r}") from None
-    try:
-        version = answer["version"]
-        artifact = answer["model"]["artifact"]
-        sha256, size, fmt = artifact["sha256"], artifact["size"], artifact["format"]
+        return _record(answer["version"], answer["model"]["artifact"], "champion")
     except (KeyError, TypeError, IndexError):
         raise WatcherError(f"GET champion answered an unexpected document: {body[:200]!r}") from None
+
+
+def _shadow_record(body: bytes) -> tuple[int, str, int, str] | None:
+    """(version, sha256, size, format) of the challenger a shadow answer names (None: none), or
+    WatcherError saying what is wrong."""
+    answer = _json(body, "shadow")
+    try:
+        if answer["challenger"] is None:
+            return None
+        return _record(answer["challenger"], answer["model"]["artifact"], "shadow")
+    except (KeyError, TypeError, IndexError):
+        raise WatcherError(f"GET shadow answered an unexpected document: {body[:200]!r}") from None
+
+
+def _record(version: Any, artifact: Any, what: str) -> tuple[int, str, int, str]:
+    sha256, size, fmt = artifact["sha256"], artifact["size"], artifact["format"]
     if type(version) is not int or not 1 <= version < 2**31:
-        raise WatcherError(f"GET champion answered version {str(version)[:50]!r}, not a version number")
+        raise WatcherError(f"GET {what} answered version {str(version)[:50]!r}, not a version number")
     if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise WatcherError(f"GET champion answered sha256 {str(sha256)[:80]!r}, not a sha256")
+        raise WatcherError(f"GET {what} answered sha256 {str(sha256)[:80]!r}, not a sha256")
     if type(size) is not int or size < 0:
-        raise WatcherError(f"GET champion answered size {str(size)[:50]!r}, not a byte count")
+        raise WatcherError(f"GET {what} answered size {str(size)[:50]!r}, not a byte count")
     if fmt not in ("skops", "safetensors"):
-        raise WatcherError(f"GET champion answered format {str(fmt)[:50]!r}, not one fcl writes")
+        raise WatcherError(f"GET {what} answered format {str(fmt)[:50]!r}, not one fcl writes")
     return version, sha256, size, fmt
 
 

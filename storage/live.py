@@ -161,7 +161,65 @@ QUERIES: dict[str, str] = {
         UPDATE retrain_reasons SET job_id = :job_id
         WHERE model_type = :model_type AND version = :version AND "window" = :window AND kind = :kind
     """,
+    # -- the shadow challenger -------------------------------------------------------------------
+    "insert_shadow_predictions": """
+        INSERT INTO shadow_predictions (prediction_id, event_id, model_type, version, prediction, occurred_at)
+        SELECT p.prediction_id, p.event_id, p.model_type, p.version, CAST(p.prediction AS jsonb), p.occurred_at
+        FROM unnest(CAST(:prediction_ids AS text[]), CAST(:event_ids AS text[]), CAST(:types AS text[]),
+                    CAST(:versions AS int[]), CAST(:predictions AS text[]), CAST(:occurred AS timestamptz[]))
+             AS p(prediction_id, event_id, model_type, version, prediction, occurred_at)
+        ORDER BY p.prediction_id
+        ON CONFLICT DO NOTHING
+        RETURNING prediction_id
+    """,
+    "set_shadow": """
+        INSERT INTO shadow_versions AS s (model_type, version, actor)
+        SELECT v.model_type, v.version, :actor FROM model_versions AS v
+        WHERE v.model_type = :model_type AND v.version = :version
+        ON CONFLICT (model_type) DO UPDATE SET version = EXCLUDED.version, actor = EXCLUDED.actor, set_at = now()
+        RETURNING s.model_type, s.version, s.actor, s.set_at
+    """,
+    "clear_shadow": """
+        WITH gone AS (DELETE FROM shadow_versions WHERE model_type = :model_type RETURNING model_type, version)
+        DELETE FROM shadow_figures AS f USING gone WHERE f.model_type = gone.model_type
+    """,
+    "shadow_cleared": "SELECT version FROM shadow_versions WHERE model_type = :model_type",
+    "shadow": "SELECT model_type, version, actor, set_at FROM shadow_versions WHERE model_type = :model_type",
+    "shadows": "SELECT model_type, version, actor, set_at FROM shadow_versions ORDER BY model_type",
+    "versions_figures": """
+        SELECT model_type, version, metrics, profile FROM model_versions
+        WHERE model_type = :model_type AND version = ANY(CAST(:versions AS int[]))
+    """,
+    # the challenger's predictions of a window with the served predictions (the champion's) of the
+    # same ids, and their outcome
+    "shadow_pairs": """
+        SELECT p.inputs, p.prediction AS served, s.prediction AS shadow, p.outcome
+        FROM shadow_predictions AS s JOIN predictions AS p USING (prediction_id)
+        WHERE s.model_type = :model_type AND s.version = :challenger AND p.version = :champion
+          AND s.occurred_at > :since AND s.occurred_at <= :until
+        ORDER BY s.occurred_at DESC
+        LIMIT :limit
+    """,
+    "shadow_counts": """
+        SELECT count(*) AS predictions, count(p.outcome) AS with_outcome
+        FROM shadow_predictions AS s JOIN predictions AS p USING (prediction_id)
+        WHERE s.model_type = :model_type AND s.version = :challenger AND p.version = :champion
+          AND s.occurred_at > :since AND s.occurred_at <= :until
+    """,
+    "save_shadow_figures": """
+        INSERT INTO shadow_figures AS f (model_type, "window", figures, computed_at)
+        VALUES (:model_type, :window, CAST(:figures AS jsonb), now())
+        ON CONFLICT (model_type, "window") DO UPDATE SET figures = EXCLUDED.figures, computed_at = EXCLUDED.computed_at
+    """,
+    "shadow_figures": """
+        SELECT figures, computed_at FROM shadow_figures WHERE model_type = :model_type AND "window" = :window
+    """,
     # -- the retention ---------------------------------------------------------------------------
+    "forget_shadow_predictions": """
+        DELETE FROM shadow_predictions WHERE prediction_id IN (
+            SELECT prediction_id FROM shadow_predictions WHERE received_at < now() - make_interval(secs => :older)
+            ORDER BY received_at LIMIT :limit)
+    """,
     "forget_predictions": """
         DELETE FROM predictions WHERE prediction_id IN (
             SELECT prediction_id FROM predictions WHERE received_at < now() - make_interval(secs => :older)
@@ -193,6 +251,7 @@ class NewPrediction:
     inputs_digest: str | None
     prediction: str  # JSON text
     occurred_at: datetime
+    shadow: bool = False  # a shadow challenger's, for the served prediction of the same id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +321,27 @@ class WindowPairs:
     pairs: list[tuple[Any, dict[str, Any], dict[str, Any] | None]]  # (inputs, prediction, outcome), newest first
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShadowChallenger:
+    """The version of a model type the watchers also score, never serving it."""
+
+    model_type: str
+    version: int
+    actor: str | None
+    set_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadowPairs:
+    """A window's served predictions that have a challenger's beside them: the same inputs and
+    outcomes, the champion's prediction in `served`, the challenger's in `shadow` (newest first)."""
+
+    predictions: int
+    with_outcome: int
+    served: list[tuple[Any, dict[str, Any], dict[str, Any] | None]]
+    shadow: list[tuple[Any, dict[str, Any], dict[str, Any] | None]]
+
+
 class LiveRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -281,13 +361,16 @@ class LiveRepository:
             for r in await self._run("known_versions", types=[t for t, _ in pairs], versions=[v for _, v in pairs])
         }
         fresh: list[NewPrediction] = []
+        shadows: list[NewPrediction] = []
         for p in predictions:
             if (p.model_type, p.version) not in known:
                 result.refused[p.event_id] = (
                     f"{p.model_type} has no version {p.version}: a prediction names a recorded one"
                 )
             else:
-                fresh.append(p)
+                (shadows if p.shadow else fresh).append(p)
+        if shadows:
+            await self._record_shadows(shadows, result)
         if not fresh:
             return result
         inserted = set(
@@ -306,14 +389,33 @@ class LiveRepository:
                 )
             ).scalars()
         )
-        result.stored = len(inserted)
-        result.duplicates = len(fresh) - len(inserted)
+        result.stored += len(inserted)
+        result.duplicates += len(fresh) - len(inserted)
         if inserted:
             seen = sorted({(p.model_type, p.version) for p in fresh if p.prediction_id in inserted})
             await self._run("seen_versions", types=[t for t, _ in seen], versions=[v for _, v in seen])
             joined = await self._run("take_waiting", prediction_ids=sorted(inserted))
             result.joined = joined.rowcount or 0
         return result
+
+    async def _record_shadows(self, shadows: Sequence[NewPrediction], result: LiveIngest) -> None:
+        """A challenger's predictions: one per served prediction id (the first; a redelivery or a
+        second one is a duplicate). They wait for nothing: the evaluation joins them with the
+        served predictions of the same ids, and so with their outcomes."""
+        inserted = (
+            await self._run(
+                "insert_shadow_predictions",
+                prediction_ids=[p.prediction_id for p in shadows],
+                event_ids=[p.event_id for p in shadows],
+                types=[p.model_type for p in shadows],
+                versions=[p.version for p in shadows],
+                predictions=[p.prediction for p in shadows],
+                occurred=[p.occurred_at for p in shadows],
+            )
+        ).scalars()
+        stored = len(set(inserted))
+        result.stored += stored
+        result.duplicates += len(shadows) - stored
 
     async def record_outcomes(self, outcomes: Sequence[NewOutcome]) -> LiveIngest:
         """Join each outcome with its prediction (the first one a prediction gets), count the
@@ -451,11 +553,67 @@ class LiveRepository:
             job_id=job_id,
         )
 
+    # -- the shadow challenger -----------------------------------------------------------------
+    async def set_shadow(self, model_type: str, version: int, actor: str | None) -> ShadowChallenger | None:
+        """Make `version` the challenger of its model type; None when there is no such version."""
+        row = (await self._run("set_shadow", model_type=model_type, version=version, actor=actor)).first()
+        return None if row is None else ShadowChallenger(**row._mapping)
+
+    async def clear_shadow(self, model_type: str) -> int | None:
+        """No challenger for the model type any more; the version that was, or None."""
+        was = (await self._run("shadow_cleared", model_type=model_type)).scalar()
+        await self._run("clear_shadow", model_type=model_type)
+        return None if was is None else int(was)
+
+    async def shadow(self, model_type: str) -> ShadowChallenger | None:
+        row = (await self._run("shadow", model_type=model_type)).first()
+        return None if row is None else ShadowChallenger(**row._mapping)
+
+    async def shadows(self) -> list[ShadowChallenger]:
+        return [ShadowChallenger(**r._mapping) for r in await self._run("shadows")]
+
+    async def versions(self, model_type: str, versions: Sequence[int]) -> dict[int, VersionToEvaluate]:
+        """The validated metrics and training profile of these versions."""
+        rows = await self._run("versions_figures", model_type=model_type, versions=list(versions))
+        return {
+            r.version: VersionToEvaluate(
+                model_type=r.model_type, version=r.version, metrics=r.metrics or {}, profile=r.profile
+            )
+            for r in rows
+        }
+
+    async def shadow_window(
+        self, model_type: str, *, champion: int, challenger: int, since: datetime, until: datetime, limit: int
+    ) -> ShadowPairs:
+        args = {
+            "model_type": model_type,
+            "champion": champion,
+            "challenger": challenger,
+            "since": since,
+            "until": until,
+        }
+        counts = (await self._run("shadow_counts", **args)).one()
+        rows = list(await self._run("shadow_pairs", limit=limit, **args))
+        return ShadowPairs(
+            predictions=counts.predictions,
+            with_outcome=counts.with_outcome,
+            served=[(r.inputs, r.served, r.outcome) for r in rows],
+            shadow=[(r.inputs, r.shadow, r.outcome) for r in rows],
+        )
+
+    async def save_shadow_figures(self, model_type: str, window: str, figures: dict[str, Any]) -> None:
+        await self._run("save_shadow_figures", model_type=model_type, window=window, figures=json.dumps(figures))
+
+    async def shadow_figures(self, model_type: str, window: str) -> tuple[dict[str, Any], datetime] | None:
+        row = (await self._run("shadow_figures", model_type=model_type, window=window)).first()
+        return None if row is None else (row.figures, row.computed_at)
+
     async def forget(self, *, older_than: timedelta, limit: int = 50_000) -> int:
-        """Predictions and waiting outcomes received before `older_than` ago, oldest first, at
-        most `limit` of each; the versions no prediction named since."""
+        """Predictions (served and shadow) and waiting outcomes received before `older_than` ago,
+        oldest first, at most `limit` of each; the versions no prediction named since."""
         older = older_than.total_seconds()
         forgotten = (await self._run("forget_predictions", older=older, limit=limit)).rowcount or 0
+        forgotten += (await self._run("forget_shadow_predictions", older=older, limit=limit)).rowcount or 0
         forgotten += (await self._run("forget_waiting", older=older, limit=limit)).rowcount or 0
         await self._run("forget_versions", older=older)
         return forgotten

@@ -670,3 +670,44 @@ class RetrainReasonRow(Base):
     figures: Mapped[dict[str, Any]]
     job_id: Mapped[uuid.UUID | None]
     fired_at: Mapped[datetime] = _created()
+
+
+class ShadowVersionRow(Base):
+    """The shadow challenger of a model type (`fcl versions shadow`, migration 0024): the watchers
+    also score it on the champion's inputs, never serving it."""
+
+    __tablename__ = "shadow_versions"
+
+    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(Text)
+    set_at: Mapped[datetime] = _created()
+
+
+class ShadowPredictionRow(Base):
+    """What the challenger predicted for a served prediction (the same `prediction_id`); its
+    outcome is the served prediction's."""
+
+    __tablename__ = "shadow_predictions"
+
+    prediction_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, unique=True)
+    model_type: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    prediction: Mapped[dict[str, Any]]
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = _created()
+
+    __table_args__ = (Index(None, "model_type", "version", "occurred_at"), Index(None, "received_at"))
+
+
+class ShadowFigureRow(Base):
+    """The champion and its challenger over the same pairs in a window, as the last live
+    evaluation computed them."""
+
+    __tablename__ = "shadow_figures"
+
+    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    window: Mapped[str] = mapped_column(Text, primary_key=True)
+    figures: Mapped[dict[str, Any]]
+    computed_at: Mapped[datetime]

@@ -69,6 +69,8 @@ from fcl.storage.live import NewOutcome as NewOutcome
 from fcl.storage.live import NewPrediction as NewPrediction
 from fcl.storage.live import RetrainReason as RetrainReason
 from fcl.storage.live import ServingChampion as ServingChampion
+from fcl.storage.live import ShadowChallenger as ShadowChallenger
+from fcl.storage.live import ShadowPairs as ShadowPairs
 from fcl.storage.live import VersionToEvaluate as VersionToEvaluate
 from fcl.storage.live import WindowPairs as WindowPairs
 from fcl.storage.outbox import OutboxRepository
@@ -376,6 +378,26 @@ class WorkerStore:
         async with self.db.transaction() as s:
             await LiveRepository(s).save_figures(model_type, version, window, figures)
 
+    async def shadows(self) -> list[ShadowChallenger]:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).shadows()
+
+    async def versions_to_compare(self, model_type: str, versions: Sequence[int]) -> dict[int, VersionToEvaluate]:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).versions(model_type, versions)
+
+    async def shadow_window(
+        self, model_type: str, *, champion: int, challenger: int, since: datetime, until: datetime, limit: int
+    ) -> ShadowPairs:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).shadow_window(
+                model_type, champion=champion, challenger=challenger, since=since, until=until, limit=limit
+            )
+
+    async def save_shadow_figures(self, model_type: str, window: str, figures: dict[str, Any]) -> None:
+        async with self.db.transaction() as s:
+            await LiveRepository(s).save_shadow_figures(model_type, window, figures)
+
     async def mark_for_retention(self, model_type: str, *, keep_versions: int, keep_days: float) -> list[int]:
         """Mark the versions the retention no longer keeps as deleted; their numbers."""
         async with self.db.transaction() as s:
@@ -624,6 +646,22 @@ class ApiStore:
     async def all_live_figures(self) -> list[tuple[str, int, str, dict[str, Any]]]:
         async with self.db.transaction() as s:
             return await LiveRepository(s).all_figures()
+
+    async def set_shadow(self, model_type: str, version: int, actor: str | None) -> ShadowChallenger | None:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).set_shadow(model_type, version, actor)
+
+    async def clear_shadow(self, model_type: str) -> int | None:
+        async with self.db.transaction() as s:
+            return await LiveRepository(s).clear_shadow(model_type)
+
+    async def shadow(
+        self, model_type: str, window: str
+    ) -> tuple[ShadowChallenger | None, tuple[dict[str, Any], datetime] | None]:
+        """The model type's challenger, and the last comparison over `window`."""
+        async with self.db.transaction() as s:
+            live = LiveRepository(s)
+            return await live.shadow(model_type), await live.shadow_figures(model_type, window)
 
     async def figures(self) -> tuple[list[QueueFigure], list[TrainingFigure], OutboxFigure, list[ModelFigure]]:
         async with self.db.transaction() as s:

@@ -301,6 +301,7 @@ class PredictionIngestor(_LiveDoor):
                 inputs_digest=p.event.inputs_digest,
                 prediction=p.prediction,
                 occurred_at=p.event.occurred_at or now(),
+                shadow=p.event.shadow,
             )
             for p in parsed
         ]

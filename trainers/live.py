@@ -69,6 +69,29 @@ def figures(
     return result
 
 
+def compare(model_type: str, champion: Mapping[str, Any], challenger: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The champion's and the challenger's key figure over the same pairs (`figures` of each):
+    which one did better, and by how much relative to the champion (positive: the challenger is
+    better). None for a model type without one (segmentation)."""
+    if model_type not in KEY:
+        return None
+    name = KEY[model_type][0]
+    a, b = champion.get("metrics", {}).get(name), challenger.get("metrics", {}).get(name)
+    higher = bool((champion.get("key") or {}).get("higher_is_better", True))
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        missing: dict[str, Any] = {"metric": name, "champion": a, "challenger": b, "higher_is_better": higher}
+        return missing | {"gain": None, "better": None}
+    gain = (b - a) if higher else (a - b)
+    return {
+        "metric": name,
+        "champion": float(a),
+        "challenger": float(b),
+        "higher_is_better": higher,
+        "gain": float(gain / abs(a)) if a else None,
+        "better": "challenger" if gain > 0 else "champion" if gain < 0 else "neither",
+    }
+
+
 def _drop(live: float | None, validated: object, higher_is_better: bool) -> float | None:
     if live is None or not isinstance(validated, (int, float)) or validated == 0:
         return None

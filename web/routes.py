@@ -391,6 +391,76 @@ async def live(call: Call) -> tuple[int, s.LiveView]:
     return 200, s.LiveView.model_validate({**fields, "window": q.window, "computed_at": computed_at})
 
 
+async def shadow(call: Call) -> tuple[int, s.ShadowView]:
+    model_type = call.path["model_type"]
+    q: s.LiveQuery = call.query
+    db = _services(call).db
+    challenger, found = await db.shadow(model_type, q.window)
+    record = None
+    if challenger is not None:
+        version, current = await db.version(model_type, challenger.version), await db.champion(model_type)
+        if version is not None:
+            record = s.ModelVersionView.of(version, current[0].version if current else None)
+    return 200, _shadow_view(model_type, q.window, challenger, found, record)
+
+
+def _shadow_view(
+    model_type: str, window: str, challenger: Any, found: Any, record: s.ModelVersionView | None
+) -> s.ShadowView:
+    view = s.ShadowView(
+        model_type=model_type,
+        window=window,
+        model=record,
+        challenger=None if challenger is None else challenger.version,
+        set_by=None if challenger is None else challenger.actor,
+        set_at=None if challenger is None else challenger.set_at,
+    )
+    if challenger is None or found is None:
+        return view
+    figures, computed_at = found
+    if (figures.get("challenger") or {}).get("version") != challenger.version:
+        return view  # a comparison with an earlier challenger: not this one's
+    return view.model_copy(
+        update={
+            "computed_at": computed_at,
+            "predictions": int(figures.get("predictions") or 0),
+            "with_outcome": int(figures.get("with_outcome") or 0),
+            "evaluated_pairs": int(figures.get("evaluated_pairs") or 0),
+            "champion": s.ShadowSide.model_validate(figures["champion"]),
+            "shadow": s.ShadowSide.model_validate(figures["challenger"]),
+            "comparison": figures.get("comparison"),
+        }
+    )
+
+
+async def set_shadow(call: Call) -> tuple[int, s.ShadowView]:
+    svc = _services(call)
+    model_type = call.path["model_type"]
+    body: s.ShadowBody = call.body
+    version = await svc.db.version(model_type, body.version)
+    if version is None:
+        raise ApiError(404, "unknown_version", f"{model_type} has no version {body.version}")
+    if version.deleted_at is not None:
+        raise ApiError(409, "version_deleted", f"{model_type} v{body.version} was removed by the retention")
+    current = await svc.db.champion(model_type)
+    if current is not None and current[0].version == body.version:
+        raise ApiError(409, "already_champion", f"{model_type} v{body.version} is the champion: it serves already")
+    challenger = await svc.db.set_shadow(model_type, body.version, _actor(call))
+    if challenger is None:
+        raise ApiError(404, "unknown_version", f"{model_type} has no version {body.version}")
+    log.info("%s: v%s is the shadow challenger (%s)", model_type, body.version, challenger.actor)
+    record = s.ModelVersionView.of(version, current[0].version if current else None)
+    return 200, _shadow_view(model_type, "day", challenger, None, record)
+
+
+async def clear_shadow(call: Call) -> tuple[int, s.ShadowCleared]:
+    model_type = call.path["model_type"]
+    was = await _services(call).db.clear_shadow(model_type)
+    if was is not None:
+        log.info("%s: v%s is no longer the shadow challenger (%s)", model_type, was, _actor(call))
+    return 200, s.ShadowCleared(model_type=model_type, cleared=was)
+
+
 async def artifact(call: Call) -> web.StreamResponse:
     """The artifact's bytes, streamed from the store in chunks while they are hashed, one chunk
     held back: the last is sent only once the whole has matched the recorded sha256 and size. An
@@ -768,6 +838,42 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ChampionView, "the champion"),
         (MODEL_TYPE,),
         errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        PREFIX + "/model-versions/{model_type}/shadow",
+        shadow,
+        "The shadow challenger, and the champion and challenger compared over the same outcomes (by window)",
+        "versions",
+        _ok(s.ShadowView, "the challenger (null: none) and the last comparison (null until a trainer made one)"),
+        (MODEL_TYPE,),
+        query=s.LiveQuery,
+        errors=(404, 422),
+    ),
+    Endpoint(
+        "PUT",
+        PREFIX + "/model-versions/{model_type}/shadow",
+        set_shadow,
+        "Name the version the watchers also score on the champion's inputs (never served)",
+        "versions",
+        _ok(s.ShadowView, "the challenger"),
+        (MODEL_TYPE,),
+        body=s.ShadowBody,
+        access="admin",
+        errors=(404, 409, 422),
+        description="Replaces the model type's challenger, if any. The champion itself is refused (409). "
+        "Promote the challenger with the promote route once the comparison says so.",
+    ),
+    Endpoint(
+        "DELETE",
+        PREFIX + "/model-versions/{model_type}/shadow",
+        clear_shadow,
+        "Stop scoring a shadow challenger for the model type",
+        "versions",
+        _ok(s.ShadowCleared, "the challenger there was"),
+        (MODEL_TYPE,),
+        access="admin",
+        errors=(404, 422),
     ),
     Endpoint(
         "GET",

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
 from fcl.contract.events import Drift, ErrorInfo, Timestamp, ValidationCheck
@@ -113,9 +113,17 @@ def _encodable(value: str) -> str:
     return value
 
 
-# Text a filter compares with stored text; a row id (a bigint).
+def _text_only(value: Any) -> Any:
+    """A time in a body is RFC 3339 text, as the document says: not a number read as epoch seconds."""
+    if not isinstance(value, str):
+        raise ValueError("a time is RFC 3339 text")
+    return value
+
+
+# Text a filter compares with stored text; a row id (a bigint); a time given in a body.
 FilterText = Annotated[str, Field(max_length=500), AfterValidator(_encodable)]
 RowId = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
+BodyTime = Annotated[Timestamp, BeforeValidator(_text_only)]
 
 
 class PageQuery(BaseModel):
@@ -509,6 +517,51 @@ class ChampionView(View):
     model: ModelVersionView = Field(description="the version: artifact checksum, metrics and manifest")
 
 
+class ShadowBody(BaseModel):
+    """Unknown extra fields are ignored, as in events."""
+
+    model_config = ConfigDict(extra="ignore")
+    version: int = Field(ge=1, le=2**31 - 1, strict=True, description="the recorded version to score in the shadow")
+
+
+class ShadowSide(View):
+    """One side of a shadow comparison: a version's live figures over the pairs both scored."""
+
+    version: int
+    metrics: dict[str, Any] = Field(default_factory=dict, description="as in the live view")
+    key: dict[str, Any] | None = Field(default=None, description="the key figure against the version's validated one")
+    input_drift: dict[str, Any] | None = None
+
+
+class ShadowView(View):
+    """A model type's shadow challenger, and the champion and challenger over the same outcomes."""
+
+    model_type: str
+    challenger: int | None = Field(description="the version scored in the shadow; null: none")
+    model: ModelVersionView | None = Field(
+        default=None, description="the challenger's record: a watcher checks its artifact's sha256 and size"
+    )
+    set_by: str | None = None
+    set_at: datetime | None = None
+    window: str
+    computed_at: datetime | None = Field(default=None, description="when a trainer worker compared them; null: not yet")
+    predictions: int = Field(default=0, description="served predictions in the window that the challenger scored too")
+    with_outcome: int = 0
+    evaluated_pairs: int = Field(default=0, description="the newest pairs the figures are computed on (20,000 at most)")
+    champion: ShadowSide | None = None
+    shadow: ShadowSide | None = Field(default=None, description="the challenger's figures over the same pairs")
+    comparison: dict[str, Any] | None = Field(
+        default=None,
+        description="the key figure of each (metric, champion, challenger, higher_is_better), the challenger's "
+        "relative gain and which did better; null for segmentation",
+    )
+
+
+class ShadowCleared(View):
+    model_type: str
+    cleared: int | None = Field(description="the version that was the challenger; null: there was none")
+
+
 class LiveQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     window: Literal["hour", "day"] = Field(default="day", description="the predictions of the last hour or day")
@@ -681,7 +734,7 @@ class ReplayBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     ids: list[RowId] | None = Field(default=None, max_length=1000)
     reason: FilterText | None = None
-    since: Timestamp | None = None
+    since: BodyTime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
 

@@ -10,7 +10,10 @@ Retraining for a reason: when a champion's figures in a window show its live key
 beyond FCL_LIVE_DROP_<TYPE> below the validated one, or its live inputs drifted past
 FCL_DRIFT_TRIGGER_PSI (over at least FCL_LIVE_MIN_PAIRS), or the champion is older than
 FCL_MAX_CHAMPION_AGE_<TYPE>, a job is queued for its dataset with the reason and its figures. A
-reason fires once per version, window and kind (`retrain_reasons`), never in a loop."""
+reason fires once per version, window and kind (`retrain_reasons`), never in a loop.
+
+A shadow challenger (`fcl versions shadow`): the watchers score it on the champion's inputs too,
+and each round compares the two over the same pairs, per window (`GET .../shadow`)."""
 
 from __future__ import annotations
 
@@ -148,7 +151,8 @@ async def evaluate(
         return 0
     until = now or datetime.now(UTC)
     saved = 0
-    champions = {(c.model_type, c.version): c for c in await store.champions()} if triggers else {}
+    serving = await store.champions()
+    champions = {(c.model_type, c.version): c for c in serving} if triggers else {}
     if triggers:
         await _retrain(store, [r for c in champions.values() if (r := age_reason(c, triggers))], triggers)
     for v in await store.versions_to_evaluate(RECENT):
@@ -178,6 +182,52 @@ async def evaluate(
             champion = champions.get((v.model_type, v.version))
             if triggers is not None and champion is not None:
                 await _retrain(store, reasons_in(figures, champion, triggers), triggers)
+    saved += await _compare_shadows(store, {c.model_type: c.version for c in serving}, until)
+    return saved
+
+
+async def _compare_shadows(store: WorkerStore, champions: Mapping[str, int], until: datetime) -> int:
+    """For each model type with a shadow challenger, and each window: the champion's figures and
+    the challenger's over the same pairs (the served predictions the challenger scored too, and
+    their outcomes), and which did better on the key figure; the comparisons saved."""
+    saved = 0
+    for shadow in await store.shadows():
+        champion = champions.get(shadow.model_type)
+        if champion is None or champion == shadow.version:
+            continue  # nothing to compare: no champion, or the challenger has been promoted
+        known = await store.versions_to_compare(shadow.model_type, [champion, shadow.version])
+        if len(known) < 2:
+            continue
+        for name, width in WINDOWS.items():
+            since = until - width
+            pairs = await store.shadow_window(
+                shadow.model_type,
+                champion=champion,
+                challenger=shadow.version,
+                since=since,
+                until=until,
+                limit=MAX_PAIRS,
+            )
+            figures: dict[str, Any] = {"model_type": shadow.model_type, "window": name}
+            for role, version, given in (
+                ("champion", champion, pairs.served),
+                ("challenger", shadow.version, pairs.shadow),
+            ):
+                v = known[version]
+                computed = await asyncio.to_thread(
+                    live.figures, v.model_type, given, profile=v.profile, validated=v.metrics, version=version
+                )
+                figures[role] = {"version": version, **computed}
+            figures |= {
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "predictions": pairs.predictions,
+                "with_outcome": pairs.with_outcome,
+                "evaluated_pairs": len(pairs.served),
+                "comparison": live.compare(shadow.model_type, figures["champion"], figures["challenger"]),
+            }
+            await store.save_shadow_figures(shadow.model_type, name, figures)
+            saved += 1
     return saved
 
 

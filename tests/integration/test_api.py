@@ -614,6 +614,9 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions/{model_type}/champion"),
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/model-versions/{model_type}/{version}/live"),
+        ("GET", "/model-versions/{model_type}/shadow"),
+        ("PUT", "/model-versions/{model_type}/shadow"),
+        ("DELETE", "/model-versions/{model_type}/shadow"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked
         ("POST", "/outbox/unpark"),
         ("GET", "/datasets/{dataset_id}"),
@@ -636,8 +639,9 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
             # every POST, the artifact download (models are company data) and the kept dead letters
             # (producers' data) need the token
             private = path.endswith("/artifact") or "/dead-letters" in path
-            assert ("security" in op) == (method == "post" or private), (method, path)
-            if method == "post" or private:
+            mutation = method in ("post", "put", "delete")
+            assert ("security" in op) == (mutation or private), (method, path)
+            if mutation or private:
                 assert {"401", "403"} <= set(op["responses"])
             elif path not in ("/livez", "/readyz"):
                 assert "401" in op["responses"]  # once FCL_READ_TOKEN is set

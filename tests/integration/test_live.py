@@ -25,6 +25,7 @@ from tests import factories
 from tests.conftest import ROOT, RunStack
 from tests.integration.service_support import API, Service
 from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
+from tests.integration.streams_support import rows as rows_of
 from tests.integration.test_end_to_end import _chromium, chromium_flags
 
 SCREENSHOT = ROOT / ".fcl" / "test-artifacts" / "dashboard-live.png"
@@ -291,6 +292,54 @@ async def _live(svc: Service, version: int, predictions: int) -> dict[str, Any]:
     return (await _get(svc, f"{API}/model-versions/goal/{version}/live?window=hour"))[1]
 
 
+async def _call(svc: Service, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
+        http.request(method, path, json=body) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def _shadow(svc: Service, challenger: int, pairs: int) -> dict[str, Any]:
+    seen: list[Any] = []
+
+    async def ready() -> bool:
+        status, body = await _get(svc, f"{API}/model-versions/goal/shadow?window=hour")
+        seen[:] = [status, body]
+        return status == 200 and body["challenger"] == challenger and body["with_outcome"] >= pairs
+
+    try:
+        await eventually(ready, timeout=60, what=f"the shadow comparison with v{challenger}")
+    except AssertionError:
+        raise AssertionError(f"the shadow comparison never showed {pairs} pairs: {seen}") from None
+    return (await _get(svc, f"{API}/model-versions/goal/shadow?window=hour"))[1]
+
+
+def _dashboard_shows_shadow(svc: Service, compared: dict[str, Any]) -> None:
+    """The dashboard's shadow section (the newest version's type, goal), in headless Chromium;
+    photographed to .fcl/test-artifacts/dashboard-shadow.png."""
+    browser = _chromium()
+    flags = chromium_flags(svc.workdir)
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
+    ).stdout
+    shown = dom.split('id="shadow-figures">', 1)[1].split("</section>", 1)[0]
+    champion, challenger = compared["champion"], compared["shadow"]
+    auc = (
+        f"<td>roc_auc</td><td>{champion['metrics']['roc_auc']:.4f}</td><td>{challenger['metrics']['roc_auc']:.4f}</td>"
+    )
+    assert auc in shown, shown[:1500]
+    assert "the challenger did better" in shown and f"promote goal {challenger['version']}" in shown, shown[:1500]
+    shot = SCREENSHOT.with_name("dashboard-shadow.png")
+    subprocess.run(
+        [browser, *flags, "--window-size=1400,1300", f"--screenshot={shot}", svc.base_url + "/"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 async def _serve(svc: Service, version: int) -> None:
     status, champion = await _get(svc, f"{API}/model-versions/goal/champion")
     if status != 200 or champion["version"] != version:
@@ -368,10 +417,65 @@ async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live
                 what="the retraining ended",
             )
             assert await scalar(db, "SELECT status FROM training_jobs WHERE id = :j", j=job) == "completed"
-            v2 = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
             history = (await _get(svc, f"{API}/training-history?limit=5"))[1]["items"]
             assert any(e["job_id"] == str(job) and e["reason"]["kind"] == "live_drop" for e in history), history
-            await _serve(svc, v2)
+            # (the day window's reason may have queued a second retraining: the newest version is
+            # the one to serve next, once none is left to train)
+            await eventually(
+                lambda: scalar(db, "SELECT count(*) = 0 FROM training_jobs WHERE status IN ('queued', 'in_progress')"),
+                timeout=180,
+                logs=svc.logs,
+                what="the retrainings ended",
+            )
+            v2 = int(await scalar(db, "SELECT max(version) FROM model_versions WHERE model_type = 'goal'"))
+
+            # The operator wants evidence first: v1 serves, v2 is scored in the shadow on the same
+            # users, and the two are compared on the same outcomes before v2 is promoted.
+            await _serve(svc, v1)
+            status, body = await _call(svc, "PUT", f"{API}/model-versions/goal/shadow", {"version": v1})
+            assert (status, body["error"]["code"]) == (409, "already_champion"), body
+            status, body = await _call(svc, "PUT", f"{API}/model-versions/goal/shadow", {"version": v2})
+            assert status == 200 and body["challenger"] == v2 and body["model"]["version"] == v2, body
+
+            async def shadowing() -> bool:
+                return watcher.shadow is not None and watcher.shadow.version == v2
+
+            async def serving_v1() -> bool:
+                return watcher.served is not None and watcher.served.version == v1
+
+            await eventually(shadowing, timeout=60, what="the watcher scores v2 in the shadow", logs=svc.logs)
+            await eventually(serving_v1, timeout=60, what="the watcher serves v1", logs=svc.logs)
+            side = FinCoachSimulator(seed=76, n_users=150).goal_samples(shift=1.0)
+            answers = watcher.predict(_records(side))
+
+            async def scored() -> bool:
+                return watcher.shadow_scored >= len(side)
+
+            await eventually(scored, timeout=30, what="the challenger scored the same records")
+            await _outcomes(svc, answers, side)
+            compared = await _shadow(svc, v2, len(side))
+            assert compared["champion"]["version"] == v1 and compared["shadow"]["version"] == v2
+            comparison = compared["comparison"]
+            assert comparison["metric"] == "roc_auc" and comparison["better"] == "challenger", comparison
+            # the same pairs, scored by each: the figures computed here from the answers agree
+            probabilities = {a["prediction_id"]: a["probability"] for a in answers}
+            achieved = [bool(s["achieved"]) for s in side]
+            served_auc = roc_auc_score(achieved, [probabilities[a["prediction_id"]] for a in answers])
+            assert compared["champion"]["metrics"]["roc_auc"] == pytest.approx(served_auc, abs=1e-9)
+            assert compared["shadow"]["metrics"]["roc_auc"] > served_auc + 0.1
+            await asyncio.to_thread(_dashboard_shows_shadow, svc, compared)
+            async with (
+                aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
+                http.post(
+                    f"{API}/model-versions/goal/{v2}/promote",
+                    json={"reason": "better in the shadow", "expected_version": v1},
+                ) as r,
+            ):
+                moves = await rows_of(db, "SELECT seq, version, previous_version, reason, actor FROM champion_ledger")
+                jobs = await rows_of(
+                    db, "SELECT id, status, model_version, reason->>'kind' AS kind, created_at FROM training_jobs"
+                )
+                assert r.status == 200, (await r.text(), moves, jobs)
 
             async def swapped() -> bool:
                 return watcher.served is not None and watcher.served.version == v2

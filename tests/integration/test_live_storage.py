@@ -10,19 +10,22 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from fcl.storage.db import Database
 from fcl.storage.entities import EndedAttempt
 from fcl.storage.live import LiveRepository, NewOutcome, NewPrediction
 from fcl.storage.queue import JobQueue
 from fcl.storage.retry import RetryDecision
-from fcl.storage.stores import WorkerStore
+from fcl.storage.stores import ApiStore, WorkerStore
 from fcl.worker import live
 from tests import factories
 from tests.integration.streams_support import rows, scalar
 
 
-def _prediction(version: int, pid: str, probability: float = 0.5, event_id: str | None = None) -> NewPrediction:
+def _prediction(
+    version: int, pid: str, probability: float = 0.5, event_id: str | None = None, *, shadow: bool = False
+) -> NewPrediction:
     return NewPrediction(
         event_id=event_id or f"p-{pid}",
         prediction_id=pid,
@@ -33,6 +36,7 @@ def _prediction(version: int, pid: str, probability: float = 0.5, event_id: str 
         inputs_digest=None,
         prediction=json.dumps({"probability": probability}),
         occurred_at=datetime.now(UTC),
+        shadow=shadow,
     )
 
 
@@ -190,3 +194,52 @@ async def test_a_prediction_and_its_outcome_committed_at_the_same_time_still_pai
     assert await task == 1
     assert await scalar(own_db, "SELECT outcome_event_id FROM predictions WHERE prediction_id = 'px'") == "ox"
     assert await scalar(own_db, "SELECT count(*) FROM waiting_outcomes") == 0
+
+
+async def test_a_shadow_challenger_is_compared_with_the_champion_on_the_same_outcomes(own_db: Database) -> None:
+    """A challenger's predictions are kept under the served predictions' ids (one each, whatever is
+    redelivered), never joined by themselves: the evaluation pairs them with the served ones and
+    their outcomes, computes both versions' figures over exactly those pairs, and says which did
+    better. Predictions the challenger did not score, and outcomes it has none for, are not in the
+    comparison. Clearing the challenger drops its comparisons."""
+    champion = (await factories.record_version(own_db, "goal", auc=0.8)).job.model_version
+    challenger = (await factories.record_version(own_db, "goal", passed=False)).job.model_version
+    assert champion is not None and challenger is not None
+    store = WorkerStore(own_db)
+    async with own_db.transaction() as s:
+        repo = LiveRepository(s)
+        assert await repo.set_shadow("goal", challenger + 50, "test") is None  # no such version
+        assert (await repo.set_shadow("goal", challenger, "test")) is not None
+        # served: 6 predictions; achieved when i is even. The champion answers 0.5 for all (no skill),
+        # the challenger 0.9 for the achieved and 0.1 for the others (perfect), for 4 of them only.
+        await repo.record_predictions([_prediction(champion, f"s{i}", 0.5) for i in range(6)])
+        made = await repo.record_predictions(
+            [_prediction(challenger, f"s{i}", 0.9 if i % 2 == 0 else 0.1, f"sh-{i}", shadow=True) for i in range(4)]
+            + [_prediction(challenger, "s0", 0.5, "sh-0", shadow=True)]  # redelivered: once
+            + [_prediction(challenger, "s1", 0.5, "sh-1b", shadow=True)]  # a second one for s1: refused as duplicate
+            + [_prediction(challenger + 50, "s2", 0.5, "sh-x", shadow=True)]  # an unknown version: refused
+        )
+        assert (made.stored, made.duplicates, list(made.refused)) == (4, 2, ["sh-x"])
+        # the outcomes of the served predictions; s3 has none yet
+        await repo.record_outcomes([_outcome(f"s{i}", f"os{i}", achieved=i % 2 == 0) for i in (0, 1, 2, 4, 5)])
+    assert await scalar(own_db, "SELECT count(*) FROM predictions WHERE prediction_id LIKE 's%'") == 6
+    assert await live.evaluate(store, every=0.001) == 2 + 2  # the champion's windows, and the comparison's
+    [hour] = await rows(own_db, "SELECT figures FROM shadow_figures WHERE model_type = 'goal' AND \"window\" = 'hour'")
+    f = hour.figures
+    assert (f["predictions"], f["with_outcome"], f["evaluated_pairs"]) == (4, 3, 4)  # s0-s3 scored, s3 no outcome
+    assert f["champion"]["version"] == champion and f["challenger"]["version"] == challenger
+    assert f["champion"]["metrics"]["pairs"] == 3 and f["challenger"]["metrics"]["pairs"] == 3
+    assert f["champion"]["metrics"]["roc_auc"] == 0.5 and f["challenger"]["metrics"]["roc_auc"] == 1.0
+    assert f["comparison"]["better"] == "challenger" and f["comparison"]["gain"] == pytest.approx(1.0)
+    api = ApiStore(own_db)
+    shadow, found = await api.shadow("goal", "day")
+    assert shadow is not None and shadow.version == challenger and shadow.actor == "test" and found is not None
+    assert await api.clear_shadow("goal") == challenger
+    assert await api.shadow("goal", "day") == (None, None)
+    assert await api.clear_shadow("goal") is None
+    assert await live.evaluate(store, every=0.001) == 2  # no challenger: no comparison
+    # the retention forgets shadow predictions with the served ones
+    async with own_db.transaction() as s:
+        await s.execute(text("UPDATE shadow_predictions SET received_at = now() - interval '40 days'"))
+        assert await LiveRepository(s).forget(older_than=timedelta(days=30)) >= 4
+    assert await scalar(own_db, "SELECT count(*) FROM shadow_predictions") == 0

@@ -305,6 +305,42 @@ def test_each_answer_gets_an_id_and_an_event_with_its_inputs() -> None:
     assert "inputs" not in digested and digested["inputs_digest"].startswith("sha256:")
 
 
+def test_a_challengers_answers_are_logged_under_the_served_prediction_ids() -> None:
+    from fcl.serving.predictions import events, shadow_events
+
+    records = [{"user_id": "u1", "goal_id": "g", "features": {"a": 1.0}}, {"user_id": "u2", "features": {"a": 2.0}}]
+    served = events("goal", 3, records, [{"probability": 0.2}, {"probability": 0.9}])
+    shadows = shadow_events(5, served, [{"probability": 0.4}, {"probability": 0.6}])
+    assert [e["prediction_id"] for e in shadows] == [e["prediction_id"] for e in served]
+    assert {e["event_id"] for e in shadows}.isdisjoint(e["event_id"] for e in served)  # events of their own
+    assert [e["prediction"] for e in shadows] == [{"probability": 0.4}, {"probability": 0.6}]
+    assert all(e["shadow"] is True and e["version"] == 5 and "inputs" not in e for e in shadows)
+    for event in shadows:  # what the predictions topic accepts, as a shadow
+        parsed = parse_prediction(_message(event), max_bytes=1 << 20)
+        assert isinstance(parsed, ParsedPrediction) and parsed.event.shadow
+    # spending: matched by user, whatever order the challenger answered in; a user it did not
+    # answer gets no shadow prediction
+    days = [{"user_id": u, "date": f"2026-11-0{d}", "amount": float(d)} for u in ("a", "b") for d in range(1, 4)]
+    served = events("spending", 2, days, [{"user_id": "a", "forecast": []}, {"user_id": "b", "forecast": []}])
+    mine = [{"user_id": "b", "forecast": [{"date": "2026-11-04", "amount": 9.0}]}]
+    [only] = shadow_events(4, served, mine)
+    assert only["prediction_id"] == served[1]["prediction_id"] and only["prediction"]["user_id"] == "b"
+
+
+def test_champion_and_challenger_are_compared_on_their_key_figure() -> None:
+    better = live.compare(
+        "goal", {"metrics": {"roc_auc": 0.6}, "key": {"higher_is_better": True}}, {"metrics": {"roc_auc": 0.75}}
+    )
+    assert better is not None and better["better"] == "challenger" and better["gain"] == pytest.approx(0.25)
+    worse = live.compare(
+        "spending", {"metrics": {"mae": 10.0}, "key": {"higher_is_better": False}}, {"metrics": {"mae": 12.0}}
+    )
+    assert worse is not None and worse["better"] == "champion" and worse["gain"] == pytest.approx(-0.2)
+    unknown = live.compare("goal", {"metrics": {}, "key": None}, {"metrics": {"roc_auc": 0.7}})
+    assert unknown is not None and unknown["better"] is None and unknown["gain"] is None
+    assert live.compare("segmentation", {"metrics": {}}, {"metrics": {}}) is None
+
+
 def test_the_log_never_blocks_and_drops_the_oldest_past_its_bound() -> None:
     from fcl.serving.predictions import PredictionLog
 

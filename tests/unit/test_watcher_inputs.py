@@ -44,6 +44,7 @@ class Api:
 
     def __init__(self) -> None:
         self.champion: bytes = b"{}"
+        self.shadow: bytes = b'{"challenger": null}'
         self.status = 200
         self.download: Callable[[web.Request], Any] = lambda request: web.Response(status=404)
 
@@ -56,7 +57,11 @@ class Api:
         async def download(request: web.Request) -> Any:
             return await self.download(request)
 
+        async def shadow(request: web.Request) -> web.Response:
+            return web.Response(status=self.status, body=self.shadow, content_type="application/json")
+
         app.router.add_get(API + "/model-versions/segmentation/champion", champion)
+        app.router.add_get(API + "/model-versions/segmentation/shadow", shadow)
         app.router.add_get(API + "/model-versions/segmentation/{version}/artifact", download)
         return app
 
@@ -168,7 +173,9 @@ _JSON = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["version", "model", "artifact", "sha256", "size", "format", "x"]), inner, max_size=5
+            st.sampled_from(["version", "challenger", "model", "artifact", "sha256", "size", "format", "x"]),
+            inner,
+            max_size=5,
         )
     ),
     max_leaves=40,
@@ -190,6 +197,72 @@ def test_any_champion_answer_ends_in_a_swap_nothing_or_a_reason(answer: Any) -> 
         try:
             try:
                 assert await watcher.refresh() in (True, False)
+            except WatcherError as exc:
+                assert str(exc)
+        finally:
+            await watcher._http.close()
+            await server.close()
+
+    asyncio.run(one())
+
+
+SHADOW_HOSTILE = [
+    (b"[]", "unexpected document"),
+    (b'{"challenger": 4, "model": null}', "unexpected document"),
+    (b'{"challenger": 1e999, "model": {"artifact": {}}}', "unexpected document"),
+    (
+        b'{"challenger": "4", "model": {"artifact": {"sha256": "' + b"0" * 64 + b'", "size": 1, "format": "skops"}}}',
+        "not a version number",
+    ),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    (b" " * (2 << 20), "more than"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), SHADOW_HOSTILE, ids=[r for _, r in SHADOW_HOSTILE])
+async def test_a_hostile_shadow_record_is_refused_with_its_reason(
+    served: tuple[Api, ChampionWatcher], body: bytes, reason: str
+) -> None:
+    api, watcher = served
+    api.shadow = body
+    with pytest.raises(WatcherError, match=reason):
+        await watcher.refresh_shadow()
+    assert watcher.shadow is None
+
+
+async def test_the_shadow_challenger_is_loaded_checked_and_dropped_when_the_api_names_none(
+    served: tuple[Api, ChampionWatcher], artifact: bytes
+) -> None:
+    api, watcher = served
+    record = _record(artifact, version=6)
+    api.shadow = json.dumps({"challenger": 6, "model": record["model"]}).encode()
+    api.download = _bytes(artifact[:-1] + b"!")  # the wrong bytes: refused, nothing scored
+    with pytest.raises(WatcherError, match="the record says"):
+        await watcher.refresh_shadow()
+    assert watcher.shadow is None
+    api.download = _bytes(artifact)
+    assert await watcher.refresh_shadow() is True
+    assert watcher.shadow is not None and watcher.shadow.version == 6
+    assert await watcher.refresh_shadow() is False  # the same one: nothing to do
+    api.shadow = b'{"challenger": null}'
+    assert await watcher.refresh_shadow() is False and watcher.shadow is None
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=_JSON)
+def test_any_shadow_answer_ends_in_a_load_nothing_or_a_reason(answer: Any) -> None:
+    async def one() -> None:
+        api = Api()
+        api.shadow = json.dumps({"challenger": answer} if not isinstance(answer, dict) else answer).encode()
+        server = TestServer(api.app())
+        await server.start_server()
+        watcher = ChampionWatcher(
+            "segmentation", api_url=str(server.make_url("")), token=None, kafka_bootstrap="127.0.0.1:9"
+        )
+        watcher._http = aiohttp.ClientSession()
+        try:
+            try:
+                assert await watcher.refresh_shadow() in (True, False)
             except WatcherError as exc:
                 assert str(exc)
         finally:
