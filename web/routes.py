@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from fcl.contract import model_types
 from fcl.contract.enums import JobStatus
@@ -676,6 +677,35 @@ async def replay_dead_letters(call: Call) -> tuple[int, s.Replayed]:
     return 200, s.Replayed(replayed=len(sent), ids=sent)
 
 
+async def post_predictions(call: Call) -> tuple[int, s.PredictionsAccepted]:
+    """Predictions onto `fcl.predictions`, keyed by model type, as a watcher logs them: the same door
+    then (limits, dead letters for what the deeper checks refuse, once by event_id). The events
+    are checked against the event's schema here first (422 names the field); a broker that refuses
+    answers 503 with how many went, and sending them all again records each once."""
+    svc = _services(call)
+    body: s.PredictionsBody = call.body
+    if svc.producer is None:
+        raise ApiError(503, "no_producer", "this fcl web process does not publish to Kafka")
+    topic = svc.settings.topic("predictions")
+    try:
+        records = [(p.model_type.encode(), p.model_dump_json(exclude_none=True).encode()) for p in body.predictions]
+    except (UnicodeEncodeError, PydanticSerializationError):
+        raise ApiError(
+            422, "invalid_body", "the predictions hold text that is not valid UTF-8 (a lone surrogate)"
+        ) from None
+    sent = 0
+    try:
+        deliveries = [await svc.producer.send(topic, key, value) for key, value in records]
+        for delivery in deliveries:
+            await delivery
+            sent += 1
+    except Exception as exc:  # noqa: BLE001 - the broker's answer, reported
+        raise ApiError(
+            503, "broker_unavailable", f"{sent} of {len(body.predictions)} sent, then the broker refused: {exc}"
+        ) from None
+    return 202, s.PredictionsAccepted(accepted=sent, topic=topic)
+
+
 async def unpark(call: Call) -> tuple[int, s.Unparked]:
     body: s.UnparkBody = call.body
     return 200, s.Unparked(unparked=await _services(call).db.unpark(body.ids))
@@ -838,6 +868,19 @@ ENDPOINTS: list[Endpoint] = [
         _ok(s.ChampionView, "the champion"),
         (MODEL_TYPE,),
         errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        PREFIX + "/predictions",
+        post_predictions,
+        "Log predictions an app made (the serve token may: they are data, not a change to fcl)",
+        "versions",
+        _ok(s.PredictionsAccepted, "handed to the predictions topic", 202),
+        body=s.PredictionsBody,
+        access="serve",
+        errors=(413, 422, 503),
+        description="The same events as on `fcl.predictions`; the topic's door applies to each (dead "
+        "letters for what its checks refuse, recorded once by event_id).",
     ),
     Endpoint(
         "GET",

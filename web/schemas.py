@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus, VerdictKind
-from fcl.contract.events import Drift, ErrorInfo, Timestamp, ValidationCheck
+from fcl.contract.events import Drift, ErrorInfo, PredictionEvent, Timestamp, ValidationCheck
 from fcl.contract.model_types import ModelTypeName
 from fcl.storage.entities import (
     ChampionMove,
@@ -515,6 +515,20 @@ class ChampionView(View):
     version: int
     move: ChampionMoveView = Field(description="the ledger row that made it the champion")
     model: ModelVersionView = Field(description="the version: artifact checksum, metrics and manifest")
+
+
+class PredictionsBody(BaseModel):
+    """Predictions an app made, for apps that log them over HTTP rather than to the topic."""
+
+    model_config = ConfigDict(extra="ignore")
+    predictions: list[PredictionEvent] = Field(
+        min_length=1, max_length=1000, description="`fcl.predictions` events (docs/contract.md), 1 to 1,000"
+    )
+
+
+class PredictionsAccepted(View):
+    accepted: int = Field(description="events handed to the predictions topic (recorded once each, by event_id)")
+    topic: str
 
 
 class ShadowBody(BaseModel):

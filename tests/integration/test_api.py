@@ -149,6 +149,12 @@ async def test_a_token_reaches_what_its_scope_allows_and_no_more(stack: RunStack
             await api.call("POST", f"{API}/model-versions/goal/rollback", token=token, status=403)
             await api.call("GET", f"{API}/dead-letters", token=token, status=403)  # producers' data
         assert await api.scalar("SELECT count(*) FROM training_jobs") == jobs_before
+        predicted = {"event_id": "e1", "prediction_id": "p1", "model_type": "goal", "version": v1, "prediction": {}}
+        await api.call("POST", f"{API}/predictions", token=read, status=403, json={"predictions": [predicted]})
+        async with client.post(
+            f"{API}/predictions", json={"predictions": [predicted]}, headers={"Authorization": f"Bearer {serve}"}
+        ) as r:
+            assert r.status == 503  # the serve token may post predictions (this app has no producer: 503)
         artifact = f"{API}/model-versions/goal/{v1}/artifact"
         await api.call("GET", artifact, token=read, status=403)
         async with client.get(artifact, headers={"Authorization": f"Bearer {serve}"}) as r:
@@ -615,6 +621,7 @@ async def test_status_auto_trigger_health_metrics_and_openapi(api: Api) -> None:
         ("GET", "/model-versions/{model_type}/{version}/artifact"),
         ("GET", "/model-versions/{model_type}/{version}/live"),
         ("GET", "/model-versions/{model_type}/shadow"),
+        ("POST", "/predictions"),
         ("PUT", "/model-versions/{model_type}/shadow"),
         ("DELETE", "/model-versions/{model_type}/shadow"),
         ("GET", "/outbox"),  # beyond the contract: what waits to be published, what was parked

@@ -150,9 +150,11 @@ async def _the_loop(svc: Service, db: Database) -> None:
     }
     del late_prediction["occurred_at"]
     no_version = {**late_prediction, "event_id": "p-x", "prediction_id": "p-x", "version": version + 50}
-    await produce_raw(
-        svc.settings, predictions_topic, [(b"goal", _encode(late_prediction)), (b"goal", _encode(no_version))]
-    )
+    # posted over HTTP (an app without Kafka): the route hands them to the topic, its door does the rest
+    status, body = await _call(svc, "POST", f"{API}/predictions", {"predictions": [late_prediction, no_version]})
+    assert (status, body) == (202, {"accepted": 2, "topic": predictions_topic}), body
+    status, body = await _call(svc, "POST", f"{API}/predictions", {"predictions": [{"event_id": "p-bad"}]})
+    assert status == 422 and body["error"]["code"] == "invalid_body", body  # the schema, checked before the topic
     truth[late_pid] = True
     answers.append({"prediction_id": late_pid, "probability": 0.8})
 
