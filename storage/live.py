@@ -14,7 +14,7 @@ named below, one place to read the SQL of the live loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,15 +113,22 @@ QUERIES: dict[str, str] = {
         WHERE l.last_prediction_at > now() - make_interval(secs => :within)
         ORDER BY 1, 2
     """,
+    # the counts of every window in one pass (an outcome is late when it came more than its
+    # window's width after its prediction)
     "window_counts": """
-        SELECT count(*) AS predictions, count(outcome) AS with_outcome,
-               coalesce(sum(repeated_outcomes), 0) AS repeated_outcomes,
-               count(*) FILTER (WHERE outcome_received_at > received_at + make_interval(secs => :late)) AS late
-        FROM predictions
-        WHERE model_type = :model_type AND version = :version AND occurred_at > :since AND occurred_at <= :until
+        SELECT w.name, count(p.prediction_id) AS predictions, count(p.outcome) AS with_outcome,
+               coalesce(sum(p.repeated_outcomes), 0) AS repeated_outcomes,
+               count(p.prediction_id) FILTER (
+                   WHERE p.outcome_received_at > p.received_at + make_interval(secs => w.late)) AS late
+        FROM unnest(CAST(:names AS text[]), CAST(:sinces AS timestamptz[]), CAST(:lates AS float8[]))
+             AS w(name, since, late)
+        LEFT JOIN predictions AS p ON p.model_type = :model_type AND p.version = :version
+             AND p.occurred_at > w.since AND p.occurred_at <= :until
+        GROUP BY w.name
     """,
+    # the newest pairs of the widest window: each narrower window's are a prefix of them
     "window_pairs": """
-        SELECT inputs, prediction, outcome FROM predictions
+        SELECT inputs, prediction, outcome, occurred_at FROM predictions
         WHERE model_type = :model_type AND version = :version AND occurred_at > :since AND occurred_at <= :until
         ORDER BY occurred_at DESC
         LIMIT :limit
@@ -304,6 +311,11 @@ class RetrainReason:
     @property
     def kind(self) -> str:
         return str(self.figures["kind"])
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """What identifies it in `retrain_reasons`: it fires once per version, window and kind."""
+        return {"model_type": self.model_type, "version": self.version, "window": self.window, "kind": self.kind}
 
     @property
     def event_id(self) -> str:
@@ -495,21 +507,44 @@ class LiveRepository:
             for r in rows
         ]
 
-    async def window(
-        self, model_type: str, version: int, *, since: datetime, until: datetime, limit: int
-    ) -> WindowPairs:
-        args = {"model_type": model_type, "version": version, "since": since, "until": until}
-        counts = (await self._run("window_counts", late=(until - since).total_seconds(), **args)).one()
-        pairs = [(r.inputs, r.prediction, r.outcome) for r in await self._run("window_pairs", limit=limit, **args)]
-        unknown = (await self._run("unknown_outcomes", model_type=model_type)).scalar_one()
-        return WindowPairs(
-            predictions=counts.predictions,
-            with_outcome=counts.with_outcome,
-            repeated_outcomes=int(counts.repeated_outcomes),
-            late=counts.late,
-            unknown_outcomes=unknown,
-            pairs=pairs,
+    async def windows(
+        self, model_type: str, version: int, *, sinces: Mapping[str, datetime], until: datetime, limit: int
+    ) -> dict[str, WindowPairs]:
+        """Each window's counts and newest `limit` pairs (name -> its start; each ends at `until`),
+        read once: the counts in one pass, the pairs of the widest window, of which each window's
+        newest `limit` are a prefix."""
+        names = list(sinces)
+        counts = {
+            r.name: r
+            for r in await self._run(
+                "window_counts",
+                model_type=model_type,
+                version=version,
+                until=until,
+                names=names,
+                sinces=[sinces[n] for n in names],
+                lates=[(until - sinces[n]).total_seconds() for n in names],
+            )
+        }
+        widest = min(sinces.values())
+        rows = list(
+            await self._run(
+                "window_pairs", model_type=model_type, version=version, since=widest, until=until, limit=limit
+            )
         )
+        unknown = (await self._run("unknown_outcomes", model_type=model_type)).scalar_one()
+        found = {}
+        for name, since in sinces.items():
+            c = counts[name]
+            found[name] = WindowPairs(
+                predictions=c.predictions,
+                with_outcome=c.with_outcome,
+                repeated_outcomes=int(c.repeated_outcomes),
+                late=c.late,
+                unknown_outcomes=unknown,
+                pairs=[(r.inputs, r.prediction, r.outcome) for r in rows if r.occurred_at > since],
+            )
+        return found
 
     async def save_figures(self, model_type: str, version: int, window: str, figures: dict[str, Any]) -> None:
         await self._run(
@@ -533,25 +568,11 @@ class LiveRepository:
 
     async def fire(self, reason: RetrainReason) -> bool:
         """Record that `reason` fired; False when it had fired before (once per version, window and kind)."""
-        fired = await self._run(
-            "fire",
-            model_type=reason.model_type,
-            version=reason.version,
-            window=reason.window,
-            kind=reason.kind,
-            figures=json.dumps(reason.figures),
-        )
+        fired = await self._run("fire", **reason.key, figures=json.dumps(reason.figures))
         return fired.first() is not None
 
     async def fired(self, reason: RetrainReason, job_id: Any) -> None:
-        await self._run(
-            "fired",
-            model_type=reason.model_type,
-            version=reason.version,
-            window=reason.window,
-            kind=reason.kind,
-            job_id=job_id,
-        )
+        await self._run("fired", **reason.key, job_id=job_id)
 
     # -- the shadow challenger -----------------------------------------------------------------
     async def set_shadow(self, model_type: str, version: int, actor: str | None) -> ShadowChallenger | None:

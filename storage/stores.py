@@ -342,11 +342,11 @@ class WorkerStore:
         async with self.db.transaction() as s:
             return await LiveRepository(s).versions_to_evaluate(within)
 
-    async def live_window(
-        self, model_type: str, version: int, *, since: datetime, until: datetime, limit: int
-    ) -> WindowPairs:
+    async def live_windows(
+        self, model_type: str, version: int, *, sinces: Mapping[str, datetime], until: datetime, limit: int
+    ) -> dict[str, WindowPairs]:
         async with self.db.transaction() as s:
-            return await LiveRepository(s).window(model_type, version, since=since, until=until, limit=limit)
+            return await LiveRepository(s).windows(model_type, version, sinces=sinces, until=until, limit=limit)
 
     async def champions(self) -> list[ServingChampion]:
         async with self.db.transaction() as s:

@@ -155,10 +155,11 @@ async def evaluate(
     champions = {(c.model_type, c.version): c for c in serving} if triggers else {}
     if triggers:
         await _retrain(store, [r for c in champions.values() if (r := age_reason(c, triggers))], triggers)
+    sinces = {name: until - width for name, width in WINDOWS.items()}
     for v in await store.versions_to_evaluate(RECENT):
-        for name, width in WINDOWS.items():
-            since = until - width
-            window = await store.live_window(v.model_type, v.version, since=since, until=until, limit=MAX_PAIRS)
+        windows = await store.live_windows(v.model_type, v.version, sinces=sinces, until=until, limit=MAX_PAIRS)
+        for name, since in sinces.items():
+            window = windows[name]
             computed = await asyncio.to_thread(
                 live.figures, v.model_type, window.pairs, profile=v.profile, validated=v.metrics, version=v.version
             )
