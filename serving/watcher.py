@@ -153,7 +153,10 @@ class ChampionWatcher(Service):
         self.shadow_scored = 0
         self.shadow_dropped = 0
         self.shadow_failed = 0
-        self._shadow_pending: collections.deque[tuple[Served, list[Any], list[dict[str, Any]]]] = collections.deque()
+        # (challenger, records, the served events, predict's options)
+        self._shadow_pending: collections.deque[tuple[Served, list[Any], list[dict[str, Any]], dict[str, Any]]] = (
+            collections.deque()
+        )
         self._shadow_wake = asyncio.Event()
         self._shadow_task: asyncio.Task[None] | None = None
         WATCHERS.add(self)
@@ -270,7 +273,7 @@ class ChampionWatcher(Service):
                 if len(self._shadow_pending) >= MAX_SHADOW_PENDING:
                     self._shadow_pending.popleft()
                     self.shadow_dropped += 1
-                self._shadow_pending.append((challenger, list(records), logged))
+                self._shadow_pending.append((challenger, list(records), logged, options))
                 self._shadow_wake.set()
         return answers
 
@@ -283,9 +286,9 @@ class ChampionWatcher(Service):
                 self._shadow_wake.clear()
                 await self._shadow_wake.wait()
                 continue
-            challenger, records, logged = self._shadow_pending.popleft()
+            challenger, records, logged, options = self._shadow_pending.popleft()
             try:
-                answers = await asyncio.to_thread(self._shadow_answers, challenger, records)
+                answers = await asyncio.to_thread(self._shadow_answers, challenger, records, options)
             except Exception as exc:  # noqa: BLE001 - the challenger refused the records, or failed on them
                 self.shadow_failed += 1
                 log.warning("%s shadow v%s did not score a batch: %s", self.model_type, challenger.version, exc)
@@ -293,10 +296,10 @@ class ChampionWatcher(Service):
             self.prediction_log.add(predictions.shadow_events(challenger.version, logged, answers))
             self.shadow_scored += len(logged)
 
-    def _shadow_answers(self, challenger: Served, records: list[Any]) -> list[dict[str, Any]]:
+    def _shadow_answers(self, challenger: Served, records: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
         from fcl.serving.predict import predictor
 
-        return predictor(self.model_type, challenger.model).predict(records)
+        return predictor(self.model_type, challenger.model).predict(records, **options)
 
     def _session(self) -> aiohttp.ClientSession:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -216,3 +216,33 @@ class EventLog:
             except asyncio.CancelledError:
                 pass
         await self.consumer.stop()
+
+
+async def train(svc: Service, db: Any, dataset_id: str, model_type: str, samples: Any) -> int:
+    """Store `samples` in `dataset_id`, queue a job for it and wait until the service's trainer
+    completed it; the version it recorded."""
+    from tests import factories
+    from tests.integration.streams_support import eventually, scalar
+
+    await factories.store(db, dataset_id, model_type, samples)
+    job = (await factories.admit(db, dataset_id, model_type, 5)).job_id
+    await eventually(
+        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
+        timeout=180,
+        logs=svc.logs,
+        what=f"the {model_type} job on {dataset_id} completed",
+    )
+    return int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
+
+
+async def make_champion(svc: Service, model_type: str, version: int) -> None:
+    """Promote `version` by hand through the API unless it is the champion already (its gate
+    promoted it)."""
+    async with aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http:
+        async with http.get(f"{API}/model-versions/{model_type}/champion") as r:
+            if r.status == 200 and (await r.json())["version"] == version:
+                return
+        async with http.post(
+            f"{API}/model-versions/{model_type}/{version}/promote", json={"reason": "the test serves it"}
+        ) as r:
+            assert r.status == 200, await r.text()

@@ -21,9 +21,8 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from fcl.serving.watcher import ChampionWatcher
 from fcl.storage.db import Database
 from fcl.trainers.simulator import FinCoachSimulator
-from tests import factories
 from tests.conftest import ROOT, RunStack
-from tests.integration.service_support import API, Service
+from tests.integration.service_support import API, Service, make_champion, train
 from tests.integration.streams_support import eventually, produce_raw, read_topic, scalar
 from tests.integration.streams_support import rows as rows_of
 from tests.integration.test_end_to_end import _chromium, chromium_flags
@@ -67,18 +66,8 @@ async def test_predictions_and_outcomes_become_live_figures(svc: Service) -> Non
 
 
 async def _the_loop(svc: Service, db: Database) -> None:
-    sim = FinCoachSimulator(seed=61, n_users=300)
-    samples = list(sim.goal_samples())
-    await factories.store(db, "goal-live", "goal", samples)
-    job = (await factories.admit(db, "goal-live", "goal", 5)).job_id
-    await eventually(
-        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
-        timeout=180,
-        logs=svc.logs,
-        what="the goal job completed",
-    )
-    version = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
-    await _serve(svc, version)
+    version = await train(svc, db, "goal-live", "goal", FinCoachSimulator(seed=61, n_users=300).goal_samples())
+    await make_champion(svc, "goal", version)
 
     # The app: a watcher that logs what it predicts.
     new = list(FinCoachSimulator(seed=62, n_users=200).goal_samples())[:300]
@@ -342,16 +331,6 @@ def _dashboard_shows_shadow(svc: Service, compared: dict[str, Any]) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-async def _serve(svc: Service, version: int) -> None:
-    status, champion = await _get(svc, f"{API}/model-versions/goal/champion")
-    if status != 200 or champion["version"] != version:
-        async with (
-            aiohttp.ClientSession(svc.base_url, headers=svc.auth()) as http,
-            http.post(f"{API}/model-versions/goal/{version}/promote", json={"reason": "the test serves it"}) as r,
-        ):
-            assert r.status == 200, await r.text()
-
-
 async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live_recovers(loop_svc: Service) -> None:
     """The whole loop: users act, the app predicts and logs, outcomes arrive, live figures appear;
     the users' behaviour shifts, the live key metric falls, a job is queued with that reason, and
@@ -359,17 +338,8 @@ async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live
     svc = loop_svc
     db = Database(svc.database_url, pool_size=2)
     try:
-        before = FinCoachSimulator(seed=71, n_users=600).goal_samples()
-        await factories.store(db, "goal-loop", "goal", before)
-        first = (await factories.admit(db, "goal-loop", "goal", 5)).job_id
-        await eventually(
-            lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=first),
-            timeout=180,
-            logs=svc.logs,
-            what="v1 trained",
-        )
-        v1 = int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=first))
-        await _serve(svc, v1)
+        v1 = await train(svc, db, "goal-loop", "goal", FinCoachSimulator(seed=71, n_users=600).goal_samples())
+        await make_champion(svc, "goal", v1)
         watcher = ChampionWatcher.from_settings(
             "goal", svc.settings, api_url=svc.base_url, log_predictions=True, resync_seconds=2
         )
@@ -433,7 +403,7 @@ async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live
 
             # The operator wants evidence first: v1 serves, v2 is scored in the shadow on the same
             # users, and the two are compared on the same outcomes before v2 is promoted.
-            await _serve(svc, v1)
+            await make_champion(svc, "goal", v1)
             status, body = await _call(svc, "PUT", f"{API}/model-versions/goal/shadow", {"version": v1})
             assert (status, body["error"]["code"]) == (409, "already_champion"), body
             status, body = await _call(svc, "PUT", f"{API}/model-versions/goal/shadow", {"version": v2})

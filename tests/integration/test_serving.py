@@ -20,10 +20,9 @@ import pytest
 
 from fcl.storage.db import Database
 from fcl.trainers.simulator import FinCoachSimulator
-from tests import factories
 from tests.conftest import RunStack, store_from_env
-from tests.integration.service_support import API, FCL, Service, with_object_store
-from tests.integration.streams_support import eventually, produce_raw, scalar
+from tests.integration.service_support import API, FCL, Service, make_champion, train, with_object_store
+from tests.integration.streams_support import produce_raw, scalar
 
 
 @pytest.fixture
@@ -82,23 +81,7 @@ async def _api(svc: Service, method: str, path: str, **kwargs: Any) -> tuple[int
 
 
 async def _train(svc: Service, db: Database, seed: int) -> int:
-    await factories.store(db, "goal-served", "goal", FinCoachSimulator(seed=seed, n_users=300).goal_samples())
-    job = (await factories.admit(db, "goal-served", "goal", 5)).job_id
-    await eventually(
-        lambda: scalar(db, "SELECT status = 'completed' FROM training_jobs WHERE id = :j", j=job),
-        timeout=180,
-        logs=svc.logs,
-        what="the goal job completed",
-    )
-    return int(await scalar(db, "SELECT model_version FROM training_jobs WHERE id = :j", j=job))
-
-
-async def _make_champion(svc: Service, version: int) -> None:
-    status, body = await _api(svc, "GET", "/model-versions/goal/champion")
-    if status == 200 and body["version"] == version:
-        return  # its gate promoted it
-    status, body = await _api(svc, "POST", f"/model-versions/goal/{version}/promote", json={"reason": "serve it"})
-    assert status == 200, body
+    return await train(svc, db, "goal-served", "goal", FinCoachSimulator(seed=seed, n_users=300).goal_samples())
 
 
 async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: Service) -> None:
@@ -135,11 +118,11 @@ async def test_the_watcher_serves_each_new_champion_and_only_checked_bytes(svc: 
             ],
         )
         v1 = await _train(svc, db, seed=50)
-        await _make_champion(svc, v1)
+        await make_champion(svc, "goal", v1)
         await served(v1)
 
         v2 = await _train(svc, db, seed=51)
-        await _make_champion(svc, v2)
+        await make_champion(svc, "goal", v2)
         await served(v2)
 
         status, body = await _api(svc, "POST", "/model-versions/goal/rollback")
