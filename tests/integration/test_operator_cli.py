@@ -90,7 +90,19 @@ async def test_operator_commands_over_http(svc: Service) -> None:
         assert fcl_json(svc, "jobs", "cancel", str(waiting))["status"] == "cancelled"
         assert fcl_json(svc, "jobs", "retry", str(waiting))["status"] == "queued"
 
+        # a shadow challenger: named, shown (not compared yet: no trainer here), refused for the
+        # champion, cleared
+        named = fcl_json(svc, "versions", "shadow", "goal", "1")
+        assert (named["challenger"], named["model"]["version"], named["computed_at"]) == (1, 1, None)
+        assert named["set_by"].startswith("operator (claims ")
+        said = fcl(svc, "versions", "shadow", "goal", "--window", "hour").stdout
+        assert said.startswith("goal: challenger v1 scored in the shadow") and "not compared yet" in said, said
+        cleared = fcl(svc, "versions", "shadow", "goal", "--clear").stdout
+        assert cleared.strip() == "goal: v1 no longer scored in the shadow"
+        assert fcl_json(svc, "versions", "shadow", "goal")["challenger"] is None
+
         for args, said in (
+            (("versions", "shadow", "goal", "2"), "fcl: error: 409 already_champion"),
             (("versions", "promote", "goal", "9", "--reason", "x"), "fcl: error: 404 unknown_version"),
             (("jobs", "show", "not-a-job"), "fcl: error: 'not-a-job' is not a job id"),
             (("versions", "promote", "goal", "2", "--reason", "x"), "fcl: error: 409 already_champion"),

@@ -347,3 +347,38 @@ def test_the_log_never_blocks_and_drops_the_oldest_past_its_bound() -> None:
     log = PredictionLog(topic="t", kafka_bootstrap="nowhere:1", max_pending=3)
     log.add([{"model_type": "goal", "n": i} for i in range(5)])
     assert log.dropped == 2 and [json.loads(v)["n"] for _, v in log.pending] == [2, 3, 4]
+
+
+def test_the_shadow_comparison_reads_side_by_side_with_the_way_to_promote() -> None:
+    from fcl.operator import shadow_text
+
+    side = {"metrics": {"roc_auc": 0.695, "brier": 0.25, "segment_shares": {"0": 1.0}}, "input_drift": {"psi_max": 0.4}}
+    view = {
+        "model_type": "goal",
+        "challenger": 7,
+        "set_by": "operator (claims ana@ops (fcl cli))",
+        "set_at": "2026-12-04T10:00:00Z",
+        "window": "hour",
+        "computed_at": "2026-12-04T11:00:00Z",
+        "predictions": 450,
+        "with_outcome": 300,
+        "champion": {"version": 5, **side},
+        "shadow": {"version": 7, "metrics": {"roc_auc": 0.804, "brier": 0.2}, "input_drift": None},
+        "comparison": {"metric": "roc_auc", "better": "challenger", "gain": 0.1568},
+    }
+    text = shadow_text(view)
+    lines = text.splitlines()
+    assert lines[0].startswith("goal: challenger v7 scored in the shadow (set by operator (claims ana@ops")
+    assert lines[1].startswith("over the last hour: 450 served predictions scored by both, 300 with an outcome")
+    auc = next(line for line in lines if line.startswith("roc_auc"))
+    assert auc.split() == ["roc_auc", "0.695", "0.804"]
+    assert next(line for line in lines if line.startswith("input PSI max")).split()[-2:] == ["0.4", "-"]
+    assert "segment_shares" not in text  # a mapping is not a figure of the table
+    assert "roc_auc: the challenger did better (+15.7% for the challenger)" in text
+    assert lines[-1] == (
+        'promote it with: fcl versions promote goal 7 --reason "better in the shadow" --expected-version 5'
+    )
+    worse = shadow_text({**view, "comparison": {"metric": "roc_auc", "better": "champion", "gain": -0.1}})
+    assert "the champion did better (-10.0% for the challenger)" in worse and "promote it" not in worse
+    assert "not compared yet" in shadow_text({**view, "computed_at": None})
+    assert shadow_text({"model_type": "goal", "challenger": None}).startswith("goal: no shadow challenger")
