@@ -344,14 +344,8 @@ class ChampionWatcher(Service):
         assert self._http is not None, "start() first"
         base = f"{self.api_url}{API}/model-versions/{self.model_type}"
         try:
-            async with asyncio.timeout(CHAMPION_READ_SECONDS):
-                async with self._http.get(f"{base}/shadow?window=hour") as r:
-                    body = await _read_capped(r, MAX_CHAMPION_BYTES + 1)
-                    if r.status != 200:
-                        raise WatcherError(f"GET shadow answered {r.status}: {body[:300]!r}")
-            if len(body) > MAX_CHAMPION_BYTES:
-                raise WatcherError(f"GET shadow answered more than {MAX_CHAMPION_BYTES} bytes")
-            record = _shadow_record(body)
+            body = await self._read_record(f"{base}/shadow?window=hour", "shadow")
+            record = None if body is None else _shadow_record(body)
             if record is None:
                 if self.shadow is not None:
                     log.info("%s: no shadow challenger any more (was v%s)", self.model_type, self.shadow.version)
@@ -379,6 +373,21 @@ class ChampionWatcher(Service):
         log.info("%s: scoring v%s in the shadow (sha256 %s)", self.model_type, version, sha256[:12])
         return True
 
+    async def _read_record(self, url: str, what: str) -> bytes | None:
+        """A record the API answers (the champion's, the challenger's): its body, at most
+        MAX_CHAMPION_BYTES, within CHAMPION_READ_SECONDS; None for 404; WatcherError otherwise."""
+        assert self._http is not None
+        async with asyncio.timeout(CHAMPION_READ_SECONDS):
+            async with self._http.get(url) as r:
+                if r.status == 404:
+                    return None
+                body = await _read_capped(r, MAX_CHAMPION_BYTES + 1)
+                if r.status != 200:
+                    raise WatcherError(f"GET {what} answered {r.status}: {body[:300]!r}")
+        if len(body) > MAX_CHAMPION_BYTES:
+            raise WatcherError(f"GET {what} answered more than {MAX_CHAMPION_BYTES} bytes")
+        return body
+
     async def _checked_load(self, version: int, data: bytes, sha256: str, size: int, fmt: str) -> Any:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256 or len(data) != size:
@@ -398,15 +407,9 @@ class ChampionWatcher(Service):
         assert self._http is not None, "start() first"
         base = f"{self.api_url}{API}/model-versions/{self.model_type}"
         try:
-            async with asyncio.timeout(CHAMPION_READ_SECONDS):
-                async with self._http.get(f"{base}/champion") as r:
-                    if r.status == 404:
-                        return False  # no champion yet
-                    body = await _read_capped(r, MAX_CHAMPION_BYTES + 1)
-                    if r.status != 200:
-                        raise WatcherError(f"GET champion answered {r.status}: {body[:300]!r}")
-            if len(body) > MAX_CHAMPION_BYTES:
-                raise WatcherError(f"GET champion answered more than {MAX_CHAMPION_BYTES} bytes")
+            body = await self._read_record(f"{base}/champion", "champion")
+            if body is None:
+                return False  # no champion yet
             version, sha256, size, fmt = _champion(body)
             if size > self.max_artifact_bytes:
                 raise WatcherError(f"v{version}'s artifact is {size} bytes, over the cap of {self.max_artifact_bytes}")

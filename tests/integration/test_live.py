@@ -200,27 +200,33 @@ async def _the_loop(svc: Service, db: Database) -> None:
     await asyncio.to_thread(_dashboard_shows_live, svc, body)
 
 
-def _dashboard_shows_live(svc: Service, hour: dict[str, Any]) -> None:
-    """The dashboard's live section for the version (the newest, selected at first), as headless
-    Chromium renders it; photographed to .fcl/test-artifacts/dashboard-live.png."""
+def _dashboard(svc: Service, shot: Path, height: int) -> str:
+    """The dashboard's DOM as headless Chromium renders it, and its photograph at `shot`."""
     browser = _chromium()
     flags = chromium_flags(svc.workdir)
     dom = subprocess.run(
         [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
     ).stdout
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [browser, *flags, f"--window-size=1400,{height}", f"--screenshot={shot}", svc.base_url + "/"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return dom
+
+
+def _dashboard_shows_live(svc: Service, hour: dict[str, Any]) -> None:
+    """The dashboard's live section for the version (the newest, selected at first); photographed
+    to .fcl/test-artifacts/dashboard-live.png."""
+    dom = _dashboard(svc, SCREENSHOT, 1100)
     assert 'data-loaded="true"' in dom, dom[-2000:]
     live = dom.split('id="live-figures">', 1)[1].split("</section>", 1)[0]
     assert f"<td>last hour</td><td>{hour['predictions']}</td><td>{hour['with_outcome']} (" in live, live[:1500]
     assert f"roc_auc {hour['key']['live']:.4f} vs {hour['key']['validated']:.4f} validated" in live, live[:1500]
     assert "<td>brier</td>" in live and "<td>calibration_error</td>" in live
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [browser, *flags, "--window-size=1400,1100", f"--screenshot={SCREENSHOT}", svc.base_url + "/"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -307,13 +313,9 @@ async def _shadow(svc: Service, challenger: int, pairs: int) -> dict[str, Any]:
 
 
 def _dashboard_shows_shadow(svc: Service, compared: dict[str, Any]) -> None:
-    """The dashboard's shadow section (the newest version's type, goal), in headless Chromium;
-    photographed to .fcl/test-artifacts/dashboard-shadow.png."""
-    browser = _chromium()
-    flags = chromium_flags(svc.workdir)
-    dom = subprocess.run(
-        [browser, *flags, "--dump-dom", svc.base_url + "/"], check=True, capture_output=True, timeout=120, text=True
-    ).stdout
+    """The dashboard's shadow section (the newest version's type, goal); photographed to
+    .fcl/test-artifacts/dashboard-shadow.png."""
+    dom = _dashboard(svc, SCREENSHOT.with_name("dashboard-shadow.png"), 1300)
     shown = dom.split('id="shadow-figures">', 1)[1].split("</section>", 1)[0]
     champion, challenger = compared["champion"], compared["shadow"]
     auc = (
@@ -321,14 +323,6 @@ def _dashboard_shows_shadow(svc: Service, compared: dict[str, Any]) -> None:
     )
     assert auc in shown, shown[:1500]
     assert "the challenger did better" in shown and f"promote goal {challenger['version']}" in shown, shown[:1500]
-    shot = SCREENSHOT.with_name("dashboard-shadow.png")
-    subprocess.run(
-        [browser, *flags, "--window-size=1400,1300", f"--screenshot={shot}", svc.base_url + "/"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 async def test_users_who_change_get_a_champion_retrained_for_the_reason_and_live_recovers(loop_svc: Service) -> None:

@@ -185,25 +185,27 @@ _JSON = st.recursive(
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(answer=_JSON)
 def test_any_champion_answer_ends_in_a_swap_nothing_or_a_reason(answer: Any) -> None:
-    async def one() -> None:
-        api = Api()
-        api.champion = json.dumps(answer).encode()
-        server = TestServer(api.app())
-        await server.start_server()
-        watcher = ChampionWatcher(
-            "segmentation", api_url=str(server.make_url("")), token=None, kafka_bootstrap="127.0.0.1:9"
-        )
-        watcher._http = aiohttp.ClientSession()
-        try:
-            try:
-                assert await watcher.refresh() in (True, False)
-            except WatcherError as exc:
-                assert str(exc)
-        finally:
-            await watcher._http.close()
-            await server.close()
+    api = Api()
+    api.champion = json.dumps(answer).encode()
+    asyncio.run(_ends_in_a_result_or_a_reason(api, ChampionWatcher.refresh))
 
-    asyncio.run(one())
+
+async def _ends_in_a_result_or_a_reason(api: Api, refresh: Callable[[ChampionWatcher], Any]) -> None:
+    """`refresh` against what `api` answers: True, False, or WatcherError with a reason."""
+    server = TestServer(api.app())
+    await server.start_server()
+    watcher = ChampionWatcher(
+        "segmentation", api_url=str(server.make_url("")), token=None, kafka_bootstrap="127.0.0.1:9"
+    )
+    watcher._http = aiohttp.ClientSession()
+    try:
+        try:
+            assert await refresh(watcher) in (True, False)
+        except WatcherError as exc:
+            assert str(exc)
+    finally:
+        await watcher._http.close()
+        await server.close()
 
 
 SHADOW_HOSTILE = [
@@ -251,22 +253,6 @@ async def test_the_shadow_challenger_is_loaded_checked_and_dropped_when_the_api_
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(answer=_JSON)
 def test_any_shadow_answer_ends_in_a_load_nothing_or_a_reason(answer: Any) -> None:
-    async def one() -> None:
-        api = Api()
-        api.shadow = json.dumps({"challenger": answer} if not isinstance(answer, dict) else answer).encode()
-        server = TestServer(api.app())
-        await server.start_server()
-        watcher = ChampionWatcher(
-            "segmentation", api_url=str(server.make_url("")), token=None, kafka_bootstrap="127.0.0.1:9"
-        )
-        watcher._http = aiohttp.ClientSession()
-        try:
-            try:
-                assert await watcher.refresh_shadow() in (True, False)
-            except WatcherError as exc:
-                assert str(exc)
-        finally:
-            await watcher._http.close()
-            await server.close()
-
-    asyncio.run(one())
+    api = Api()
+    api.shadow = json.dumps({"challenger": answer} if not isinstance(answer, dict) else answer).encode()
+    asyncio.run(_ends_in_a_result_or_a_reason(api, ChampionWatcher.refresh_shadow))
