@@ -27,8 +27,9 @@ from fcl.storage.reads import ReadViews
 from fcl.storage.stores import ApiStore
 from fcl.web.api import ApiError, Tokens, error_response, openapi, register, request_id
 from fcl.web.cache import ResponseCache
+from fcl.web.context import SERVICES, Services
 from fcl.web.metrics import Metrics
-from fcl.web.routes import ENDPOINTS, SERVICES, Services
+from fcl.web.routes import ENDPOINTS
 
 log = logging.getLogger("fcl.web")
 

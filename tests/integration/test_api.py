@@ -661,7 +661,7 @@ async def test_cached_views_follow_every_committed_change(api: Api) -> None:
     """History and versions are served from memory until PostgreSQL reports a change (NOTIFY
     from migration 0005): a repeated read is a cache hit, and a commit from another connection
     (a trainer worker, a rollback) is seen by the next reads."""
-    from fcl.web.routes import SERVICES
+    from fcl.web.context import SERVICES
 
     cache = api.client.app[SERVICES].cache
     assert cache.listener is not None

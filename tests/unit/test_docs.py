@@ -18,7 +18,8 @@ from fcl.cli import build_parser
 from fcl.contract import model_types
 from fcl.contract.settings import Settings
 from fcl.contract.topics import Topic
-from fcl.web.routes import ENDPOINTS, PREFIX
+from fcl.web.context import PREFIX
+from fcl.web.routes import ENDPOINTS
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
