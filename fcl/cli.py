@@ -148,13 +148,13 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fcl.serving.watcher import predict_main
+    from fcl.serving.cli import predict_main
 
     return predict_main(args.model_type, args.api, args.horizon, sys.stdin, sys.stdout)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fcl.serving.watcher import main as serve_main
+    from fcl.serving.cli import main as serve_main
 
     return serve_main([args.model_type, *(["--api", args.api] if args.api else [])])
 

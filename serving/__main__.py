@@ -2,6 +2,6 @@
 
 import sys
 
-from fcl.serving.watcher import main
+from fcl.serving.cli import main
 
 sys.exit(main())
