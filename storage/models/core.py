@@ -1,6 +1,5 @@
-"""The schema as SQLAlchemy 2.0 declarative models. Alembic's migrations create exactly this
-(a test compares the migrated database with this metadata). Each row class converts itself to
-its domain object (`to_entity()`); no row leaves the storage package."""
+"""The jobs', datasets', samples', versions', outbox's and dead letters' tables, and the base every
+row class shares (naming convention, JSONB and time types)."""
 
 from __future__ import annotations
 
@@ -65,7 +64,7 @@ class Base(DeclarativeBase):
     }
 
 
-def _created() -> Mapped[datetime]:
+def created_column() -> Mapped[datetime]:
     return mapped_column(server_default=func.now())
 
 
@@ -85,8 +84,8 @@ class DatasetRow(Base):
     last_trained_at: Mapped[datetime | None]
     # What every sample of the dataset shares (state length, feature names): the first seen.
     sample_shape: Mapped[dict[str, Any] | None]
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = created_column()
     # The shape's version (an event that adds features, or an operator's reset, starts the next)
     # and the id after which the samples are of that shape: trainings read only those.
     shape_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
@@ -124,7 +123,7 @@ class SampleBatchRow(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.dataset_id", ondelete="CASCADE"))
     sample_count: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[datetime | None]
-    received_at: Mapped[datetime] = _created()
+    received_at: Mapped[datetime] = created_column()
 
 
 def is_sample_partition(name: str | None) -> bool:
@@ -182,7 +181,7 @@ class TrainingJobRow(Base):
     # Claim order with ageing: the enqueue time moved earlier by a step per priority level,
     # so higher priorities go first yet a waiting job's turn always comes (and it is indexable).
     rank_at: Mapped[datetime]
-    run_after: Mapped[datetime] = _created()
+    run_after: Mapped[datetime] = created_column()
     # "dataset_id/model_type": at most one waiting job per pair (partial unique index below).
     dedupe_key: Mapped[str]
     lease_owner: Mapped[str | None]
@@ -193,8 +192,8 @@ class TrainingJobRow(Base):
     error_type: Mapped[str | None]
     error_message: Mapped[str | None]
     model_version: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = created_column()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # W3C traceparent of the span that admitted the job (fcl.contract.tracing), when traced
@@ -248,7 +247,7 @@ class JobTriggerRow(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"))
     priority: Mapped[int] = mapped_column(SmallInteger)
     source: Mapped[str] = mapped_column(server_default=text("'kafka'"))
-    received_at: Mapped[datetime] = _created()
+    received_at: Mapped[datetime] = created_column()
     reason: Mapped[dict[str, Any] | None]  # why this trigger asked (migration 0022)
 
     __table_args__ = (
@@ -269,7 +268,7 @@ class TrainingEventRow(Base):
     model_type: Mapped[str]
     status: Mapped[str] = mapped_column(server_default=text("'running'"))
     worker: Mapped[str | None]
-    started_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime] = created_column()
     finished_at: Mapped[datetime | None]
     duration_seconds: Mapped[float | None] = mapped_column(Double)
     fit_seconds: Mapped[float | None] = mapped_column(Double)
@@ -348,7 +347,7 @@ class ModelVersionRow(Base):
     # trained from (trainers.drift), which the next candidate's drift is measured against
     info: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     profile: Mapped[dict[str, Any] | None]
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
     deleted_at: Mapped[datetime | None]  # removed by the retention: no longer promotable or downloadable
     artifact_deleted_at: Mapped[datetime | None]  # its artifact is gone from the store
 
@@ -394,7 +393,7 @@ class OperatorRequestRow(Base):
     digest: Mapped[str] = mapped_column(Text)
     model_type: Mapped[str] = mapped_column(Text)
     ledger_seq: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (Index("ix_operator_requests_created_at", "created_at"),)
 
@@ -415,7 +414,7 @@ class ChampionLedgerRow(Base):
     note: Mapped[str | None]  # why, in an operator's words (a manual promote)
     actor: Mapped[str | None]  # who or what made the move: a job on a worker, or an operator
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         UniqueConstraint("model_type", "seq"),
@@ -456,7 +455,7 @@ class ValidationResultRow(Base):
     threshold: Mapped[float] = mapped_column(Double)
     direction: Mapped[str]
     passed: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         UniqueConstraint("training_event_id", "position"),
@@ -486,7 +485,7 @@ class OutboxRow(Base):
     topic: Mapped[str]  # the contract's name without prefix, e.g. "training-status"
     key: Mapped[str | None]
     payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
     published_at: Mapped[datetime | None]
     # A row the broker refused `attempts` times; parked (kept, with its error, skipped by the relay)
     # once it reaches the relay's limit, so the rows after it go on.
@@ -514,7 +513,7 @@ class DeadLetterRow(Base):
     value: Mapped[bytes | None] = mapped_column(BYTEA)
     value_bytes: Mapped[int] = mapped_column(Integer)  # the value's size as it arrived
     reason: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
     replayed_at: Mapped[datetime | None]
     replays: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
@@ -527,8 +526,8 @@ class WorkerHeartbeatRow(Base):
     worker_id: Mapped[str] = mapped_column(primary_key=True)
     hostname: Mapped[str]
     pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = _created()
-    last_seen_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime] = created_column()
+    last_seen_at: Mapped[datetime] = created_column()
     current_job_id: Mapped[uuid.UUID | None]
     info: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
@@ -579,135 +578,3 @@ class AttemptTotalRow(Base):
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     attempts: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
-
-
-class PredictionRow(Base):
-    """A prediction a served version made (`fcl.predictions`, migration 0022), joined with its
-    outcome when that arrives (`fcl.outcomes`): the live evaluation reads these pairs."""
-
-    __tablename__ = "predictions"
-
-    prediction_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    event_id: Mapped[str] = mapped_column(Text, unique=True)
-    model_type: Mapped[str] = mapped_column(Text)
-    version: Mapped[int] = mapped_column(Integer)
-    subject: Mapped[str | None] = mapped_column(Text)
-    inputs: Mapped[Any | None] = mapped_column(JSONB)  # the record, or a spending user's days
-    inputs_digest: Mapped[str | None] = mapped_column(Text)
-    prediction: Mapped[dict[str, Any]]
-    occurred_at: Mapped[datetime]
-    received_at: Mapped[datetime] = _created()
-    outcome: Mapped[dict[str, Any] | None]
-    outcome_event_id: Mapped[str | None] = mapped_column(Text)
-    outcome_occurred_at: Mapped[datetime | None]
-    outcome_received_at: Mapped[datetime | None]
-    repeated_outcomes: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # later outcomes, not joined
-
-    __table_args__ = (
-        Index(None, "model_type", "version", "occurred_at"),  # a version's window
-        Index(None, "received_at"),  # the retention forgets the oldest
-    )
-
-
-class WaitingOutcomeRow(Base):
-    """An outcome whose prediction has not arrived (yet): joined when it does, forgotten by the
-    retention otherwise (the `unknown` outcomes of the live figures)."""
-
-    __tablename__ = "waiting_outcomes"
-
-    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    prediction_id: Mapped[str] = mapped_column(Text, index=True)
-    model_type: Mapped[str | None] = mapped_column(Text)
-    outcome: Mapped[dict[str, Any]]
-    occurred_at: Mapped[datetime]
-    received_at: Mapped[datetime] = _created()
-
-    __table_args__ = (Index(None, "received_at"),)
-
-
-class LiveFigureRow(Base):
-    """The live figures of a served version over a window (`hour`, `day`), as the last trainer
-    worker's live evaluation computed them; one worker computes them per round (`live_turn`)."""
-
-    __tablename__ = "live_figures"
-
-    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    window: Mapped[str] = mapped_column(Text, primary_key=True)
-    figures: Mapped[dict[str, Any]]
-    computed_at: Mapped[datetime]
-
-
-class LiveVersionRow(Base):
-    """Every version predictions were logged for, and when the newest arrived: what the live
-    evaluation goes through, without scanning the predictions."""
-
-    __tablename__ = "live_versions"
-
-    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_prediction_at: Mapped[datetime]
-
-
-class LiveTurnRow(Base):
-    """One row: when a trainer worker last took its turn at the live evaluation (one per round)."""
-
-    __tablename__ = "live_turn"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    taken_at: Mapped[datetime]
-
-
-class RetrainReasonRow(Base):
-    """A reason to retrain a champion that fired (worker.live): once per version, window and kind."""
-
-    __tablename__ = "retrain_reasons"
-
-    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    window: Mapped[str] = mapped_column(Text, primary_key=True)
-    kind: Mapped[str] = mapped_column(Text, primary_key=True)
-    figures: Mapped[dict[str, Any]]
-    job_id: Mapped[uuid.UUID | None]
-    fired_at: Mapped[datetime] = _created()
-
-
-class ShadowVersionRow(Base):
-    """The shadow challenger of a model type (`fcl versions shadow`, migration 0024): the watchers
-    also score it on the champion's inputs, never serving it."""
-
-    __tablename__ = "shadow_versions"
-
-    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-    actor: Mapped[str | None] = mapped_column(Text)
-    set_at: Mapped[datetime] = _created()
-
-
-class ShadowPredictionRow(Base):
-    """What the challenger predicted for a served prediction (the same `prediction_id`); its
-    outcome is the served prediction's."""
-
-    __tablename__ = "shadow_predictions"
-
-    prediction_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    event_id: Mapped[str] = mapped_column(Text, unique=True)
-    model_type: Mapped[str] = mapped_column(Text)
-    version: Mapped[int] = mapped_column(Integer)
-    prediction: Mapped[dict[str, Any]]
-    occurred_at: Mapped[datetime]
-    received_at: Mapped[datetime] = _created()
-
-    __table_args__ = (Index(None, "model_type", "version", "occurred_at"), Index(None, "received_at"))
-
-
-class ShadowFigureRow(Base):
-    """The champion and its challenger over the same pairs in a window, as the last live
-    evaluation computed them."""
-
-    __tablename__ = "shadow_figures"
-
-    model_type: Mapped[str] = mapped_column(Text, primary_key=True)
-    window: Mapped[str] = mapped_column(Text, primary_key=True)
-    figures: Mapped[dict[str, Any]]
-    computed_at: Mapped[datetime]
