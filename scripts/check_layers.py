@@ -11,7 +11,8 @@ packages of lower layers. Every import counts, including the ones
 inside functions, so a cycle cannot hide there. Ownership rules are checked as well: a
 `training-status` event is built only in `storage/queue/`; only `storage/` speaks SQL (no other
 package imports sqlalchemy, asyncpg or alembic); `web` loads no model (imports no `trainers`); the
-serving library that FinCoach's servers embed never touches the database (imports no `storage`).
+serving library that FinCoach's servers embed never touches the database (imports no `storage`);
+no production module is over MAX_MODULE_LINES lines (about 600).
 
     python scripts/check_layers.py [ROOT]     # prints the arrows; exit 1 with the violations
 """
@@ -46,6 +47,8 @@ SQL_PACKAGES = {"storage"}
 # their store in storage.stores, whose every method is one transaction.
 SERVICES = {"web", "streams", "worker"}
 STORAGE_OWNERS = {"storage.queue", "storage.registry", "storage.datasets", "storage.jobs", "storage.live"}
+# A module a newcomer can read: production modules stay about 600 lines (migrations are history).
+MAX_MODULE_LINES = 625
 # Arrows the layers allow but ownership does not: (importer, imported) and why.
 FORBIDDEN: dict[tuple[str, str], str] = {
     ("web", "trainers"): "the API serves bytes and records; it never loads a model",
@@ -94,7 +97,11 @@ def scan(root: Path) -> tuple[list[Arrow], list[str]]:
     for package in LAYERS:
         for path in _sources(root / package):
             rel = path.relative_to(root).as_posix()
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source, filename=rel)
+            lines = source.count("\n")
+            if lines > MAX_MODULE_LINES and "/migrations/" not in rel:
+                violations.append(f"{rel}: {lines} lines; split it by what it owns (at most {MAX_MODULE_LINES})")
             for imported, line in _imports(tree):
                 module, through_fcl = normalize(imported)
                 top = module.split(".")[0]

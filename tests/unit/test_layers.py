@@ -57,6 +57,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ({"worker/x.py": "def f():\n    from sqlalchemy.ext.asyncio import AsyncSession\n"}, "only storage speaks SQL"),
         ({"web/x.py": "from fcl.trainers.registry import get_trainer\n"}, "web imports trainers.registry; the API"),
         ({"serving/x.py": "import fcl.storage.db\n"}, "serving imports storage.db; the serving library"),
+        ({"web/x.py": "x = 1\n" * 626}, "web/x.py: 626 lines; split it"),
         ({"serving/x.py": "from fcl.web.app import make_app\n"}, "serving (layer 2) imports web.app (layer 2)"),
         ({"web/x.py": "from storage.stores import ApiStore\n"}, "write fcl.storage.stores"),
     ],
