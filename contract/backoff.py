@@ -25,6 +25,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     retry_if_result,
+    stop_after_attempt,
     stop_after_delay,
     stop_never,
     wait_exponential_jitter,
@@ -95,9 +96,14 @@ def retrying_blocking(
     retry_on: Callable[[BaseException], bool] = lambda _exc: True,
     initial: float = INITIAL,
     maximum: float = MAXIMUM,
+    tries: int | None = None,
 ) -> Retrying:
-    """`retrying` for code outside an event loop (the CLI before a service starts)."""
-    return Retrying(**_settings(what, log, retry_on, None, initial, maximum))
+    """`retrying` for code outside an event loop (the CLI before a service starts, an operator's
+    request); with `tries`, the last error is raised after that many calls."""
+    settings = _settings(what, log, retry_on, None, initial, maximum)
+    if tries is not None:
+        settings["stop"] = stop_after_attempt(tries)
+    return Retrying(**settings)
 
 
 def poll_until(check: Callable[[], bool], *, timeout: float, interval: float) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +17,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from fcl.contract.backoff import retrying_blocking
+
 API = "/coaching/continuous-learning"
+log = logging.getLogger("fcl.operator")
+
+
+def _worth_another_try(exc: BaseException) -> bool:
+    """A gateway's 502/503/504, a timeout or a dropped connection: the request may not have been
+    carried out, and its Idempotency-Key makes another try safe."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in (502, 503, 504)
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, OSError))
 
 
 class OperatorError(Exception):
@@ -55,28 +66,26 @@ class Client:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body or {}).encode()
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        for attempt in range(1, tries + 1):
+
+        def once() -> Any:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+
+        try:
+            return retrying_blocking(
+                what=f"{method} {path}", log=log, retry_on=_worth_another_try, initial=0.5, maximum=4.0, tries=tries
+            )(once)
+        except urllib.error.HTTPError as exc:
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read() or b"null")
-            except urllib.error.HTTPError as exc:
-                if exc.code in (502, 503, 504) and attempt < tries:
-                    time.sleep(0.5 * 2**attempt)
-                    continue
-                try:
-                    error = json.loads(exc.read())["error"]
-                    raise OperatorError(f"{exc.code} {error['code']}: {error['message']}") from None
-                except (ValueError, KeyError, TypeError):
-                    raise OperatorError(f"{method} {url} answered {exc.code}") from None
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                if attempt < tries:
-                    time.sleep(0.5 * 2**attempt)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise OperatorError(
-                    f"the API at {self.base_url} cannot be reached ({reason}); is `fcl web` running?"
-                ) from None
-        raise AssertionError("unreachable: the last try returns or raises")
+                error = json.loads(exc.read())["error"]
+                raise OperatorError(f"{exc.code} {error['code']}: {error['message']}") from None
+            except (ValueError, KeyError, TypeError):
+                raise OperatorError(f"{method} {url} answered {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise OperatorError(
+                f"the API at {self.base_url} cannot be reached ({reason}); is `fcl web` running?"
+            ) from None
 
 
 def _user() -> str:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fcl.contract.backoff import retrying
+
 log = logging.getLogger("fcl.serving")
 
 MAX_INPUT_BYTES = 256 * 1024  # inputs larger than this are logged as their digest only
@@ -163,7 +165,9 @@ class PredictionLog:
             self._producer = None
 
     async def _run(self) -> None:
-        delay = 0.5
+        # the broker away: the batch waits at the front and is sent again whole, with the one
+        # backoff (fcl records a prediction once by its event_id)
+        backoff = retrying(what="prediction log", log=log, initial=0.5, maximum=30.0)
         while True:
             if not self.pending:
                 self._wake.clear()
@@ -172,21 +176,21 @@ class PredictionLog:
                         await self._wake.wait()
                 except TimeoutError:
                     continue
-            batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-            self._in_flight = len(batch)
-            try:
-                futures = [await self._producer.send(self.topic, key=key, value=value) for key, value in batch]
-                await asyncio.gather(*futures)
-                self.sent += len(batch)
-                self._in_flight = 0
-                delay = 0.5
-            except Exception as exc:  # noqa: BLE001 - the broker away: the batch waits at the front
-                # (sent again whole: fcl records a prediction once by its event_id)
-                self._in_flight = 0
-                self.pending.extendleft(reversed(batch))
-                while len(self.pending) > self.max_pending:
-                    self.pending.popleft()
-                    self.dropped += 1
-                log.warning("prediction log: %d waiting; sending failed: %r", len(self.pending), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            await backoff(self._send_batch)
+
+    async def _send_batch(self) -> None:
+        batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
+        self._in_flight = len(batch)
+        try:
+            futures = [await self._producer.send(self.topic, key=key, value=value) for key, value in batch]
+            await asyncio.gather(*futures)
+        except Exception:
+            self.pending.extendleft(reversed(batch))
+            while len(self.pending) > self.max_pending:
+                self.pending.popleft()
+                self.dropped += 1
+            log.warning("prediction log: %d waiting", len(self.pending))
+            raise
+        finally:
+            self._in_flight = 0
+        self.sent += len(batch)

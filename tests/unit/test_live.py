@@ -3,6 +3,7 @@ predictions and outcomes topics: the same door as every input (limits, reasons, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import date, timedelta
@@ -347,6 +348,37 @@ def test_the_log_never_blocks_and_drops_the_oldest_past_its_bound() -> None:
     log = PredictionLog(topic="t", kafka_bootstrap="nowhere:1", max_pending=3)
     log.add([{"model_type": "goal", "n": i} for i in range(5)])
     assert log.dropped == 2 and [json.loads(v)["n"] for _, v in log.pending] == [2, 3, 4]
+
+
+async def test_the_log_sends_a_failed_batch_again_whole_and_in_order_with_the_backoff() -> None:
+    """The producer here is a stand-in for the broker's answers (failing twice, then taking the
+    batch): what is checked is the log's own logic, the batch kept at the front and sent again."""
+    from fcl.serving.predictions import PredictionLog
+
+    sent: list[int] = []
+    failures = [RuntimeError("broker away"), RuntimeError("still away")]
+
+    class Producer:
+        async def send(self, topic: str, *, key: bytes, value: bytes) -> asyncio.Future[None]:
+            if failures:  # as aiokafka does when it cannot reach a broker for the topic's metadata
+                raise failures.pop(0)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            sent.append(json.loads(value)["n"])
+            done.set_result(None)
+            return done
+
+    log = PredictionLog(topic="t", kafka_bootstrap="nowhere:1", max_pending=100)
+    log._producer = Producer()
+    log.add([{"model_type": "goal", "n": i} for i in range(5)])
+    task = asyncio.create_task(log._run())
+    try:
+        async with asyncio.timeout(30):
+            while log.sent < 5:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert sent == [0, 1, 2, 3, 4] and log.sent == 5 and log.dropped == 0 and not log.pending
+    assert not failures  # both failures were met and waited out
 
 
 def test_the_shadow_comparison_reads_side_by_side_with_the_way_to_promote() -> None:
