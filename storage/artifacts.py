@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}/job-[0-9a-f-]{36}-a[0-9]+\.(safetensors|skops)$")
 _STORE_ERRORS = (_ObstoreError, OSError)  # obstore raises its own errors and builtins (FileNotFoundError)
-TEMPORARY = ".tmp"  # the folder (key prefix) of uploads not yet made visible
+TEMPORARY = ".tmp"  # the folder (key prefix) of leftovers of an upload-then-copy write (older fcl)
+SINGLE_PUT_BYTES = 64 << 20  # an artifact up to this size is one PUT; a larger one a multipart upload
+PART_BYTES = 16 << 20
 
 
 class ArtifactChecksumError(ArtifactError):
@@ -188,21 +190,23 @@ class ArtifactStore:
         )
 
     def _write_s3(self, key: str, data: bytes) -> None:
+        """One PUT straight to the final key: S3 makes an object visible only when its PUT (or its
+        multipart upload's completion) succeeds, so a reader sees no object or the whole one. Above
+        SINGLE_PUT_BYTES the upload goes in PART_BYTES parts, sent side by side."""
         import obstore
 
         store = self._bucket(self.bucket)
-        final = self._object(key)
-        temporary = self._object(f"{TEMPORARY}/{uuid.uuid4()}-{key.replace('/', '-')}")
         try:
-            obstore.put(store, temporary, data)  # the upload (multipart when large) under a temporary key
-            obstore.copy(store, temporary, final)  # then visible at once, as a whole
+            obstore.put(
+                store,
+                self._object(key),
+                data,
+                use_multipart=len(data) > SINGLE_PUT_BYTES,
+                chunk_size=PART_BYTES,
+                max_concurrency=4,
+            )
         except _STORE_ERRORS as exc:
             raise ArtifactUnavailable(f"{self.location(key)}: {_first_line(exc)}") from None
-        finally:
-            try:
-                obstore.delete(store, temporary)
-            except _STORE_ERRORS:
-                pass  # a leftover temporary object is removed by the retention sweep
 
     def _write_local(self, path: Path, data: bytes) -> None:
         """A temporary file in the same folder, fsynced, renamed into place, the folder fsynced: a
