@@ -48,7 +48,7 @@ FCL = str(Path(sys.executable).with_name("fcl"))
 TYPES = ("recommendation", "segmentation", "spending", "goal")
 
 
-async def seed(url: str, events: int, versions_per_type: int) -> None:
+async def seed(url: str, events: int, versions_per_type: int, waiting: int = 0) -> None:
     db = Database(url, pool_size=1)
     try:
         async with db.transaction() as s:
@@ -78,6 +78,17 @@ async def seed(url: str, events: int, versions_per_type: int) -> None:
                        i % 10 <> 0, i % 20 = 1
                 FROM generate_series(1, :n) AS i"""),
                 {"n": events},
+            )
+            # the waiting queue: `waiting` queued jobs over 400 datasets, priorities 0-9, spread over a day
+            await s.execute(
+                text("""
+                INSERT INTO training_jobs (id, dataset_id, model_type, status, priority, attempts, rank_at, dedupe_key,
+                                           created_at)
+                SELECT md5('waiting' || i)::uuid, 'wait-' || (i % 400),
+                       (ARRAY['recommendation','segmentation','spending','goal'])[1 + i % 4], 'queued', i % 10, 0,
+                       now() - make_interval(secs => i * 4), 'wait-' || i, now() - make_interval(secs => i * 4)
+                FROM generate_series(1, :n) AS i"""),
+                {"n": waiting},
             )
             for t in TYPES:
                 await s.execute(
@@ -327,19 +338,20 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1500.0, help="arrival rate of the open loop, requests/s")
     parser.add_argument("--servers", type=int, default=1, help="`fcl web` processes, load spread evenly")
+    parser.add_argument("--waiting", type=int, default=0, help="queued jobs in the database (a deep queue: 20000)")
     args = parser.parse_args()
     settings = stack_settings()
     scratch = ScratchDatabases(settings)
     url = await scratch.create("fcl_bench_api")
     try:
         await asyncio.to_thread(upgrade, url)
-        await seed(url, args.events, args.versions_per_type)
+        await seed(url, args.events, args.versions_per_type, args.waiting)
         print(
             f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
             f"server: {args.servers} `fcl web` process(es); load: this process, {args.clients} concurrent clients, keep-alive; "
             f"{args.seconds:.0f} s per endpoint and load after 2 s of warm-up; a training completes every second"
         )
-        print(f"data: {args.events} training events (history rows), {args.versions_per_type} versions per model type")
+        print(f"data: {args.events} finished jobs and their training events (history rows), {args.waiting} waiting jobs, {args.versions_per_type} versions per model type")
         print("'server saw': requests the server counted in its /metrics (includes the warm-up)")
         for cache in (True, False):
             await run(url, settings, cache=cache, args=args)
