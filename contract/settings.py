@@ -195,7 +195,8 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     """Request bodies larger than this are refused (413)."""
     http_db_pool: int = Field(default=10, ge=1)
-    """Database connections of one `fcl web` process (as many again may overflow under load)."""
+    """Database connections of one `fcl web` process; a request past them waits for one (no connection
+    is opened for a single request)."""
     http_cache: bool = True
     """Keep history and model-versions responses until PostgreSQL reports a change to their tables."""
 

@@ -21,7 +21,12 @@ UnitOfWork = AsyncSession
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, pre_ping: bool = True, server_settings: dict[str, str] | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    pre_ping: bool = True,
+    server_settings: dict[str, str] | None = None,
 ) -> AsyncEngine:
     """An engine whose every connection asyncpg opens from the URL's libpq form, as the plain
     asyncpg connections do: `sslmode`, `sslrootcert`, `sslcert`, `sslkey` and the rest of libpq's
@@ -35,7 +40,7 @@ def create_engine(
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
         async_creator=connect,
     )
@@ -52,13 +57,23 @@ class Database:
 
     `pre_ping` tests each pooled connection before use (one round trip); callers that retry
     retriable errors anyway (the stream agents, the worker) turn it off for latency.
-    `server_settings` are set on each connection (e.g. the agents' plan_cache_mode)."""
+    `server_settings` are set on each connection (e.g. the agents' plan_cache_mode).
+    `max_overflow` connections (default: as many as `pool_size`) are opened past the pool under
+    load and closed when returned; 0 makes callers past the pool wait for a pooled connection."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, pre_ping: bool = True, server_settings: dict[str, str] | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        pre_ping: bool = True,
+        server_settings: dict[str, str] | None = None,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, pre_ping=pre_ping, server_settings=server_settings)
+        self.engine = create_engine(
+            url, pool_size=pool_size, max_overflow=max_overflow, pre_ping=pre_ping, server_settings=server_settings
+        )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

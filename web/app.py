@@ -86,7 +86,9 @@ def make_app(settings: Settings, *, relay_events: bool = True) -> web.Applicatio
     """The application. With `relay_events` it runs an outbox relay with its own Kafka producer,
     so the events its changes queue are sent even when no other fcl process runs."""
     app = web.Application(middlewares=[edge], client_max_size=settings.http_max_body_bytes)
-    db = Database(settings.database_url, pool_size=settings.http_db_pool, pre_ping=False)
+    # no overflow: a request past the pool waits for a pooled connection, cheaper under load than a
+    # connection opened and closed for it (each a new server process and a statement prepared anew)
+    db = Database(settings.database_url, pool_size=settings.http_db_pool, max_overflow=0, pre_ping=False)
     notifications = Notifications(settings.database_url)
     listener = ChangeListener(notifications) if settings.http_cache else None
     producer = BackgroundProducer(settings) if relay_events else None
