@@ -36,9 +36,11 @@ async def trigger_training(call: Call) -> tuple[int, s.TriggerResponse]:
 
 
 async def training_status(call: Call) -> web.Response:
-    """One statement, its JSON built by PostgreSQL (storage.reads); never cached."""
+    """One statement, its JSON built by PostgreSQL (storage.reads); never cached: requests that
+    arrive together share the next read (web.cache.FreshReads), each read after its request came."""
     svc = services_of(call)
-    body = await svc.reads.training_status(workers_seen_seconds=max(15.0, 3 * svc.settings.heartbeat_seconds))
+    seen = max(15.0, 3 * svc.settings.heartbeat_seconds)
+    body = await svc.cache.fresh.read("training-status", lambda: svc.reads.training_status(workers_seen_seconds=seen))
     return web.Response(text=body, content_type="application/json")
 
 

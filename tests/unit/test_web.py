@@ -182,9 +182,71 @@ async def test_cache_misses_are_single_flight_and_a_write_starts_a_new_read() ->
     assert await cache.get_or_load("k", ("t",), load) == b"read 1"  # now cached
     listener.value = 1  # a write: the cached body is stale, and so would be a read in flight
     assert await cache.get_or_load("k", ("t",), load) == b"read 2" and len(reads) == 2
-    listener.value = None  # no healthy listener: every request reads on its own
+    listener.value = None  # no healthy listener: every request gets a read that began after it came
     assert await cache.get_or_load("k", ("t",), load) == b"read 3"
     assert await cache.get_or_load("k", ("t",), load) == b"read 4"
+
+
+async def test_fresh_reads_answer_each_request_with_a_read_that_began_after_it_arrived() -> None:
+    import asyncio
+
+    from fcl.web.cache import FreshReads
+
+    fresh = FreshReads()
+    started: list[float] = []  # when each read began (the loop's clock)
+    gates: list[asyncio.Event] = []
+
+    async def load() -> tuple[int, float]:
+        started.append(asyncio.get_running_loop().time())
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+        return len(started), started[-1]
+
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(fresh.read("k", load))
+    await asyncio.sleep(0.01)  # read 1 runs
+    arrived = loop.time()
+    later = [asyncio.create_task(fresh.read("k", load)) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    later[0].cancel()  # a client that goes away cancels nothing for the others
+    assert len(started) == 1  # the later requests do not start reads of their own...
+    gates[0].set()
+    assert (await first)[0] == 1
+    while len(gates) < 2:
+        await asyncio.sleep(0.001)
+    gates[1].set()
+    answers = [await t for t in later[1:]]
+    # ...nor take read 1's answer, which began before they arrived: they share read 2
+    assert [n for n, _ in answers] == [2, 2, 2] and all(began >= arrived for _, began in answers)
+    assert fresh.reads == 2 and fresh.shared == 4
+    other = asyncio.create_task(fresh.read("other", load))  # another key reads on its own
+    while len(gates) < 3:
+        await asyncio.sleep(0.001)
+    gates[2].set()
+    assert (await other)[0] == 3
+
+
+async def test_a_fresh_read_that_fails_fails_the_requests_it_answers_and_the_next_one_reads_again() -> None:
+    import asyncio
+
+    from fcl.web.cache import FreshReads
+
+    fresh = FreshReads()
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls <= 2:
+            raise RuntimeError(f"database down ({calls})")
+        return "fine"
+
+    results = await asyncio.gather(*(fresh.read("k", flaky) for _ in range(3)), return_exceptions=True)
+    assert calls == 2  # the first request's read, then one read shared by the two that waited
+    assert [str(r) for r in results] == ["database down (1)", "database down (2)", "database down (2)"]
+    assert await fresh.read("k", flaky) == "fine" and calls == 3
 
 
 async def test_a_failed_read_fails_every_request_that_joined_it_and_is_not_cached() -> None:
