@@ -24,13 +24,13 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
-from _common import ROOT, ScratchDatabases, stack_settings
+from _common import ROOT, ScratchDatabases, spread, stack_settings
 
 from fcl.contract.settings import Settings
 from fcl.messaging.admin import ensure_topics
 from fcl.serving import ChampionWatcher, Served
 from fcl.stack.common import free_port
-from fcl.storage.artifacts import ArtifactStore
+from fcl.storage.artifacts import PART_BYTES, SINGLE_PUT_BYTES, ArtifactStore
 from fcl.storage.db import Database
 from fcl.storage.migrate import upgrade
 from fcl.trainers.base import Artifact, TrainRequest
@@ -159,6 +159,9 @@ async def watcher_latency(settings: Settings, artifact: Artifact, rounds: int) -
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--large-mib", type=float, nargs="*", default=[15.2, 96.0], help="sizes of the write-throughput figures"
+    )
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     settings = stack_settings()
@@ -179,9 +182,45 @@ async def main() -> None:
         report("SeaweedFS over S3", len(artifact.data), w, r)
         for location in written:
             remote.delete(location)
+        large_writes(remote, args.large_mib)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     await watcher_latency(settings, artifact, args.rounds)
+
+
+def large_writes(store: ArtifactStore, sizes_mib: list[float], runs: int = 3, per_run: int = 5) -> None:
+    """Write throughput to the object store for artifacts of the given sizes (random bytes: the
+    store sees bytes, whatever the format): `runs` runs of `per_run` writes each, every run's
+    median MiB/s, printed as the median of the runs with their minimum and maximum. An artifact up
+    to storage.artifacts.SINGLE_PUT_BYTES is one PUT; a larger one a multipart upload."""
+    import obstore
+
+    bucket = store._bucket(store.bucket)
+    for mib in sizes_mib:
+        data = os.urandom(int(mib * 2**20))
+        artifact = Artifact(data=data, format="skops")
+        floor = []  # the store's own: a bare PUT of the same bytes, no checksum, no key checks
+        for _ in range(runs):
+            times = []
+            for _ in range(per_run):
+                key = f"{store.prefix}/floor-{uuid.uuid4().hex}".lstrip("/")
+                t0 = time.perf_counter()
+                obstore.put(bucket, key, data, use_multipart=len(data) > SINGLE_PUT_BYTES, chunk_size=PART_BYTES)
+                times.append(time.perf_counter() - t0)
+                obstore.delete(bucket, key)
+            floor.append(mib / statistics.median(times))
+        rates = []
+        for _ in range(runs):
+            writes, _, written = round_trips(store, artifact, per_run)
+            rates.append(mib / statistics.median(writes))
+            for location in written:
+                store.delete(location)
+        how = "one PUT" if len(data) <= SINGLE_PUT_BYTES else f"multipart, {PART_BYTES >> 20} MiB parts"
+        target = "  aim >= 150 MiB/s" if len(data) <= SINGLE_PUT_BYTES else ""
+        print(
+            f"  SeaweedFS over S3      write {mib:6.1f} MiB ({how}): {spread(rates, 1)} MiB/s{target}; "
+            f"the same bare PUT (floor): {spread(floor, 1)} MiB/s"
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -178,13 +179,17 @@ class ArtifactStore:
         object or the whole one, never part of it."""
         if not _KEY.match(key):
             raise ArtifactError(f"refusing artifact key {key!r}")
-        if self.remote:
-            self._write_s3(key, artifact.data)
+        if self.remote:  # the checksum computed while the bytes travel (hashlib lets go of the GIL)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcl-sha256") as pool:
+                digest = pool.submit(lambda: hashlib.sha256(artifact.data).hexdigest())
+                self._write_s3(key, artifact.data)
+                sha256 = digest.result()
         else:
             self._write_local(self.root / key, artifact.data)
+            sha256 = hashlib.sha256(artifact.data).hexdigest()
         return StoredArtifact(
             path=self.location(key),
-            sha256=hashlib.sha256(artifact.data).hexdigest(),
+            sha256=sha256,
             size=len(artifact.data),
             format=artifact.format,
         )
