@@ -72,6 +72,11 @@ def handler(log_format: str = "text") -> logging.Handler:
     return out
 
 
+def faust_level(level: str) -> str:
+    """FCL_LOG_LEVEL in the words Faust's `--loglevel` takes (it refuses "warning" and "critical")."""
+    return {"WARNING": "warn", "CRITICAL": "crit"}.get(level.upper(), level.lower())
+
+
 def dict_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
     """The same set-up as a `logging.config.dictConfig` (what Faust's `logging_config` takes)."""
     formatter: dict[str, Any] = {"()": JsonFormatter} if log_format == "json" else {"format": FORMAT}

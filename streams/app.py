@@ -205,5 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     tracing.setup("streams")
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust wants one
-    sys.argv = ["fcl streams", "worker", "--loglevel", settings.log_level.lower(), "--without-web", *(argv or [])]
+    sys.argv = [
+        "fcl streams",
+        "worker",
+        "--loglevel",
+        logs.faust_level(settings.log_level),
+        "--without-web",
+        *(argv or []),
+    ]
     app.main()

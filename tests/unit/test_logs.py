@@ -80,3 +80,17 @@ def test_configure_sets_the_level_and_the_format_of_the_root_logger() -> None:
     finally:
         root.handlers[:] = before[0]
         root.setLevel(before[1])
+
+
+def test_every_log_level_reads_as_one_faust_takes() -> None:
+    from typing import get_args
+
+    from faust.cli.base import LOGLEVELS
+
+    from fcl.contract.logs import faust_level
+    from fcl.contract.settings import Settings
+
+    levels = get_args(Settings.model_fields["log_level"].annotation)
+    assert set(levels) == {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    taken = {name.lower() for name in LOGLEVELS}
+    assert {faust_level(level) for level in levels} <= taken
