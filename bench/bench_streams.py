@@ -279,9 +279,10 @@ async def bare_insert_rate(conn: asyncpg.Connection, events: int, per_txn: int) 
                 datasets,
             )
             await conn.execute(
-                """INSERT INTO job_triggers (event_id, job_id, priority, source)
-                   SELECT 'bare-' || id, id, 5, 'bare' FROM unnest($1::uuid[]) AS id""",
+                """INSERT INTO job_triggers (scope, event_id, job_id, priority, source)
+                   SELECT d || '/goal', 'bare-' || id, id, 5, 'bare' FROM unnest($1::uuid[], $2::text[]) AS r(id, d)""",
                 ids,
+                datasets,
             )
             await conn.execute(
                 """INSERT INTO outbox (event_id, topic, key, payload)
@@ -399,7 +400,7 @@ async def run(args: argparse.Namespace) -> None:
         "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FCL_DATABASE_URL": url,
         "FCL_TOPIC_PREFIX": prefix,
-        "FCL_LOG_LEVEL": "WARNING",
+        "FCL_LOG_LEVEL": "INFO",  # Faust says "Worker ready" at INFO: what start() waits for
     }
     log_dir = Path(tempfile.mkdtemp(prefix="fcl-bench-streams-"))
     worker = Workers(env, log_dir, args.workers)
