@@ -38,6 +38,9 @@ from fcl.storage.models import (
 )
 from fcl.storage.outbox import OutboxEntry
 
+# one statement whatever the number of ids (an IN list would be a new statement for every length)
+MODEL_TYPES = text("SELECT dataset_id, model_type FROM datasets WHERE dataset_id = ANY(CAST(:ids AS text[]))")
+
 
 class DatasetRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -63,9 +66,7 @@ class DatasetRepository:
 
     async def model_types(self, dataset_ids: Sequence[str]) -> dict[str, str]:
         """The model type of each of these datasets that exists."""
-        rows = await self.session.execute(
-            select(DatasetRow.dataset_id, DatasetRow.model_type).where(DatasetRow.dataset_id.in_(set(dataset_ids)))
-        )
+        rows = await self.session.execute(MODEL_TYPES, {"ids": sorted(set(dataset_ids))})
         return {r.dataset_id: r.model_type for r in rows}
 
     async def consume_up_to(self, dataset_id: str, watermark: int) -> Dataset:

@@ -39,6 +39,9 @@ def _key(request: TriggerRequest) -> str:
     return f"{request.dataset_id}/{request.model_type}"
 
 
+ADMIT = text(ADMIT_SQL)  # parsed once
+
+
 class JobQueue:
     """The transitions, inside the caller's transaction (`Database.transaction()`)."""
 
@@ -59,7 +62,7 @@ class JobQueue:
             return []
         rows = (
             await self.session.execute(
-                text(ADMIT_SQL),
+                ADMIT,
                 {
                     "events": [r.event_id for r in requests],
                     "datasets": [r.dataset_id for r in requests],
