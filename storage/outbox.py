@@ -184,7 +184,10 @@ class OutboxRelay(Service):
                     )
                 except Exception as exc:  # noqa: BLE001 - judged below, row by row
                     deliveries.append(exc)
-            results = await asyncio.gather(*(_outcome(d) for d in deliveries))
+            # the deliveries are futures already: gathered as they are (no task per record)
+            pending_deliveries = [d for d in deliveries if not isinstance(d, BaseException)]
+            answers = iter(await asyncio.gather(*pending_deliveries, return_exceptions=True))
+            results = [d if isinstance(d, BaseException) else _error_of(next(answers)) for d in deliveries]
             sent = [m.id for m, r in zip(pending, results, strict=True) if r is None]
             refused = [(m.id, r) for m, r in zip(pending, results, strict=True) if r is not None]
             await outbox.mark_published(sent)
@@ -239,15 +242,12 @@ class OutboxRelay(Service):
         self._wake.set()
 
 
-async def _outcome(delivery: Awaitable[object] | BaseException) -> BaseException | None:
-    """None when the record was delivered, else why not."""
-    if isinstance(delivery, BaseException):
-        return delivery
-    try:
-        await delivery
-    except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
-        return exc
-    return None
+def _error_of(answer: object) -> BaseException | None:
+    """None when the record was delivered, else why not; a cancellation or an exit is raised (it
+    is not the broker's answer)."""
+    if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+        raise answer
+    return answer if isinstance(answer, Exception) else None
 
 
 # An outbox row before it is written: (topic without prefix, key, payload).
