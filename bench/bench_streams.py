@@ -13,7 +13,10 @@ and beside 2 and 3, in the same run, what PostgreSQL does with the same rows and
   - a bare multi-row INSERT of the same jobs, triggers and outbox rows (unnest arrays, one
     statement per table per transaction, transactions of the worker's mean batch size);
   - a bare COPY of the same sample rows (transactions of the worker's mean batch size);
-and a bare aiokafka consumer's messages/s reading the same topic. 2 and 3 run --runs times (3):
+a bare aiokafka consumer's messages/s reading the same topic; and a bare Faust agent
+(bench/_faust_floor.py) reading it with the worker's batching and acks and doing nothing else,
+the floor Faust itself sets; the worker's time per event is split into that floor, the bare
+statement's time and the rest (our code, and what does not overlap). 2 and 3 run --runs times (3):
 each rate and ratio is printed as the median of the runs with their minimum and maximum.
 
 Run with `make bench` or `.venv/bin/python bench/bench_streams.py [--events N] [--sample-events N]`.
@@ -90,6 +93,10 @@ class Workers:
         for w in self.workers:
             w.start()
 
+    def floor_args(self) -> tuple[dict[str, str], Path]:
+        """The environment and log folder the bare Faust agent runs with: the workers' own."""
+        return self.workers[0].env, self.workers[0].log_dir
+
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
@@ -152,6 +159,37 @@ async def bare_consumer_rate(settings: Settings, topic: str, expected: int) -> f
         return seen / (time.perf_counter() - first)
     finally:
         await consumer.stop()
+
+
+async def faust_floor_rate(env: dict[str, str], log_dir: Path, topic: str, expected: int) -> float:
+    """Events/s of a bare Faust agent (bench/_faust_floor.py) reading `topic` from the start with the
+    worker's batching and acks, doing nothing else: first to last batch, like the worker's figure."""
+    out = log_dir / f"floor-{uuid.uuid4().hex[:8]}.json"
+    floor_env = {**env, "FLOOR_TOPIC": topic, "FLOOR_EXPECT": str(expected), "FLOOR_OUT": str(out)}
+    with (log_dir / "floor.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_faust_floor.py")), "worker", "-l", "warn", "--without-web"],
+            env=floor_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while not out.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the bare Faust agent ended or stalled: see {log_dir / 'floor.log'}")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)  # the file is written whole before the agent goes on
+        seen = json.loads(out.read_text())
+        return float(seen["seen"] - 1) / (seen["last"] - seen["first"])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 async def wait_until(conn: asyncpg.Connection, sql: str, target: int, timeout: float = 600) -> None:
@@ -260,6 +298,8 @@ class Figures:
     sample_txns: int
     bare_copy: float  # the same samples/s, bare COPY
     samples_consumer: float  # samples/s, bare aiokafka consumer
+    threshold_floor: float  # events/s, a bare Faust agent with the worker's batching
+    samples_floor: float  # samples/s, the same
 
 
 async def bare_insert_rate(conn: asyncpg.Connection, events: int, per_txn: int) -> float:
@@ -340,6 +380,7 @@ async def throughput(
     worker.stop()  # the bare figures get the machine to themselves, as the worker had it
     bare_insert = await bare_insert_rate(conn, events, max(1, events // admission_txns))
     threshold_consumer = await bare_consumer_rate(settings, topic, before + events)
+    threshold_floor = await faust_floor_rate(*worker.floor_args(), topic, before + events)
 
     topic = Topic.TRAINING_SAMPLES.full_name(settings.topic_prefix)
     before = await conn.fetchval("SELECT coalesce(sum(total_samples), 0)::bigint FROM datasets")
@@ -359,9 +400,19 @@ async def throughput(
     worker.stop()
     bare_copy = await bare_copy_rate(conn, sample_events, max(1, sample_events // sample_txns))
     samples_consumer = 100 * await bare_consumer_rate(settings, topic, (run + 1) * sample_events)
+    samples_floor = 100 * await faust_floor_rate(*worker.floor_args(), topic, (run + 1) * sample_events)
     await conn.execute("VACUUM ANALYZE")
     return Figures(
-        admissions, admission_txns, bare_insert, threshold_consumer, samples, sample_txns, bare_copy, samples_consumer
+        admissions,
+        admission_txns,
+        bare_insert,
+        threshold_consumer,
+        samples,
+        sample_txns,
+        bare_copy,
+        samples_consumer,
+        threshold_floor,
+        samples_floor,
     )
 
 
@@ -372,6 +423,18 @@ def report(runs: list[Figures], events: int, sample_events: int) -> None:
     def ratio(a: str, b: str) -> list[float]:
         return [getattr(r, a) / getattr(r, b) for r in runs]
 
+    def split(worker: str, floor: str, database: str, unit: str, what: str) -> None:
+        """The worker's time per event split into the Faust floor, the database's own (the bare
+        statement's) and the rest (our code, and what does not overlap), in microseconds."""
+        per = [1e6 / getattr(r, worker) for r in runs]
+        faust_ = [1e6 / getattr(r, floor) for r in runs]
+        db = [1e6 / getattr(r, database) for r in runs]
+        rest = [p - f - d for p, f, d in zip(per, faust_, db, strict=True)]
+        print(
+            f"    per {unit}, microseconds: worker {spread(per, 1)} = Faust floor {spread(faust_, 1)} "
+            f"+ {what} {spread(db, 1)} + the rest {spread(rest, 1)}"
+        )
+
     n = len(runs)
     print(f"threshold events, backlog of {events} (one job each), median (min-max) of {n} runs:")
     print(f"  streams worker, first to last job committed   {spread(col('admissions'))} events/s")
@@ -380,6 +443,9 @@ def report(runs: list[Figures], events: int, sample_events: int) -> None:
     print(f"    worker / bare INSERT                        {spread(ratio('admissions', 'bare_insert'), 3)}")
     print(f"  bare aiokafka consumer, same topic            {spread(col('threshold_consumer'))} messages/s")
     print(f"    worker / bare consumer                      {spread(ratio('admissions', 'threshold_consumer'), 3)}")
+    print(f"  bare Faust agent, the worker's batching       {spread(col('threshold_floor'))} events/s")
+    print(f"    worker / bare Faust agent                   {spread(ratio('admissions', 'threshold_floor'), 3)}")
+    split("admissions", "threshold_floor", "bare_insert", "event", "bare INSERT")
     print(f"samples, backlog of {sample_events} events x 100 samples, median (min-max) of {n} runs:")
     print(f"  streams worker, stored and counted            {spread(col('samples'))} samples/s")
     print(f"    transactions per run                        {spread(col('sample_txns'))}")
@@ -387,6 +453,9 @@ def report(runs: list[Figures], events: int, sample_events: int) -> None:
     print(f"    worker / bare COPY                          {spread(ratio('samples', 'bare_copy'), 3)}")
     print(f"  bare aiokafka consumer, same topic            {spread(col('samples_consumer'))} samples/s")
     print(f"    worker / bare consumer                      {spread(ratio('samples', 'samples_consumer'), 3)}")
+    print(f"  bare Faust agent, the worker's batching       {spread(col('samples_floor'))} samples/s")
+    print(f"    worker / bare Faust agent                   {spread(ratio('samples', 'samples_floor'), 3)}")
+    split("samples", "samples_floor", "bare_copy", "sample", "bare COPY")
 
 
 async def run(args: argparse.Namespace) -> None:
