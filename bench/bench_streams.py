@@ -68,7 +68,8 @@ class Worker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"streams worker exited:\n{log.read_text()[-3000:]}")
-            if "Worker ready" in log.read_text(errors="replace"):
+            said = log.read_text(errors="replace")
+            if "Worker ready" in said and "outbox relay: ready" in said:
                 return
             time.sleep(0.1)
         raise SystemExit(f"streams worker not ready in 90 s:\n{log.read_text()[-3000:]}")
@@ -469,7 +470,8 @@ async def run(args: argparse.Namespace) -> None:
         "FCL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FCL_DATABASE_URL": url,
         "FCL_TOPIC_PREFIX": prefix,
-        "FCL_LOG_LEVEL": "INFO",  # Faust says "Worker ready" at INFO: what start() waits for
+        # at INFO Faust says "Worker ready" and the relay process "outbox relay: ready": what start() waits for
+        "FCL_LOG_LEVEL": "INFO",
     }
     log_dir = Path(tempfile.mkdtemp(prefix="fcl-bench-streams-"))
     worker = Workers(env, log_dir, args.workers)

@@ -5,8 +5,9 @@ dead-lettered instead of failing in a deserializer), group them into batches whi
 batch commits (streams.batching) and hand each batch to an ingestor (streams.ingest) that
 commits its effects in one PostgreSQL transaction.
 Events are acknowledged only after that commit; an agent never raises and never trains.
-A task runs the outbox relay (`storage.outbox`), which publishes what the transactions wrote as
-soon as PostgreSQL notifies it of their commit, through the app's own producer.
+The outbox relay (`storage.outbox`), which publishes what the transactions wrote as soon as
+PostgreSQL notifies it of their commit, runs in a process of its own that a task starts and
+watches (streams.relay).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import logging
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,11 @@ from fcl.contract.probes import Probes
 from fcl.contract.settings import Settings, get_settings
 from fcl.contract.topics import Topic
 from fcl.messaging.admin import ensure_topics
-from fcl.messaging.producer import BackgroundProducer, is_record_error
+from fcl.messaging.producer import BackgroundProducer
 from fcl.messaging.security import faust_credentials
 from fcl.storage.db import Database
 from fcl.storage.entities import AdmissionPolicy
 from fcl.storage.migrate import at_head
-from fcl.storage.notifications import Notifications
-from fcl.storage.outbox import OutboxRelay
 from fcl.storage.stores import IngestStore
 from fcl.streams import metrics
 from fcl.streams.batching import group_commit
@@ -48,6 +48,7 @@ from fcl.streams.ingest import (
     commit_parsed,
 )
 from fcl.streams.parsing import RawMessage
+from fcl.streams.relay import MODULE as RELAY_MODULE
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
 
     store = IngestStore(db, AdmissionPolicy.from_settings(settings))
-
-    # The relay publishes through a producer of its own, idempotent with acks=all like every
-    # producer of fcl (Faust's own is idempotent only inside transactions).
-    producer = BackgroundProducer(settings)
-    notifications = Notifications(settings.database_url)
-    relay = OutboxRelay.from_settings(
-        settings, db, producer.send, notifications=notifications, is_record_error=is_record_error
-    )
 
     def raw_topic(name: Topic) -> faust.TopicT:
         return app.topic(
@@ -167,18 +160,31 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.task
     async def relay_outbox() -> None:
-        exit_when_done(producer.start(), "Kafka producer", stopping)
-        notifications.start()
-        if notifications.task is not None:
-            exit_when_done(notifications.task, "notification listener", stopping)
+        """The outbox relay runs in a process of its own (streams.relay): started here, watched
+        here (its end while this process is not stopping ends this one), and stopped by closing
+        its standard input."""
+        relay = await asyncio.create_subprocess_exec(sys.executable, "-m", RELAY_MODULE, stdin=asyncio.subprocess.PIPE)
+
+        async def watch() -> None:
+            status = await relay.wait()
+            if not stopping():
+                raise RuntimeError(f"the relay process exited with status {status}")
+
         try:
-            await run_or_exit(lambda: relay.run(should_stop=stopping), "outbox relay", stopping)
+            await run_or_exit(watch, "outbox relay process", stopping)
         finally:
-            await notifications.stop()
-            await producer.stop()
+            if relay.returncode is None:
+                assert relay.stdin is not None
+                relay.stdin.close()
+                try:
+                    await asyncio.wait_for(relay.wait(), 20.0)
+                except TimeoutError:
+                    relay.kill()
+                    await relay.wait()
 
     if settings.metrics_port is not None:
         metrics.CONSUMER_LAG.watch(lambda: app.consumer)
+        producer = BackgroundProducer(settings)  # only to say whether the broker answers
         probes = Probes(
             settings.metrics_host,
             settings.metrics_port,
@@ -187,9 +193,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
         @app.task
         async def serve_probes() -> None:
-            port = await probes.open()
-            print(f"fcl streams: /metrics, /livez, /readyz on http://{settings.metrics_host}:{port}", flush=True)
-            await run_or_exit(probes.run, "probe server", stopping)
+            exit_when_done(producer.start(), "Kafka producer", stopping)
+            try:
+                port = await probes.open()
+                print(f"fcl streams: /metrics, /livez, /readyz on http://{settings.metrics_host}:{port}", flush=True)
+                await run_or_exit(probes.run, "probe server", stopping)
+            finally:
+                await producer.stop()
 
     return app
 

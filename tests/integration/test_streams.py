@@ -662,6 +662,48 @@ async def test_sigterm_stops_the_worker_cleanly_with_status_0(streams) -> None:
     assert "died" not in senv.logs()
 
 
+def _relay_of(worker_pid: int) -> int:
+    """The pid of the relay process a streams worker started (a child running fcl.streams.relay)."""
+    for child in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
+        if b"fcl.streams.relay" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError(f"streams worker {worker_pid} has no relay process")
+
+
+async def _is_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")  # a zombie is gone
+    except FileNotFoundError:
+        return True
+
+
+async def test_the_relay_process_and_the_worker_live_and_die_together(streams) -> None:
+    """The outbox relay runs in a process of its own. Its death ends the worker with status 1 at
+    once; the worker's death (SIGKILL, no clean-up) ends the relay (its standard input closes);
+    SIGTERM to the whole process group stops both, with status 0 (the relay waits for its
+    parent to close its input instead of ending first, which its parent would take for a death)."""
+    senv, _ = streams
+    worker = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, worker)
+    os.kill(_relay_of(worker.pid), signal.SIGKILL)
+    assert await asyncio.to_thread(worker.wait, 60) == 1, senv.logs()
+    assert "the outbox relay process died" in senv.logs()
+
+    killed = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, killed)
+    orphan = _relay_of(killed.pid)
+    os.kill(killed.pid, signal.SIGKILL)
+    await asyncio.to_thread(killed.wait, 30)
+    await eventually(lambda: _is_gone(orphan), what="the orphaned relay process ended")
+
+    stopped = senv.start_worker()
+    await asyncio.to_thread(senv.wait_ready, stopped)
+    relay = _relay_of(stopped.pid)
+    os.killpg(stopped.pid, signal.SIGTERM)
+    assert await asyncio.to_thread(stopped.wait, 60) == 0, senv.logs()
+    await eventually(lambda: _is_gone(relay), what="the relay process ended with its worker")
+
+
 async def test_a_producers_traceparent_is_continued_by_the_job_and_carried_by_its_queued_event(streams) -> None:
     """A threshold event sent with a W3C `traceparent` header (a producer's span): with traces on
     (OTEL_TRACES_EXPORTER=console) the worker's `fcl.admit` span is its child, the new job keeps
