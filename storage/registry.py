@@ -45,6 +45,9 @@ from fcl.storage.models import (
 )
 from fcl.storage.outbox import OutboxEntry, OutboxRepository
 
+VERSION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+LATEST_VERSION = text("SELECT coalesce(max(version), 0) FROM model_versions WHERE model_type = :model_type")
+
 
 class ModelVersionRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -53,10 +56,9 @@ class ModelVersionRepository:
     async def next_version(self, model_type: str) -> int:
         """The number the next version of `model_type` gets. Holds a transaction-level advisory
         lock per model type until commit, so concurrent recorders never take the same number."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("model_versions:" + model_type))))
-        latest = await self.session.scalar(
-            select(func.coalesce(func.max(ModelVersionRow.version), 0)).where(ModelVersionRow.model_type == model_type)
-        )
+        # two statements: the second's snapshot must be taken after the lock is held
+        await self.session.execute(VERSION_LOCK, {"key": "model_versions:" + model_type})
+        latest = await self.session.scalar(LATEST_VERSION, {"model_type": model_type})
         return int(latest or 0) + 1
 
     async def add(self, new: NewModelVersion, *, version: int | None = None) -> ModelVersion:
@@ -69,6 +71,11 @@ class ModelVersionRepository:
             )
         ).scalar_one()
         return row.to_entity()
+
+    async def record(self, new: NewModelVersion, *, version: int) -> None:
+        """`add` for a caller that needs nothing back (a completion): no row read back and built."""
+        values = {f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
+        await self.session.execute(insert(ModelVersionRow).values(version=version, **values))
 
     async def get(self, model_type: str, version: int) -> ModelVersion | None:
         row = await self.session.get(ModelVersionRow, (model_type, version))
@@ -426,7 +433,7 @@ async def record_candidate(
     event, returned as an outbox row for the caller to publish with the job's. The champion move,
     when the candidate passed, is the caller's (`ChampionRepository.move`), after the job's event."""
     baseline_version = baseline.version if baseline else None
-    await ModelVersionRepository(session).add(
+    await ModelVersionRepository(session).record(
         NewModelVersion(
             model_type=job.model_type,
             training_event_id=training_event_id,
