@@ -52,6 +52,17 @@ from fcl.storage.migrate import upgrade
 FCL = str(Path(sys.executable).with_name("fcl"))
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a process started in a session of its own and its children, SIGKILL after 30 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class Worker:
     def __init__(self, env: dict[str, str], log_dir: Path, name: str = "worker") -> None:
         self.env, self.log_dir, self.n, self.name = env, log_dir, 0, name
@@ -75,13 +86,8 @@ class Worker:
         raise SystemExit(f"streams worker not ready in 90 s:\n{log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc)
 
 
 class Workers:
@@ -223,12 +229,7 @@ async def faust_floor_rate(env: dict[str, str], log_dir: Path, topic: str, expec
         seen = json.loads(out.read_text())
         return float(seen["seen"] - 1) / (seen["last"] - seen["first"])
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 async def wait_until(conn: asyncpg.Connection, sql: str, target: int, timeout: float = 600) -> None:

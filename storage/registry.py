@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Insert, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,13 @@ VERSION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 LATEST_VERSION = text("SELECT coalesce(max(version), 0) FROM model_versions WHERE model_type = :model_type")
 
 
+def _insert_version(new: NewModelVersion, version: int) -> Insert:
+    """The INSERT of version `version` made of `new`'s fields."""
+    return insert(ModelVersionRow).values(
+        version=version, **{f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
+    )
+
+
 class ModelVersionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -64,18 +71,12 @@ class ModelVersionRepository:
     async def add(self, new: NewModelVersion, *, version: int | None = None) -> ModelVersion:
         """Record a version: `version` from `next_version` in this transaction, or the next one."""
         number = version if version is not None else await self.next_version(new.model_type)
-        values = {f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
-        row = (
-            await self.session.execute(
-                insert(ModelVersionRow).values(version=number, **values).returning(ModelVersionRow)
-            )
-        ).scalar_one()
+        row = (await self.session.execute(_insert_version(new, number).returning(ModelVersionRow))).scalar_one()
         return row.to_entity()
 
     async def record(self, new: NewModelVersion, *, version: int) -> None:
         """`add` for a caller that needs nothing back (a completion): no row read back and built."""
-        values = {f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
-        await self.session.execute(insert(ModelVersionRow).values(version=version, **values))
+        await self.session.execute(_insert_version(new, version))
 
     async def get(self, model_type: str, version: int) -> ModelVersion | None:
         row = await self.session.get(ModelVersionRow, (model_type, version))
