@@ -4,8 +4,9 @@
   2. claim-and-complete throughput of no-op jobs with 1 and 4 workers, and in the same run on the
      same server the same for procrastinate (the reference PostgreSQL job queue), as a ratio; each
      side's table truncated and vacuumed before each run, the median of --runs (3) runs. An fcl
-     job completes with a result (`storage.queue.JobQueue.complete`: attempt row, model version,
-     checks, champion move, counter, three outbox events), so "no-op" here is the smallest result;
+     job is claimed and completed as the trainer worker does it (`storage.stores.WorkerStore`),
+     with a result (`fcl_complete_job`: attempt row, model version, checks, counter, the job's
+     outbox events), so "no-op" here is the smallest result;
   3. orchestration overhead per job: a real `fcl trainer` process runs small goal jobs; per job,
      (finished - claimed) minus the trainer's own time (fit and validation), p50 and p90.
 
@@ -36,6 +37,7 @@ from fcl.storage.db import Database
 from fcl.storage.entities import NewSampleBatch, TriggerRequest
 from fcl.storage.migrate import upgrade
 from fcl.storage.queue import JobQueue
+from fcl.storage.stores.worker import WorkerStore
 
 LEASE = timedelta(minutes=5)
 # The smallest result a job completes with: one failing check, so no champion moves.
@@ -78,15 +80,15 @@ async def ours_throughput(url: str, jobs: int, workers: int) -> float:
     db = Database(url, pool_size=workers + 1, pre_ping=False)  # as the trainer worker
     await fill(db, jobs)
 
+    store = WorkerStore(db)  # the trainer worker's calls
+
     async def worker(name: str) -> int:
         done = 0
         while True:
-            async with db.transaction() as s:
-                claimed = await JobQueue(s).claim(worker=name, lease=LEASE)
+            claimed = await store.claim(name, lease=LEASE, caps={})
             if claimed is None:
                 return done
-            async with db.transaction() as s:
-                await JobQueue(s).complete(claimed.job.lease, NO_OP)
+            await store.complete(claimed.lease, NO_OP)
             done += 1
 
     start = time.perf_counter()
@@ -210,18 +212,19 @@ async def run(args: argparse.Namespace) -> None:
     try:
         url = await dbs.create("fcl_bench_queue")
         await asyncio.to_thread(upgrade, url)
-        db = Database(url, pool_size=2, pre_ping=False)
-        await fill(db, args.waiting)
-        await claim_latency(db, 50)  # warm the pool and the plans
-        times = await claim_latency(db, args.claims)
-        await db.close()
-        print(
-            f"claim latency with {args.waiting} waiting jobs ({args.claims} claims, one transaction each): "
-            f"p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms  max {max(times):.2f} ms"
-        )
+        if "latency" in args.parts:
+            db = Database(url, pool_size=2, pre_ping=False)
+            await fill(db, args.waiting)
+            await claim_latency(db, 50)  # warm the pool and the plans
+            times = await claim_latency(db, args.claims)
+            await db.close()
+            print(
+                f"claim latency with {args.waiting} waiting jobs ({args.claims} claims, one transaction each): "
+                f"p50 {pct(times, 50):.2f} ms  p99 {pct(times, 99):.2f} ms  max {max(times):.2f} ms"
+            )
 
         ref_url = await dbs.create("fcl_bench_procrastinate")
-        for workers in (1, 4):
+        for workers in (1, 4) if "throughput" in args.parts else ():
             ours, ref = [], []
             for _ in range(args.runs):  # alternating, each on a truncated and vacuumed table
                 ours.append(await ours_throughput(url, args.jobs, workers))
@@ -234,7 +237,7 @@ async def run(args: argparse.Namespace) -> None:
             )
 
         p50s, p90s, own, rates = [], [], [], []
-        for n in range(args.runs):
+        for n in range(args.runs) if "overhead" in args.parts else ():
             run_url = await dbs.create(f"fcl_bench_overhead_{n}")
             await asyncio.to_thread(upgrade, run_url)
             env = {
@@ -251,12 +254,13 @@ async def run(args: argparse.Namespace) -> None:
             p90s.append(pct(over, 90))
             own.append(pct(fit, 50))
             rates.append(rate)
-        print(
-            f"orchestration overhead per job ({args.overhead_jobs} goal jobs through {args.trainers} real "
-            f"`fcl trainer`(s); claimed to finished, minus the trainer's fit and validation), median (min-max) of "
-            f"{args.runs} runs: p50 {spread(p50s)} ms  p90 {spread(p90s)} ms  aim p50 <= 60 ms, p90 <= 100 ms "
-            f"(trainer's own time p50 {spread(own)} ms; {spread(rates, 1)} jobs/s first claim to last finish)"
-        )
+        if p50s:
+            print(
+                f"orchestration overhead per job ({args.overhead_jobs} goal jobs through {args.trainers} real "
+                f"`fcl trainer`(s); claimed to finished, minus the trainer's fit and validation), median (min-max) of "
+                f"{args.runs} runs: p50 {spread(p50s)} ms  p90 {spread(p90s)} ms  aim p50 <= 60 ms, p90 <= 100 ms "
+                f"(trainer's own time p50 {spread(own)} ms; {spread(rates, 1)} jobs/s first claim to last finish)"
+            )
     finally:
         await dbs.drop_all()
         await delete_topics(stack.kafka_bootstrap, prefix)
@@ -269,6 +273,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--overhead-jobs", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("latency", "throughput", "overhead"),
+        default=("latency", "throughput", "overhead"),
+        help="which of the three measurements to run (default: all)",
+    )
     parser.add_argument("--trainers", type=int, default=1, help="`fcl trainer` processes for the overhead run")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")

@@ -5,12 +5,13 @@ as a `storage.errors.StorageError` whose `retriable` says whether to try again."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -50,6 +51,20 @@ def asyncpg_dsn(url: str) -> str:
     """The libpq form of a SQLAlchemy URL, for plain asyncpg connections (LISTEN, the sample
     loader) and the engine's: the same host, credentials and TLS parameters."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Statement:
+    """A statement with `:name` parameters made once into asyncpg's `$n` form, for `Database.row`:
+    a hot path that is one statement, and so its own transaction, skips the session's BEGIN and
+    COMMIT and the ORM's work around each statement (about 0.8 ms of a 1 ms claim)."""
+
+    def __init__(self, sql: str) -> None:
+        compiled = text(sql).compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+        self.sql = str(compiled)
+        self.names = tuple(compiled.positiontup or ())
+
+    def args(self, params: Mapping[str, object]) -> tuple[object, ...]:
+        return tuple(params[name] for name in self.names)
 
 
 class Database:
@@ -101,6 +116,11 @@ class Database:
                 return await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
         except DRIVER_ERRORS as exc:
             raise wrap(exc) from exc
+
+    async def row(self, statement: Statement, params: Mapping[str, object]) -> Any:
+        """The first row of `statement` run on its own (one round trip, its own transaction), or
+        None; jsonb comes back as its JSON text."""
+        return await self.fetchrow(statement.sql, *statement.args(params))
 
     async def close(self) -> None:
         await self.engine.dispose()

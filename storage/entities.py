@@ -378,8 +378,9 @@ class TrainingInputs:
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
     """A trained and judged candidate whose artifact is written. The training child makes it and
-    it reaches `storage.registry.record_candidate` unchanged: a new field of a version is added
-    here, set by the child, written by the registry (with its column) and shown by the view."""
+    it reaches `storage.queue.completion.completion_document` unchanged: a new field of a version
+    is added here, set by the child, written by `fcl_complete_job` (a migration replaces it, with
+    the column) and shown by the view."""
 
     metrics: dict[str, float]  # finite values only
     baseline_metrics: dict[str, float] | None

@@ -130,6 +130,14 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
+# The SQLSTATEs our own SQL functions raise (migration 0025: fcl_complete_job), and what they mean.
+_RAISED_BY_FUNCTIONS: dict[str, type[StorageError]] = {
+    "FC001": LeaseLost,
+    "FC002": ChampionMoved,
+    "FC003": JobStateConflict,
+}
+
+
 def wrap(exc: BaseException) -> StorageError:
     """The storage error for a driver error (a StorageError is returned as it is)."""
     if isinstance(exc, StorageError):
@@ -137,6 +145,8 @@ def wrap(exc: BaseException) -> StorageError:
     chain = _chain(exc)
     sqlstate = next((s for s in (getattr(e, "sqlstate", None) for e in chain) if isinstance(s, str)), None)
     reason = _first_line(next((e for e in chain if isinstance(e, asyncpg.PostgresError)), chain[-1]))
+    if sqlstate in _RAISED_BY_FUNCTIONS:
+        return _RAISED_BY_FUNCTIONS[sqlstate](reason)
     if sqlstate is not None:
         if sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES or sqlstate in _RETRIABLE_SQLSTATES:
             return DatabaseUnavailable(reason, sqlstate=sqlstate)

@@ -1,10 +1,12 @@
 """The model registry: versions, the champion and its ledger, validation checks, retention.
 
-A version is written once (`ModelVersionRepository.add`, numbered per model type under an advisory
-lock); the champion moves only through the ledger (`ChampionRepository.move`: compare-and-swap
-against the champion the caller saw, with its `model-versions` event in the outbox); retention
-marks old versions and lists their artifacts for removal. Every repository works inside the
-caller's transaction and returns entities from `storage.entities`, never ORM rows."""
+A version is written once (by a job's completion, the function `fcl_complete_job` of migration
+0025, or by `ModelVersionRepository.add`), numbered per model type under one advisory lock; the
+champion moves only through the ledger (`ChampionRepository.move`: compare-and-swap against the
+champion the caller saw, with its `model-versions` event in the outbox; a completion's move is
+the same, in the function); retention marks old versions and lists their artifacts for removal.
+Every repository works inside the caller's transaction and returns entities from
+`storage.entities`, never ORM rows."""
 
 from __future__ import annotations
 
@@ -12,18 +14,16 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Insert, delete, func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fcl.contract import limits
 from fcl.contract.enums import ChampionReason
-from fcl.contract.events import ModelVersionEvent, TrainingValidationEvent, ValidationCheck, rfc3339
+from fcl.contract.events import ModelVersionEvent, ValidationCheck, rfc3339
 from fcl.contract.topics import Topic
 from fcl.storage.entities import (
-    Candidate,
     ChampionMove,
-    Job,
     ModelFigure,
     ModelVersion,
     NewModelVersion,
@@ -43,17 +43,10 @@ from fcl.storage.models import (
     OperatorRequestRow,
     ValidationResultRow,
 )
-from fcl.storage.outbox import OutboxEntry, OutboxRepository
+from fcl.storage.outbox import OutboxRepository
 
 VERSION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 LATEST_VERSION = text("SELECT coalesce(max(version), 0) FROM model_versions WHERE model_type = :model_type")
-
-
-def _insert_version(new: NewModelVersion, version: int) -> Insert:
-    """The INSERT of version `version` made of `new`'s fields."""
-    return insert(ModelVersionRow).values(
-        version=version, **{f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
-    )
 
 
 class ModelVersionRepository:
@@ -71,12 +64,13 @@ class ModelVersionRepository:
     async def add(self, new: NewModelVersion, *, version: int | None = None) -> ModelVersion:
         """Record a version: `version` from `next_version` in this transaction, or the next one."""
         number = version if version is not None else await self.next_version(new.model_type)
-        row = (await self.session.execute(_insert_version(new, number).returning(ModelVersionRow))).scalar_one()
+        fields = {f: getattr(new, f) for f in NewModelVersion.__dataclass_fields__}
+        row = (
+            await self.session.execute(
+                insert(ModelVersionRow).values(version=number, **fields).returning(ModelVersionRow)
+            )
+        ).scalar_one()
         return row.to_entity()
-
-    async def record(self, new: NewModelVersion, *, version: int) -> None:
-        """`add` for a caller that needs nothing back (a completion): no row read back and built."""
-        await self.session.execute(_insert_version(new, version))
 
     async def get(self, model_type: str, version: int) -> ModelVersion | None:
         row = await self.session.get(ModelVersionRow, (model_type, version))
@@ -417,68 +411,3 @@ class ValidationRepository:
             )
         ).all()
         return [r.to_entity() for r in rows]
-
-
-async def record_candidate(
-    session: AsyncSession,
-    *,
-    job: Job,
-    number: int,
-    training_event_id: uuid.UUID,
-    baseline: ChampionMove | None,
-    candidate: Candidate,
-    dataset_watermark: int,
-) -> OutboxEntry:
-    """Record a judged candidate as version `number` of its model type: the version (with its
-    artifact, lineage, manifest info and data profile), its checks, and its `training-validation`
-    event, returned as an outbox row for the caller to publish with the job's. The champion move,
-    when the candidate passed, is the caller's (`ChampionRepository.move`), after the job's event."""
-    baseline_version = baseline.version if baseline else None
-    await ModelVersionRepository(session).record(
-        NewModelVersion(
-            model_type=job.model_type,
-            training_event_id=training_event_id,
-            job_id=job.id,
-            dataset_id=job.dataset_id,
-            parent_version=baseline_version,
-            artifact_path=candidate.artifact.path,
-            artifact_sha256=candidate.artifact.sha256,
-            artifact_size=candidate.artifact.size,
-            artifact_format=candidate.artifact.format,
-            metrics=candidate.metrics,
-            hyperparameters=candidate.hyperparameters,
-            dataset_watermark=dataset_watermark,
-            dataset_hash=candidate.dataset_hash,
-            seed=candidate.seed,
-            library_versions=candidate.library_versions,
-            code_version=candidate.code_version,
-            info=candidate.info,
-            profile=candidate.profile,
-        ),
-        version=number,
-    )
-    await ValidationRepository(session).add(
-        training_event_id=training_event_id,
-        model_type=job.model_type,
-        candidate_version=number,
-        baseline_version=baseline_version,
-        checks=candidate.checks,
-    )
-    validation = TrainingValidationEvent(
-        event_id=str(uuid.uuid4()),
-        job_id=str(job.id),
-        training_event_id=str(training_event_id),
-        model_type=job.model_type,
-        candidate_version=number,
-        baseline_version=baseline_version,
-        metrics=candidate.metrics,
-        baseline_metrics=candidate.baseline_metrics,
-        checks=list(candidate.checks),
-        passed=candidate.passed,
-        promoted=candidate.promoted,
-        occurred_at=rfc3339(),
-        verdict=candidate.verdict,
-        message=candidate.verdict_message,
-        drift=candidate.drift,
-    )
-    return (Topic.TRAINING_VALIDATION, str(job.id), validation.model_dump(mode="json"))

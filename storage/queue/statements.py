@@ -4,6 +4,12 @@ events. The smaller statements of each transition stay beside it in `storage.que
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from fcl.contract.topics import Topic
 from fcl.storage.queue.events import status_event_sql
 from fcl.storage.reads import trigger_ids
 
@@ -109,3 +115,15 @@ CLAIM_SQL = f"""
 })
     SELECT {JOB} FROM claimed j
 """
+
+
+def claim_params(worker: str, lease: timedelta, excluded: Sequence[str] = ()) -> dict[str, Any]:
+    """CLAIM_SQL's parameters: a new lease token for `worker`, model types in `excluded` skipped."""
+    return {
+        "worker": worker,
+        "token": uuid.uuid4(),
+        "lease": lease,
+        "excluded": list(excluded),
+        "message": f"claimed by {worker}",
+        "status_topic": Topic.TRAINING_STATUS.value,
+    }

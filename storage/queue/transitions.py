@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fcl.contract import limits
-from fcl.contract.enums import AdmissionOutcome, ChampionReason, JobStatus, TrainingEventStatus
+from fcl.contract.enums import AdmissionOutcome, JobStatus, TrainingEventStatus
 from fcl.contract.topics import Topic
-from fcl.storage.datasets import DatasetRepository
 from fcl.storage.entities import (
     Admission,
     AdmissionPolicy,
@@ -24,13 +24,13 @@ from fcl.storage.entities import (
     Transition,
     TriggerRequest,
 )
-from fcl.storage.errors import ChampionMoved, JobStateConflict, LeaseLost
+from fcl.storage.errors import JobStateConflict, LeaseLost, wrap
 from fcl.storage.jobs import record_attempt
 from fcl.storage.outbox import OutboxEntry, OutboxRepository
 from fcl.storage.queue import rows
+from fcl.storage.queue.completion import COMPLETE_SQL, completion, completion_document
 from fcl.storage.queue.events import back_in_queue, status_event
-from fcl.storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB
-from fcl.storage.registry import ChampionRepository, ModelVersionRepository, record_candidate
+from fcl.storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB, claim_params
 from fcl.storage.retry import RetryDecision
 
 
@@ -40,6 +40,8 @@ def _key(request: TriggerRequest) -> str:
 
 
 ADMIT = text(ADMIT_SQL)  # parsed once
+COMPLETE = text(COMPLETE_SQL)
+CLAIM = text(CLAIM_SQL)
 
 
 class JobQueue:
@@ -176,23 +178,8 @@ class JobQueue:
                 ).all()
             }
             excluded = [t for t, cap in caps.items() if running.get(t, 0) >= cap]
-        row = (
-            (
-                await self.session.execute(
-                    text(CLAIM_SQL),
-                    {
-                        "worker": worker,
-                        "token": uuid.uuid4(),
-                        "lease": lease,
-                        "excluded": excluded,
-                        "message": f"claimed by {worker}",
-                        "status_topic": Topic.TRAINING_STATUS.value,
-                    },
-                )
-            )
-            .mappings()
-            .first()
-        )
+        params = claim_params(worker, lease, excluded)
+        row = (await self.session.execute(CLAIM, params)).mappings().first()
         if row is None:
             return None
         return Transition(job=Job.from_mapping(row), before=JobStatus.QUEUED, events=1)
@@ -234,95 +221,18 @@ class JobQueue:
         (compare-and-swap against the champion the candidate was validated against:
         `ChampionMoved` when it moved meanwhile, and nothing is written), the samples it used
         taken off the dataset's counter, the job completed, and the `completed`,
-        `training-validation` and (on promotion) `model-versions` events."""
-        job = await rows.leased(self.session, lease)
-        champions = ChampionRepository(self.session)
-        current = await champions.current(job.model_type)
-        if (current.seq if current else 0) != attempt.validated_against:
-            raise ChampionMoved(f"the {job.model_type} champion moved while the candidate was validated")
-        number = await ModelVersionRepository(self.session).next_version(job.model_type)
-        training_event_id = await record_attempt(
-            self.session,
-            job,
-            lease,
-            TrainingEventStatus.COMPLETED,
-            started_at=attempt.started_at,
-            duration=attempt.duration_seconds,
-            fit_seconds=attempt.candidate.fit_seconds,
-            sample_count=attempt.candidate.sample_count,
-            watermark=attempt.dataset_watermark,
-            metrics=attempt.candidate.metrics,
-            model_version=number,
-            validation_passed=attempt.candidate.passed,
-            promoted=attempt.candidate.promoted,
-            verdict=attempt.candidate.verdict,
-            verdict_message=attempt.candidate.verdict_message,
-            drift=attempt.candidate.drift.model_dump(mode="json") if attempt.candidate.drift else None,
-        )
-        validation = await record_candidate(
-            self.session,
-            job=job,
-            number=number,
-            training_event_id=training_event_id,
-            baseline=current,
-            candidate=attempt.candidate,
-            dataset_watermark=attempt.dataset_watermark,
-        )
-        await DatasetRepository(self.session).consume_up_to(job.dataset_id, attempt.dataset_watermark)
-        row = (
-            (
-                await self.session.execute(
-                    text(f"""
-            UPDATE training_jobs AS j
-            SET status = 'completed', model_version = :version, progress = 1.0, finished_at = now(),
-                updated_at = now(), lease_token = NULL, lease_expires_at = NULL
-            WHERE j.id = :id
-            RETURNING {JOB}
-        """),
-                    {"id": job.id, "version": number},
-                )
-            )
-            .mappings()
-            .one()
-        )
-        done = Job.from_mapping(row)
-        candidate = attempt.candidate
-        if candidate.promoted:
-            verdict = "promoted to champion"
-        else:
-            verdict = f"not promoted ({candidate.verdict.value}): {candidate.verdict_message or 'checks failed'}"
-        # The champion's move comes last: its event follows the job's in the outbox.
-        events = await self._publish(
-            [
-                status_event(
-                    done,
-                    JobStatus.COMPLETED,
-                    progress=1.0,
-                    message=f"version {number} {verdict}",
-                    training_event_id=training_event_id,
-                    model_version=number,
-                ),
-                validation,
-            ]
-        )
-        if attempt.candidate.promoted:
-            await champions.move(
-                model_type=job.model_type,
-                version=number,
-                expected=current,
-                reason=ChampionReason.VALIDATED,
-                actor=f"job {job.id} on {lease.owner}",
-            )
-            events += 1
-        await self._retrain_if_ready(done)
-        return Transition(
-            job=done,
-            before=JobStatus.IN_PROGRESS,
-            training_event_id=training_event_id,
-            model_version=number,
-            promoted=attempt.candidate.promoted,
-            events=events,
-        )
+        `training-validation` and (on promotion) `model-versions` events. One round trip: the
+        server-side function `fcl_complete_job` (migration 0025) makes every write from
+        `completion_document`; `LeaseLost`, `ChampionMoved` and `JobStateConflict` are what it
+        raises. When samples came during the training, the next job is admitted here too."""
+        try:
+            row = (await self.session.execute(COMPLETE, {"p": json.dumps(completion_document(lease, attempt))})).one()
+        except DBAPIError as exc:
+            raise wrap(exc) from exc
+        done = completion(row._mapping, attempt)
+        if row.ready:
+            await self.retrain_if_ready(done.job)
+        return done
 
     async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
         """The completion that `lease`'s holder already committed for `attempt` of its job, or
@@ -362,7 +272,7 @@ class JobQueue:
             after, merged = await rows.finish(self.session, job, JobStatus.FAILED, error=error), None
             message = "failed"
         events = await self._publish([back_in_queue(after, merged, message, error)])
-        await self._retrain_if_ready(after)
+        await self.retrain_if_ready(after)
         return Transition(
             job=after,
             before=JobStatus.IN_PROGRESS,
@@ -379,7 +289,7 @@ class JobQueue:
         events = await self._publish(
             [status_event(done, JobStatus.CANCELLED, message="cancelled while training; no version recorded")]
         )
-        await self._retrain_if_ready(done)
+        await self.retrain_if_ready(done)
         return Transition(job=done, before=JobStatus.IN_PROGRESS, training_event_id=training_event_id, events=events)
 
     async def release(self, lease: Lease, attempt: EndedAttempt) -> Transition:
@@ -519,7 +429,7 @@ class JobQueue:
         return Transition(job=after, before=job.status, events=events)
 
     # -- the parts ---------------------------------------------------------------------------------
-    async def _retrain_if_ready(self, job: Job) -> None:
+    async def retrain_if_ready(self, job: Job) -> None:
         """A training ended for good (completed, failed, cancelled): when its dataset's counter is
         still at or above the threshold (samples came during it), queue the next one now."""
         if job.status.is_final:

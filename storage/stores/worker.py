@@ -3,6 +3,7 @@ transaction."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from fcl.storage.datasets import (
     SampleRepository,
     SampleRetention,
 )
-from fcl.storage.db import Database
+from fcl.storage.db import Database, Statement
 from fcl.storage.deadletters import DeadLetterRepository
 from fcl.storage.entities import (
     Admission,
@@ -41,6 +42,8 @@ from fcl.storage.live import (
 )
 from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
+from fcl.storage.queue.completion import COMPLETE_SQL, completion, completion_document, job_of
+from fcl.storage.queue.statements import CLAIM_SQL, claim_params
 from fcl.storage.registry import (
     ChampionRepository,
     ModelVersionRepository,
@@ -48,6 +51,9 @@ from fcl.storage.registry import (
     RetentionRepository,
 )
 from fcl.storage.retry import RetryDecision
+
+COMPLETE = Statement(COMPLETE_SQL)
+CLAIM = Statement(CLAIM_SQL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,9 +105,14 @@ class WorkerStore:
         self.db = db
 
     async def claim(self, worker: str, *, lease: timedelta, caps: Mapping[str, int]) -> Job | None:
-        async with self.db.transaction() as s:
-            claimed = await JobQueue(s).claim(worker=worker, lease=lease, caps=caps or None)
-        return claimed.job if claimed else None
+        """The best waiting job leased to `worker`. Without caps the claim is one statement, run on
+        its own (one round trip); with caps it counts the running jobs first, in a transaction."""
+        if caps:
+            async with self.db.transaction() as s:
+                claimed = await JobQueue(s).claim(worker=worker, lease=lease, caps=caps)
+            return claimed.job if claimed else None
+        row = await self.db.row(CLAIM, claim_params(worker, lease))
+        return job_of(row) if row is not None else None
 
     async def inputs(self, job: Job) -> TrainingInputs:
         async with self.db.transaction() as s:
@@ -123,8 +134,15 @@ class WorkerStore:
         return beat.job
 
     async def complete(self, lease: Lease, attempt: CompletedAttempt) -> Transition:
-        async with self.db.transaction() as s:
-            return await JobQueue(s).complete(lease, attempt)
+        """`JobQueue.complete` in one round trip: `fcl_complete_job` run as a statement of its own.
+        When samples came during the training, the next job is admitted after it, in a
+        transaction of its own (should that one fail, the worker's retrain sweep admits it)."""
+        row = await self.db.row(COMPLETE, {"p": json.dumps(completion_document(lease, attempt))})
+        done = completion(row, attempt)
+        if row["ready"]:
+            async with self.db.transaction() as s:
+                await JobQueue(s).retrain_if_ready(done.job)
+        return done
 
     async def completed_by(self, lease: Lease, attempt: int) -> Transition | None:
         async with self.db.transaction() as s:
