@@ -116,6 +116,7 @@ class JobRun:
         self.rng = rng
         self.clock = clock
         self.progress = 0.0
+        self._reaping: list[asyncio.Task[None]] = []  # stopping the children that answered
 
     async def run(self) -> None:
         """The attempt, as the `fcl.job` span of the trace its admission started (the job's
@@ -139,7 +140,10 @@ class JobRun:
             )
             claim.end(end_time=self.claimed_ns[1])
         with trace.use_span(span, end_on_exit=True):
-            await self._run()
+            try:
+                await self._run()
+            finally:
+                await asyncio.gather(*self._reaping)
 
     async def _run(self) -> None:
         started_at, started = datetime.now(UTC), self.clock()
@@ -270,6 +274,7 @@ class JobRun:
         next_beat = self.clock() + self.config.heartbeat_seconds
         published = 0.0
         child = await self.runner.start(task)
+        answered = False
         try:
             while True:
                 message = await child.receive(0.2)
@@ -278,6 +283,7 @@ class JobRun:
                 elif isinstance(message, Outcome):
                     if message.peak_rss_bytes is not None:
                         metrics.CHILD_PEAK_RSS.labels(task.model_type).set(message.peak_rss_bytes)
+                    answered = True
                     return message
                 elif isinstance(message, Failure):
                     raise TrainingFailed(
@@ -298,7 +304,12 @@ class JobRun:
                     if publish:
                         published = self.progress
         finally:
-            await child.stop()
+            if answered:
+                # A child that answered exits by itself: it is reaped while its result is recorded
+                # (`run` waits for it before the job's slot is free again).
+                self._reaping.append(asyncio.create_task(child.stop()))
+            else:
+                await child.stop()
 
     async def _heartbeat(self, publish: bool) -> bool:
         """Renew the lease (and publish progress); whether a cancel was asked for."""

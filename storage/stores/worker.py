@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import Select, and_, func, literal, select
+
 from fcl.contract.enums import AdmissionOutcome
 from fcl.storage.datasets import (
-    DatasetRepository,
-    SampleRepository,
     SampleRetention,
 )
 from fcl.storage.db import Database, Statement
@@ -40,19 +40,53 @@ from fcl.storage.live import (
     VersionToEvaluate,
     WindowPairs,
 )
+from fcl.storage.models import ChampionLedgerRow, DatasetRow, ModelVersionRow, TrainingSampleRow
 from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
 from fcl.storage.queue.completion import COMPLETE_SQL, completion, completion_document, job_of
 from fcl.storage.queue.statements import CLAIM_SQL, claim_params
 from fcl.storage.registry import (
-    ChampionRepository,
-    ModelVersionRepository,
     OperatorRequests,
     RetentionRepository,
 )
 from fcl.storage.retry import RetryDecision
 
 COMPLETE = Statement(COMPLETE_SQL)
+
+
+def inputs_statement(dataset_id: str, model_type: str) -> Select[Any]:
+    """What a job needs before it trains, in one row: the newest sample's id of its dataset, the
+    dataset's shape, and its model type's champion (the ledger's newest move, its version), the
+    last two None for the first model of its type."""
+    newest = (
+        select(ChampionLedgerRow.id)
+        .where(ChampionLedgerRow.model_type == model_type)
+        .order_by(ChampionLedgerRow.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    watermark = (
+        select(func.coalesce(func.max(TrainingSampleRow.id), 0))
+        .where(TrainingSampleRow.dataset_id == dataset_id)
+        .scalar_subquery()
+    )
+    one = select(literal(1).label("one")).subquery()
+    return (
+        select(watermark.label("watermark"), DatasetRow.shape_from_id, DatasetRow.shape_version)
+        .add_columns(ChampionLedgerRow, ModelVersionRow)
+        .select_from(one)
+        .outerjoin(DatasetRow, DatasetRow.dataset_id == dataset_id)
+        .outerjoin(ChampionLedgerRow, ChampionLedgerRow.id == newest)
+        .outerjoin(
+            ModelVersionRow,
+            and_(
+                ModelVersionRow.model_type == ChampionLedgerRow.model_type,
+                ModelVersionRow.version == ChampionLedgerRow.version,
+            ),
+        )
+    )
+
+
 CLAIM = Statement(CLAIM_SQL)
 
 
@@ -115,17 +149,17 @@ class WorkerStore:
         return job_of(row) if row is not None else None
 
     async def inputs(self, job: Job) -> TrainingInputs:
+        """The watermark, the dataset's shape and the champion (its ledger move and its version):
+        one statement."""
         async with self.db.transaction() as s:
-            watermark = await SampleRepository(s).watermark(job.dataset_id)
-            dataset = await DatasetRepository(s).get(job.dataset_id)
-            move = await ChampionRepository(s).current(job.model_type)
-            version = await ModelVersionRepository(s).get(job.model_type, move.version) if move else None
-        champion = Champion(move=move, version=version) if move and version else None
+            row = (await s.execute(inputs_statement(job.dataset_id, job.model_type))).one()
+        move = row.ChampionLedgerRow.to_entity() if row.ChampionLedgerRow is not None else None
+        version = row.ModelVersionRow.to_entity() if row.ModelVersionRow is not None else None
         return TrainingInputs(
-            watermark=watermark,
-            champion=champion,
-            shape_from_id=dataset.shape_from_id if dataset else 0,
-            shape_version=dataset.shape_version if dataset else 1,
+            watermark=int(row.watermark),
+            champion=Champion(move=move, version=version) if move and version else None,
+            shape_from_id=row.shape_from_id if row.shape_from_id is not None else 0,
+            shape_version=row.shape_version if row.shape_version is not None else 1,
         )
 
     async def heartbeat(self, lease: Lease, *, lease_for: timedelta, progress: float | None, publish: bool) -> Job:

@@ -292,3 +292,26 @@ async def test_samples_that_came_during_the_training_queue_the_next_job_after_a_
         "total_samples": 20,
     }
     assert nxt.lease_owner == "w2" and nxt.attempts == 1 and nxt.status is JobStatus.IN_PROGRESS
+
+
+async def test_a_jobs_inputs_are_read_in_one_statement_as_the_repositories_read_them(own_db: Database) -> None:
+    store = WorkerStore(own_db)
+    unknown = await store.inputs(replace(await running_job(own_db, "ds-inputs"), dataset_id="ds-nowhere"))
+    assert (unknown.watermark, unknown.champion, unknown.shape_from_id, unknown.shape_version) == (0, None, 0, 1)
+    job = await running_job(own_db, "ds-inputs-2", "spending")
+    first = await store.inputs(job)
+    async with own_db.transaction() as s:
+        newest = int(await s.scalar(text("SELECT max(id) FROM training_samples WHERE dataset_id = 'ds-inputs-2'")))
+        await s.execute(
+            text("UPDATE datasets SET shape_from_id = 2, shape_version = 3 WHERE dataset_id = 'ds-inputs-2'")
+        )
+    assert first.champion is None and first.watermark == newest > 0
+    await factories.record_version(own_db, "spending")
+    await factories.record_version(own_db, "spending")  # v2 is the champion now
+    after = await store.inputs(job)
+    async with own_db.transaction() as s:
+        move = await ChampionRepository(s).current("spending")
+        version = await ModelVersionRepository(s).get("spending", 2)
+    assert after.champion is not None and move is not None and version is not None
+    assert (after.champion.move, after.champion.version) == (move, version)
+    assert (after.watermark, after.shape_from_id, after.shape_version) == (newest, 2, 3)

@@ -18,7 +18,7 @@ from fcl.worker.job import WorkerConfig
 from fcl.worker.loop import TrainerWorker
 from fcl.worker.messages import Mode
 from fcl.worker.runner import math_threads
-from tests.fakes import FakeQueue, FakeRunner, fails, hangs, new_job
+from tests.fakes import FakeChild, FakeQueue, FakeRunner, fails, hangs, new_job, succeeds
 
 
 def config(**overrides: Any) -> WorkerConfig:
@@ -115,6 +115,53 @@ async def test_failures_go_back_by_the_retry_policy_and_the_queue_goes_on() -> N
     assert not decisions["InvalidDataError"].retry and "cannot be fixed" in decisions["InvalidDataError"].reason
     assert queue.jobs[flaky.id].status is JobStatus.QUEUED  # back, after its delay
     assert queue.jobs[broken.id].status is JobStatus.FAILED and queue.jobs[ok.id].status is JobStatus.COMPLETED
+
+
+class SlowToGoChild(FakeChild):
+    """A child that answered and takes a while to be gone: its stop waits until `gone` is set."""
+
+    def __init__(self, messages: list[Any], gone: asyncio.Event, log: list[str]) -> None:
+        super().__init__(messages)
+        self.gone, self.log = gone, log
+
+    async def stop(self) -> None:
+        self.log.append("stopping")
+        await self.gone.wait()
+        self.log.append("gone")
+        self.stopped = True
+
+
+async def test_a_result_is_recorded_while_its_child_is_reaped_and_the_slot_waits_for_the_child() -> None:
+    """The child exits by itself once it has answered: its completion does not wait for it, but the
+    worker's slot does (never more children than its concurrency)."""
+    queue = FakeQueue()
+    first, second = queue.add(new_job("first", priority=9)), queue.add(new_job("second", priority=1))
+    gone, log = asyncio.Event(), list[str]()
+    runner = FakeRunner()
+
+    async def start(task: Any) -> FakeChild:
+        runner.started.append(task)
+        child = SlowToGoChild(list(succeeds(task)), gone, log)
+        runner.children.append(child)
+        return child
+
+    runner.start = start  # type: ignore[method-assign]
+    worker = TrainerWorker(queue, runner, config())
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            while queue.jobs[first.id].status is not JobStatus.COMPLETED:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # time enough to claim the next job, were the slot free
+            assert log == ["stopping"] and not runner.children[0].stopped
+            assert queue.recorded("claim") == [first.id] and first.id in worker.running
+            gone.set()
+            while queue.jobs[second.id].status is not JobStatus.COMPLETED:
+                await asyncio.sleep(0.01)
+    finally:
+        gone.set()
+        await asyncio.wait_for(worker.stop(), 10)
+    assert queue.recorded("claim") == [first.id, second.id] and all(c.stopped for c in runner.children)
 
 
 async def test_a_training_past_its_timeout_is_stopped_and_counted_as_a_retriable_failure() -> None:
