@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 import uuid
@@ -142,6 +143,17 @@ def forest_fit_seconds(runner: ProcessRunner, n_jobs: int, users: int) -> float:
     return seconds
 
 
+def split(outcome: Outcome, wall: float) -> dict[str, float]:
+    """A job's time by the steps the child measured (`worker.child.Steps`), the goal trainer's
+    inner cross-validation (which picks the family and the calibration) apart from its final fit,
+    and the rest: the child's start and its answer."""
+    steps = dict(outcome.candidate.info["child_seconds"])
+    search = float(outcome.candidate.info.get("search_seconds", 0.0))
+    if search:
+        steps = {"load": steps.pop("load"), "inner cv": search, "final fit": steps.pop("fit") - search, **steps}
+    return steps | {"start+answer": wall - sum(steps.values())}
+
+
 async def forests_and_jobs(
     runner: ProcessRunner, url: str, artifacts: str, args: argparse.Namespace, goal_mark: int, seg_mark: int
 ) -> None:
@@ -165,17 +177,22 @@ async def forests_and_jobs(
         ("K-means (segmentation)", "segmentation", seg_mark, "segmentation", {}),
         ("Random Forest (goal)", "goal", goal_mark, "goal", {"families": ["random_forest"]}),
     ):
-        jobs, bares = [], []
+        jobs, bares, parts = [], [], []
         for _ in range(args.runs):
-            _, wall, _ = await run_job(
+            outcome, wall, _ = await run_job(
                 runner, url, artifacts, model_type, model_type, mark, hyperparameters=hyperparameters
             )
             jobs.append(wall)
             bares.append(float(run_child(f"{kind}-bare", args.scale)["seconds"]))
+            parts.append(split(outcome, wall))
         print(
             f"{label} job, start of the child to its answer (samples loaded, fit, evaluated, artifact written): "
             f"{spread(jobs, 2)} s; bare scikit-learn fit {spread(bares, 2)} s; "
             f"ratio {spread([j / b for j, b in zip(jobs, bares, strict=True)], 2)}  aim <= 1.25"
+        )
+        print(
+            "  where the job's time went, median of the runs: "
+            + "  ".join(f"{name} {statistics.median(p[name] for p in parts):.2f} s" for name in parts[0])
         )
 
 
@@ -186,6 +203,7 @@ async def main() -> None:
     parser.add_argument("--rec-samples", type=int, default=2_000_000)
     parser.add_argument("--window", type=int, default=500_000)
     parser.add_argument("--only-memory", action="store_true", help="just 3 (the recommendation's peak RSS)")
+    parser.add_argument("--no-memory", action="store_true", help="just 1 and 2 (no recommendation training)")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     stack = stack_settings()
@@ -206,6 +224,9 @@ async def main() -> None:
         if not args.only_memory:
             await forests_and_jobs(runner, url, artifacts, args, goal_mark, seg_mark)
 
+        if args.no_memory:
+            await conn.close()
+            return
         per_episode = len(FinCoachSimulator(seed=2, n_users=10).recommendation_samples(100)) / 100
         episodes = max(1, int(args.rec_samples / per_episode) + 1)
         rec = FinCoachSimulator(seed=2, n_users=max(10, episodes // 50)).recommendation_samples(episodes)

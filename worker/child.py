@@ -10,6 +10,7 @@ import math
 import resource
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from fcl.storage.artifacts import ArtifactError, ArtifactStore, StoredArtifact
 from fcl.storage.entities import Candidate, StoredArtifactRef
 from fcl.storage.stores import load_samples
-from fcl.trainers import judging
+from fcl.trainers import judging, usable
 from fcl.trainers.base import Artifact, Trainer, TrainingError, TrainRequest
 from fcl.trainers.manifest import build_manifest, code_version, library_versions
 from fcl.trainers.registry import get_trainer
@@ -29,6 +30,7 @@ from fcl.worker.messages import ChildMessage, Failure, Mode, Outcome, Progress, 
 # Computed once in the fork server (which imports this module), inherited by every child.
 library_versions()
 code_version()
+usable.prepare()
 
 
 def _finite(metrics: dict[str, Any] | None) -> dict[str, float] | None:
@@ -104,24 +106,45 @@ def _read_with_retries(
     return store.read(stored)
 
 
+class Steps:
+    """Where a training child's time went, step by step (recorded with the version, in its
+    manifest's `child_seconds`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 4)
+        self._last = now
+
+
 def train(task: TrainingTask, send: Any) -> Outcome:
     """Do the task; `send(message)` reports progress. Raises what the training raised."""
-    loaded = asyncio.run(
-        load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window, after=task.after)
-    )
-    samples, skipped = usable_samples(task.model_type, loaded)
-    del loaded
-    trainer = get_trainer(task.model_type)
+    steps = Steps()
     store = ArtifactStore(task.artifact_url, task.s3)
-    champion: Artifact | None = None
-    unreadable = None
-    if task.champion is not None:
-        try:
-            champion = _read_with_retries(store, _stored(task.champion))
-        except (ArtifactError, OSError) as exc:
-            # A champion that cannot be loaded cannot be compared: the candidate is recorded and
-            # judged on its fixed bounds for information, but is not promoted (fail closed).
-            unreadable = f"the artifact of champion {task.model_type} v{task.champion_version} cannot be read ({exc})"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcl-champion-read") as reader:
+        # The champion's artifact is read from the store while the samples come from the database.
+        reading = reader.submit(_read_with_retries, store, _stored(task.champion)) if task.champion else None
+        loaded = asyncio.run(
+            load_samples(task.database_url, task.dataset_id, up_to=task.watermark, window=task.window, after=task.after)
+        )
+        samples, skipped = usable_samples(task.model_type, loaded)
+        del loaded
+        champion: Artifact | None = None
+        unreadable = None
+        if reading is not None:
+            try:
+                champion = reading.result()
+            except (ArtifactError, OSError) as exc:
+                # A champion that cannot be loaded cannot be compared: the candidate is recorded
+                # and judged on its fixed bounds for information, but is not promoted (fail closed).
+                unreadable = (
+                    f"the artifact of champion {task.model_type} v{task.champion_version} cannot be read ({exc})"
+                )
+    steps.done("load")
+    trainer = get_trainer(task.model_type)
     last = [0.0, time.monotonic()]
 
     def progress(fraction: float) -> None:  # at most every 2 % or every second
@@ -145,7 +168,9 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         assert task.candidate is not None
         model = trainer.load(store.read(_stored(task.candidate)))
         fit_metrics, hyperparameters, info = task.fit_metrics, task.hyperparameters, task.fit_info
+    steps.done("fit" if task.mode is Mode.FIT else "read_candidate")
     evaluation = trainer.assess(model, replace(request, hyperparameters=hyperparameters))
+    steps.done("evaluate")
     metrics = _finite(evaluation.metrics | fit_metrics) or {}
     if skipped:
         metrics["skipped_samples"] = float(skipped)  # recorded with the version (its manifest)
@@ -167,11 +192,14 @@ def train(task: TrainingTask, send: Any) -> Outcome:
         may_promote=task.may_promote,
         dataset_id=task.dataset_id,
     )
+    steps.done("judge")
     artifact = trainer.artifact(evaluation.model)
+    steps.done("serialize")
     # The trainer's own time, as `fit_seconds` has always meant: fit, evaluation and serialization
     # (`Trainer.train`); a candidate judged again keeps the time of the training that made it.
     fit_seconds = time.perf_counter() - started if task.mode is Mode.FIT else task.fit_seconds
     stored = store.write(store.key_for_job(task.model_type, task.job_id, task.attempt, artifact.format), artifact)
+    steps.done("write")
     manifest = build_manifest(
         model_type=task.model_type,
         seed=task.seed,
@@ -189,6 +217,8 @@ def train(task: TrainingTask, send: Any) -> Outcome:
     )
     if judged.drift_error:
         manifest.info["drift_error"] = judged.drift_error
+    steps.done("manifest")
+    manifest.info["child_seconds"] = steps.seconds
     return Outcome(
         fit_metrics=_finite(fit_metrics) or {},
         fit_info=jsonable(info),

@@ -11,6 +11,8 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from fcl.contract.enums import JobStatus
 from fcl.storage.entities import CompletedAttempt, EndedAttempt
 from fcl.storage.retry import RetryDecision, RetryPolicy
@@ -299,3 +301,57 @@ def test_a_store_blip_at_the_champion_read_is_retried_before_any_verdict() -> No
         assert gone.reads == 3  # every wait, then the last error
     else:
         raise AssertionError("an artifact that never reads must raise")
+
+
+def test_the_champion_is_read_from_the_store_while_the_samples_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither waits for the other: the loader only returns once the read has begun, and the read
+    only returns once the loader has begun (one after the other would never finish either)."""
+    import threading
+    import uuid
+
+    from fcl.storage.artifacts import S3Access
+    from fcl.storage.entities import StoredArtifactRef
+    from fcl.trainers.base import Artifact
+    from fcl.worker import child
+    from fcl.worker.messages import TrainingTask
+
+    reading, loading = threading.Event(), threading.Event()
+
+    async def load_samples(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        loading.set()
+        assert await asyncio.to_thread(reading.wait, 5), "the champion was not being read meanwhile"
+        return [{"loaded": True}]
+
+    def read(store: Any, stored: Any) -> Artifact:
+        reading.set()
+        assert loading.wait(5), "the samples were not loading meanwhile"
+        return Artifact(format="skops", data=b"champion")
+
+    class Loaded(Exception):
+        pass
+
+    def usable(model_type: str, samples: list[dict[str, Any]]) -> Any:
+        raise Loaded(samples)
+
+    monkeypatch.setattr(child, "load_samples", load_samples)
+    monkeypatch.setattr(child, "_read_with_retries", read)
+    monkeypatch.setattr(child, "usable_samples", usable)
+    task = TrainingTask(
+        mode=Mode.FIT,
+        database_url="postgresql://nowhere/db",
+        artifact_url="/nowhere",
+        s3=S3Access(),
+        job_id=uuid.uuid4(),
+        attempt=1,
+        model_type="goal",
+        dataset_id="d",
+        watermark=1,
+        seed=1,
+        hyperparameters={},
+        device="cpu",
+        champion=StoredArtifactRef(path="/nowhere/c", sha256="0" * 64, size=8, format="skops"),
+        champion_version=1,
+    )
+    with pytest.raises(Loaded) as raised:
+        child.train(task, lambda message: None)
+    assert raised.value.args == ([{"loaded": True}],) and reading.is_set() and loading.is_set()
