@@ -107,13 +107,38 @@ class Database:
         except DRIVER_ERRORS as exc:
             raise wrap(exc) from exc
 
+    @asynccontextmanager
+    async def _plain(self) -> AsyncIterator[asyncpg.Connection]:
+        """The plain asyncpg connection of a pooled connection. One that a failure left closed (the
+        server restarted, the network dropped) is invalidated, so the pool opens a new one rather
+        than handing the dead one out again: the session does this for the ORM's statements, and
+        nothing would for a plain one."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            try:
+                yield driver
+            except BaseException as exc:
+                if driver.is_closed():
+                    await conn.invalidate(exc if isinstance(exc, Exception) else None)
+                raise
+
     async def fetchrow(self, sql: str, *args: object) -> Any:
         """One row of a plain asyncpg statement (`$1` parameters, no ORM, no transaction) on a
         connection of this engine's pool: the read views share the process's one pool."""
         try:
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                return await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
+            async with self._plain() as conn:
+                return await conn.fetchrow(sql, *args)
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+
+    @asynccontextmanager
+    async def plain_transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction on a plain asyncpg connection of this engine's pool (`$n` statements, no
+        ORM session): for a hot path of a few statements; driver errors leave as StorageErrors."""
+        try:
+            async with self._plain() as conn, conn.transaction():
+                yield conn
         except DRIVER_ERRORS as exc:
             raise wrap(exc) from exc
 

@@ -12,8 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fcl.contract import limits
-from fcl.contract.enums import AdmissionOutcome, JobStatus, TrainingEventStatus
-from fcl.contract.topics import Topic
+from fcl.contract.enums import JobStatus, TrainingEventStatus
 from fcl.storage.entities import (
     Admission,
     AdmissionPolicy,
@@ -28,16 +27,11 @@ from fcl.storage.errors import JobStateConflict, LeaseLost, wrap
 from fcl.storage.jobs import record_attempt
 from fcl.storage.outbox import OutboxEntry, OutboxRepository
 from fcl.storage.queue import rows
+from fcl.storage.queue.admission import AdmitRow, admission_outcomes, admission_params, raced_requests
 from fcl.storage.queue.completion import COMPLETE_SQL, completion, completion_document
 from fcl.storage.queue.events import back_in_queue, status_event
 from fcl.storage.queue.statements import ADMIT_SQL, CLAIM_SQL, JOB, claim_params
 from fcl.storage.retry import RetryDecision
-
-
-def _key(request: TriggerRequest) -> str:
-    """The pair a trigger asks a job for (training_jobs.dedupe_key)."""
-    return f"{request.dataset_id}/{request.model_type}"
-
 
 ADMIT = text(ADMIT_SQL)  # parsed once
 COMPLETE = text(COMPLETE_SQL)
@@ -58,67 +52,15 @@ class JobQueue:
         producer's id can pre-empt another dataset's trigger); a trigger for a dataset and model
         type with a waiting job joins it (its priority becomes the higher of the two, `joined`);
         otherwise a new waiting job is queued (`created`; the follow-up when one runs) with its
-        `queued` event. One statement
-        (`ADMIT_SQL`) for the whole batch, whatever its size, events included."""
+        `queued` event. One statement (`ADMIT_SQL`) for the whole batch, whatever its size,
+        events included; `storage.queue.admission.admit_on` is the same on a plain connection."""
         if not requests:
             return []
-        rows = (
-            await self.session.execute(
-                ADMIT,
-                {
-                    "events": [r.event_id for r in requests],
-                    "datasets": [r.dataset_id for r in requests],
-                    "types": [r.model_type for r in requests],
-                    "priorities": [r.priority for r in requests],
-                    "sources": [r.source for r in requests],
-                    "attempts": [self.policy.attempts_for(r.model_type) for r in requests],
-                    "traces": [r.trace_context for r in requests],
-                    "reasons": [json.dumps(r.reason) if r.reason is not None else None for r in requests],
-                    "ageing": self.policy.ageing_step,
-                    "status_topic": Topic.TRAINING_STATUS.value,
-                },
-            )
-        ).all()
-        known = {(r.event_id, r.scope): r for r in rows if r.kind == "known"}
-        jobs = {r.scope: r for r in rows if r.kind != "known"}  # pair -> the job it joined or created
-        created_pairs = {r.scope for r in rows if r.kind == "created"}
-        # A pair another transaction queued while this statement ran (its insert conflicted): its
-        # triggers were not written; admitted again, they join that job.
-        raced = [i for i, r in enumerate(requests) if (r.event_id, _key(r)) not in known and _key(r) not in jobs]
+        result = await self.session.execute(ADMIT, admission_params(requests, self.policy))
+        rows = [AdmitRow(**r) for r in result.mappings().all()]
+        raced = raced_requests(requests, rows)
         again = dict(zip(raced, await self.admit([requests[i] for i in raced]), strict=True)) if raced else {}
-        # Outcomes in request order, each with the job's priority once that request was applied.
-        priority_now = {r.scope: r.priority for r in rows if r.kind == "joined"}
-        applied: set[tuple[str, str]] = set()  # (event id, pair) whose trigger this batch has applied
-        outcomes: list[Admission] = []
-        for i, r in enumerate(requests):
-            if i in again:
-                outcomes.append(again[i])
-                continue
-            key = _key(r)
-            if (r.event_id, key) in known:
-                seen = known[(r.event_id, key)]
-                outcomes.append(
-                    Admission(
-                        request=r,
-                        job_id=seen.id,
-                        outcome=AdmissionOutcome.DUPLICATE,
-                        priority=seen.priority,
-                        attempts=seen.attempts,
-                    )
-                )
-                continue
-            if (r.event_id, key) in applied:
-                outcome = AdmissionOutcome.DUPLICATE
-            else:
-                new_job = key in created_pairs and key not in priority_now
-                outcome = AdmissionOutcome.CREATED if new_job else AdmissionOutcome.JOINED
-                priority_now[key] = max(priority_now.get(key, r.priority), r.priority)
-                applied.add((r.event_id, key))
-            job = jobs[key]
-            outcomes.append(
-                Admission(request=r, job_id=job.id, outcome=outcome, priority=priority_now[key], attempts=job.attempts)
-            )
-        return outcomes
+        return admission_outcomes(requests, rows, again)
 
     async def admit_ready(
         self, *, priority: int, dataset_id: str | None = None, source: str = "retrain"

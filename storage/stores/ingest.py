@@ -10,7 +10,7 @@ from fcl.storage.datasets import (
     threshold_events,
     trigger_namespace,
 )
-from fcl.storage.db import Database
+from fcl.storage.db import Database, Statement
 from fcl.storage.deadletters import write_dead_letters
 from fcl.storage.entities import (
     Admission,
@@ -28,6 +28,9 @@ from fcl.storage.live import (
 )
 from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
+from fcl.storage.queue.admission import admit_on
+
+MODEL_TYPES = Statement("SELECT dataset_id, model_type FROM datasets WHERE dataset_id = ANY(CAST(:ids AS text[]))")
 
 
 class IngestStore:
@@ -48,6 +51,13 @@ class IngestStore:
         A trigger for a dataset that holds samples of another model type is refused (None in its
         place) and dead-lettered with the reason (`letter_for_refused(index, reason)`): its job
         would load the whole other dataset only to fail."""
+        if requests and not dead_letters:
+            # The common batch: no dead letters to write; on a plain connection, no session.
+            async with self.db.plain_transaction() as conn:
+                ids = sorted({r.dataset_id for r in requests})
+                kinds = {r["dataset_id"]: r["model_type"] for r in await conn.fetch(MODEL_TYPES.sql, ids)}
+                if all(kinds.get(r.dataset_id, r.model_type) == r.model_type for r in requests):
+                    return list(await admit_on(conn, requests, self.policy))
         async with self.db.transaction() as s:
             kinds = await DatasetRepository(s).model_types([r.dataset_id for r in requests]) if requests else {}
             refused = {

@@ -315,3 +315,30 @@ async def test_a_jobs_inputs_are_read_in_one_statement_as_the_repositories_read_
     assert after.champion is not None and move is not None and version is not None
     assert (after.champion.move, after.champion.version) == (move, version)
     assert (after.watermark, after.shape_from_id, after.shape_version) == (newest, 2, 3)
+
+
+async def test_a_plain_connection_the_server_dropped_is_replaced_not_handed_out_again(own_db: Database) -> None:
+    """The worker's claim and completion and the streams' admission run on plain asyncpg
+    connections of the pool, which the ORM session does not watch: one the server dropped fails
+    its statement once, then the pool opens a new one (without pre-ping, as the services run)."""
+    from fcl.storage.db import Statement
+    from fcl.storage.errors import DatabaseUnavailable
+
+    db = Database(own_db.url, pool_size=1, max_overflow=0, pre_ping=False)
+    pid = Statement("SELECT pg_backend_pid() AS pid")
+    try:
+        for kind in ("row", "transaction"):
+            before = (await db.row(pid, {}))["pid"]
+            async with own_db.transaction() as s:
+                assert await s.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": before})
+            with pytest.raises(DatabaseUnavailable):
+                if kind == "row":
+                    await db.row(pid, {})
+                else:
+                    async with db.plain_transaction() as conn:
+                        await conn.fetchval("SELECT 1")
+            async with db.plain_transaction() as conn:
+                after = await conn.fetchval("SELECT pg_backend_pid()")
+            assert after != before and (await db.row(pid, {}))["pid"] == after
+    finally:
+        await db.close()
