@@ -7,6 +7,7 @@ by Hungarian matching, so a segment keeps its id across retrains."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,7 +66,19 @@ def align(labels: np.ndarray, reference: np.ndarray, k: int, reference_ids: int)
     return mapping
 
 
+@dataclass(frozen=True)
+class _FitByProduct:
+    """What a fit computed that the evaluation of the same model on the same samples reuses."""
+
+    pipeline: Pipeline
+    samples: Sequence[dict[str, Any]]
+    z: np.ndarray
+    labels: np.ndarray
+    silhouette: float
+
+
 class SegmentationTrainer(Trainer):
+    _fitted: _FitByProduct | None = None  # the last fit's by-products, until its evaluation
     model_type: ClassVar[str] = "segmentation"
     defaults: ClassVar[dict[str, Any]] = {
         "k_min": 2,
@@ -107,12 +120,13 @@ class SegmentationTrainer(Trainer):
                 best = (score, k, km)
             request.progress(0.9 * (i + 1) / len(ks))
         assert best is not None
-        _, k, km = best
-        model = {
-            "pipeline": Pipeline([("scale", scaler), ("kmeans", km)]),
-            "features": names,
-            "segment_ids": list(range(k)),
-        }
+        score, k, km = best
+        pipeline = Pipeline([("scale", scaler), ("kmeans", km)])
+        model = {"pipeline": pipeline, "features": names, "segment_ids": list(range(k))}
+        # What the evaluation of this very model on these very samples would compute again: the
+        # scaled rows, each user's segment (K-means' final assignment is its prediction) and the
+        # silhouette on the same sample.
+        self._fitted = _FitByProduct(pipeline, request.samples, z, km.labels_, score)
         return Fitted(
             model=model,
             hyperparameters=hp,
@@ -130,10 +144,15 @@ class SegmentationTrainer(Trainer):
         x, names = feature_matrix(rows, model["features"])
         sample = self._silhouette_sample(len(x), hp, request.seed)
         pipeline = model["pipeline"]
-        z = pipeline.named_steps["scale"].transform(x)
-        labels = pipeline.named_steps["kmeans"].predict(z)
+        fitted = self._fitted
+        if fitted is not None and fitted.pipeline is pipeline and fitted.samples is request.samples:
+            z, labels, silhouette = fitted.z, fitted.labels, fitted.silhouette  # the fit's, not again
+            self._fitted = None
+        else:  # a candidate judged again from its artifact, or a model fitted elsewhere
+            z = pipeline.named_steps["scale"].transform(x)
+            labels, silhouette = pipeline.named_steps["kmeans"].predict(z), None
         k = int(pipeline.named_steps["kmeans"].n_clusters)
-        metrics = self._quality(z, labels, sample) | {"k": float(k)}
+        metrics = self._quality(z, labels, sample, silhouette) | {"k": float(k)}
         mapping = np.arange(k)
         baseline, incomparable = None, None
         if request.champion is not None:

@@ -21,7 +21,15 @@ from fcl.trainers.registry import trainer_modules
 from fcl.worker.child import child_main
 from fcl.worker.messages import ChildMessage, Failure, TrainingTask
 
-_PRELOAD = ["fcl.worker.child", *trainer_modules(), "torch", "sklearn.ensemble", "sklearn.cluster", "skops.io"]
+_PRELOAD = [
+    "fcl.worker.child",
+    *trainer_modules(),
+    "torch",
+    "sklearn.ensemble",
+    "sklearn.cluster",
+    "skops.io",
+    "fcl.worker.preloaded",  # last: freezes what the others made (see its docstring)
+]
 
 
 class TrainingProcess(Protocol):

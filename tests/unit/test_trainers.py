@@ -69,6 +69,21 @@ def test_kmeans_recovers_the_planted_segments_and_keeps_ids_across_retrains() ->
     assert trainer.gate.evaluate(second.metrics, second.baseline_metrics).passed
 
 
+def test_kmeans_evaluation_reuses_its_fit_and_measures_what_a_fresh_evaluation_measures() -> None:
+    """The evaluation of a model just fitted takes the fit's scaled rows, assignments and
+    silhouette instead of computing them again; the figures are those computed from scratch."""
+    samples = FinCoachSimulator(seed=3, n_users=600).segmentation_samples()
+    request = TrainRequest(samples=samples, seed=5)
+    trainer = SegmentationTrainer()
+    fitted = trainer.fit(request)
+    assert trainer._fitted is not None and trainer._fitted.pipeline is fitted.model["pipeline"]
+    reused = trainer.evaluate(fitted.model, request)
+    assert trainer._fitted is None  # kept only until its evaluation
+    fresh = SegmentationTrainer().evaluate(fitted.model, TrainRequest(samples=list(samples), seed=5))
+    assert reused.metrics == fresh.metrics and reused.model["segment_ids"] == fresh.model["segment_ids"]
+    assert reused.metrics["silhouette"] == fitted.info["silhouette_by_k"][int(reused.metrics["k"])]
+
+
 def test_segmentation_refuses_samples_with_different_features() -> None:
     samples = SIM.segmentation_samples()[:200]
     samples[5] = {"user_id": "odd", "features": {"monthly_income": 1.0}}

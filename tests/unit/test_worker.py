@@ -355,3 +355,22 @@ def test_the_champion_is_read_from_the_store_while_the_samples_load(monkeypatch:
     with pytest.raises(Loaded) as raised:
         child.train(task, lambda message: None)
     assert raised.value.args == ([{"loaded": True}],) and reading.is_set() and loading.is_set()
+
+
+def test_the_fork_server_freezes_what_it_preloaded_before_any_child_is_forked() -> None:
+    """The training children's fork server imports `fcl.worker.preloaded` last, which moves every
+    object made so far to the collector's permanent generation (so no child's first collection
+    walks, and copies, what it inherited)."""
+    import subprocess
+    import sys
+
+    from fcl.worker.runner import _PRELOAD
+
+    assert _PRELOAD[-1] == "fcl.worker.preloaded"
+    code = (
+        "import gc; before = gc.get_freeze_count(); import fcl.worker.preloaded; print(before, gc.get_freeze_count())"
+    )
+    before, after = map(
+        int, subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout.split()
+    )
+    assert before == 0 and after > 1000
