@@ -86,12 +86,13 @@ class PredictionEvent(_Input):
     event_id: EventId
     prediction_id: EventId
     model_type: str
-    version: int = Field(ge=1, le=2**31 - 1)
+    # strict: a version is an integer and `shadow` a boolean, as the schema says (not "5" or 0.0)
+    version: int = Field(ge=1, le=2**31 - 1, strict=True)
     subject: Annotated[str, Field(min_length=1, max_length=limits.MAX_ID_CHARS)] | None = None
     inputs: dict[str, Any] | list[dict[str, Any]] | None = None
     inputs_digest: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     prediction: dict[str, Any]
-    shadow: bool = False  # scored by a shadow challenger beside the champion, not served
+    shadow: bool = Field(default=False, strict=True)  # scored by a shadow challenger beside the champion, not served
     occurred_at: Timestamp | None = None
 
 

@@ -257,17 +257,30 @@ async def test_a_job_carries_its_trigger_count_and_the_ends_of_its_trigger_list(
     assert [e for p in pages for e in p] == ids
 
 
-async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Database) -> None:
+@pytest.mark.parametrize("driver", ["session", "plain"])
+async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Database, driver: str) -> None:
     """One batch holding a new pair twice, a repeat inside the batch, a repeat of an earlier
-    batch and a trigger for a pair whose job runs: the same outcomes, in order, as one by one."""
+    batch and a trigger for a pair whose job runs: the same outcomes, in order, as one by one;
+    the same in the ORM session (`JobQueue.admit`) and on a plain connection (`admit_on`, the
+    streams worker's hot path), reasons and trace contexts included."""
     from fcl.contract.enums import AdmissionOutcome
-    from fcl.storage.entities import TriggerRequest
+    from fcl.storage.entities import AdmissionPolicy, TriggerRequest
+    from fcl.storage.queue.admission import admit_on
 
     earlier = await admit(own_db, "old", priority=3, event="old-1")
     running = await admit(own_db, "busy", priority=9, event="busy-1")
     assert (await claim(own_db)) is not None  # busy runs now
+    reason = {"kind": "threshold", "total_samples": 12}
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     batch = [
-        TriggerRequest(event_id=e, dataset_id=d, model_type="goal", priority=p)
+        TriggerRequest(
+            event_id=e,
+            dataset_id=d,
+            model_type="goal",
+            priority=p,
+            reason=reason if e == "n2" else None,
+            trace_context=trace if e == "b3" else None,
+        )
         for e, d, p in [
             ("n1", "new", 2),
             ("n2", "new", 7),
@@ -278,8 +291,12 @@ async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Databas
             ("b3", "busy", 4),
         ]
     ]
-    async with own_db.transaction() as s:
-        admissions = await JobQueue(s).admit(batch)
+    if driver == "session":
+        async with own_db.transaction() as s:
+            admissions = await JobQueue(s).admit(batch)
+    else:
+        async with own_db.plain_transaction() as conn:
+            admissions = await admit_on(conn, batch, AdmissionPolicy())
     outcomes = [(a.request.event_id, a.outcome.value, a.priority) for a in admissions]
     assert outcomes == [
         ("n1", "created", 2),
@@ -299,7 +316,7 @@ async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Databas
             for r in (
                 await s.execute(
                     text(
-                        "SELECT dataset_id, status, priority, "
+                        "SELECT dataset_id, status, priority, reason, trace_context, "
                         "(SELECT count(*) FROM job_triggers t WHERE t.job_id = j.id) AS n "
                         "FROM training_jobs j"
                     )
@@ -312,6 +329,8 @@ async def test_admission_in_one_batch_follows_the_rules_in_order(own_db: Databas
         ("busy", "in_progress"): (9, 1),
         ("busy", "queued"): (4, 2),
     }
+    assert jobs[("new", "queued")].reason == reason and jobs[("busy", "queued")].trace_context == trace
+    assert jobs[("old", "queued")].reason is None and jobs[("new", "queued")].trace_context is None
     created = [a for a in admissions if a.outcome is AdmissionOutcome.CREATED]
     for a in created:  # one queued event per job created, none for joins and repeats
         assert await _statuses(own_db, a.job_id) == [("queued", 1)]

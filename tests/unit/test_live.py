@@ -154,6 +154,9 @@ def test_predictions_are_checked_against_their_model_types_shapes() -> None:
         "inputs.features": _prediction(inputs={"user_id": "u", "features": {}}),
         "inputs: an empty list": _prediction(inputs=[]),
         "prediction_id": {k: v for k, v in _prediction().items() if k != "prediction_id"},
+        # the schema's types, not what they coerce to (the API fuzz sent `"shadow": 0.0`)
+        "shadow": _prediction(shadow=0.0),
+        "version: Input should be a valid integer": _prediction(version="5"),
     }
     for reason, event in refused.items():
         result = parse_prediction(_message(event), max_bytes=1 << 20)
