@@ -11,11 +11,21 @@ Anything not registered is an unknown model type.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from fcl.contract import limits
 
@@ -295,8 +305,13 @@ GOAL = register(
 )
 
 
-def sample_shapes() -> dict[str, type[SampleShape]]:
-    return {s.name: s.sample for s in _REGISTRY.values()}
+@functools.cache
+def sample_validators(name: str) -> tuple[TypeAdapter[SampleShape], TypeAdapter[list[SampleShape]]]:
+    """The validators of one sample of model type `name` and of a list of them, built once per
+    process (building one costs more than validating thousands of samples): the streams parser
+    and the training child's sample check use the same ones."""
+    shape = spec(name).sample
+    return TypeAdapter(shape), TypeAdapter(list[shape])  # type: ignore[valid-type]
 
 
 def input_shapes() -> dict[str, type[SampleShape]]:

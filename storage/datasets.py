@@ -39,7 +39,8 @@ from fcl.storage.models import (
 from fcl.storage.outbox import OutboxEntry
 
 # one statement whatever the number of ids (an IN list would be a new statement for every length)
-MODEL_TYPES = text("SELECT dataset_id, model_type FROM datasets WHERE dataset_id = ANY(CAST(:ids AS text[]))")
+MODEL_TYPES_SQL = "SELECT dataset_id, model_type FROM datasets WHERE dataset_id = ANY(CAST(:ids AS text[]))"
+MODEL_TYPES = text(MODEL_TYPES_SQL)
 
 
 class DatasetRepository:

@@ -29,11 +29,6 @@ from fcl.contract.events import (
 log = logging.getLogger(__name__)
 T = TypeVar("T", "ParsedThreshold", "ParsedSamples", "ParsedPrediction", "ParsedOutcome")
 
-_SAMPLE_LISTS: dict[str, TypeAdapter[list[model_types.SampleShape]]] = {
-    name: TypeAdapter(list[shape])  # type: ignore[valid-type]
-    for name, shape in model_types.sample_shapes().items()
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class RawMessage:
@@ -198,7 +193,7 @@ def _parse_samples(message: RawMessage, max_bytes: int) -> ParsedSamples | Rejec
     if isinstance(model_type, Rejected):
         return model_type
     try:
-        shaped = _SAMPLE_LISTS[model_type].validate_python(event.samples)
+        shaped = model_types.sample_validators(model_type)[1].validate_python(event.samples)
     except ValidationError as exc:
         return Rejected(message=message, reason=f"schema: {_describe(exc, 'samples')} (a {model_type} sample)")
     shape = shaped[0].shape()

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fcl.contract.enums import CheckKind, Direction, JobStatus, VerdictKind
 from fcl.contract.events import ValidationCheck
@@ -199,6 +200,29 @@ class FakeQueue:
 
     async def unpublished_events(self) -> int:
         return 0
+
+
+def training_task(**fields: Any) -> TrainingTask:
+    """A goal FIT task against nothing real (no database, no store), with `fields` changed."""
+    from fcl.storage.artifacts import S3Access
+
+    task = TrainingTask(
+        mode=Mode.FIT,
+        database_url="postgresql://nowhere/db",
+        artifact_url="/nowhere",
+        s3=S3Access(),
+        job_id=uuid.uuid4(),
+        attempt=1,
+        model_type="goal",
+        dataset_id="d",
+        watermark=1,
+        seed=1,
+        hyperparameters={},
+        device=None,
+        champion=None,
+        champion_version=None,
+    )
+    return replace(task, **fields)
 
 
 def outcome(task: TrainingTask, *, passed: bool = True) -> Outcome:

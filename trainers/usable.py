@@ -7,33 +7,24 @@ which the manifest records as `skipped_samples`."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from fcl.contract import model_types
-
-
-@functools.cache
-def _adapters(model_type: str) -> tuple[TypeAdapter[model_types.SampleShape], TypeAdapter[list[Any]]]:
-    """The validators of one sample and of a list of them, built once per model type (building one
-    costs more than validating thousands of samples)."""
-    shape = model_types.spec(model_type).sample
-    return TypeAdapter(shape), TypeAdapter(list[shape])  # type: ignore[valid-type]
 
 
 def prepare() -> None:
     """Build every model type's validators now (the fork server does, so that no child does)."""
     for spec in model_types.specs():
-        _adapters(spec.name)
+        model_types.sample_validators(spec.name)
 
 
 def usable_samples(model_type: str, samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """(the samples a training can use, in order; how many were skipped)."""
-    one, whole = _adapters(model_type)
+    one, whole = model_types.sample_validators(model_type)
     valid: list[tuple[dict[str, Any], model_types.SampleShape]]
     try:
         valid = list(zip(samples, whole.validate_python(samples), strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from fcl.storage.datasets import (
+    MODEL_TYPES_SQL,
     DatasetRepository,
     SampleRepository,
     threshold_events,
@@ -30,7 +31,17 @@ from fcl.storage.outbox import OutboxRepository
 from fcl.storage.queue import JobQueue
 from fcl.storage.queue.admission import admit_on
 
-MODEL_TYPES = Statement("SELECT dataset_id, model_type FROM datasets WHERE dataset_id = ANY(CAST(:ids AS text[]))")
+MODEL_TYPES = Statement(MODEL_TYPES_SQL)
+
+
+def refusals(requests: Sequence[TriggerRequest], kinds: dict[str, str]) -> dict[int, str]:
+    """The triggers for a dataset that holds samples of another model type (`kinds`: each
+    existing dataset's), by index, with the reason."""
+    return {
+        i: f"dataset {r.dataset_id!r} holds {kinds[r.dataset_id]} samples, not {r.model_type}"
+        for i, r in enumerate(requests)
+        if kinds.get(r.dataset_id, r.model_type) != r.model_type
+    }
 
 
 class IngestStore:
@@ -56,15 +67,11 @@ class IngestStore:
             async with self.db.plain_transaction() as conn:
                 ids = sorted({r.dataset_id for r in requests})
                 kinds = {r["dataset_id"]: r["model_type"] for r in await conn.fetch(MODEL_TYPES.sql, ids)}
-                if all(kinds.get(r.dataset_id, r.model_type) == r.model_type for r in requests):
+                if not refusals(requests, kinds):
                     return list(await admit_on(conn, requests, self.policy))
         async with self.db.transaction() as s:
             kinds = await DatasetRepository(s).model_types([r.dataset_id for r in requests]) if requests else {}
-            refused = {
-                i: f"dataset {r.dataset_id!r} holds {kinds[r.dataset_id]} samples, not {r.model_type}"
-                for i, r in enumerate(requests)
-                if kinds.get(r.dataset_id, r.model_type) != r.model_type
-            }
+            refused = refusals(requests, kinds)
             await write_dead_letters(
                 s, [*dead_letters, *(letter_for_refused(i, reason) for i, reason in refused.items())]
             )

@@ -129,12 +129,9 @@ def test_the_cli_sums_a_drift_up_in_one_line() -> None:
 
 
 def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_broken_champion_profile() -> None:
-    import uuid
-
-    from fcl.storage.artifacts import S3Access
     from fcl.trainers.judging import measure_drift
     from fcl.worker.child import jsonable
-    from fcl.worker.messages import Mode, TrainingTask
+    from tests.fakes import training_task
 
     info = {"n": np.int64(3), "f": np.float32(0.5), "bad": float("nan"), "t": (1, np.inf), "o": object, 4: "k"}
     clean = jsonable(info)
@@ -142,20 +139,7 @@ def test_the_child_keeps_manifest_info_as_json_postgresql_takes_and_survives_a_b
     assert (clean["n"], clean["f"], clean["bad"], clean["t"], clean["4"]) == (3, 0.5, None, [1, None], "k")
 
     samples = FinCoachSimulator(seed=3, n_users=50).goal_samples()
-    task = TrainingTask(
-        mode=Mode.FIT,
-        database_url="-",
-        artifact_url="-",
-        s3=S3Access(),
-        job_id=uuid.uuid4(),
-        attempt=1,
-        model_type="goal",
-        dataset_id="d",
-        watermark=1,
-        seed=1,
-        hyperparameters={},
-        device=None,
-        champion=None,
+    task = training_task(
         champion_version=3,
         champion_profile={"features": {"months": {"edges": "not a list", "shares": [1.0]}}},
     )

@@ -20,7 +20,7 @@ from fcl.worker.job import WorkerConfig
 from fcl.worker.loop import TrainerWorker
 from fcl.worker.messages import Mode
 from fcl.worker.runner import math_threads
-from tests.fakes import FakeChild, FakeQueue, FakeRunner, fails, hangs, new_job, succeeds
+from tests.fakes import FakeChild, FakeQueue, FakeRunner, fails, hangs, new_job, succeeds, training_task
 
 
 def config(**overrides: Any) -> WorkerConfig:
@@ -307,13 +307,10 @@ def test_the_champion_is_read_from_the_store_while_the_samples_load(monkeypatch:
     """Neither waits for the other: the loader only returns once the read has begun, and the read
     only returns once the loader has begun (one after the other would never finish either)."""
     import threading
-    import uuid
 
-    from fcl.storage.artifacts import S3Access
     from fcl.storage.entities import StoredArtifactRef
     from fcl.trainers.base import Artifact
     from fcl.worker import child
-    from fcl.worker.messages import TrainingTask
 
     reading, loading = threading.Event(), threading.Event()
 
@@ -336,21 +333,8 @@ def test_the_champion_is_read_from_the_store_while_the_samples_load(monkeypatch:
     monkeypatch.setattr(child, "load_samples", load_samples)
     monkeypatch.setattr(child, "_read_with_retries", read)
     monkeypatch.setattr(child, "usable_samples", usable)
-    task = TrainingTask(
-        mode=Mode.FIT,
-        database_url="postgresql://nowhere/db",
-        artifact_url="/nowhere",
-        s3=S3Access(),
-        job_id=uuid.uuid4(),
-        attempt=1,
-        model_type="goal",
-        dataset_id="d",
-        watermark=1,
-        seed=1,
-        hyperparameters={},
-        device="cpu",
-        champion=StoredArtifactRef(path="/nowhere/c", sha256="0" * 64, size=8, format="skops"),
-        champion_version=1,
+    task = training_task(
+        champion=StoredArtifactRef(path="/nowhere/c", sha256="0" * 64, size=8, format="skops"), champion_version=1
     )
     with pytest.raises(Loaded) as raised:
         child.train(task, lambda message: None)
